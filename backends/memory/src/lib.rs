@@ -1,0 +1,102 @@
+//! # strata-backend-memory
+//!
+//! The reference backend: each database is a `BTreeMap` behind a read-write lock. Batches
+//! apply under the write lock, so they are atomic; nothing survives the process. Used by
+//! tests, and by anyone who wants the engine's semantics without a disk.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, RwLock};
+
+use strata_engine::{Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store};
+
+#[derive(Default)]
+pub struct MemoryBackend {
+    databases: Mutex<HashMap<String, Arc<MemoryStore>>>,
+}
+
+impl MemoryBackend {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+#[derive(Default)]
+pub struct MemoryStore {
+    map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
+}
+
+fn bounds<'a>(start: &'a [u8], end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
+    (Bound::Included(start), if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) })
+}
+
+#[async_trait::async_trait]
+impl Store for MemoryStore {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(self.map.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned())
+    }
+
+    async fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+        if !end.is_empty() && start >= end {
+            return Ok(vec![]);
+        }
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let range = map.range::<[u8], _>(bounds(start, end));
+        let clone = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
+        Ok(if reverse { range.rev().take(limit).map(clone).collect() } else { range.take(limit).map(clone).collect() })
+    }
+
+    async fn apply(&self, ops: Vec<BatchOp>, _d: Durability, precondition: Option<Precondition>) -> Result<(), BackendError> {
+        let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(p) = precondition {
+            if map.get(&p.key) != p.expected.as_ref() {
+                return Err(BackendError::PreconditionFailed);
+            }
+        }
+        for op in ops {
+            match op {
+                BatchOp::Put(k, v) => {
+                    map.insert(k, v);
+                }
+                BatchOp::Delete(k) => {
+                    map.remove(&k);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait::async_trait]
+impl Backend for MemoryBackend {
+    fn describe(&self) -> String {
+        "memory:".into()
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities { max_batch_ops: None, multi_process: false, persistent: false }
+    }
+
+    async fn open(&self, name: &str, create: bool) -> Result<Arc<dyn Store>, BackendError> {
+        let mut dbs = self.databases.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = dbs.get(name) {
+            return Ok(s.clone());
+        }
+        if !create {
+            return Err(BackendError::NotFound);
+        }
+        let s = Arc::new(MemoryStore::default());
+        dbs.insert(name.to_string(), s.clone());
+        Ok(s)
+    }
+
+    async fn list(&self) -> Result<Vec<String>, BackendError> {
+        let mut names: Vec<String> = self.databases.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        names.sort();
+        Ok(names)
+    }
+
+    async fn drop_database(&self, name: &str) -> Result<bool, BackendError> {
+        Ok(self.databases.lock().unwrap_or_else(|e| e.into_inner()).remove(name).is_some())
+    }
+}

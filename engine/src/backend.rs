@@ -1,0 +1,140 @@
+//! The seam below the engine: a durable, ordered byte-key map with atomic batch writes.
+//!
+//! A backend knows nothing of versions, expiry or queues; the engine lays all of that out as
+//! keys (see [`crate::layout`]). What a backend must guarantee:
+//!
+//! * **Atomic batches.** [`Store::apply`] makes every op of a batch visible at once, or none.
+//!   A reader never observes half a batch, and a crash never leaves half a batch behind.
+//! * **Durability on request.** With [`Durability::Sync`] the batch is on stable storage when
+//!   `apply` returns.
+//! * **Ordered scans** by unsigned byte order of keys.
+//! * **Exclusive access** where the backend cannot share a database between processes: a second
+//!   process gets [`BackendError::Locked`], never a corrupt file.
+//!
+//! Reads may be served from any state at least as new as the last applied batch: the engine
+//! never needs a multi-call snapshot from the backend, because every record carries its own
+//! version and older versions live under their own keys.
+
+use std::sync::Arc;
+
+/// One write of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchOp {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+}
+
+impl BatchOp {
+    pub fn key(&self) -> &[u8] {
+        match self {
+            BatchOp::Put(k, _) | BatchOp::Delete(k) => k,
+        }
+    }
+}
+
+/// Whether a batch must be on stable storage before `apply` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Durability {
+    /// Synced before the commit is acknowledged (the default).
+    Sync,
+    /// Written, but synced later by the backend; a crash may lose the newest commits, never
+    /// corrupt the store or expose part of a commit.
+    Async,
+}
+
+/// Refuse the batch unless `key` currently holds `expected` (`None`: is absent).
+///
+/// Single-writer backends check it inside their write transaction; a multi-writer backend
+/// uses it to refuse a batch when another process advanced the log first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Precondition {
+    pub key: Vec<u8>,
+    pub expected: Option<Vec<u8>>,
+}
+
+/// What a backend can do; the engine adapts to it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Largest number of ops one `apply` takes; `None` is unbounded.
+    pub max_batch_ops: Option<usize>,
+    /// Whether several processes may write the same database at once.
+    pub multi_process: bool,
+    /// Whether data survives the process.
+    pub persistent: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("database is in use by another process: {0}")]
+    Locked(String),
+    #[error("database not found in the store")]
+    NotFound,
+    #[error("precondition failed: the store was changed by another writer")]
+    PreconditionFailed,
+    #[error("storage temporarily unavailable: {0}")]
+    Unavailable(String),
+    #[error("storage I/O error: {0}")]
+    Io(String),
+    #[error("store is corrupt: {0}")]
+    Corrupt(String),
+    #[error("storage error: {0}")]
+    Other(String),
+}
+
+impl BackendError {
+    /// Whether a retry of the same call may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, BackendError::Unavailable(_) | BackendError::PreconditionFailed)
+    }
+}
+
+impl From<std::io::Error> for BackendError {
+    fn from(e: std::io::Error) -> Self {
+        BackendError::Io(e.to_string())
+    }
+}
+
+/// One database in a backend: an ordered byte-key map.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The value under `key`.
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError>;
+
+    /// Up to `limit` pairs with `start <= key < end`, ascending, or descending if `reverse`.
+    async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError>;
+
+    /// Apply every op atomically; with a precondition, only if it holds.
+    async fn apply(
+        &self,
+        ops: Vec<BatchOp>,
+        durability: Durability,
+        precondition: Option<Precondition>,
+    ) -> Result<(), BackendError>;
+}
+
+/// A family of databases: a directory of files, a table, or memory.
+#[async_trait::async_trait]
+pub trait Backend: Send + Sync + 'static {
+    /// How to name this backend in messages and in `--store` URLs (`redb:./strata-data`).
+    fn describe(&self) -> String;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Open a database; with `create`, make it if missing, else a missing database is
+    /// [`BackendError::NotFound`]. Names are already validated by the engine.
+    async fn open(&self, name: &str, create: bool) -> Result<Arc<dyn Store>, BackendError>;
+
+    /// Every database in the backend, opened or not, sorted.
+    async fn list(&self) -> Result<Vec<String>, BackendError>;
+
+    /// Remove a database and its data. Returns whether it existed. The engine closes its own
+    /// handle first.
+    async fn drop_database(&self, name: &str) -> Result<bool, BackendError>;
+}

@@ -1,0 +1,528 @@
+//! One database: its shared state, its read API, and the doors into its commit pipeline.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio::task::JoinHandle;
+
+use crate::atomic::{self, AtomicWrite, CommitOutcome};
+use crate::backend::{BatchOp, Durability, Store};
+use crate::clock::now_ms;
+use crate::error::{EngineError, Result};
+use crate::layout::{self, EXPIRY, READY};
+use crate::limits::{DatabaseOptions, EngineConfig};
+use crate::log::CommitLog;
+use crate::mvcc;
+use crate::pipeline::{parse_expiry, CommitOp, CommitReply, CommitRequest, Pipeline};
+use crate::queue::{MessageId, QueueMessage};
+use crate::txn::Transaction;
+use crate::value::Entry;
+use crate::watch::Watch;
+
+/// Which version a read sees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadAt {
+    /// The newest committed version.
+    #[default]
+    Latest,
+    /// An older version inside the history retention window.
+    Version(u64),
+}
+
+/// One range of a snapshot read: `[start, end)` (an empty `end` is unbounded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadRange {
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+    pub limit: usize,
+    pub reverse: bool,
+}
+
+impl ReadRange {
+    pub fn new(start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>, limit: usize) -> Self {
+        ReadRange { start: start.into(), end: end.into(), limit, reverse: false }
+    }
+
+    /// Every key starting with `prefix`.
+    pub fn prefix(prefix: &[u8], limit: usize) -> Self {
+        ReadRange { start: prefix.to_vec(), end: prefix_end(prefix), limit, reverse: false }
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix` (empty: unbounded).
+pub fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    Vec::new()
+}
+
+/// The result of a snapshot read: every range's entries, all at `version`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotRead {
+    pub version: u64,
+    pub ranges: Vec<Vec<Entry>>,
+}
+
+pub(crate) struct ReadRegistry {
+    /// The oldest version a read may ask for.
+    pub horizon: u64,
+    /// Read versions held by open transactions and in-progress reads, with counts.
+    pub active: BTreeMap<u64, usize>,
+}
+
+pub(crate) struct Shared {
+    pub name: String,
+    pub id: String,
+    pub options: DatabaseOptions,
+    pub config: EngineConfig,
+    pub store: Arc<dyn Store>,
+    pub log: Arc<dyn CommitLog>,
+    /// The newest version applied to the store and published.
+    pub applied: watch::Sender<u64>,
+    /// The newest version handed to the log (applied or about to be).
+    pub in_flight: AtomicU64,
+    /// The newest version whose commit removed a key's latest record.
+    pub last_delete: AtomicU64,
+    pub reads: Mutex<ReadRegistry>,
+    pub watchers: Mutex<HashMap<Vec<u8>, Vec<Weak<Notify>>>>,
+    pub queue_ready: Notify,
+    pub commits: mpsc::Sender<CommitRequest>,
+    pub shutdown: watch::Sender<bool>,
+    pub tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Shared {
+    /// Wake watchers of the touched keys and, if messages moved, queue consumers.
+    pub(crate) fn publish(&self, touched: &[Vec<u8>], queue_changed: bool) {
+        if !touched.is_empty() {
+            let mut watchers = self.watchers.lock().unwrap_or_else(|e| e.into_inner());
+            if !watchers.is_empty() {
+                for k in touched {
+                    if let Some(list) = watchers.get_mut(k) {
+                        list.retain(|w| match w.upgrade() {
+                            Some(n) => {
+                                n.notify_one();
+                                true
+                            }
+                            None => false,
+                        });
+                        if list.is_empty() {
+                            watchers.remove(k);
+                        }
+                    }
+                }
+            }
+        }
+        if queue_changed {
+            self.queue_ready.notify_waiters();
+        }
+    }
+
+    /// Move the horizon up to `candidate`, but never past a version a reader holds.
+    pub(crate) fn advance_horizon(&self, candidate: u64) -> u64 {
+        let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        let oldest_reader = reads.active.keys().next().copied().unwrap_or(u64::MAX);
+        let applied = *self.applied.borrow();
+        let h = candidate.min(oldest_reader).min(applied).max(reads.horizon);
+        reads.horizon = h;
+        h
+    }
+
+    /// Hold `version` readable until the guard drops.
+    pub(crate) fn hold(self: &Arc<Self>, version: u64) -> Result<ReadGuard> {
+        let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        if version < reads.horizon {
+            return Err(EngineError::VersionTooOld { requested: version, oldest: reads.horizon });
+        }
+        *reads.active.entry(version).or_insert(0) += 1;
+        Ok(ReadGuard { shared: self.clone(), version })
+    }
+
+    pub(crate) fn latest(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Whether reads at `v` must also walk history to find keys deleted after `v`.
+    pub(crate) fn needs_precise(&self, v: u64) -> bool {
+        self.last_delete.load(Ordering::SeqCst) > v
+    }
+
+    pub(crate) async fn commit(&self, op: CommitOp) -> Result<CommitReply> {
+        if *self.shutdown.borrow() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let (tx, rx) = oneshot::channel();
+        self.commits.send(CommitRequest { op, reply: tx }).await.map_err(|_| EngineError::ShuttingDown)?;
+        rx.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+}
+
+/// Keeps a read version from being garbage-collected.
+pub(crate) struct ReadGuard {
+    shared: Arc<Shared>,
+    version: u64,
+}
+
+impl Drop for ReadGuard {
+    fn drop(&mut self) {
+        let mut reads = self.shared.reads.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = reads.active.get_mut(&self.version) {
+            *n -= 1;
+            if *n == 0 {
+                reads.active.remove(&self.version);
+            }
+        }
+    }
+}
+
+/// A handle to one open database. Cheap to clone; every clone is the same database.
+#[derive(Clone)]
+pub struct Database {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("name", &self.shared.name).field("version", &self.version()).finish()
+    }
+}
+
+impl Database {
+    /// Open a database over its store: read (or, for a new database, write) its metadata,
+    /// then start its pipeline and background tasks.
+    pub(crate) async fn open(
+        name: &str,
+        store: Arc<dyn Store>,
+        log: Arc<dyn CommitLog>,
+        new_options: DatabaseOptions,
+        config: EngineConfig,
+    ) -> Result<Database> {
+        let corrupt = |detail: &str| EngineError::Corrupt { database: name.to_string(), detail: detail.into() };
+        let (id, options) = match store.get(layout::META_ID).await? {
+            Some(id) => {
+                let id = String::from_utf8(id).map_err(|_| corrupt("database id is not UTF-8"))?;
+                let options = match store.get(layout::META_OPTIONS).await? {
+                    Some(raw) => serde_json::from_slice(&raw).map_err(|e| corrupt(&format!("options: {e}")))?,
+                    None => DatabaseOptions::default(),
+                };
+                (id, options)
+            }
+            None => {
+                let id = uuid::Uuid::new_v4().to_string();
+                let opts = serde_json::to_vec(&new_options).map_err(|e| corrupt(&e.to_string()))?;
+                store
+                    .apply(
+                        vec![
+                            BatchOp::Put(layout::META_ID.to_vec(), id.clone().into_bytes()),
+                            BatchOp::Put(layout::META_OPTIONS.to_vec(), opts),
+                        ],
+                        Durability::Sync,
+                        None,
+                    )
+                    .await?;
+                (id, new_options)
+            }
+        };
+        let read_u64 = |raw: Option<Vec<u8>>| -> Result<u64> {
+            match raw {
+                Some(b) => layout::be_u64(&b).ok_or_else(|| corrupt("bad version record")),
+                None => Ok(0),
+            }
+        };
+        let version = read_u64(store.get(layout::META_VERSION).await?)?;
+        let horizon = read_u64(store.get(layout::META_HORIZON).await?)?;
+
+        let (tx, rx) = mpsc::channel(4096);
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            id,
+            options,
+            config,
+            store,
+            log,
+            applied: watch::channel(version).0,
+            in_flight: AtomicU64::new(version),
+            // After a restart, nothing is known about deletes: treat every older version as
+            // possibly affected.
+            last_delete: AtomicU64::new(version),
+            reads: Mutex::new(ReadRegistry { horizon, active: BTreeMap::new() }),
+            watchers: Mutex::new(HashMap::new()),
+            queue_ready: Notify::new(),
+            commits: tx,
+            shutdown: watch::channel(false).0,
+            tasks: Mutex::new(Vec::new()),
+        });
+        let mut tasks = vec![tokio::spawn(Pipeline::new(shared.clone(), rx).run())];
+        if shared.config.background_tasks {
+            tasks.push(tokio::spawn(crate::expiry::sweeper(shared.clone())));
+            tasks.push(tokio::spawn(crate::expiry::collector(shared.clone())));
+        }
+        *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
+        Ok(Database { shared })
+    }
+
+    /// Stop the pipeline and background tasks; commits in the channel are answered first.
+    pub async fn close(&self) {
+        self.shared.shutdown.send_replace(true);
+        self.shared.queue_ready.notify_waiters();
+        let tasks = std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// A UUID fixed when the database was created.
+    pub fn id(&self) -> &str {
+        &self.shared.id
+    }
+
+    pub fn options(&self) -> &DatabaseOptions {
+        &self.shared.options
+    }
+
+    /// The newest committed version.
+    pub fn version(&self) -> u64 {
+        self.shared.latest()
+    }
+
+    /// The oldest version that reads may still ask for.
+    pub fn oldest_readable_version(&self) -> u64 {
+        self.shared.reads.lock().unwrap_or_else(|e| e.into_inner()).horizon
+    }
+
+    /// Wait until `version` is committed and visible.
+    pub async fn wait_for_version(&self, version: u64) -> Result<()> {
+        let mut rx = self.shared.applied.subscribe();
+        rx.wait_for(|v| *v >= version).await.map_err(|_| EngineError::ShuttingDown)?;
+        Ok(())
+    }
+
+    fn check_read_key(&self, key: &[u8]) -> Result<()> {
+        atomic::check_key(&self.shared.options.limits, key, false)
+    }
+
+    /// The newest version of one key: one backend point lookup.
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
+        self.check_read_key(key)?;
+        let now = now_ms();
+        let rec = mvcc::get(&*self.shared.store, &self.shared.name, key, u64::MAX, false, now).await?;
+        Ok(rec.map(|r| r.into_entry(key.to_vec())))
+    }
+
+    /// Several keys at one consistent version.
+    pub async fn get_many(&self, keys: &[Vec<u8>], at: ReadAt) -> Result<Vec<Option<Entry>>> {
+        for k in keys {
+            self.check_read_key(k)?;
+        }
+        self.at_version(at, |v, precise| async move {
+            let now = now_ms();
+            let mut out = Vec::with_capacity(keys.len());
+            for k in keys {
+                let rec = mvcc::get(&*self.shared.store, &self.shared.name, k, v, precise, now).await?;
+                out.push(rec.map(|r| r.into_entry(k.clone())));
+            }
+            Ok(out)
+        })
+        .await
+        .map(|(_, r)| r)
+    }
+
+    /// Several ranges at one consistent version, each forward or reverse with a limit.
+    pub async fn snapshot_read(&self, ranges: &[ReadRange], at: ReadAt) -> Result<SnapshotRead> {
+        let limits = &self.shared.options.limits;
+        if ranges.len() > limits.max_read_ranges {
+            return Err(EngineError::limit("ranges per read", "ranges", ranges.len(), limits.max_read_ranges));
+        }
+        let mut total = 0usize;
+        for r in ranges {
+            self.check_read_key(&r.start)?;
+            self.check_read_key(&r.end)?;
+            if r.limit == 0 {
+                return Err(EngineError::InvalidRequest("a read range's limit must be at least 1".into()));
+            }
+            total = total.saturating_add(r.limit);
+        }
+        if total > limits.max_read_entries {
+            return Err(EngineError::limit("entries per read", "sum of range limits", total, limits.max_read_entries));
+        }
+        let (version, ranges) = self
+            .at_version(at, |v, precise| async move {
+                let now = now_ms();
+                let mut out = Vec::with_capacity(ranges.len());
+                for r in ranges {
+                    let found = mvcc::scan(
+                        &*self.shared.store,
+                        &self.shared.name,
+                        &r.start,
+                        &r.end,
+                        r.reverse,
+                        r.limit,
+                        v,
+                        precise,
+                        now,
+                    )
+                    .await?;
+                    out.push(found.into_iter().map(|(k, rec)| rec.into_entry(k)).collect());
+                }
+                Ok(out)
+            })
+            .await?;
+        Ok(SnapshotRead { version, ranges })
+    }
+
+    /// Run a read at the version `at` names, precisely when deletes may have passed it.
+    pub(crate) async fn at_version<T, F, Fut>(&self, at: ReadAt, read: F) -> Result<(u64, T)>
+    where
+        F: Fn(u64, bool) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match at {
+            ReadAt::Latest => {
+                let v = self.shared.latest();
+                let fast = read(v, false).await?;
+                // Exact unless a commit newer than v removed a key while we read.
+                if !self.shared.needs_precise(v) {
+                    return Ok((v, fast));
+                }
+                let _guard = self.shared.hold(v)?;
+                Ok((v, read(v, true).await?))
+            }
+            ReadAt::Version(v) => {
+                let latest = self.shared.latest();
+                if v > latest {
+                    return Err(EngineError::VersionInFuture { requested: v, latest });
+                }
+                let _guard = self.shared.hold(v)?;
+                let precise = self.shared.needs_precise(v);
+                Ok((v, read(v, precise).await?))
+            }
+        }
+    }
+
+    /// Commit checks, mutations and enqueues atomically.
+    pub async fn atomic_write(&self, write: AtomicWrite) -> Result<CommitOutcome> {
+        atomic::validate(&self.shared.options.limits, &write, now_ms())?;
+        match self.shared.commit(CommitOp::Atomic(write)).await? {
+            CommitReply::Outcome(o) => Ok(o),
+            _ => Err(EngineError::InvalidRequest("unexpected pipeline reply".into())),
+        }
+    }
+
+    /// Begin an interactive transaction at the newest version.
+    pub fn begin(&self) -> Result<Transaction> {
+        if *self.shared.shutdown.borrow() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let v = self.shared.latest();
+        let guard = self.shared.hold(v)?;
+        Ok(Transaction::new(self.clone(), v, guard))
+    }
+
+    /// Watch up to `max_watched_keys` keys: the first `next()` returns their entries, each
+    /// later one returns them again after any of them changed.
+    pub fn watch(&self, keys: Vec<Vec<u8>>) -> Result<Watch> {
+        let limits = &self.shared.options.limits;
+        if keys.is_empty() {
+            return Err(EngineError::InvalidRequest("a watch needs at least one key".into()));
+        }
+        if keys.len() > limits.max_watched_keys {
+            return Err(EngineError::limit("watched keys", "keys", keys.len(), limits.max_watched_keys));
+        }
+        for k in &keys {
+            self.check_read_key(k)?;
+        }
+        Ok(Watch::new(self.clone(), keys))
+    }
+
+    /// Lease up to `max` ready messages for `visibility`; ack or nack each before it ends.
+    pub async fn lease(&self, max: usize, visibility: Duration) -> Result<Vec<QueueMessage>> {
+        if max == 0 {
+            return Ok(vec![]);
+        }
+        let visibility_ms = visibility.as_millis().clamp(1, u64::MAX as u128) as u64;
+        match self.shared.commit(CommitOp::Lease { max: max.min(1000), visibility_ms }).await? {
+            CommitReply::Leased(m) => Ok(m),
+            _ => Err(EngineError::InvalidRequest("unexpected pipeline reply".into())),
+        }
+    }
+
+    /// Delivery succeeded: remove the message.
+    pub async fn ack(&self, id: MessageId, lease: u64) -> Result<()> {
+        self.shared.commit(CommitOp::Ack { id, lease }).await.map(|_| ())
+    }
+
+    /// Delivery failed: retry after the next backoff step, or dead-letter.
+    pub async fn nack(&self, id: MessageId, lease: u64) -> Result<()> {
+        self.shared.commit(CommitOp::Nack { id, lease }).await.map(|_| ())
+    }
+
+    /// Messages waiting or leased.
+    pub async fn queue_len(&self) -> Result<usize> {
+        let (s, e) = layout::family(layout::QUEUE);
+        let mut n = 0;
+        let mut cursor = mvcc::Cursor::new(&*self.shared.store, s, e, false, 1024);
+        while cursor.next().await?.is_some() {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// When the next message becomes ready (ms since the epoch), if any is queued.
+    pub async fn next_ready_at(&self) -> Result<Option<u64>> {
+        let (s, e) = layout::family(READY);
+        let first = self.shared.store.scan(&s, &e, false, 1).await?;
+        Ok(first.first().and_then(|(k, _)| layout::parse_versioned(k)).map(|(t, _)| t))
+    }
+
+    /// A future that completes when messages may have become ready (an enqueue or a nack).
+    pub(crate) fn queue_notified(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.queue_ready.notified()
+    }
+
+    /// Delete every expired key now (the background sweeper does this on its own).
+    pub async fn sweep_expired(&self) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            let now = now_ms();
+            let (s, e) = layout::int_range(EXPIRY, 0, now + 1);
+            let items: Vec<(u64, Vec<u8>)> =
+                self.shared.store.scan(&s, &e, false, 1000).await?.iter().filter_map(|(k, _)| parse_expiry(k)).collect();
+            let n = items.len();
+            if n == 0 {
+                return Ok(total);
+            }
+            self.shared.commit(CommitOp::Sweep(items)).await?;
+            total += n;
+            if n < 1000 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Garbage-collect versions older than the retention window now.
+    pub async fn collect_garbage(&self) -> Result<()> {
+        self.shared.commit(CommitOp::Gc).await.map(|_| ())
+    }
+
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shared.shutdown.subscribe()
+    }
+}
+
+impl layout::Record {
+    pub(crate) fn into_entry(self, key: Vec<u8>) -> Entry {
+        Entry { key, value: self.value, versionstamp: self.versionstamp, expires_at: self.expires_at }
+    }
+}

@@ -1,0 +1,99 @@
+//! The engine's error type: one enum, each variant a condition a caller can act on.
+
+use crate::backend::BackendError;
+
+/// Everything the engine can refuse or fail with.
+///
+/// Variants are grouped by what the caller should do: fix the request (`InvalidName`,
+/// `LimitExceeded`, `InvalidMutation`, `InvalidRequest`), retry (`Conflict`,
+/// `TransactionTooOld`, a transient [`BackendError`]), or look elsewhere (`DatabaseNotFound`,
+/// `VersionTooOld`).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("invalid database name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+
+    #[error("database {0:?} does not exist")]
+    DatabaseNotFound(String),
+
+    #[error("database {0:?} already exists")]
+    DatabaseExists(String),
+
+    #[error("database {0:?} has been dropped")]
+    DatabaseDropped(String),
+
+    #[error("{what} of {actual} exceeds the {limit} limit of {max}")]
+    LimitExceeded {
+        /// The name of the limit, as in [`crate::Limits`] docs (e.g. "write key size").
+        limit: &'static str,
+        /// What was measured ("key of 3000 bytes" reads as `what` = "key", `actual` = "3000 bytes").
+        what: &'static str,
+        actual: String,
+        max: String,
+    },
+
+    /// A mutation that cannot be applied to the value it meets (e.g. `sum` on a non-U64).
+    #[error("{0}")]
+    InvalidMutation(String),
+
+    /// A request that is malformed in a way no limit describes.
+    #[error("{0}")]
+    InvalidRequest(String),
+
+    /// A stored record that the engine cannot decode: the store holds something it did not write.
+    #[error("corrupt record in database {database:?}: {detail}")]
+    Corrupt { database: String, detail: String },
+
+    /// The transaction read data that a later commit changed. Retry the whole transaction.
+    #[error("transaction conflict: a key range it read was written by a later commit; retry the transaction")]
+    Conflict,
+
+    /// The transaction's read version is older than the conflict history the engine keeps.
+    #[error("transaction too old: read version {read_version} predates the conflict window; retry the transaction")]
+    TransactionTooOld { read_version: u64 },
+
+    #[error("transaction already finished")]
+    TransactionFinished,
+
+    #[error("version {requested} is older than the oldest readable version {oldest} (history retention window)")]
+    VersionTooOld { requested: u64, oldest: u64 },
+
+    #[error("version {requested} has not been committed yet (latest is {latest})")]
+    VersionInFuture { requested: u64, latest: u64 },
+
+    #[error("queue message {0} is not leased by this lease (acked, nacked, or its lease expired)")]
+    LeaseLost(String),
+
+    #[error("the database is shutting down")]
+    ShuttingDown,
+
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+}
+
+impl EngineError {
+    /// Whether retrying the same operation (a transaction from its start) may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            EngineError::Conflict | EngineError::TransactionTooOld { .. } => true,
+            EngineError::Backend(e) => e.is_transient(),
+            _ => false,
+        }
+    }
+
+    pub(crate) fn limit(
+        limit: &'static str,
+        what: &'static str,
+        actual: impl ToString,
+        max: impl ToString,
+    ) -> Self {
+        EngineError::LimitExceeded {
+            limit,
+            what,
+            actual: actual.to_string(),
+            max: max.to_string(),
+        }
+    }
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -1,0 +1,255 @@
+//! How the engine lays a database out as backend keys.
+//!
+//! Every concept is a key family under a one-byte prefix, so that each is one ordered range:
+//!
+//! | family | key | value |
+//! | --- | --- | --- |
+//! | latest | `l` key | [`Record`] of the newest version |
+//! | history | `h` esc(key) `00 00` superseded-version | [`Record`] that was newest until that version |
+//! | gc index | `g` superseded-version key | empty: which history keys a version made obsolete |
+//! | expiry index | `x` expires-at-ms key | empty |
+//! | queue message | `q` message-id | [`crate::queue`] message record |
+//! | queue ready index | `r` ready-at-ms message-id | empty |
+//! | commit times | `t` version | commit time in ms |
+//! | meta | `m` name | version, horizon, database id, options |
+//!
+//! Integers are big-endian so that byte order is numeric order. History keys escape the user
+//! key (`00` → `00 ff`) and end it with `00 00`, so that all versions of one key are
+//! contiguous, newer supersessions after older ones, and no key's history interleaves another's.
+//!
+//! Reading the newest version is one point lookup of `l` key. Reading at an older version `v`
+//! finds the first history record superseded after `v`: it is the record that was newest at
+//! `v`, provided its own version is `<= v` (else the key did not exist at `v`).
+
+use crate::value::{Encoding, Value, Versionstamp};
+
+pub const LATEST: u8 = b'l';
+pub const HISTORY: u8 = b'h';
+pub const GC: u8 = b'g';
+pub const EXPIRY: u8 = b'x';
+pub const QUEUE: u8 = b'q';
+pub const READY: u8 = b'r';
+pub const TIMES: u8 = b't';
+pub const META: u8 = b'm';
+
+pub const META_VERSION: &[u8] = b"mversion";
+pub const META_HORIZON: &[u8] = b"mhorizon";
+pub const META_ID: &[u8] = b"mid";
+pub const META_OPTIONS: &[u8] = b"moptions";
+
+fn prefixed(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();
+    let mut k = Vec::with_capacity(len);
+    k.push(prefix);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+pub fn latest(key: &[u8]) -> Vec<u8> {
+    prefixed(LATEST, &[key])
+}
+
+/// The end of the latest family for a user range end (exclusive).
+pub fn latest_end(end: &[u8]) -> Vec<u8> {
+    if end.is_empty() {
+        vec![LATEST + 1]
+    } else {
+        latest(end)
+    }
+}
+
+fn escape_into(out: &mut Vec<u8>, key: &[u8]) {
+    for &b in key {
+        out.push(b);
+        if b == 0 {
+            out.push(0xff);
+        }
+    }
+}
+
+/// The first history key of `key` superseded at or after `version`.
+pub fn history(key: &[u8], version: u64) -> Vec<u8> {
+    let mut k = history_prefix(key);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+/// All history keys of `key` start with this.
+pub fn history_prefix(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 12);
+    k.push(HISTORY);
+    escape_into(&mut k, key);
+    k.extend_from_slice(&[0, 0]);
+    k
+}
+
+/// The user key and superseded version of a history key.
+pub fn parse_history(raw: &[u8]) -> Option<(Vec<u8>, u64)> {
+    let body = raw.strip_prefix(&[HISTORY])?;
+    let mut key = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        let b = body[i];
+        if b == 0 {
+            match body.get(i + 1) {
+                Some(0xff) => {
+                    key.push(0);
+                    i += 2;
+                }
+                Some(0) => {
+                    let v: [u8; 8] = body.get(i + 2..i + 10)?.try_into().ok()?;
+                    return Some((key, u64::from_be_bytes(v)));
+                }
+                _ => return None,
+            }
+        } else {
+            key.push(b);
+            i += 1;
+        }
+    }
+    None
+}
+
+/// The history family's range covering user keys in `[start, end)`.
+pub fn history_range(start: &[u8], end: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut s = vec![HISTORY];
+    escape_into(&mut s, start);
+    let e = if end.is_empty() {
+        vec![HISTORY + 1]
+    } else {
+        let mut e = vec![HISTORY];
+        escape_into(&mut e, end);
+        e
+    };
+    (s, e)
+}
+
+pub fn gc(version: u64, key: &[u8]) -> Vec<u8> {
+    prefixed(GC, &[&version.to_be_bytes(), key])
+}
+
+pub fn parse_versioned(raw: &[u8]) -> Option<(u64, &[u8])> {
+    let v: [u8; 8] = raw.get(1..9)?.try_into().ok()?;
+    Some((u64::from_be_bytes(v), &raw[9..]))
+}
+
+pub fn expiry(expires_at: u64, key: &[u8]) -> Vec<u8> {
+    prefixed(EXPIRY, &[&expires_at.to_be_bytes(), key])
+}
+
+pub fn times(version: u64) -> Vec<u8> {
+    prefixed(TIMES, &[&version.to_be_bytes()])
+}
+
+pub fn queue_message(id: &[u8]) -> Vec<u8> {
+    prefixed(QUEUE, &[id])
+}
+
+pub fn ready(ready_at: u64, id: &[u8]) -> Vec<u8> {
+    prefixed(READY, &[&ready_at.to_be_bytes(), id])
+}
+
+/// The key range `[prefix ++ from, prefix ++ to)` over an integer-first family.
+pub fn int_range(prefix: u8, from: u64, to: u64) -> (Vec<u8>, Vec<u8>) {
+    (prefixed(prefix, &[&from.to_be_bytes()]), prefixed(prefix, &[&to.to_be_bytes()]))
+}
+
+pub fn family(prefix: u8) -> (Vec<u8>, Vec<u8>) {
+    (vec![prefix], vec![prefix + 1])
+}
+
+pub fn be_u64(b: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(b.try_into().ok()?))
+}
+
+/// A stored version of a key: value, versionstamp, expiry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub value: Value,
+    pub versionstamp: Versionstamp,
+    pub expires_at: Option<u64>,
+}
+
+const RECORD_FORMAT: u8 = 1;
+const RECORD_HEADER: usize = 20;
+
+impl Record {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut b = Vec::with_capacity(RECORD_HEADER + self.value.data.len());
+        b.push(RECORD_FORMAT);
+        b.extend_from_slice(&self.versionstamp.0);
+        b.push(self.value.encoding.tag());
+        b.extend_from_slice(&self.expires_at.unwrap_or(0).to_be_bytes());
+        b.extend_from_slice(&self.value.data);
+        b
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Record> {
+        if b.len() < RECORD_HEADER || b[0] != RECORD_FORMAT {
+            return None;
+        }
+        let versionstamp = Versionstamp::from_slice(&b[1..11])?;
+        let encoding = Encoding::from_tag(b[11])?;
+        let expires = be_u64(&b[12..20])?;
+        Some(Record {
+            value: Value { encoding, data: b[RECORD_HEADER..].to_vec() },
+            versionstamp,
+            expires_at: (expires != 0).then_some(expires),
+        })
+    }
+
+    pub fn version(&self) -> u64 {
+        self.versionstamp.version()
+    }
+
+    pub fn is_live(&self, now_ms: u64) -> bool {
+        self.expires_at.is_none_or(|t| t > now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_keys_keep_each_keys_versions_together_and_in_order() {
+        let keys: [&[u8]; 5] = [b"", b"a", b"a\x00", b"a\x00b", b"b"];
+        let mut all = Vec::new();
+        for k in keys {
+            for v in [1u64, 2, 0xff00_0000_0000_0000] {
+                all.push((history(k, v), k.to_vec(), v));
+            }
+        }
+        let mut sorted = all.clone();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(sorted, all, "history keys sort by user key, then version");
+        for (raw, k, v) in &all {
+            assert_eq!(parse_history(raw), Some((k.clone(), *v)));
+        }
+    }
+
+    #[test]
+    fn history_range_covers_exactly_the_user_range() {
+        let (s, e) = history_range(b"a", b"b");
+        for (k, inside) in [(&b"a"[..], true), (b"a\x00", true), (b"az", true), (b"b", false), (b"", false)] {
+            let h = history(k, 5);
+            assert_eq!(h >= s && h < e, inside, "{k:?}");
+        }
+    }
+
+    #[test]
+    fn records_round_trip_and_reject_garbage() {
+        let r = Record {
+            value: Value::u64(9),
+            versionstamp: Versionstamp::from_version(3),
+            expires_at: Some(77),
+        };
+        assert_eq!(Record::decode(&r.encode()), Some(r));
+        assert_eq!(Record::decode(b"short"), None);
+        let mut bad = Record { value: Value::bytes(vec![]), versionstamp: Versionstamp::ZERO, expires_at: None }.encode();
+        bad[11] = 0;
+        assert_eq!(Record::decode(&bad), None);
+    }
+}

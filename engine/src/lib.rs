@@ -1,0 +1,55 @@
+//! # strata-engine
+//!
+//! The engine core of Strata: one ordered, strictly serializable keyspace per database, with
+//! MVCC, versionstamps, watches, expiry and durable queues, over any [`Backend`].
+//!
+//! Two invariants carry everything else:
+//!
+//! * **One commit pipeline per database** ([`pipeline`](crate::pipeline)): every write — an
+//!   atomic write, an interactive transaction, an expiry sweep, a queue lease — is resolved,
+//!   given a strictly increasing version, applied to the store in a group batch, and published
+//!   in that order. Versions are the order of commits and of real time.
+//! * **Every record carries its version** ([`layout`](crate::layout)): the newest version of a
+//!   key is one point lookup; older versions live under history keys, so a read at any version
+//!   inside the retention window is exact without any snapshot support from the backend.
+//!
+//! Where to look next: [`Engine`] (databases), [`Database`] (reads, atomic writes, watches,
+//! queues), [`Transaction`] (interactive transactions), [`Backend`]/[`Store`] (the seam for
+//! storage), [`CommitLog`] (the seam for replication).
+
+mod atomic;
+mod backend;
+mod clock;
+mod conflict;
+mod database;
+mod engine;
+mod error;
+mod expiry;
+pub mod files;
+pub mod layout;
+mod limits;
+mod listener;
+mod log;
+mod mvcc;
+mod names;
+mod overlay;
+mod pipeline;
+mod queue;
+mod txn;
+mod value;
+mod watch;
+
+pub use atomic::{AtomicWrite, Check, CommitOutcome, Enqueue, Mutation, MutationKind, VersionstampSuffix};
+pub use backend::{Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store};
+pub use clock::now_ms;
+pub use database::{prefix_end, Database, ReadAt, ReadRange, SnapshotRead};
+pub use engine::Engine;
+pub use error::{EngineError, Result};
+pub use limits::{DatabaseOptions, EngineConfig, Limits};
+pub use listener::{ListenOptions, Listener};
+pub use log::{CommitLog, CommitLogFactory, LocalLog, LogEntry};
+pub use names::{validate_name, MAX_NAME_LEN};
+pub use queue::{MessageId, QueueMessage, DEFAULT_BACKOFF};
+pub use txn::Transaction;
+pub use value::{Encoding, Entry, Value, Versionstamp};
+pub use watch::Watch;

@@ -1,0 +1,203 @@
+//! Reading a database at a version.
+//!
+//! The newest version of every key lives under `l` key (see [`crate::layout`]); each version a
+//! commit replaced lives under `h` key superseded-version. So the state of a key at version
+//! `v` is its latest record if that record's version is `<= v`; otherwise the first history
+//! record superseded after `v`, if that record's own version is `<= v`; otherwise the key did
+//! not exist at `v`.
+//!
+//! A key that is absent from `l` may still have existed at `v` (deleted later). Such reads
+//! are *precise* and also walk history. Reads at the newest version skip that walk when no
+//! commit newer than `v` reached the store while they ran — the reader checks the pipeline's
+//! in-flight version after reading ([`crate::database`]) and reads again precisely if it moved.
+
+use std::collections::VecDeque;
+
+use crate::backend::Store;
+use crate::error::{EngineError, Result};
+use crate::layout::{self, Record};
+
+/// A chunked, ordered walk over one backend range.
+pub(crate) struct Cursor<'a> {
+    store: &'a dyn Store,
+    start: Vec<u8>,
+    end: Vec<u8>,
+    reverse: bool,
+    chunk: usize,
+    buf: VecDeque<(Vec<u8>, Vec<u8>)>,
+    done: bool,
+}
+
+impl<'a> Cursor<'a> {
+    pub(crate) fn new(store: &'a dyn Store, start: Vec<u8>, end: Vec<u8>, reverse: bool, first_chunk: usize) -> Self {
+        Cursor { store, start, end, reverse, chunk: first_chunk.clamp(1, 4096), buf: VecDeque::new(), done: false }
+    }
+
+    async fn fill(&mut self) -> Result<()> {
+        if !self.buf.is_empty() || self.done {
+            return Ok(());
+        }
+        if self.start >= self.end {
+            self.done = true;
+            return Ok(());
+        }
+        let items = self.store.scan(&self.start, &self.end, self.reverse, self.chunk).await?;
+        if items.len() < self.chunk {
+            self.done = true;
+        }
+        if let Some((last, _)) = items.last() {
+            if self.reverse {
+                self.end = last.clone();
+            } else {
+                let mut next = last.clone();
+                next.push(0);
+                self.start = next;
+            }
+        }
+        self.buf.extend(items);
+        self.chunk = (self.chunk * 2).min(4096);
+        Ok(())
+    }
+
+    pub(crate) async fn peek(&mut self) -> Result<Option<&(Vec<u8>, Vec<u8>)>> {
+        self.fill().await?;
+        Ok(self.buf.front())
+    }
+
+    pub(crate) async fn next(&mut self) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+        self.fill().await?;
+        Ok(self.buf.pop_front())
+    }
+}
+
+pub(crate) fn decode(db: &str, raw: &[u8]) -> Result<Record> {
+    Record::decode(raw).ok_or_else(|| EngineError::Corrupt { database: db.to_string(), detail: "undecodable record".into() })
+}
+
+/// The record of `key` that was newest at version `v`, given the key's latest record.
+pub(crate) async fn at_version(
+    store: &dyn Store,
+    db: &str,
+    key: &[u8],
+    latest: Option<Record>,
+    v: u64,
+    precise: bool,
+) -> Result<Option<Record>> {
+    match latest {
+        Some(r) if r.version() <= v => return Ok(Some(r)),
+        None if !precise => return Ok(None),
+        _ => {}
+    }
+    let start = layout::history(key, v.saturating_add(1));
+    let mut end = layout::history_prefix(key);
+    if let Some(last) = end.last_mut() {
+        *last = 1;
+    }
+    let found = store.scan(&start, &end, false, 1).await?;
+    match found.first() {
+        Some((_, raw)) => {
+            let r = decode(db, raw)?;
+            Ok((r.version() <= v).then_some(r))
+        }
+        None => Ok(None),
+    }
+}
+
+/// A point read at version `v`.
+pub(crate) async fn get(store: &dyn Store, db: &str, key: &[u8], v: u64, precise: bool, now: u64) -> Result<Option<Record>> {
+    let latest = match store.get(&layout::latest(key)).await? {
+        Some(raw) => Some(decode(db, &raw)?),
+        None => None,
+    };
+    let r = at_version(store, db, key, latest, v, precise).await?;
+    Ok(r.filter(|r| r.is_live(now)))
+}
+
+/// A range read `[start, end)` at version `v`: up to `limit` live entries, in key order (or
+/// reverse key order).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn scan(
+    store: &dyn Store,
+    db: &str,
+    start: &[u8],
+    end: &[u8],
+    reverse: bool,
+    limit: usize,
+    v: u64,
+    precise: bool,
+    now: u64,
+) -> Result<Vec<(Vec<u8>, Record)>> {
+    let mut out = Vec::new();
+    if limit == 0 || (!end.is_empty() && start >= end) {
+        return Ok(out);
+    }
+    let mut latest = Cursor::new(store, layout::latest(start), layout::latest_end(end), reverse, limit);
+    if !precise {
+        while out.len() < limit {
+            let Some((raw_key, raw)) = latest.next().await? else { break };
+            let key = raw_key[1..].to_vec();
+            let rec = decode(db, &raw)?;
+            let rec = at_version(store, db, &key, Some(rec), v, false).await?;
+            if let Some(rec) = rec.filter(|r| r.is_live(now)) {
+                out.push((key, rec));
+            }
+        }
+        return Ok(out);
+    }
+
+    // Precise: merge the latest family with the history family, key by key.
+    let (hs, he) = layout::history_range(start, end);
+    let mut history = Cursor::new(store, hs, he, reverse, 64);
+    while out.len() < limit {
+        let next_latest = latest.peek().await?.map(|(k, _)| k[1..].to_vec());
+        let next_hist = match history.peek().await? {
+            Some((k, _)) => Some(
+                layout::parse_history(k)
+                    .ok_or_else(|| EngineError::Corrupt { database: db.into(), detail: "bad history key".into() })?
+                    .0,
+            ),
+            None => None,
+        };
+        let key = match (next_latest, next_hist) {
+            (None, None) => break,
+            (Some(a), None) => a,
+            (None, Some(b)) => b,
+            (Some(a), Some(b)) => {
+                if (a <= b) != reverse || a == b {
+                    a
+                } else {
+                    b
+                }
+            }
+        };
+        let mut latest_rec = None;
+        if latest.peek().await?.is_some_and(|(k, _)| k[1..] == key[..]) {
+            if let Some((_, raw)) = latest.next().await? {
+                latest_rec = Some(decode(db, &raw)?);
+            }
+        }
+        // The history record newest at v: the one with the smallest superseded version > v.
+        let mut candidate: Option<(u64, Vec<u8>)> = None;
+        while let Some((k, _)) = history.peek().await? {
+            let Some((hk, superseded)) = layout::parse_history(k) else { break };
+            if hk != key {
+                break;
+            }
+            let (_, raw) = history.next().await?.unwrap_or_default();
+            if superseded > v && candidate.as_ref().is_none_or(|(s, _)| superseded < *s) {
+                candidate = Some((superseded, raw));
+            }
+        }
+        let state = match latest_rec {
+            Some(r) if r.version() <= v => Some(r),
+            _ => match candidate {
+                Some((_, raw)) => Some(decode(db, &raw)?).filter(|r| r.version() <= v),
+                None => None,
+            },
+        };
+        if let Some(rec) = state.filter(|r| r.is_live(now)) {
+            out.push((key, rec));
+        }
+    }
+    Ok(out)
+}

@@ -1,0 +1,84 @@
+//! The commit pipeline's view of the store while it resolves a group: the store as applied,
+//! plus the writes of commits earlier in the same group, with savepoints so that a commit
+//! that fails half-way leaves nothing behind.
+
+use std::collections::BTreeMap;
+
+use crate::backend::{BatchOp, Store};
+use crate::error::Result;
+
+pub(crate) struct Overlay<'a> {
+    store: &'a dyn Store,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+}
+
+impl<'a> Overlay<'a> {
+    pub(crate) fn new(store: &'a dyn Store) -> Self {
+        Overlay { store, pending: BTreeMap::new(), undo: Vec::new() }
+    }
+
+    pub(crate) async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self.pending.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => Ok(self.store.get(key).await?),
+        }
+    }
+
+    /// Up to `limit` pairs in `[start, end)`, ascending, as the group sees them.
+    pub(crate) async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let local: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = self.pending.range(start.to_vec()..end.to_vec()).collect();
+        let deletes = local.iter().filter(|(_, v)| v.is_none()).count();
+        let stored = self.store.scan(start, end, false, limit + deletes).await?;
+        let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        for (k, v) in local {
+            match v {
+                Some(v) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        Ok(merged.into_iter().take(limit).collect())
+    }
+
+    fn record(&mut self, key: &[u8], value: Option<Vec<u8>>) {
+        let prev = self.pending.insert(key.to_vec(), value);
+        self.undo.push((key.to_vec(), prev));
+    }
+
+    pub(crate) fn put(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.record(&key, Some(value));
+    }
+
+    pub(crate) fn delete(&mut self, key: Vec<u8>) {
+        self.record(&key, None);
+    }
+
+    pub(crate) fn savepoint(&self) -> usize {
+        self.undo.len()
+    }
+
+    pub(crate) fn rollback(&mut self, savepoint: usize) {
+        while self.undo.len() > savepoint {
+            if let Some((k, prev)) = self.undo.pop() {
+                match prev {
+                    Some(p) => self.pending.insert(k, p),
+                    None => self.pending.remove(&k),
+                };
+            }
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    pub(crate) fn into_ops(self) -> Vec<BatchOp> {
+        self.pending
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => BatchOp::Put(k, v),
+                None => BatchOp::Delete(k),
+            })
+            .collect()
+    }
+}

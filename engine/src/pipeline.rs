@@ -1,0 +1,506 @@
+//! The commit pipeline: **resolve → sequence → apply → publish**, one task per database.
+//!
+//! Every write — atomic writes, transactions, expiry sweeps, queue leases, acks and nacks,
+//! garbage collection — is a [`CommitOp`] sent to the database's pipeline task. The task
+//! takes whatever requests are waiting (a *group*), and for each in turn:
+//!
+//! 1. **resolve**: checks versionstamps and read conflicts against the store as the group
+//!    sees it (the applied state plus earlier commits of the group, see [`Overlay`]), and
+//!    computes the key writes, history records and index updates;
+//! 2. **sequence**: gives every commit that writes its own version, strictly increasing;
+//!
+//! then, for the whole group at once:
+//!
+//! 3. **apply**: hands one batch to the [`CommitLog`] — one backend write and one sync for
+//!    every commit in the group (group commit);
+//! 4. **publish**: advances the applied version, wakes watchers and queue consumers, and only
+//!    then answers each request.
+//!
+//! A commit that fails to resolve is rolled back to its savepoint and answered with its
+//! error; it does not disturb the rest of its group. If the apply fails, every commit of the
+//! group fails: none is acknowledged, none is visible.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::atomic::{AtomicWrite, CommitOutcome, MutationKind};
+use crate::backend::BackendError;
+use crate::clock::now_ms;
+use crate::conflict::ConflictTracker;
+use crate::database::Shared;
+use crate::error::{EngineError, Result};
+use crate::layout::{self, Record, EXPIRY, GC, READY, TIMES};
+use crate::log::LogEntry;
+use crate::mvcc::decode;
+use crate::overlay::Overlay;
+use crate::queue::{MessageId, MessageRecord, QueueMessage, DEFAULT_BACKOFF};
+use crate::value::{Value, Versionstamp};
+
+/// A buffered transaction write: a value with optional expiry, or a delete.
+pub(crate) type TxnWrite = Option<(Value, Option<u64>)>;
+
+pub(crate) enum CommitOp {
+    Atomic(AtomicWrite),
+    Transaction { read_version: u64, reads: Vec<(Vec<u8>, Vec<u8>)>, writes: Vec<(Vec<u8>, TxnWrite)> },
+    Sweep(Vec<(u64, Vec<u8>)>),
+    Lease { max: usize, visibility_ms: u64 },
+    Ack { id: MessageId, lease: u64 },
+    Nack { id: MessageId, lease: u64 },
+    Gc,
+}
+
+pub(crate) enum CommitReply {
+    Outcome(CommitOutcome),
+    Leased(Vec<QueueMessage>),
+    Done,
+}
+
+pub(crate) struct CommitRequest {
+    pub op: CommitOp,
+    pub reply: oneshot::Sender<Result<CommitReply>>,
+}
+
+pub(crate) struct Pipeline {
+    shared: Arc<Shared>,
+    rx: mpsc::Receiver<CommitRequest>,
+    conflicts: ConflictTracker,
+    next_version: u64,
+}
+
+/// What resolving one op did.
+struct Resolved {
+    reply: CommitReply,
+    /// Whether the op consumed a version (it wrote, or it is an atomic write that passed).
+    sequenced: bool,
+}
+
+impl Pipeline {
+    pub(crate) fn new(shared: Arc<Shared>, rx: mpsc::Receiver<CommitRequest>) -> Self {
+        let current = *shared.applied.borrow();
+        let window = std::time::Duration::from_millis(shared.config.transaction_window_ms);
+        Pipeline { shared, rx, conflicts: ConflictTracker::new(current, window), next_version: current + 1 }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let mut shutdown = self.shared.shutdown.subscribe();
+        let max = self.shared.config.max_group_commits.max(1);
+        loop {
+            let first = tokio::select! {
+                biased;
+                r = self.rx.recv() => r,
+                _ = shutdown.wait_for(|s| *s) => None,
+            };
+            let Some(first) = first else { break };
+            let mut group = vec![first];
+            while group.len() < max {
+                match self.rx.try_recv() {
+                    Ok(r) => group.push(r),
+                    Err(_) => break,
+                }
+            }
+            self.run_group(group).await;
+        }
+        self.rx.close();
+        while let Ok(r) = self.rx.try_recv() {
+            let _ = r.reply.send(Err(EngineError::ShuttingDown));
+        }
+    }
+
+    async fn run_group(&mut self, group: Vec<CommitRequest>) {
+        let shared = self.shared.clone();
+        let store = shared.store.clone();
+        let mut ov = Overlay::new(&*store);
+        let now = now_ms();
+        let mut results: Vec<Result<CommitReply>> = Vec::with_capacity(group.len());
+        let mut touched: Vec<Vec<u8>> = Vec::new();
+        let mut queue_changed = false;
+        let mut deleted_at = 0u64;
+        let mut new_horizon = None;
+        let first_version = self.next_version;
+
+        for req in &group {
+            let savepoint = ov.savepoint();
+            let mut cx = Resolve {
+                ov: &mut ov,
+                shared: &shared,
+                version: self.next_version,
+                now,
+                touched: Vec::new(),
+                deleted: false,
+                queue_changed: false,
+                horizon: None,
+            };
+            match cx.resolve(&req.op, &self.conflicts).await {
+                Ok(r) => {
+                    let Resolve { touched: t, deleted, queue_changed: q, horizon, version, .. } = cx;
+                    if r.sequenced {
+                        self.conflicts.record(version, t.clone());
+                        self.next_version += 1;
+                        if deleted {
+                            deleted_at = version;
+                        }
+                    }
+                    touched.extend(t);
+                    queue_changed |= q;
+                    new_horizon = new_horizon.or(horizon);
+                    results.push(Ok(r.reply));
+                }
+                Err(e) => {
+                    ov.rollback(savepoint);
+                    results.push(Err(e));
+                }
+            }
+        }
+
+        let last_version = self.next_version - 1;
+        if !ov.is_empty() || last_version >= first_version {
+            if last_version >= first_version {
+                ov.put(layout::META_VERSION.to_vec(), last_version.to_be_bytes().to_vec());
+                ov.put(layout::times(last_version), now.to_be_bytes().to_vec());
+            }
+            if let Some(h) = new_horizon {
+                ov.put(layout::META_HORIZON.to_vec(), h.to_be_bytes().to_vec());
+            }
+            if deleted_at > 0 {
+                shared.last_delete.fetch_max(deleted_at, Ordering::SeqCst);
+            }
+            shared.in_flight.fetch_max(last_version, Ordering::SeqCst);
+            let entry = LogEntry { version: last_version, ops: ov.into_ops(), durability: shared.options.durability };
+            if let Err(e) = shared.log.append(entry).await {
+                tracing::error!(database = %shared.name, error = %e, "commit group failed to apply");
+                for r in results.iter_mut() {
+                    if r.is_ok() {
+                        *r = Err(group_failure(&e));
+                    }
+                }
+                for (req, res) in group.into_iter().zip(results) {
+                    let _ = req.reply.send(res);
+                }
+                return;
+            }
+            if last_version >= first_version {
+                shared.applied.send_replace(last_version);
+            }
+            shared.publish(&touched, queue_changed);
+        } else {
+            drop(ov);
+        }
+        for (req, res) in group.into_iter().zip(results) {
+            let _ = req.reply.send(res);
+        }
+    }
+}
+
+/// The error each commit of a failed group receives (the original goes to the log).
+fn group_failure(e: &EngineError) -> EngineError {
+    match e {
+        EngineError::Backend(b) if b.is_transient() => EngineError::Backend(BackendError::Unavailable(b.to_string())),
+        EngineError::ShuttingDown => EngineError::ShuttingDown,
+        other => EngineError::Backend(BackendError::Other(other.to_string())),
+    }
+}
+
+struct Resolve<'o, 's> {
+    ov: &'o mut Overlay<'s>,
+    shared: &'o Shared,
+    version: u64,
+    now: u64,
+    touched: Vec<Vec<u8>>,
+    deleted: bool,
+    queue_changed: bool,
+    horizon: Option<u64>,
+}
+
+impl Resolve<'_, '_> {
+    fn vs(&self) -> Versionstamp {
+        Versionstamp::from_version(self.version)
+    }
+
+    fn corrupt(&self, detail: &str) -> EngineError {
+        EngineError::Corrupt { database: self.shared.name.clone(), detail: detail.into() }
+    }
+
+    async fn resolve(&mut self, op: &CommitOp, conflicts: &ConflictTracker) -> Result<Resolved> {
+        match op {
+            CommitOp::Atomic(w) => self.atomic(w).await,
+            CommitOp::Transaction { read_version, reads, writes } => {
+                conflicts.check(*read_version, reads)?;
+                let vs = self.vs();
+                for (key, w) in writes {
+                    let rec = w.as_ref().map(|(value, expires_at)| Record {
+                        value: value.clone(),
+                        versionstamp: vs,
+                        expires_at: *expires_at,
+                    });
+                    self.write_key(key, rec).await?;
+                }
+                Ok(Resolved { reply: CommitReply::Outcome(CommitOutcome::Committed(vs)), sequenced: true })
+            }
+            CommitOp::Sweep(items) => self.sweep(items).await,
+            CommitOp::Lease { max, visibility_ms } => self.lease(*max, *visibility_ms).await,
+            CommitOp::Ack { id, lease } => {
+                let rec = self.leased(id, *lease).await?;
+                self.ov.delete(layout::queue_message(&id.0));
+                self.ov.delete(layout::ready(rec.ready_at, &id.0));
+                Ok(Resolved { reply: CommitReply::Done, sequenced: true })
+            }
+            CommitOp::Nack { id, lease } => {
+                let mut rec = self.leased(id, *lease).await?;
+                self.ov.delete(layout::ready(rec.ready_at, &id.0));
+                if rec.may_deliver_again() {
+                    let step = rec.backoff.get(rec.attempts.saturating_sub(1) as usize).copied().unwrap_or(0);
+                    rec.ready_at = self.now + step as u64;
+                    rec.lease = 0;
+                    self.ov.put(layout::ready(rec.ready_at, &id.0), vec![]);
+                    self.ov.put(layout::queue_message(&id.0), rec.encode());
+                    self.queue_changed = true;
+                } else {
+                    self.dead_letter(id, rec).await?;
+                }
+                Ok(Resolved { reply: CommitReply::Done, sequenced: true })
+            }
+            CommitOp::Gc => self.gc().await,
+        }
+    }
+
+    /// The live latest record of a key as the group sees it.
+    async fn current(&self, key: &[u8]) -> Result<Option<Record>> {
+        match self.ov.get(&layout::latest(key)).await? {
+            Some(raw) => Ok(Some(decode(&self.shared.name, &raw)?).filter(|r| r.is_live(self.now))),
+            None => Ok(None),
+        }
+    }
+
+    /// Replace a key's latest record, keeping the replaced one as history.
+    async fn write_key(&mut self, key: &[u8], new: Option<Record>) -> Result<()> {
+        let lk = layout::latest(key);
+        let old = match self.ov.get(&lk).await? {
+            Some(raw) => Some((decode(&self.shared.name, &raw)?, raw)),
+            None => None,
+        };
+        if old.is_none() && new.is_none() {
+            return Ok(());
+        }
+        if let Some((old, raw)) = &old {
+            // A key written twice by one commit keeps only its pre-commit version as history.
+            if old.version() != self.version {
+                self.ov.put(layout::history(key, self.version), raw.clone());
+                self.ov.put(layout::gc(self.version, key), vec![]);
+            }
+            if let Some(t) = old.expires_at {
+                self.ov.delete(layout::expiry(t, key));
+            }
+        }
+        match new {
+            Some(r) => {
+                if let Some(t) = r.expires_at {
+                    self.ov.put(layout::expiry(t, key), vec![]);
+                }
+                self.ov.put(lk, r.encode());
+            }
+            None => {
+                self.ov.delete(lk);
+                self.deleted = true;
+            }
+        }
+        self.touched.push(key.to_vec());
+        Ok(())
+    }
+
+    async fn atomic(&mut self, w: &AtomicWrite) -> Result<Resolved> {
+        let mut failed = Vec::new();
+        for (i, c) in w.checks.iter().enumerate() {
+            let cur = self.current(&c.key).await?.map(|r| r.versionstamp);
+            if cur != c.versionstamp {
+                failed.push(i);
+            }
+        }
+        if !failed.is_empty() {
+            return Ok(Resolved { reply: CommitReply::Outcome(CommitOutcome::CheckFailed(failed)), sequenced: false });
+        }
+        let vs = self.vs();
+        for m in &w.mutations {
+            match &m.kind {
+                MutationKind::Set { value, expires_at } => {
+                    let rec = Record { value: value.clone(), versionstamp: vs, expires_at: *expires_at };
+                    self.write_key(&m.key, Some(rec)).await?;
+                }
+                MutationKind::Delete => self.write_key(&m.key, None).await?,
+                MutationKind::Sum(op) | MutationKind::Min(op) | MutationKind::Max(op) => {
+                    let (name, f): (&str, fn(u64, u64) -> u64) = match &m.kind {
+                        MutationKind::Sum(_) => ("sum", u64::wrapping_add),
+                        MutationKind::Min(_) => ("min", u64::min),
+                        _ => ("max", u64::max),
+                    };
+                    let operand = op.as_u64().ok_or_else(|| {
+                        EngineError::InvalidMutation(format!("Failed to perform '{name}' mutation on a non-U64 operand"))
+                    })?;
+                    let result = match self.current(&m.key).await? {
+                        None => operand,
+                        Some(r) => {
+                            let stored = r.value.as_u64().ok_or_else(|| {
+                                EngineError::InvalidMutation(format!(
+                                    "Failed to perform '{name}' mutation on a non-U64 value in the database"
+                                ))
+                            })?;
+                            f(stored, operand)
+                        }
+                    };
+                    let rec = Record { value: Value::u64(result), versionstamp: vs, expires_at: None };
+                    self.write_key(&m.key, Some(rec)).await?;
+                }
+                MutationKind::SetVersionstampedKey { value, expires_at, suffix } => {
+                    let mut key = m.key.clone();
+                    suffix.append(&mut key, vs);
+                    let rec = Record { value: value.clone(), versionstamp: vs, expires_at: *expires_at };
+                    self.write_key(&key, Some(rec)).await?;
+                }
+            }
+        }
+        for (i, e) in w.enqueues.iter().enumerate() {
+            let mut id = [0u8; 12];
+            id[..10].copy_from_slice(&vs.0);
+            id[10..].copy_from_slice(&(i as u16).to_be_bytes());
+            let rec = MessageRecord {
+                ready_at: e.deliver_at.max(self.now),
+                attempts: 0,
+                lease: 0,
+                payload: e.payload.clone(),
+                dead_letter_keys: e.dead_letter_keys.clone(),
+                backoff: e.backoff_schedule.clone().unwrap_or_else(|| DEFAULT_BACKOFF.to_vec()),
+            };
+            self.ov.put(layout::ready(rec.ready_at, &id), vec![]);
+            self.ov.put(layout::queue_message(&id), rec.encode());
+            self.queue_changed = true;
+        }
+        Ok(Resolved { reply: CommitReply::Outcome(CommitOutcome::Committed(vs)), sequenced: true })
+    }
+
+    async fn sweep(&mut self, items: &[(u64, Vec<u8>)]) -> Result<Resolved> {
+        for (t, key) in items {
+            let lk = layout::latest(key);
+            let cur = match self.ov.get(&lk).await? {
+                Some(raw) => Some(decode(&self.shared.name, &raw)?),
+                None => None,
+            };
+            match cur {
+                Some(r) if r.expires_at == Some(*t) && *t <= self.now => self.write_key(key, None).await?,
+                _ => self.ov.delete(layout::expiry(*t, key)),
+            }
+        }
+        let sequenced = !self.touched.is_empty();
+        Ok(Resolved { reply: CommitReply::Done, sequenced })
+    }
+
+    async fn leased(&self, id: &MessageId, lease: u64) -> Result<MessageRecord> {
+        let raw = self.ov.get(&layout::queue_message(&id.0)).await?;
+        let rec = match raw {
+            Some(raw) => MessageRecord::decode(&raw).ok_or_else(|| self.corrupt("undecodable queue message"))?,
+            None => return Err(EngineError::LeaseLost(id.to_hex())),
+        };
+        if rec.lease != lease || lease == 0 {
+            return Err(EngineError::LeaseLost(id.to_hex()));
+        }
+        Ok(rec)
+    }
+
+    async fn dead_letter(&mut self, id: &MessageId, rec: MessageRecord) -> Result<()> {
+        let vs = self.vs();
+        for k in &rec.dead_letter_keys {
+            let r = Record { value: rec.payload.clone(), versionstamp: vs, expires_at: None };
+            self.write_key(k, Some(r)).await?;
+        }
+        self.ov.delete(layout::queue_message(&id.0));
+        tracing::debug!(database = %self.shared.name, message = %id, "queue message dead-lettered");
+        Ok(())
+    }
+
+    async fn lease(&mut self, max: usize, visibility_ms: u64) -> Result<Resolved> {
+        let (start, end) = layout::int_range(READY, 0, self.now + 1);
+        let due = self.ov.scan(&start, &end, max.saturating_mul(2).max(1)).await?;
+        let mut out = Vec::new();
+        let mut wrote = false;
+        for (rk, _) in due {
+            if out.len() >= max {
+                break;
+            }
+            let Some((ready_at, id_bytes)) = layout::parse_versioned(&rk) else { continue };
+            let Ok(id) = <[u8; 12]>::try_from(id_bytes).map(MessageId) else {
+                self.ov.delete(rk);
+                continue;
+            };
+            self.ov.delete(rk.clone());
+            wrote = true;
+            let raw = self.ov.get(&layout::queue_message(&id.0)).await?;
+            let Some(mut rec) = raw.and_then(|r| MessageRecord::decode(&r)) else { continue };
+            if rec.ready_at != ready_at {
+                // A stale index entry; the record's own entry is elsewhere.
+                self.ov.put(layout::ready(rec.ready_at, &id.0), vec![]);
+                continue;
+            }
+            if !rec.may_deliver_again() {
+                self.dead_letter(&id, rec).await?;
+                continue;
+            }
+            rec.attempts += 1;
+            rec.lease = self.version;
+            rec.ready_at = self.now + visibility_ms;
+            self.ov.put(layout::ready(rec.ready_at, &id.0), vec![]);
+            self.ov.put(layout::queue_message(&id.0), rec.encode());
+            out.push(QueueMessage {
+                id,
+                payload: rec.payload.clone(),
+                attempt: rec.attempts,
+                lease: rec.lease,
+                lease_expires_at: rec.ready_at,
+            });
+        }
+        Ok(Resolved { reply: CommitReply::Leased(out), sequenced: wrote })
+    }
+
+    async fn gc(&mut self) -> Result<Resolved> {
+        let cutoff = self.now.saturating_sub(self.shared.options.history_retention_ms);
+        let (ts, te) = layout::family(TIMES);
+        let times = self.ov.scan(&ts, &te, 4096).await?;
+        let mut by_time = None;
+        for (k, v) in &times {
+            let (Some((version, _)), Some(t)) = (layout::parse_versioned(k), layout::be_u64(v)) else {
+                return Err(self.corrupt("bad commit-time record"));
+            };
+            if t <= cutoff {
+                by_time = Some(version);
+            } else {
+                break;
+            }
+        }
+        let Some(candidate) = by_time else {
+            return Ok(Resolved { reply: CommitReply::Done, sequenced: false });
+        };
+        let horizon = self.shared.advance_horizon(candidate);
+        for (k, _) in &times {
+            match layout::parse_versioned(k) {
+                Some((v, _)) if v < horizon => self.ov.delete(k.clone()),
+                _ => break,
+            }
+        }
+        let (gs, ge) = layout::int_range(GC, 0, horizon.saturating_add(1));
+        for (gk, _) in self.ov.scan(&gs, &ge, 10_000).await? {
+            if let Some((superseded, key)) = layout::parse_versioned(&gk) {
+                self.ov.delete(layout::history(key, superseded));
+            }
+            self.ov.delete(gk);
+        }
+        self.horizon = Some(horizon);
+        Ok(Resolved { reply: CommitReply::Done, sequenced: false })
+    }
+}
+
+/// Parse an expiry index key into (deadline, user key).
+pub(crate) fn parse_expiry(raw: &[u8]) -> Option<(u64, Vec<u8>)> {
+    if raw.first() != Some(&EXPIRY) {
+        return None;
+    }
+    layout::parse_versioned(raw).map(|(t, k)| (t, k.to_vec()))
+}

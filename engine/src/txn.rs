@@ -1,0 +1,187 @@
+//! Interactive transactions: read at one version, buffer writes, commit optimistically.
+//!
+//! Reads see the database at the transaction's read version plus the transaction's own
+//! writes. Each read records the key range it depended on; commit sends those ranges with
+//! the writes to the pipeline, which refuses the commit with [`EngineError::Conflict`] if any
+//! of them was written after the read version. A transaction that wrote nothing commits
+//! without entering the pipeline and never conflicts.
+
+use std::collections::BTreeMap;
+
+use crate::atomic::{check_expiry, check_key, check_value};
+use crate::clock::now_ms;
+use crate::database::{Database, ReadAt, ReadGuard};
+use crate::error::{EngineError, Result};
+use crate::mvcc;
+use crate::pipeline::{CommitOp, CommitReply, TxnWrite};
+use crate::value::{Value, Versionstamp};
+use crate::CommitOutcome;
+
+pub struct Transaction {
+    db: Database,
+    read_version: u64,
+    reads: Vec<(Vec<u8>, Vec<u8>)>,
+    writes: BTreeMap<Vec<u8>, TxnWrite>,
+    write_bytes: usize,
+    finished: bool,
+    _guard: ReadGuard,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("database", &self.db.name())
+            .field("read_version", &self.read_version)
+            .field("writes", &self.writes.len())
+            .finish()
+    }
+}
+
+fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut k = key.to_vec();
+    k.push(0);
+    k
+}
+
+impl Transaction {
+    pub(crate) fn new(db: Database, read_version: u64, guard: ReadGuard) -> Self {
+        Transaction { db, read_version, reads: Vec::new(), writes: BTreeMap::new(), write_bytes: 0, finished: false, _guard: guard }
+    }
+
+    pub fn read_version(&self) -> u64 {
+        self.read_version
+    }
+
+    fn live(&self) -> Result<()> {
+        if self.finished {
+            Err(EngineError::TransactionFinished)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The value of `key` as this transaction sees it.
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Value>> {
+        self.live()?;
+        check_key(&self.db.shared.options.limits, key, false)?;
+        if let Some(w) = self.writes.get(key) {
+            return Ok(w.as_ref().map(|(v, _)| v.clone()));
+        }
+        let shared = self.db.shared.clone();
+        let (_, rec) = self
+            .db
+            .at_version(ReadAt::Version(self.read_version), |v, precise| {
+                let shared = shared.clone();
+                async move { mvcc::get(&*shared.store, &shared.name, key, v, precise, now_ms()).await }
+            })
+            .await?;
+        self.reads.push((key.to_vec(), key_after(key)));
+        Ok(rec.map(|r| r.value))
+    }
+
+    /// Up to `limit` entries of `[start, end)` (an empty `end` is unbounded) as this
+    /// transaction sees them, forward or reverse.
+    pub async fn scan(&mut self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<(Vec<u8>, Value)>> {
+        self.live()?;
+        let limits = &self.db.shared.options.limits;
+        check_key(limits, start, false)?;
+        check_key(limits, end, false)?;
+        let in_range = |k: &Vec<u8>| k.as_slice() >= start && (end.is_empty() || k.as_slice() < end);
+        let own: Vec<(&Vec<u8>, &TxnWrite)> = self.writes.iter().filter(|(k, _)| in_range(k)).collect();
+        let own_deletes = own.iter().filter(|(_, w)| w.is_none()).count();
+        let fetch = limit.saturating_add(own_deletes);
+        let shared = self.db.shared.clone();
+        let (_, stored) = self
+            .db
+            .at_version(ReadAt::Version(self.read_version), |v, precise| {
+                let shared = shared.clone();
+                async move { mvcc::scan(&*shared.store, &shared.name, start, end, reverse, fetch, v, precise, now_ms()).await }
+            })
+            .await?;
+        let mut merged: BTreeMap<Vec<u8>, Value> = stored.into_iter().map(|(k, r)| (k, r.value)).collect();
+        for (k, w) in own {
+            match w {
+                Some((v, _)) => merged.insert(k.clone(), v.clone()),
+                None => merged.remove(k),
+            };
+        }
+        let mut out: Vec<(Vec<u8>, Value)> = if reverse {
+            merged.into_iter().rev().take(limit).collect()
+        } else {
+            merged.into_iter().take(limit).collect()
+        };
+        // The result depends only on the part of the range up to the last key returned.
+        let range = match out.last() {
+            Some((last, _)) if out.len() >= limit => {
+                if reverse {
+                    (last.clone(), end.to_vec())
+                } else {
+                    (start.to_vec(), key_after(last))
+                }
+            }
+            _ => (start.to_vec(), end.to_vec()),
+        };
+        self.reads.push(range);
+        out.truncate(limit);
+        Ok(out)
+    }
+
+    fn buffer(&mut self, key: &[u8], write: TxnWrite) -> Result<()> {
+        self.live()?;
+        let limits = &self.db.shared.options.limits;
+        check_key(limits, key, true)?;
+        let size = key.len() + write.as_ref().map_or(0, |(v, _)| v.data.len());
+        if let Some((v, exp)) = &write {
+            check_value(limits, v)?;
+            check_expiry(*exp)?;
+        }
+        if self.write_bytes + size > limits.max_transaction_bytes {
+            return Err(EngineError::limit(
+                "transaction size",
+                "transaction writes",
+                format!("{} bytes", self.write_bytes + size),
+                format!("{} bytes", limits.max_transaction_bytes),
+            ));
+        }
+        self.write_bytes += size;
+        self.writes.insert(key.to_vec(), write);
+        Ok(())
+    }
+
+    pub fn set(&mut self, key: &[u8], value: Value) -> Result<()> {
+        self.buffer(key, Some((value, None)))
+    }
+
+    /// Set with an expiry deadline in ms since the epoch.
+    pub fn set_with_expiry(&mut self, key: &[u8], value: Value, expires_at: u64) -> Result<()> {
+        self.buffer(key, Some((value, Some(expires_at))))
+    }
+
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.buffer(key, None)
+    }
+
+    /// Commit; returns the commit's versionstamp, or `None` for a transaction that wrote
+    /// nothing. A conflict is [`EngineError::Conflict`]: retry the transaction from `begin`.
+    pub async fn commit(mut self) -> Result<Option<Versionstamp>> {
+        self.live()?;
+        self.finished = true;
+        if self.writes.is_empty() {
+            return Ok(None);
+        }
+        let op = CommitOp::Transaction {
+            read_version: self.read_version,
+            reads: std::mem::take(&mut self.reads),
+            writes: std::mem::take(&mut self.writes).into_iter().collect(),
+        };
+        match self.db.shared.commit(op).await? {
+            CommitReply::Outcome(CommitOutcome::Committed(vs)) => Ok(Some(vs)),
+            _ => Err(EngineError::InvalidRequest("unexpected pipeline reply".into())),
+        }
+    }
+
+    /// Discard every write.
+    pub fn rollback(mut self) {
+        self.finished = true;
+    }
+}
