@@ -1,1 +1,220 @@
-//! placeholder
+//! # strata-conformance
+//!
+//! The behaviour every backend must show, written once against the engine API and run over
+//! each backend. A suite is a list of named cases; a case gets a fresh [`Harness`] (a new
+//! store in a new temporary directory) and returns `Ok(())` or a message saying what it saw.
+//!
+//! Suites that need a capability (a persistent store, for restarts and crashes) declare it,
+//! and the matrix shows `n/a` where a backend lacks it. The runner binary
+//! (`strata-conformance`) prints the backend × suite matrix and ends with `N passed, M failed`;
+//! `cargo test` runs the same cases, one test per backend and suite.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strata_engine::{Backend, Engine, EngineConfig};
+
+pub mod suites;
+
+/// Which backend a harness builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    Memory,
+    Redb,
+    Sqlite,
+}
+
+impl BackendKind {
+    pub const ALL: [BackendKind; 3] = [BackendKind::Memory, BackendKind::Redb, BackendKind::Sqlite];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Memory => "memory",
+            BackendKind::Redb => "redb",
+            BackendKind::Sqlite => "sqlite",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    pub fn persistent(self) -> bool {
+        !matches!(self, BackendKind::Memory)
+    }
+}
+
+/// A fresh store for one case, and the means to reopen it.
+pub struct Harness {
+    pub kind: BackendKind,
+    dir: tempfile::TempDir,
+    memory: Arc<strata_backend_memory::MemoryBackend>,
+    /// The runner binary, for cases that run a child process.
+    pub exe: Option<PathBuf>,
+}
+
+impl Harness {
+    pub fn new(kind: BackendKind, exe: Option<PathBuf>) -> std::io::Result<Self> {
+        Ok(Harness { kind, dir: tempfile::tempdir()?, memory: Arc::new(Default::default()), exe })
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// A new backend instance over this harness's store (the same data each time).
+    pub fn backend(&self) -> Arc<dyn Backend> {
+        make_backend(self.kind, self.dir.path(), &self.memory)
+    }
+
+    /// Engine settings for tests: background work runs often so that cases stay short.
+    pub fn config() -> EngineConfig {
+        EngineConfig { sweep_interval_ms: 50, gc_interval_ms: 100, ..EngineConfig::default() }
+    }
+
+    pub fn engine(&self) -> Engine {
+        Engine::new(self.backend(), Self::config())
+    }
+
+    pub fn engine_with(&self, config: EngineConfig) -> Engine {
+        Engine::new(self.backend(), config)
+    }
+}
+
+/// A backend of `kind` storing under `dir` (memory: the given instance).
+pub fn make_backend(
+    kind: BackendKind,
+    dir: &std::path::Path,
+    memory: &Arc<strata_backend_memory::MemoryBackend>,
+) -> Arc<dyn Backend> {
+    match kind {
+        BackendKind::Memory => memory.clone(),
+        BackendKind::Redb => Arc::new(strata_backend_redb::RedbBackend::new(dir)),
+        BackendKind::Sqlite => Arc::new(strata_backend_sqlite::SqliteBackend::new(dir)),
+    }
+}
+
+pub type CaseResult = Result<(), String>;
+pub type CaseFuture<'a> = Pin<Box<dyn Future<Output = CaseResult> + Send + 'a>>;
+pub type CaseFn = for<'a> fn(&'a Harness) -> CaseFuture<'a>;
+
+pub struct Case {
+    pub name: &'static str,
+    pub run: CaseFn,
+}
+
+pub struct Suite {
+    pub name: &'static str,
+    /// Only backends that keep data across processes run it.
+    pub needs_persistence: bool,
+    pub cases: Vec<Case>,
+}
+
+impl Suite {
+    pub fn applies_to(&self, kind: BackendKind) -> bool {
+        !self.needs_persistence || kind.persistent()
+    }
+}
+
+/// Fail the case with a message unless `cond` holds.
+#[macro_export]
+macro_rules! ensure {
+    ($cond:expr, $($fmt:tt)+) => {
+        if !$cond {
+            return Err(format!("{} (at {}:{})", format!($($fmt)+), file!(), line!()));
+        }
+    };
+}
+
+/// Fail the case unless the two sides are equal, showing both.
+#[macro_export]
+macro_rules! ensure_eq {
+    ($a:expr, $b:expr $(,)?) => {{
+        let (a, b) = (&$a, &$b);
+        if a != b {
+            return Err(format!("expected {:?} == {:?}: {} vs {} (at {}:{})", a, b, stringify!($a), stringify!($b), file!(), line!()));
+        }
+    }};
+}
+
+/// Turn an engine result into a case error that names the step.
+pub trait Step<T> {
+    fn step(self, what: &str) -> Result<T, String>;
+}
+
+impl<T, E: std::fmt::Display> Step<T> for Result<T, E> {
+    fn step(self, what: &str) -> Result<T, String> {
+        self.map_err(|e| format!("{what}: {e}"))
+    }
+}
+
+/// Wait up to `timeout` for `probe` to return true.
+pub async fn eventually<F, Fut>(timeout: Duration, mut probe: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if probe().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One case's outcome.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub backend: BackendKind,
+    pub suite: &'static str,
+    pub case: &'static str,
+    pub result: CaseResult,
+    pub elapsed: Duration,
+}
+
+/// The longest a case may run.
+pub const CASE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Run every case of `suite` on `kind`, each on a fresh harness.
+pub async fn run_suite(kind: BackendKind, suite: &Suite, exe: Option<PathBuf>) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for case in &suite.cases {
+        let start = Instant::now();
+        let result = match Harness::new(kind, exe.clone()) {
+            Ok(h) => {
+                let fut = (case.run)(&h);
+                match tokio::time::timeout(CASE_TIMEOUT, fut).await {
+                    Ok(r) => r,
+                    Err(_) => Err(format!("timed out after {CASE_TIMEOUT:?}")),
+                }
+            }
+            Err(e) => Err(format!("cannot make a temporary directory: {e}")),
+        };
+        out.push(Outcome { backend: kind, suite: suite.name, case: case.name, result, elapsed: start.elapsed() });
+    }
+    out
+}
+
+/// For `cargo test`: run one suite on one backend and panic listing every failed case.
+pub fn run_for_test(kind: BackendKind, suite_name: &str, exe: Option<PathBuf>) {
+    let suites = suites::all();
+    let suite = suites.iter().find(|s| s.name == suite_name).unwrap_or_else(|| panic!("no suite {suite_name}"));
+    if !suite.applies_to(kind) {
+        eprintln!("suite {suite_name} does not apply to {}", kind.name());
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let outcomes = rt.block_on(run_suite(kind, suite, exe));
+    let failed: Vec<String> = outcomes
+        .iter()
+        .filter_map(|o| o.result.as_ref().err().map(|e| format!("{}/{}/{}: {e}", o.backend.name(), o.suite, o.case)))
+        .collect();
+    assert!(failed.is_empty(), "{} of {} cases failed:\n{}", failed.len(), outcomes.len(), failed.join("\n"));
+}

@@ -19,6 +19,12 @@ pub struct Watch {
     last: Option<Vec<Option<Versionstamp>>>,
 }
 
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watch").field("database", &self.db.name()).field("keys", &self.keys.len()).finish()
+    }
+}
+
 impl Watch {
     pub(crate) fn new(db: Database, keys: Vec<Vec<u8>>) -> Self {
         let notify = Arc::new(Notify::new());

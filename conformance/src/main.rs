@@ -1,0 +1,159 @@
+//! `strata-conformance`: run the suites over the chosen backends and print the matrix.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use strata_conformance::{run_suite, suites, BackendKind, Outcome};
+
+#[derive(Parser)]
+#[command(name = "strata-conformance", about = "Run Strata's conformance suites over its backends")]
+struct Cli {
+    /// Backends to run, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "memory,redb,sqlite")]
+    backend: Vec<String>,
+    /// Suites to run, comma-separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    suite: Vec<String>,
+    /// List the suites and their cases, then exit.
+    #[arg(long)]
+    list: bool,
+    /// Print every case, not only failures.
+    #[arg(long, short)]
+    verbose: bool,
+    #[command(subcommand)]
+    command: Option<Internal>,
+}
+
+#[derive(Subcommand)]
+enum Internal {
+    /// (internal) The child process of the crash suite: commit until killed.
+    #[command(hide = true)]
+    CrashWriter {
+        #[arg(long)]
+        backend: String,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        round: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(Internal::CrashWriter { backend, dir, round }) = cli.command {
+        let Some(kind) = BackendKind::parse(&backend) else {
+            eprintln!("unknown backend {backend}");
+            return ExitCode::from(2);
+        };
+        return match rt.block_on(suites::crash::crash_writer(kind, &dir, round)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("crash-writer: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let all = suites::all();
+    if cli.list {
+        for s in &all {
+            println!("{}{}", s.name, if s.needs_persistence { " (persistent backends)" } else { "" });
+            for c in &s.cases {
+                println!("  {}", c.name);
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    let mut kinds = Vec::new();
+    for b in &cli.backend {
+        match BackendKind::parse(b) {
+            Some(k) => kinds.push(k),
+            None => {
+                let known: Vec<&str> = BackendKind::ALL.iter().map(|k| k.name()).collect();
+                eprintln!("unknown backend {b:?}; known: {}", known.join(", "));
+                return ExitCode::from(2);
+            }
+        }
+    }
+    let chosen: Vec<&suites_t::Suite> = if cli.suite.is_empty() {
+        all.iter().collect()
+    } else {
+        let mut v = Vec::new();
+        for name in &cli.suite {
+            match all.iter().find(|s| s.name == name) {
+                Some(s) => v.push(s),
+                None => {
+                    let known: Vec<&str> = all.iter().map(|s| s.name).collect();
+                    eprintln!("unknown suite {name:?}; known: {}", known.join(", "));
+                    return ExitCode::from(2);
+                }
+            }
+        }
+        v
+    };
+    let exe = std::env::current_exe().ok();
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let mut cells: Vec<(BackendKind, &str, String)> = Vec::new();
+    for suite in &chosen {
+        for &kind in &kinds {
+            if !suite.applies_to(kind) {
+                cells.push((kind, suite.name, "n/a".into()));
+                continue;
+            }
+            eprintln!("running {} on {} ...", suite.name, kind.name());
+            let got = rt.block_on(run_suite(kind, suite, exe.clone()));
+            let passed = got.iter().filter(|o| o.result.is_ok()).count();
+            cells.push((kind, suite.name, format!("{passed}/{}", got.len())));
+            for o in &got {
+                match &o.result {
+                    Ok(()) if cli.verbose => eprintln!("  ok   {}/{} ({:.2?})", o.suite, o.case, o.elapsed),
+                    Err(e) => eprintln!("  FAIL {}/{}/{}: {e}", kind.name(), o.suite, o.case),
+                    _ => {}
+                }
+            }
+            outcomes.extend(got);
+        }
+    }
+
+    let width = chosen.iter().map(|s| s.name.len()).max().unwrap_or(5).max(5);
+    print!("{:width$}", "suite");
+    for k in &kinds {
+        print!("  {:>8}", k.name());
+    }
+    println!();
+    for suite in &chosen {
+        print!("{:width$}", suite.name);
+        for k in &kinds {
+            let cell = cells.iter().find(|(kk, s, _)| kk == k && *s == suite.name).map(|c| c.2.as_str()).unwrap_or("");
+            print!("  {cell:>8}");
+        }
+        println!();
+    }
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    if !failed.is_empty() {
+        println!();
+        println!("failures:");
+        for o in &failed {
+            println!("  {}/{}/{}: {}", o.backend.name(), o.suite, o.case, o.result.as_ref().err().map(String::as_str).unwrap_or(""));
+        }
+    }
+    println!();
+    println!("{} passed, {} failed", outcomes.len() - failed.len(), failed.len());
+    if failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+mod suites_t {
+    pub use strata_conformance::Suite;
+}

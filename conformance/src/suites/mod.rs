@@ -1,0 +1,37 @@
+//! The suites. Each module is one suite: `pub fn suite() -> Suite`.
+
+use crate::Suite;
+
+pub mod crash;
+pub mod databases;
+pub mod expiry;
+pub mod group_commit;
+pub mod kv;
+pub mod limits;
+pub mod mvcc;
+pub mod queues;
+pub mod transactions;
+pub mod watch;
+
+/// Build a case list from async fns `fn(&Harness) -> CaseResult`.
+#[macro_export]
+macro_rules! cases {
+    ($($f:ident),* $(,)?) => {
+        vec![$($crate::Case { name: stringify!($f), run: |h| Box::pin($f(h)) }),*]
+    };
+}
+
+pub fn all() -> Vec<Suite> {
+    vec![
+        kv::suite(),
+        limits::suite(),
+        mvcc::suite(),
+        transactions::suite(),
+        watch::suite(),
+        expiry::suite(),
+        queues::suite(),
+        databases::suite(),
+        group_commit::suite(),
+        crash::suite(),
+    ]
+}

@@ -1,0 +1,156 @@
+//! Reads at older versions (time travel) inside the retention window, and the garbage
+//! collection of versions outside it.
+
+use std::time::Duration;
+
+use strata_engine::{AtomicWrite, DatabaseOptions, EngineError, ReadAt, ReadRange, Value};
+
+use crate::suites::kv::committed;
+use crate::{cases, ensure, ensure_eq, CaseResult, Harness, Step, Suite};
+
+pub fn suite() -> Suite {
+    Suite {
+        name: "mvcc",
+        needs_persistence: false,
+        cases: cases![
+            point_reads_at_old_versions,
+            scans_at_old_versions,
+            future_versions_are_refused,
+            versions_outside_the_window_are_collected,
+            open_transactions_hold_their_version,
+            latest_reads_stay_consistent_under_deletes,
+        ],
+    }
+}
+
+fn val(e: &Option<strata_engine::Entry>) -> Option<u64> {
+    e.as_ref().and_then(|e| e.value.as_u64())
+}
+
+async fn point_reads_at_old_versions(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let v1 = committed(db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1))).await.step("w1")?)?.version();
+    let v2 = committed(db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(2))).await.step("w2")?)?.version();
+    let v3 = committed(db.atomic_write(AtomicWrite::new().delete(b"k".to_vec())).await.step("w3")?)?.version();
+    let v4 = committed(db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(4))).await.step("w4")?)?.version();
+    let keys = [b"k".to_vec()];
+    let at = |v| db.get_many(&keys, ReadAt::Version(v));
+    ensure_eq!(val(&at(v1 - 1).await.step("read")?[0]), None);
+    ensure_eq!(val(&at(v1).await.step("read")?[0]), Some(1));
+    ensure_eq!(val(&at(v2).await.step("read")?[0]), Some(2));
+    ensure_eq!(val(&at(v3).await.step("read")?[0]), None);
+    ensure_eq!(val(&at(v4).await.step("read")?[0]), Some(4));
+    let e = at(v2).await.step("read")?[0].clone().ok_or("missing")?;
+    ensure_eq!(e.versionstamp.version(), v2);
+    Ok(())
+}
+
+async fn scans_at_old_versions(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let w = AtomicWrite::new().set(b"a".to_vec(), Value::u64(1)).set(b"b".to_vec(), Value::u64(1)).set(b"c".to_vec(), Value::u64(1));
+    let v1 = committed(db.atomic_write(w).await.step("w1")?)?.version();
+    let w = AtomicWrite::new().delete(b"b".to_vec()).set(b"c".to_vec(), Value::u64(2)).set(b"d".to_vec(), Value::u64(2));
+    let v2 = committed(db.atomic_write(w).await.step("w2")?)?.version();
+    let scan = |v: u64, reverse: bool, limit: usize| {
+        let mut r = ReadRange::new(vec![], vec![], limit);
+        r.reverse = reverse;
+        let db = db.clone();
+        async move {
+            db.snapshot_read(&[r], ReadAt::Version(v)).await.map(|s| {
+                s.ranges[0].iter().map(|e| (e.key.clone(), e.value.as_u64().unwrap_or(0))).collect::<Vec<_>>()
+            })
+        }
+    };
+    let p = |k: &str, v: u64| (k.as_bytes().to_vec(), v);
+    ensure_eq!(scan(v1, false, 10).await.step("scan v1")?, vec![p("a", 1), p("b", 1), p("c", 1)]);
+    ensure_eq!(scan(v1, true, 10).await.step("scan v1 rev")?, vec![p("c", 1), p("b", 1), p("a", 1)]);
+    ensure_eq!(scan(v1, false, 2).await.step("scan v1 lim")?, vec![p("a", 1), p("b", 1)]);
+    ensure_eq!(scan(v2, false, 10).await.step("scan v2")?, vec![p("a", 1), p("c", 2), p("d", 2)]);
+    ensure_eq!(scan(v1 - 1, false, 10).await.step("scan v0")?, vec![]);
+    let latest = db.snapshot_read(&[ReadRange::new(vec![], vec![], 10)], ReadAt::Latest).await.step("latest")?;
+    ensure_eq!(latest.ranges[0].len(), 3);
+    Ok(())
+}
+
+async fn future_versions_are_refused(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1))).await.step("w")?;
+    let r = db.get_many(&[b"k".to_vec()], ReadAt::Version(db.version() + 5)).await;
+    ensure!(matches!(r, Err(EngineError::VersionInFuture { .. })), "got {r:?}");
+    Ok(())
+}
+
+async fn versions_outside_the_window_are_collected(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let opts = DatabaseOptions { history_retention_ms: 200, ..DatabaseOptions::default() };
+    let db = engine.create_database("short", Some(opts)).await.step("create")?;
+    let v1 = committed(db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1))).await.step("w1")?)?.version();
+    for i in 2..20 {
+        db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(i))).await.step("w")?;
+    }
+    ensure_eq!(val(&db.get_many(&[b"k".to_vec()], ReadAt::Version(v1)).await.step("in window")?[0]), Some(1));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A commit after the window so that the horizon can move past every old version.
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(99))).await.step("w")?;
+    db.collect_garbage().await.step("gc")?;
+    ensure!(db.oldest_readable_version() > v1, "horizon did not advance: {}", db.oldest_readable_version());
+    let r = db.get_many(&[b"k".to_vec()], ReadAt::Version(v1)).await;
+    ensure!(matches!(r, Err(EngineError::VersionTooOld { .. })), "got {r:?}");
+    let h_ = db.oldest_readable_version();
+    ensure_eq!(val(&db.get_many(&[b"k".to_vec()], ReadAt::Version(h_)).await.step("at horizon")?[0]), Some(19));
+    ensure_eq!(db.get(b"k").await.step("latest")?.and_then(|e| e.value.as_u64()), Some(99));
+    Ok(())
+}
+
+async fn open_transactions_hold_their_version(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let opts = DatabaseOptions { history_retention_ms: 50, ..DatabaseOptions::default() };
+    let db = engine.create_database("short", Some(opts)).await.step("create")?;
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1))).await.step("w1")?;
+    let mut t = db.begin().step("begin")?;
+    for i in 2..10 {
+        db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(i))).await.step("w")?;
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    db.atomic_write(AtomicWrite::new().set(b"z".to_vec(), Value::u64(0))).await.step("w")?;
+    db.collect_garbage().await.step("gc")?;
+    ensure!(db.oldest_readable_version() <= t.read_version(), "GC passed an open transaction");
+    ensure_eq!(t.get(b"k").await.step("txn get")?.and_then(|v| v.as_u64()), Some(1));
+    t.rollback();
+    Ok(())
+}
+
+async fn latest_reads_stay_consistent_under_deletes(h: &Harness) -> CaseResult {
+    // Two keys are always written together (set both, or delete both); a reader must never
+    // see one without the other.
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for i in 0..200u64 {
+                let w = if i % 2 == 0 {
+                    AtomicWrite::new().set(b"p/a".to_vec(), Value::u64(i)).set(b"p/b".to_vec(), Value::u64(i))
+                } else {
+                    AtomicWrite::new().delete(b"p/a".to_vec()).delete(b"p/b".to_vec())
+                };
+                db.atomic_write(w).await?;
+            }
+            Ok::<_, EngineError>(())
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let got = db.get_many(&[b"p/a".to_vec(), b"p/b".to_vec()], ReadAt::Latest).await.step("get_many")?;
+        ensure_eq!(val(&got[0]), val(&got[1]));
+        let s = db.snapshot_read(&[ReadRange::prefix(b"p/", 10)], ReadAt::Latest).await.step("scan")?;
+        ensure!(s.ranges[0].len() != 1, "scan saw half a commit: {:?}", s.ranges[0]);
+        reads += 1;
+    }
+    writer.await.map_err(|e| e.to_string())?.step("writer")?;
+    ensure!(reads > 0, "no reads overlapped the writes");
+    Ok(())
+}

@@ -1,0 +1,308 @@
+//! Interactive transactions: snapshot reads, read-your-writes, optimistic conflicts, and the
+//! anomalies strict serializability rules out, under real concurrency.
+
+use std::sync::Arc;
+
+use strata_engine::{AtomicWrite, CommitOutcome, Database, EngineError, Value};
+
+use crate::{cases, ensure, ensure_eq, CaseResult, Harness, Step, Suite};
+
+pub fn suite() -> Suite {
+    Suite {
+        name: "transactions",
+        needs_persistence: false,
+        cases: cases![
+            reads_see_own_writes,
+            rollback_discards,
+            reads_see_a_snapshot,
+            a_later_write_to_a_read_key_conflicts,
+            phantoms_conflict,
+            read_only_transactions_never_conflict,
+            blind_writes_do_not_conflict,
+            write_skew_is_prevented,
+            concurrent_check_and_set_increments_lose_nothing,
+            concurrent_transaction_increments_lose_nothing,
+            concurrent_bank_transfers_keep_the_total,
+        ],
+    }
+}
+
+fn n(v: Option<Value>) -> u64 {
+    v.and_then(|v| v.as_u64()).unwrap_or(0)
+}
+
+async fn reads_see_own_writes(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    db.atomic_write(AtomicWrite::new().set(b"a".to_vec(), Value::u64(1)).set(b"b".to_vec(), Value::u64(2)))
+        .await
+        .step("seed")?;
+    let mut t = db.begin().step("begin")?;
+    t.set(b"c", Value::u64(3)).step("set")?;
+    t.delete(b"a").step("delete")?;
+    ensure_eq!(t.get(b"a").await.step("get")?, None);
+    ensure_eq!(n(t.get(b"c").await.step("get")?), 3);
+    let all = t.scan(b"", b"", false, 10).await.step("scan")?;
+    let keys: Vec<&[u8]> = all.iter().map(|(k, _)| k.as_slice()).collect();
+    ensure_eq!(keys, vec![&b"b"[..], b"c"]);
+    let rev = t.scan(b"", b"", true, 1).await.step("scan")?;
+    ensure_eq!(rev[0].0, b"c".to_vec());
+    ensure!(db.get(b"c").await.step("get")?.is_none(), "uncommitted writes are invisible outside");
+    let vs = t.commit().await.step("commit")?.ok_or("a writing commit has a versionstamp")?;
+    ensure_eq!(db.get(b"c").await.step("get")?.map(|e| e.versionstamp), Some(vs));
+    ensure!(db.get(b"a").await.step("get")?.is_none(), "delete committed");
+    Ok(())
+}
+
+async fn rollback_discards(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let mut t = db.begin().step("begin")?;
+    t.set(b"x", Value::u64(1)).step("set")?;
+    t.rollback();
+    let mut t = db.begin().step("begin")?;
+    t.set(b"y", Value::u64(1)).step("set")?;
+    drop(t);
+    ensure!(db.get(b"x").await.step("get")?.is_none(), "rolled back write visible");
+    ensure!(db.get(b"y").await.step("get")?.is_none(), "dropped transaction's write visible");
+    Ok(())
+}
+
+async fn reads_see_a_snapshot(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    db.atomic_write(AtomicWrite::new().set(b"a".to_vec(), Value::u64(1)).set(b"gone".to_vec(), Value::u64(1)))
+        .await
+        .step("seed")?;
+    let mut t = db.begin().step("begin")?;
+    db.atomic_write(AtomicWrite::new().set(b"a".to_vec(), Value::u64(2)).delete(b"gone".to_vec()).set(b"new".to_vec(), Value::u64(1)))
+        .await
+        .step("concurrent write")?;
+    ensure_eq!(n(t.get(b"a").await.step("get")?), 1);
+    ensure_eq!(n(t.get(b"gone").await.step("get")?), 1);
+    ensure_eq!(t.get(b"new").await.step("get")?, None);
+    let keys: Vec<Vec<u8>> = t.scan(b"", b"", false, 10).await.step("scan")?.into_iter().map(|(k, _)| k).collect();
+    ensure_eq!(keys, vec![b"a".to_vec(), b"gone".to_vec()]);
+    ensure!(t.commit().await.step("read-only commit")?.is_none(), "read-only commit has no versionstamp");
+    Ok(())
+}
+
+async fn a_later_write_to_a_read_key_conflicts(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let mut t = db.begin().step("begin")?;
+    t.get(b"k").await.step("get")?;
+    t.set(b"other", Value::u64(1)).step("set")?;
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1))).await.step("concurrent write")?;
+    match t.commit().await {
+        Err(e @ EngineError::Conflict) => ensure!(e.is_retryable(), "conflicts are retryable"),
+        other => return Err(format!("expected a conflict, got {other:?}")),
+    }
+    ensure!(db.get(b"other").await.step("get")?.is_none(), "a conflicting commit writes nothing");
+    Ok(())
+}
+
+async fn phantoms_conflict(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let mut t = db.begin().step("begin")?;
+    let rows = t.scan(b"orders/", b"orders0", false, 100).await.step("scan")?;
+    t.set(b"count", Value::u64(rows.len() as u64)).step("set")?;
+    db.atomic_write(AtomicWrite::new().set(b"orders/1".to_vec(), Value::u64(1))).await.step("insert")?;
+    ensure!(matches!(t.commit().await, Err(EngineError::Conflict)), "an insert into a scanned range must conflict");
+    // A write outside a limited scan's reach does not.
+    db.atomic_write(AtomicWrite::new().set(b"orders/2".to_vec(), Value::u64(1))).await.step("insert")?;
+    let mut t = db.begin().step("begin")?;
+    let first = t.scan(b"orders/", b"orders0", false, 1).await.step("scan")?;
+    ensure_eq!(first.len(), 1);
+    t.set(b"first", Value::u64(1)).step("set")?;
+    db.atomic_write(AtomicWrite::new().set(b"orders/3".to_vec(), Value::u64(1))).await.step("insert")?;
+    t.commit().await.step("a write past the scanned prefix must not conflict")?;
+    Ok(())
+}
+
+async fn read_only_transactions_never_conflict(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let mut t = db.begin().step("begin")?;
+    t.get(b"k").await.step("get")?;
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1))).await.step("write")?;
+    ensure!(t.commit().await.step("commit")?.is_none(), "read-only commit");
+    Ok(())
+}
+
+async fn blind_writes_do_not_conflict(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let mut a = db.begin().step("begin")?;
+    let mut b = db.begin().step("begin")?;
+    a.set(b"k", Value::u64(1)).step("set")?;
+    b.set(b"k", Value::u64(2)).step("set")?;
+    a.commit().await.step("first blind write")?;
+    b.commit().await.step("second blind write")?;
+    ensure_eq!(db.get(b"k").await.step("get")?.and_then(|e| e.value.as_u64()), Some(2));
+    Ok(())
+}
+
+async fn write_skew_is_prevented(h: &Harness) -> CaseResult {
+    // Two doctors on call; each may go off call only if the other stays on.
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    db.atomic_write(AtomicWrite::new().set(b"alice".to_vec(), Value::u64(1)).set(b"bob".to_vec(), Value::u64(1)))
+        .await
+        .step("seed")?;
+    let mut t1 = db.begin().step("begin")?;
+    let mut t2 = db.begin().step("begin")?;
+    for (t, me) in [(&mut t1, &b"alice"[..]), (&mut t2, &b"bob"[..])] {
+        let on = n(t.get(b"alice").await.step("get")?) + n(t.get(b"bob").await.step("get")?);
+        ensure_eq!(on, 2);
+        t.set(me, Value::u64(0)).step("set")?;
+    }
+    let r1 = t1.commit().await;
+    let r2 = t2.commit().await;
+    ensure!(r1.is_ok(), "the first commit succeeds: {r1:?}");
+    ensure!(matches!(r2, Err(EngineError::Conflict)), "the second must conflict, got {r2:?}");
+    let on = db.get(b"alice").await.step("get")?.and_then(|e| e.value.as_u64()).unwrap_or(0)
+        + db.get(b"bob").await.step("get")?.and_then(|e| e.value.as_u64()).unwrap_or(0);
+    ensure_eq!(on, 1);
+    Ok(())
+}
+
+async fn concurrent_check_and_set_increments_lose_nothing(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let (tasks, per_task) = (16u64, 25u64);
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let db = db.clone();
+        handles.push(tokio::spawn(async move {
+            let mut retries = 0u64;
+            for _ in 0..per_task {
+                loop {
+                    let cur = db.get(b"counter").await?;
+                    let (vs, n) = match &cur {
+                        Some(e) => (Some(e.versionstamp), e.value.as_u64().unwrap_or(0)),
+                        None => (None, 0),
+                    };
+                    let w = AtomicWrite::new().check(b"counter".to_vec(), vs).set(b"counter".to_vec(), Value::u64(n + 1));
+                    match db.atomic_write(w).await? {
+                        CommitOutcome::Committed(_) => break,
+                        CommitOutcome::CheckFailed(_) => retries += 1,
+                    }
+                }
+            }
+            Ok::<u64, EngineError>(retries)
+        }));
+    }
+    for h in handles {
+        h.await.map_err(|e| e.to_string())?.step("increment task")?;
+    }
+    ensure_eq!(db.get(b"counter").await.step("get")?.and_then(|e| e.value.as_u64()), Some(tasks * per_task));
+    Ok(())
+}
+
+async fn retry<T, F, Fut>(mut f: F) -> Result<T, EngineError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, EngineError>>,
+{
+    loop {
+        match f().await {
+            Err(e) if e.is_retryable() => tokio::task::yield_now().await,
+            other => return other,
+        }
+    }
+}
+
+async fn concurrent_transaction_increments_lose_nothing(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let (tasks, per_task) = (8u64, 25u64);
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let db = db.clone();
+        handles.push(tokio::spawn(async move {
+            for _ in 0..per_task {
+                retry(|| {
+                    let db = db.clone();
+                    async move {
+                        let mut t = db.begin()?;
+                        let cur = n(t.get(b"counter").await?);
+                        t.set(b"counter", Value::u64(cur + 1))?;
+                        t.commit().await
+                    }
+                })
+                .await?;
+            }
+            Ok::<(), EngineError>(())
+        }));
+    }
+    for h in handles {
+        h.await.map_err(|e| e.to_string())?.step("increment task")?;
+    }
+    ensure_eq!(db.get(b"counter").await.step("get")?.and_then(|e| e.value.as_u64()), Some(tasks * per_task));
+    Ok(())
+}
+
+async fn concurrent_bank_transfers_keep_the_total(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let accounts = 10u64;
+    let mut w = AtomicWrite::new();
+    for a in 0..accounts {
+        w = w.set(format!("acct/{a}").into_bytes(), Value::u64(100));
+    }
+    db.atomic_write(w).await.step("seed")?;
+    let db = Arc::new(db);
+    let total = |db: Arc<Database>| async move {
+        let mut t = db.begin()?;
+        let rows = t.scan(b"acct/", b"acct0", false, 100).await?;
+        Ok::<u64, EngineError>(rows.iter().map(|(_, v)| v.as_u64().unwrap_or(0)).sum())
+    };
+    let mut handles = Vec::new();
+    for task in 0..8u64 {
+        let db = db.clone();
+        handles.push(tokio::spawn(async move {
+            let mut x = task * 7919 + 1;
+            for _ in 0..30 {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let (from, to, amount) = (x % accounts, (x / 7) % accounts, x % 30);
+                if from == to {
+                    continue;
+                }
+                retry(|| {
+                    let db = db.clone();
+                    async move {
+                        let mut t = db.begin()?;
+                        let fk = format!("acct/{from}").into_bytes();
+                        let tk = format!("acct/{to}").into_bytes();
+                        let f = n(t.get(&fk).await?);
+                        let g = n(t.get(&tk).await?);
+                        if f < amount {
+                            return t.commit().await;
+                        }
+                        t.set(&fk, Value::u64(f - amount))?;
+                        t.set(&tk, Value::u64(g + amount))?;
+                        t.commit().await
+                    }
+                })
+                .await?;
+            }
+            Ok::<(), EngineError>(())
+        }));
+    }
+    let mut audits = 0;
+    while handles.iter().any(|h| !h.is_finished()) {
+        let sum = total(db.clone()).await.step("audit")?;
+        ensure_eq!(sum, accounts * 100);
+        audits += 1;
+    }
+    for h in handles {
+        h.await.map_err(|e| e.to_string())?.step("transfer task")?;
+    }
+    ensure_eq!(total(db.clone()).await.step("final audit")?, accounts * 100);
+    ensure!(audits > 0, "no audit overlapped the transfers");
+    Ok(())
+}
