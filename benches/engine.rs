@@ -21,7 +21,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion, Thro
 use redb::{ReadableDatabase, TableDefinition};
 use strata_backend_redb::RedbBackend;
 use strata_backend_sqlite::SqliteBackend;
-use strata_engine::{AtomicWrite, Backend, Database, Engine, EngineConfig, ReadAt, ReadRange, Value};
+use strata_engine::{
+    AtomicWrite, Backend, Database, Engine, EngineConfig, ReadAt, ReadRange, Value,
+};
 use tokio::runtime::Runtime;
 
 const KEYS: usize = 10_000;
@@ -64,7 +66,11 @@ impl XorShift {
 }
 
 fn runtime() -> Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 struct Bench {
@@ -90,7 +96,13 @@ fn open(rt: &Runtime, name: &'static str, make: impl FnOnce(&Path) -> Arc<dyn Ba
         }
         db
     });
-    Bench { name, _dir: dir, engine, db, next_write: Arc::new(AtomicU64::new(0)) }
+    Bench {
+        name,
+        _dir: dir,
+        engine,
+        db,
+        next_write: Arc::new(AtomicU64::new(0)),
+    }
 }
 
 fn preloaded_keys() -> Vec<Vec<u8>> {
@@ -141,7 +153,12 @@ fn raw_redb_point_get(c: &mut Criterion) {
             let k = &keys[rng.next_below(KEYS)];
             let tx = db.begin_read().unwrap();
             let t = tx.open_table(RAW_TABLE).unwrap();
-            let v: Vec<u8> = t.get(k.as_slice()).unwrap().expect("key present").value().to_vec();
+            let v: Vec<u8> = t
+                .get(k.as_slice())
+                .unwrap()
+                .expect("key present")
+                .value()
+                .to_vec();
             v
         })
     });
@@ -153,7 +170,11 @@ fn scan_100(c: &mut Criterion, rt: &Runtime, dbs: &[Bench]) {
     g.throughput(Throughput::Elements(1));
     for b in dbs {
         rt.block_on(async {
-            let range = [ReadRange::new(keys[0].clone(), keys[SCAN_SPAN].clone(), SCAN_LIMIT)];
+            let range = [ReadRange::new(
+                keys[0].clone(),
+                keys[SCAN_SPAN].clone(),
+                SCAN_LIMIT,
+            )];
             let r = b.db.snapshot_read(&range, ReadAt::Latest).await.unwrap();
             assert_eq!(r.ranges[0].len(), SCAN_LIMIT);
         });
@@ -163,7 +184,11 @@ fn scan_100(c: &mut Criterion, rt: &Runtime, dbs: &[Bench]) {
         g.bench_function(b.name, |bench| {
             bench.to_async(rt).iter(|| {
                 let s = rng.next_below(KEYS - SCAN_SPAN);
-                let range = [ReadRange::new(keys[s].clone(), keys[s + SCAN_SPAN].clone(), SCAN_LIMIT)];
+                let range = [ReadRange::new(
+                    keys[s].clone(),
+                    keys[s + SCAN_SPAN].clone(),
+                    SCAN_LIMIT,
+                )];
                 async move {
                     let r = db.snapshot_read(&range, ReadAt::Latest).await.unwrap();
                     debug_assert_eq!(r.ranges[0].len(), SCAN_LIMIT);
@@ -184,7 +209,9 @@ fn commit_group<'a>(c: &'a mut Criterion, name: &str) -> BenchmarkGroup<'a, Wall
 
 async fn commit_one(db: &Database, next: &AtomicU64) {
     let i = next.fetch_add(1, Ordering::Relaxed);
-    db.atomic_write(AtomicWrite::new().set(key(b'w', i), Value::bytes(value(i)))).await.expect("commit");
+    db.atomic_write(AtomicWrite::new().set(key(b'w', i), Value::bytes(value(i))))
+        .await
+        .expect("commit");
 }
 
 fn commit_1(c: &mut Criterion, rt: &Runtime, dbs: &[Bench]) {
@@ -192,7 +219,9 @@ fn commit_1(c: &mut Criterion, rt: &Runtime, dbs: &[Bench]) {
     for b in dbs {
         let db = &b.db;
         let next = &*b.next_write;
-        g.bench_function(b.name, |bench| bench.to_async(rt).iter(|| commit_one(db, next)));
+        g.bench_function(b.name, |bench| {
+            bench.to_async(rt).iter(|| commit_one(db, next))
+        });
     }
     g.finish();
 }
@@ -230,8 +259,12 @@ fn commit_32(c: &mut Criterion, rt: &Runtime, dbs: &[Bench]) {
 fn benches(c: &mut Criterion) {
     let rt = runtime();
     let dbs = vec![
-        open(&rt, "redb", |d| Arc::new(RedbBackend::new(d)) as Arc<dyn Backend>),
-        open(&rt, "sqlite", |d| Arc::new(SqliteBackend::new(d)) as Arc<dyn Backend>),
+        open(&rt, "redb", |d| {
+            Arc::new(RedbBackend::new(d)) as Arc<dyn Backend>
+        }),
+        open(&rt, "sqlite", |d| {
+            Arc::new(SqliteBackend::new(d)) as Arc<dyn Backend>
+        }),
     ];
     point_get(c, &rt, &dbs);
     raw_redb_point_get(c);

@@ -1,1 +1,255 @@
-fn main(){}
+//! The `strata` command: manage databases and keys in a store.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use strata::engine::{
+    AtomicWrite, DatabaseOptions, Durability, Encoding, Entry, Mutation, MutationKind, ReadAt,
+    ReadRange, Value,
+};
+use strata::{Engine, EngineConfig, StoreUrl, DEFAULT_STORE};
+
+#[derive(Parser)]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: one storage engine with many faces"
+)]
+struct Cli {
+    /// Where the data lives: memory:, redb:<dir> or sqlite:<dir>.
+    #[arg(long, global = true, env = "STRATA_STORE", default_value = DEFAULT_STORE)]
+    store: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create, list and drop databases.
+    #[command(subcommand)]
+    Db(DbCommand),
+    /// Read and write keys (printable UTF-8 keys).
+    #[command(subcommand)]
+    Kv(KvCommand),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DurabilityArg {
+    Sync,
+    Async,
+}
+
+#[derive(Subcommand)]
+enum DbCommand {
+    /// Create a database.
+    Create {
+        name: String,
+        /// sync: a commit returns once it is on disk; async: synced later.
+        #[arg(long, value_enum, default_value = "sync")]
+        durability: DurabilityArg,
+        /// How long older versions stay readable, in milliseconds.
+        #[arg(long, default_value_t = 60_000)]
+        history_retention_ms: u64,
+    },
+    /// List databases.
+    List,
+    /// Drop a database and all its data.
+    Drop { name: String },
+}
+
+#[derive(Subcommand)]
+enum KvCommand {
+    /// Print a key's value.
+    Get {
+        key: String,
+        #[arg(long, default_value = "default")]
+        db: String,
+    },
+    /// Set a key (the database is created if missing).
+    Set {
+        key: String,
+        value: String,
+        /// Store the value as an unsigned 64-bit integer.
+        #[arg(long)]
+        u64: bool,
+        /// Delete the key after this many milliseconds.
+        #[arg(long)]
+        expire_in_ms: Option<u64>,
+        #[arg(long, default_value = "default")]
+        db: String,
+    },
+    /// Delete a key.
+    Delete {
+        key: String,
+        #[arg(long, default_value = "default")]
+        db: String,
+    },
+    /// List keys starting with a prefix, with their values.
+    List {
+        #[arg(default_value = "")]
+        prefix: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        #[arg(long)]
+        reverse: bool,
+        #[arg(long, default_value = "default")]
+        db: String,
+    },
+}
+
+type CliResult = Result<(), String>;
+
+fn printable(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if !s.chars().any(|c| c.is_control()) => s.to_string(),
+        _ => bytes.iter().map(|b| format!("\\x{b:02x}")).collect(),
+    }
+}
+
+fn show_value(v: &Value) -> String {
+    match v.encoding {
+        Encoding::U64 => v
+            .as_u64()
+            .map(|n| n.to_string())
+            .unwrap_or_else(|| "<malformed u64>".into()),
+        Encoding::Bytes => printable(&v.data),
+        Encoding::V8 => format!("<v8 {} bytes>", v.data.len()),
+        Encoding::Custom(t) => format!("<encoding {t}, {} bytes>", v.data.len()),
+    }
+}
+
+fn show_entry(e: &Entry) -> String {
+    format!("{}\t{}", printable(&e.key), show_value(&e.value))
+}
+
+async fn run(cli: Cli) -> CliResult {
+    let url: StoreUrl = cli.store.parse().map_err(|e| format!("{e}"))?;
+    let backend = url.open().map_err(|e| e.to_string())?;
+    let engine = Engine::new(
+        backend,
+        EngineConfig {
+            background_tasks: false,
+            ..EngineConfig::default()
+        },
+    );
+    let result = command(&engine, cli.command).await;
+    engine.close().await;
+    result
+}
+
+async fn command(engine: &Engine, command: Command) -> CliResult {
+    let e = |e: strata::EngineError| e.to_string();
+    match command {
+        Command::Db(DbCommand::Create {
+            name,
+            durability,
+            history_retention_ms,
+        }) => {
+            let options = DatabaseOptions {
+                durability: match durability {
+                    DurabilityArg::Sync => Durability::Sync,
+                    DurabilityArg::Async => Durability::Async,
+                },
+                history_retention_ms,
+                ..DatabaseOptions::default()
+            };
+            engine
+                .create_database(&name, Some(options))
+                .await
+                .map_err(e)?;
+            eprintln!("created database {name}");
+        }
+        Command::Db(DbCommand::List) => {
+            for name in engine.list_databases().await.map_err(e)? {
+                println!("{name}");
+            }
+        }
+        Command::Db(DbCommand::Drop { name }) => {
+            engine.drop_database(&name).await.map_err(e)?;
+            eprintln!("dropped database {name}");
+        }
+        Command::Kv(KvCommand::Get { key, db }) => {
+            let db = engine.database(&db).await.map_err(e)?;
+            match db.get(key.as_bytes()).await.map_err(e)? {
+                Some(entry) => println!("{}", show_value(&entry.value)),
+                None => return Err(format!("key {key:?} not found")),
+            }
+        }
+        Command::Kv(KvCommand::Set {
+            key,
+            value,
+            u64,
+            expire_in_ms,
+            db,
+        }) => {
+            let db = engine.open_or_create(&db).await.map_err(e)?;
+            let value = if u64 {
+                Value::u64(
+                    value
+                        .parse()
+                        .map_err(|_| format!("{value:?} is not an unsigned 64-bit integer"))?,
+                )
+            } else {
+                Value::bytes(value.into_bytes())
+            };
+            let expires_at = expire_in_ms.map(|ms| strata::engine::now_ms() + ms.max(1));
+            let m = Mutation {
+                key: key.into_bytes(),
+                kind: MutationKind::Set { value, expires_at },
+            };
+            let outcome = db
+                .atomic_write(AtomicWrite::new().mutate(m))
+                .await
+                .map_err(e)?;
+            if let Some(vs) = outcome.versionstamp() {
+                eprintln!("committed at versionstamp {vs}");
+            }
+        }
+        Command::Kv(KvCommand::Delete { key, db }) => {
+            let db = engine.database(&db).await.map_err(e)?;
+            db.atomic_write(AtomicWrite::new().delete(key.into_bytes()))
+                .await
+                .map_err(e)?;
+        }
+        Command::Kv(KvCommand::List {
+            prefix,
+            limit,
+            reverse,
+            db,
+        }) => {
+            let db = engine.database(&db).await.map_err(e)?;
+            let max = db.options().limits.max_read_entries;
+            let mut range = ReadRange::prefix(prefix.as_bytes(), limit.clamp(1, max));
+            range.reverse = reverse;
+            let read = db
+                .snapshot_read(&[range], ReadAt::Latest)
+                .await
+                .map_err(e)?;
+            for entry in read.ranges.iter().flatten() {
+                println!("{}", show_entry(entry));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("error: cannot start the runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -58,7 +58,12 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(kind: BackendKind, exe: Option<PathBuf>) -> std::io::Result<Self> {
-        Ok(Harness { kind, dir: tempfile::tempdir()?, memory: Arc::new(Default::default()), exe })
+        Ok(Harness {
+            kind,
+            dir: tempfile::tempdir()?,
+            memory: Arc::new(Default::default()),
+            exe,
+        })
     }
 
     pub fn dir(&self) -> &std::path::Path {
@@ -72,7 +77,11 @@ impl Harness {
 
     /// Engine settings for tests: background work runs often so that cases stay short.
     pub fn config() -> EngineConfig {
-        EngineConfig { sweep_interval_ms: 50, gc_interval_ms: 100, ..EngineConfig::default() }
+        EngineConfig {
+            sweep_interval_ms: 50,
+            gc_interval_ms: 100,
+            ..EngineConfig::default()
+        }
     }
 
     pub fn engine(&self) -> Engine {
@@ -135,7 +144,15 @@ macro_rules! ensure_eq {
     ($a:expr, $b:expr $(,)?) => {{
         let (a, b) = (&$a, &$b);
         if a != b {
-            return Err(format!("expected {:?} == {:?}: {} vs {} (at {}:{})", a, b, stringify!($a), stringify!($b), file!(), line!()));
+            return Err(format!(
+                "expected {:?} == {:?}: {} vs {} (at {}:{})",
+                a,
+                b,
+                stringify!($a),
+                stringify!($b),
+                file!(),
+                line!()
+            ));
         }
     }};
 }
@@ -197,7 +214,13 @@ pub async fn run_suite(kind: BackendKind, suite: &Suite, exe: Option<PathBuf>) -
             }
             Err(e) => Err(format!("cannot make a temporary directory: {e}")),
         };
-        out.push(Outcome { backend: kind, suite: suite.name, case: case.name, result, elapsed: start.elapsed() });
+        out.push(Outcome {
+            backend: kind,
+            suite: suite.name,
+            case: case.name,
+            result,
+            elapsed: start.elapsed(),
+        });
     }
     out
 }
@@ -205,16 +228,34 @@ pub async fn run_suite(kind: BackendKind, suite: &Suite, exe: Option<PathBuf>) -
 /// For `cargo test`: run one suite on one backend and panic listing every failed case.
 pub fn run_for_test(kind: BackendKind, suite_name: &str, exe: Option<PathBuf>) {
     let suites = suites::all();
-    let suite = suites.iter().find(|s| s.name == suite_name).unwrap_or_else(|| panic!("no suite {suite_name}"));
+    let suite = suites
+        .iter()
+        .find(|s| s.name == suite_name)
+        .unwrap_or_else(|| panic!("no suite {suite_name}"));
     if !suite.applies_to(kind) {
         eprintln!("suite {suite_name} does not apply to {}", kind.name());
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
     let outcomes = rt.block_on(run_suite(kind, suite, exe));
     let failed: Vec<String> = outcomes
         .iter()
-        .filter_map(|o| o.result.as_ref().err().map(|e| format!("{}/{}/{}: {e}", o.backend.name(), o.suite, o.case)))
+        .filter_map(|o| {
+            o.result
+                .as_ref()
+                .err()
+                .map(|e| format!("{}/{}/{}: {e}", o.backend.name(), o.suite, o.case))
+        })
         .collect();
-    assert!(failed.is_empty(), "{} of {} cases failed:\n{}", failed.len(), outcomes.len(), failed.join("\n"));
+    assert!(
+        failed.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failed.len(),
+        outcomes.len(),
+        failed.join("\n")
+    );
 }

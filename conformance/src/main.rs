@@ -7,7 +7,10 @@ use clap::{Parser, Subcommand};
 use strata_conformance::{run_suite, suites, BackendKind, Outcome};
 
 #[derive(Parser)]
-#[command(name = "strata-conformance", about = "Run Strata's conformance suites over its backends")]
+#[command(
+    name = "strata-conformance",
+    about = "Run Strata's conformance suites over its backends"
+)]
 struct Cli {
     /// Backends to run, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "memory,redb,sqlite")]
@@ -41,14 +44,22 @@ enum Internal {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the runtime: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Some(Internal::CrashWriter { backend, dir, round }) = cli.command {
+    if let Some(Internal::CrashWriter {
+        backend,
+        dir,
+        round,
+    }) = cli.command
+    {
         let Some(kind) = BackendKind::parse(&backend) else {
             eprintln!("unknown backend {backend}");
             return ExitCode::from(2);
@@ -65,7 +76,15 @@ fn main() -> ExitCode {
     let all = suites::all();
     if cli.list {
         for s in &all {
-            println!("{}{}", s.name, if s.needs_persistence { " (persistent backends)" } else { "" });
+            println!(
+                "{}{}",
+                s.name,
+                if s.needs_persistence {
+                    " (persistent backends)"
+                } else {
+                    ""
+                }
+            );
             for c in &s.cases {
                 println!("  {}", c.name);
             }
@@ -114,7 +133,9 @@ fn main() -> ExitCode {
             cells.push((kind, suite.name, format!("{passed}/{}", got.len())));
             for o in &got {
                 match &o.result {
-                    Ok(()) if cli.verbose => eprintln!("  ok   {}/{} ({:.2?})", o.suite, o.case, o.elapsed),
+                    Ok(()) if cli.verbose => {
+                        eprintln!("  ok   {}/{} ({:.2?})", o.suite, o.case, o.elapsed)
+                    }
                     Err(e) => eprintln!("  FAIL {}/{}/{}: {e}", kind.name(), o.suite, o.case),
                     _ => {}
                 }
@@ -123,7 +144,12 @@ fn main() -> ExitCode {
         }
     }
 
-    let width = chosen.iter().map(|s| s.name.len()).max().unwrap_or(5).max(5);
+    let width = chosen
+        .iter()
+        .map(|s| s.name.len())
+        .max()
+        .unwrap_or(5)
+        .max(5);
     print!("{:width$}", "suite");
     for k in &kinds {
         print!("  {:>8}", k.name());
@@ -132,7 +158,11 @@ fn main() -> ExitCode {
     for suite in &chosen {
         print!("{:width$}", suite.name);
         for k in &kinds {
-            let cell = cells.iter().find(|(kk, s, _)| kk == k && *s == suite.name).map(|c| c.2.as_str()).unwrap_or("");
+            let cell = cells
+                .iter()
+                .find(|(kk, s, _)| kk == k && *s == suite.name)
+                .map(|c| c.2.as_str())
+                .unwrap_or("");
             print!("  {cell:>8}");
         }
         println!();
@@ -142,11 +172,21 @@ fn main() -> ExitCode {
         println!();
         println!("failures:");
         for o in &failed {
-            println!("  {}/{}/{}: {}", o.backend.name(), o.suite, o.case, o.result.as_ref().err().map(String::as_str).unwrap_or(""));
+            println!(
+                "  {}/{}/{}: {}",
+                o.backend.name(),
+                o.suite,
+                o.case,
+                o.result.as_ref().err().map(String::as_str).unwrap_or("")
+            );
         }
     }
     println!();
-    println!("{} passed, {} failed", outcomes.len() - failed.len(), failed.len());
+    println!(
+        "{} passed, {} failed",
+        outcomes.len() - failed.len(),
+        failed.len()
+    );
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {

@@ -14,12 +14,37 @@ macro_rules! matrix {
     };
 }
 
-matrix!(kv, limits, mvcc, transactions, watch, expiry, queues, databases, group_commit, crash);
+matrix!(
+    kv,
+    limits,
+    mvcc,
+    transactions,
+    watch,
+    expiry,
+    queues,
+    databases,
+    group_commit,
+    crash
+);
 
 #[test]
 fn every_suite_is_in_the_matrix() {
-    let listed = ["kv", "limits", "mvcc", "transactions", "watch", "expiry", "queues", "databases", "group_commit", "crash"];
-    let all: Vec<&str> = strata_conformance::suites::all().iter().map(|s| s.name).collect();
+    let listed = [
+        "kv",
+        "limits",
+        "mvcc",
+        "transactions",
+        "watch",
+        "expiry",
+        "queues",
+        "databases",
+        "group_commit",
+        "crash",
+    ];
+    let all: Vec<&str> = strata_conformance::suites::all()
+        .iter()
+        .map(|s| s.name)
+        .collect();
     assert_eq!(all, listed, "add new suites to the matrix! macro");
     let _ = (run_for_test, BackendKind::Memory);
 }

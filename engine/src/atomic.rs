@@ -38,7 +38,10 @@ impl VersionstampSuffix {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MutationKind {
     /// Upsert; `expires_at` in ms since the epoch, `None` never.
-    Set { value: Value, expires_at: Option<u64> },
+    Set {
+        value: Value,
+        expires_at: Option<u64>,
+    },
     Delete,
     /// Add (wrapping) a U64 operand; a missing key becomes the operand.
     Sum(Value),
@@ -47,7 +50,11 @@ pub enum MutationKind {
     /// Keep the larger (unsigned) of the stored U64 and the operand.
     Max(Value),
     /// Set the key made of this key plus the commit's versionstamp.
-    SetVersionstampedKey { value: Value, expires_at: Option<u64>, suffix: VersionstampSuffix },
+    SetVersionstampedKey {
+        value: Value,
+        expires_at: Option<u64>,
+        suffix: VersionstampSuffix,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,13 +65,25 @@ pub struct Mutation {
 
 impl Mutation {
     pub fn set(key: impl Into<Vec<u8>>, value: Value) -> Self {
-        Mutation { key: key.into(), kind: MutationKind::Set { value, expires_at: None } }
+        Mutation {
+            key: key.into(),
+            kind: MutationKind::Set {
+                value,
+                expires_at: None,
+            },
+        }
     }
     pub fn delete(key: impl Into<Vec<u8>>) -> Self {
-        Mutation { key: key.into(), kind: MutationKind::Delete }
+        Mutation {
+            key: key.into(),
+            kind: MutationKind::Delete,
+        }
     }
     pub fn sum(key: impl Into<Vec<u8>>, n: u64) -> Self {
-        Mutation { key: key.into(), kind: MutationKind::Sum(Value::u64(n)) }
+        Mutation {
+            key: key.into(),
+            kind: MutationKind::Sum(Value::u64(n)),
+        }
     }
 }
 
@@ -82,7 +101,12 @@ pub struct Enqueue {
 
 impl Enqueue {
     pub fn now(payload: Value) -> Self {
-        Enqueue { payload, deliver_at: 0, dead_letter_keys: vec![], backoff_schedule: None }
+        Enqueue {
+            payload,
+            deliver_at: 0,
+            dead_letter_keys: vec![],
+            backoff_schedule: None,
+        }
     }
 }
 
@@ -98,7 +122,10 @@ impl AtomicWrite {
         Self::default()
     }
     pub fn check(mut self, key: impl Into<Vec<u8>>, versionstamp: Option<Versionstamp>) -> Self {
-        self.checks.push(Check { key: key.into(), versionstamp });
+        self.checks.push(Check {
+            key: key.into(),
+            versionstamp,
+        });
         self
     }
     pub fn mutate(mut self, m: Mutation) -> Self {
@@ -141,7 +168,12 @@ pub(crate) fn check_key(limits: &Limits, key: &[u8], write: bool) -> Result<()> 
         (limits.max_read_key_bytes, "read key size")
     };
     if key.len() > max {
-        return Err(EngineError::limit(limit, "key", format!("{} bytes", key.len()), format!("{max} bytes")));
+        return Err(EngineError::limit(
+            limit,
+            "key",
+            format!("{} bytes", key.len()),
+            format!("{max} bytes"),
+        ));
     }
     Ok(())
 }
@@ -166,7 +198,9 @@ pub(crate) fn check_value(limits: &Limits, value: &Value) -> Result<()> {
 
 pub(crate) fn check_expiry(expires_at: Option<u64>) -> Result<()> {
     if expires_at == Some(0) {
-        return Err(EngineError::InvalidRequest("expiry time 0 is not a valid deadline; use no expiry".into()));
+        return Err(EngineError::InvalidRequest(
+            "expiry time 0 is not a valid deadline; use no expiry".into(),
+        ));
     }
     Ok(())
 }
@@ -174,11 +208,21 @@ pub(crate) fn check_expiry(expires_at: Option<u64>) -> Result<()> {
 /// Check every limit of an atomic write; nothing is written if this fails.
 pub(crate) fn validate(limits: &Limits, w: &AtomicWrite, now: u64) -> Result<()> {
     if w.checks.len() > limits.max_checks {
-        return Err(EngineError::limit("checks per atomic write", "checks", w.checks.len(), limits.max_checks));
+        return Err(EngineError::limit(
+            "checks per atomic write",
+            "checks",
+            w.checks.len(),
+            limits.max_checks,
+        ));
     }
     let ops = w.mutations.len() + w.enqueues.len();
     if ops > limits.max_mutations {
-        return Err(EngineError::limit("mutations per atomic write", "mutations and enqueues", ops, limits.max_mutations));
+        return Err(EngineError::limit(
+            "mutations per atomic write",
+            "mutations and enqueues",
+            ops,
+            limits.max_mutations,
+        ));
     }
     let mut total = 0usize;
     for c in &w.checks {
@@ -189,7 +233,10 @@ pub(crate) fn validate(limits: &Limits, w: &AtomicWrite, now: u64) -> Result<()>
         check_key(limits, &m.key, true)?;
         total += m.key.len();
         match &m.kind {
-            MutationKind::Set { value, expires_at } | MutationKind::SetVersionstampedKey { value, expires_at, .. } => {
+            MutationKind::Set { value, expires_at }
+            | MutationKind::SetVersionstampedKey {
+                value, expires_at, ..
+            } => {
                 check_value(limits, value)?;
                 check_expiry(*expires_at)?;
                 total += value.data.len();

@@ -85,7 +85,10 @@ pub enum BackendError {
 impl BackendError {
     /// Whether a retry of the same call may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, BackendError::Unavailable(_) | BackendError::PreconditionFailed)
+        matches!(
+            self,
+            BackendError::Unavailable(_) | BackendError::PreconditionFailed
+        )
     }
 }
 

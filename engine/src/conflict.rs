@@ -44,7 +44,9 @@ impl ConflictTracker {
             let hit = if end.is_empty() {
                 self.newest_write.range(start.clone()..).any(newer)
             } else if start < end {
-                self.newest_write.range(start.clone()..end.clone()).any(newer)
+                self.newest_write
+                    .range(start.clone()..end.clone())
+                    .any(newer)
             } else {
                 false
             };
@@ -100,8 +102,14 @@ mod tests {
     fn a_later_write_in_a_read_range_conflicts() {
         let mut t = ConflictTracker::new(0, Duration::from_secs(60));
         t.record(5, vec![b"b".to_vec()]);
-        assert!(matches!(t.check(4, &[r(b"a", b"c")]), Err(EngineError::Conflict)));
-        assert!(t.check(5, &[r(b"a", b"c")]).is_ok(), "the write is part of the snapshot");
+        assert!(matches!(
+            t.check(4, &[r(b"a", b"c")]),
+            Err(EngineError::Conflict)
+        ));
+        assert!(
+            t.check(5, &[r(b"a", b"c")]).is_ok(),
+            "the write is part of the snapshot"
+        );
         assert!(t.check(4, &[r(b"c", b"d")]).is_ok(), "outside the range");
         assert!(t.check(4, &[r(b"a", b"b")]).is_ok(), "end is exclusive");
     }
@@ -113,6 +121,9 @@ mod tests {
         t.record(11, vec![b"k".to_vec()]);
         std::thread::sleep(Duration::from_millis(2));
         t.record(12, vec![b"j".to_vec()]);
-        assert!(matches!(t.check(10, &[]), Err(EngineError::TransactionTooOld { .. })));
+        assert!(matches!(
+            t.check(10, &[]),
+            Err(EngineError::TransactionTooOld { .. })
+        ));
     }
 }

@@ -43,12 +43,22 @@ pub struct ReadRange {
 
 impl ReadRange {
     pub fn new(start: impl Into<Vec<u8>>, end: impl Into<Vec<u8>>, limit: usize) -> Self {
-        ReadRange { start: start.into(), end: end.into(), limit, reverse: false }
+        ReadRange {
+            start: start.into(),
+            end: end.into(),
+            limit,
+            reverse: false,
+        }
     }
 
     /// Every key starting with `prefix`.
     pub fn prefix(prefix: &[u8], limit: usize) -> Self {
-        ReadRange { start: prefix.to_vec(), end: prefix_end(prefix), limit, reverse: false }
+        ReadRange {
+            start: prefix.to_vec(),
+            end: prefix_end(prefix),
+            limit,
+            reverse: false,
+        }
     }
 }
 
@@ -140,10 +150,16 @@ impl Shared {
     pub(crate) fn hold(self: &Arc<Self>, version: u64) -> Result<ReadGuard> {
         let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
         if version < reads.horizon {
-            return Err(EngineError::VersionTooOld { requested: version, oldest: reads.horizon });
+            return Err(EngineError::VersionTooOld {
+                requested: version,
+                oldest: reads.horizon,
+            });
         }
         *reads.active.entry(version).or_insert(0) += 1;
-        Ok(ReadGuard { shared: self.clone(), version })
+        Ok(ReadGuard {
+            shared: self.clone(),
+            version,
+        })
     }
 
     pub(crate) fn latest(&self) -> u64 {
@@ -160,7 +176,10 @@ impl Shared {
             return Err(EngineError::ShuttingDown);
         }
         let (tx, rx) = oneshot::channel();
-        self.commits.send(CommitRequest { op, reply: tx }).await.map_err(|_| EngineError::ShuttingDown)?;
+        self.commits
+            .send(CommitRequest { op, reply: tx })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
         rx.await.map_err(|_| EngineError::ShuttingDown)?
     }
 }
@@ -191,7 +210,10 @@ pub struct Database {
 
 impl std::fmt::Debug for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Database").field("name", &self.shared.name).field("version", &self.version()).finish()
+        f.debug_struct("Database")
+            .field("name", &self.shared.name)
+            .field("version", &self.version())
+            .finish()
     }
 }
 
@@ -205,12 +227,16 @@ impl Database {
         new_options: DatabaseOptions,
         config: EngineConfig,
     ) -> Result<Database> {
-        let corrupt = |detail: &str| EngineError::Corrupt { database: name.to_string(), detail: detail.into() };
+        let corrupt = |detail: &str| EngineError::Corrupt {
+            database: name.to_string(),
+            detail: detail.into(),
+        };
         let (id, options) = match store.get(layout::META_ID).await? {
             Some(id) => {
                 let id = String::from_utf8(id).map_err(|_| corrupt("database id is not UTF-8"))?;
                 let options = match store.get(layout::META_OPTIONS).await? {
-                    Some(raw) => serde_json::from_slice(&raw).map_err(|e| corrupt(&format!("options: {e}")))?,
+                    Some(raw) => serde_json::from_slice(&raw)
+                        .map_err(|e| corrupt(&format!("options: {e}")))?,
                     None => DatabaseOptions::default(),
                 };
                 (id, options)
@@ -253,7 +279,10 @@ impl Database {
             // After a restart, nothing is known about deletes: treat every older version as
             // possibly affected.
             last_delete: AtomicU64::new(version),
-            reads: Mutex::new(ReadRegistry { horizon, active: BTreeMap::new() }),
+            reads: Mutex::new(ReadRegistry {
+                horizon,
+                active: BTreeMap::new(),
+            }),
             watchers: Mutex::new(HashMap::new()),
             queue_ready: Notify::new(),
             commits: tx,
@@ -273,7 +302,8 @@ impl Database {
     pub async fn close(&self) {
         self.shared.shutdown.send_replace(true);
         self.shared.queue_ready.notify_waiters();
-        let tasks = std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let tasks =
+            std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
         for t in tasks {
             let _ = t.await;
         }
@@ -299,13 +329,19 @@ impl Database {
 
     /// The oldest version that reads may still ask for.
     pub fn oldest_readable_version(&self) -> u64 {
-        self.shared.reads.lock().unwrap_or_else(|e| e.into_inner()).horizon
+        self.shared
+            .reads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .horizon
     }
 
     /// Wait until `version` is committed and visible.
     pub async fn wait_for_version(&self, version: u64) -> Result<()> {
         let mut rx = self.shared.applied.subscribe();
-        rx.wait_for(|v| *v >= version).await.map_err(|_| EngineError::ShuttingDown)?;
+        rx.wait_for(|v| *v >= version)
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
         Ok(())
     }
 
@@ -317,7 +353,15 @@ impl Database {
     pub async fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
         self.check_read_key(key)?;
         let now = now_ms();
-        let rec = mvcc::get(&*self.shared.store, &self.shared.name, key, u64::MAX, false, now).await?;
+        let rec = mvcc::get(
+            &*self.shared.store,
+            &self.shared.name,
+            key,
+            u64::MAX,
+            false,
+            now,
+        )
+        .await?;
         Ok(rec.map(|r| r.into_entry(key.to_vec())))
     }
 
@@ -330,7 +374,8 @@ impl Database {
             let now = now_ms();
             let mut out = Vec::with_capacity(keys.len());
             for k in keys {
-                let rec = mvcc::get(&*self.shared.store, &self.shared.name, k, v, precise, now).await?;
+                let rec =
+                    mvcc::get(&*self.shared.store, &self.shared.name, k, v, precise, now).await?;
                 out.push(rec.map(|r| r.into_entry(k.clone())));
             }
             Ok(out)
@@ -343,19 +388,31 @@ impl Database {
     pub async fn snapshot_read(&self, ranges: &[ReadRange], at: ReadAt) -> Result<SnapshotRead> {
         let limits = &self.shared.options.limits;
         if ranges.len() > limits.max_read_ranges {
-            return Err(EngineError::limit("ranges per read", "ranges", ranges.len(), limits.max_read_ranges));
+            return Err(EngineError::limit(
+                "ranges per read",
+                "ranges",
+                ranges.len(),
+                limits.max_read_ranges,
+            ));
         }
         let mut total = 0usize;
         for r in ranges {
             self.check_read_key(&r.start)?;
             self.check_read_key(&r.end)?;
             if r.limit == 0 {
-                return Err(EngineError::InvalidRequest("a read range's limit must be at least 1".into()));
+                return Err(EngineError::InvalidRequest(
+                    "a read range's limit must be at least 1".into(),
+                ));
             }
             total = total.saturating_add(r.limit);
         }
         if total > limits.max_read_entries {
-            return Err(EngineError::limit("entries per read", "sum of range limits", total, limits.max_read_entries));
+            return Err(EngineError::limit(
+                "entries per read",
+                "sum of range limits",
+                total,
+                limits.max_read_entries,
+            ));
         }
         let (version, ranges) = self
             .at_version(at, |v, precise| async move {
@@ -374,7 +431,12 @@ impl Database {
                         now,
                     )
                     .await?;
-                    out.push(found.into_iter().map(|(k, rec)| rec.into_entry(k)).collect());
+                    out.push(
+                        found
+                            .into_iter()
+                            .map(|(k, rec)| rec.into_entry(k))
+                            .collect(),
+                    );
                 }
                 Ok(out)
             })
@@ -402,7 +464,10 @@ impl Database {
             ReadAt::Version(v) => {
                 let latest = self.shared.latest();
                 if v > latest {
-                    return Err(EngineError::VersionInFuture { requested: v, latest });
+                    return Err(EngineError::VersionInFuture {
+                        requested: v,
+                        latest,
+                    });
                 }
                 let _guard = self.shared.hold(v)?;
                 let precise = self.shared.needs_precise(v);
@@ -416,7 +481,9 @@ impl Database {
         atomic::validate(&self.shared.options.limits, &write, now_ms())?;
         match self.shared.commit(CommitOp::Atomic(write)).await? {
             CommitReply::Outcome(o) => Ok(o),
-            _ => Err(EngineError::InvalidRequest("unexpected pipeline reply".into())),
+            _ => Err(EngineError::InvalidRequest(
+                "unexpected pipeline reply".into(),
+            )),
         }
     }
 
@@ -435,10 +502,17 @@ impl Database {
     pub fn watch(&self, keys: Vec<Vec<u8>>) -> Result<Watch> {
         let limits = &self.shared.options.limits;
         if keys.is_empty() {
-            return Err(EngineError::InvalidRequest("a watch needs at least one key".into()));
+            return Err(EngineError::InvalidRequest(
+                "a watch needs at least one key".into(),
+            ));
         }
         if keys.len() > limits.max_watched_keys {
-            return Err(EngineError::limit("watched keys", "keys", keys.len(), limits.max_watched_keys));
+            return Err(EngineError::limit(
+                "watched keys",
+                "keys",
+                keys.len(),
+                limits.max_watched_keys,
+            ));
         }
         for k in &keys {
             self.check_read_key(k)?;
@@ -452,20 +526,35 @@ impl Database {
             return Ok(vec![]);
         }
         let visibility_ms = visibility.as_millis().clamp(1, u64::MAX as u128) as u64;
-        match self.shared.commit(CommitOp::Lease { max: max.min(1000), visibility_ms }).await? {
+        match self
+            .shared
+            .commit(CommitOp::Lease {
+                max: max.min(1000),
+                visibility_ms,
+            })
+            .await?
+        {
             CommitReply::Leased(m) => Ok(m),
-            _ => Err(EngineError::InvalidRequest("unexpected pipeline reply".into())),
+            _ => Err(EngineError::InvalidRequest(
+                "unexpected pipeline reply".into(),
+            )),
         }
     }
 
     /// Delivery succeeded: remove the message.
     pub async fn ack(&self, id: MessageId, lease: u64) -> Result<()> {
-        self.shared.commit(CommitOp::Ack { id, lease }).await.map(|_| ())
+        self.shared
+            .commit(CommitOp::Ack { id, lease })
+            .await
+            .map(|_| ())
     }
 
     /// Delivery failed: retry after the next backoff step, or dead-letter.
     pub async fn nack(&self, id: MessageId, lease: u64) -> Result<()> {
-        self.shared.commit(CommitOp::Nack { id, lease }).await.map(|_| ())
+        self.shared
+            .commit(CommitOp::Nack { id, lease })
+            .await
+            .map(|_| ())
     }
 
     /// Messages waiting or leased.
@@ -483,7 +572,10 @@ impl Database {
     pub async fn next_ready_at(&self) -> Result<Option<u64>> {
         let (s, e) = layout::family(READY);
         let first = self.shared.store.scan(&s, &e, false, 1).await?;
-        Ok(first.first().and_then(|(k, _)| layout::parse_versioned(k)).map(|(t, _)| t))
+        Ok(first
+            .first()
+            .and_then(|(k, _)| layout::parse_versioned(k))
+            .map(|(t, _)| t))
     }
 
     /// A future that completes when messages may have become ready (an enqueue or a nack).
@@ -497,8 +589,14 @@ impl Database {
         loop {
             let now = now_ms();
             let (s, e) = layout::int_range(EXPIRY, 0, now + 1);
-            let items: Vec<(u64, Vec<u8>)> =
-                self.shared.store.scan(&s, &e, false, 1000).await?.iter().filter_map(|(k, _)| parse_expiry(k)).collect();
+            let items: Vec<(u64, Vec<u8>)> = self
+                .shared
+                .store
+                .scan(&s, &e, false, 1000)
+                .await?
+                .iter()
+                .filter_map(|(k, _)| parse_expiry(k))
+                .collect();
             let n = items.len();
             if n == 0 {
                 return Ok(total);
@@ -523,6 +621,11 @@ impl Database {
 
 impl layout::Record {
     pub(crate) fn into_entry(self, key: Vec<u8>) -> Entry {
-        Entry { key, value: self.value, versionstamp: self.versionstamp, expires_at: self.expires_at }
+        Entry {
+            key,
+            value: self.value,
+            versionstamp: self.versionstamp,
+            expires_at: self.expires_at,
+        }
     }
 }

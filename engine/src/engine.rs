@@ -20,13 +20,21 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("backend", &self.backend.describe()).finish()
+        f.debug_struct("Engine")
+            .field("backend", &self.backend.describe())
+            .finish()
     }
 }
 
 impl Engine {
     pub fn new(backend: Arc<dyn Backend>, config: EngineConfig) -> Self {
-        Engine { backend, config, log_factory: None, open: RwLock::new(HashMap::new()), opening: tokio::sync::Mutex::new(()) }
+        Engine {
+            backend,
+            config,
+            log_factory: None,
+            open: RwLock::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Route every database's commits through logs made by `factory` (replication).
@@ -44,7 +52,11 @@ impl Engine {
     }
 
     fn cached(&self, name: &str) -> Option<Database> {
-        self.open.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.open
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     async fn open_db(&self, name: &str, create: Option<DatabaseOptions>) -> Result<Database> {
@@ -58,7 +70,9 @@ impl Engine {
         }
         let store = match self.backend.open(name, create.is_some()).await {
             Ok(s) => s,
-            Err(BackendError::NotFound) => return Err(EngineError::DatabaseNotFound(name.to_string())),
+            Err(BackendError::NotFound) => {
+                return Err(EngineError::DatabaseNotFound(name.to_string()))
+            }
             Err(e) => return Err(e.into()),
         };
         let log: Arc<dyn CommitLog> = match &self.log_factory {
@@ -67,7 +81,10 @@ impl Engine {
         };
         let options = create.unwrap_or_else(|| self.config.default_database.clone());
         let db = Database::open(name, store, log, options, self.config.clone()).await?;
-        self.open.write().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), db.clone());
+        self.open
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_string(), db.clone());
         Ok(db)
     }
 
@@ -78,16 +95,25 @@ impl Engine {
 
     /// A database, created with the default options if it does not exist.
     pub async fn open_or_create(&self, name: &str) -> Result<Database> {
-        self.open_db(name, Some(self.config.default_database.clone())).await
+        self.open_db(name, Some(self.config.default_database.clone()))
+            .await
     }
 
     /// Create a new database; fails if it exists.
-    pub async fn create_database(&self, name: &str, options: Option<DatabaseOptions>) -> Result<Database> {
+    pub async fn create_database(
+        &self,
+        name: &str,
+        options: Option<DatabaseOptions>,
+    ) -> Result<Database> {
         validate_name(name)?;
         if self.cached(name).is_some() || self.exists(name).await? {
             return Err(EngineError::DatabaseExists(name.to_string()));
         }
-        self.open_db(name, Some(options.unwrap_or_else(|| self.config.default_database.clone()))).await
+        self.open_db(
+            name,
+            Some(options.unwrap_or_else(|| self.config.default_database.clone())),
+        )
+        .await
     }
 
     /// Whether a database exists, opened or not.
@@ -115,7 +141,11 @@ impl Engine {
     pub async fn drop_database(&self, name: &str) -> Result<()> {
         validate_name(name)?;
         let _opening = self.opening.lock().await;
-        let db = self.open.write().unwrap_or_else(|e| e.into_inner()).remove(name);
+        let db = self
+            .open
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
         if let Some(db) = &db {
             db.close().await;
         }
@@ -128,7 +158,13 @@ impl Engine {
 
     /// Close every open database, letting queued commits finish.
     pub async fn close(&self) {
-        let dbs: Vec<Database> = self.open.write().unwrap_or_else(|e| e.into_inner()).drain().map(|(_, d)| d).collect();
+        let dbs: Vec<Database> = self
+            .open
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .map(|(_, d)| d)
+            .collect();
         for db in dbs {
             db.close().await;
         }

@@ -23,7 +23,8 @@ pub(crate) async fn sweeper(shared: Arc<Shared>) {
         match shared.store.scan(&s, &e, false, SWEEP_BATCH).await {
             Ok(raw) => {
                 full = raw.len() == SWEEP_BATCH;
-                let items: Vec<(u64, Vec<u8>)> = raw.iter().filter_map(|(k, _)| parse_expiry(k)).collect();
+                let items: Vec<(u64, Vec<u8>)> =
+                    raw.iter().filter_map(|(k, _)| parse_expiry(k)).collect();
                 if !items.is_empty() {
                     if let Err(e) = shared.commit(CommitOp::Sweep(items)).await {
                         tracing::warn!(database = %shared.name, error = %e, "expiry sweep failed");

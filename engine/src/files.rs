@@ -49,7 +49,11 @@ impl DatabaseLock {
     pub fn acquire(db_path: &Path) -> Result<Self, BackendError> {
         let mut lock_path = db_path.as_os_str().to_owned();
         lock_path.push(".lock");
-        let file = OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
         match file.try_lock() {
             Ok(()) => Ok(DatabaseLock { _file: file }),
             Err(TryLockError::WouldBlock) => Err(BackendError::Locked(format!(

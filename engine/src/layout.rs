@@ -153,7 +153,10 @@ pub fn ready(ready_at: u64, id: &[u8]) -> Vec<u8> {
 
 /// The key range `[prefix ++ from, prefix ++ to)` over an integer-first family.
 pub fn int_range(prefix: u8, from: u64, to: u64) -> (Vec<u8>, Vec<u8>) {
-    (prefixed(prefix, &[&from.to_be_bytes()]), prefixed(prefix, &[&to.to_be_bytes()]))
+    (
+        prefixed(prefix, &[&from.to_be_bytes()]),
+        prefixed(prefix, &[&to.to_be_bytes()]),
+    )
 }
 
 pub fn family(prefix: u8) -> (Vec<u8>, Vec<u8>) {
@@ -194,7 +197,10 @@ impl Record {
         let encoding = Encoding::from_tag(b[11])?;
         let expires = be_u64(&b[12..20])?;
         Some(Record {
-            value: Value { encoding, data: b[RECORD_HEADER..].to_vec() },
+            value: Value {
+                encoding,
+                data: b[RECORD_HEADER..].to_vec(),
+            },
             versionstamp,
             expires_at: (expires != 0).then_some(expires),
         })
@@ -233,7 +239,13 @@ mod tests {
     #[test]
     fn history_range_covers_exactly_the_user_range() {
         let (s, e) = history_range(b"a", b"b");
-        for (k, inside) in [(&b"a"[..], true), (b"a\x00", true), (b"az", true), (b"b", false), (b"", false)] {
+        for (k, inside) in [
+            (&b"a"[..], true),
+            (b"a\x00", true),
+            (b"az", true),
+            (b"b", false),
+            (b"", false),
+        ] {
             let h = history(k, 5);
             assert_eq!(h >= s && h < e, inside, "{k:?}");
         }
@@ -248,7 +260,12 @@ mod tests {
         };
         assert_eq!(Record::decode(&r.encode()), Some(r));
         assert_eq!(Record::decode(b"short"), None);
-        let mut bad = Record { value: Value::bytes(vec![]), versionstamp: Versionstamp::ZERO, expires_at: None }.encode();
+        let mut bad = Record {
+            value: Value::bytes(vec![]),
+            versionstamp: Versionstamp::ZERO,
+            expires_at: None,
+        }
+        .encode();
         bad[11] = 0;
         assert_eq!(Record::decode(&bad), None);
     }

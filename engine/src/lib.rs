@@ -39,7 +39,9 @@ mod txn;
 mod value;
 mod watch;
 
-pub use atomic::{AtomicWrite, Check, CommitOutcome, Enqueue, Mutation, MutationKind, VersionstampSuffix};
+pub use atomic::{
+    AtomicWrite, Check, CommitOutcome, Enqueue, Mutation, MutationKind, VersionstampSuffix,
+};
 pub use backend::{Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store};
 pub use clock::now_ms;
 pub use database::{prefix_end, Database, ReadAt, ReadRange, SnapshotRead};

@@ -24,7 +24,11 @@ pub struct ListenOptions {
 
 impl Default for ListenOptions {
     fn default() -> Self {
-        ListenOptions { concurrency: 16, visibility: Duration::from_secs(30), poll_interval: Duration::from_secs(1) }
+        ListenOptions {
+            concurrency: 16,
+            visibility: Duration::from_secs(30),
+            poll_interval: Duration::from_secs(1),
+        }
     }
 }
 
@@ -63,7 +67,11 @@ impl Database {
                 tokio::pin!(notified);
                 notified.as_mut().enable();
                 let free = slots.available_permits();
-                let leased = if free > 0 { db.lease(free, options.visibility).await } else { Ok(vec![]) };
+                let leased = if free > 0 {
+                    db.lease(free, options.visibility).await
+                } else {
+                    Ok(vec![])
+                };
                 let msgs = match leased {
                     Ok(m) => m,
                     Err(e) => {
@@ -73,7 +81,8 @@ impl Database {
                 };
                 if msgs.is_empty() {
                     let wait = match db.next_ready_at().await {
-                        Ok(Some(t)) => Duration::from_millis(t.saturating_sub(now_ms())).min(options.poll_interval),
+                        Ok(Some(t)) => Duration::from_millis(t.saturating_sub(now_ms()))
+                            .min(options.poll_interval),
                         _ => options.poll_interval,
                     };
                     tokio::select! {
@@ -85,7 +94,9 @@ impl Database {
                     continue;
                 }
                 for msg in msgs {
-                    let Ok(permit) = slots.clone().acquire_owned().await else { break };
+                    let Ok(permit) = slots.clone().acquire_owned().await else {
+                        break;
+                    };
                     let db = db.clone();
                     let handler = handler.clone();
                     tokio::spawn(async move {

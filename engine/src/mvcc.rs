@@ -29,8 +29,22 @@ pub(crate) struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
-    pub(crate) fn new(store: &'a dyn Store, start: Vec<u8>, end: Vec<u8>, reverse: bool, first_chunk: usize) -> Self {
-        Cursor { store, start, end, reverse, chunk: first_chunk.clamp(1, 4096), buf: VecDeque::new(), done: false }
+    pub(crate) fn new(
+        store: &'a dyn Store,
+        start: Vec<u8>,
+        end: Vec<u8>,
+        reverse: bool,
+        first_chunk: usize,
+    ) -> Self {
+        Cursor {
+            store,
+            start,
+            end,
+            reverse,
+            chunk: first_chunk.clamp(1, 4096),
+            buf: VecDeque::new(),
+            done: false,
+        }
     }
 
     async fn fill(&mut self) -> Result<()> {
@@ -41,7 +55,10 @@ impl<'a> Cursor<'a> {
             self.done = true;
             return Ok(());
         }
-        let items = self.store.scan(&self.start, &self.end, self.reverse, self.chunk).await?;
+        let items = self
+            .store
+            .scan(&self.start, &self.end, self.reverse, self.chunk)
+            .await?;
         if items.len() < self.chunk {
             self.done = true;
         }
@@ -71,7 +88,10 @@ impl<'a> Cursor<'a> {
 }
 
 pub(crate) fn decode(db: &str, raw: &[u8]) -> Result<Record> {
-    Record::decode(raw).ok_or_else(|| EngineError::Corrupt { database: db.to_string(), detail: "undecodable record".into() })
+    Record::decode(raw).ok_or_else(|| EngineError::Corrupt {
+        database: db.to_string(),
+        detail: "undecodable record".into(),
+    })
 }
 
 /// The record of `key` that was newest at version `v`, given the key's latest record.
@@ -104,7 +124,14 @@ pub(crate) async fn at_version(
 }
 
 /// A point read at version `v`.
-pub(crate) async fn get(store: &dyn Store, db: &str, key: &[u8], v: u64, precise: bool, now: u64) -> Result<Option<Record>> {
+pub(crate) async fn get(
+    store: &dyn Store,
+    db: &str,
+    key: &[u8],
+    v: u64,
+    precise: bool,
+    now: u64,
+) -> Result<Option<Record>> {
     let latest = match store.get(&layout::latest(key)).await? {
         Some(raw) => Some(decode(db, &raw)?),
         None => None,
@@ -131,10 +158,18 @@ pub(crate) async fn scan(
     if limit == 0 || (!end.is_empty() && start >= end) {
         return Ok(out);
     }
-    let mut latest = Cursor::new(store, layout::latest(start), layout::latest_end(end), reverse, limit);
+    let mut latest = Cursor::new(
+        store,
+        layout::latest(start),
+        layout::latest_end(end),
+        reverse,
+        limit,
+    );
     if !precise {
         while out.len() < limit {
-            let Some((raw_key, raw)) = latest.next().await? else { break };
+            let Some((raw_key, raw)) = latest.next().await? else {
+                break;
+            };
             let key = raw_key[1..].to_vec();
             let rec = decode(db, &raw)?;
             let rec = at_version(store, db, &key, Some(rec), v, false).await?;
@@ -153,7 +188,10 @@ pub(crate) async fn scan(
         let next_hist = match history.peek().await? {
             Some((k, _)) => Some(
                 layout::parse_history(k)
-                    .ok_or_else(|| EngineError::Corrupt { database: db.into(), detail: "bad history key".into() })?
+                    .ok_or_else(|| EngineError::Corrupt {
+                        database: db.into(),
+                        detail: "bad history key".into(),
+                    })?
                     .0,
             ),
             None => None,
@@ -179,7 +217,9 @@ pub(crate) async fn scan(
         // The history record newest at v: the one with the smallest superseded version > v.
         let mut candidate: Option<(u64, Vec<u8>)> = None;
         while let Some((k, _)) = history.peek().await? {
-            let Some((hk, superseded)) = layout::parse_history(k) else { break };
+            let Some((hk, superseded)) = layout::parse_history(k) else {
+                break;
+            };
             if hk != key {
                 break;
             }

@@ -7,15 +7,22 @@ use std::collections::BTreeMap;
 use crate::backend::{BatchOp, Store};
 use crate::error::Result;
 
+/// A key and what `pending` held for it before a change (`None`: nothing pending).
+type UndoRecord = (Vec<u8>, Option<Option<Vec<u8>>>);
+
 pub(crate) struct Overlay<'a> {
     store: &'a dyn Store,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
-    undo: Vec<(Vec<u8>, Option<Option<Vec<u8>>>)>,
+    undo: Vec<UndoRecord>,
 }
 
 impl<'a> Overlay<'a> {
     pub(crate) fn new(store: &'a dyn Store) -> Self {
-        Overlay { store, pending: BTreeMap::new(), undo: Vec::new() }
+        Overlay {
+            store,
+            pending: BTreeMap::new(),
+            undo: Vec::new(),
+        }
     }
 
     pub(crate) async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -26,8 +33,14 @@ impl<'a> Overlay<'a> {
     }
 
     /// Up to `limit` pairs in `[start, end)`, ascending, as the group sees them.
-    pub(crate) async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        let local: Vec<(&Vec<u8>, &Option<Vec<u8>>)> = self.pending.range(start.to_vec()..end.to_vec()).collect();
+    pub(crate) async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let local: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
+            self.pending.range(start.to_vec()..end.to_vec()).collect();
         let deletes = local.iter().filter(|(_, v)| v.is_none()).count();
         let stored = self.store.scan(start, end, false, limit + deletes).await?;
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();

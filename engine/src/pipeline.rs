@@ -43,11 +43,24 @@ pub(crate) type TxnWrite = Option<(Value, Option<u64>)>;
 
 pub(crate) enum CommitOp {
     Atomic(AtomicWrite),
-    Transaction { read_version: u64, reads: Vec<(Vec<u8>, Vec<u8>)>, writes: Vec<(Vec<u8>, TxnWrite)> },
+    Transaction {
+        read_version: u64,
+        reads: Vec<(Vec<u8>, Vec<u8>)>,
+        writes: Vec<(Vec<u8>, TxnWrite)>,
+    },
     Sweep(Vec<(u64, Vec<u8>)>),
-    Lease { max: usize, visibility_ms: u64 },
-    Ack { id: MessageId, lease: u64 },
-    Nack { id: MessageId, lease: u64 },
+    Lease {
+        max: usize,
+        visibility_ms: u64,
+    },
+    Ack {
+        id: MessageId,
+        lease: u64,
+    },
+    Nack {
+        id: MessageId,
+        lease: u64,
+    },
     Gc,
 }
 
@@ -80,7 +93,12 @@ impl Pipeline {
     pub(crate) fn new(shared: Arc<Shared>, rx: mpsc::Receiver<CommitRequest>) -> Self {
         let current = *shared.applied.borrow();
         let window = std::time::Duration::from_millis(shared.config.transaction_window_ms);
-        Pipeline { shared, rx, conflicts: ConflictTracker::new(current, window), next_version: current + 1 }
+        Pipeline {
+            shared,
+            rx,
+            conflicts: ConflictTracker::new(current, window),
+            next_version: current + 1,
+        }
     }
 
     pub(crate) async fn run(mut self) {
@@ -134,7 +152,14 @@ impl Pipeline {
             };
             match cx.resolve(&req.op, &self.conflicts).await {
                 Ok(r) => {
-                    let Resolve { touched: t, deleted, queue_changed: q, horizon, version, .. } = cx;
+                    let Resolve {
+                        touched: t,
+                        deleted,
+                        queue_changed: q,
+                        horizon,
+                        version,
+                        ..
+                    } = cx;
                     if r.sequenced {
                         self.conflicts.record(version, t.clone());
                         self.next_version += 1;
@@ -157,7 +182,10 @@ impl Pipeline {
         let last_version = self.next_version - 1;
         if !ov.is_empty() || last_version >= first_version {
             if last_version >= first_version {
-                ov.put(layout::META_VERSION.to_vec(), last_version.to_be_bytes().to_vec());
+                ov.put(
+                    layout::META_VERSION.to_vec(),
+                    last_version.to_be_bytes().to_vec(),
+                );
                 ov.put(layout::times(last_version), now.to_be_bytes().to_vec());
             }
             if let Some(h) = new_horizon {
@@ -167,7 +195,11 @@ impl Pipeline {
                 shared.last_delete.fetch_max(deleted_at, Ordering::SeqCst);
             }
             shared.in_flight.fetch_max(last_version, Ordering::SeqCst);
-            let entry = LogEntry { version: last_version, ops: ov.into_ops(), durability: shared.options.durability };
+            let entry = LogEntry {
+                version: last_version,
+                ops: ov.into_ops(),
+                durability: shared.options.durability,
+            };
             if let Err(e) = shared.log.append(entry).await {
                 tracing::error!(database = %shared.name, error = %e, "commit group failed to apply");
                 for r in results.iter_mut() {
@@ -196,7 +228,9 @@ impl Pipeline {
 /// The error each commit of a failed group receives (the original goes to the log).
 fn group_failure(e: &EngineError) -> EngineError {
     match e {
-        EngineError::Backend(b) if b.is_transient() => EngineError::Backend(BackendError::Unavailable(b.to_string())),
+        EngineError::Backend(b) if b.is_transient() => {
+            EngineError::Backend(BackendError::Unavailable(b.to_string()))
+        }
         EngineError::ShuttingDown => EngineError::ShuttingDown,
         other => EngineError::Backend(BackendError::Other(other.to_string())),
     }
@@ -219,13 +253,20 @@ impl Resolve<'_, '_> {
     }
 
     fn corrupt(&self, detail: &str) -> EngineError {
-        EngineError::Corrupt { database: self.shared.name.clone(), detail: detail.into() }
+        EngineError::Corrupt {
+            database: self.shared.name.clone(),
+            detail: detail.into(),
+        }
     }
 
     async fn resolve(&mut self, op: &CommitOp, conflicts: &ConflictTracker) -> Result<Resolved> {
         match op {
             CommitOp::Atomic(w) => self.atomic(w).await,
-            CommitOp::Transaction { read_version, reads, writes } => {
+            CommitOp::Transaction {
+                read_version,
+                reads,
+                writes,
+            } => {
                 conflicts.check(*read_version, reads)?;
                 let vs = self.vs();
                 for (key, w) in writes {
@@ -236,7 +277,10 @@ impl Resolve<'_, '_> {
                     });
                     self.write_key(key, rec).await?;
                 }
-                Ok(Resolved { reply: CommitReply::Outcome(CommitOutcome::Committed(vs)), sequenced: true })
+                Ok(Resolved {
+                    reply: CommitReply::Outcome(CommitOutcome::Committed(vs)),
+                    sequenced: true,
+                })
             }
             CommitOp::Sweep(items) => self.sweep(items).await,
             CommitOp::Lease { max, visibility_ms } => self.lease(*max, *visibility_ms).await,
@@ -244,13 +288,20 @@ impl Resolve<'_, '_> {
                 let rec = self.leased(id, *lease).await?;
                 self.ov.delete(layout::queue_message(&id.0));
                 self.ov.delete(layout::ready(rec.ready_at, &id.0));
-                Ok(Resolved { reply: CommitReply::Done, sequenced: true })
+                Ok(Resolved {
+                    reply: CommitReply::Done,
+                    sequenced: true,
+                })
             }
             CommitOp::Nack { id, lease } => {
                 let mut rec = self.leased(id, *lease).await?;
                 self.ov.delete(layout::ready(rec.ready_at, &id.0));
                 if rec.may_deliver_again() {
-                    let step = rec.backoff.get(rec.attempts.saturating_sub(1) as usize).copied().unwrap_or(0);
+                    let step = rec
+                        .backoff
+                        .get(rec.attempts.saturating_sub(1) as usize)
+                        .copied()
+                        .unwrap_or(0);
                     rec.ready_at = self.now + step as u64;
                     rec.lease = 0;
                     self.ov.put(layout::ready(rec.ready_at, &id.0), vec![]);
@@ -259,7 +310,10 @@ impl Resolve<'_, '_> {
                 } else {
                     self.dead_letter(id, rec).await?;
                 }
-                Ok(Resolved { reply: CommitReply::Done, sequenced: true })
+                Ok(Resolved {
+                    reply: CommitReply::Done,
+                    sequenced: true,
+                })
             }
             CommitOp::Gc => self.gc().await,
         }
@@ -318,13 +372,20 @@ impl Resolve<'_, '_> {
             }
         }
         if !failed.is_empty() {
-            return Ok(Resolved { reply: CommitReply::Outcome(CommitOutcome::CheckFailed(failed)), sequenced: false });
+            return Ok(Resolved {
+                reply: CommitReply::Outcome(CommitOutcome::CheckFailed(failed)),
+                sequenced: false,
+            });
         }
         let vs = self.vs();
         for m in &w.mutations {
             match &m.kind {
                 MutationKind::Set { value, expires_at } => {
-                    let rec = Record { value: value.clone(), versionstamp: vs, expires_at: *expires_at };
+                    let rec = Record {
+                        value: value.clone(),
+                        versionstamp: vs,
+                        expires_at: *expires_at,
+                    };
                     self.write_key(&m.key, Some(rec)).await?;
                 }
                 MutationKind::Delete => self.write_key(&m.key, None).await?,
@@ -335,7 +396,9 @@ impl Resolve<'_, '_> {
                         _ => ("max", u64::max),
                     };
                     let operand = op.as_u64().ok_or_else(|| {
-                        EngineError::InvalidMutation(format!("Failed to perform '{name}' mutation on a non-U64 operand"))
+                        EngineError::InvalidMutation(format!(
+                            "Failed to perform '{name}' mutation on a non-U64 operand"
+                        ))
                     })?;
                     let result = match self.current(&m.key).await? {
                         None => operand,
@@ -348,13 +411,25 @@ impl Resolve<'_, '_> {
                             f(stored, operand)
                         }
                     };
-                    let rec = Record { value: Value::u64(result), versionstamp: vs, expires_at: None };
+                    let rec = Record {
+                        value: Value::u64(result),
+                        versionstamp: vs,
+                        expires_at: None,
+                    };
                     self.write_key(&m.key, Some(rec)).await?;
                 }
-                MutationKind::SetVersionstampedKey { value, expires_at, suffix } => {
+                MutationKind::SetVersionstampedKey {
+                    value,
+                    expires_at,
+                    suffix,
+                } => {
                     let mut key = m.key.clone();
                     suffix.append(&mut key, vs);
-                    let rec = Record { value: value.clone(), versionstamp: vs, expires_at: *expires_at };
+                    let rec = Record {
+                        value: value.clone(),
+                        versionstamp: vs,
+                        expires_at: *expires_at,
+                    };
                     self.write_key(&key, Some(rec)).await?;
                 }
             }
@@ -369,13 +444,19 @@ impl Resolve<'_, '_> {
                 lease: 0,
                 payload: e.payload.clone(),
                 dead_letter_keys: e.dead_letter_keys.clone(),
-                backoff: e.backoff_schedule.clone().unwrap_or_else(|| DEFAULT_BACKOFF.to_vec()),
+                backoff: e
+                    .backoff_schedule
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_BACKOFF.to_vec()),
             };
             self.ov.put(layout::ready(rec.ready_at, &id), vec![]);
             self.ov.put(layout::queue_message(&id), rec.encode());
             self.queue_changed = true;
         }
-        Ok(Resolved { reply: CommitReply::Outcome(CommitOutcome::Committed(vs)), sequenced: true })
+        Ok(Resolved {
+            reply: CommitReply::Outcome(CommitOutcome::Committed(vs)),
+            sequenced: true,
+        })
     }
 
     async fn sweep(&mut self, items: &[(u64, Vec<u8>)]) -> Result<Resolved> {
@@ -386,18 +467,24 @@ impl Resolve<'_, '_> {
                 None => None,
             };
             match cur {
-                Some(r) if r.expires_at == Some(*t) && *t <= self.now => self.write_key(key, None).await?,
+                Some(r) if r.expires_at == Some(*t) && *t <= self.now => {
+                    self.write_key(key, None).await?
+                }
                 _ => self.ov.delete(layout::expiry(*t, key)),
             }
         }
         let sequenced = !self.touched.is_empty();
-        Ok(Resolved { reply: CommitReply::Done, sequenced })
+        Ok(Resolved {
+            reply: CommitReply::Done,
+            sequenced,
+        })
     }
 
     async fn leased(&self, id: &MessageId, lease: u64) -> Result<MessageRecord> {
         let raw = self.ov.get(&layout::queue_message(&id.0)).await?;
         let rec = match raw {
-            Some(raw) => MessageRecord::decode(&raw).ok_or_else(|| self.corrupt("undecodable queue message"))?,
+            Some(raw) => MessageRecord::decode(&raw)
+                .ok_or_else(|| self.corrupt("undecodable queue message"))?,
             None => return Err(EngineError::LeaseLost(id.to_hex())),
         };
         if rec.lease != lease || lease == 0 {
@@ -409,7 +496,11 @@ impl Resolve<'_, '_> {
     async fn dead_letter(&mut self, id: &MessageId, rec: MessageRecord) -> Result<()> {
         let vs = self.vs();
         for k in &rec.dead_letter_keys {
-            let r = Record { value: rec.payload.clone(), versionstamp: vs, expires_at: None };
+            let r = Record {
+                value: rec.payload.clone(),
+                versionstamp: vs,
+                expires_at: None,
+            };
             self.write_key(k, Some(r)).await?;
         }
         self.ov.delete(layout::queue_message(&id.0));
@@ -419,14 +510,19 @@ impl Resolve<'_, '_> {
 
     async fn lease(&mut self, max: usize, visibility_ms: u64) -> Result<Resolved> {
         let (start, end) = layout::int_range(READY, 0, self.now + 1);
-        let due = self.ov.scan(&start, &end, max.saturating_mul(2).max(1)).await?;
+        let due = self
+            .ov
+            .scan(&start, &end, max.saturating_mul(2).max(1))
+            .await?;
         let mut out = Vec::new();
         let mut wrote = false;
         for (rk, _) in due {
             if out.len() >= max {
                 break;
             }
-            let Some((ready_at, id_bytes)) = layout::parse_versioned(&rk) else { continue };
+            let Some((ready_at, id_bytes)) = layout::parse_versioned(&rk) else {
+                continue;
+            };
             let Ok(id) = <[u8; 12]>::try_from(id_bytes).map(MessageId) else {
                 self.ov.delete(rk);
                 continue;
@@ -434,7 +530,9 @@ impl Resolve<'_, '_> {
             self.ov.delete(rk.clone());
             wrote = true;
             let raw = self.ov.get(&layout::queue_message(&id.0)).await?;
-            let Some(mut rec) = raw.and_then(|r| MessageRecord::decode(&r)) else { continue };
+            let Some(mut rec) = raw.and_then(|r| MessageRecord::decode(&r)) else {
+                continue;
+            };
             if rec.ready_at != ready_at {
                 // A stale index entry; the record's own entry is elsewhere.
                 self.ov.put(layout::ready(rec.ready_at, &id.0), vec![]);
@@ -457,16 +555,22 @@ impl Resolve<'_, '_> {
                 lease_expires_at: rec.ready_at,
             });
         }
-        Ok(Resolved { reply: CommitReply::Leased(out), sequenced: wrote })
+        Ok(Resolved {
+            reply: CommitReply::Leased(out),
+            sequenced: wrote,
+        })
     }
 
     async fn gc(&mut self) -> Result<Resolved> {
-        let cutoff = self.now.saturating_sub(self.shared.options.history_retention_ms);
+        let cutoff = self
+            .now
+            .saturating_sub(self.shared.options.history_retention_ms);
         let (ts, te) = layout::family(TIMES);
         let times = self.ov.scan(&ts, &te, 4096).await?;
         let mut by_time = None;
         for (k, v) in &times {
-            let (Some((version, _)), Some(t)) = (layout::parse_versioned(k), layout::be_u64(v)) else {
+            let (Some((version, _)), Some(t)) = (layout::parse_versioned(k), layout::be_u64(v))
+            else {
                 return Err(self.corrupt("bad commit-time record"));
             };
             if t <= cutoff {
@@ -476,7 +580,10 @@ impl Resolve<'_, '_> {
             }
         }
         let Some(candidate) = by_time else {
-            return Ok(Resolved { reply: CommitReply::Done, sequenced: false });
+            return Ok(Resolved {
+                reply: CommitReply::Done,
+                sequenced: false,
+            });
         };
         let horizon = self.shared.advance_horizon(candidate);
         for (k, _) in &times {
@@ -493,7 +600,10 @@ impl Resolve<'_, '_> {
             self.ov.delete(gk);
         }
         self.horizon = Some(horizon);
-        Ok(Resolved { reply: CommitReply::Done, sequenced: false })
+        Ok(Resolved {
+            reply: CommitReply::Done,
+            sequenced: false,
+        })
     }
 }
 

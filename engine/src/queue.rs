@@ -125,7 +125,10 @@ impl MessageRecord {
             ready_at,
             attempts,
             lease,
-            payload: Value { encoding, data: r.0.to_vec() },
+            payload: Value {
+                encoding,
+                data: r.0.to_vec(),
+            },
             dead_letter_keys,
             backoff,
         })

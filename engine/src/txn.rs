@@ -45,7 +45,15 @@ fn key_after(key: &[u8]) -> Vec<u8> {
 
 impl Transaction {
     pub(crate) fn new(db: Database, read_version: u64, guard: ReadGuard) -> Self {
-        Transaction { db, read_version, reads: Vec::new(), writes: BTreeMap::new(), write_bytes: 0, finished: false, _guard: guard }
+        Transaction {
+            db,
+            read_version,
+            reads: Vec::new(),
+            writes: BTreeMap::new(),
+            write_bytes: 0,
+            finished: false,
+            _guard: guard,
+        }
     }
 
     pub fn read_version(&self) -> u64 {
@@ -68,26 +76,36 @@ impl Transaction {
             return Ok(w.as_ref().map(|(v, _)| v.clone()));
         }
         let shared = self.db.shared.clone();
-        let (_, rec) = self
-            .db
-            .at_version(ReadAt::Version(self.read_version), |v, precise| {
-                let shared = shared.clone();
-                async move { mvcc::get(&*shared.store, &shared.name, key, v, precise, now_ms()).await }
-            })
-            .await?;
+        let (_, rec) =
+            self.db
+                .at_version(ReadAt::Version(self.read_version), |v, precise| {
+                    let shared = shared.clone();
+                    async move {
+                        mvcc::get(&*shared.store, &shared.name, key, v, precise, now_ms()).await
+                    }
+                })
+                .await?;
         self.reads.push((key.to_vec(), key_after(key)));
         Ok(rec.map(|r| r.value))
     }
 
     /// Up to `limit` entries of `[start, end)` (an empty `end` is unbounded) as this
     /// transaction sees them, forward or reverse.
-    pub async fn scan(&mut self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<(Vec<u8>, Value)>> {
+    pub async fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Value)>> {
         self.live()?;
         let limits = &self.db.shared.options.limits;
         check_key(limits, start, false)?;
         check_key(limits, end, false)?;
-        let in_range = |k: &Vec<u8>| k.as_slice() >= start && (end.is_empty() || k.as_slice() < end);
-        let own: Vec<(&Vec<u8>, &TxnWrite)> = self.writes.iter().filter(|(k, _)| in_range(k)).collect();
+        let in_range =
+            |k: &Vec<u8>| k.as_slice() >= start && (end.is_empty() || k.as_slice() < end);
+        let own: Vec<(&Vec<u8>, &TxnWrite)> =
+            self.writes.iter().filter(|(k, _)| in_range(k)).collect();
         let own_deletes = own.iter().filter(|(_, w)| w.is_none()).count();
         let fetch = limit.saturating_add(own_deletes);
         let shared = self.db.shared.clone();
@@ -95,10 +113,24 @@ impl Transaction {
             .db
             .at_version(ReadAt::Version(self.read_version), |v, precise| {
                 let shared = shared.clone();
-                async move { mvcc::scan(&*shared.store, &shared.name, start, end, reverse, fetch, v, precise, now_ms()).await }
+                async move {
+                    mvcc::scan(
+                        &*shared.store,
+                        &shared.name,
+                        start,
+                        end,
+                        reverse,
+                        fetch,
+                        v,
+                        precise,
+                        now_ms(),
+                    )
+                    .await
+                }
             })
             .await?;
-        let mut merged: BTreeMap<Vec<u8>, Value> = stored.into_iter().map(|(k, r)| (k, r.value)).collect();
+        let mut merged: BTreeMap<Vec<u8>, Value> =
+            stored.into_iter().map(|(k, r)| (k, r.value)).collect();
         for (k, w) in own {
             match w {
                 Some((v, _)) => merged.insert(k.clone(), v.clone()),
@@ -176,7 +208,9 @@ impl Transaction {
         };
         match self.db.shared.commit(op).await? {
             CommitReply::Outcome(CommitOutcome::Committed(vs)) => Ok(Some(vs)),
-            _ => Err(EngineError::InvalidRequest("unexpected pipeline reply".into())),
+            _ => Err(EngineError::InvalidRequest(
+                "unexpected pipeline reply".into(),
+            )),
         }
     }
 

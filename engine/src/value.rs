@@ -107,15 +107,24 @@ pub struct Value {
 
 impl Value {
     pub fn bytes(data: impl Into<Vec<u8>>) -> Self {
-        Value { encoding: Encoding::Bytes, data: data.into() }
+        Value {
+            encoding: Encoding::Bytes,
+            data: data.into(),
+        }
     }
 
     pub fn u64(n: u64) -> Self {
-        Value { encoding: Encoding::U64, data: n.to_le_bytes().to_vec() }
+        Value {
+            encoding: Encoding::U64,
+            data: n.to_le_bytes().to_vec(),
+        }
     }
 
     pub fn v8(data: impl Into<Vec<u8>>) -> Self {
-        Value { encoding: Encoding::V8, data: data.into() }
+        Value {
+            encoding: Encoding::V8,
+            data: data.into(),
+        }
     }
 
     /// The integer of a well-formed U64 value.
@@ -156,7 +165,12 @@ mod tests {
 
     #[test]
     fn encoding_tags_round_trip() {
-        for e in [Encoding::V8, Encoding::U64, Encoding::Bytes, Encoding::Custom(40)] {
+        for e in [
+            Encoding::V8,
+            Encoding::U64,
+            Encoding::Bytes,
+            Encoding::Custom(40),
+        ] {
             assert_eq!(Encoding::from_tag(e.tag()), Some(e));
         }
         assert_eq!(Encoding::from_tag(0), None);
@@ -166,7 +180,14 @@ mod tests {
     #[test]
     fn malformed_u64_is_not_a_number() {
         assert_eq!(Value::u64(7).as_u64(), Some(7));
-        assert_eq!(Value { encoding: Encoding::U64, data: vec![1, 2] }.as_u64(), None);
+        assert_eq!(
+            Value {
+                encoding: Encoding::U64,
+                data: vec![1, 2]
+            }
+            .as_u64(),
+            None
+        );
         assert_eq!(Value::bytes(vec![0; 8]).as_u64(), None);
     }
 }

@@ -21,7 +21,10 @@ pub struct Watch {
 
 impl std::fmt::Debug for Watch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watch").field("database", &self.db.name()).field("keys", &self.keys.len()).finish()
+        f.debug_struct("Watch")
+            .field("database", &self.db.name())
+            .field("keys", &self.keys.len())
+            .finish()
     }
 }
 
@@ -31,10 +34,17 @@ impl Watch {
         {
             let mut w = db.shared.watchers.lock().unwrap_or_else(|e| e.into_inner());
             for k in &keys {
-                w.entry(k.clone()).or_default().push(Arc::downgrade(&notify));
+                w.entry(k.clone())
+                    .or_default()
+                    .push(Arc::downgrade(&notify));
             }
         }
-        Watch { db, keys, notify, last: None }
+        Watch {
+            db,
+            keys,
+            notify,
+            last: None,
+        }
     }
 
     pub fn keys(&self) -> &[Vec<u8>] {
@@ -46,7 +56,10 @@ impl Watch {
         let mut shutdown = self.db.shutdown_signal();
         loop {
             let entries = self.db.get_many(&self.keys, ReadAt::Latest).await?;
-            let stamps: Vec<Option<Versionstamp>> = entries.iter().map(|e| e.as_ref().map(|e| e.versionstamp)).collect();
+            let stamps: Vec<Option<Versionstamp>> = entries
+                .iter()
+                .map(|e| e.as_ref().map(|e| e.versionstamp))
+                .collect();
             if self.last.as_ref() != Some(&stamps) {
                 self.last = Some(stamps);
                 return Ok(entries);
@@ -67,7 +80,12 @@ impl Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
-        let mut w = self.db.shared.watchers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut w = self
+            .db
+            .shared
+            .watchers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         for k in &self.keys {
             if let Some(list) = w.get_mut(k) {
                 list.retain(|n| n.upgrade().is_some_and(|n| !Arc::ptr_eq(&n, &self.notify)));

@@ -8,7 +8,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::ops::Bound;
 use std::sync::{Arc, Mutex, RwLock};
 
-use strata_engine::{Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store};
+use strata_engine::{
+    Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store,
+};
 
 #[derive(Default)]
 pub struct MemoryBackend {
@@ -27,26 +29,53 @@ pub struct MemoryStore {
 }
 
 fn bounds<'a>(start: &'a [u8], end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
-    (Bound::Included(start), if end.is_empty() { Bound::Unbounded } else { Bound::Excluded(end) })
+    (
+        Bound::Included(start),
+        if end.is_empty() {
+            Bound::Unbounded
+        } else {
+            Bound::Excluded(end)
+        },
+    )
 }
 
 #[async_trait::async_trait]
 impl Store for MemoryStore {
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        Ok(self.map.read().unwrap_or_else(|e| e.into_inner()).get(key).cloned())
+        Ok(self
+            .map
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .cloned())
     }
 
-    async fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+    async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
         if !end.is_empty() && start >= end {
             return Ok(vec![]);
         }
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
         let range = map.range::<[u8], _>(bounds(start, end));
         let clone = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
-        Ok(if reverse { range.rev().take(limit).map(clone).collect() } else { range.take(limit).map(clone).collect() })
+        Ok(if reverse {
+            range.rev().take(limit).map(clone).collect()
+        } else {
+            range.take(limit).map(clone).collect()
+        })
     }
 
-    async fn apply(&self, ops: Vec<BatchOp>, _d: Durability, precondition: Option<Precondition>) -> Result<(), BackendError> {
+    async fn apply(
+        &self,
+        ops: Vec<BatchOp>,
+        _d: Durability,
+        precondition: Option<Precondition>,
+    ) -> Result<(), BackendError> {
         let mut map = self.map.write().unwrap_or_else(|e| e.into_inner());
         if let Some(p) = precondition {
             if map.get(&p.key) != p.expected.as_ref() {
@@ -74,7 +103,11 @@ impl Backend for MemoryBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { max_batch_ops: None, multi_process: false, persistent: false }
+        Capabilities {
+            max_batch_ops: None,
+            multi_process: false,
+            persistent: false,
+        }
     }
 
     async fn open(&self, name: &str, create: bool) -> Result<Arc<dyn Store>, BackendError> {
@@ -91,12 +124,23 @@ impl Backend for MemoryBackend {
     }
 
     async fn list(&self) -> Result<Vec<String>, BackendError> {
-        let mut names: Vec<String> = self.databases.lock().unwrap_or_else(|e| e.into_inner()).keys().cloned().collect();
+        let mut names: Vec<String> = self
+            .databases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
         names.sort();
         Ok(names)
     }
 
     async fn drop_database(&self, name: &str) -> Result<bool, BackendError> {
-        Ok(self.databases.lock().unwrap_or_else(|e| e.into_inner()).remove(name).is_some())
+        Ok(self
+            .databases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name)
+            .is_some())
     }
 }

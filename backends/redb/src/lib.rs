@@ -14,7 +14,9 @@ use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use strata_engine::files::{database_path, list_databases, remove_database_files};
-use strata_engine::{Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store};
+use strata_engine::{
+    Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store,
+};
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("strata");
 const EXT: &str = "redb";
@@ -48,9 +50,10 @@ impl RedbStore {
             std::fs::create_dir_all(parent)?;
         }
         let db = redb::Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => {
-                BackendError::Locked(format!("{} is already open in another process", path.display()))
-            }
+            redb::DatabaseError::DatabaseAlreadyOpen => BackendError::Locked(format!(
+                "{} is already open in another process",
+                path.display()
+            )),
             other => BackendError::Io(format!("{}: {other}", path.display())),
         })?;
         let tx = db.begin_write().map_err(err)?;
@@ -73,16 +76,31 @@ impl Store for RedbStore {
         Ok(table.get(key).map_err(err)?.map(|v| v.value().to_vec()))
     }
 
-    async fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+    async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
         if limit == 0 || (!end.is_empty() && start >= end) {
             return Ok(vec![]);
         }
         let tx = self.db.begin_read().map_err(err)?;
         let table = tx.open_table(TABLE).map_err(err)?;
-        let range = if end.is_empty() { table.range(start..) } else { table.range(start..end) }.map_err(err)?;
+        let range = if end.is_empty() {
+            table.range(start..)
+        } else {
+            table.range(start..end)
+        }
+        .map_err(err)?;
         let mut out = Vec::with_capacity(limit.min(1024));
-        let pair = |r: Result<(redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>), redb::StorageError>| {
-            r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).map_err(err)
+        let pair = |r: Result<
+            (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>),
+            redb::StorageError,
+        >| {
+            r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
+                .map_err(err)
         };
         if reverse {
             for r in range.rev().take(limit) {
@@ -96,7 +114,12 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    async fn apply(&self, ops: Vec<BatchOp>, durability: Durability, precondition: Option<Precondition>) -> Result<(), BackendError> {
+    async fn apply(
+        &self,
+        ops: Vec<BatchOp>,
+        durability: Durability,
+        precondition: Option<Precondition>,
+    ) -> Result<(), BackendError> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
             let mut tx = db.begin_write().map_err(err)?;
@@ -108,7 +131,10 @@ impl Store for RedbStore {
             {
                 let mut table = tx.open_table(TABLE).map_err(err)?;
                 if let Some(p) = precondition {
-                    let cur = table.get(p.key.as_slice()).map_err(err)?.map(|v| v.value().to_vec());
+                    let cur = table
+                        .get(p.key.as_slice())
+                        .map_err(err)?
+                        .map(|v| v.value().to_vec());
                     if cur != p.expected {
                         return Err(BackendError::PreconditionFailed);
                     }
@@ -138,7 +164,11 @@ impl Backend for RedbBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { max_batch_ops: None, multi_process: false, persistent: true }
+        Capabilities {
+            max_batch_ops: None,
+            multi_process: false,
+            persistent: true,
+        }
     }
 
     async fn open(&self, name: &str, create: bool) -> Result<Arc<dyn Store>, BackendError> {

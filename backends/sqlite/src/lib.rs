@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use strata_engine::files::{database_path, list_databases, remove_database_files, DatabaseLock};
-use strata_engine::{Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store};
+use strata_engine::{
+    Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store,
+};
 
 const EXT: &str = "sqlite3";
 const MAX_IDLE_READERS: usize = 8;
@@ -59,27 +61,42 @@ impl SqliteStore {
         }
         let lock = DatabaseLock::acquire(path)?;
         let conn = Connection::open(path).map_err(err)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(err)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(err)?;
-        conn.execute_batch("CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;")
+        conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(err)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(err)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(err)?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID;",
+        )
+        .map_err(err)?;
         Ok(SqliteStore {
             path: path.to_path_buf(),
-            writer: Arc::new(Mutex::new(Writer { conn, sync: Some(Durability::Sync) })),
+            writer: Arc::new(Mutex::new(Writer {
+                conn,
+                sync: Some(Durability::Sync),
+            })),
             readers: Mutex::new(Vec::new()),
             _lock: lock,
         })
     }
 
-    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T, BackendError>) -> Result<T, BackendError> {
+    fn with_reader<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, BackendError>,
+    ) -> Result<T, BackendError> {
         let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match conn {
             Some(c) => c,
             None => {
-                let c = Connection::open_with_flags(&self.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+                let c = Connection::open_with_flags(
+                    &self.path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                )
+                .map_err(err)?;
+                c.busy_timeout(std::time::Duration::from_secs(5))
                     .map_err(err)?;
-                c.busy_timeout(std::time::Duration::from_secs(5)).map_err(err)?;
                 c
             }
         };
@@ -96,54 +113,92 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         self.with_reader(|c| {
-            let mut st = c.prepare_cached("SELECT v FROM kv WHERE k = ?1").map_err(err)?;
-            st.query_row(params![key], |r| r.get::<_, Vec<u8>>(0)).optional().map_err(err)
+            let mut st = c
+                .prepare_cached("SELECT v FROM kv WHERE k = ?1")
+                .map_err(err)?;
+            st.query_row(params![key], |r| r.get::<_, Vec<u8>>(0))
+                .optional()
+                .map_err(err)
         })
     }
 
-    async fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+    async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
         if limit == 0 || (!end.is_empty() && start >= end) {
             return Ok(vec![]);
         }
         let order = if reverse { "DESC" } else { "ASC" };
         let limit = limit.min(i64::MAX as usize) as i64;
         self.with_reader(|c| {
-            let row = |r: &rusqlite::Row<'_>| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?));
+            let row =
+                |r: &rusqlite::Row<'_>| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?));
             let rows: Result<Vec<_>, _> = if end.is_empty() {
                 let sql = format!("SELECT k, v FROM kv WHERE k >= ?1 ORDER BY k {order} LIMIT ?2");
                 let mut st = c.prepare_cached(&sql).map_err(err)?;
-                let rows = st.query_map(params![start, limit], row).map_err(err)?.collect();
+                let rows = st
+                    .query_map(params![start, limit], row)
+                    .map_err(err)?
+                    .collect();
                 rows
             } else {
-                let sql = format!("SELECT k, v FROM kv WHERE k >= ?1 AND k < ?2 ORDER BY k {order} LIMIT ?3");
+                let sql = format!(
+                    "SELECT k, v FROM kv WHERE k >= ?1 AND k < ?2 ORDER BY k {order} LIMIT ?3"
+                );
                 let mut st = c.prepare_cached(&sql).map_err(err)?;
-                let rows = st.query_map(params![start, end, limit], row).map_err(err)?.collect();
+                let rows = st
+                    .query_map(params![start, end, limit], row)
+                    .map_err(err)?
+                    .collect();
                 rows
             };
             rows.map_err(err)
         })
     }
 
-    async fn apply(&self, ops: Vec<BatchOp>, durability: Durability, precondition: Option<Precondition>) -> Result<(), BackendError> {
+    async fn apply(
+        &self,
+        ops: Vec<BatchOp>,
+        durability: Durability,
+        precondition: Option<Precondition>,
+    ) -> Result<(), BackendError> {
         let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || {
             let mut w = writer.lock().unwrap_or_else(|e| e.into_inner());
             if w.sync != Some(durability) {
-                let mode = if durability == Durability::Sync { "FULL" } else { "NORMAL" };
-                w.conn.pragma_update(None, "synchronous", mode).map_err(err)?;
+                let mode = if durability == Durability::Sync {
+                    "FULL"
+                } else {
+                    "NORMAL"
+                };
+                w.conn
+                    .pragma_update(None, "synchronous", mode)
+                    .map_err(err)?;
                 w.sync = Some(durability);
             }
             let tx = w.conn.transaction().map_err(err)?;
             if let Some(p) = precondition {
-                let cur: Option<Vec<u8>> =
-                    tx.query_row("SELECT v FROM kv WHERE k = ?1", params![p.key], |r| r.get(0)).optional().map_err(err)?;
+                let cur: Option<Vec<u8>> = tx
+                    .query_row("SELECT v FROM kv WHERE k = ?1", params![p.key], |r| {
+                        r.get(0)
+                    })
+                    .optional()
+                    .map_err(err)?;
                 if cur != p.expected {
                     return Err(BackendError::PreconditionFailed);
                 }
             }
             {
-                let mut put = tx.prepare_cached("INSERT OR REPLACE INTO kv (k, v) VALUES (?1, ?2)").map_err(err)?;
-                let mut del = tx.prepare_cached("DELETE FROM kv WHERE k = ?1").map_err(err)?;
+                let mut put = tx
+                    .prepare_cached("INSERT OR REPLACE INTO kv (k, v) VALUES (?1, ?2)")
+                    .map_err(err)?;
+                let mut del = tx
+                    .prepare_cached("DELETE FROM kv WHERE k = ?1")
+                    .map_err(err)?;
                 for op in &ops {
                     match op {
                         BatchOp::Put(k, v) => put.execute(params![k, v]).map_err(err)?,
@@ -165,7 +220,11 @@ impl Backend for SqliteBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { max_batch_ops: None, multi_process: false, persistent: true }
+        Capabilities {
+            max_batch_ops: None,
+            multi_process: false,
+            persistent: true,
+        }
     }
 
     async fn open(&self, name: &str, create: bool) -> Result<Arc<dyn Store>, BackendError> {

@@ -17,30 +17,58 @@ use tokio::process::Command;
 
 use strata_engine::{AtomicWrite, BackendError, Engine, EngineError, Mutation, Value};
 
-use crate::{cases, ensure, ensure_eq, make_backend, BackendKind, CaseResult, Harness, Step, Suite};
+use crate::{
+    cases, ensure, ensure_eq, make_backend, BackendKind, CaseResult, Harness, Step, Suite,
+};
 
 pub fn suite() -> Suite {
     Suite {
         name: "crash",
         needs_persistence: true,
-        cases: cases![second_open_is_refused, killed_writer_loses_no_acknowledged_commit],
+        cases: cases![
+            second_open_is_refused,
+            killed_writer_loses_no_acknowledged_commit
+        ],
     }
 }
 
 async fn second_open_is_refused(h: &Harness) -> CaseResult {
     let first = h.engine();
     let db = first.open_or_create("shared").await.step("first open")?;
-    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1))).await.step("write")?;
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
+        .await
+        .step("write")?;
     let second = h.engine();
     match second.database("shared").await {
-        Err(EngineError::Backend(BackendError::Locked(msg))) => ensure!(!msg.is_empty(), "the error says why"),
-        other => return Err(format!("a second opener must be refused with Locked, got {other:?}")),
+        Err(EngineError::Backend(BackendError::Locked(msg))) => {
+            ensure!(!msg.is_empty(), "the error says why")
+        }
+        other => {
+            return Err(format!(
+                "a second opener must be refused with Locked, got {other:?}"
+            ))
+        }
     }
-    ensure_eq!(db.get(b"k").await.step("get")?.and_then(|e| e.value.as_u64()), Some(1));
+    ensure_eq!(
+        db.get(b"k")
+            .await
+            .step("get")?
+            .and_then(|e| e.value.as_u64()),
+        Some(1)
+    );
     first.close().await;
     drop(db);
-    let db = second.database("shared").await.step("open after the first closed")?;
-    ensure_eq!(db.get(b"k").await.step("get")?.and_then(|e| e.value.as_u64()), Some(1));
+    let db = second
+        .database("shared")
+        .await
+        .step("open after the first closed")?;
+    ensure_eq!(
+        db.get(b"k")
+            .await
+            .step("get")?
+            .and_then(|e| e.value.as_u64()),
+        Some(1)
+    );
     Ok(())
 }
 
@@ -59,17 +87,28 @@ pub async fn crash_writer(kind: BackendKind, dir: &Path, round: u64) -> Result<(
         tasks.push(tokio::spawn(async move {
             for i in 0u64.. {
                 let mut write = AtomicWrite::new()
-                    .set(format!("a/{round}/{w}/{i}").into_bytes(), Value::bytes(vec![7; 100]))
-                    .set(format!("b/{round}/{w}/{i}").into_bytes(), Value::bytes(vec![8; 100]))
+                    .set(
+                        format!("a/{round}/{w}/{i}").into_bytes(),
+                        Value::bytes(vec![7; 100]),
+                    )
+                    .set(
+                        format!("b/{round}/{w}/{i}").into_bytes(),
+                        Value::bytes(vec![8; 100]),
+                    )
                     .mutate(Mutation::sum(b"total".to_vec(), 1));
                 if i % 10 == 0 {
                     for j in 0..BLOCK {
-                        write = write.set(format!("block/{round}/{w}/{i}/{j:03}").into_bytes(), Value::bytes(vec![9; 200]));
+                        write = write.set(
+                            format!("block/{round}/{w}/{i}/{j:03}").into_bytes(),
+                            Value::bytes(vec![9; 200]),
+                        );
                     }
                 }
                 db.atomic_write(write).await.map_err(|e| e.to_string())?;
                 let mut o = out.lock().await;
-                o.write_all(format!("ack {round} {w} {i}\n").as_bytes()).await.map_err(|e| e.to_string())?;
+                o.write_all(format!("ack {round} {w} {i}\n").as_bytes())
+                    .await
+                    .map_err(|e| e.to_string())?;
                 o.flush().await.map_err(|e| e.to_string())?;
             }
             Ok::<(), String>(())
@@ -81,8 +120,15 @@ pub async fn crash_writer(kind: BackendKind, dir: &Path, round: u64) -> Result<(
     Ok(())
 }
 
-async fn run_and_kill(h: &Harness, round: u64, acks_wanted: usize) -> Result<Vec<(u64, u64, u64)>, String> {
-    let exe = h.exe.as_ref().ok_or("the runner binary is unknown; cannot start a child process")?;
+async fn run_and_kill(
+    h: &Harness,
+    round: u64,
+    acks_wanted: usize,
+) -> Result<Vec<(u64, u64, u64)>, String> {
+    let exe = h
+        .exe
+        .as_ref()
+        .ok_or("the runner binary is unknown; cannot start a child process")?;
     let mut child = Command::new(exe)
         .args(["crash-writer", "--backend", h.kind.name(), "--dir"])
         .arg(h.dir())
@@ -133,30 +179,68 @@ async fn killed_writer_loses_no_acknowledged_commit(h: &Harness) -> CaseResult {
     for round in 0..2u64 {
         acked.extend(run_and_kill(h, round, 150 + 100 * round as usize).await?);
         let engine = h.engine();
-        let db = engine.database("crash").await.step("reopen after SIGKILL")?;
+        let db = engine
+            .database("crash")
+            .await
+            .step("reopen after SIGKILL")?;
         let mut t = db.begin().step("begin")?;
         let keys = |rows: Vec<(Vec<u8>, Value)>, prefix: &str| -> HashSet<String> {
-            rows.into_iter().filter_map(|(k, _)| String::from_utf8(k).ok()).map(|k| k[prefix.len()..].to_string()).collect()
+            rows.into_iter()
+                .filter_map(|(k, _)| String::from_utf8(k).ok())
+                .map(|k| k[prefix.len()..].to_string())
+                .collect()
         };
-        let a = keys(t.scan(b"a/", b"a0", false, usize::MAX).await.step("scan a")?, "a/");
-        let b = keys(t.scan(b"b/", b"b0", false, usize::MAX).await.step("scan b")?, "b/");
-        ensure!(a == b, "a commit is partly visible: {} a-keys vs {} b-keys", a.len(), b.len());
+        let a = keys(
+            t.scan(b"a/", b"a0", false, usize::MAX)
+                .await
+                .step("scan a")?,
+            "a/",
+        );
+        let b = keys(
+            t.scan(b"b/", b"b0", false, usize::MAX)
+                .await
+                .step("scan b")?,
+            "b/",
+        );
+        ensure!(
+            a == b,
+            "a commit is partly visible: {} a-keys vs {} b-keys",
+            a.len(),
+            b.len()
+        );
         for (r, w, i) in &acked {
-            ensure!(a.contains(&format!("{r}/{w}/{i}")), "acknowledged commit {r}/{w}/{i} lost");
+            ensure!(
+                a.contains(&format!("{r}/{w}/{i}")),
+                "acknowledged commit {r}/{w}/{i} lost"
+            );
         }
-        let total = t.get(b"total").await.step("total")?.and_then(|v| v.as_u64()).unwrap_or(0);
+        let total = t
+            .get(b"total")
+            .await
+            .step("total")?
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
         ensure_eq!(total, a.len() as u64);
-        let blocks = t.scan(b"block/", b"block0", false, usize::MAX).await.step("scan blocks")?;
+        let blocks = t
+            .scan(b"block/", b"block0", false, usize::MAX)
+            .await
+            .step("scan blocks")?;
         let mut per_block: std::collections::HashMap<String, u64> = Default::default();
         for (k, _) in blocks {
             let k = String::from_utf8(k).map_err(|e| e.to_string())?;
-            let id = k.rsplit_once('/').map(|(p, _)| p.to_string()).unwrap_or_default();
+            let id = k
+                .rsplit_once('/')
+                .map(|(p, _)| p.to_string())
+                .unwrap_or_default();
             *per_block.entry(id).or_default() += 1;
         }
         for (id, n) in &per_block {
             ensure_eq!((id.as_str(), *n), (id.as_str(), BLOCK));
         }
-        ensure!(a.len() >= acked.len(), "fewer commits than acknowledgements");
+        ensure!(
+            a.len() >= acked.len(),
+            "fewer commits than acknowledgements"
+        );
         t.rollback();
         engine.close().await;
     }

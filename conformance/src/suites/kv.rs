@@ -2,8 +2,8 @@
 //! versionstamped keys.
 
 use strata_engine::{
-    AtomicWrite, CommitOutcome, Encoding, EngineError, Mutation, MutationKind, ReadAt, ReadRange, Value,
-    Versionstamp, VersionstampSuffix,
+    AtomicWrite, CommitOutcome, Encoding, EngineError, Mutation, MutationKind, ReadAt, ReadRange,
+    Value, Versionstamp, VersionstampSuffix,
 };
 
 use crate::{cases, ensure, ensure_eq, CaseResult, Harness, Step, Suite};
@@ -38,18 +38,41 @@ pub(crate) fn committed(o: CommitOutcome) -> Result<Versionstamp, String> {
 async fn set_get_delete(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    ensure!(db.get(b"k").await.step("get")?.is_none(), "a new database is empty");
-    let vs = committed(db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::bytes(b"v".to_vec()))).await.step("set")?)?;
-    let e = db.get(b"k").await.step("get")?.ok_or("key missing after set")?;
+    ensure!(
+        db.get(b"k").await.step("get")?.is_none(),
+        "a new database is empty"
+    );
+    let vs = committed(
+        db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::bytes(b"v".to_vec())))
+            .await
+            .step("set")?,
+    )?;
+    let e = db
+        .get(b"k")
+        .await
+        .step("get")?
+        .ok_or("key missing after set")?;
     ensure_eq!(e.value, Value::bytes(b"v".to_vec()));
     ensure_eq!(e.versionstamp, vs);
     ensure_eq!(e.expires_at, None);
-    let v8 = Value { encoding: Encoding::V8, data: vec![0xff, 0x0f, 0x22] };
-    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), v8.clone())).await.step("overwrite")?;
+    let v8 = Value {
+        encoding: Encoding::V8,
+        data: vec![0xff, 0x0f, 0x22],
+    };
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), v8.clone()))
+        .await
+        .step("overwrite")?;
     ensure_eq!(db.get(b"k").await.step("get")?.map(|e| e.value), Some(v8));
-    db.atomic_write(AtomicWrite::new().delete(b"k".to_vec())).await.step("delete")?;
-    ensure!(db.get(b"k").await.step("get")?.is_none(), "deleted key still visible");
-    db.atomic_write(AtomicWrite::new().delete(b"never".to_vec())).await.step("delete missing")?;
+    db.atomic_write(AtomicWrite::new().delete(b"k".to_vec()))
+        .await
+        .step("delete")?;
+    ensure!(
+        db.get(b"k").await.step("get")?.is_none(),
+        "deleted key still visible"
+    );
+    db.atomic_write(AtomicWrite::new().delete(b"never".to_vec()))
+        .await
+        .step("delete missing")?;
     Ok(())
 }
 
@@ -58,7 +81,9 @@ async fn versionstamps_increase_and_are_shared_by_a_commit(h: &Harness) -> CaseR
     let db = engine.open_or_create("default").await.step("open")?;
     let mut last = Versionstamp::ZERO;
     for i in 0..20u8 {
-        let w = AtomicWrite::new().set(vec![b'a', i], Value::u64(i as u64)).set(vec![b'b', i], Value::u64(i as u64));
+        let w = AtomicWrite::new()
+            .set(vec![b'a', i], Value::u64(i as u64))
+            .set(vec![b'b', i], Value::u64(i as u64));
         let vs = committed(db.atomic_write(w).await.step("write")?)?;
         ensure!(vs > last, "versionstamp {vs} does not follow {last}");
         ensure!(vs.to_hex() > last.to_hex(), "hex form must order too");
@@ -93,28 +118,52 @@ async fn scans_follow_byte_order(h: &Harness) -> CaseResult {
         w = w.set(k.clone(), Value::bytes(k.clone()));
     }
     db.atomic_write(w).await.step("write")?;
-    let all = db.snapshot_read(&[ReadRange::new(vec![], vec![], 100)], ReadAt::Latest).await.step("scan")?;
+    let all = db
+        .snapshot_read(&[ReadRange::new(vec![], vec![], 100)], ReadAt::Latest)
+        .await
+        .step("scan")?;
     let got: Vec<Vec<u8>> = all.ranges[0].iter().map(|e| e.key.clone()).collect();
     ensure_eq!(got, keys);
     let mut rev = ReadRange::new(vec![], vec![], 100);
     rev.reverse = true;
-    let r = db.snapshot_read(&[rev], ReadAt::Latest).await.step("reverse scan")?;
+    let r = db
+        .snapshot_read(&[rev], ReadAt::Latest)
+        .await
+        .step("reverse scan")?;
     let got: Vec<Vec<u8>> = r.ranges[0].iter().map(|e| e.key.clone()).collect();
     let mut expected = keys.clone();
     expected.reverse();
     ensure_eq!(got, expected);
     // Limits, bounds and prefixes.
-    let r = db.snapshot_read(&[ReadRange::new(b"a".to_vec(), b"b".to_vec(), 2)], ReadAt::Latest).await.step("limit")?;
+    let r = db
+        .snapshot_read(
+            &[ReadRange::new(b"a".to_vec(), b"b".to_vec(), 2)],
+            ReadAt::Latest,
+        )
+        .await
+        .step("limit")?;
     let got: Vec<Vec<u8>> = r.ranges[0].iter().map(|e| e.key.clone()).collect();
     ensure_eq!(got, vec![b"a".to_vec(), b"a\x00".to_vec()]);
     let mut rl = ReadRange::new(b"a".to_vec(), b"b".to_vec(), 2);
     rl.reverse = true;
-    let r = db.snapshot_read(&[rl], ReadAt::Latest).await.step("reverse limit")?;
+    let r = db
+        .snapshot_read(&[rl], ReadAt::Latest)
+        .await
+        .step("reverse limit")?;
     let got: Vec<Vec<u8>> = r.ranges[0].iter().map(|e| e.key.clone()).collect();
     ensure_eq!(got, vec![b"ab".to_vec(), b"a\x00".to_vec()]);
-    let r = db.snapshot_read(&[ReadRange::prefix(&[0xff], 10)], ReadAt::Latest).await.step("prefix")?;
+    let r = db
+        .snapshot_read(&[ReadRange::prefix(&[0xff], 10)], ReadAt::Latest)
+        .await
+        .step("prefix")?;
     ensure_eq!(r.ranges[0].len(), 2);
-    let r = db.snapshot_read(&[ReadRange::new(b"b".to_vec(), b"a".to_vec(), 10)], ReadAt::Latest).await.step("empty")?;
+    let r = db
+        .snapshot_read(
+            &[ReadRange::new(b"b".to_vec(), b"a".to_vec(), 10)],
+            ReadAt::Latest,
+        )
+        .await
+        .step("empty")?;
     ensure!(r.ranges[0].is_empty(), "start after end is an empty range");
     Ok(())
 }
@@ -127,8 +176,13 @@ async fn snapshot_read_takes_many_ranges(h: &Harness) -> CaseResult {
         w = w.set(vec![i], Value::u64(i as u64));
     }
     db.atomic_write(w).await.step("write")?;
-    let ranges: Vec<ReadRange> = (0..10u8).map(|i| ReadRange::new(vec![i * 5], vec![i * 5 + 5], 3)).collect();
-    let r = db.snapshot_read(&ranges, ReadAt::Latest).await.step("read")?;
+    let ranges: Vec<ReadRange> = (0..10u8)
+        .map(|i| ReadRange::new(vec![i * 5], vec![i * 5 + 5], 3))
+        .collect();
+    let r = db
+        .snapshot_read(&ranges, ReadAt::Latest)
+        .await
+        .step("read")?;
     ensure_eq!(r.ranges.len(), 10);
     for (i, entries) in r.ranges.iter().enumerate() {
         let keys: Vec<u8> = entries.iter().map(|e| e.key[0]).collect();
@@ -142,11 +196,24 @@ async fn snapshot_read_takes_many_ranges(h: &Harness) -> CaseResult {
 async fn get_many_returns_each_key(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    db.atomic_write(AtomicWrite::new().set(b"a".to_vec(), Value::u64(1)).set(b"c".to_vec(), Value::u64(3)))
+    db.atomic_write(
+        AtomicWrite::new()
+            .set(b"a".to_vec(), Value::u64(1))
+            .set(b"c".to_vec(), Value::u64(3)),
+    )
+    .await
+    .step("write")?;
+    let got = db
+        .get_many(
+            &[b"a".to_vec(), b"b".to_vec(), b"c".to_vec()],
+            ReadAt::Latest,
+        )
         .await
-        .step("write")?;
-    let got = db.get_many(&[b"a".to_vec(), b"b".to_vec(), b"c".to_vec()], ReadAt::Latest).await.step("get_many")?;
-    let values: Vec<Option<u64>> = got.iter().map(|e| e.as_ref().and_then(|e| e.value.as_u64())).collect();
+        .step("get_many")?;
+    let values: Vec<Option<u64>> = got
+        .iter()
+        .map(|e| e.as_ref().and_then(|e| e.value.as_u64()))
+        .collect();
     ensure_eq!(values, vec![Some(1), None, Some(3)]);
     Ok(())
 }
@@ -154,28 +221,82 @@ async fn get_many_returns_each_key(h: &Harness) -> CaseResult {
 async fn sum_min_max_on_u64(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    let op = |k: &[u8], kind: MutationKind| AtomicWrite::new().mutate(Mutation { key: k.to_vec(), kind });
-    db.atomic_write(op(b"s", MutationKind::Sum(Value::u64(5)))).await.step("sum on missing")?;
-    ensure_eq!(db.get(b"s").await.step("get")?.and_then(|e| e.value.as_u64()), Some(5));
-    db.atomic_write(op(b"s", MutationKind::Sum(Value::u64(u64::MAX)))).await.step("sum wraps")?;
-    ensure_eq!(db.get(b"s").await.step("get")?.and_then(|e| e.value.as_u64()), Some(4));
-    db.atomic_write(op(b"m", MutationKind::Min(Value::u64(10)))).await.step("min on missing")?;
-    db.atomic_write(op(b"m", MutationKind::Min(Value::u64(u64::MAX)))).await.step("min")?;
-    ensure_eq!(db.get(b"m").await.step("get")?.and_then(|e| e.value.as_u64()), Some(10));
-    db.atomic_write(op(b"m", MutationKind::Min(Value::u64(3)))).await.step("min")?;
-    ensure_eq!(db.get(b"m").await.step("get")?.and_then(|e| e.value.as_u64()), Some(3));
-    db.atomic_write(op(b"x", MutationKind::Max(Value::u64(7)))).await.step("max on missing")?;
-    db.atomic_write(op(b"x", MutationKind::Max(Value::u64(1u64 << 63)))).await.step("max unsigned")?;
-    ensure_eq!(db.get(b"x").await.step("get")?.and_then(|e| e.value.as_u64()), Some(1u64 << 63));
+    let op = |k: &[u8], kind: MutationKind| {
+        AtomicWrite::new().mutate(Mutation {
+            key: k.to_vec(),
+            kind,
+        })
+    };
+    db.atomic_write(op(b"s", MutationKind::Sum(Value::u64(5))))
+        .await
+        .step("sum on missing")?;
+    ensure_eq!(
+        db.get(b"s")
+            .await
+            .step("get")?
+            .and_then(|e| e.value.as_u64()),
+        Some(5)
+    );
+    db.atomic_write(op(b"s", MutationKind::Sum(Value::u64(u64::MAX))))
+        .await
+        .step("sum wraps")?;
+    ensure_eq!(
+        db.get(b"s")
+            .await
+            .step("get")?
+            .and_then(|e| e.value.as_u64()),
+        Some(4)
+    );
+    db.atomic_write(op(b"m", MutationKind::Min(Value::u64(10))))
+        .await
+        .step("min on missing")?;
+    db.atomic_write(op(b"m", MutationKind::Min(Value::u64(u64::MAX))))
+        .await
+        .step("min")?;
+    ensure_eq!(
+        db.get(b"m")
+            .await
+            .step("get")?
+            .and_then(|e| e.value.as_u64()),
+        Some(10)
+    );
+    db.atomic_write(op(b"m", MutationKind::Min(Value::u64(3))))
+        .await
+        .step("min")?;
+    ensure_eq!(
+        db.get(b"m")
+            .await
+            .step("get")?
+            .and_then(|e| e.value.as_u64()),
+        Some(3)
+    );
+    db.atomic_write(op(b"x", MutationKind::Max(Value::u64(7))))
+        .await
+        .step("max on missing")?;
+    db.atomic_write(op(b"x", MutationKind::Max(Value::u64(1u64 << 63))))
+        .await
+        .step("max unsigned")?;
+    ensure_eq!(
+        db.get(b"x")
+            .await
+            .step("get")?
+            .and_then(|e| e.value.as_u64()),
+        Some(1u64 << 63)
+    );
     // A sum's result carries no expiry, even over an expiring value.
     let exp = strata_engine::now_ms() + 60_000;
     db.atomic_write(AtomicWrite::new().mutate(Mutation {
         key: b"e".to_vec(),
-        kind: MutationKind::Set { value: Value::u64(1), expires_at: Some(exp) },
+        kind: MutationKind::Set {
+            value: Value::u64(1),
+            expires_at: Some(exp),
+        },
     }))
     .await
     .step("set expiring")?;
-    db.atomic_write(op(b"e", MutationKind::Sum(Value::u64(1)))).await.step("sum")?;
+    db.atomic_write(op(b"e", MutationKind::Sum(Value::u64(1))))
+        .await
+        .step("sum")?;
     let e = db.get(b"e").await.step("get")?.ok_or("missing")?;
     ensure_eq!(e.value.as_u64(), Some(2));
     ensure_eq!(e.expires_at, None);
@@ -185,7 +306,9 @@ async fn sum_min_max_on_u64(h: &Harness) -> CaseResult {
 async fn sum_min_max_type_errors_write_nothing(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    db.atomic_write(AtomicWrite::new().set(b"text".to_vec(), Value::bytes(b"hi".to_vec()))).await.step("set")?;
+    db.atomic_write(AtomicWrite::new().set(b"text".to_vec(), Value::bytes(b"hi".to_vec())))
+        .await
+        .step("set")?;
     let before = db.version();
     for (name, kind) in [
         ("sum", MutationKind::Sum(Value::u64(1))),
@@ -194,21 +317,40 @@ async fn sum_min_max_type_errors_write_nothing(h: &Harness) -> CaseResult {
     ] {
         let w = AtomicWrite::new()
             .set(b"other".to_vec(), Value::u64(9))
-            .mutate(Mutation { key: b"text".to_vec(), kind });
+            .mutate(Mutation {
+                key: b"text".to_vec(),
+                kind,
+            });
         match db.atomic_write(w).await {
             Err(EngineError::InvalidMutation(m)) => ensure_eq!(
                 m,
                 format!("Failed to perform '{name}' mutation on a non-U64 value in the database")
             ),
-            other => return Err(format!("{name} on bytes: expected InvalidMutation, got {other:?}")),
+            other => {
+                return Err(format!(
+                    "{name} on bytes: expected InvalidMutation, got {other:?}"
+                ))
+            }
         }
     }
-    let w = AtomicWrite::new().mutate(Mutation { key: b"n".to_vec(), kind: MutationKind::Sum(Value::bytes(vec![1; 8])) });
+    let w = AtomicWrite::new().mutate(Mutation {
+        key: b"n".to_vec(),
+        kind: MutationKind::Sum(Value::bytes(vec![1; 8])),
+    });
     match db.atomic_write(w).await {
-        Err(EngineError::InvalidMutation(m)) => ensure_eq!(m, "Failed to perform 'sum' mutation on a non-U64 operand"),
-        other => return Err(format!("bytes operand: expected InvalidMutation, got {other:?}")),
+        Err(EngineError::InvalidMutation(m)) => {
+            ensure_eq!(m, "Failed to perform 'sum' mutation on a non-U64 operand")
+        }
+        other => {
+            return Err(format!(
+                "bytes operand: expected InvalidMutation, got {other:?}"
+            ))
+        }
     }
-    ensure!(db.get(b"other").await.step("get")?.is_none(), "a failed write must write nothing");
+    ensure!(
+        db.get(b"other").await.step("get")?.is_none(),
+        "a failed write must write nothing"
+    );
     ensure_eq!(db.version(), before);
     Ok(())
 }
@@ -216,9 +358,18 @@ async fn sum_min_max_type_errors_write_nothing(h: &Harness) -> CaseResult {
 async fn checks_pass_and_fail_with_indexes(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    let vs = committed(db.atomic_write(AtomicWrite::new().set(b"a".to_vec(), Value::u64(1))).await.step("set")?)?;
+    let vs = committed(
+        db.atomic_write(AtomicWrite::new().set(b"a".to_vec(), Value::u64(1)))
+            .await
+            .step("set")?,
+    )?;
     let ok = db
-        .atomic_write(AtomicWrite::new().check(b"a".to_vec(), Some(vs)).check(b"b".to_vec(), None).set(b"b".to_vec(), Value::u64(2)))
+        .atomic_write(
+            AtomicWrite::new()
+                .check(b"a".to_vec(), Some(vs))
+                .check(b"b".to_vec(), None)
+                .set(b"b".to_vec(), Value::u64(2)),
+        )
         .await
         .step("passing checks")?;
     let vs2 = committed(ok)?;
@@ -233,9 +384,18 @@ async fn checks_pass_and_fail_with_indexes(h: &Harness) -> CaseResult {
         .await
         .step("failing checks")?;
     ensure_eq!(bad, CommitOutcome::CheckFailed(vec![1, 2]));
-    ensure!(db.get(b"c").await.step("get")?.is_none(), "a failed check must write nothing");
-    let only_checks = db.atomic_write(AtomicWrite::new().check(b"zz".to_vec(), None)).await.step("check only")?;
-    ensure!(only_checks.versionstamp().is_some(), "a check-only write commits");
+    ensure!(
+        db.get(b"c").await.step("get")?.is_none(),
+        "a failed check must write nothing"
+    );
+    let only_checks = db
+        .atomic_write(AtomicWrite::new().check(b"zz".to_vec(), None))
+        .await
+        .step("check only")?;
+    ensure!(
+        only_checks.versionstamp().is_some(),
+        "a check-only write commits"
+    );
     Ok(())
 }
 
@@ -246,7 +406,11 @@ async fn versionstamped_keys(h: &Harness) -> CaseResult {
     for suffix in [VersionstampSuffix::TupleHex, VersionstampSuffix::Raw] {
         let w = AtomicWrite::new().mutate(Mutation {
             key: b"log/".to_vec(),
-            kind: MutationKind::SetVersionstampedKey { value: Value::u64(1), expires_at: None, suffix },
+            kind: MutationKind::SetVersionstampedKey {
+                value: Value::u64(1),
+                expires_at: None,
+                suffix,
+            },
         });
         let vs = committed(db.atomic_write(w).await.step("write")?)?;
         let mut key = b"log/".to_vec();
@@ -258,7 +422,11 @@ async fn versionstamped_keys(h: &Harness) -> CaseResult {
             }
             VersionstampSuffix::Raw => key.extend_from_slice(&vs.0),
         }
-        let e = db.get(&key).await.step("get")?.ok_or_else(|| format!("no entry at {key:?}"))?;
+        let e = db
+            .get(&key)
+            .await
+            .step("get")?
+            .ok_or_else(|| format!("no entry at {key:?}"))?;
         ensure_eq!(e.versionstamp, vs);
         keys.push(key);
     }
@@ -268,9 +436,17 @@ async fn versionstamped_keys(h: &Harness) -> CaseResult {
 async fn malformed_u64_is_refused(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    let bad = Value { encoding: Encoding::U64, data: vec![1, 2, 3] };
-    let r = db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), bad)).await;
-    ensure!(matches!(r, Err(EngineError::InvalidRequest(_))), "got {r:?}");
+    let bad = Value {
+        encoding: Encoding::U64,
+        data: vec![1, 2, 3],
+    };
+    let r = db
+        .atomic_write(AtomicWrite::new().set(b"k".to_vec(), bad))
+        .await;
+    ensure!(
+        matches!(r, Err(EngineError::InvalidRequest(_))),
+        "got {r:?}"
+    );
     ensure!(db.get(b"k").await.step("get")?.is_none(), "nothing written");
     Ok(())
 }
@@ -278,8 +454,14 @@ async fn malformed_u64_is_refused(h: &Harness) -> CaseResult {
 async fn unknown_database_is_an_error(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let r = engine.database("nope").await;
-    ensure!(matches!(r, Err(EngineError::DatabaseNotFound(_))), "got {r:?}");
+    ensure!(
+        matches!(r, Err(EngineError::DatabaseNotFound(_))),
+        "got {r:?}"
+    );
     let r = engine.database("../etc").await;
-    ensure!(matches!(r, Err(EngineError::InvalidName { .. })), "got {r:?}");
+    ensure!(
+        matches!(r, Err(EngineError::InvalidName { .. })),
+        "got {r:?}"
+    );
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Every limit is checked before anything is written, and each violation names its limit.
 
 use strata_engine::{
-    AtomicWrite, DatabaseOptions, Enqueue, EngineError, Limits, Mutation, MutationKind, ReadAt, ReadRange, Value,
+    AtomicWrite, DatabaseOptions, EngineError, Enqueue, Limits, Mutation, MutationKind, ReadAt,
+    ReadRange, Value,
 };
 
 use crate::{cases, ensure, ensure_eq, CaseResult, Harness, Step, Suite};
@@ -33,17 +34,42 @@ async fn key_and_value_sizes(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
     let before = db.version();
-    expect_limit(db.atomic_write(AtomicWrite::new().set(vec![1; 2049], Value::u64(1))).await, "write key size")?;
-    expect_limit(db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::bytes(vec![0; 65537]))).await, "value size")?;
-    expect_limit(db.atomic_write(AtomicWrite::new().delete(vec![1; 2049])).await, "write key size")?;
-    expect_limit(db.atomic_write(AtomicWrite::new().mutate(Mutation::sum(vec![1; 2049], 1))).await, "write key size")?;
+    expect_limit(
+        db.atomic_write(AtomicWrite::new().set(vec![1; 2049], Value::u64(1)))
+            .await,
+        "write key size",
+    )?;
+    expect_limit(
+        db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::bytes(vec![0; 65537])))
+            .await,
+        "value size",
+    )?;
+    expect_limit(
+        db.atomic_write(AtomicWrite::new().delete(vec![1; 2049]))
+            .await,
+        "write key size",
+    )?;
+    expect_limit(
+        db.atomic_write(AtomicWrite::new().mutate(Mutation::sum(vec![1; 2049], 1)))
+            .await,
+        "write key size",
+    )?;
     ensure_eq!(db.version(), before);
-    db.atomic_write(AtomicWrite::new().set(vec![1; 2048], Value::bytes(vec![0; 65536]))).await.step("at the limits")?;
+    db.atomic_write(AtomicWrite::new().set(vec![1; 2048], Value::bytes(vec![0; 65536])))
+        .await
+        .step("at the limits")?;
     let e = db.get(&[1; 2048]).await.step("get")?.ok_or("missing")?;
     ensure_eq!(e.value.data.len(), 65536);
     // The error names the limit in words a user can act on.
-    let msg = db.atomic_write(AtomicWrite::new().set(vec![1; 3000], Value::u64(1))).await.err().map(|e| e.to_string());
-    ensure_eq!(msg, Some("key of 3000 bytes exceeds the write key size limit of 2048 bytes".to_string()));
+    let msg = db
+        .atomic_write(AtomicWrite::new().set(vec![1; 3000], Value::u64(1)))
+        .await
+        .err()
+        .map(|e| e.to_string());
+    ensure_eq!(
+        msg,
+        Some("key of 3000 bytes exceeds the write key size limit of 2048 bytes".to_string())
+    );
     Ok(())
 }
 
@@ -51,15 +77,44 @@ async fn read_limits(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
     expect_limit(db.get(&[0; 2050]).await, "read key size")?;
-    ensure!(db.get(&[0; 2049]).await.step("2049-byte read key")?.is_none(), "absent");
-    let eleven: Vec<ReadRange> = (0..11u8).map(|i| ReadRange::new(vec![i], vec![i + 1], 1)).collect();
-    expect_limit(db.snapshot_read(&eleven, ReadAt::Latest).await, "ranges per read")?;
-    let big = vec![ReadRange::new(vec![0], vec![1], 600), ReadRange::new(vec![1], vec![2], 401)];
-    expect_limit(db.snapshot_read(&big, ReadAt::Latest).await, "entries per read")?;
-    let r = db.snapshot_read(&[ReadRange::new(vec![0], vec![1], 0)], ReadAt::Latest).await;
-    ensure!(matches!(r, Err(EngineError::InvalidRequest(_))), "limit 0: {r:?}");
-    expect_limit(db.snapshot_read(&[ReadRange::new(vec![0; 2050], vec![], 1)], ReadAt::Latest).await, "read key size")?;
-    expect_limit(db.get_many(&[vec![0; 2050]], ReadAt::Latest).await, "read key size")?;
+    ensure!(
+        db.get(&[0; 2049])
+            .await
+            .step("2049-byte read key")?
+            .is_none(),
+        "absent"
+    );
+    let eleven: Vec<ReadRange> = (0..11u8)
+        .map(|i| ReadRange::new(vec![i], vec![i + 1], 1))
+        .collect();
+    expect_limit(
+        db.snapshot_read(&eleven, ReadAt::Latest).await,
+        "ranges per read",
+    )?;
+    let big = vec![
+        ReadRange::new(vec![0], vec![1], 600),
+        ReadRange::new(vec![1], vec![2], 401),
+    ];
+    expect_limit(
+        db.snapshot_read(&big, ReadAt::Latest).await,
+        "entries per read",
+    )?;
+    let r = db
+        .snapshot_read(&[ReadRange::new(vec![0], vec![1], 0)], ReadAt::Latest)
+        .await;
+    ensure!(
+        matches!(r, Err(EngineError::InvalidRequest(_))),
+        "limit 0: {r:?}"
+    );
+    expect_limit(
+        db.snapshot_read(&[ReadRange::new(vec![0; 2050], vec![], 1)], ReadAt::Latest)
+            .await,
+        "read key size",
+    )?;
+    expect_limit(
+        db.get_many(&[vec![0; 2050]], ReadAt::Latest).await,
+        "read key size",
+    )?;
     Ok(())
 }
 
@@ -98,7 +153,9 @@ async fn atomic_write_counts_and_size(h: &Harness) -> CaseResult {
     for i in 0..1000u32 {
         w = w.set(i.to_be_bytes().to_vec(), Value::u64(1));
     }
-    db.atomic_write(w).await.step("100 checks and 1000 mutations")?;
+    db.atomic_write(w)
+        .await
+        .step("100 checks and 1000 mutations")?;
     Ok(())
 }
 
@@ -111,12 +168,36 @@ async fn queue_limits(h: &Harness) -> CaseResult {
         f(&mut e);
         AtomicWrite::new().enqueue(e)
     };
-    expect_limit(db.atomic_write(mk(&|e| e.deliver_at = now + 31 * 24 * 3600 * 1000)).await, "enqueue delay")?;
-    expect_limit(db.atomic_write(mk(&|e| e.dead_letter_keys = vec![b"k".to_vec(); 11])).await, "dead-letter keys per message")?;
-    expect_limit(db.atomic_write(mk(&|e| e.backoff_schedule = Some(vec![1; 11]))).await, "backoff schedule length")?;
-    expect_limit(db.atomic_write(mk(&|e| e.backoff_schedule = Some(vec![3_600_001]))).await, "backoff step")?;
-    expect_limit(db.atomic_write(mk(&|e| e.dead_letter_keys = vec![vec![0; 2049]])).await, "write key size")?;
-    expect_limit(db.atomic_write(mk(&|e| e.payload = Value::bytes(vec![0; 65537]))).await, "value size")?;
+    expect_limit(
+        db.atomic_write(mk(&|e| e.deliver_at = now + 31 * 24 * 3600 * 1000))
+            .await,
+        "enqueue delay",
+    )?;
+    expect_limit(
+        db.atomic_write(mk(&|e| e.dead_letter_keys = vec![b"k".to_vec(); 11]))
+            .await,
+        "dead-letter keys per message",
+    )?;
+    expect_limit(
+        db.atomic_write(mk(&|e| e.backoff_schedule = Some(vec![1; 11])))
+            .await,
+        "backoff schedule length",
+    )?;
+    expect_limit(
+        db.atomic_write(mk(&|e| e.backoff_schedule = Some(vec![3_600_001])))
+            .await,
+        "backoff step",
+    )?;
+    expect_limit(
+        db.atomic_write(mk(&|e| e.dead_letter_keys = vec![vec![0; 2049]]))
+            .await,
+        "write key size",
+    )?;
+    expect_limit(
+        db.atomic_write(mk(&|e| e.payload = Value::bytes(vec![0; 65537])))
+            .await,
+        "value size",
+    )?;
     ensure_eq!(db.queue_len().await.step("queue_len")?, 0);
     db.atomic_write(mk(&|e| {
         e.deliver_at = now + 29 * 24 * 3600 * 1000;
@@ -132,10 +213,17 @@ async fn queue_limits(h: &Harness) -> CaseResult {
 async fn watch_limits(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    expect_limit(db.watch((0..11u8).map(|i| vec![i]).collect()), "watched keys")?;
-    ensure!(matches!(db.watch(vec![]), Err(EngineError::InvalidRequest(_))), "zero keys is a clear error");
+    expect_limit(
+        db.watch((0..11u8).map(|i| vec![i]).collect()),
+        "watched keys",
+    )?;
+    ensure!(
+        matches!(db.watch(vec![]), Err(EngineError::InvalidRequest(_))),
+        "zero keys is a clear error"
+    );
     expect_limit(db.watch(vec![vec![0; 2050]]), "read key size")?;
-    db.watch((0..10u8).map(|i| vec![i]).collect()).step("ten keys")?;
+    db.watch((0..10u8).map(|i| vec![i]).collect())
+        .step("ten keys")?;
     Ok(())
 }
 
@@ -147,22 +235,42 @@ async fn transaction_limits(h: &Harness) -> CaseResult {
     expect_limit(t.set(b"k", Value::bytes(vec![0; 65537])), "value size")?;
     expect_limit(t.get(&[0; 2050]).await, "read key size")?;
     for i in 0..159u32 {
-        t.set(&i.to_be_bytes(), Value::bytes(vec![0; 65536])).step("set")?;
+        t.set(&i.to_be_bytes(), Value::bytes(vec![0; 65536]))
+            .step("set")?;
     }
-    expect_limit(t.set(b"one more", Value::bytes(vec![0; 65536])), "transaction size")?;
+    expect_limit(
+        t.set(b"one more", Value::bytes(vec![0; 65536])),
+        "transaction size",
+    )?;
     t.rollback();
     Ok(())
 }
 
 async fn limits_are_per_database_and_persist(h: &Harness) -> CaseResult {
-    let options = DatabaseOptions { limits: Limits { max_value_bytes: 10, ..Limits::default() }, ..DatabaseOptions::default() };
+    let options = DatabaseOptions {
+        limits: Limits {
+            max_value_bytes: 10,
+            ..Limits::default()
+        },
+        ..DatabaseOptions::default()
+    };
     {
         let engine = h.engine();
-        engine.create_database("small", Some(options)).await.step("create")?;
+        engine
+            .create_database("small", Some(options))
+            .await
+            .step("create")?;
         let db = engine.database("small").await.step("open")?;
-        expect_limit(db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::bytes(vec![0; 11]))).await, "value size")?;
+        expect_limit(
+            db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::bytes(vec![0; 11])))
+                .await,
+            "value size",
+        )?;
         let other = engine.open_or_create("big").await.step("open big")?;
-        other.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::bytes(vec![0; 11]))).await.step("default limits")?;
+        other
+            .atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::bytes(vec![0; 11])))
+            .await
+            .step("default limits")?;
         engine.close().await;
     }
     let engine = h.engine();
@@ -170,7 +278,10 @@ async fn limits_are_per_database_and_persist(h: &Harness) -> CaseResult {
     ensure_eq!(db.options().limits.max_value_bytes, 10);
     let w = AtomicWrite::new().mutate(Mutation {
         key: b"k".to_vec(),
-        kind: MutationKind::Set { value: Value::bytes(vec![0; 11]), expires_at: None },
+        kind: MutationKind::Set {
+            value: Value::bytes(vec![0; 11]),
+            expires_at: None,
+        },
     });
     expect_limit(db.atomic_write(w).await, "value size")?;
     Ok(())

@@ -30,10 +30,30 @@ fn val(e: &Option<strata_engine::Entry>) -> Option<u64> {
 async fn point_reads_at_old_versions(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    let v1 = committed(db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1))).await.step("w1")?)?.version();
-    let v2 = committed(db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(2))).await.step("w2")?)?.version();
-    let v3 = committed(db.atomic_write(AtomicWrite::new().delete(b"k".to_vec())).await.step("w3")?)?.version();
-    let v4 = committed(db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(4))).await.step("w4")?)?.version();
+    let v1 = committed(
+        db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
+            .await
+            .step("w1")?,
+    )?
+    .version();
+    let v2 = committed(
+        db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(2)))
+            .await
+            .step("w2")?,
+    )?
+    .version();
+    let v3 = committed(
+        db.atomic_write(AtomicWrite::new().delete(b"k".to_vec()))
+            .await
+            .step("w3")?,
+    )?
+    .version();
+    let v4 = committed(
+        db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(4)))
+            .await
+            .step("w4")?,
+    )?
+    .version();
     let keys = [b"k".to_vec()];
     let at = |v| db.get_many(&keys, ReadAt::Version(v));
     ensure_eq!(val(&at(v1 - 1).await.step("read")?[0]), None);
@@ -49,9 +69,15 @@ async fn point_reads_at_old_versions(h: &Harness) -> CaseResult {
 async fn scans_at_old_versions(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    let w = AtomicWrite::new().set(b"a".to_vec(), Value::u64(1)).set(b"b".to_vec(), Value::u64(1)).set(b"c".to_vec(), Value::u64(1));
+    let w = AtomicWrite::new()
+        .set(b"a".to_vec(), Value::u64(1))
+        .set(b"b".to_vec(), Value::u64(1))
+        .set(b"c".to_vec(), Value::u64(1));
     let v1 = committed(db.atomic_write(w).await.step("w1")?)?.version();
-    let w = AtomicWrite::new().delete(b"b".to_vec()).set(b"c".to_vec(), Value::u64(2)).set(b"d".to_vec(), Value::u64(2));
+    let w = AtomicWrite::new()
+        .delete(b"b".to_vec())
+        .set(b"c".to_vec(), Value::u64(2))
+        .set(b"d".to_vec(), Value::u64(2));
     let v2 = committed(db.atomic_write(w).await.step("w2")?)?.version();
     let scan = |v: u64, reverse: bool, limit: usize| {
         let mut r = ReadRange::new(vec![], vec![], limit);
@@ -59,17 +85,35 @@ async fn scans_at_old_versions(h: &Harness) -> CaseResult {
         let db = db.clone();
         async move {
             db.snapshot_read(&[r], ReadAt::Version(v)).await.map(|s| {
-                s.ranges[0].iter().map(|e| (e.key.clone(), e.value.as_u64().unwrap_or(0))).collect::<Vec<_>>()
+                s.ranges[0]
+                    .iter()
+                    .map(|e| (e.key.clone(), e.value.as_u64().unwrap_or(0)))
+                    .collect::<Vec<_>>()
             })
         }
     };
     let p = |k: &str, v: u64| (k.as_bytes().to_vec(), v);
-    ensure_eq!(scan(v1, false, 10).await.step("scan v1")?, vec![p("a", 1), p("b", 1), p("c", 1)]);
-    ensure_eq!(scan(v1, true, 10).await.step("scan v1 rev")?, vec![p("c", 1), p("b", 1), p("a", 1)]);
-    ensure_eq!(scan(v1, false, 2).await.step("scan v1 lim")?, vec![p("a", 1), p("b", 1)]);
-    ensure_eq!(scan(v2, false, 10).await.step("scan v2")?, vec![p("a", 1), p("c", 2), p("d", 2)]);
+    ensure_eq!(
+        scan(v1, false, 10).await.step("scan v1")?,
+        vec![p("a", 1), p("b", 1), p("c", 1)]
+    );
+    ensure_eq!(
+        scan(v1, true, 10).await.step("scan v1 rev")?,
+        vec![p("c", 1), p("b", 1), p("a", 1)]
+    );
+    ensure_eq!(
+        scan(v1, false, 2).await.step("scan v1 lim")?,
+        vec![p("a", 1), p("b", 1)]
+    );
+    ensure_eq!(
+        scan(v2, false, 10).await.step("scan v2")?,
+        vec![p("a", 1), p("c", 2), p("d", 2)]
+    );
     ensure_eq!(scan(v1 - 1, false, 10).await.step("scan v0")?, vec![]);
-    let latest = db.snapshot_read(&[ReadRange::new(vec![], vec![], 10)], ReadAt::Latest).await.step("latest")?;
+    let latest = db
+        .snapshot_read(&[ReadRange::new(vec![], vec![], 10)], ReadAt::Latest)
+        .await
+        .step("latest")?;
     ensure_eq!(latest.ranges[0].len(), 3);
     Ok(())
 }
@@ -77,48 +121,113 @@ async fn scans_at_old_versions(h: &Harness) -> CaseResult {
 async fn future_versions_are_refused(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1))).await.step("w")?;
-    let r = db.get_many(&[b"k".to_vec()], ReadAt::Version(db.version() + 5)).await;
-    ensure!(matches!(r, Err(EngineError::VersionInFuture { .. })), "got {r:?}");
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
+        .await
+        .step("w")?;
+    let r = db
+        .get_many(&[b"k".to_vec()], ReadAt::Version(db.version() + 5))
+        .await;
+    ensure!(
+        matches!(r, Err(EngineError::VersionInFuture { .. })),
+        "got {r:?}"
+    );
     Ok(())
 }
 
 async fn versions_outside_the_window_are_collected(h: &Harness) -> CaseResult {
     let engine = h.engine();
-    let opts = DatabaseOptions { history_retention_ms: 200, ..DatabaseOptions::default() };
-    let db = engine.create_database("short", Some(opts)).await.step("create")?;
-    let v1 = committed(db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1))).await.step("w1")?)?.version();
+    let opts = DatabaseOptions {
+        history_retention_ms: 200,
+        ..DatabaseOptions::default()
+    };
+    let db = engine
+        .create_database("short", Some(opts))
+        .await
+        .step("create")?;
+    let v1 = committed(
+        db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
+            .await
+            .step("w1")?,
+    )?
+    .version();
     for i in 2..20 {
-        db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(i))).await.step("w")?;
+        db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(i)))
+            .await
+            .step("w")?;
     }
-    ensure_eq!(val(&db.get_many(&[b"k".to_vec()], ReadAt::Version(v1)).await.step("in window")?[0]), Some(1));
+    ensure_eq!(
+        val(&db
+            .get_many(&[b"k".to_vec()], ReadAt::Version(v1))
+            .await
+            .step("in window")?[0]),
+        Some(1)
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A commit after the window so that the horizon can move past every old version.
-    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(99))).await.step("w")?;
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(99)))
+        .await
+        .step("w")?;
     db.collect_garbage().await.step("gc")?;
-    ensure!(db.oldest_readable_version() > v1, "horizon did not advance: {}", db.oldest_readable_version());
+    ensure!(
+        db.oldest_readable_version() > v1,
+        "horizon did not advance: {}",
+        db.oldest_readable_version()
+    );
     let r = db.get_many(&[b"k".to_vec()], ReadAt::Version(v1)).await;
-    ensure!(matches!(r, Err(EngineError::VersionTooOld { .. })), "got {r:?}");
+    ensure!(
+        matches!(r, Err(EngineError::VersionTooOld { .. })),
+        "got {r:?}"
+    );
     let h_ = db.oldest_readable_version();
-    ensure_eq!(val(&db.get_many(&[b"k".to_vec()], ReadAt::Version(h_)).await.step("at horizon")?[0]), Some(19));
-    ensure_eq!(db.get(b"k").await.step("latest")?.and_then(|e| e.value.as_u64()), Some(99));
+    ensure_eq!(
+        val(&db
+            .get_many(&[b"k".to_vec()], ReadAt::Version(h_))
+            .await
+            .step("at horizon")?[0]),
+        Some(19)
+    );
+    ensure_eq!(
+        db.get(b"k")
+            .await
+            .step("latest")?
+            .and_then(|e| e.value.as_u64()),
+        Some(99)
+    );
     Ok(())
 }
 
 async fn open_transactions_hold_their_version(h: &Harness) -> CaseResult {
     let engine = h.engine();
-    let opts = DatabaseOptions { history_retention_ms: 50, ..DatabaseOptions::default() };
-    let db = engine.create_database("short", Some(opts)).await.step("create")?;
-    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1))).await.step("w1")?;
+    let opts = DatabaseOptions {
+        history_retention_ms: 50,
+        ..DatabaseOptions::default()
+    };
+    let db = engine
+        .create_database("short", Some(opts))
+        .await
+        .step("create")?;
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
+        .await
+        .step("w1")?;
     let mut t = db.begin().step("begin")?;
     for i in 2..10 {
-        db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(i))).await.step("w")?;
+        db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(i)))
+            .await
+            .step("w")?;
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
-    db.atomic_write(AtomicWrite::new().set(b"z".to_vec(), Value::u64(0))).await.step("w")?;
+    db.atomic_write(AtomicWrite::new().set(b"z".to_vec(), Value::u64(0)))
+        .await
+        .step("w")?;
     db.collect_garbage().await.step("gc")?;
-    ensure!(db.oldest_readable_version() <= t.read_version(), "GC passed an open transaction");
-    ensure_eq!(t.get(b"k").await.step("txn get")?.and_then(|v| v.as_u64()), Some(1));
+    ensure!(
+        db.oldest_readable_version() <= t.read_version(),
+        "GC passed an open transaction"
+    );
+    ensure_eq!(
+        t.get(b"k").await.step("txn get")?.and_then(|v| v.as_u64()),
+        Some(1)
+    );
     t.rollback();
     Ok(())
 }
@@ -133,9 +242,13 @@ async fn latest_reads_stay_consistent_under_deletes(h: &Harness) -> CaseResult {
         tokio::spawn(async move {
             for i in 0..200u64 {
                 let w = if i % 2 == 0 {
-                    AtomicWrite::new().set(b"p/a".to_vec(), Value::u64(i)).set(b"p/b".to_vec(), Value::u64(i))
+                    AtomicWrite::new()
+                        .set(b"p/a".to_vec(), Value::u64(i))
+                        .set(b"p/b".to_vec(), Value::u64(i))
                 } else {
-                    AtomicWrite::new().delete(b"p/a".to_vec()).delete(b"p/b".to_vec())
+                    AtomicWrite::new()
+                        .delete(b"p/a".to_vec())
+                        .delete(b"p/b".to_vec())
                 };
                 db.atomic_write(w).await?;
             }
@@ -144,10 +257,20 @@ async fn latest_reads_stay_consistent_under_deletes(h: &Harness) -> CaseResult {
     };
     let mut reads = 0;
     while !writer.is_finished() {
-        let got = db.get_many(&[b"p/a".to_vec(), b"p/b".to_vec()], ReadAt::Latest).await.step("get_many")?;
+        let got = db
+            .get_many(&[b"p/a".to_vec(), b"p/b".to_vec()], ReadAt::Latest)
+            .await
+            .step("get_many")?;
         ensure_eq!(val(&got[0]), val(&got[1]));
-        let s = db.snapshot_read(&[ReadRange::prefix(b"p/", 10)], ReadAt::Latest).await.step("scan")?;
-        ensure!(s.ranges[0].len() != 1, "scan saw half a commit: {:?}", s.ranges[0]);
+        let s = db
+            .snapshot_read(&[ReadRange::prefix(b"p/", 10)], ReadAt::Latest)
+            .await
+            .step("scan")?;
+        ensure!(
+            s.ranges[0].len() != 1,
+            "scan saw half a commit: {:?}",
+            s.ranges[0]
+        );
         reads += 1;
     }
     writer.await.map_err(|e| e.to_string())?.step("writer")?;

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_engine::{AtomicWrite, CommitOutcome, Enqueue, EngineError, ListenOptions, Value};
+use strata_engine::{AtomicWrite, CommitOutcome, EngineError, Enqueue, ListenOptions, Value};
 
 use crate::{cases, ensure, ensure_eq, eventually, CaseResult, Harness, Step, Suite};
 
@@ -35,28 +35,51 @@ const SHORT: Duration = Duration::from_millis(150);
 async fn enqueue_lease_ack(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    db.atomic_write(AtomicWrite::new().enqueue(msg(b"one")).enqueue(msg(b"two"))).await.step("enqueue")?;
+    db.atomic_write(AtomicWrite::new().enqueue(msg(b"one")).enqueue(msg(b"two")))
+        .await
+        .step("enqueue")?;
     ensure_eq!(db.queue_len().await.step("len")?, 2);
     let leased = db.lease(10, Duration::from_secs(30)).await.step("lease")?;
     ensure_eq!(leased.len(), 2);
     let payloads: Vec<Vec<u8>> = leased.iter().map(|m| m.payload.data.clone()).collect();
     ensure_eq!(payloads, vec![b"one".to_vec(), b"two".to_vec()]);
-    ensure!(leased.iter().all(|m| m.attempt == 1), "first delivery is attempt 1");
-    ensure!(db.lease(10, Duration::from_secs(30)).await.step("lease")?.is_empty(), "leased messages are not handed out twice");
+    ensure!(
+        leased.iter().all(|m| m.attempt == 1),
+        "first delivery is attempt 1"
+    );
+    ensure!(
+        db.lease(10, Duration::from_secs(30))
+            .await
+            .step("lease")?
+            .is_empty(),
+        "leased messages are not handed out twice"
+    );
     for m in &leased {
         db.ack(m.id, m.lease).await.step("ack")?;
     }
     ensure_eq!(db.queue_len().await.step("len")?, 0);
     let again = db.ack(leased[0].id, leased[0].lease).await;
-    ensure!(matches!(again, Err(EngineError::LeaseLost(_))), "double ack: {again:?}");
+    ensure!(
+        matches!(again, Err(EngineError::LeaseLost(_))),
+        "double ack: {again:?}"
+    );
     Ok(())
 }
 
 async fn enqueue_is_part_of_the_commit(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1))).await.step("seed")?;
-    let r = db.atomic_write(AtomicWrite::new().check(b"k".to_vec(), None).enqueue(msg(b"x"))).await.step("write")?;
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
+        .await
+        .step("seed")?;
+    let r = db
+        .atomic_write(
+            AtomicWrite::new()
+                .check(b"k".to_vec(), None)
+                .enqueue(msg(b"x")),
+        )
+        .await
+        .step("write")?;
     ensure!(matches!(r, CommitOutcome::CheckFailed(_)), "check fails");
     ensure_eq!(db.queue_len().await.step("len")?, 0);
     Ok(())
@@ -67,9 +90,17 @@ async fn delayed_messages_wait(h: &Harness) -> CaseResult {
     let db = engine.open_or_create("default").await.step("open")?;
     let mut e = msg(b"later");
     e.deliver_at = strata_engine::now_ms() + 300;
-    db.atomic_write(AtomicWrite::new().enqueue(e)).await.step("enqueue")?;
-    ensure!(db.lease(1, SHORT).await.step("lease")?.is_empty(), "not ready yet");
-    ensure!(db.next_ready_at().await.step("next")?.is_some(), "next ready time known");
+    db.atomic_write(AtomicWrite::new().enqueue(e))
+        .await
+        .step("enqueue")?;
+    ensure!(
+        db.lease(1, SHORT).await.step("lease")?.is_empty(),
+        "not ready yet"
+    );
+    ensure!(
+        db.next_ready_at().await.step("next")?.is_some(),
+        "next ready time known"
+    );
     tokio::time::sleep(Duration::from_millis(350)).await;
     ensure_eq!(db.lease(1, SHORT).await.step("lease")?.len(), 1);
     Ok(())
@@ -78,14 +109,29 @@ async fn delayed_messages_wait(h: &Harness) -> CaseResult {
 async fn expired_leases_are_redelivered(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    db.atomic_write(AtomicWrite::new().enqueue(msg(b"m"))).await.step("enqueue")?;
-    let first = db.lease(1, SHORT).await.step("lease")?.pop().ok_or("no message")?;
+    db.atomic_write(AtomicWrite::new().enqueue(msg(b"m")))
+        .await
+        .step("enqueue")?;
+    let first = db
+        .lease(1, SHORT)
+        .await
+        .step("lease")?
+        .pop()
+        .ok_or("no message")?;
     tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
-    let second = db.lease(1, SHORT).await.step("lease")?.pop().ok_or("not redelivered")?;
+    let second = db
+        .lease(1, SHORT)
+        .await
+        .step("lease")?
+        .pop()
+        .ok_or("not redelivered")?;
     ensure_eq!(second.id, first.id);
     ensure_eq!(second.attempt, 2);
     let stale = db.ack(first.id, first.lease).await;
-    ensure!(matches!(stale, Err(EngineError::LeaseLost(_))), "stale lease ack: {stale:?}");
+    ensure!(
+        matches!(stale, Err(EngineError::LeaseLost(_))),
+        "stale lease ack: {stale:?}"
+    );
     db.ack(second.id, second.lease).await.step("ack")?;
     ensure_eq!(db.queue_len().await.step("len")?, 0);
     Ok(())
@@ -97,17 +143,36 @@ async fn nack_waits_out_the_backoff_then_dead_letters(h: &Harness) -> CaseResult
     let mut e = msg(b"payload");
     e.backoff_schedule = Some(vec![300]);
     e.dead_letter_keys = vec![b"dlq/1".to_vec(), b"dlq/2".to_vec()];
-    db.atomic_write(AtomicWrite::new().enqueue(e)).await.step("enqueue")?;
-    let m = db.lease(1, Duration::from_secs(30)).await.step("lease")?.pop().ok_or("no message")?;
+    db.atomic_write(AtomicWrite::new().enqueue(e))
+        .await
+        .step("enqueue")?;
+    let m = db
+        .lease(1, Duration::from_secs(30))
+        .await
+        .step("lease")?
+        .pop()
+        .ok_or("no message")?;
     db.nack(m.id, m.lease).await.step("nack")?;
-    ensure!(db.lease(1, SHORT).await.step("lease")?.is_empty(), "a nacked message waits out its backoff");
+    ensure!(
+        db.lease(1, SHORT).await.step("lease")?.is_empty(),
+        "a nacked message waits out its backoff"
+    );
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let m2 = db.lease(1, Duration::from_secs(30)).await.step("lease")?.pop().ok_or("no retry after backoff")?;
+    let m2 = db
+        .lease(1, Duration::from_secs(30))
+        .await
+        .step("lease")?
+        .pop()
+        .ok_or("no retry after backoff")?;
     ensure_eq!(m2.attempt, 2);
     db.nack(m2.id, m2.lease).await.step("nack")?;
     ensure_eq!(db.queue_len().await.step("len")?, 0);
     for k in [&b"dlq/1"[..], b"dlq/2"] {
-        let e = db.get(k).await.step("get")?.ok_or("payload not dead-lettered")?;
+        let e = db
+            .get(k)
+            .await
+            .step("get")?
+            .ok_or("payload not dead-lettered")?;
         ensure_eq!(e.value.data, b"payload".to_vec());
     }
     Ok(())
@@ -119,11 +184,19 @@ async fn expired_leases_exhaust_the_schedule_too(h: &Harness) -> CaseResult {
     let mut e = msg(b"poison");
     e.backoff_schedule = Some(vec![]);
     e.dead_letter_keys = vec![b"dead".to_vec()];
-    db.atomic_write(AtomicWrite::new().enqueue(e)).await.step("enqueue")?;
+    db.atomic_write(AtomicWrite::new().enqueue(e))
+        .await
+        .step("enqueue")?;
     ensure_eq!(db.lease(1, SHORT).await.step("lease")?.len(), 1);
     tokio::time::sleep(SHORT + Duration::from_millis(50)).await;
-    ensure!(db.lease(1, SHORT).await.step("lease")?.is_empty(), "no second delivery with an empty schedule");
-    ensure!(db.get(b"dead").await.step("get")?.is_some(), "dead-lettered after the lease expired");
+    ensure!(
+        db.lease(1, SHORT).await.step("lease")?.is_empty(),
+        "no second delivery with an empty schedule"
+    );
+    ensure!(
+        db.get(b"dead").await.step("get")?.is_some(),
+        "dead-lettered after the lease expired"
+    );
     ensure_eq!(db.queue_len().await.step("len")?, 0);
     Ok(())
 }
@@ -132,7 +205,9 @@ async fn messages_survive_restart(h: &Harness) -> CaseResult {
     {
         let engine = h.engine();
         let db = engine.open_or_create("default").await.step("open")?;
-        db.atomic_write(AtomicWrite::new().enqueue(msg(b"a")).enqueue(msg(b"b"))).await.step("enqueue")?;
+        db.atomic_write(AtomicWrite::new().enqueue(msg(b"a")).enqueue(msg(b"b")))
+            .await
+            .step("enqueue")?;
         let leased = db.lease(1, Duration::from_secs(600)).await.step("lease")?;
         ensure_eq!(leased.len(), 1);
         engine.close().await;
@@ -153,21 +228,29 @@ async fn listener_retries_then_acks(h: &Harness) -> CaseResult {
     let ok = Arc::new(AtomicU32::new(0));
     let listener = {
         let (calls, ok) = (calls.clone(), ok.clone());
-        db.listen(ListenOptions { poll_interval: Duration::from_millis(50), ..ListenOptions::default() }, move |m| {
-            let (calls, ok) = (calls.clone(), ok.clone());
-            async move {
-                calls.fetch_add(1, Ordering::SeqCst);
-                if m.payload.data == b"flaky" && m.attempt == 1 {
-                    return Err("first attempt fails");
+        db.listen(
+            ListenOptions {
+                poll_interval: Duration::from_millis(50),
+                ..ListenOptions::default()
+            },
+            move |m| {
+                let (calls, ok) = (calls.clone(), ok.clone());
+                async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    if m.payload.data == b"flaky" && m.attempt == 1 {
+                        return Err("first attempt fails");
+                    }
+                    ok.fetch_add(1, Ordering::SeqCst);
+                    Ok(())
                 }
-                ok.fetch_add(1, Ordering::SeqCst);
-                Ok(())
-            }
-        })
+            },
+        )
     };
     let mut flaky = msg(b"flaky");
     flaky.backoff_schedule = Some(vec![50]);
-    db.atomic_write(AtomicWrite::new().enqueue(flaky).enqueue(msg(b"steady"))).await.step("enqueue")?;
+    db.atomic_write(AtomicWrite::new().enqueue(flaky).enqueue(msg(b"steady")))
+        .await
+        .step("enqueue")?;
     let done = eventually(Duration::from_secs(10), || {
         let ok = ok.clone();
         async move { ok.load(Ordering::SeqCst) == 2 }

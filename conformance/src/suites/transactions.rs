@@ -34,9 +34,13 @@ fn n(v: Option<Value>) -> u64 {
 async fn reads_see_own_writes(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    db.atomic_write(AtomicWrite::new().set(b"a".to_vec(), Value::u64(1)).set(b"b".to_vec(), Value::u64(2)))
-        .await
-        .step("seed")?;
+    db.atomic_write(
+        AtomicWrite::new()
+            .set(b"a".to_vec(), Value::u64(1))
+            .set(b"b".to_vec(), Value::u64(2)),
+    )
+    .await
+    .step("seed")?;
     let mut t = db.begin().step("begin")?;
     t.set(b"c", Value::u64(3)).step("set")?;
     t.delete(b"a").step("delete")?;
@@ -47,10 +51,23 @@ async fn reads_see_own_writes(h: &Harness) -> CaseResult {
     ensure_eq!(keys, vec![&b"b"[..], b"c"]);
     let rev = t.scan(b"", b"", true, 1).await.step("scan")?;
     ensure_eq!(rev[0].0, b"c".to_vec());
-    ensure!(db.get(b"c").await.step("get")?.is_none(), "uncommitted writes are invisible outside");
-    let vs = t.commit().await.step("commit")?.ok_or("a writing commit has a versionstamp")?;
-    ensure_eq!(db.get(b"c").await.step("get")?.map(|e| e.versionstamp), Some(vs));
-    ensure!(db.get(b"a").await.step("get")?.is_none(), "delete committed");
+    ensure!(
+        db.get(b"c").await.step("get")?.is_none(),
+        "uncommitted writes are invisible outside"
+    );
+    let vs = t
+        .commit()
+        .await
+        .step("commit")?
+        .ok_or("a writing commit has a versionstamp")?;
+    ensure_eq!(
+        db.get(b"c").await.step("get")?.map(|e| e.versionstamp),
+        Some(vs)
+    );
+    ensure!(
+        db.get(b"a").await.step("get")?.is_none(),
+        "delete committed"
+    );
     Ok(())
 }
 
@@ -63,27 +80,51 @@ async fn rollback_discards(h: &Harness) -> CaseResult {
     let mut t = db.begin().step("begin")?;
     t.set(b"y", Value::u64(1)).step("set")?;
     drop(t);
-    ensure!(db.get(b"x").await.step("get")?.is_none(), "rolled back write visible");
-    ensure!(db.get(b"y").await.step("get")?.is_none(), "dropped transaction's write visible");
+    ensure!(
+        db.get(b"x").await.step("get")?.is_none(),
+        "rolled back write visible"
+    );
+    ensure!(
+        db.get(b"y").await.step("get")?.is_none(),
+        "dropped transaction's write visible"
+    );
     Ok(())
 }
 
 async fn reads_see_a_snapshot(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    db.atomic_write(AtomicWrite::new().set(b"a".to_vec(), Value::u64(1)).set(b"gone".to_vec(), Value::u64(1)))
-        .await
-        .step("seed")?;
+    db.atomic_write(
+        AtomicWrite::new()
+            .set(b"a".to_vec(), Value::u64(1))
+            .set(b"gone".to_vec(), Value::u64(1)),
+    )
+    .await
+    .step("seed")?;
     let mut t = db.begin().step("begin")?;
-    db.atomic_write(AtomicWrite::new().set(b"a".to_vec(), Value::u64(2)).delete(b"gone".to_vec()).set(b"new".to_vec(), Value::u64(1)))
-        .await
-        .step("concurrent write")?;
+    db.atomic_write(
+        AtomicWrite::new()
+            .set(b"a".to_vec(), Value::u64(2))
+            .delete(b"gone".to_vec())
+            .set(b"new".to_vec(), Value::u64(1)),
+    )
+    .await
+    .step("concurrent write")?;
     ensure_eq!(n(t.get(b"a").await.step("get")?), 1);
     ensure_eq!(n(t.get(b"gone").await.step("get")?), 1);
     ensure_eq!(t.get(b"new").await.step("get")?, None);
-    let keys: Vec<Vec<u8>> = t.scan(b"", b"", false, 10).await.step("scan")?.into_iter().map(|(k, _)| k).collect();
+    let keys: Vec<Vec<u8>> = t
+        .scan(b"", b"", false, 10)
+        .await
+        .step("scan")?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
     ensure_eq!(keys, vec![b"a".to_vec(), b"gone".to_vec()]);
-    ensure!(t.commit().await.step("read-only commit")?.is_none(), "read-only commit has no versionstamp");
+    ensure!(
+        t.commit().await.step("read-only commit")?.is_none(),
+        "read-only commit has no versionstamp"
+    );
     Ok(())
 }
 
@@ -93,12 +134,17 @@ async fn a_later_write_to_a_read_key_conflicts(h: &Harness) -> CaseResult {
     let mut t = db.begin().step("begin")?;
     t.get(b"k").await.step("get")?;
     t.set(b"other", Value::u64(1)).step("set")?;
-    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1))).await.step("concurrent write")?;
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
+        .await
+        .step("concurrent write")?;
     match t.commit().await {
         Err(e @ EngineError::Conflict) => ensure!(e.is_retryable(), "conflicts are retryable"),
         other => return Err(format!("expected a conflict, got {other:?}")),
     }
-    ensure!(db.get(b"other").await.step("get")?.is_none(), "a conflicting commit writes nothing");
+    ensure!(
+        db.get(b"other").await.step("get")?.is_none(),
+        "a conflicting commit writes nothing"
+    );
     Ok(())
 }
 
@@ -106,18 +152,35 @@ async fn phantoms_conflict(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
     let mut t = db.begin().step("begin")?;
-    let rows = t.scan(b"orders/", b"orders0", false, 100).await.step("scan")?;
+    let rows = t
+        .scan(b"orders/", b"orders0", false, 100)
+        .await
+        .step("scan")?;
     t.set(b"count", Value::u64(rows.len() as u64)).step("set")?;
-    db.atomic_write(AtomicWrite::new().set(b"orders/1".to_vec(), Value::u64(1))).await.step("insert")?;
-    ensure!(matches!(t.commit().await, Err(EngineError::Conflict)), "an insert into a scanned range must conflict");
+    db.atomic_write(AtomicWrite::new().set(b"orders/1".to_vec(), Value::u64(1)))
+        .await
+        .step("insert")?;
+    ensure!(
+        matches!(t.commit().await, Err(EngineError::Conflict)),
+        "an insert into a scanned range must conflict"
+    );
     // A write outside a limited scan's reach does not.
-    db.atomic_write(AtomicWrite::new().set(b"orders/2".to_vec(), Value::u64(1))).await.step("insert")?;
+    db.atomic_write(AtomicWrite::new().set(b"orders/2".to_vec(), Value::u64(1)))
+        .await
+        .step("insert")?;
     let mut t = db.begin().step("begin")?;
-    let first = t.scan(b"orders/", b"orders0", false, 1).await.step("scan")?;
+    let first = t
+        .scan(b"orders/", b"orders0", false, 1)
+        .await
+        .step("scan")?;
     ensure_eq!(first.len(), 1);
     t.set(b"first", Value::u64(1)).step("set")?;
-    db.atomic_write(AtomicWrite::new().set(b"orders/3".to_vec(), Value::u64(1))).await.step("insert")?;
-    t.commit().await.step("a write past the scanned prefix must not conflict")?;
+    db.atomic_write(AtomicWrite::new().set(b"orders/3".to_vec(), Value::u64(1)))
+        .await
+        .step("insert")?;
+    t.commit()
+        .await
+        .step("a write past the scanned prefix must not conflict")?;
     Ok(())
 }
 
@@ -126,8 +189,13 @@ async fn read_only_transactions_never_conflict(h: &Harness) -> CaseResult {
     let db = engine.open_or_create("default").await.step("open")?;
     let mut t = db.begin().step("begin")?;
     t.get(b"k").await.step("get")?;
-    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1))).await.step("write")?;
-    ensure!(t.commit().await.step("commit")?.is_none(), "read-only commit");
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
+        .await
+        .step("write")?;
+    ensure!(
+        t.commit().await.step("commit")?.is_none(),
+        "read-only commit"
+    );
     Ok(())
 }
 
@@ -140,7 +208,13 @@ async fn blind_writes_do_not_conflict(h: &Harness) -> CaseResult {
     b.set(b"k", Value::u64(2)).step("set")?;
     a.commit().await.step("first blind write")?;
     b.commit().await.step("second blind write")?;
-    ensure_eq!(db.get(b"k").await.step("get")?.and_then(|e| e.value.as_u64()), Some(2));
+    ensure_eq!(
+        db.get(b"k")
+            .await
+            .step("get")?
+            .and_then(|e| e.value.as_u64()),
+        Some(2)
+    );
     Ok(())
 }
 
@@ -148,9 +222,13 @@ async fn write_skew_is_prevented(h: &Harness) -> CaseResult {
     // Two doctors on call; each may go off call only if the other stays on.
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    db.atomic_write(AtomicWrite::new().set(b"alice".to_vec(), Value::u64(1)).set(b"bob".to_vec(), Value::u64(1)))
-        .await
-        .step("seed")?;
+    db.atomic_write(
+        AtomicWrite::new()
+            .set(b"alice".to_vec(), Value::u64(1))
+            .set(b"bob".to_vec(), Value::u64(1)),
+    )
+    .await
+    .step("seed")?;
     let mut t1 = db.begin().step("begin")?;
     let mut t2 = db.begin().step("begin")?;
     for (t, me) in [(&mut t1, &b"alice"[..]), (&mut t2, &b"bob"[..])] {
@@ -161,9 +239,21 @@ async fn write_skew_is_prevented(h: &Harness) -> CaseResult {
     let r1 = t1.commit().await;
     let r2 = t2.commit().await;
     ensure!(r1.is_ok(), "the first commit succeeds: {r1:?}");
-    ensure!(matches!(r2, Err(EngineError::Conflict)), "the second must conflict, got {r2:?}");
-    let on = db.get(b"alice").await.step("get")?.and_then(|e| e.value.as_u64()).unwrap_or(0)
-        + db.get(b"bob").await.step("get")?.and_then(|e| e.value.as_u64()).unwrap_or(0);
+    ensure!(
+        matches!(r2, Err(EngineError::Conflict)),
+        "the second must conflict, got {r2:?}"
+    );
+    let on = db
+        .get(b"alice")
+        .await
+        .step("get")?
+        .and_then(|e| e.value.as_u64())
+        .unwrap_or(0)
+        + db.get(b"bob")
+            .await
+            .step("get")?
+            .and_then(|e| e.value.as_u64())
+            .unwrap_or(0);
     ensure_eq!(on, 1);
     Ok(())
 }
@@ -184,7 +274,9 @@ async fn concurrent_check_and_set_increments_lose_nothing(h: &Harness) -> CaseRe
                         Some(e) => (Some(e.versionstamp), e.value.as_u64().unwrap_or(0)),
                         None => (None, 0),
                     };
-                    let w = AtomicWrite::new().check(b"counter".to_vec(), vs).set(b"counter".to_vec(), Value::u64(n + 1));
+                    let w = AtomicWrite::new()
+                        .check(b"counter".to_vec(), vs)
+                        .set(b"counter".to_vec(), Value::u64(n + 1));
                     match db.atomic_write(w).await? {
                         CommitOutcome::Committed(_) => break,
                         CommitOutcome::CheckFailed(_) => retries += 1,
@@ -197,7 +289,13 @@ async fn concurrent_check_and_set_increments_lose_nothing(h: &Harness) -> CaseRe
     for h in handles {
         h.await.map_err(|e| e.to_string())?.step("increment task")?;
     }
-    ensure_eq!(db.get(b"counter").await.step("get")?.and_then(|e| e.value.as_u64()), Some(tasks * per_task));
+    ensure_eq!(
+        db.get(b"counter")
+            .await
+            .step("get")?
+            .and_then(|e| e.value.as_u64()),
+        Some(tasks * per_task)
+    );
     Ok(())
 }
 
@@ -240,7 +338,13 @@ async fn concurrent_transaction_increments_lose_nothing(h: &Harness) -> CaseResu
     for h in handles {
         h.await.map_err(|e| e.to_string())?.step("increment task")?;
     }
-    ensure_eq!(db.get(b"counter").await.step("get")?.and_then(|e| e.value.as_u64()), Some(tasks * per_task));
+    ensure_eq!(
+        db.get(b"counter")
+            .await
+            .step("get")?
+            .and_then(|e| e.value.as_u64()),
+        Some(tasks * per_task)
+    );
     Ok(())
 }
 

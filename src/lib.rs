@@ -1,0 +1,125 @@
+//! # strata
+//!
+//! The facade of Strata: the engine, the backends this build was compiled with, and the
+//! store URLs that name them. Cargo features choose the backends (`redb` — the default —,
+//! `sqlite`, `memory`); a build compiles only the ones it names.
+//!
+//! ```text
+//! memory:            a fresh in-memory store (gone when the process exits)
+//! redb:<dir>         one redb file per database under <dir>   (default: redb:./strata-data)
+//! sqlite:<dir>       one SQLite file per database under <dir>
+//! ```
+
+use std::sync::Arc;
+
+pub use strata_engine as engine;
+pub use strata_engine::{Backend, Database, Engine, EngineConfig, EngineError};
+
+#[cfg(feature = "memory")]
+pub use strata_backend_memory as memory;
+#[cfg(feature = "redb")]
+pub use strata_backend_redb as redb;
+#[cfg(feature = "sqlite")]
+pub use strata_backend_sqlite as sqlite;
+
+/// The store used when none is named.
+pub const DEFAULT_STORE: &str = "redb:./strata-data";
+
+/// A parsed `--store` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Memory,
+    Redb(std::path::PathBuf),
+    Sqlite(std::path::PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreUrlError {
+    #[error("invalid store URL {0:?}: expected memory:, redb:<dir> or sqlite:<dir>")]
+    Invalid(String),
+    #[error("store URL {url:?} needs a directory after '{scheme}:'")]
+    MissingPath { url: String, scheme: &'static str },
+    #[error("this build of strata has no {0} backend; rebuild with `--features {0}`")]
+    NotCompiled(&'static str),
+}
+
+impl std::str::FromStr for StoreUrl {
+    type Err = StoreUrlError;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        let (scheme, rest) = url
+            .split_once(':')
+            .ok_or_else(|| StoreUrlError::Invalid(url.to_string()))?;
+        let path = |scheme: &'static str| {
+            if rest.is_empty() {
+                Err(StoreUrlError::MissingPath {
+                    url: url.to_string(),
+                    scheme,
+                })
+            } else {
+                Ok(std::path::PathBuf::from(rest))
+            }
+        };
+        match scheme {
+            "memory" if rest.is_empty() => Ok(StoreUrl::Memory),
+            "redb" => Ok(StoreUrl::Redb(path("redb")?)),
+            "sqlite" => Ok(StoreUrl::Sqlite(path("sqlite")?)),
+            _ => Err(StoreUrlError::Invalid(url.to_string())),
+        }
+    }
+}
+
+impl StoreUrl {
+    /// The backend this URL names, if this build has it.
+    pub fn open(&self) -> Result<Arc<dyn Backend>, StoreUrlError> {
+        match self {
+            #[cfg(feature = "memory")]
+            StoreUrl::Memory => Ok(Arc::new(strata_backend_memory::MemoryBackend::new())),
+            #[cfg(feature = "redb")]
+            StoreUrl::Redb(dir) => Ok(Arc::new(strata_backend_redb::RedbBackend::new(dir))),
+            #[cfg(feature = "sqlite")]
+            StoreUrl::Sqlite(dir) => Ok(Arc::new(strata_backend_sqlite::SqliteBackend::new(dir))),
+            #[allow(unreachable_patterns)]
+            other => Err(StoreUrlError::NotCompiled(other.scheme())),
+        }
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        match self {
+            StoreUrl::Memory => "memory",
+            StoreUrl::Redb(_) => "redb",
+            StoreUrl::Sqlite(_) => "sqlite",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_urls_parse() {
+        assert_eq!("memory:".parse::<StoreUrl>().ok(), Some(StoreUrl::Memory));
+        assert_eq!(
+            "redb:./d".parse::<StoreUrl>().ok(),
+            Some(StoreUrl::Redb("./d".into()))
+        );
+        assert_eq!(
+            "sqlite:/tmp/x".parse::<StoreUrl>().ok(),
+            Some(StoreUrl::Sqlite("/tmp/x".into()))
+        );
+        assert!(matches!(
+            "redb:".parse::<StoreUrl>(),
+            Err(StoreUrlError::MissingPath { .. })
+        ));
+        assert!(matches!(
+            "postgres://x".parse::<StoreUrl>(),
+            Err(StoreUrlError::Invalid(_))
+        ));
+        assert!(matches!(
+            "nothing".parse::<StoreUrl>(),
+            Err(StoreUrlError::Invalid(_))
+        ));
+        assert!(DEFAULT_STORE.parse::<StoreUrl>().is_ok());
+    }
+}
