@@ -19,18 +19,48 @@ struct Cli {
     /// Where the data lives: memory:, redb:<dir> or sqlite:<dir>.
     #[arg(long, global = true, env = "STRATA_STORE", default_value = DEFAULT_STORE)]
     store: String,
+    /// Serve this SQLite file's directory (drop-in flag of the reference KV Connect server).
+    #[arg(long, global = true, hide = true)]
+    sqlite_path: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve the frontends over the store (KV Connect on 127.0.0.1:4512 by default).
+    #[cfg(feature = "kv-connect")]
+    Serve(ServeArgs),
     /// Create, list and drop databases.
     #[command(subcommand)]
     Db(DbCommand),
     /// Read and write keys (printable UTF-8 keys).
     #[command(subcommand)]
     Kv(KvCommand),
+}
+
+#[cfg(feature = "kv-connect")]
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address of the KV Connect server (port 0 picks a free port).
+    #[arg(
+        long = "kv-connect",
+        visible_alias = "addr",
+        default_value = "127.0.0.1:4512"
+    )]
+    kv_connect: String,
+    /// The token clients must send (also STRATA_ACCESS_TOKEN or DENO_KV_ACCESS_TOKEN).
+    #[arg(long, env = "STRATA_ACCESS_TOKEN")]
+    access_token: Option<String>,
+    /// Serve without authentication (anyone who can reach the port can read and write).
+    #[arg(long, conflicts_with = "access_token")]
+    no_auth: bool,
+    /// Create a database on its first request instead of answering 404.
+    #[arg(long)]
+    create_databases: bool,
+    /// POST every queue message to this URL; a 2xx answer acknowledges it.
+    #[arg(long)]
+    queue_push: Option<String>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -123,8 +153,19 @@ fn show_entry(e: &Entry) -> String {
 }
 
 async fn run(cli: Cli) -> CliResult {
-    let url: StoreUrl = cli.store.parse().map_err(|e| format!("{e}"))?;
+    let store = match &cli.sqlite_path {
+        Some(path) => sqlite_path_store(path)?,
+        None => cli.store.clone(),
+    };
+    let url: StoreUrl = store.parse().map_err(|e| format!("{e}"))?;
     let backend = url.open().map_err(|e| e.to_string())?;
+    #[cfg(feature = "kv-connect")]
+    if let Command::Serve(args) = cli.command {
+        let engine = std::sync::Arc::new(Engine::new(backend, EngineConfig::default()));
+        let result = serve(engine.clone(), args).await;
+        engine.close().await;
+        return result;
+    }
     let engine = Engine::new(
         backend,
         EngineConfig {
@@ -137,9 +178,94 @@ async fn run(cli: Cli) -> CliResult {
     result
 }
 
+/// `--sqlite-path P` names a file; Strata keeps one SQLite file per database in a directory,
+/// so the file's directory becomes the store and the file must be Strata's own.
+fn sqlite_path_store(path: &std::path::Path) -> Result<String, String> {
+    if path.exists() && path.extension().and_then(|e| e.to_str()) != Some("sqlite3") {
+        return Err(format!(
+            "{} is not a Strata database file; to serve data written by another KV Connect server, \
+             import it first (Strata keeps one <name>.sqlite3 file per database in a directory)",
+            path.display()
+        ));
+    }
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    Ok(format!("sqlite:{}", dir.display()))
+}
+
+#[cfg(feature = "kv-connect")]
+async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs) -> CliResult {
+    use strata_kv_connect::{Server, ServerConfig};
+    let token = args
+        .access_token
+        .or_else(|| std::env::var("DENO_KV_ACCESS_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    if token.is_none() && !args.no_auth {
+        return Err("refusing to serve without an access token: pass --access-token (or set STRATA_ACCESS_TOKEN), \
+                    or --no-auth to serve without authentication"
+            .into());
+    }
+    if let Some(t) = &token {
+        if t.len() < 12 {
+            return Err("the access token must be at least 12 characters".into());
+        }
+    }
+    let listener = tokio::net::TcpListener::bind(&args.kv_connect)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.kv_connect))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let config = ServerConfig {
+        access_token: token,
+        create_databases: args.create_databases,
+        queue_push: args.queue_push,
+        ..ServerConfig::default()
+    };
+    let server = Server::new(engine.clone(), config);
+    server.prepare().await.map_err(|e| e.to_string())?;
+    tracing::info!(store = %engine.backend().describe(), "KV Connect server ready");
+    println!("Listening on http://{addr}");
+    use std::io::Write as _;
+    let _ = std::io::stdout().flush();
+    server
+        .serve(listener, shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("shut down");
+    Ok(())
+}
+
+#[cfg(feature = "kv-connect")]
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
 async fn command(engine: &Engine, command: Command) -> CliResult {
     let e = |e: strata::EngineError| e.to_string();
     match command {
+        #[cfg(feature = "kv-connect")]
+        Command::Serve(_) => {
+            return Err("serve is handled before the store is opened for commands".into())
+        }
         Command::Db(DbCommand::Create {
             name,
             durability,
@@ -235,6 +361,11 @@ async fn command(engine: &Engine, command: Command) -> CliResult {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing::Level::INFO)
+        .with_target(false)
+        .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -578,6 +578,25 @@ impl Database {
             .map(|(t, _)| t))
     }
 
+    /// Wait until a message may be ready: an enqueue or nack happened, the next scheduled
+    /// message came due, or `max_wait` passed — whichever is first.
+    pub async fn wait_for_queue(&self, max_wait: Duration) -> Result<()> {
+        let notified = self.queue_notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let wait = match self.next_ready_at().await? {
+            Some(t) => Duration::from_millis(t.saturating_sub(now_ms())).min(max_wait),
+            None => max_wait,
+        };
+        let mut shutdown = self.shutdown_signal();
+        tokio::select! {
+            _ = &mut notified => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = shutdown.wait_for(|s| *s) => return Err(EngineError::ShuttingDown),
+        }
+        Ok(())
+    }
+
     /// A future that completes when messages may have become ready (an enqueue or a nack).
     pub(crate) fn queue_notified(&self) -> tokio::sync::futures::Notified<'_> {
         self.shared.queue_ready.notified()
