@@ -120,6 +120,11 @@ pub trait Store: Send + Sync + 'static {
         durability: Durability,
         precondition: Option<Precondition>,
     ) -> Result<(), BackendError>;
+
+    /// Make every applied batch durable, including those applied with `Durability::Async`.
+    async fn sync(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
 }
 
 /// A family of databases: a directory of files, a table, or memory.

@@ -22,6 +22,13 @@ use crate::txn::Transaction;
 use crate::value::Entry;
 use crate::watch::Watch;
 
+/// How far an `async` database's version jumps when it is reopened: more commits than can
+/// be acknowledged between two syncs.
+pub const ASYNC_RESTART_GAP: u64 = 1 << 24;
+
+/// The longest a queue lease may last.
+pub const MAX_VISIBILITY_MS: u64 = 12 * 3600 * 1000;
+
 /// Which version a read sees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ReadAt {
@@ -263,7 +270,22 @@ impl Database {
                 None => Ok(0),
             }
         };
-        let version = read_u64(store.get(layout::META_VERSION).await?)?;
+        let mut version = read_u64(store.get(layout::META_VERSION).await?)?;
+        if options.durability == Durability::Async && version > 0 {
+            // Commits acknowledged after the last sync may have been lost in a crash; their
+            // versionstamps must never be handed out again, so skip past any that could exist.
+            version += ASYNC_RESTART_GAP;
+            store
+                .apply(
+                    vec![BatchOp::Put(
+                        layout::META_VERSION.to_vec(),
+                        version.to_be_bytes().to_vec(),
+                    )],
+                    Durability::Sync,
+                    None,
+                )
+                .await?;
+        }
         let horizon = read_u64(store.get(layout::META_HORIZON).await?)?;
 
         let (tx, rx) = mpsc::channel(4096);
@@ -304,8 +326,14 @@ impl Database {
         self.shared.queue_ready.notify_waiters();
         let tasks =
             std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|e| e.into_inner()));
+        let had_tasks = !tasks.is_empty();
         for t in tasks {
             let _ = t.await;
+        }
+        if had_tasks {
+            if let Err(e) = self.shared.store.sync().await {
+                tracing::error!(database = %self.shared.name, error = %e, "final sync failed");
+            }
         }
     }
 
@@ -453,13 +481,8 @@ impl Database {
         match at {
             ReadAt::Latest => {
                 let v = self.shared.latest();
-                let fast = read(v, false).await?;
-                // Exact unless a commit newer than v removed a key while we read.
-                if !self.shared.needs_precise(v) {
-                    return Ok((v, fast));
-                }
                 let _guard = self.shared.hold(v)?;
-                Ok((v, read(v, true).await?))
+                self.read_at(v, read).await
             }
             ReadAt::Version(v) => {
                 let latest = self.shared.latest();
@@ -470,10 +493,25 @@ impl Database {
                     });
                 }
                 let _guard = self.shared.hold(v)?;
-                let precise = self.shared.needs_precise(v);
-                Ok((v, read(v, precise).await?))
+                self.read_at(v, read).await
             }
         }
+    }
+
+    /// Read at `v` (already held): fast unless a commit newer than `v` removed a key, which
+    /// is checked again after the read, since such a commit may land while it runs.
+    async fn read_at<T, F, Fut>(&self, v: u64, read: F) -> Result<(u64, T)>
+    where
+        F: Fn(u64, bool) -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        if !self.shared.needs_precise(v) {
+            let fast = read(v, false).await?;
+            if !self.shared.needs_precise(v) {
+                return Ok((v, fast));
+            }
+        }
+        Ok((v, read(v, true).await?))
     }
 
     /// Commit checks, mutations and enqueues atomically.
@@ -525,7 +563,7 @@ impl Database {
         if max == 0 {
             return Ok(vec![]);
         }
-        let visibility_ms = visibility.as_millis().clamp(1, u64::MAX as u128) as u64;
+        let visibility_ms = visibility.as_millis().clamp(1, MAX_VISIBILITY_MS as u128) as u64;
         match self
             .shared
             .commit(CommitOp::Lease {
@@ -630,7 +668,8 @@ impl Database {
 
     /// Garbage-collect versions older than the retention window now.
     pub async fn collect_garbage(&self) -> Result<()> {
-        self.shared.commit(CommitOp::Gc).await.map(|_| ())
+        while let CommitReply::More(true) = self.shared.commit(CommitOp::Gc).await? {}
+        Ok(())
     }
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {

@@ -80,6 +80,7 @@ impl Engine {
             None => Arc::new(LocalLog::new(store.clone())),
         };
         let options = create.unwrap_or_else(|| self.config.default_database.clone());
+        options.limits.validate()?;
         let db = Database::open(name, store, log, options, self.config.clone()).await?;
         self.open
             .write()

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::clock::now_ms;
 use crate::database::Shared;
 use crate::layout::{self, EXPIRY};
-use crate::pipeline::{parse_expiry, CommitOp};
+use crate::pipeline::{parse_expiry, CommitOp, CommitReply};
 
 const SWEEP_BATCH: usize = 1000;
 
@@ -52,8 +52,15 @@ pub(crate) async fn collector(shared: Arc<Shared>) {
             _ = tokio::time::sleep(interval) => {}
             _ = shutdown.wait_for(|s| *s) => return,
         }
-        if let Err(e) = shared.commit(CommitOp::Gc).await {
-            tracing::warn!(database = %shared.name, error = %e, "garbage collection failed");
+        loop {
+            match shared.commit(CommitOp::Gc).await {
+                Ok(CommitReply::More(true)) => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(database = %shared.name, error = %e, "garbage collection failed");
+                    break;
+                }
+            }
         }
     }
 }

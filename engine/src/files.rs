@@ -4,6 +4,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::backend::BackendError;
 
@@ -39,10 +40,18 @@ fn walk(root: &Path, dir: &Path, suffix: &str, out: &mut Vec<String>) -> Result<
     Ok(())
 }
 
+/// Database files this process holds locks on.
+static HELD: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+fn held() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    HELD.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// An exclusive advisory lock on `<path>.lock`, held for as long as the value lives.
 #[derive(Debug)]
 pub struct DatabaseLock {
     _file: File,
+    path: PathBuf,
 }
 
 impl DatabaseLock {
@@ -55,7 +64,13 @@ impl DatabaseLock {
             .write(true)
             .open(&lock_path)?;
         match file.try_lock() {
-            Ok(()) => Ok(DatabaseLock { _file: file }),
+            Ok(()) => {
+                held().push(db_path.to_path_buf());
+                Ok(DatabaseLock {
+                    _file: file,
+                    path: db_path.to_path_buf(),
+                })
+            }
             Err(TryLockError::WouldBlock) => Err(BackendError::Locked(format!(
                 "{} is open in another process (lock file {})",
                 db_path.display(),
@@ -66,13 +81,29 @@ impl DatabaseLock {
     }
 }
 
+impl Drop for DatabaseLock {
+    fn drop(&mut self) {
+        let mut h = held();
+        if let Some(i) = h.iter().position(|p| p == &self.path) {
+            h.swap_remove(i);
+        }
+    }
+}
+
 /// Remove a database file, its lock, and sidecar files named by suffix (`"-wal"`). Returns
-/// whether the file existed.
+/// whether the file existed. A database another process has open is refused with
+/// [`BackendError::Locked`]; one this process holds (its engine has closed it) is removed.
 pub fn remove_database_files(db_path: &Path, sidecars: &[&str]) -> Result<bool, BackendError> {
     let existed = db_path.exists();
-    if existed {
-        std::fs::remove_file(db_path)?;
+    if !existed {
+        return Ok(false);
     }
+    let _lock = if held().iter().any(|p| p == db_path) {
+        None
+    } else {
+        Some(DatabaseLock::acquire(db_path)?)
+    };
+    std::fs::remove_file(db_path)?;
     for s in sidecars.iter().chain(&[".lock"]) {
         let mut p = db_path.as_os_str().to_owned();
         p.push(s);

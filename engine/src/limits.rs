@@ -39,6 +39,30 @@ pub struct Limits {
     pub max_transaction_bytes: usize,
 }
 
+impl Limits {
+    /// Refuse limits the stored formats cannot honour.
+    pub fn validate(&self) -> Result<(), crate::EngineError> {
+        let u16_max = u16::MAX as usize;
+        for (name, v) in [
+            ("max_mutations", self.max_mutations),
+            ("max_dead_letter_keys", self.max_dead_letter_keys),
+            ("max_backoff_entries", self.max_backoff_entries),
+        ] {
+            if v > u16_max {
+                return Err(crate::EngineError::InvalidRequest(format!(
+                    "limit {name} may be at most {u16_max}, got {v}"
+                )));
+            }
+        }
+        if self.max_read_key_bytes < self.max_write_key_bytes {
+            return Err(crate::EngineError::InvalidRequest(
+                "max_read_key_bytes must be at least max_write_key_bytes".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

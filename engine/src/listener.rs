@@ -57,7 +57,8 @@ impl Database {
         let db = self.clone();
         let handler = Arc::new(handler);
         let task = tokio::spawn(async move {
-            let slots = Arc::new(Semaphore::new(options.concurrency.max(1)));
+            let concurrency = options.concurrency.clamp(1, 10_000);
+            let slots = Arc::new(Semaphore::new(concurrency));
             let mut shutdown = db.shutdown_signal();
             loop {
                 if *stopped.borrow() || *shutdown.borrow() {
@@ -88,8 +89,8 @@ impl Database {
                     tokio::select! {
                         _ = &mut notified => {}
                         _ = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
-                        _ = stopped.changed() => {}
-                        _ = shutdown.changed() => {}
+                        r = stopped.changed() => if r.is_err() { break },
+                        r = shutdown.changed() => if r.is_err() { break },
                     }
                     continue;
                 }
@@ -118,7 +119,7 @@ impl Database {
                 }
             }
             // Let handlers in progress finish.
-            let _ = slots.acquire_many(options.concurrency.max(1) as u32).await;
+            let _ = slots.acquire_many(concurrency as u32).await;
         });
         Listener { stop, task }
     }

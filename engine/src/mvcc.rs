@@ -180,63 +180,105 @@ pub(crate) async fn scan(
         return Ok(out);
     }
 
-    // Precise: merge the latest family with the history family, key by key.
-    let (hs, he) = layout::history_range(start, end);
-    let mut history = Cursor::new(store, hs, he, reverse, 64);
+    // Precise: merge the latest family with the history family, key by key. Each round reads a
+    // chunk of latest records first, then every history record of the keys that chunk spans.
+    // History only grows at the top (a commit adds records superseded at versions above all
+    // existing ones), so a history read taken after the latest read can only add candidates
+    // that no read at `v` needs: the pairing stays exact even while commits land.
+    drop(latest);
+    let (mut lo, mut hi) = (start.to_vec(), end.to_vec());
+    let mut chunk = limit.clamp(1, 4096);
     while out.len() < limit {
-        let next_latest = latest.peek().await?.map(|(k, _)| k[1..].to_vec());
-        let next_hist = match history.peek().await? {
-            Some((k, _)) => Some(
-                layout::parse_history(k)
-                    .ok_or_else(|| EngineError::Corrupt {
-                        database: db.into(),
-                        detail: "bad history key".into(),
-                    })?
-                    .0,
-            ),
-            None => None,
-        };
-        let key = match (next_latest, next_hist) {
-            (None, None) => break,
-            (Some(a), None) => a,
-            (None, Some(b)) => b,
-            (Some(a), Some(b)) => {
-                if (a <= b) != reverse || a == b {
-                    a
+        let mut latest: VecDeque<(Vec<u8>, Vec<u8>)> = store
+            .scan(
+                &layout::latest(&lo),
+                &layout::latest_end(&hi),
+                reverse,
+                chunk,
+            )
+            .await?
+            .into();
+        let done = latest.len() < chunk;
+        chunk = (chunk * 2).min(4096);
+        // The user keys this round covers: [wlo, whi).
+        let (wlo, whi) = match (done, latest.back()) {
+            (false, Some((last, _))) => {
+                let last = last[1..].to_vec();
+                if reverse {
+                    (last, hi.clone())
                 } else {
-                    b
+                    let mut after = last;
+                    after.push(0);
+                    (lo.clone(), after)
                 }
             }
+            _ => (lo.clone(), hi.clone()),
         };
-        let mut latest_rec = None;
-        if latest.peek().await?.is_some_and(|(k, _)| k[1..] == key[..]) {
-            if let Some((_, raw)) = latest.next().await? {
-                latest_rec = Some(decode(db, &raw)?);
-            }
-        }
-        // The history record newest at v: the one with the smallest superseded version > v.
-        let mut candidate: Option<(u64, Vec<u8>)> = None;
-        while let Some((k, _)) = history.peek().await? {
-            let Some((hk, superseded)) = layout::parse_history(k) else {
-                break;
-            };
-            if hk != key {
-                break;
-            }
-            let (_, raw) = history.next().await?.unwrap_or_default();
-            if superseded > v && candidate.as_ref().is_none_or(|(s, _)| superseded < *s) {
-                candidate = Some((superseded, raw));
-            }
-        }
-        let state = match latest_rec {
-            Some(r) if r.version() <= v => Some(r),
-            _ => match candidate {
-                Some((_, raw)) => Some(decode(db, &raw)?).filter(|r| r.version() <= v),
+        let (hs, he) = layout::history_range(&wlo, &whi);
+        let mut history = Cursor::new(store, hs, he, reverse, 64);
+        while out.len() < limit {
+            let next_latest = latest.front().map(|(k, _)| k[1..].to_vec());
+            let next_hist = match history.peek().await? {
+                Some((k, _)) => Some(
+                    layout::parse_history(k)
+                        .ok_or_else(|| EngineError::Corrupt {
+                            database: db.into(),
+                            detail: "bad history key".into(),
+                        })?
+                        .0,
+                ),
                 None => None,
-            },
-        };
-        if let Some(rec) = state.filter(|r| r.is_live(now)) {
-            out.push((key, rec));
+            };
+            let key = match (next_latest, next_hist) {
+                (None, None) => break,
+                (Some(a), None) => a,
+                (None, Some(b)) => b,
+                (Some(a), Some(b)) => {
+                    if (a <= b) != reverse || a == b {
+                        a
+                    } else {
+                        b
+                    }
+                }
+            };
+            let mut latest_rec = None;
+            if latest.front().is_some_and(|(k, _)| k[1..] == key[..]) {
+                if let Some((_, raw)) = latest.pop_front() {
+                    latest_rec = Some(decode(db, &raw)?);
+                }
+            }
+            // The history record newest at v: the one with the smallest superseded version > v.
+            let mut candidate: Option<(u64, Vec<u8>)> = None;
+            while let Some((k, _)) = history.peek().await? {
+                let Some((hk, superseded)) = layout::parse_history(k) else {
+                    break;
+                };
+                if hk != key {
+                    break;
+                }
+                let (_, raw) = history.next().await?.unwrap_or_default();
+                if superseded > v && candidate.as_ref().is_none_or(|(s, _)| superseded < *s) {
+                    candidate = Some((superseded, raw));
+                }
+            }
+            let state = match latest_rec {
+                Some(r) if r.version() <= v => Some(r),
+                _ => match candidate {
+                    Some((_, raw)) => Some(decode(db, &raw)?).filter(|r| r.version() <= v),
+                    None => None,
+                },
+            };
+            if let Some(rec) = state.filter(|r| r.is_live(now)) {
+                out.push((key, rec));
+            }
+        }
+        if done {
+            break;
+        }
+        if reverse {
+            hi = wlo;
+        } else {
+            lo = whi;
         }
     }
     Ok(out)

@@ -38,6 +38,9 @@ use crate::overlay::Overlay;
 use crate::queue::{MessageId, MessageRecord, QueueMessage, DEFAULT_BACKOFF};
 use crate::value::{Value, Versionstamp};
 
+/// History records one garbage-collection commit removes at most.
+const GC_BATCH: usize = 10_000;
+
 /// A buffered transaction write: a value with optional expiry, or a delete.
 pub(crate) type TxnWrite = Option<(Value, Option<u64>)>;
 
@@ -68,6 +71,8 @@ pub(crate) enum CommitReply {
     Outcome(CommitOutcome),
     Leased(Vec<QueueMessage>),
     Done,
+    /// Maintenance that stopped at its batch size: run it again.
+    More(bool),
 }
 
 pub(crate) struct CommitRequest {
@@ -302,7 +307,7 @@ impl Resolve<'_, '_> {
                         .get(rec.attempts.saturating_sub(1) as usize)
                         .copied()
                         .unwrap_or(0);
-                    rec.ready_at = self.now + step as u64;
+                    rec.ready_at = self.now.saturating_add(step as u64);
                     rec.lease = 0;
                     self.ov.put(layout::ready(rec.ready_at, &id.0), vec![]);
                     self.ov.put(layout::queue_message(&id.0), rec.encode());
@@ -467,8 +472,10 @@ impl Resolve<'_, '_> {
                 None => None,
             };
             match cur {
-                Some(r) if r.expires_at == Some(*t) && *t <= self.now => {
-                    self.write_key(key, None).await?
+                Some(r) if r.expires_at == Some(*t) => {
+                    if *t <= self.now {
+                        self.write_key(key, None).await?;
+                    }
                 }
                 _ => self.ov.delete(layout::expiry(*t, key)),
             }
@@ -544,7 +551,7 @@ impl Resolve<'_, '_> {
             }
             rec.attempts += 1;
             rec.lease = self.version;
-            rec.ready_at = self.now + visibility_ms;
+            rec.ready_at = self.now.saturating_add(visibility_ms);
             self.ov.put(layout::ready(rec.ready_at, &id.0), vec![]);
             self.ov.put(layout::queue_message(&id.0), rec.encode());
             out.push(QueueMessage {
@@ -593,7 +600,9 @@ impl Resolve<'_, '_> {
             }
         }
         let (gs, ge) = layout::int_range(GC, 0, horizon.saturating_add(1));
-        for (gk, _) in self.ov.scan(&gs, &ge, 10_000).await? {
+        let batch = self.ov.scan(&gs, &ge, GC_BATCH).await?;
+        let more = batch.len() == GC_BATCH;
+        for (gk, _) in batch {
             if let Some((superseded, key)) = layout::parse_versioned(&gk) {
                 self.ov.delete(layout::history(key, superseded));
             }
@@ -601,7 +610,7 @@ impl Resolve<'_, '_> {
         }
         self.horizon = Some(horizon);
         Ok(Resolved {
-            reply: CommitReply::Done,
+            reply: CommitReply::More(more),
             sequenced: false,
         })
     }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use strata_engine::files::{database_path, list_databases, remove_database_files};
+use strata_engine::files::{database_path, list_databases, remove_database_files, DatabaseLock};
 use strata_engine::{
     Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store,
 };
@@ -37,7 +37,14 @@ impl RedbBackend {
 
 pub struct RedbStore {
     db: Arc<redb::Database>,
+    /// When an `Async` batch was last followed by a durable commit.
+    last_sync: Arc<std::sync::Mutex<std::time::Instant>>,
+    _lock: DatabaseLock,
 }
+
+/// `Async` batches are made durable at least this often (while commits keep coming; a final
+/// sync happens when the database is closed).
+const ASYNC_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn err(e: impl std::fmt::Display) -> BackendError {
     BackendError::Io(e.to_string())
@@ -49,6 +56,7 @@ impl RedbStore {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
+        let lock = DatabaseLock::acquire(path)?;
         let db = redb::Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => BackendError::Locked(format!(
                 "{} is already open in another process",
@@ -59,7 +67,11 @@ impl RedbStore {
         let tx = db.begin_write().map_err(err)?;
         tx.open_table(TABLE).map_err(err)?;
         tx.commit().map_err(err)?;
-        Ok(RedbStore { db: Arc::new(db) })
+        Ok(RedbStore {
+            db: Arc::new(db),
+            last_sync: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+            _lock: lock,
+        })
     }
 
     /// The underlying redb database (for benchmarks that compare against raw redb).
@@ -121,13 +133,21 @@ impl Store for RedbStore {
         precondition: Option<Precondition>,
     ) -> Result<(), BackendError> {
         let db = self.db.clone();
+        let last_sync = self.last_sync.clone();
         tokio::task::spawn_blocking(move || {
             let mut tx = db.begin_write().map_err(err)?;
-            tx.set_durability(match durability {
-                Durability::Sync => redb::Durability::Immediate,
-                Durability::Async => redb::Durability::None,
+            let mut synced = last_sync.lock().unwrap_or_else(|e| e.into_inner());
+            let immediate =
+                durability == Durability::Sync || synced.elapsed() >= ASYNC_SYNC_INTERVAL;
+            tx.set_durability(if immediate {
+                redb::Durability::Immediate
+            } else {
+                redb::Durability::None
             })
             .map_err(err)?;
+            if immediate {
+                *synced = std::time::Instant::now();
+            }
             {
                 let mut table = tx.open_table(TABLE).map_err(err)?;
                 if let Some(p) = precondition {
@@ -150,6 +170,18 @@ impl Store for RedbStore {
                     }
                 }
             }
+            tx.commit().map_err(err)
+        })
+        .await
+        .map_err(|e| BackendError::Other(format!("redb writer task failed: {e}")))?
+    }
+
+    async fn sync(&self) -> Result<(), BackendError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut tx = db.begin_write().map_err(err)?;
+            tx.set_durability(redb::Durability::Immediate)
+                .map_err(err)?;
             tx.commit().map_err(err)
         })
         .await

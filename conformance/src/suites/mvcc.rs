@@ -19,6 +19,7 @@ pub fn suite() -> Suite {
             versions_outside_the_window_are_collected,
             open_transactions_hold_their_version,
             latest_reads_stay_consistent_under_deletes,
+            transaction_reads_stay_consistent_under_deletes,
         ],
     }
 }
@@ -271,6 +272,61 @@ async fn latest_reads_stay_consistent_under_deletes(h: &Harness) -> CaseResult {
             "scan saw half a commit: {:?}",
             s.ranges[0]
         );
+        reads += 1;
+    }
+    writer.await.map_err(|e| e.to_string())?.step("writer")?;
+    ensure!(reads > 0, "no reads overlapped the writes");
+    Ok(())
+}
+
+async fn transaction_reads_stay_consistent_under_deletes(h: &Harness) -> CaseResult {
+    // As above, through transactions: each one reads at its own snapshot while pairs of
+    // keys are created and deleted together, some of them before the snapshot.
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    db.atomic_write(AtomicWrite::new().delete(b"seed".to_vec()))
+        .await
+        .step("seed")?;
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            for i in 0..300u64 {
+                let k = i % 5;
+                let (a, b) = (
+                    format!("p/{k}/a").into_bytes(),
+                    format!("p/{k}/b").into_bytes(),
+                );
+                let w = if (i / 5) % 2 == 0 {
+                    AtomicWrite::new()
+                        .set(a, Value::u64(i))
+                        .set(b, Value::u64(i))
+                } else {
+                    AtomicWrite::new().delete(a).delete(b)
+                };
+                db.atomic_write(w).await?;
+            }
+            Ok::<_, EngineError>(())
+        })
+    };
+    let mut reads = 0;
+    while !writer.is_finished() {
+        let mut t = db.begin().step("begin")?;
+        let rows = t.scan(b"p/", b"p0", false, 100).await.step("scan")?;
+        for k in 0..5 {
+            let a = format!("p/{k}/a").into_bytes();
+            let b = format!("p/{k}/b").into_bytes();
+            let in_scan = |key: &Vec<u8>| {
+                rows.iter()
+                    .find(|(rk, _)| rk == key)
+                    .map(|(_, v)| v.as_u64())
+            };
+            ensure_eq!(in_scan(&a), in_scan(&b));
+            let ga = t.get(&a).await.step("get")?.and_then(|v| v.as_u64());
+            let gb = t.get(&b).await.step("get")?.and_then(|v| v.as_u64());
+            ensure_eq!(ga, gb);
+            ensure_eq!(ga, in_scan(&a).flatten());
+        }
+        t.rollback();
         reads += 1;
     }
     writer.await.map_err(|e| e.to_string())?.step("writer")?;
