@@ -301,11 +301,11 @@ async fn metadata(
         "token": token,
         "expiresAt": time::iso8601(expires),
     });
-    Ok(Response::builder()
+    Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body.to_string()))
-        .map_err(|e| ApiError::bad(e.to_string()))?)
+        .map_err(|e| ApiError::bad(e.to_string()))
 }
 
 #[cfg(test)]
