@@ -119,6 +119,9 @@ pub struct Suite {
     pub name: &'static str,
     /// Only backends that keep data across processes run it.
     pub needs_persistence: bool,
+    /// Drives external programs (real clients, the `strata` binary): run by the runner
+    /// binary, not by `cargo test`.
+    pub external: bool,
     pub cases: Vec<Case>,
 }
 

@@ -167,7 +167,11 @@ fn main() -> ExitCode {
         }
         println!();
     }
-    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| o.result.is_err()).collect();
+    let failed: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| o.result.is_err() && !is_skip(o))
+        .collect();
+    let skipped = outcomes.iter().filter(|o| is_skip(o)).count();
     if !failed.is_empty() {
         println!();
         println!("failures:");
@@ -182,16 +186,25 @@ fn main() -> ExitCode {
         }
     }
     println!();
-    println!(
-        "{} passed, {} failed",
-        outcomes.len() - failed.len(),
-        failed.len()
-    );
+    let passed = outcomes.len() - failed.len() - skipped;
+    if skipped > 0 {
+        println!(
+            "{passed} passed, {} failed, {skipped} skipped",
+            failed.len()
+        );
+    } else {
+        println!("{passed} passed, {} failed", failed.len());
+    }
     if failed.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// A case that could not run here and said why (`Err("SKIP: ...")`).
+fn is_skip(o: &Outcome) -> bool {
+    matches!(&o.result, Err(e) if e.starts_with("SKIP:"))
 }
 
 mod suites_t {

@@ -25,6 +25,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "crash",
         needs_persistence: true,
+        external: false,
         cases: cases![
             second_open_is_refused,
             killed_writer_loses_no_acknowledged_commit

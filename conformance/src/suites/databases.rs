@@ -10,6 +10,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "databases",
         needs_persistence: false,
+        external: false,
         cases: cases![
             create_list_drop,
             names_are_validated,

@@ -12,6 +12,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "kv",
         needs_persistence: false,
+        external: false,
         cases: cases![
             set_get_delete,
             versionstamps_increase_and_are_shared_by_a_commit,

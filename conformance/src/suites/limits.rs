@@ -11,6 +11,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "limits",
         needs_persistence: false,
+        external: false,
         cases: cases![
             key_and_value_sizes,
             read_limits,

@@ -2,6 +2,7 @@
 
 use crate::Suite;
 
+pub mod clients;
 pub mod crash;
 pub mod databases;
 pub mod expiry;
@@ -33,5 +34,7 @@ pub fn all() -> Vec<Suite> {
         databases::suite(),
         group_commit::suite(),
         crash::suite(),
+        clients::deno_suite(),
+        clients::node_suite(),
     ]
 }

@@ -12,6 +12,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "mvcc",
         needs_persistence: false,
+        external: false,
         cases: cases![
             point_reads_at_old_versions,
             scans_at_old_versions,

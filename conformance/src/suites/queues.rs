@@ -13,6 +13,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "queues",
         needs_persistence: false,
+        external: false,
         cases: cases![
             enqueue_lease_ack,
             enqueue_is_part_of_the_commit,

@@ -11,6 +11,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "transactions",
         needs_persistence: false,
+        external: false,
         cases: cases![
             reads_see_own_writes,
             rollback_discards,

@@ -10,6 +10,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "watch",
         needs_persistence: false,
+        external: false,
         cases: cases![
             first_entries_then_changes,
             unrelated_writes_do_not_notify,

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::http::{header, StatusCode};
 use axum::response::Response;
 use prost::Message;
-use strata_engine::{CommitOutcome, Database, Entry, ReadAt, Versionstamp, Watch};
+use strata_engine::{CommitOutcome, Database, Entry, ReadAt, Watch};
 
 use crate::codec;
 use crate::error::ApiError;
@@ -71,7 +71,6 @@ fn frame(msg: Option<proto::WatchOutput>) -> Vec<u8> {
 
 struct WatchStream {
     watch: Watch,
-    last: Option<Vec<Option<Versionstamp>>>,
     keepalive: Duration,
 }
 
@@ -88,26 +87,15 @@ impl WatchStream {
             },
             _ = tokio::time::sleep(self.keepalive) => return Some(Ok(frame(None))),
         };
-        let stamps: Vec<Option<Versionstamp>> = entries
-            .iter()
-            .map(|e| e.as_ref().map(|e| e.versionstamp))
-            .collect();
+        // Every frame reports every key as changed with its current entry: Deno's built-in
+        // client reads an unchanged key as deleted, and all clients de-duplicate by versionstamp.
         let keys = entries
             .into_iter()
-            .enumerate()
-            .map(|(i, e)| {
-                let changed = self.last.as_ref().is_none_or(|l| l[i] != stamps[i]);
-                proto::WatchKeyOutput {
-                    changed,
-                    entry_if_changed: if changed {
-                        e.map(codec::entry_to_wire)
-                    } else {
-                        None
-                    },
-                }
+            .map(|e| proto::WatchKeyOutput {
+                changed: true,
+                entry_if_changed: e.map(codec::entry_to_wire),
             })
             .collect();
-        self.last = Some(stamps);
         Some(Ok(frame(Some(proto::WatchOutput {
             status: proto::SnapshotReadStatus::SrSuccess as i32,
             keys,
@@ -119,14 +107,10 @@ pub(crate) fn watch(db: &Database, body: &[u8], keepalive: Duration) -> Result<R
     let req: proto::Watch = decode(body, "watch")?;
     let keys: Vec<Vec<u8>> = req.keys.into_iter().map(|k| k.key).collect();
     let watch = db.watch(keys)?;
-    let stream = futures_util::stream::unfold(
-        WatchStream {
-            watch,
-            last: None,
-            keepalive,
-        },
-        |mut s| async move { s.next_frame().await.map(|f| (f, s)) },
-    );
+    let stream =
+        futures_util::stream::unfold(WatchStream { watch, keepalive }, |mut s| async move {
+            s.next_frame().await.map(|f| (f, s))
+        });
     Response::builder()
         .status(StatusCode::OK)
         .header(header::CONTENT_TYPE, "application/octet-stream")

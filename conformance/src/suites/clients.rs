@@ -1,0 +1,221 @@
+//! The real KV Connect clients against `strata serve`: Deno's built-in remote client
+//! (`Deno.openKv(url)`) and the `@deno/kv` npm client on Node, each running the shared cases in
+//! `conformance/clients/cases.mjs`, one group per case here.
+//!
+//! The clients are installed from the npm registry into `conformance/clients/node_modules`
+//! (`npm ci` there; the test command does it). Where they are absent the cases are skipped
+//! and say so, unless `STRATA_REQUIRE_CLIENTS` is set, which makes absence a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::{cases, BackendKind, CaseResult, Harness, Suite};
+
+pub fn deno_suite() -> Suite {
+    Suite {
+        name: "deno_client",
+        needs_persistence: false,
+        external: true,
+        cases: cases![deno_values, deno_keys, deno_atomic, deno_watch, deno_limits],
+    }
+}
+
+pub fn node_suite() -> Suite {
+    Suite {
+        name: "node_client",
+        needs_persistence: false,
+        external: true,
+        cases: cases![node_values, node_keys, node_atomic, node_watch, node_limits],
+    }
+}
+
+const TOKEN: &str = "conformance-token-0123456789";
+
+fn clients_dir() -> PathBuf {
+    std::env::var_os("STRATA_CLIENTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("clients"))
+}
+
+/// The `strata` binary: `STRATA_BIN`, or beside this executable (or one directory up, for
+/// test executables in `deps/`).
+pub fn strata_bin() -> Result<PathBuf, String> {
+    if let Some(p) = std::env::var_os("STRATA_BIN") {
+        return Ok(PathBuf::from(p));
+    }
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let name = format!("strata{}", std::env::consts::EXE_SUFFIX);
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join(&name);
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err(format!(
+        "the strata binary was not found beside {}; build it with `cargo build --all-features` or set STRATA_BIN",
+        exe.display()
+    ))
+}
+
+fn skip_or_fail(what: String) -> CaseResult {
+    if std::env::var_os("STRATA_REQUIRE_CLIENTS").is_some() {
+        Err(what)
+    } else {
+        Err(format!("SKIP: {what}"))
+    }
+}
+
+/// A running `strata serve` that is killed when dropped.
+pub struct ServerProcess {
+    _child: Child,
+    pub url: String,
+}
+
+/// Start `strata serve` over the harness's store on a free port.
+pub async fn start_server(h: &Harness, extra: &[&str]) -> Result<ServerProcess, String> {
+    let bin = strata_bin()?;
+    let store = match h.kind {
+        BackendKind::Memory => "memory:".to_string(),
+        kind => format!("{}:{}", kind.name(), h.dir().display()),
+    };
+    let mut child = Command::new(&bin)
+        .args([
+            "--store",
+            &store,
+            "serve",
+            "--kv-connect",
+            "127.0.0.1:0",
+            "--access-token",
+            TOKEN,
+            "--create-databases",
+        ])
+        .args(extra)
+        .env_remove("STRATA_ACCESS_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("start {}: {e}", bin.display()))?;
+    let stdout = child.stdout.take().ok_or("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .map_err(|_| "strata serve did not start within 30 s".to_string())?
+        .map_err(|e| e.to_string())?
+        .ok_or("strata serve exited before listening (was it built with the memory feature?)")?;
+    let url = line
+        .strip_prefix("Listening on ")
+        .ok_or_else(|| format!("unexpected first line from strata serve: {line:?}"))?
+        .to_string();
+    Ok(ServerProcess { _child: child, url })
+}
+
+async fn run_client(h: &Harness, client: &str, group: &str) -> CaseResult {
+    let dir = clients_dir();
+    let deno = dir.join("node_modules/.bin/deno");
+    let node_kv = dir.join("node_modules/@deno/kv/package.json");
+    let (program, args): (PathBuf, Vec<String>) = match client {
+        "deno" => {
+            if !deno.is_file() {
+                return skip_or_fail(format!(
+                    "deno is not installed in {} (run npm ci there)",
+                    dir.display()
+                ));
+            }
+            (
+                deno,
+                vec![
+                    "test".into(),
+                    "-A".into(),
+                    "--unstable-kv".into(),
+                    "deno/kv_test.mjs".into(),
+                ],
+            )
+        }
+        _ => {
+            if !node_kv.is_file() {
+                return skip_or_fail(format!(
+                    "@deno/kv is not installed in {} (run npm ci there)",
+                    dir.display()
+                ));
+            }
+            (
+                PathBuf::from("node"),
+                vec!["--test".into(), "node/kv.test.mjs".into()],
+            )
+        }
+    };
+    let server = start_server(h, &[]).await?;
+    let out = Command::new(&program)
+        .args(&args)
+        .current_dir(&dir)
+        .env("STRATA_KV_URL", &server.url)
+        .env("DENO_KV_ACCESS_TOKEN", TOKEN)
+        .env("STRATA_GROUP", group)
+        .env("NO_COLOR", "1")
+        .env("DENO_NO_UPDATE_CHECK", "1")
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), out)
+        .await
+        .map_err(|_| format!("{client} tests did not finish in 90 s"))?
+        .map_err(|e| format!("run {}: {e}", program.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let interesting: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            l.contains("FAILED")
+                || l.contains("error")
+                || l.contains("not ok")
+                || l.contains("expected")
+        })
+        .take(12)
+        .collect();
+    Err(format!(
+        "{client} client, group {group}: {}",
+        interesting.join(" | ")
+    ))
+}
+
+async fn deno_values(h: &Harness) -> CaseResult {
+    run_client(h, "deno", "values").await
+}
+async fn deno_keys(h: &Harness) -> CaseResult {
+    run_client(h, "deno", "keys").await
+}
+async fn deno_atomic(h: &Harness) -> CaseResult {
+    run_client(h, "deno", "atomic").await
+}
+async fn deno_watch(h: &Harness) -> CaseResult {
+    run_client(h, "deno", "watch").await
+}
+async fn deno_limits(h: &Harness) -> CaseResult {
+    run_client(h, "deno", "limits").await
+}
+async fn node_values(h: &Harness) -> CaseResult {
+    run_client(h, "node", "values").await
+}
+async fn node_keys(h: &Harness) -> CaseResult {
+    run_client(h, "node", "keys").await
+}
+async fn node_atomic(h: &Harness) -> CaseResult {
+    run_client(h, "node", "atomic").await
+}
+async fn node_watch(h: &Harness) -> CaseResult {
+    run_client(h, "node", "watch").await
+}
+async fn node_limits(h: &Harness) -> CaseResult {
+    run_client(h, "node", "limits").await
+}
