@@ -33,7 +33,7 @@ pub fn node_suite() -> Suite {
     }
 }
 
-const TOKEN: &str = "conformance-token-0123456789";
+pub const TOKEN: &str = "conformance-token-0123456789";
 
 fn clients_dir() -> PathBuf {
     std::env::var_os("STRATA_CLIENTS_DIR")

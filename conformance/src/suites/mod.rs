@@ -11,6 +11,7 @@ pub mod kv;
 pub mod limits;
 pub mod mvcc;
 pub mod queues;
+pub mod server;
 pub mod transactions;
 pub mod watch;
 
@@ -36,5 +37,6 @@ pub fn all() -> Vec<Suite> {
         crash::suite(),
         clients::deno_suite(),
         clients::node_suite(),
+        server::suite(),
     ]
 }
