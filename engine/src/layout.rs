@@ -206,6 +206,19 @@ impl Record {
         })
     }
 
+    /// Decode, reusing the buffer for the value.
+    pub fn decode_owned(mut b: Vec<u8>) -> Option<Record> {
+        let head = Record::decode(b.get(..RECORD_HEADER)?)?;
+        b.drain(..RECORD_HEADER);
+        Some(Record {
+            value: Value {
+                encoding: head.value.encoding,
+                data: b,
+            },
+            ..head
+        })
+    }
+
     pub fn version(&self) -> u64 {
         self.versionstamp.version()
     }

@@ -94,6 +94,13 @@ pub(crate) fn decode(db: &str, raw: &[u8]) -> Result<Record> {
     })
 }
 
+pub(crate) fn decode_owned(db: &str, raw: Vec<u8>) -> Result<Record> {
+    Record::decode_owned(raw).ok_or_else(|| EngineError::Corrupt {
+        database: db.to_string(),
+        detail: "undecodable record".into(),
+    })
+}
+
 /// The record of `key` that was newest at version `v`, given the key's latest record.
 pub(crate) async fn at_version(
     store: &dyn Store,
@@ -133,7 +140,7 @@ pub(crate) async fn get(
     now: u64,
 ) -> Result<Option<Record>> {
     let latest = match store.get(&layout::latest(key)).await? {
-        Some(raw) => Some(decode(db, &raw)?),
+        Some(raw) => Some(decode_owned(db, raw)?),
         None => None,
     };
     let r = at_version(store, db, key, latest, v, precise).await?;
@@ -167,11 +174,11 @@ pub(crate) async fn scan(
     );
     if !precise {
         while out.len() < limit {
-            let Some((raw_key, raw)) = latest.next().await? else {
+            let Some((mut key, raw)) = latest.next().await? else {
                 break;
             };
-            let key = raw_key[1..].to_vec();
-            let rec = decode(db, &raw)?;
+            key.remove(0);
+            let rec = decode_owned(db, raw)?;
             let rec = at_version(store, db, &key, Some(rec), v, false).await?;
             if let Some(rec) = rec.filter(|r| r.is_live(now)) {
                 out.push((key, rec));

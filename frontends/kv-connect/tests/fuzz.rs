@@ -24,12 +24,18 @@ impl Rng {
 
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let write = proto::AtomicWrite {
-        checks: vec![proto::Check { key: b"\x02k\x00".to_vec(), versionstamp: vec![0; 10] }],
+        checks: vec![proto::Check {
+            key: b"\x02k\x00".to_vec(),
+            versionstamp: vec![0; 10],
+        }],
         mutations: vec![
             set(b"\x02k\x00", VE::VeBytes, b"value".to_vec()),
             proto::Mutation {
                 key: b"\x02n\x00".to_vec(),
-                value: Some(proto::KvValue { data: 7u64.to_le_bytes().to_vec(), encoding: VE::VeLe64 as i32 }),
+                value: Some(proto::KvValue {
+                    data: 7u64.to_le_bytes().to_vec(),
+                    encoding: VE::VeLe64 as i32,
+                }),
                 mutation_type: proto::MutationType::MSum as i32,
                 expire_at_ms: 0,
                 ..Default::default()
@@ -42,8 +48,13 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
             backoff_schedule: vec![10],
         }],
     };
-    let read = proto::SnapshotRead { ranges: vec![range(b"\x02", b"\x03", 10), range(b"", b"\xff", 5)] };
-    vec![("atomic_write", write.encode_to_vec()), ("snapshot_read", read.encode_to_vec())]
+    let read = proto::SnapshotRead {
+        ranges: vec![range(b"\x02", b"\x03", 10), range(b"", b"\xff", 5)],
+    };
+    vec![
+        ("atomic_write", write.encode_to_vec()),
+        ("snapshot_read", read.encode_to_vec()),
+    ]
 }
 
 fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
@@ -69,7 +80,10 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_request_bodies_never_crash_or_5xx() {
-    let iterations: usize = std::env::var("STRATA_FUZZ_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1500);
+    let iterations: usize = std::env::var("STRATA_FUZZ_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1500);
     let s = TestServer::start(TestServer::with_token()).await;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let seeds = seeds();
@@ -78,7 +92,12 @@ async fn random_request_bodies_never_crash_or_5xx() {
         let (op, seed) = &seeds[i % seeds.len()];
         let body = mutate(&mut rng, seed);
         let r = s.data("", op, body.clone()).await;
-        assert!(r.status < 500, "{op} body {body:?} got {} {}", r.status, r.text());
+        assert!(
+            r.status < 500,
+            "{op} body {body:?} got {} {}",
+            r.status,
+            r.text()
+        );
         if r.status == 200 {
             ok += 1;
         }
@@ -87,9 +106,15 @@ async fn random_request_bodies_never_crash_or_5xx() {
             "atomic_write" => proto::AtomicWrite::decode(body.as_slice()).is_ok(),
             _ => proto::SnapshotRead::decode(body.as_slice()).is_ok(),
         };
-        assert!(decodes || r.status != 200, "{op}: undecodable body accepted");
+        assert!(
+            decodes || r.status != 200,
+            "{op}: undecodable body accepted"
+        );
     }
-    assert!(ok > 0, "no mutated request was valid; the test is not exercising the write path");
+    assert!(
+        ok > 0,
+        "no mutated request was valid; the test is not exercising the write path"
+    );
     let health = s.read("", vec![range(b"", b"\xff", 1)]).await;
     assert_eq!(health.status, proto::SnapshotReadStatus::SrSuccess as i32);
     s.stop().await;
