@@ -37,6 +37,23 @@ enum Command {
     /// Read and write keys (printable UTF-8 keys).
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Bring data in from another system.
+    #[cfg(feature = "sqlite")]
+    #[command(subcommand)]
+    Import(ImportCommand),
+}
+
+#[cfg(feature = "sqlite")]
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Migrate a database file written by the reference KV Connect server (denokv).
+    Denokv {
+        /// The denokv SQLite file (its --sqlite-path).
+        file: std::path::PathBuf,
+        /// The Strata database to create.
+        #[arg(long, default_value = "default")]
+        db: String,
+    },
 }
 
 #[cfg(feature = "kv-connect")]
@@ -132,6 +149,9 @@ enum KvCommand {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[cfg(feature = "sqlite")]
+mod import;
+
 type CliResult = Result<(), String>;
 
 fn printable(bytes: &[u8]) -> String {
@@ -183,21 +203,20 @@ async fn run(cli: Cli) -> CliResult {
     result
 }
 
-/// `--sqlite-path P` names a file; Strata keeps one SQLite file per database in a directory,
-/// so the file's directory becomes the store and the file must be Strata's own.
+/// `--sqlite-path P` (the reference server's flag): Strata keeps one SQLite file per database,
+/// so `P` is used as the store's directory. A file at `P` is a database of the reference
+/// server; Strata cannot serve its format in place, and says how to import it.
 fn sqlite_path_store(path: &std::path::Path) -> Result<String, String> {
-    if path.exists() && path.extension().and_then(|e| e.to_str()) != Some("sqlite3") {
+    if path.is_file() {
+        let dir = format!("{}.strata", path.display());
         return Err(format!(
-            "{} is not a Strata database file; to serve data written by another KV Connect server, \
-             import it first (Strata keeps one <name>.sqlite3 file per database in a directory)",
+            "{} is a database file of another KV Connect server; import it once, then serve the import:\n  \
+             strata --store sqlite:{dir} import denokv {}\n  strata --sqlite-path {dir} serve ...",
+            path.display(),
             path.display()
         ));
     }
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(std::path::Path::new("."));
-    Ok(format!("sqlite:{}", dir.display()))
+    Ok(format!("sqlite:{}", path.display()))
 }
 
 #[cfg(feature = "kv-connect")]
@@ -298,6 +317,27 @@ async fn command(engine: &Engine, command: Command) -> CliResult {
         Command::Db(DbCommand::Drop { name }) => {
             engine.drop_database(&name).await.map_err(e)?;
             eprintln!("dropped database {name}");
+        }
+        #[cfg(feature = "sqlite")]
+        Command::Import(ImportCommand::Denokv { file, db }) => {
+            let source = import::read_denokv(&file)?;
+            eprintln!(
+                "importing {} keys and {} queued messages from {} into database {db}",
+                source.entries.len(),
+                source.messages.len(),
+                file.display()
+            );
+            let target = engine.create_database(&db, None).await.map_err(e)?;
+            let report = import::import(&target, source).await?;
+            eprintln!(
+                "imported {} keys and {} messages; newest versionstamp {}",
+                report.keys,
+                report.messages,
+                report
+                    .newest_versionstamp
+                    .map(|v| v.to_hex())
+                    .unwrap_or_else(|| "-".into())
+            );
         }
         Command::Kv(KvCommand::Get { key, db }) => {
             let db = engine.database(&db).await.map_err(e)?;

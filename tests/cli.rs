@@ -122,3 +122,104 @@ fn store_urls_choose_the_backend() {
         assert!(d.join("lite/default.sqlite3").exists());
     }
 }
+
+/// Start `strata serve`, return the process and its first stdout line.
+#[cfg(feature = "kv-connect")]
+fn serve(
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+    cmd.current_dir(dir)
+        .env_remove("STRATA_ACCESS_TOKEN")
+        .env_remove("DENO_KV_ACCESS_TOKEN")
+        .env_remove("STRATA_STORE")
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}
+
+#[cfg(feature = "kv-connect")]
+#[test]
+fn serve_needs_a_token_or_an_explicit_no_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let refused = strata(d, &["serve", "--kv-connect", "127.0.0.1:0"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("--no-auth"),
+        "{}",
+        stderr(&refused)
+    );
+    let short = strata(
+        d,
+        &[
+            "serve",
+            "--kv-connect",
+            "127.0.0.1:0",
+            "--access-token",
+            "short",
+        ],
+    );
+    assert!(!short.status.success());
+    assert!(stderr(&short).contains("at least 12"));
+
+    let (mut open, line) = serve(
+        d,
+        &["serve", "--kv-connect", "127.0.0.1:0", "--no-auth"],
+        &[],
+    );
+    assert!(line.starts_with("Listening on http://127.0.0.1:"), "{line}");
+    assert!(
+        !line.trim().ends_with(":0"),
+        "the real bound port is printed: {line}"
+    );
+    open.kill().unwrap();
+    open.wait().unwrap();
+    assert!(
+        d.join("strata-data/default.redb").exists(),
+        "serves the embedded default store"
+    );
+}
+
+#[cfg(all(feature = "kv-connect", feature = "sqlite"))]
+#[test]
+fn reference_server_flags_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let (mut child, line) = serve(
+        d,
+        &["--sqlite-path", "kvdata", "serve", "--addr", "127.0.0.1:0"],
+        &[("DENO_KV_ACCESS_TOKEN", "reference-token-123")],
+    );
+    assert!(line.starts_with("Listening on http://"), "{line}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(d.join("kvdata/default.sqlite3").exists());
+
+    let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/denokv-0.14.0.sqlite");
+    let old = strata(
+        d,
+        &[
+            "--sqlite-path",
+            fixture.to_str().unwrap(),
+            "serve",
+            "--access-token",
+            "reference-token-123",
+        ],
+    );
+    assert!(!old.status.success());
+    assert!(stderr(&old).contains("import denokv"), "{}", stderr(&old));
+}

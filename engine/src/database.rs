@@ -17,9 +17,9 @@ use crate::limits::{DatabaseOptions, EngineConfig};
 use crate::log::CommitLog;
 use crate::mvcc;
 use crate::pipeline::{parse_expiry, CommitOp, CommitReply, CommitRequest, Pipeline};
-use crate::queue::{MessageId, QueueMessage};
+use crate::queue::{MessageId, QueueMessage, RestoreMessage};
 use crate::txn::Transaction;
-use crate::value::Entry;
+use crate::value::{Entry, Versionstamp};
 use crate::watch::Watch;
 
 /// How far an `async` database's version jumps when it is reopened: more commits than can
@@ -663,6 +663,52 @@ impl Database {
             if n < 1000 {
                 return Ok(total);
             }
+        }
+    }
+
+    /// Write entries exactly as given — keys, values, versionstamps, expiries — and queue
+    /// messages, in one commit newer than every restored versionstamp and than version
+    /// `newer_than` (so that versionstamps the source handed out are never handed out again).
+    /// For copying and importing databases; the entries replace any existing ones with the
+    /// same keys. At most `max_mutations` entries and 65535 messages per call.
+    pub async fn restore(
+        &self,
+        entries: Vec<Entry>,
+        messages: Vec<RestoreMessage>,
+        newer_than: u64,
+    ) -> Result<Versionstamp> {
+        let limits = &self.shared.options.limits;
+        if entries.len() > limits.max_mutations || messages.len() > u16::MAX as usize {
+            return Err(EngineError::limit(
+                "mutations per atomic write",
+                "restored entries",
+                entries.len(),
+                limits.max_mutations,
+            ));
+        }
+        for e in &entries {
+            atomic::check_key(limits, &e.key, true)?;
+            atomic::check_value(limits, &e.value)?;
+        }
+        for m in &messages {
+            atomic::check_value(limits, &m.payload)?;
+            for k in &m.dead_letter_keys {
+                atomic::check_key(limits, k, true)?;
+            }
+        }
+        match self
+            .shared
+            .commit(CommitOp::Restore {
+                entries,
+                messages,
+                newer_than,
+            })
+            .await?
+        {
+            CommitReply::Outcome(CommitOutcome::Committed(vs)) => Ok(vs),
+            _ => Err(EngineError::InvalidRequest(
+                "unexpected pipeline reply".into(),
+            )),
         }
     }
 

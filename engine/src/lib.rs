@@ -51,7 +51,7 @@ pub use limits::{DatabaseOptions, EngineConfig, Limits};
 pub use listener::{ListenOptions, Listener};
 pub use log::{CommitLog, CommitLogFactory, LocalLog, LogEntry};
 pub use names::{validate_name, MAX_NAME_LEN};
-pub use queue::{MessageId, QueueMessage, DEFAULT_BACKOFF};
+pub use queue::{MessageId, QueueMessage, RestoreMessage, DEFAULT_BACKOFF};
 pub use txn::Transaction;
 pub use value::{Encoding, Entry, Value, Versionstamp};
 pub use watch::Watch;

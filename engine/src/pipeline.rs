@@ -35,8 +35,8 @@ use crate::layout::{self, Record, EXPIRY, GC, READY, TIMES};
 use crate::log::LogEntry;
 use crate::mvcc::decode;
 use crate::overlay::Overlay;
-use crate::queue::{MessageId, MessageRecord, QueueMessage, DEFAULT_BACKOFF};
-use crate::value::{Value, Versionstamp};
+use crate::queue::{MessageId, MessageRecord, QueueMessage, RestoreMessage, DEFAULT_BACKOFF};
+use crate::value::{Entry, Value, Versionstamp};
 
 /// History records one garbage-collection commit removes at most.
 const GC_BATCH: usize = 10_000;
@@ -65,6 +65,11 @@ pub(crate) enum CommitOp {
         lease: u64,
     },
     Gc,
+    Restore {
+        entries: Vec<Entry>,
+        messages: Vec<RestoreMessage>,
+        newer_than: u64,
+    },
 }
 
 pub(crate) enum CommitReply {
@@ -144,6 +149,22 @@ impl Pipeline {
         let first_version = self.next_version;
 
         for req in &group {
+            if let CommitOp::Restore {
+                entries,
+                newer_than,
+                ..
+            } = &req.op
+            {
+                // Restored records keep their versionstamps; the commit that writes them
+                // must be newer than all of them.
+                let newest = entries
+                    .iter()
+                    .map(|e| e.versionstamp.version())
+                    .max()
+                    .unwrap_or(0)
+                    .max(*newer_than);
+                self.next_version = self.next_version.max(newest.saturating_add(1));
+            }
             let savepoint = ov.savepoint();
             let mut cx = Resolve {
                 ov: &mut ov,
@@ -321,6 +342,9 @@ impl Resolve<'_, '_> {
                 })
             }
             CommitOp::Gc => self.gc().await,
+            CommitOp::Restore {
+                entries, messages, ..
+            } => self.restore(entries, messages).await,
         }
     }
 
@@ -453,6 +477,42 @@ impl Resolve<'_, '_> {
                     .backoff_schedule
                     .clone()
                     .unwrap_or_else(|| DEFAULT_BACKOFF.to_vec()),
+            };
+            self.ov.put(layout::ready(rec.ready_at, &id), vec![]);
+            self.ov.put(layout::queue_message(&id), rec.encode());
+            self.queue_changed = true;
+        }
+        Ok(Resolved {
+            reply: CommitReply::Outcome(CommitOutcome::Committed(vs)),
+            sequenced: true,
+        })
+    }
+
+    async fn restore(
+        &mut self,
+        entries: &[Entry],
+        messages: &[RestoreMessage],
+    ) -> Result<Resolved> {
+        for e in entries {
+            let rec = Record {
+                value: e.value.clone(),
+                versionstamp: e.versionstamp,
+                expires_at: e.expires_at,
+            };
+            self.write_key(&e.key, Some(rec)).await?;
+        }
+        let vs = self.vs();
+        for (i, m) in messages.iter().enumerate() {
+            let mut id = [0u8; 12];
+            id[..10].copy_from_slice(&vs.0);
+            id[10..].copy_from_slice(&(i as u16).to_be_bytes());
+            let rec = MessageRecord {
+                ready_at: m.ready_at,
+                attempts: m.attempts,
+                lease: 0,
+                payload: m.payload.clone(),
+                dead_letter_keys: m.dead_letter_keys.clone(),
+                backoff: m.backoff_schedule.clone(),
             };
             self.ov.put(layout::ready(rec.ready_at, &id), vec![]);
             self.ov.put(layout::queue_message(&id), rec.encode());

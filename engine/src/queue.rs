@@ -67,6 +67,18 @@ pub struct QueueMessage {
     pub lease_expires_at: u64,
 }
 
+/// A queued message as a copy or import carries it (see [`crate::Database::restore`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestoreMessage {
+    pub payload: Value,
+    /// When it becomes deliverable, ms since the epoch.
+    pub ready_at: u64,
+    /// Deliveries already made.
+    pub attempts: u32,
+    pub dead_letter_keys: Vec<Vec<u8>>,
+    pub backoff_schedule: Vec<u32>,
+}
+
 /// A message as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct MessageRecord {
