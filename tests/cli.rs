@@ -223,3 +223,37 @@ fn reference_server_flags_work() {
     assert!(!old.status.success());
     assert!(stderr(&old).contains("import denokv"), "{}", stderr(&old));
 }
+
+#[test]
+fn a_database_open_in_another_process_is_refused_clearly() {
+    use strata_engine::{AtomicWrite, Engine, EngineConfig, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let backend = std::sync::Arc::new(strata::redb::RedbBackend::new(d.join("strata-data")));
+        let engine = Engine::new(backend, EngineConfig::default());
+        let db = engine.open_or_create("default").await.unwrap();
+        db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::bytes(b"v".to_vec())))
+            .await
+            .unwrap();
+        // This process holds the database; a second process must get a clear refusal.
+        let other = strata(d, &["kv", "get", "k"]);
+        assert!(!other.status.success());
+        assert!(
+            stderr(&other).contains("in use by another process"),
+            "{}",
+            stderr(&other)
+        );
+        engine.close().await;
+    });
+    drop(rt);
+    assert_eq!(
+        stdout(&strata(d, &["kv", "get", "k"])),
+        "v\n",
+        "free again once the holder closed it"
+    );
+}
