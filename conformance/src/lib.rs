@@ -45,6 +45,11 @@ impl BackendKind {
     pub fn persistent(self) -> bool {
         !matches!(self, BackendKind::Memory)
     }
+
+    /// Whether several engines (processes) may share one store.
+    pub fn multi_writer(self) -> bool {
+        matches!(self, BackendKind::Memory)
+    }
 }
 
 /// A fresh store for one case, and the means to reopen it.
@@ -52,6 +57,7 @@ pub struct Harness {
     pub kind: BackendKind,
     dir: tempfile::TempDir,
     memory: Arc<strata_backend_memory::MemoryBackend>,
+    shared_memory: Arc<strata_backend_memory::MemoryBackend>,
     /// The runner binary, for cases that run a child process.
     pub exe: Option<PathBuf>,
 }
@@ -62,6 +68,7 @@ impl Harness {
             kind,
             dir: tempfile::tempdir()?,
             memory: Arc::new(Default::default()),
+            shared_memory: Arc::new(strata_backend_memory::MemoryBackend::shared_by_engines()),
             exe,
         })
     }
@@ -81,6 +88,15 @@ impl Harness {
             sweep_interval_ms: 50,
             gc_interval_ms: 100,
             ..EngineConfig::default()
+        }
+    }
+
+    /// A backend over this harness's store that several engines may share concurrently, as
+    /// separate processes would (for backends where [`BackendKind::multi_writer`]).
+    pub fn shared_backend(&self) -> Arc<dyn Backend> {
+        match self.kind {
+            BackendKind::Memory => self.shared_memory.clone(),
+            _ => self.backend(),
         }
     }
 
@@ -119,6 +135,8 @@ pub struct Suite {
     pub name: &'static str,
     /// Only backends that keep data across processes run it.
     pub needs_persistence: bool,
+    /// Only backends that several processes may write at once run it.
+    pub needs_multi_writer: bool,
     /// Drives external programs (real clients, the `strata` binary): run by the runner
     /// binary, not by `cargo test`.
     pub external: bool,
@@ -127,7 +145,8 @@ pub struct Suite {
 
 impl Suite {
     pub fn applies_to(&self, kind: BackendKind) -> bool {
-        !self.needs_persistence || kind.persistent()
+        (!self.needs_persistence || kind.persistent())
+            && (!self.needs_multi_writer || kind.multi_writer())
     }
 }
 

@@ -24,7 +24,8 @@ matrix!(
     queues,
     databases,
     group_commit,
-    crash
+    crash,
+    multi_writer
 );
 
 #[test]
@@ -40,6 +41,7 @@ fn every_suite_is_in_the_matrix() {
         "databases",
         "group_commit",
         "crash",
+        "multi_writer",
     ];
     let all: Vec<&str> = strata_conformance::suites::all()
         .iter()

@@ -57,6 +57,18 @@ impl ConflictTracker {
         Ok(())
     }
 
+    /// Take in the writes of a group that applied.
+    pub(crate) fn merge(&mut self, pending: crate::pipeline::PendingWrites) {
+        for (version, keys) in pending.into_log() {
+            self.record(version, keys);
+        }
+    }
+
+    /// Refuse every transaction that read before `version` (its conflicts are unknowable).
+    pub(crate) fn forget_before(&mut self, version: u64) {
+        self.oldest_checkable = self.oldest_checkable.max(version);
+    }
+
     pub(crate) fn record(&mut self, version: u64, keys: Vec<Vec<u8>>) {
         if keys.is_empty() {
             return;

@@ -102,6 +102,9 @@ pub(crate) struct Shared {
     pub config: EngineConfig,
     pub store: Arc<dyn Store>,
     pub log: Arc<dyn CommitLog>,
+    /// Other processes may commit to the same store: commits carry a precondition on the
+    /// version record, and this process learns the others' commits from the store.
+    pub multi_process: bool,
     /// The newest version applied to the store and published.
     pub applied: watch::Sender<u64>,
     /// The newest version handed to the log (applied or about to be).
@@ -169,6 +172,22 @@ impl Shared {
         })
     }
 
+    /// With other processes sharing the store: catch up with their commits, so that what
+    /// this process reads next is at least as new as the store. One read when nothing changed.
+    pub(crate) async fn refresh(&self) -> Result<()> {
+        if !self.multi_process {
+            return Ok(());
+        }
+        let head = match self.store.get(layout::META_VERSION).await? {
+            Some(b) => layout::be_u64(&b).unwrap_or(0),
+            None => 0,
+        };
+        if head > self.latest() {
+            self.commit(CommitOp::CatchUp).await?;
+        }
+        Ok(())
+    }
+
     pub(crate) fn latest(&self) -> u64 {
         *self.applied.borrow()
     }
@@ -233,6 +252,7 @@ impl Database {
         log: Arc<dyn CommitLog>,
         new_options: DatabaseOptions,
         config: EngineConfig,
+        multi_process: bool,
     ) -> Result<Database> {
         let corrupt = |detail: &str| EngineError::Corrupt {
             database: name.to_string(),
@@ -296,6 +316,7 @@ impl Database {
             config,
             store,
             log,
+            multi_process,
             applied: watch::channel(version).0,
             in_flight: AtomicU64::new(version),
             // After a restart, nothing is known about deletes: treat every older version as
@@ -315,6 +336,9 @@ impl Database {
         if shared.config.background_tasks {
             tasks.push(tokio::spawn(crate::expiry::sweeper(shared.clone())));
             tasks.push(tokio::spawn(crate::expiry::collector(shared.clone())));
+        }
+        if shared.multi_process {
+            tasks.push(tokio::spawn(crate::expiry::follower(shared.clone())));
         }
         *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
         Ok(Database { shared })
@@ -480,6 +504,7 @@ impl Database {
     {
         match at {
             ReadAt::Latest => {
+                self.shared.refresh().await?;
                 let v = self.shared.latest();
                 let _guard = self.shared.hold(v)?;
                 self.read_at(v, read).await
@@ -526,10 +551,11 @@ impl Database {
     }
 
     /// Begin an interactive transaction at the newest version.
-    pub fn begin(&self) -> Result<Transaction> {
+    pub async fn begin(&self) -> Result<Transaction> {
         if *self.shared.shutdown.borrow() {
             return Err(EngineError::ShuttingDown);
         }
+        self.shared.refresh().await?;
         let v = self.shared.latest();
         let guard = self.shared.hold(v)?;
         Ok(Transaction::new(self.clone(), v, guard))

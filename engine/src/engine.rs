@@ -81,7 +81,16 @@ impl Engine {
         };
         let options = create.unwrap_or_else(|| self.config.default_database.clone());
         options.limits.validate()?;
-        let db = Database::open(name, store, log, options, self.config.clone()).await?;
+        let multi_process = self.backend.capabilities().multi_process;
+        let db = Database::open(
+            name,
+            store,
+            log,
+            options,
+            self.config.clone(),
+            multi_process,
+        )
+        .await?;
         self.open
             .write()
             .unwrap_or_else(|e| e.into_inner())

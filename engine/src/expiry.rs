@@ -64,3 +64,19 @@ pub(crate) async fn collector(shared: Arc<Shared>) {
         }
     }
 }
+
+/// With other processes sharing the store: poll the version record and catch up with their
+/// commits, so that watchers and queue consumers here hear of them.
+pub(crate) async fn follower(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let interval = Duration::from_millis(shared.config.follow_interval_ms.max(10));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = shared.refresh().await {
+            tracing::debug!(database = %shared.name, error = %e, "catching up with other writers failed");
+        }
+    }
+}

@@ -11,6 +11,7 @@
 //! | queue message | `q` message-id | [`crate::queue`] message record |
 //! | queue ready index | `r` ready-at-ms message-id | empty |
 //! | commit times | `t` version | commit time in ms |
+//! | write sets | `w` version chunk | keys a group wrote (only when several processes share a store) |
 //! | meta | `m` name | version, horizon, database id, options |
 //!
 //! Integers are big-endian so that byte order is numeric order. History keys escape the user
@@ -31,6 +32,7 @@ pub const QUEUE: u8 = b'q';
 pub const READY: u8 = b'r';
 pub const TIMES: u8 = b't';
 pub const META: u8 = b'm';
+pub const WRITES: u8 = b'w';
 
 pub const META_VERSION: &[u8] = b"mversion";
 pub const META_HORIZON: &[u8] = b"mhorizon";
@@ -141,6 +143,11 @@ pub fn expiry(expires_at: u64, key: &[u8]) -> Vec<u8> {
 
 pub fn times(version: u64) -> Vec<u8> {
     prefixed(TIMES, &[&version.to_be_bytes()])
+}
+
+/// A chunk of the keys a commit group wrote (multi-process stores only).
+pub fn writes(version: u64, chunk: u16) -> Vec<u8> {
+    prefixed(WRITES, &[&version.to_be_bytes(), &chunk.to_be_bytes()])
 }
 
 pub fn queue_message(id: &[u8]) -> Vec<u8> {

@@ -120,6 +120,8 @@ pub struct EngineConfig {
     pub max_group_commits: usize,
     /// Whether to run the background sweeper and GC (off for tools that open a store briefly).
     pub background_tasks: bool,
+    /// With a store several processes share: how often to look for the others' commits.
+    pub follow_interval_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -131,6 +133,7 @@ impl Default for EngineConfig {
             gc_interval_ms: 10_000,
             max_group_commits: 256,
             background_tasks: true,
+            follow_interval_ms: 100,
         }
     }
 }

@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use crate::backend::{BatchOp, Durability, Store};
+use crate::backend::{BatchOp, Durability, Precondition, Store};
 use crate::error::Result;
 
 /// One sequenced batch: the ops of every commit in a group, and the database version after it.
@@ -17,6 +17,9 @@ pub struct LogEntry {
     pub version: u64,
     pub ops: Vec<BatchOp>,
     pub durability: Durability,
+    /// Apply only if the store still holds what this process last saw (several processes
+    /// sharing a store); `None` for single-writer stores.
+    pub precondition: Option<Precondition>,
 }
 
 #[async_trait::async_trait]
@@ -43,7 +46,9 @@ impl LocalLog {
 #[async_trait::async_trait]
 impl CommitLog for LocalLog {
     async fn append(&self, entry: LogEntry) -> Result<()> {
-        self.store.apply(entry.ops, entry.durability, None).await?;
+        self.store
+            .apply(entry.ops, entry.durability, entry.precondition)
+            .await?;
         Ok(())
     }
 }

@@ -26,14 +26,14 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::atomic::{AtomicWrite, CommitOutcome, MutationKind};
-use crate::backend::BackendError;
+use crate::backend::{BackendError, Precondition};
 use crate::clock::now_ms;
 use crate::conflict::ConflictTracker;
 use crate::database::Shared;
 use crate::error::{EngineError, Result};
 use crate::layout::{self, Record, EXPIRY, GC, READY, TIMES};
 use crate::log::LogEntry;
-use crate::mvcc::decode;
+use crate::mvcc::{decode, Cursor};
 use crate::overlay::Overlay;
 use crate::queue::{MessageId, MessageRecord, QueueMessage, RestoreMessage, DEFAULT_BACKOFF};
 use crate::value::{Entry, Value, Versionstamp};
@@ -65,6 +65,8 @@ pub(crate) enum CommitOp {
         lease: u64,
     },
     Gc,
+    /// Learn commits other processes made (multi-process stores).
+    CatchUp,
     Restore {
         entries: Vec<Entry>,
         messages: Vec<RestoreMessage>,
@@ -90,6 +92,8 @@ pub(crate) struct Pipeline {
     rx: mpsc::Receiver<CommitRequest>,
     conflicts: ConflictTracker,
     next_version: u64,
+    /// The version record as this process last saw it in the store (`None`: absent).
+    stored_version: Option<u64>,
 }
 
 /// What resolving one op did.
@@ -108,6 +112,7 @@ impl Pipeline {
             rx,
             conflicts: ConflictTracker::new(current, window),
             next_version: current + 1,
+            stored_version: (current > 0).then_some(current),
         }
     }
 
@@ -137,6 +142,46 @@ impl Pipeline {
     }
 
     async fn run_group(&mut self, group: Vec<CommitRequest>) {
+        let mut stale = 0u32;
+        let results = loop {
+            match self.try_group(&group).await {
+                Ok(results) => break results,
+                Err(GroupError::Stale) if stale < MAX_STALE_RETRIES => {
+                    // Another process committed first: learn its commits, then resolve the
+                    // whole group again against the new state.
+                    stale += 1;
+                    if let Err(e) = self.catch_up().await {
+                        break group.iter().map(|_| Err(group_failure(&e))).collect();
+                    }
+                    let jitter = (now_ms() % 7) * u64::from(stale.min(10));
+                    tokio::time::sleep(std::time::Duration::from_millis(jitter)).await;
+                }
+                Err(GroupError::Stale) => {
+                    let e = EngineError::Backend(BackendError::Unavailable(format!(
+                        "gave up after {MAX_STALE_RETRIES} attempts: other processes keep committing first"
+                    )));
+                    break group.iter().map(|_| Err(group_failure(&e))).collect();
+                }
+                Err(GroupError::Failed(e)) => {
+                    tracing::error!(database = %self.shared.name, error = %e, "commit group failed to apply");
+                    break group.iter().map(|_| Err(group_failure(&e))).collect();
+                }
+            }
+        };
+        for (req, res) in group.into_iter().zip(results) {
+            let _ = req.reply.send(res);
+        }
+    }
+
+    /// Resolve, sequence and apply a group once. Check failures and invalid ops are part of
+    /// the results; `Err` means the group as a whole did not apply.
+    async fn try_group(
+        &mut self,
+        group: &[CommitRequest],
+    ) -> Result<Vec<Result<CommitReply>>, GroupError> {
+        if group.iter().any(|r| matches!(r.op, CommitOp::CatchUp)) {
+            self.catch_up().await.map_err(GroupError::Failed)?;
+        }
         let shared = self.shared.clone();
         let store = shared.store.clone();
         let mut ov = Overlay::new(&*store);
@@ -146,9 +191,10 @@ impl Pipeline {
         let mut queue_changed = false;
         let mut deleted_at = 0u64;
         let mut new_horizon = None;
-        let first_version = self.next_version;
+        let start_version = self.next_version;
+        let mut pending = PendingWrites::default();
 
-        for req in &group {
+        for req in group {
             if let CommitOp::Restore {
                 entries,
                 newer_than,
@@ -165,6 +211,7 @@ impl Pipeline {
                     .max(*newer_than);
                 self.next_version = self.next_version.max(newest.saturating_add(1));
             }
+            let first_version = self.next_version;
             let savepoint = ov.savepoint();
             let mut cx = Resolve {
                 ov: &mut ov,
@@ -176,7 +223,7 @@ impl Pipeline {
                 queue_changed: false,
                 horizon: None,
             };
-            match cx.resolve(&req.op, &self.conflicts).await {
+            match cx.resolve(&req.op, &self.conflicts, &pending).await {
                 Ok(r) => {
                     let Resolve {
                         touched: t,
@@ -187,7 +234,7 @@ impl Pipeline {
                         ..
                     } = cx;
                     if r.sequenced {
-                        self.conflicts.record(version, t.clone());
+                        pending.record(version, t.clone());
                         self.next_version += 1;
                         if deleted {
                             deleted_at = version;
@@ -200,54 +247,219 @@ impl Pipeline {
                 }
                 Err(e) => {
                     ov.rollback(savepoint);
+                    self.next_version = first_version;
                     results.push(Err(e));
                 }
             }
         }
 
         let last_version = self.next_version - 1;
-        if !ov.is_empty() || last_version >= first_version {
-            if last_version >= first_version {
-                ov.put(
-                    layout::META_VERSION.to_vec(),
-                    last_version.to_be_bytes().to_vec(),
-                );
-                ov.put(layout::times(last_version), now.to_be_bytes().to_vec());
+        let versioned = last_version >= start_version;
+        if ov.is_empty() && !versioned {
+            return Ok(results);
+        }
+        let mut precondition = None;
+        if versioned {
+            ov.put(
+                layout::META_VERSION.to_vec(),
+                last_version.to_be_bytes().to_vec(),
+            );
+            ov.put(layout::times(last_version), now.to_be_bytes().to_vec());
+            if shared.multi_process {
+                for (chunk, record) in
+                    WriteRecord::encode(start_version, deleted_at > 0, queue_changed, &touched)
+                        .into_iter()
+                        .enumerate()
+                {
+                    ov.put(layout::writes(last_version, chunk as u16), record);
+                }
+                precondition = Some(Precondition {
+                    key: layout::META_VERSION.to_vec(),
+                    expected: self.stored_version.map(|v| v.to_be_bytes().to_vec()),
+                });
             }
-            if let Some(h) = new_horizon {
-                ov.put(layout::META_HORIZON.to_vec(), h.to_be_bytes().to_vec());
+        }
+        if let Some(h) = new_horizon {
+            ov.put(layout::META_HORIZON.to_vec(), h.to_be_bytes().to_vec());
+        }
+        if deleted_at > 0 {
+            shared.last_delete.fetch_max(deleted_at, Ordering::SeqCst);
+        }
+        shared.in_flight.fetch_max(last_version, Ordering::SeqCst);
+        let entry = LogEntry {
+            version: last_version,
+            ops: ov.into_ops(),
+            durability: shared.options.durability,
+            precondition,
+        };
+        match shared.log.append(entry).await {
+            Ok(()) => {}
+            Err(EngineError::Backend(BackendError::PreconditionFailed)) if shared.multi_process => {
+                self.next_version = start_version;
+                return Err(GroupError::Stale);
             }
-            if deleted_at > 0 {
-                shared.last_delete.fetch_max(deleted_at, Ordering::SeqCst);
-            }
-            shared.in_flight.fetch_max(last_version, Ordering::SeqCst);
-            let entry = LogEntry {
-                version: last_version,
-                ops: ov.into_ops(),
-                durability: shared.options.durability,
+            Err(e) => return Err(GroupError::Failed(e)),
+        }
+        self.conflicts.merge(pending);
+        if versioned {
+            self.stored_version = Some(last_version);
+            shared.applied.send_replace(last_version);
+        }
+        shared.publish(&touched, queue_changed);
+        Ok(results)
+    }
+
+    /// Learn what other processes committed since the version this process knows: their
+    /// written keys (for conflict checks and watchers) and the new head version.
+    async fn catch_up(&mut self) -> Result<()> {
+        let shared = self.shared.clone();
+        let store = shared.store.clone();
+        let head = match store.get(layout::META_VERSION).await? {
+            Some(b) => layout::be_u64(&b).ok_or_else(|| EngineError::Corrupt {
+                database: shared.name.clone(),
+                detail: "bad version record".into(),
+            })?,
+            None => 0,
+        };
+        let known = *shared.applied.borrow();
+        if head <= known {
+            self.stored_version = (head > 0).then_some(head).or(self.stored_version);
+            return Ok(());
+        }
+        let (s, e) = layout::int_range(layout::WRITES, known + 1, head + 1);
+        let mut cursor = Cursor::new(&*store, s, e, false, 256);
+        let mut touched = Vec::new();
+        let mut queue_changed = false;
+        let mut covered_from = None;
+        while let Some((k, v)) = cursor.next().await? {
+            let Some((version, _)) = layout::parse_versioned(&k) else {
+                continue;
             };
-            if let Err(e) = shared.log.append(entry).await {
-                tracing::error!(database = %shared.name, error = %e, "commit group failed to apply");
-                for r in results.iter_mut() {
-                    if r.is_ok() {
-                        *r = Err(group_failure(&e));
-                    }
-                }
-                for (req, res) in group.into_iter().zip(results) {
-                    let _ = req.reply.send(res);
-                }
-                return;
+            let Some(rec) = WriteRecord::decode(&v) else {
+                return Err(EngineError::Corrupt {
+                    database: shared.name.clone(),
+                    detail: "bad write record".into(),
+                });
+            };
+            covered_from = covered_from.or(Some(rec.first_version));
+            if rec.deleted {
+                shared.last_delete.fetch_max(version, Ordering::SeqCst);
             }
-            if last_version >= first_version {
-                shared.applied.send_replace(last_version);
-            }
-            shared.publish(&touched, queue_changed);
+            queue_changed |= rec.queue_changed;
+            self.conflicts.record(version, rec.keys.clone());
+            touched.extend(rec.keys);
+        }
+        if covered_from.is_none_or(|f| f > known + 1) {
+            // Some commits' write sets are gone (garbage-collected): nothing older can be
+            // checked for conflicts, and any of them may have deleted keys.
+            self.conflicts.forget_before(head);
+            shared.last_delete.fetch_max(head, Ordering::SeqCst);
+        }
+        self.next_version = self.next_version.max(head + 1);
+        self.stored_version = Some(head);
+        shared.in_flight.fetch_max(head, Ordering::SeqCst);
+        shared.applied.send_replace(head);
+        shared.publish(&touched, queue_changed);
+        Ok(())
+    }
+}
+
+/// How many times a group is resolved again after other processes committed first.
+const MAX_STALE_RETRIES: u32 = 64;
+
+enum GroupError {
+    /// Another process advanced the database first.
+    Stale,
+    Failed(EngineError),
+}
+
+/// Writes of commits earlier in the group being resolved (not yet applied).
+#[derive(Default)]
+pub(crate) struct PendingWrites {
+    keys: std::collections::BTreeMap<Vec<u8>, u64>,
+    log: Vec<(u64, Vec<Vec<u8>>)>,
+}
+
+impl PendingWrites {
+    fn record(&mut self, version: u64, keys: Vec<Vec<u8>>) {
+        for k in &keys {
+            self.keys.insert(k.clone(), version);
+        }
+        self.log.push((version, keys));
+    }
+
+    pub(crate) fn touches(&self, start: &[u8], end: &[u8]) -> bool {
+        if end.is_empty() {
+            self.keys.range(start.to_vec()..).next().is_some()
         } else {
-            drop(ov);
+            start < end
+                && self
+                    .keys
+                    .range(start.to_vec()..end.to_vec())
+                    .next()
+                    .is_some()
         }
-        for (req, res) in group.into_iter().zip(results) {
-            let _ = req.reply.send(res);
+    }
+
+    pub(crate) fn into_log(self) -> Vec<(u64, Vec<Vec<u8>>)> {
+        self.log
+    }
+}
+
+/// The keys one commit group wrote, stored under `w` version chunk when several processes
+/// share a database, so that the others can learn them.
+struct WriteRecord {
+    first_version: u64,
+    deleted: bool,
+    queue_changed: bool,
+    keys: Vec<Vec<u8>>,
+}
+
+/// Bytes of keys per write-record chunk (a store item holds at most a few hundred KiB).
+const WRITE_CHUNK: usize = 256 * 1024;
+
+impl WriteRecord {
+    fn encode(
+        first_version: u64,
+        deleted: bool,
+        queue_changed: bool,
+        keys: &[Vec<u8>],
+    ) -> Vec<Vec<u8>> {
+        let header = |b: &mut Vec<u8>| {
+            b.push(u8::from(deleted) | (u8::from(queue_changed) << 1));
+            b.extend_from_slice(&first_version.to_be_bytes());
+        };
+        let mut chunks = Vec::new();
+        let mut cur = Vec::new();
+        header(&mut cur);
+        for k in keys {
+            if cur.len() + k.len() + 4 > WRITE_CHUNK && cur.len() > 9 {
+                chunks.push(std::mem::take(&mut cur));
+                header(&mut cur);
+            }
+            cur.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            cur.extend_from_slice(k);
         }
+        chunks.push(cur);
+        chunks
+    }
+
+    fn decode(b: &[u8]) -> Option<WriteRecord> {
+        let flags = *b.first()?;
+        let first_version = layout::be_u64(b.get(1..9)?)?;
+        let mut keys = Vec::new();
+        let mut rest = &b[9..];
+        while !rest.is_empty() {
+            let n = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            keys.push(rest.get(4..4 + n)?.to_vec());
+            rest = &rest[4 + n..];
+        }
+        Some(WriteRecord {
+            first_version,
+            deleted: flags & 1 != 0,
+            queue_changed: flags & 2 != 0,
+            keys,
+        })
     }
 }
 
@@ -285,7 +497,12 @@ impl Resolve<'_, '_> {
         }
     }
 
-    async fn resolve(&mut self, op: &CommitOp, conflicts: &ConflictTracker) -> Result<Resolved> {
+    async fn resolve(
+        &mut self,
+        op: &CommitOp,
+        conflicts: &ConflictTracker,
+        pending: &PendingWrites,
+    ) -> Result<Resolved> {
         match op {
             CommitOp::Atomic(w) => self.atomic(w).await,
             CommitOp::Transaction {
@@ -294,6 +511,9 @@ impl Resolve<'_, '_> {
                 writes,
             } => {
                 conflicts.check(*read_version, reads)?;
+                if reads.iter().any(|(a, b)| pending.touches(a, b)) {
+                    return Err(EngineError::Conflict);
+                }
                 let vs = self.vs();
                 for (key, w) in writes {
                     let rec = w.as_ref().map(|(value, expires_at)| Record {
@@ -342,6 +562,10 @@ impl Resolve<'_, '_> {
                 })
             }
             CommitOp::Gc => self.gc().await,
+            CommitOp::CatchUp => Ok(Resolved {
+                reply: CommitReply::Done,
+                sequenced: false,
+            }),
             CommitOp::Restore {
                 entries, messages, ..
             } => self.restore(entries, messages).await,
@@ -629,9 +853,17 @@ impl Resolve<'_, '_> {
     }
 
     async fn gc(&mut self) -> Result<Resolved> {
-        let cutoff = self
-            .now
-            .saturating_sub(self.shared.options.history_retention_ms);
+        // With other processes sharing the store, their open transactions are unknown here:
+        // keep history at least as long as a transaction may live.
+        let keep = if self.shared.multi_process {
+            self.shared
+                .options
+                .history_retention_ms
+                .max(self.shared.config.transaction_window_ms)
+        } else {
+            self.shared.options.history_retention_ms
+        };
+        let cutoff = self.now.saturating_sub(keep);
         let (ts, te) = layout::family(TIMES);
         let times = self.ov.scan(&ts, &te, 4096).await?;
         let mut by_time = None;
@@ -658,6 +890,10 @@ impl Resolve<'_, '_> {
                 Some((v, _)) if v < horizon => self.ov.delete(k.clone()),
                 _ => break,
             }
+        }
+        let (ws, we) = layout::int_range(layout::WRITES, 0, horizon);
+        for (wk, _) in self.ov.scan(&ws, &we, GC_BATCH).await? {
+            self.ov.delete(wk);
         }
         let (gs, ge) = layout::int_range(GC, 0, horizon.saturating_add(1));
         let batch = self.ov.scan(&gs, &ge, GC_BATCH).await?;

@@ -15,11 +15,22 @@ use strata_engine::{
 #[derive(Default)]
 pub struct MemoryBackend {
     databases: Mutex<HashMap<String, Arc<MemoryStore>>>,
+    multi_process: bool,
 }
 
 impl MemoryBackend {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that several engines in this process share as if they were separate
+    /// processes: each learns the others' commits through the store, and a commit applies
+    /// only if no other engine committed since (the multi-writer protocol, testable in memory).
+    pub fn shared_by_engines() -> Self {
+        MemoryBackend {
+            databases: Mutex::default(),
+            multi_process: true,
+        }
     }
 }
 
@@ -105,7 +116,7 @@ impl Backend for MemoryBackend {
     fn capabilities(&self) -> Capabilities {
         Capabilities {
             max_batch_ops: None,
-            multi_process: false,
+            multi_process: self.multi_process,
             persistent: false,
         }
     }

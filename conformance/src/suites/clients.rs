@@ -19,6 +19,7 @@ pub fn deno_suite() -> Suite {
     Suite {
         name: "deno_client",
         needs_persistence: false,
+        needs_multi_writer: false,
         external: true,
         cases: cases![deno_values, deno_keys, deno_atomic, deno_watch, deno_limits],
     }
@@ -28,6 +29,7 @@ pub fn node_suite() -> Suite {
     Suite {
         name: "node_client",
         needs_persistence: false,
+        needs_multi_writer: false,
         external: true,
         cases: cases![node_values, node_keys, node_atomic, node_watch, node_limits],
     }

@@ -25,6 +25,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "crash",
         needs_persistence: true,
+        needs_multi_writer: false,
         external: false,
         cases: cases![
             second_open_is_refused,
@@ -184,7 +185,7 @@ async fn killed_writer_loses_no_acknowledged_commit(h: &Harness) -> CaseResult {
             .database("crash")
             .await
             .step("reopen after SIGKILL")?;
-        let mut t = db.begin().step("begin")?;
+        let mut t = db.begin().await.step("begin")?;
         let keys = |rows: Vec<(Vec<u8>, Value)>, prefix: &str| -> HashSet<String> {
             rows.into_iter()
                 .filter_map(|(k, _)| String::from_utf8(k).ok())

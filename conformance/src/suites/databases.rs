@@ -10,6 +10,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "databases",
         needs_persistence: false,
+        needs_multi_writer: false,
         external: false,
         cases: cases![
             create_list_drop,

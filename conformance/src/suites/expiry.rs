@@ -11,6 +11,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "expiry",
         needs_persistence: false,
+        needs_multi_writer: false,
         external: false,
         cases: cases![
             invisible_from_the_deadline,

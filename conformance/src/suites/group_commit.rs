@@ -18,6 +18,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "group_commit",
         needs_persistence: false,
+        needs_multi_writer: false,
         external: false,
         cases: cases![concurrent_commits_share_writes],
     }

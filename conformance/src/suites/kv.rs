@@ -12,6 +12,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "kv",
         needs_persistence: false,
+        needs_multi_writer: false,
         external: false,
         cases: cases![
             set_get_delete,

@@ -11,6 +11,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "limits",
         needs_persistence: false,
+        needs_multi_writer: false,
         external: false,
         cases: cases![
             key_and_value_sizes,
@@ -231,7 +232,7 @@ async fn watch_limits(h: &Harness) -> CaseResult {
 async fn transaction_limits(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    let mut t = db.begin().step("begin")?;
+    let mut t = db.begin().await.step("begin")?;
     expect_limit(t.set(&[0; 2049], Value::u64(1)), "write key size")?;
     expect_limit(t.set(b"k", Value::bytes(vec![0; 65537])), "value size")?;
     expect_limit(t.get(&[0; 2050]).await, "read key size")?;

@@ -9,6 +9,7 @@ pub mod expiry;
 pub mod group_commit;
 pub mod kv;
 pub mod limits;
+pub mod multi_writer;
 pub mod mvcc;
 pub mod queues;
 pub mod server;
@@ -35,6 +36,7 @@ pub fn all() -> Vec<Suite> {
         databases::suite(),
         group_commit::suite(),
         crash::suite(),
+        multi_writer::suite(),
         clients::deno_suite(),
         clients::node_suite(),
         server::suite(),

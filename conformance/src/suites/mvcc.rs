@@ -12,6 +12,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "mvcc",
         needs_persistence: false,
+        needs_multi_writer: false,
         external: false,
         cases: cases![
             point_reads_at_old_versions,
@@ -211,7 +212,7 @@ async fn open_transactions_hold_their_version(h: &Harness) -> CaseResult {
     db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
         .await
         .step("w1")?;
-    let mut t = db.begin().step("begin")?;
+    let mut t = db.begin().await.step("begin")?;
     for i in 2..10 {
         db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(i)))
             .await
@@ -311,7 +312,7 @@ async fn transaction_reads_stay_consistent_under_deletes(h: &Harness) -> CaseRes
     };
     let mut reads = 0;
     while !writer.is_finished() {
-        let mut t = db.begin().step("begin")?;
+        let mut t = db.begin().await.step("begin")?;
         let rows = t.scan(b"p/", b"p0", false, 100).await.step("scan")?;
         for k in 0..5 {
             let a = format!("p/{k}/a").into_bytes();

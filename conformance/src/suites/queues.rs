@@ -13,6 +13,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "queues",
         needs_persistence: false,
+        needs_multi_writer: false,
         external: false,
         cases: cases![
             enqueue_lease_ack,

@@ -20,6 +20,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "serve_queues",
         needs_persistence: true,
+        needs_multi_writer: false,
         external: true,
         cases: cases![queue_messages_survive_a_server_crash],
     }

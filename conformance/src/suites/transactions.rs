@@ -11,6 +11,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "transactions",
         needs_persistence: false,
+        needs_multi_writer: false,
         external: false,
         cases: cases![
             reads_see_own_writes,
@@ -42,7 +43,7 @@ async fn reads_see_own_writes(h: &Harness) -> CaseResult {
     )
     .await
     .step("seed")?;
-    let mut t = db.begin().step("begin")?;
+    let mut t = db.begin().await.step("begin")?;
     t.set(b"c", Value::u64(3)).step("set")?;
     t.delete(b"a").step("delete")?;
     ensure_eq!(t.get(b"a").await.step("get")?, None);
@@ -75,10 +76,10 @@ async fn reads_see_own_writes(h: &Harness) -> CaseResult {
 async fn rollback_discards(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    let mut t = db.begin().step("begin")?;
+    let mut t = db.begin().await.step("begin")?;
     t.set(b"x", Value::u64(1)).step("set")?;
     t.rollback();
-    let mut t = db.begin().step("begin")?;
+    let mut t = db.begin().await.step("begin")?;
     t.set(b"y", Value::u64(1)).step("set")?;
     drop(t);
     ensure!(
@@ -102,7 +103,7 @@ async fn reads_see_a_snapshot(h: &Harness) -> CaseResult {
     )
     .await
     .step("seed")?;
-    let mut t = db.begin().step("begin")?;
+    let mut t = db.begin().await.step("begin")?;
     db.atomic_write(
         AtomicWrite::new()
             .set(b"a".to_vec(), Value::u64(2))
@@ -132,7 +133,7 @@ async fn reads_see_a_snapshot(h: &Harness) -> CaseResult {
 async fn a_later_write_to_a_read_key_conflicts(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    let mut t = db.begin().step("begin")?;
+    let mut t = db.begin().await.step("begin")?;
     t.get(b"k").await.step("get")?;
     t.set(b"other", Value::u64(1)).step("set")?;
     db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
@@ -152,7 +153,7 @@ async fn a_later_write_to_a_read_key_conflicts(h: &Harness) -> CaseResult {
 async fn phantoms_conflict(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    let mut t = db.begin().step("begin")?;
+    let mut t = db.begin().await.step("begin")?;
     let rows = t
         .scan(b"orders/", b"orders0", false, 100)
         .await
@@ -169,7 +170,7 @@ async fn phantoms_conflict(h: &Harness) -> CaseResult {
     db.atomic_write(AtomicWrite::new().set(b"orders/2".to_vec(), Value::u64(1)))
         .await
         .step("insert")?;
-    let mut t = db.begin().step("begin")?;
+    let mut t = db.begin().await.step("begin")?;
     let first = t
         .scan(b"orders/", b"orders0", false, 1)
         .await
@@ -188,7 +189,7 @@ async fn phantoms_conflict(h: &Harness) -> CaseResult {
 async fn read_only_transactions_never_conflict(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    let mut t = db.begin().step("begin")?;
+    let mut t = db.begin().await.step("begin")?;
     t.get(b"k").await.step("get")?;
     db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
         .await
@@ -203,8 +204,8 @@ async fn read_only_transactions_never_conflict(h: &Harness) -> CaseResult {
 async fn blind_writes_do_not_conflict(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    let mut a = db.begin().step("begin")?;
-    let mut b = db.begin().step("begin")?;
+    let mut a = db.begin().await.step("begin")?;
+    let mut b = db.begin().await.step("begin")?;
     a.set(b"k", Value::u64(1)).step("set")?;
     b.set(b"k", Value::u64(2)).step("set")?;
     a.commit().await.step("first blind write")?;
@@ -230,8 +231,8 @@ async fn write_skew_is_prevented(h: &Harness) -> CaseResult {
     )
     .await
     .step("seed")?;
-    let mut t1 = db.begin().step("begin")?;
-    let mut t2 = db.begin().step("begin")?;
+    let mut t1 = db.begin().await.step("begin")?;
+    let mut t2 = db.begin().await.step("begin")?;
     for (t, me) in [(&mut t1, &b"alice"[..]), (&mut t2, &b"bob"[..])] {
         let on = n(t.get(b"alice").await.step("get")?) + n(t.get(b"bob").await.step("get")?);
         ensure_eq!(on, 2);
@@ -325,7 +326,7 @@ async fn concurrent_transaction_increments_lose_nothing(h: &Harness) -> CaseResu
                 retry(|| {
                     let db = db.clone();
                     async move {
-                        let mut t = db.begin()?;
+                        let mut t = db.begin().await?;
                         let cur = n(t.get(b"counter").await?);
                         t.set(b"counter", Value::u64(cur + 1))?;
                         t.commit().await
@@ -360,7 +361,7 @@ async fn concurrent_bank_transfers_keep_the_total(h: &Harness) -> CaseResult {
     db.atomic_write(w).await.step("seed")?;
     let db = Arc::new(db);
     let total = |db: Arc<Database>| async move {
-        let mut t = db.begin()?;
+        let mut t = db.begin().await?;
         let rows = t.scan(b"acct/", b"acct0", false, 100).await?;
         Ok::<u64, EngineError>(rows.iter().map(|(_, v)| v.as_u64().unwrap_or(0)).sum())
     };
@@ -380,7 +381,7 @@ async fn concurrent_bank_transfers_keep_the_total(h: &Harness) -> CaseResult {
                 retry(|| {
                     let db = db.clone();
                     async move {
-                        let mut t = db.begin()?;
+                        let mut t = db.begin().await?;
                         let fk = format!("acct/{from}").into_bytes();
                         let tk = format!("acct/{to}").into_bytes();
                         let f = n(t.get(&fk).await?);

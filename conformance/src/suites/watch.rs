@@ -10,6 +10,7 @@ pub fn suite() -> Suite {
     Suite {
         name: "watch",
         needs_persistence: false,
+        needs_multi_writer: false,
         external: false,
         cases: cases![
             first_entries_then_changes,

@@ -1,0 +1,221 @@
+//! Several engines — separate processes in production, separate engine instances here —
+//! committing to one shared store. The engine's guarantees must hold across them: strictly
+//! increasing versionstamps, no lost update, conflicts between their transactions, reads that
+//! see every commit that completed before them, and exclusive queue leases.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use strata_engine::{
+    AtomicWrite, CommitOutcome, Engine, EngineConfig, EngineError, Enqueue, ReadAt, Value,
+    Versionstamp,
+};
+
+use crate::{cases, ensure, ensure_eq, CaseResult, Harness, Step, Suite};
+
+pub fn suite() -> Suite {
+    Suite {
+        name: "multi_writer",
+        needs_persistence: false,
+        needs_multi_writer: true,
+        external: false,
+        cases: cases![
+            versionstamps_increase_across_writers,
+            concurrent_increments_from_two_writers_lose_nothing,
+            reads_see_the_other_writers_commits,
+            transactions_conflict_across_writers,
+            watchers_hear_the_other_writer,
+            queue_leases_are_exclusive_across_writers,
+        ],
+    }
+}
+
+fn engine(h: &Harness) -> Engine {
+    Engine::new(
+        h.shared_backend(),
+        EngineConfig {
+            follow_interval_ms: 20,
+            ..Harness::config()
+        },
+    )
+}
+
+fn vs(o: CommitOutcome) -> Result<Versionstamp, String> {
+    o.versionstamp().ok_or_else(|| format!("unexpected {o:?}"))
+}
+
+async fn versionstamps_increase_across_writers(h: &Harness) -> CaseResult {
+    let (a, b) = (engine(h), engine(h));
+    let da = a.open_or_create("shared").await.step("open a")?;
+    let db = b.open_or_create("shared").await.step("open b")?;
+    let mut last = Versionstamp::ZERO;
+    for i in 0..20u64 {
+        let d = if i % 2 == 0 { &da } else { &db };
+        let v = vs(d
+            .atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(i)))
+            .await
+            .step("write")?)?;
+        ensure!(v > last, "versionstamp {v} after {last}");
+        last = v;
+    }
+    let e = da.get(b"k").await.step("get")?.ok_or("missing")?;
+    ensure_eq!(e.value.as_u64(), Some(19));
+    ensure_eq!(e.versionstamp, last);
+    Ok(())
+}
+
+async fn concurrent_increments_from_two_writers_lose_nothing(h: &Harness) -> CaseResult {
+    let (a, b) = (engine(h), engine(h));
+    let dbs = [
+        a.open_or_create("shared").await.step("open a")?,
+        b.open_or_create("shared").await.step("open b")?,
+    ];
+    let mut tasks = Vec::new();
+    for (w, d) in dbs.iter().enumerate() {
+        for t in 0..4u64 {
+            let d = d.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..20u64 {
+                    let key = format!("counter/{}", (t + i + w as u64) % 3).into_bytes();
+                    loop {
+                        let cur = d.get(&key).await?;
+                        let (check, n) = match &cur {
+                            Some(e) => (Some(e.versionstamp), e.value.as_u64().unwrap_or(0)),
+                            None => (None, 0),
+                        };
+                        let w = AtomicWrite::new()
+                            .check(key.clone(), check)
+                            .set(key.clone(), Value::u64(n + 1));
+                        if let CommitOutcome::Committed(_) = d.atomic_write(w).await? {
+                            break;
+                        }
+                    }
+                }
+                Ok::<(), EngineError>(())
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())?.step("increment task")?;
+    }
+    let got = dbs[1]
+        .get_many(
+            &(0..3)
+                .map(|i| format!("counter/{i}").into_bytes())
+                .collect::<Vec<_>>(),
+            ReadAt::Latest,
+        )
+        .await
+        .step("read")?;
+    let total: u64 = got.iter().flatten().filter_map(|e| e.value.as_u64()).sum();
+    ensure_eq!(total, 2 * 4 * 20);
+    Ok(())
+}
+
+async fn reads_see_the_other_writers_commits(h: &Harness) -> CaseResult {
+    let (a, b) = (engine(h), engine(h));
+    let da = a.open_or_create("shared").await.step("open a")?;
+    let db = b.open_or_create("shared").await.step("open b")?;
+    for i in 0..10u64 {
+        let w = AtomicWrite::new()
+            .set(b"x".to_vec(), Value::u64(i))
+            .set(b"y".to_vec(), Value::u64(i));
+        let v = vs(db.atomic_write(w).await.step("write b")?)?;
+        // Completed before the reads start: every read must see it.
+        let single = da.get(b"x").await.step("get")?.ok_or("missing")?;
+        ensure_eq!(single.versionstamp, v);
+        let many = da
+            .get_many(&[b"x".to_vec(), b"y".to_vec()], ReadAt::Latest)
+            .await
+            .step("get_many")?;
+        ensure_eq!(many[1].as_ref().map(|e| e.versionstamp), Some(v));
+        ensure!(
+            da.version() >= v.version(),
+            "the reader's version caught up"
+        );
+        let mut t = da.begin().await.step("begin")?;
+        ensure_eq!(
+            t.get(b"y").await.step("txn get")?.and_then(|v| v.as_u64()),
+            Some(i)
+        );
+        t.rollback();
+    }
+    Ok(())
+}
+
+async fn transactions_conflict_across_writers(h: &Harness) -> CaseResult {
+    let (a, b) = (engine(h), engine(h));
+    let da = a.open_or_create("shared").await.step("open a")?;
+    let db = b.open_or_create("shared").await.step("open b")?;
+    da.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
+        .await
+        .step("seed")?;
+    let mut t = da.begin().await.step("begin")?;
+    t.get(b"k").await.step("read")?;
+    t.set(b"derived", Value::u64(1)).step("set")?;
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(2)))
+        .await
+        .step("other writer")?;
+    let r = t.commit().await;
+    ensure!(
+        matches!(r, Err(EngineError::Conflict)),
+        "a write by the other process to a read key must conflict: {r:?}"
+    );
+    ensure!(
+        db.get(b"derived").await.step("get")?.is_none(),
+        "nothing written"
+    );
+    Ok(())
+}
+
+async fn watchers_hear_the_other_writer(h: &Harness) -> CaseResult {
+    let (a, b) = (engine(h), engine(h));
+    let da = a.open_or_create("shared").await.step("open a")?;
+    let db = b.open_or_create("shared").await.step("open b")?;
+    let mut w = da.watch(vec![b"w".to_vec()]).step("watch")?;
+    ensure!(
+        w.next().await.step("first")?[0].is_none(),
+        "absent at first"
+    );
+    db.atomic_write(AtomicWrite::new().set(b"w".to_vec(), Value::u64(5)))
+        .await
+        .step("write")?;
+    let next = tokio::time::timeout(Duration::from_secs(10), w.next())
+        .await
+        .map_err(|_| "no notification")?
+        .step("next")?;
+    ensure_eq!(next[0].as_ref().and_then(|e| e.value.as_u64()), Some(5));
+    Ok(())
+}
+
+async fn queue_leases_are_exclusive_across_writers(h: &Harness) -> CaseResult {
+    let (a, b) = (engine(h), engine(h));
+    let da = a.open_or_create("shared").await.step("open a")?;
+    let db = b.open_or_create("shared").await.step("open b")?;
+    let mut w = AtomicWrite::new();
+    for i in 0..40u8 {
+        w = w.enqueue(Enqueue::now(Value::bytes(vec![i])));
+    }
+    da.atomic_write(w).await.step("enqueue")?;
+    let mut tasks = Vec::new();
+    for d in [da.clone(), db.clone(), da.clone(), db.clone()] {
+        tasks.push(tokio::spawn(async move {
+            let mut got = Vec::new();
+            loop {
+                let m = d.lease(3, Duration::from_secs(60)).await?;
+                if m.is_empty() {
+                    return Ok::<_, EngineError>(got);
+                }
+                got.extend(m.into_iter().map(|m| m.id));
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.map_err(|e| e.to_string())?.step("lease task")?);
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    ensure_eq!(unique.len(), all.len());
+    ensure_eq!(all.len(), 40);
+    Ok(())
+}
