@@ -14,6 +14,8 @@ pub(crate) struct Overlay<'a> {
     store: &'a dyn Store,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     undo: Vec<UndoRecord>,
+    /// Values read ahead from the store in one request (see [`Overlay::prefetch`]).
+    fetched: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl<'a> Overlay<'a> {
@@ -22,14 +24,29 @@ impl<'a> Overlay<'a> {
             store,
             pending: BTreeMap::new(),
             undo: Vec::new(),
+            fetched: Default::default(),
         }
     }
 
     pub(crate) async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        match self.pending.get(key) {
-            Some(v) => Ok(v.clone()),
-            None => Ok(self.store.get(key).await?),
+        if let Some(v) = self.pending.get(key) {
+            return Ok(v.clone());
         }
+        if let Some(v) = self.fetched.get(key) {
+            return Ok(v.clone());
+        }
+        Ok(self.store.get(key).await?)
+    }
+
+    /// Read these keys from the store in one request, for the `get`s that follow.
+    pub(crate) async fn prefetch(&mut self, keys: Vec<Vec<u8>>) -> Result<()> {
+        let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| !self.pending.contains_key(k) && !self.fetched.contains_key(k)).collect();
+        if keys.len() < 2 {
+            return Ok(());
+        }
+        let values = self.store.get_many(&keys).await?;
+        self.fetched.extend(keys.into_iter().zip(values));
+        Ok(())
     }
 
     /// Up to `limit` pairs in `[start, end)`, ascending, as the group sees them.

@@ -74,6 +74,23 @@ pub(crate) enum CommitOp {
     },
 }
 
+impl CommitOp {
+    /// The latest-record keys resolving this op reads (checks and written keys).
+    fn latest_keys(&self) -> Vec<Vec<u8>> {
+        match self {
+            CommitOp::Atomic(w) => w
+                .checks
+                .iter()
+                .map(|c| &c.key)
+                .chain(w.mutations.iter().filter(|m| !matches!(m.kind, MutationKind::SetVersionstampedKey { .. })).map(|m| &m.key))
+                .map(|k| layout::latest(k))
+                .collect(),
+            CommitOp::Transaction { writes, .. } => writes.iter().map(|(k, _)| layout::latest(k)).collect(),
+            _ => Vec::new(),
+        }
+    }
+}
+
 pub(crate) enum CommitReply {
     Outcome(CommitOutcome),
     Leased(Vec<QueueMessage>),
@@ -193,6 +210,8 @@ impl Pipeline {
         let mut new_horizon = None;
         let start_version = self.next_version;
         let mut pending = PendingWrites::default();
+        // Every latest record the group will read, in one store request.
+        ov.prefetch(group.iter().flat_map(|r| r.op.latest_keys()).collect()).await.map_err(GroupError::Failed)?;
 
         for req in group {
             if let CommitOp::Restore {
