@@ -40,7 +40,10 @@ impl<'a> Overlay<'a> {
 
     /// Read these keys from the store in one request, for the `get`s that follow.
     pub(crate) async fn prefetch(&mut self, keys: Vec<Vec<u8>>) -> Result<()> {
-        let keys: Vec<Vec<u8>> = keys.into_iter().filter(|k| !self.pending.contains_key(k) && !self.fetched.contains_key(k)).collect();
+        let keys: Vec<Vec<u8>> = keys
+            .into_iter()
+            .filter(|k| !self.pending.contains_key(k) && !self.fetched.contains_key(k))
+            .collect();
         if keys.len() < 2 {
             return Ok(());
         }

@@ -82,10 +82,17 @@ impl CommitOp {
                 .checks
                 .iter()
                 .map(|c| &c.key)
-                .chain(w.mutations.iter().filter(|m| !matches!(m.kind, MutationKind::SetVersionstampedKey { .. })).map(|m| &m.key))
+                .chain(
+                    w.mutations
+                        .iter()
+                        .filter(|m| !matches!(m.kind, MutationKind::SetVersionstampedKey { .. }))
+                        .map(|m| &m.key),
+                )
                 .map(|k| layout::latest(k))
                 .collect(),
-            CommitOp::Transaction { writes, .. } => writes.iter().map(|(k, _)| layout::latest(k)).collect(),
+            CommitOp::Transaction { writes, .. } => {
+                writes.iter().map(|(k, _)| layout::latest(k)).collect()
+            }
             _ => Vec::new(),
         }
     }
@@ -211,7 +218,9 @@ impl Pipeline {
         let start_version = self.next_version;
         let mut pending = PendingWrites::default();
         // Every latest record the group will read, in one store request.
-        ov.prefetch(group.iter().flat_map(|r| r.op.latest_keys()).collect()).await.map_err(GroupError::Failed)?;
+        ov.prefetch(group.iter().flat_map(|r| r.op.latest_keys()).collect())
+            .await
+            .map_err(GroupError::Failed)?;
 
         for req in group {
             if let CommitOp::Restore {

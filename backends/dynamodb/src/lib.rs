@@ -24,7 +24,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType, TableStatus,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TableStatus,
 };
 use aws_sdk_dynamodb::Client;
 use strata_engine::{Backend, BackendError, Capabilities, Store};
@@ -50,10 +51,17 @@ impl DynamoConfig {
         if table.is_empty() {
             return Err("a dynamodb store URL needs a table name: dynamodb:<table>?endpoint=<url>&region=<r>".into());
         }
-        if !(3..=255).contains(&table.len()) || !table.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) {
+        if !(3..=255).contains(&table.len())
+            || !table
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        {
             return Err(format!("invalid DynamoDB table name {table:?}: 3-255 characters of letters, digits, '_', '-', '.'"));
         }
-        let mut c = DynamoConfig { table: table.to_string(), ..Default::default() };
+        let mut c = DynamoConfig {
+            table: table.to_string(),
+            ..Default::default()
+        };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             match k {
@@ -90,7 +98,8 @@ impl DynamoBackend {
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https();
-        let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
+        let mut loader =
+            aws_config::defaults(aws_config::BehaviorVersion::latest()).http_client(http);
         if let Some(r) = &config.region {
             loader = loader.region(aws_config::Region::new(r.clone()));
         }
@@ -100,7 +109,9 @@ impl DynamoBackend {
         let shared = loader.load().await;
         let counts = RequestCounts::default();
         let sdk_config = aws_sdk_dynamodb::config::Builder::from(&shared)
-            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(6))
+            .retry_config(
+                aws_sdk_dynamodb::config::retry::RetryConfig::standard().with_max_attempts(6),
+            )
             .timeout_config(
                 aws_sdk_dynamodb::config::timeout::TimeoutConfig::builder()
                     .operation_attempt_timeout(Duration::from_secs(10))
@@ -111,7 +122,10 @@ impl DynamoBackend {
             .build();
         let client = Client::from_conf(sdk_config);
         let backend = DynamoBackend {
-            table: Arc::new(Table { client, name: config.table.clone() }),
+            table: Arc::new(Table {
+                client,
+                name: config.table.clone(),
+            }),
             counts,
             endpoint: config.endpoint.clone(),
         };
@@ -128,7 +142,9 @@ impl DynamoBackend {
         let t = &self.table;
         match t.client.describe_table().table_name(&t.name).send().await {
             Ok(out) => {
-                let desc = out.table.ok_or_else(|| BackendError::Other("DescribeTable returned no table".into()))?;
+                let desc = out
+                    .table
+                    .ok_or_else(|| BackendError::Other("DescribeTable returned no table".into()))?;
                 let keys: Vec<(String, KeyType)> = desc
                     .key_schema()
                     .iter()
@@ -139,8 +155,14 @@ impl DynamoBackend {
                     .iter()
                     .map(|a| (a.attribute_name().to_string(), a.attribute_type().clone()))
                     .collect();
-                let want = [("p".to_string(), KeyType::Hash), ("s".to_string(), KeyType::Range)];
-                if keys != want || types.get("p") != Some(&ScalarAttributeType::S) || types.get("s") != Some(&ScalarAttributeType::B) {
+                let want = [
+                    ("p".to_string(), KeyType::Hash),
+                    ("s".to_string(), KeyType::Range),
+                ];
+                if keys != want
+                    || types.get("p") != Some(&ScalarAttributeType::S)
+                    || types.get("s") != Some(&ScalarAttributeType::B)
+                {
                     return Err(BackendError::Other(format!(
                         "table {} has the wrong key schema {keys:?}: Strata needs partition key `p` (string) and sort key `s` (binary)",
                         t.name
@@ -177,13 +199,33 @@ impl DynamoBackend {
             .create_table()
             .table_name(&t.name)
             .billing_mode(BillingMode::PayPerRequest)
-            .key_schema(KeySchemaElement::builder().attribute_name("p").key_type(KeyType::Hash).build().map_err(build)?)
-            .key_schema(KeySchemaElement::builder().attribute_name("s").key_type(KeyType::Range).build().map_err(build)?)
-            .attribute_definitions(
-                AttributeDefinition::builder().attribute_name("p").attribute_type(ScalarAttributeType::S).build().map_err(build)?,
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("p")
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .map_err(build)?,
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name("s")
+                    .key_type(KeyType::Range)
+                    .build()
+                    .map_err(build)?,
             )
             .attribute_definitions(
-                AttributeDefinition::builder().attribute_name("s").attribute_type(ScalarAttributeType::B).build().map_err(build)?,
+                AttributeDefinition::builder()
+                    .attribute_name("p")
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .map_err(build)?,
+            )
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name("s")
+                    .attribute_type(ScalarAttributeType::B)
+                    .build()
+                    .map_err(build)?,
             )
             .send()
             .await;
@@ -197,23 +239,41 @@ impl DynamoBackend {
             }
         }
         for _ in 0..120 {
-            let out = t.client.describe_table().table_name(&t.name).send().await.map_err(sdk_err)?;
+            let out = t
+                .client
+                .describe_table()
+                .table_name(&t.name)
+                .send()
+                .await
+                .map_err(sdk_err)?;
             if out.table.and_then(|d| d.table_status) == Some(TableStatus::Active) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        Err(BackendError::Unavailable(format!("table {} did not become active", t.name)))
+        Err(BackendError::Unavailable(format!(
+            "table {} did not become active",
+            t.name
+        )))
     }
 
     fn store(&self, name: &str) -> DynamoStore {
-        DynamoStore { table: self.table.clone(), pk: format!("d#{name}"), xk: format!("x#{name}") }
+        DynamoStore {
+            table: self.table.clone(),
+            pk: format!("d#{name}"),
+            xk: format!("x#{name}"),
+        }
     }
 
     fn registry_key(&self, name: &str) -> HashMap<String, AttributeValue> {
         HashMap::from([
             ("p".to_string(), AttributeValue::S(REGISTRY.into())),
-            ("s".to_string(), AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(name.as_bytes().to_vec()))),
+            (
+                "s".to_string(),
+                AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(
+                    name.as_bytes().to_vec(),
+                )),
+            ),
         ])
     }
 }
@@ -228,7 +288,11 @@ impl Backend for DynamoBackend {
     }
 
     fn capabilities(&self) -> Capabilities {
-        Capabilities { max_batch_ops: None, multi_process: true, persistent: true }
+        Capabilities {
+            max_batch_ops: None,
+            multi_process: true,
+            persistent: true,
+        }
     }
 
     async fn open(&self, name: &str, create: bool) -> Result<Arc<dyn Store>, BackendError> {
@@ -303,7 +367,13 @@ impl Backend for DynamoBackend {
             .item
             .is_some();
         // Unregister first: from then on the database does not exist, whatever remains.
-        t.client.delete_item().table_name(&t.name).set_key(Some(self.registry_key(name))).send().await.map_err(sdk_err)?;
+        t.client
+            .delete_item()
+            .table_name(&t.name)
+            .set_key(Some(self.registry_key(name)))
+            .send()
+            .await
+            .map_err(sdk_err)?;
         for pk in [format!("d#{name}"), format!("x#{name}")] {
             let mut start = None;
             loop {
@@ -319,9 +389,18 @@ impl Backend for DynamoBackend {
                     .await
                     .map_err(sdk_err)?;
                 for item in page.items() {
-                    let key: HashMap<String, AttributeValue> =
-                        item.iter().filter(|(k, _)| *k == "p" || *k == "s").map(|(k, v)| (k.clone(), v.clone())).collect();
-                    t.client.delete_item().table_name(&t.name).set_key(Some(key)).send().await.map_err(sdk_err)?;
+                    let key: HashMap<String, AttributeValue> = item
+                        .iter()
+                        .filter(|(k, _)| *k == "p" || *k == "s")
+                        .map(|(k, v)| (k.clone(), v.clone()))
+                        .collect();
+                    t.client
+                        .delete_item()
+                        .table_name(&t.name)
+                        .set_key(Some(key))
+                        .send()
+                        .await
+                        .map_err(sdk_err)?;
                 }
                 match page.last_evaluated_key {
                     Some(k) if !k.is_empty() => start = Some(k),

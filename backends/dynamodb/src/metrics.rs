@@ -17,12 +17,17 @@ pub struct RequestCounts {
 
 impl RequestCounts {
     pub(crate) fn interceptor(&self) -> CountRequests {
-        CountRequests { counts: self.counts.clone() }
+        CountRequests {
+            counts: self.counts.clone(),
+        }
     }
 
     /// Requests per operation name (`GetItem`, `TransactWriteItems`, ...).
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
-        self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn total(&self) -> u64 {
@@ -46,8 +51,16 @@ impl Intercept for CountRequests {
         _runtime_components: &RuntimeComponents,
         cfg: &mut ConfigBag,
     ) -> Result<(), BoxError> {
-        let op = cfg.load::<Metadata>().map(|m| m.name().to_string()).unwrap_or_else(|| "unknown".into());
-        *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry(op).or_default() += 1;
+        let op = cfg
+            .load::<Metadata>()
+            .map(|m| m.name().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        *self
+            .counts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(op)
+            .or_default() += 1;
         Ok(())
     }
 }

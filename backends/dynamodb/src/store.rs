@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::{AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ConditionCheck, Delete, KeysAndAttributes, Put, TransactWriteItem, Update,
+};
 use strata_engine::{BackendError, BatchOp, Durability, Precondition, Store};
 
 use crate::keys::{decode_bucket, encode_bucket, is_bucket, sort_key, Bucket};
@@ -48,6 +50,11 @@ pub struct DynamoStore {
     /// Partition of the transaction records.
     pub(crate) xk: String,
 }
+
+/// A key and its value.
+type Pair = (Vec<u8>, Vec<u8>);
+/// A suffix in a bucket and what it becomes (`None`: removed).
+type BucketOp = (Vec<u8>, Option<Vec<u8>>);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum TxState {
@@ -96,7 +103,10 @@ pub(crate) fn sdk_err<E: std::error::Error + Send + Sync + 'static>(
 ) -> BackendError {
     match &e {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            BackendError::Unavailable(format!("DynamoDB unreachable: {}", aws_sdk_dynamodb::error::DisplayErrorContext(&e)))
+            BackendError::Unavailable(format!(
+                "DynamoDB unreachable: {}",
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+            ))
         }
         SdkError::ServiceError(se) => {
             let msg = format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(&e));
@@ -112,7 +122,10 @@ pub(crate) fn sdk_err<E: std::error::Error + Send + Sync + 'static>(
                 BackendError::Other(msg)
             }
         }
-        _ => BackendError::Other(format!("{}", aws_sdk_dynamodb::error::DisplayErrorContext(&e))),
+        _ => BackendError::Other(format!(
+            "{}",
+            aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+        )),
     }
 }
 
@@ -121,7 +134,11 @@ impl DynamoStore {
         HashMap::from([("p".to_string(), s(pk)), ("s".to_string(), b(sk))])
     }
 
-    async fn get_item(&self, pk: &str, sk: &[u8]) -> Result<Option<HashMap<String, AttributeValue>>, BackendError> {
+    async fn get_item(
+        &self,
+        pk: &str,
+        sk: &[u8],
+    ) -> Result<Option<HashMap<String, AttributeValue>>, BackendError> {
         let out = self
             .table
             .client
@@ -136,7 +153,9 @@ impl DynamoStore {
     }
 
     async fn tx_state(&self, txid: &str) -> Result<TxState, BackendError> {
-        let Some(item) = self.get_item(&self.xk, txid.as_bytes()).await? else { return Ok(TxState::Gone) };
+        let Some(item) = self.get_item(&self.xk, txid.as_bytes()).await? else {
+            return Ok(TxState::Gone);
+        };
         Ok(match text(&item, "state") {
             Some("committed") => TxState::Committed,
             Some("aborted") => TxState::Aborted,
@@ -178,21 +197,28 @@ impl DynamoStore {
     }
 
     /// The entries an item holds: `(key, value)` in key order.
-    fn expand(&self, sk: &[u8], content: Vec<u8>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+    fn expand(&self, sk: &[u8], content: Vec<u8>) -> Result<Vec<Pair>, BackendError> {
         if !is_bucket(sk) {
             return Ok(vec![(sk.to_vec(), content)]);
         }
         let bucket = decode_bucket(&content).ok_or_else(|| self.corrupt("undecodable bucket"))?;
-        Ok(bucket.into_iter().map(|(suffix, v)| ([sk, suffix.as_slice()].concat(), v)).collect())
+        Ok(bucket
+            .into_iter()
+            .map(|(suffix, v)| ([sk, suffix.as_slice()].concat(), v))
+            .collect())
     }
 
     // ------------------------------------------------------------------ writes
 
     /// Compute each item's new content: short keys directly, buckets from their current
     /// content. Fails over to resolving another writer's provisional write when met.
-    async fn plan(&self, ops: &[BatchOp], precondition: &Option<Precondition>) -> Result<Option<Vec<ItemWrite>>, BackendError> {
+    async fn plan(
+        &self,
+        ops: &[BatchOp],
+        precondition: &Option<Precondition>,
+    ) -> Result<Option<Vec<ItemWrite>>, BackendError> {
         let mut short: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
-        let mut buckets: BTreeMap<Vec<u8>, Vec<(Vec<u8>, Option<Vec<u8>>)>> = BTreeMap::new();
+        let mut buckets: BTreeMap<Vec<u8>, Vec<BucketOp>> = BTreeMap::new();
         for op in ops {
             let (key, value) = match op {
                 BatchOp::Put(k, v) => (k, Some(v.clone())),
@@ -200,7 +226,10 @@ impl DynamoStore {
             };
             let (sk, bucket) = sort_key(key);
             if bucket {
-                buckets.entry(sk.to_vec()).or_default().push((key[sk.len()..].to_vec(), value));
+                buckets
+                    .entry(sk.to_vec())
+                    .or_default()
+                    .push((key[sk.len()..].to_vec(), value));
             } else {
                 short.insert(key.clone(), value);
             }
@@ -235,14 +264,29 @@ impl DynamoStore {
                     crate::keys::SORT_KEY_MAX
                 )));
             }
-            writes.push(ItemWrite { sk, new, expect: Some(current), version_check: None });
+            writes.push(ItemWrite {
+                sk,
+                new,
+                expect: Some(current),
+                version_check: None,
+            });
         }
         for (sk, new) in short {
             if new.as_ref().is_some_and(|n| n.len() > MAX_ITEM_BYTES) {
-                return Err(BackendError::Other("value too large for a DynamoDB item".into()));
+                return Err(BackendError::Other(
+                    "value too large for a DynamoDB item".into(),
+                ));
             }
-            let version_check = precondition.as_ref().filter(|p| p.key == sk).map(|p| p.expected.clone());
-            writes.push(ItemWrite { sk, new, expect: None, version_check });
+            let version_check = precondition
+                .as_ref()
+                .filter(|p| p.key == sk)
+                .map(|p| p.expected.clone());
+            writes.push(ItemWrite {
+                sk,
+                new,
+                expect: None,
+                version_check,
+            });
         }
         if let Some(p) = precondition {
             if !writes.iter().any(|w| w.sk == p.key) {
@@ -313,10 +357,19 @@ impl DynamoStore {
 
     /// One `TransactWriteItems`. `Ok(None)` when applied; `Ok(Some(i))` when item `i`'s
     /// condition failed; `Err` for anything else.
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Option<Vec<usize>>, BackendError> {
+    async fn transact(
+        &self,
+        items: Vec<TransactWriteItem>,
+    ) -> Result<Option<Vec<usize>>, BackendError> {
         let mut backoff = Duration::from_millis(10);
         for _ in 0..8 {
-            let r = self.table.client.transact_write_items().set_transact_items(Some(items.clone())).send().await;
+            let r = self
+                .table
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await;
             match r {
                 Ok(_) => return Ok(None),
                 Err(SdkError::ServiceError(se)) => {
@@ -351,17 +404,26 @@ impl DynamoStore {
                 Err(e) => return Err(sdk_err(e)),
             }
         }
-        Err(BackendError::Unavailable("DynamoDB kept refusing the transaction (contention)".into()))
+        Err(BackendError::Unavailable(
+            "DynamoDB kept refusing the transaction (contention)".into(),
+        ))
     }
 
     async fn apply_small(&self, writes: &[ItemWrite]) -> Result<Option<Vec<usize>>, BackendError> {
-        let items = writes.iter().map(|w| self.transact_item(w)).collect::<Result<Vec<_>, _>>()?;
+        let items = writes
+            .iter()
+            .map(|w| self.transact_item(w))
+            .collect::<Result<Vec<_>, _>>()?;
         self.transact(items).await
     }
 
     /// After a failed condition: resolve provisional writes on the failed items. Returns
     /// `Err(PreconditionFailed)` when the version record moved.
-    async fn after_conflict(&self, writes: &[ItemWrite], failed: &[usize]) -> Result<(), BackendError> {
+    async fn after_conflict(
+        &self,
+        writes: &[ItemWrite],
+        failed: &[usize],
+    ) -> Result<(), BackendError> {
         for &i in failed {
             let Some(w) = writes.get(i) else { continue };
             let item = self.get_item(&self.pk, &w.sk).await?;
@@ -378,24 +440,39 @@ impl DynamoStore {
         Ok(())
     }
 
-    async fn apply_large(&self, writes: &[ItemWrite]) -> Result<Result<(), Vec<usize>>, BackendError> {
+    async fn apply_large(
+        &self,
+        writes: &[ItemWrite],
+    ) -> Result<Result<(), Vec<usize>>, BackendError> {
         let txid = uuid::Uuid::new_v4().to_string();
         let client = &self.table.client;
         // The transaction record, then the list of items it will touch.
         let mut record = self.key(&self.xk, txid.as_bytes());
         record.insert("state".into(), s("pending"));
         record.insert("hb".into(), AttributeValue::N("0".into()));
-        client.put_item().table_name(&self.table.name).set_item(Some(record)).send().await.map_err(sdk_err)?;
+        client
+            .put_item()
+            .table_name(&self.table.name)
+            .set_item(Some(record))
+            .send()
+            .await
+            .map_err(sdk_err)?;
         let mut chunk = Vec::new();
         let mut chunks = 0u32;
         let flush = |chunk: Vec<u8>, n: u32| {
             let mut item = self.key(&self.xk, format!("{txid}#{n}").as_bytes());
             item.insert("keys".into(), AttributeValue::B(Blob::new(chunk)));
-            client.put_item().table_name(&self.table.name).set_item(Some(item)).send()
+            client
+                .put_item()
+                .table_name(&self.table.name)
+                .set_item(Some(item))
+                .send()
         };
         for w in writes {
             if chunk.len() + w.sk.len() + 4 > MAX_ITEM_BYTES {
-                flush(std::mem::take(&mut chunk), chunks).await.map_err(sdk_err)?;
+                flush(std::mem::take(&mut chunk), chunks)
+                    .await
+                    .map_err(sdk_err)?;
                 chunks += 1;
             }
             chunk.extend_from_slice(&(w.sk.len() as u32).to_be_bytes());
@@ -414,7 +491,11 @@ impl DynamoStore {
                 None => staged += group.len(),
                 Some(failed) => {
                     let aborted = failed.contains(&0);
-                    let failed_items: Vec<usize> = failed.iter().filter(|&&i| i > 0).map(|&i| staged + i - 1).collect();
+                    let failed_items: Vec<usize> = failed
+                        .iter()
+                        .filter(|&&i| i > 0)
+                        .map(|&i| staged + i - 1)
+                        .collect();
                     if !aborted {
                         self.abort_own(&txid).await?;
                     }
@@ -528,12 +609,19 @@ impl DynamoStore {
     async fn intents(&self, txid: &str) -> Result<Vec<Vec<u8>>, BackendError> {
         let mut out = Vec::new();
         for n in 0u32.. {
-            let Some(item) = self.get_item(&self.xk, format!("{txid}#{n}").as_bytes()).await? else { break };
+            let Some(item) = self
+                .get_item(&self.xk, format!("{txid}#{n}").as_bytes())
+                .await?
+            else {
+                break;
+            };
             let mut rest = blob(&item, "keys").unwrap_or_default();
             let mut slice = rest.as_mut_slice() as &[u8];
             while slice.len() >= 4 {
                 let len = u32::from_be_bytes([slice[0], slice[1], slice[2], slice[3]]) as usize;
-                let Some(k) = slice.get(4..4 + len) else { break };
+                let Some(k) = slice.get(4..4 + len) else {
+                    break;
+                };
                 out.push(k.to_vec());
                 slice = &slice[4 + len..];
             }
@@ -548,11 +636,17 @@ impl DynamoStore {
         let items = self.intents(txid).await?;
         for sk in &items {
             let key = self.key(&self.pk, sk);
-            let Some(item) = self.get_item(&self.pk, sk).await? else { continue };
+            let Some(item) = self.get_item(&self.pk, sk).await? else {
+                continue;
+            };
             if text(&item, "t") != Some(txid) {
                 continue;
             }
-            let source = if committed { blob(&item, "n") } else { blob(&item, "c") };
+            let source = if committed {
+                blob(&item, "n")
+            } else {
+                blob(&item, "c")
+            };
             let r = match source {
                 Some(content) => client
                     .update_item()
@@ -588,9 +682,21 @@ impl DynamoStore {
             if self.get_item(&self.xk, sk.as_bytes()).await?.is_none() {
                 break;
             }
-            client.delete_item().table_name(&self.table.name).set_key(Some(self.key(&self.xk, sk.as_bytes()))).send().await.map_err(sdk_err)?;
+            client
+                .delete_item()
+                .table_name(&self.table.name)
+                .set_key(Some(self.key(&self.xk, sk.as_bytes())))
+                .send()
+                .await
+                .map_err(sdk_err)?;
         }
-        client.delete_item().table_name(&self.table.name).set_key(Some(self.key(&self.xk, txid.as_bytes()))).send().await.map_err(sdk_err)?;
+        client
+            .delete_item()
+            .table_name(&self.table.name)
+            .set_key(Some(self.key(&self.xk, txid.as_bytes())))
+            .send()
+            .await
+            .map_err(sdk_err)?;
         Ok(())
     }
 
@@ -618,11 +724,17 @@ impl DynamoStore {
                                     .expression_attribute_names("#st", "state")
                                     .expression_attribute_values(":aborted", s("aborted"))
                                     .expression_attribute_values(":pending", s("pending"))
-                                    .expression_attribute_values(":hb", AttributeValue::N(hb.to_string()))
+                                    .expression_attribute_values(
+                                        ":hb",
+                                        AttributeValue::N(hb.to_string()),
+                                    )
                                     .send()
                                     .await;
                                 if r.is_ok() {
-                                    tracing::warn!(txid, "aborted a stalled batch of another writer");
+                                    tracing::warn!(
+                                        txid,
+                                        "aborted a stalled batch of another writer"
+                                    );
                                 }
                                 continue;
                             }
@@ -630,7 +742,9 @@ impl DynamoStore {
                         _ => watched = Some((hb, Instant::now())),
                     }
                     if started.elapsed() > GIVE_UP_AFTER {
-                        return Err(BackendError::Unavailable(format!("another writer's batch {txid} is still in progress")));
+                        return Err(BackendError::Unavailable(format!(
+                            "another writer's batch {txid} is still in progress"
+                        )));
                     }
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -643,8 +757,12 @@ impl DynamoStore {
 impl Store for DynamoStore {
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         let (sk, bucket) = sort_key(key);
-        let Some(item) = self.get_item(&self.pk, sk).await? else { return Ok(None) };
-        let Some(content) = self.content(&item, &mut HashMap::new()).await? else { return Ok(None) };
+        let Some(item) = self.get_item(&self.pk, sk).await? else {
+            return Ok(None);
+        };
+        let Some(content) = self.content(&item, &mut HashMap::new()).await? else {
+            return Ok(None);
+        };
         if !bucket {
             return Ok(Some(content));
         }
@@ -652,7 +770,13 @@ impl Store for DynamoStore {
         Ok(b.get(&key[sk.len()..]).cloned())
     }
 
-    async fn scan(&self, start: &[u8], end: &[u8], reverse: bool, limit: usize) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+    async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
         let mut out = Vec::new();
         if limit == 0 || (!end.is_empty() && start >= end) {
             return Ok(out);
@@ -674,13 +798,17 @@ impl Store for DynamoStore {
                 .expression_attribute_values(":lo", b(&lo))
                 .set_exclusive_start_key(exclusive_start.take());
             q = match &hi {
-                Some(hi) => q.key_condition_expression("p = :p AND s BETWEEN :lo AND :hi").expression_attribute_values(":hi", b(hi)),
+                Some(hi) => q
+                    .key_condition_expression("p = :p AND s BETWEEN :lo AND :hi")
+                    .expression_attribute_values(":hi", b(hi)),
                 None => q.key_condition_expression("p = :p AND s >= :lo"),
             };
             let page = q.send().await.map_err(sdk_err)?;
             for item in page.items() {
                 let sk = blob(item, "s").ok_or_else(|| self.corrupt("item without a sort key"))?;
-                let Some(content) = self.content(item, &mut states).await? else { continue };
+                let Some(content) = self.content(item, &mut states).await? else {
+                    continue;
+                };
                 let mut entries = self.expand(&sk, content)?;
                 if reverse {
                     entries.reverse();
@@ -713,12 +841,25 @@ impl Store for DynamoStore {
             }
             let mut pending = Some(HashMap::from([(
                 self.table.name.clone(),
-                request.build().map_err(|e| BackendError::Other(e.to_string()))?,
+                request
+                    .build()
+                    .map_err(|e| BackendError::Other(e.to_string()))?,
             )]));
             let mut backoff = Duration::from_millis(5);
             while let Some(req) = pending.take().filter(|r| !r.is_empty()) {
-                let out = self.table.client.batch_get_item().set_request_items(Some(req)).send().await.map_err(sdk_err)?;
-                for item in out.responses.and_then(|mut r| r.remove(&self.table.name)).unwrap_or_default() {
+                let out = self
+                    .table
+                    .client
+                    .batch_get_item()
+                    .set_request_items(Some(req))
+                    .send()
+                    .await
+                    .map_err(sdk_err)?;
+                for item in out
+                    .responses
+                    .and_then(|mut r| r.remove(&self.table.name))
+                    .unwrap_or_default()
+                {
                     if let Some(sk) = blob(&item, "s") {
                         found.insert(sk, item);
                     }
@@ -736,7 +877,9 @@ impl Store for DynamoStore {
             let (sk, bucket) = sort_key(k);
             let value = match found.get(sk) {
                 Some(item) => match self.content(item, &mut states).await? {
-                    Some(c) if bucket => decode_bucket(&c).ok_or_else(|| self.corrupt("undecodable bucket"))?.remove(&k[sk.len()..]),
+                    Some(c) if bucket => decode_bucket(&c)
+                        .ok_or_else(|| self.corrupt("undecodable bucket"))?
+                        .remove(&k[sk.len()..]),
                     other => other,
                 },
                 None => None,
@@ -746,24 +889,33 @@ impl Store for DynamoStore {
         Ok(out)
     }
 
-    async fn apply(&self, ops: Vec<BatchOp>, _durability: Durability, precondition: Option<Precondition>) -> Result<(), BackendError> {
+    async fn apply(
+        &self,
+        ops: Vec<BatchOp>,
+        _durability: Durability,
+        precondition: Option<Precondition>,
+    ) -> Result<(), BackendError> {
         // DynamoDB acknowledges a write only once it is durable: both durabilities are `Sync`.
         for _attempt in 0..50 {
-            let Some(writes) = self.plan(&ops, &precondition).await? else { continue };
-            let bytes: usize = writes.iter().map(|w| w.sk.len() + w.new.as_ref().map_or(0, |n| n.len()) + 64).sum();
+            let Some(writes) = self.plan(&ops, &precondition).await? else {
+                continue;
+            };
+            let bytes: usize = writes
+                .iter()
+                .map(|w| w.sk.len() + w.new.as_ref().map_or(0, |n| n.len()) + 64)
+                .sum();
             let failed = if writes.len() <= MAX_TX_ITEMS && bytes <= MAX_TX_BYTES {
                 self.apply_small(&writes).await?
             } else {
-                match self.apply_large(&writes).await? {
-                    Ok(()) => None,
-                    Err(failed) => Some(failed),
-                }
+                self.apply_large(&writes).await?.err()
             };
             match failed {
                 None => return Ok(()),
                 Some(failed) => self.after_conflict(&writes, &failed).await?,
             }
         }
-        Err(BackendError::Unavailable("could not apply the batch: other writers kept changing the same items".into()))
+        Err(BackendError::Unavailable(
+            "could not apply the batch: other writers kept changing the same items".into(),
+        ))
     }
 }
