@@ -8,6 +8,7 @@
 //! memory:            a fresh in-memory store (gone when the process exits)
 //! redb:<dir>         one redb file per database under <dir>   (default: redb:./strata-data)
 //! sqlite:<dir>       one SQLite file per database under <dir>
+//! dynamodb:<table>?endpoint=<url>&region=<r>   many databases in one DynamoDB table
 //! ```
 
 use std::sync::Arc;
@@ -15,6 +16,8 @@ use std::sync::Arc;
 pub use strata_engine as engine;
 pub use strata_engine::{Backend, Database, Engine, EngineConfig, EngineError};
 
+#[cfg(feature = "dynamodb")]
+pub use strata_backend_dynamodb as dynamodb;
 #[cfg(feature = "memory")]
 pub use strata_backend_memory as memory;
 #[cfg(feature = "redb")]
@@ -31,16 +34,22 @@ pub enum StoreUrl {
     Memory,
     Redb(std::path::PathBuf),
     Sqlite(std::path::PathBuf),
+    /// The part after `dynamodb:` (`<table>?endpoint=..&region=..`).
+    Dynamodb(String),
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreUrlError {
-    #[error("invalid store URL {0:?}: expected memory:, redb:<dir> or sqlite:<dir>")]
+    #[error(
+        "invalid store URL {0:?}: expected memory:, redb:<dir>, sqlite:<dir> or dynamodb:<table>"
+    )]
     Invalid(String),
     #[error("store URL {url:?} needs a directory after '{scheme}:'")]
     MissingPath { url: String, scheme: &'static str },
     #[error("this build of strata has no {0} backend; rebuild with `--features {0}`")]
     NotCompiled(&'static str),
+    #[error("{0}")]
+    Backend(String),
 }
 
 impl std::str::FromStr for StoreUrl {
@@ -64,15 +73,28 @@ impl std::str::FromStr for StoreUrl {
             "memory" if rest.is_empty() => Ok(StoreUrl::Memory),
             "redb" => Ok(StoreUrl::Redb(path("redb")?)),
             "sqlite" => Ok(StoreUrl::Sqlite(path("sqlite")?)),
+            "dynamodb" if !rest.is_empty() => Ok(StoreUrl::Dynamodb(rest.to_string())),
             _ => Err(StoreUrlError::Invalid(url.to_string())),
         }
     }
 }
 
 impl StoreUrl {
-    /// The backend this URL names, if this build has it.
-    pub fn open(&self) -> Result<Arc<dyn Backend>, StoreUrlError> {
+    /// The backend this URL names, if this build has it. `create_table`: a DynamoDB table
+    /// that does not exist is created (as `--create-table` asks).
+    pub async fn open(&self, create_table: bool) -> Result<Arc<dyn Backend>, StoreUrlError> {
+        let _ = create_table;
         match self {
+            #[cfg(feature = "dynamodb")]
+            StoreUrl::Dynamodb(rest) => {
+                let mut config = strata_backend_dynamodb::DynamoConfig::parse(rest)
+                    .map_err(StoreUrlError::Backend)?;
+                config.create_table |= create_table;
+                let backend = strata_backend_dynamodb::DynamoBackend::connect(config)
+                    .await
+                    .map_err(|e| StoreUrlError::Backend(e.to_string()))?;
+                Ok(Arc::new(backend))
+            }
             #[cfg(feature = "memory")]
             StoreUrl::Memory => Ok(Arc::new(strata_backend_memory::MemoryBackend::new())),
             #[cfg(feature = "redb")]
@@ -89,6 +111,7 @@ impl StoreUrl {
             StoreUrl::Memory => "memory",
             StoreUrl::Redb(_) => "redb",
             StoreUrl::Sqlite(_) => "sqlite",
+            StoreUrl::Dynamodb(_) => "dynamodb",
         }
     }
 }

@@ -16,9 +16,12 @@ use strata::{Engine, EngineConfig, StoreUrl, DEFAULT_STORE};
     about = "Strata: one storage engine with many faces"
 )]
 struct Cli {
-    /// Where the data lives: memory:, redb:<dir> or sqlite:<dir>.
+    /// Where the data lives: memory:, redb:<dir>, sqlite:<dir> or dynamodb:<table>?endpoint=<url>&region=<r>.
     #[arg(long, global = true, env = "STRATA_STORE", default_value = DEFAULT_STORE)]
     store: String,
+    /// Create the DynamoDB table of a dynamodb: store if it does not exist.
+    #[arg(long, global = true)]
+    create_table: bool,
     /// Serve this SQLite file's directory (drop-in flag of the reference KV Connect server).
     #[arg(long, global = true, hide = true)]
     sqlite_path: Option<std::path::PathBuf>,
@@ -183,7 +186,10 @@ async fn run(cli: Cli) -> CliResult {
         None => cli.store.clone(),
     };
     let url: StoreUrl = store.parse().map_err(|e| format!("{e}"))?;
-    let backend = url.open().map_err(|e| e.to_string())?;
+    let backend = url
+        .open(cli.create_table)
+        .await
+        .map_err(|e| e.to_string())?;
     #[cfg(feature = "kv-connect")]
     if let Command::Serve(args) = cli.command {
         let engine = std::sync::Arc::new(Engine::new(backend, EngineConfig::default()));

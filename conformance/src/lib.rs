@@ -25,16 +25,23 @@ pub enum BackendKind {
     Memory,
     Redb,
     Sqlite,
+    Dynamodb,
 }
 
 impl BackendKind {
-    pub const ALL: [BackendKind; 3] = [BackendKind::Memory, BackendKind::Redb, BackendKind::Sqlite];
+    pub const ALL: [BackendKind; 4] = [
+        BackendKind::Memory,
+        BackendKind::Redb,
+        BackendKind::Sqlite,
+        BackendKind::Dynamodb,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
             BackendKind::Memory => "memory",
             BackendKind::Redb => "redb",
             BackendKind::Sqlite => "sqlite",
+            BackendKind::Dynamodb => "dynamodb",
         }
     }
 
@@ -48,7 +55,7 @@ impl BackendKind {
 
     /// Whether several engines (processes) may share one store.
     pub fn multi_writer(self) -> bool {
-        matches!(self, BackendKind::Memory)
+        matches!(self, BackendKind::Memory | BackendKind::Dynamodb)
     }
 }
 
@@ -58,17 +65,25 @@ pub struct Harness {
     dir: tempfile::TempDir,
     memory: Arc<strata_backend_memory::MemoryBackend>,
     shared_memory: Arc<strata_backend_memory::MemoryBackend>,
+    dynamodb: Option<Arc<strata_backend_dynamodb::DynamoBackend>>,
     /// The runner binary, for cases that run a child process.
     pub exe: Option<PathBuf>,
 }
 
 impl Harness {
-    pub fn new(kind: BackendKind, exe: Option<PathBuf>) -> std::io::Result<Self> {
+    pub async fn new(kind: BackendKind, exe: Option<PathBuf>) -> Result<Self, String> {
+        let dir =
+            tempfile::tempdir().map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+        let dynamodb = match kind {
+            BackendKind::Dynamodb => Some(connect_dynamodb(dir.path()).await?),
+            _ => None,
+        };
         Ok(Harness {
             kind,
-            dir: tempfile::tempdir()?,
+            dir,
             memory: Arc::new(Default::default()),
             shared_memory: Arc::new(strata_backend_memory::MemoryBackend::shared_by_engines()),
+            dynamodb,
             exe,
         })
     }
@@ -77,9 +92,21 @@ impl Harness {
         self.dir.path()
     }
 
-    /// A new backend instance over this harness's store (the same data each time).
+    /// A backend over this harness's store (the same data each time).
     pub fn backend(&self) -> Arc<dyn Backend> {
-        make_backend(self.kind, self.dir.path(), &self.memory)
+        match (&self.dynamodb, self.kind) {
+            (Some(d), _) => d.clone(),
+            (None, BackendKind::Memory) => self.memory.clone(),
+            (None, BackendKind::Redb) => {
+                Arc::new(strata_backend_redb::RedbBackend::new(self.dir.path()))
+            }
+            (None, _) => Arc::new(strata_backend_sqlite::SqliteBackend::new(self.dir.path())),
+        }
+    }
+
+    /// The DynamoDB backend of a `dynamodb` harness (for request counts).
+    pub fn dynamodb(&self) -> Option<&Arc<strata_backend_dynamodb::DynamoBackend>> {
+        self.dynamodb.as_ref()
     }
 
     /// Engine settings for tests: background work runs often so that cases stay short.
@@ -109,17 +136,97 @@ impl Harness {
     }
 }
 
-/// A backend of `kind` storing under `dir` (memory: the given instance).
-pub fn make_backend(
+/// The environment variable naming the DynamoDB-compatible store the `dynamodb` cases use
+/// (`dynamodb:<table prefix>?endpoint=<url>&region=<r>`); each case gets its own table.
+pub const DYNAMODB_ENV: &str = "STRATA_TEST_DYNAMODB";
+
+/// The table a harness directory maps to (a child process finds the same one).
+pub fn dynamodb_table_for(dir: &std::path::Path) -> String {
+    let tag: String = dir
+        .file_name()
+        .map(|n| {
+            n.to_string_lossy()
+                .chars()
+                .filter(|c| c.is_ascii_alphanumeric())
+                .collect()
+        })
+        .unwrap_or_default();
+    format!("strata-test-{tag}")
+}
+
+/// Connect to the test DynamoDB (from [`DYNAMODB_ENV`]) with this directory's table.
+pub async fn connect_dynamodb(
+    dir: &std::path::Path,
+) -> Result<Arc<strata_backend_dynamodb::DynamoBackend>, String> {
+    let url = std::env::var(DYNAMODB_ENV).map_err(|_| {
+        format!("{DYNAMODB_ENV} is not set: point it at a DynamoDB-compatible endpoint, or let the runner start one")
+    })?;
+    let rest = url
+        .strip_prefix("dynamodb:")
+        .ok_or_else(|| format!("{DYNAMODB_ENV} must be a dynamodb: store URL"))?;
+    let mut config = strata_backend_dynamodb::DynamoConfig::parse(rest)?;
+    config.table = dynamodb_table_for(dir);
+    config.create_table = true;
+    let backend = strata_backend_dynamodb::DynamoBackend::connect(config)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Arc::new(backend))
+}
+
+/// The store URL of this directory's DynamoDB table, for `strata --store`.
+pub fn dynamodb_store_url(dir: &std::path::Path) -> Result<String, String> {
+    let url = std::env::var(DYNAMODB_ENV).map_err(|_| format!("{DYNAMODB_ENV} is not set"))?;
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    Ok(format!("dynamodb:{}?{query}", dynamodb_table_for(dir)))
+}
+
+/// Start a DynamoDB emulator (`moto_server`, from PyPI's `moto[server]`) on a free loopback
+/// port and point [`DYNAMODB_ENV`] (and dummy credentials, if none are set) at it.
+pub fn start_dynamodb_emulator() -> Result<std::process::Child, String> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| e.to_string())?
+        .port();
+    let child = std::process::Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .map_err(|e| format!("cannot start moto_server (pip install 'moto[server]'): {e}"))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if std::time::Instant::now() > deadline {
+            return Err("moto_server did not start listening within 30 s".into());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::env::set_var(
+        DYNAMODB_ENV,
+        format!("dynamodb:strata-test?endpoint=http://127.0.0.1:{port}&region=us-east-1"),
+    );
+    for (k, v) in [
+        ("AWS_ACCESS_KEY_ID", "testing"),
+        ("AWS_SECRET_ACCESS_KEY", "testing"),
+        ("AWS_REGION", "us-east-1"),
+    ] {
+        if std::env::var_os(k).is_none() {
+            std::env::set_var(k, v);
+        }
+    }
+    Ok(child)
+}
+
+/// A backend of `kind` over `dir` (memory: a fresh one), for child processes.
+pub async fn open_backend(
     kind: BackendKind,
     dir: &std::path::Path,
-    memory: &Arc<strata_backend_memory::MemoryBackend>,
-) -> Arc<dyn Backend> {
-    match kind {
-        BackendKind::Memory => memory.clone(),
+) -> Result<Arc<dyn Backend>, String> {
+    Ok(match kind {
+        BackendKind::Memory => Arc::new(strata_backend_memory::MemoryBackend::new()),
         BackendKind::Redb => Arc::new(strata_backend_redb::RedbBackend::new(dir)),
         BackendKind::Sqlite => Arc::new(strata_backend_sqlite::SqliteBackend::new(dir)),
-    }
+        BackendKind::Dynamodb => connect_dynamodb(dir).await?,
+    })
 }
 
 pub type CaseResult = Result<(), String>;
@@ -226,7 +333,7 @@ pub async fn run_suite(kind: BackendKind, suite: &Suite, exe: Option<PathBuf>) -
     let mut out = Vec::new();
     for case in &suite.cases {
         let start = Instant::now();
-        let result = match Harness::new(kind, exe.clone()) {
+        let result = match Harness::new(kind, exe.clone()).await {
             Ok(h) => {
                 let fut = (case.run)(&h);
                 match tokio::time::timeout(CASE_TIMEOUT, fut).await {
@@ -234,7 +341,7 @@ pub async fn run_suite(kind: BackendKind, suite: &Suite, exe: Option<PathBuf>) -
                     Err(_) => Err(format!("timed out after {CASE_TIMEOUT:?}")),
                 }
             }
-            Err(e) => Err(format!("cannot make a temporary directory: {e}")),
+            Err(e) => Err(e),
         };
         out.push(Outcome {
             backend: kind,

@@ -119,6 +119,16 @@ fn main() -> ExitCode {
         v
     };
     let exe = std::env::current_exe().ok();
+    // A DynamoDB-compatible endpoint: the one named in the environment, or our own emulator.
+    let mut emulator = None;
+    if kinds.contains(&BackendKind::Dynamodb)
+        && std::env::var_os(strata_conformance::DYNAMODB_ENV).is_none()
+    {
+        match strata_conformance::start_dynamodb_emulator() {
+            Ok(child) => emulator = Some(child),
+            Err(e) => eprintln!("no DynamoDB emulator: {e}"),
+        }
+    }
     let mut outcomes: Vec<Outcome> = Vec::new();
     let mut cells: Vec<(BackendKind, &str, String)> = Vec::new();
     for suite in &chosen {
@@ -130,12 +140,25 @@ fn main() -> ExitCode {
             eprintln!("running {} on {} ...", suite.name, kind.name());
             let got = rt.block_on(run_suite(kind, suite, exe.clone()));
             let passed = got.iter().filter(|o| o.result.is_ok()).count();
-            cells.push((kind, suite.name, format!("{passed}/{}", got.len())));
+            let skipped = got.iter().filter(|o| is_skip(o)).count();
+            let cell = if skipped == got.len() {
+                "skip".to_string()
+            } else {
+                format!("{passed}/{}", got.len() - skipped)
+            };
+            cells.push((kind, suite.name, cell));
             for o in &got {
                 match &o.result {
                     Ok(()) if cli.verbose => {
                         eprintln!("  ok   {}/{} ({:.2?})", o.suite, o.case, o.elapsed)
                     }
+                    Err(e) if is_skip(o) => eprintln!(
+                        "  skip {}/{}/{}: {}",
+                        kind.name(),
+                        o.suite,
+                        o.case,
+                        e[5..].trim()
+                    ),
                     Err(e) => eprintln!("  FAIL {}/{}/{}: {e}", kind.name(), o.suite, o.case),
                     _ => {}
                 }
@@ -166,6 +189,10 @@ fn main() -> ExitCode {
             print!("  {cell:>8}");
         }
         println!();
+    }
+    if let Some(mut child) = emulator {
+        let _ = child.kill();
+        let _ = child.wait();
     }
     let failed: Vec<&Outcome> = outcomes
         .iter()

@@ -17,6 +17,12 @@
 
 pub mod keys;
 mod metrics;
+
+/// Fault injection for crash tests: when set, a process exits abruptly half-way through
+/// staging a large commit (after its first chunk), as if it had crashed there.
+#[doc(hidden)]
+pub static EXIT_DURING_LARGE_COMMIT: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 mod store;
 
 use std::collections::HashMap;

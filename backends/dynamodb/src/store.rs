@@ -38,6 +38,8 @@ use crate::Table;
 const MAX_TX_ITEMS: usize = 100;
 const MAX_TX_BYTES: usize = 3_500_000;
 const MAX_ITEM_BYTES: usize = 390 * 1024;
+/// Items settled at once when a large commit is rolled forward or back.
+const CLEANUP_PARALLELISM: usize = 16;
 /// How long a writer waits for a pending batch's heartbeat to move before aborting it.
 const ABORT_AFTER: Duration = Duration::from_secs(3);
 /// The longest a writer waits for a live batch of another writer.
@@ -488,7 +490,13 @@ impl DynamoStore {
                 items.push(self.stage_item(w, &txid)?);
             }
             match self.transact(items).await? {
-                None => staged += group.len(),
+                None => {
+                    staged += group.len();
+                    if crate::EXIT_DURING_LARGE_COMMIT.load(std::sync::atomic::Ordering::SeqCst) {
+                        eprintln!("fault injection: exiting in the middle of a large commit");
+                        std::process::exit(9);
+                    }
+                }
                 Some(failed) => {
                     let aborted = failed.contains(&0);
                     let failed_items: Vec<usize> = failed
@@ -634,47 +642,13 @@ impl DynamoStore {
     async fn cleanup(&self, txid: &str, committed: bool) -> Result<(), BackendError> {
         let client = &self.table.client;
         let items = self.intents(txid).await?;
-        for sk in &items {
-            let key = self.key(&self.pk, sk);
-            let Some(item) = self.get_item(&self.pk, sk).await? else {
-                continue;
-            };
-            if text(&item, "t") != Some(txid) {
-                continue;
-            }
-            let source = if committed {
-                blob(&item, "n")
-            } else {
-                blob(&item, "c")
-            };
-            let r = match source {
-                Some(content) => client
-                    .update_item()
-                    .table_name(&self.table.name)
-                    .set_key(Some(key))
-                    .update_expression("SET c = :c REMOVE t, n")
-                    .condition_expression("t = :t")
-                    .expression_attribute_values(":c", b(&content))
-                    .expression_attribute_values(":t", s(txid))
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(sdk_err),
-                None => client
-                    .delete_item()
-                    .table_name(&self.table.name)
-                    .set_key(Some(key))
-                    .condition_expression("t = :t")
-                    .expression_attribute_values(":t", s(txid))
-                    .send()
-                    .await
-                    .map(|_| ())
-                    .map_err(sdk_err),
-            };
-            if let Err(e) = r {
-                if !e.to_string().contains("ConditionalCheckFailed") {
-                    return Err(e);
-                }
+        for chunk in items.chunks(CLEANUP_PARALLELISM) {
+            let settled = futures_util::future::join_all(
+                chunk.iter().map(|sk| self.settle(sk, txid, committed)),
+            )
+            .await;
+            for r in settled {
+                r?;
             }
         }
         for n in 0u32.. {
@@ -698,6 +672,47 @@ impl DynamoStore {
             .await
             .map_err(sdk_err)?;
         Ok(())
+    }
+
+    /// Make one item's content final: the provisional content if `committed`, else the old
+    /// one; an item left with no content is deleted. One request when nothing raced.
+    async fn settle(&self, sk: &[u8], txid: &str, committed: bool) -> Result<(), BackendError> {
+        let client = &self.table.client;
+        let (keep, update) = if committed {
+            ("n", "SET c = n REMOVE t, n")
+        } else {
+            ("c", "REMOVE t, n")
+        };
+        let conditional = |e: &BackendError| e.to_string().contains("ConditionalCheckFailed");
+        let r = client
+            .update_item()
+            .table_name(&self.table.name)
+            .set_key(Some(self.key(&self.pk, sk)))
+            .update_expression(update)
+            .condition_expression(format!("t = :t AND attribute_exists({keep})"))
+            .expression_attribute_values(":t", s(txid))
+            .send()
+            .await
+            .map_err(sdk_err);
+        match r {
+            Ok(_) => return Ok(()),
+            Err(e) if conditional(&e) => {}
+            Err(e) => return Err(e),
+        }
+        let r = client
+            .delete_item()
+            .table_name(&self.table.name)
+            .set_key(Some(self.key(&self.pk, sk)))
+            .condition_expression(format!("t = :t AND attribute_not_exists({keep})"))
+            .expression_attribute_values(":t", s(txid))
+            .send()
+            .await
+            .map_err(sdk_err);
+        match r {
+            Ok(_) => Ok(()),
+            Err(e) if conditional(&e) => Ok(()), // settled by someone else
+            Err(e) => Err(e),
+        }
     }
 
     /// Another writer's provisional write is in the way: finish, undo, or (if its writer

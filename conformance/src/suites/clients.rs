@@ -82,12 +82,14 @@ pub async fn start_server(h: &Harness, extra: &[&str]) -> Result<ServerProcess, 
     let bin = strata_bin()?;
     let store = match h.kind {
         BackendKind::Memory => "memory:".to_string(),
+        BackendKind::Dynamodb => crate::dynamodb_store_url(h.dir())?,
         kind => format!("{}:{}", kind.name(), h.dir().display()),
     };
     let mut child = Command::new(&bin)
         .args([
             "--store",
             &store,
+            "--create-table",
             "serve",
             "--kv-connect",
             "127.0.0.1:0",
@@ -98,17 +100,38 @@ pub async fn start_server(h: &Harness, extra: &[&str]) -> Result<ServerProcess, 
         .args(extra)
         .env_remove("STRATA_ACCESS_TOKEN")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("start {}: {e}", bin.display()))?;
+    let stderr = child.stderr.take().ok_or("no stderr")?;
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    {
+        let log = log.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(l)) = lines.next_line().await {
+                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                if log.len() < 4096 {
+                    log.push_str(&l);
+                    log.push('\n');
+                }
+            }
+        });
+    }
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
         .await
         .map_err(|_| "strata serve did not start within 30 s".to_string())?
         .map_err(|e| e.to_string())?
-        .ok_or("strata serve exited before listening (was it built with the memory feature?)")?;
+        .ok_or_else(|| {
+            std::thread::sleep(Duration::from_millis(100));
+            format!(
+                "strata serve exited before listening: {}",
+                log.lock().unwrap_or_else(|e| e.into_inner()).trim()
+            )
+        })?;
     let url = line
         .strip_prefix("Listening on ")
         .ok_or_else(|| format!("unexpected first line from strata serve: {line:?}"))?

@@ -18,7 +18,7 @@ use tokio::process::Command;
 use strata_engine::{AtomicWrite, BackendError, Engine, EngineError, Mutation, Value};
 
 use crate::{
-    cases, ensure, ensure_eq, make_backend, BackendKind, CaseResult, Harness, Step, Suite,
+    cases, ensure, ensure_eq, open_backend, BackendKind, CaseResult, Harness, Step, Suite,
 };
 
 pub fn suite() -> Suite {
@@ -35,6 +35,11 @@ pub fn suite() -> Suite {
 }
 
 async fn second_open_is_refused(h: &Harness) -> CaseResult {
+    if h.kind.multi_writer() {
+        return Err(
+            "SKIP: several processes may share this backend by design (see multi_writer)".into(),
+        );
+    }
     let first = h.engine();
     let db = first.open_or_create("shared").await.step("first open")?;
     db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
@@ -79,7 +84,7 @@ const BLOCK: u64 = 50;
 
 /// The child: commit until killed, printing `ack <round> <writer> <i>` after each commit.
 pub async fn crash_writer(kind: BackendKind, dir: &Path, round: u64) -> Result<(), String> {
-    let backend = make_backend(kind, dir, &Arc::new(Default::default()));
+    let backend = open_backend(kind, dir).await?;
     let engine = Engine::new(backend, strata_engine::EngineConfig::default());
     let db = engine.open_or_create("crash").await.step("open")?;
     let out = Arc::new(tokio::sync::Mutex::new(tokio::io::stdout()));
@@ -179,7 +184,12 @@ fn parse_ack(line: &str) -> Result<(u64, u64, u64), String> {
 async fn killed_writer_loses_no_acknowledged_commit(h: &Harness) -> CaseResult {
     let mut acked = Vec::new();
     for round in 0..2u64 {
-        acked.extend(run_and_kill(h, round, 150 + 100 * round as usize).await?);
+        let wanted = if h.kind == BackendKind::Dynamodb {
+            30 + 20 * round as usize
+        } else {
+            150 + 100 * round as usize
+        };
+        acked.extend(run_and_kill(h, round, wanted).await?);
         let engine = h.engine();
         let db = engine
             .database("crash")

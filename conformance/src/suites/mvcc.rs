@@ -138,7 +138,11 @@ async fn future_versions_are_refused(h: &Harness) -> CaseResult {
 }
 
 async fn versions_outside_the_window_are_collected(h: &Harness) -> CaseResult {
-    let engine = h.engine();
+    // With several writers, history is kept at least as long as a transaction may live.
+    let engine = h.engine_with(strata_engine::EngineConfig {
+        transaction_window_ms: 100,
+        ..Harness::config()
+    });
     let opts = DatabaseOptions {
         history_retention_ms: 200,
         ..DatabaseOptions::default()
