@@ -30,6 +30,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Internal {
+    /// (internal) The child of the dynamodb suite that dies half-way through a large commit.
+    #[command(hide = true)]
+    LargeCommit {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+    /// (internal) The child of the dynamodb suite that increments shared counters.
+    #[command(hide = true)]
+    Increment {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        count: u64,
+    },
     /// (internal) The child process of the crash suite: commit until killed.
     #[command(hide = true)]
     CrashWriter {
@@ -54,6 +68,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let child = match &cli.command {
+        Some(Internal::LargeCommit { dir }) => {
+            Some(rt.block_on(suites::dynamodb::die_in_large_commit(dir)))
+        }
+        Some(Internal::Increment { dir, count }) => {
+            Some(rt.block_on(suites::dynamodb::increment(dir, *count)))
+        }
+        _ => None,
+    };
+    if let Some(r) = child {
+        return match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Some(Internal::CrashWriter {
         backend,
         dir,

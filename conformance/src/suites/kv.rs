@@ -26,6 +26,8 @@ pub fn suite() -> Suite {
             versionstamped_keys,
             malformed_u64_is_refused,
             unknown_database_is_an_error,
+            long_keys_keep_their_order,
+            a_commit_of_1000_mutations_is_all_or_nothing,
         ],
     }
 }
@@ -464,6 +466,123 @@ async fn unknown_database_is_an_error(h: &Harness) -> CaseResult {
     ensure!(
         matches!(r, Err(EngineError::InvalidName { .. })),
         "got {r:?}"
+    );
+    Ok(())
+}
+
+async fn long_keys_keep_their_order(h: &Harness) -> CaseResult {
+    // Keys up to the 2048-byte limit, many sharing their first 1024+ bytes.
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let mut keys: Vec<Vec<u8>> = Vec::new();
+    for len in [1000usize, 1023, 1024, 1025, 1500, 2048] {
+        for fill in [0u8, 1, 0xff] {
+            let mut k = vec![b'k'; len];
+            k[len - 1] = fill;
+            keys.push(k);
+        }
+    }
+    keys.push([vec![b'k'; 1024], vec![0x00; 1024]].concat());
+    keys.push([vec![b'k'; 1100], vec![b'a'; 900]].concat());
+    keys.push(vec![b'j'; 2048]);
+    keys.push(vec![b'l'; 3]);
+    let mut w = AtomicWrite::new();
+    for (i, k) in keys.iter().enumerate() {
+        w = w.set(k.clone(), Value::u64(i as u64));
+    }
+    db.atomic_write(w).await.step("write")?;
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    let all = db
+        .snapshot_read(&[ReadRange::new(vec![], vec![], 1000)], ReadAt::Latest)
+        .await
+        .step("scan")?;
+    let got: Vec<Vec<u8>> = all.ranges[0].iter().map(|e| e.key.clone()).collect();
+    ensure!(
+        got == sorted,
+        "long keys out of order ({} keys read, {} written)",
+        got.len(),
+        sorted.len()
+    );
+    let mut rev = ReadRange::new(vec![b'k'; 1024], vec![b'k'; 1025], 1000);
+    rev.reverse = true;
+    let r = db
+        .snapshot_read(&[rev], ReadAt::Latest)
+        .await
+        .step("reverse scan")?;
+    let expected: Vec<Vec<u8>> = sorted
+        .iter()
+        .filter(|k| k.as_slice() >= &[b'k'; 1024][..] && k.as_slice() < &[b'k'; 1025][..])
+        .rev()
+        .cloned()
+        .collect();
+    let got: Vec<Vec<u8>> = r.ranges[0].iter().map(|e| e.key.clone()).collect();
+    ensure!(
+        got == expected,
+        "reverse scan over long keys: {} vs {}",
+        got.len(),
+        expected.len()
+    );
+    for (i, k) in keys.iter().enumerate() {
+        let e = db.get(k).await.step("get")?.ok_or("long key missing")?;
+        ensure_eq!(e.value.as_u64(), Some(i as u64));
+    }
+    db.atomic_write(AtomicWrite::new().delete(keys[3].clone()))
+        .await
+        .step("delete")?;
+    ensure!(
+        db.get(&keys[3]).await.step("get")?.is_none(),
+        "deleted long key"
+    );
+    ensure!(
+        db.get(&keys[4]).await.step("get")?.is_some(),
+        "its neighbour stays"
+    );
+    Ok(())
+}
+
+async fn a_commit_of_1000_mutations_is_all_or_nothing(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let reader = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..200 {
+                let r = db
+                    .snapshot_read(&[ReadRange::prefix(b"bulk/", 1000)], ReadAt::Latest)
+                    .await?;
+                seen.insert(r.ranges[0].len());
+                if r.ranges[0].len() == 1000 {
+                    break;
+                }
+                tokio::task::yield_now().await;
+            }
+            Ok::<_, EngineError>(seen)
+        })
+    };
+    let mut w = AtomicWrite::new();
+    for i in 0..1000u32 {
+        w = w.set(
+            format!("bulk/{i:04}").into_bytes(),
+            Value::bytes(vec![7; 200]),
+        );
+    }
+    let vs = committed(db.atomic_write(w).await.step("1000 mutations")?)?;
+    let seen = reader.await.map_err(|e| e.to_string())?.step("reader")?;
+    ensure!(
+        seen.iter().all(|&n| n == 0 || n == 1000),
+        "a reader saw part of the commit: {seen:?}"
+    );
+    let all = db
+        .snapshot_read(&[ReadRange::prefix(b"bulk/", 1000)], ReadAt::Latest)
+        .await
+        .step("read")?;
+    ensure_eq!(all.ranges[0].len(), 1000);
+    ensure!(
+        all.ranges[0].iter().all(|e| e.versionstamp == vs),
+        "one versionstamp for the whole commit"
     );
     Ok(())
 }

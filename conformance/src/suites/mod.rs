@@ -5,6 +5,7 @@ use crate::Suite;
 pub mod clients;
 pub mod crash;
 pub mod databases;
+pub mod dynamodb;
 pub mod expiry;
 pub mod group_commit;
 pub mod kv;
@@ -40,5 +41,6 @@ pub fn all() -> Vec<Suite> {
         clients::deno_suite(),
         clients::node_suite(),
         server::suite(),
+        dynamodb::suite(),
     ]
 }

@@ -1,0 +1,291 @@
+//! DynamoDB-specific failure modes: a process dies half-way through a commit too large for
+//! one transaction; the endpoint goes away and comes back under a client; two processes
+//! increment the same counters.
+
+use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::Command;
+
+use strata_engine::{
+    AtomicWrite, CommitOutcome, Engine, EngineConfig, EngineError, ReadAt, ReadRange, Value,
+};
+
+use crate::{
+    cases, ensure, ensure_eq, open_backend, BackendKind, CaseResult, Harness, Step, Suite,
+};
+
+pub fn suite() -> Suite {
+    Suite {
+        name: "dynamodb",
+        needs_persistence: true,
+        needs_multi_writer: true,
+        external: true,
+        cases: cases![
+            a_process_killed_mid_large_commit_leaves_nothing_partial,
+            the_endpoint_going_away_gives_clear_errors_then_recovers,
+            two_processes_increment_the_same_counters,
+        ],
+    }
+}
+
+fn only_dynamodb(h: &Harness) -> CaseResult {
+    if h.kind != BackendKind::Dynamodb {
+        return Err("SKIP: DynamoDB only".into());
+    }
+    Ok(())
+}
+
+const BIG: usize = 300;
+
+/// Child mode `large-commit`: one commit of [`BIG`] keys, dying half-way through it.
+pub async fn die_in_large_commit(dir: &std::path::Path) -> Result<(), String> {
+    strata_backend_dynamodb::EXIT_DURING_LARGE_COMMIT.store(true, Ordering::SeqCst);
+    let engine = Engine::new(
+        open_backend(BackendKind::Dynamodb, dir).await?,
+        EngineConfig::default(),
+    );
+    let db = engine.open_or_create("crash").await.step("open")?;
+    let mut w = AtomicWrite::new();
+    for i in 0..BIG {
+        w = w.set(
+            format!("big/{i:04}").into_bytes(),
+            Value::bytes(vec![1; 100]),
+        );
+    }
+    db.atomic_write(w).await.step("large commit")?;
+    Err("the process should have died during the commit".into())
+}
+
+/// Child mode `increment`: `n` check-and-set increments over 3 counters.
+pub async fn increment(dir: &std::path::Path, n: u64) -> Result<(), String> {
+    let engine = Engine::new(
+        open_backend(BackendKind::Dynamodb, dir).await?,
+        EngineConfig::default(),
+    );
+    let db = engine.open_or_create("counters").await.step("open")?;
+    for i in 0..n {
+        let key = format!("c/{}", i % 3).into_bytes();
+        loop {
+            let cur = db.get(&key).await.step("get")?;
+            let (check, v) = match &cur {
+                Some(e) => (Some(e.versionstamp), e.value.as_u64().unwrap_or(0)),
+                None => (None, 0),
+            };
+            let w = AtomicWrite::new()
+                .check(key.clone(), check)
+                .set(key.clone(), Value::u64(v + 1));
+            if let CommitOutcome::Committed(_) = db.atomic_write(w).await.step("commit")? {
+                break;
+            }
+        }
+    }
+    engine.close().await;
+    Ok(())
+}
+
+async fn child(h: &Harness, mode: &str, extra: &[&str]) -> Result<std::process::Output, String> {
+    let exe = h.exe.as_ref().ok_or("the runner binary is unknown")?;
+    Command::new(exe)
+        .args([mode, "--dir"])
+        .arg(h.dir())
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn a_process_killed_mid_large_commit_leaves_nothing_partial(h: &Harness) -> CaseResult {
+    only_dynamodb(h)?;
+    let engine = h.engine();
+    let db = engine.open_or_create("crash").await.step("open")?;
+    db.atomic_write(AtomicWrite::new().set(b"before".to_vec(), Value::u64(1)))
+        .await
+        .step("seed")?;
+    let out = child(h, "large-commit", &[]).await?;
+    ensure!(
+        !out.status.success(),
+        "the child was meant to die: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        String::from_utf8_lossy(&out.stderr).contains("fault injection"),
+        "died elsewhere: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Readers see none of the dead commit.
+    let read = db
+        .snapshot_read(&[ReadRange::prefix(b"big/", 1000)], ReadAt::Latest)
+        .await
+        .step("read")?;
+    ensure_eq!(read.ranges[0].len(), 0);
+    // The next writer recovers (aborting the stalled commit) and commits.
+    let w = AtomicWrite::new()
+        .set(b"after".to_vec(), Value::u64(2))
+        .set(b"big/0000".to_vec(), Value::u64(3));
+    db.atomic_write(w).await.step("next writer")?;
+    let read = db
+        .snapshot_read(&[ReadRange::prefix(b"big/", 1000)], ReadAt::Latest)
+        .await
+        .step("read")?;
+    ensure_eq!(read.ranges[0].len(), 1);
+    ensure_eq!(read.ranges[0][0].value.as_u64(), Some(3));
+    ensure!(
+        db.get(b"before").await.step("get")?.is_some(),
+        "earlier data intact"
+    );
+    Ok(())
+}
+
+/// A TCP proxy in front of the endpoint that can be stopped (connections refused and cut)
+/// and started again, as a server restart looks to a client.
+struct Proxy {
+    up: Arc<AtomicBool>,
+    port: u16,
+}
+
+impl Proxy {
+    async fn start(target: String) -> Result<Proxy, String> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| e.to_string())?;
+        let port = listener.local_addr().map_err(|e| e.to_string())?.port();
+        let up = Arc::new(AtomicBool::new(true));
+        let flag = up.clone();
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if !flag.load(Ordering::SeqCst) {
+                    drop(inbound);
+                    continue;
+                }
+                let (target, flag) = (target.clone(), flag.clone());
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = TcpStream::connect(&target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = async { while flag.load(Ordering::SeqCst) { tokio::time::sleep(Duration::from_millis(20)).await } } => {}
+                    }
+                });
+            }
+        });
+        Ok(Proxy { up, port })
+    }
+}
+
+async fn the_endpoint_going_away_gives_clear_errors_then_recovers(h: &Harness) -> CaseResult {
+    only_dynamodb(h)?;
+    let url = std::env::var(crate::DYNAMODB_ENV).map_err(|e| e.to_string())?;
+    let endpoint = url
+        .split("endpoint=")
+        .nth(1)
+        .and_then(|e| e.split('&').next())
+        .ok_or("no endpoint in the URL")?;
+    let target = endpoint
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let proxy = Proxy::start(target).await?;
+    let mut config = strata_backend_dynamodb::DynamoConfig::parse(&format!(
+        "{}?endpoint=http://127.0.0.1:{}&region=us-east-1",
+        crate::dynamodb_table_for(h.dir()),
+        proxy.port
+    ))?;
+    config.create_table = true;
+    let backend = Arc::new(
+        strata_backend_dynamodb::DynamoBackend::connect(config)
+            .await
+            .step("connect")?,
+    );
+    let engine = Engine::new(
+        backend,
+        EngineConfig {
+            background_tasks: false,
+            ..Harness::config()
+        },
+    );
+    let db = engine.open_or_create("flaky").await.step("open")?;
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
+        .await
+        .step("write")?;
+
+    proxy.up.store(false, Ordering::SeqCst);
+    let failed = db
+        .atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(2)))
+        .await;
+    match &failed {
+        Err(e @ EngineError::Backend(_)) => ensure!(
+            e.is_retryable(),
+            "an unreachable endpoint is a retryable error: {e}"
+        ),
+        other => {
+            return Err(format!(
+                "a write while the endpoint is down must fail clearly, got {other:?}"
+            ))
+        }
+    }
+    let read = db.get(b"k").await;
+    ensure!(
+        read.is_err(),
+        "a read while the endpoint is down fails: {read:?}"
+    );
+
+    proxy.up.store(true, Ordering::SeqCst);
+    // Recovery: the first call after the restart may still find the write in doubt; the
+    // write either applied entirely or not at all.
+    let after = db
+        .get(b"k")
+        .await
+        .step("read after restart")?
+        .and_then(|e| e.value.as_u64());
+    ensure!(
+        after == Some(1) || after == Some(2),
+        "the value is one of the two writes: {after:?}"
+    );
+    db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(3)))
+        .await
+        .step("write after restart")?;
+    ensure_eq!(
+        db.get(b"k")
+            .await
+            .step("get")?
+            .and_then(|e| e.value.as_u64()),
+        Some(3)
+    );
+    Ok(())
+}
+
+async fn two_processes_increment_the_same_counters(h: &Harness) -> CaseResult {
+    only_dynamodb(h)?;
+    let n = 30u64;
+    let count = n.to_string();
+    let args = ["--count", count.as_str()];
+    let (a, b) = tokio::join!(child(h, "increment", &args), child(h, "increment", &args));
+    for out in [a?, b?] {
+        ensure!(
+            out.status.success(),
+            "incrementer failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let engine = h.engine();
+    let db = engine.database("counters").await.step("open")?;
+    let keys: Vec<Vec<u8>> = (0..3).map(|i| format!("c/{i}").into_bytes()).collect();
+    let total: u64 = db
+        .get_many(&keys, ReadAt::Latest)
+        .await
+        .step("read")?
+        .iter()
+        .flatten()
+        .filter_map(|e| e.value.as_u64())
+        .sum();
+    ensure_eq!(total, 2 * n);
+    Ok(())
+}
