@@ -40,6 +40,18 @@ enum Command {
     /// Read and write keys (printable UTF-8 keys).
     #[command(subcommand)]
     Kv(KvCommand),
+    /// Copy one database (--database) or all of them to another store, verified.
+    Copy {
+        /// The source store URL.
+        src: String,
+        /// The target store URL.
+        dst: String,
+        #[arg(long)]
+        database: Option<String>,
+        /// Replace target databases that are not empty.
+        #[arg(long)]
+        overwrite: bool,
+    },
     /// Bring data in from another system.
     #[cfg(feature = "sqlite")]
     #[command(subcommand)]
@@ -152,6 +164,7 @@ enum KvCommand {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod copy;
 #[cfg(feature = "sqlite")]
 mod import;
 
@@ -190,6 +203,37 @@ async fn run(cli: Cli) -> CliResult {
         .open(cli.create_table)
         .await
         .map_err(|e| e.to_string())?;
+    if let Command::Copy {
+        src,
+        dst,
+        database,
+        overwrite,
+    } = &cli.command
+    {
+        let open = |u: &str| -> Result<StoreUrl, String> {
+            u.parse().map_err(|e: strata::StoreUrlError| e.to_string())
+        };
+        let (su, du) = (open(src)?, open(dst)?);
+        if su == du {
+            return Err("source and target are the same store".into());
+        }
+        let config = EngineConfig {
+            background_tasks: false,
+            ..EngineConfig::default()
+        };
+        let source = Engine::new(
+            su.open(false).await.map_err(|e| e.to_string())?,
+            config.clone(),
+        );
+        let target = Engine::new(
+            du.open(cli.create_table).await.map_err(|e| e.to_string())?,
+            config,
+        );
+        let r = copy::copy(&source, &target, database.as_deref(), *overwrite).await;
+        source.close().await;
+        target.close().await;
+        return r.map(|_| ());
+    }
     #[cfg(feature = "kv-connect")]
     if let Command::Serve(args) = cli.command {
         let engine = std::sync::Arc::new(Engine::new(backend, EngineConfig::default()));
@@ -295,6 +339,9 @@ async fn command(engine: &Engine, command: Command) -> CliResult {
         #[cfg(feature = "kv-connect")]
         Command::Serve(_) => {
             return Err("serve is handled before the store is opened for commands".into())
+        }
+        Command::Copy { .. } => {
+            return Err("copy is handled before the store is opened for commands".into())
         }
         Command::Db(DbCommand::Create {
             name,

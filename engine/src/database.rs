@@ -759,3 +759,77 @@ impl layout::Record {
         }
     }
 }
+
+/// A consistent view of a whole database at one version, held readable for as long as it
+/// lives: for exports and copies that read everything.
+pub struct Snapshot {
+    db: Database,
+    version: u64,
+    _guard: ReadGuard,
+}
+
+impl Database {
+    /// Hold the newest version for a long read.
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        self.shared.refresh().await?;
+        let version = self.shared.latest();
+        let guard = self.shared.hold(version)?;
+        Ok(Snapshot {
+            db: self.clone(),
+            version,
+            _guard: guard,
+        })
+    }
+}
+
+impl Snapshot {
+    pub fn version(&self) -> u64 {
+        self.version
+    }
+
+    /// Up to `limit` live entries with `start <= key < end` (empty `end`: unbounded), in key
+    /// order, with their versionstamps and expiries. No entry limit beyond `limit`.
+    pub async fn entries(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Vec<Entry>> {
+        let shared = &self.db.shared;
+        let (_, found) = self
+            .db
+            .read_at(self.version, |v, precise| async move {
+                mvcc::scan(
+                    &*shared.store,
+                    &shared.name,
+                    start,
+                    end,
+                    false,
+                    limit,
+                    v,
+                    precise,
+                    now_ms(),
+                )
+                .await
+            })
+            .await?;
+        Ok(found.into_iter().map(|(k, r)| r.into_entry(k)).collect())
+    }
+
+    /// Every queued message (waiting or leased), as a copy carries it.
+    pub async fn messages(&self) -> Result<Vec<RestoreMessage>> {
+        let (s, e) = layout::family(layout::QUEUE);
+        let mut cursor = mvcc::Cursor::new(&*self.db.shared.store, s, e, false, 1024);
+        let mut out = Vec::new();
+        while let Some((_, raw)) = cursor.next().await? {
+            let rec =
+                crate::queue::MessageRecord::decode(&raw).ok_or_else(|| EngineError::Corrupt {
+                    database: self.db.shared.name.clone(),
+                    detail: "undecodable queue message".into(),
+                })?;
+            out.push(RestoreMessage {
+                payload: rec.payload,
+                ready_at: rec.ready_at,
+                attempts: rec.attempts,
+                dead_letter_keys: rec.dead_letter_keys,
+                backoff_schedule: rec.backoff,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -44,7 +44,9 @@ pub use atomic::{
 };
 pub use backend::{Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store};
 pub use clock::now_ms;
-pub use database::{prefix_end, Database, ReadAt, ReadRange, SnapshotRead, MAX_VISIBILITY_MS};
+pub use database::{
+    prefix_end, Database, ReadAt, ReadRange, Snapshot, SnapshotRead, MAX_VISIBILITY_MS,
+};
 pub use engine::Engine;
 pub use error::{EngineError, Result};
 pub use limits::{DatabaseOptions, EngineConfig, Limits};

@@ -28,6 +28,7 @@ pub fn suite() -> Suite {
             a_process_killed_mid_large_commit_leaves_nothing_partial,
             the_endpoint_going_away_gives_clear_errors_then_recovers,
             two_processes_increment_the_same_counters,
+            the_command_copies_lists_and_drops_on_a_table,
         ],
     }
 }
@@ -287,5 +288,67 @@ async fn two_processes_increment_the_same_counters(h: &Harness) -> CaseResult {
         .filter_map(|e| e.value.as_u64())
         .sum();
     ensure_eq!(total, 2 * n);
+    Ok(())
+}
+
+async fn the_command_copies_lists_and_drops_on_a_table(h: &Harness) -> CaseResult {
+    only_dynamodb(h)?;
+    let engine = h.engine();
+    let db = engine.open_or_create("app").await.step("open")?;
+    let mut w = AtomicWrite::new().enqueue(strata_engine::Enqueue::now(Value::v8(vec![1])));
+    for i in 0..50u32 {
+        w = w.set(format!("k/{i:03}").into_bytes(), Value::u64(i as u64));
+    }
+    db.atomic_write(w).await.step("seed")?;
+    let bin = crate::suites::clients::strata_bin()?;
+    let store = crate::dynamodb_store_url(h.dir())?;
+    let out_dir = h.dir().join("copy");
+    let target = format!("sqlite:{}", out_dir.display());
+    let run = |args: Vec<String>| {
+        let bin = bin.clone();
+        async move {
+            Command::new(bin)
+                .args(args)
+                .output()
+                .await
+                .map_err(|e| e.to_string())
+        }
+    };
+    let copied = run(vec!["copy".into(), store.clone(), target]).await?;
+    let log = String::from_utf8_lossy(&copied.stderr).to_string();
+    ensure!(copied.status.success(), "copy failed: {log}");
+    ensure!(
+        log.contains("copied app: 50 entries, 1 queued messages; verified"),
+        "{log}"
+    );
+    let listed = run(vec![
+        "--store".into(),
+        store.clone(),
+        "db".into(),
+        "list".into(),
+    ])
+    .await?;
+    ensure_eq!(
+        String::from_utf8_lossy(&listed.stdout).to_string(),
+        "app\n".to_string()
+    );
+    let dropped = run(vec![
+        "--store".into(),
+        store.clone(),
+        "db".into(),
+        "drop".into(),
+        "app".into(),
+    ])
+    .await?;
+    ensure!(
+        dropped.status.success(),
+        "drop failed: {}",
+        String::from_utf8_lossy(&dropped.stderr)
+    );
+    let listed = run(vec!["--store".into(), store, "db".into(), "list".into()]).await?;
+    ensure_eq!(
+        String::from_utf8_lossy(&listed.stdout).to_string(),
+        String::new()
+    );
     Ok(())
 }
