@@ -44,7 +44,7 @@ impl<'a> Overlay<'a> {
             .into_iter()
             .filter(|k| !self.pending.contains_key(k) && !self.fetched.contains_key(k))
             .collect();
-        if keys.len() < 2 {
+        if keys.is_empty() {
             return Ok(());
         }
         let values = self.store.get_many(&keys).await?;

@@ -29,6 +29,7 @@ pub fn suite() -> Suite {
             the_endpoint_going_away_gives_clear_errors_then_recovers,
             two_processes_increment_the_same_counters,
             the_command_copies_lists_and_drops_on_a_table,
+            requests_per_operation,
         ],
     }
 }
@@ -350,5 +351,86 @@ async fn the_command_copies_lists_and_drops_on_a_table(h: &Harness) -> CaseResul
         String::from_utf8_lossy(&listed.stdout).to_string(),
         String::new()
     );
+    Ok(())
+}
+
+/// Cost is part of performance: the DynamoDB requests each engine operation makes (printed
+/// for docs/benchmarks.md, and held to the targets).
+async fn requests_per_operation(h: &Harness) -> CaseResult {
+    only_dynamodb(h)?;
+    let backend = h.dynamodb().ok_or("no DynamoDB backend")?.clone();
+    let config = EngineConfig {
+        background_tasks: false,
+        follow_interval_ms: 3_600_000,
+        ..Harness::config()
+    };
+    let engine = Engine::new(backend.clone(), config);
+    let db = engine.open_or_create("cost").await.step("open")?;
+    let mut seed = AtomicWrite::new();
+    for i in 0..20u32 {
+        seed = seed.set(format!("k/{i:02}").into_bytes(), Value::u64(0));
+    }
+    db.atomic_write(seed).await.step("seed")?;
+    let counts = backend.request_counts();
+    let measure = |before: std::collections::BTreeMap<String, u64>| {
+        let after = counts.snapshot();
+        after
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let d = v - before.get(&k).copied().unwrap_or(0);
+                (d > 0).then_some((k, d))
+            })
+            .collect::<std::collections::BTreeMap<String, u64>>()
+    };
+    let before = counts.snapshot();
+    db.get(b"k/07").await.step("get")?;
+    let get = measure(before);
+    let before = counts.snapshot();
+    let mut w = AtomicWrite::new();
+    for i in 0..20u32 {
+        w = w.set(format!("k/{i:02}").into_bytes(), Value::u64(1));
+    }
+    db.atomic_write(w).await.step("20-key commit")?;
+    let commit20 = measure(before);
+    let before = counts.snapshot();
+    db.atomic_write(AtomicWrite::new().mutate(strata_engine::Mutation::sum(b"k/00".to_vec(), 1)))
+        .await
+        .step("1-key commit")?;
+    let commit1 = measure(before);
+    let before = counts.snapshot();
+    let mut t = db.begin().await.step("begin")?;
+    for i in 0..5u32 {
+        let k = format!("k/{i:02}").into_bytes();
+        let v = t
+            .get(&k)
+            .await
+            .step("txn get")?
+            .and_then(|v| v.as_u64())
+            .unwrap_or(0);
+        t.set(&k, Value::u64(v + 1)).step("txn set")?;
+    }
+    t.commit().await.step("txn commit")?;
+    let txn5 = measure(before);
+    let before = counts.snapshot();
+    db.snapshot_read(&[ReadRange::prefix(b"k/", 100)], ReadAt::Latest)
+        .await
+        .step("range")?;
+    let range = measure(before);
+    eprintln!("requests: get {get:?}; 20-key commit {commit20:?}; 1-key commit {commit1:?}; 5-key transaction {txn5:?}; 20-entry range {range:?}");
+    ensure_eq!(
+        get,
+        std::collections::BTreeMap::from([("GetItem".to_string(), 1)])
+    );
+    ensure_eq!(commit20.get("TransactWriteItems").copied(), Some(1));
+    let reads20: u64 = commit20
+        .iter()
+        .filter(|(k, _)| k.as_str() != "TransactWriteItems")
+        .map(|(_, v)| v)
+        .sum();
+    ensure!(
+        reads20 <= 1,
+        "a 20-key commit makes at most one read: {commit20:?}"
+    );
+    ensure_eq!(commit1.get("TransactWriteItems").copied(), Some(1));
     Ok(())
 }
