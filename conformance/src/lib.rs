@@ -180,19 +180,24 @@ pub fn dynamodb_store_url(dir: &std::path::Path) -> Result<String, String> {
     Ok(format!("dynamodb:{}?{query}", dynamodb_table_for(dir)))
 }
 
-/// Start a DynamoDB emulator (`moto_server`, from PyPI's `moto[server]`) on a free loopback
-/// port and point [`DYNAMODB_ENV`] (and dummy credentials, if none are set) at it.
+/// Start a DynamoDB emulator (moto's server from PyPI's `moto[server]`, run one request at a
+/// time by `conformance/dynamodb_emulator.py`) on a free loopback port and point
+/// [`DYNAMODB_ENV`] (and dummy credentials, if none are set) at it.
 pub fn start_dynamodb_emulator() -> Result<std::process::Child, String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| e.to_string())?
         .port();
-    let child = std::process::Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    let launcher = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("dynamodb_emulator.py");
+    let child = std::process::Command::new("python3")
+        .arg(&launcher)
+        .args(["127.0.0.1", &port.to_string()])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| format!("cannot start moto_server (pip install 'moto[server]'): {e}"))?;
+        .map_err(|e| {
+            format!("cannot start the DynamoDB emulator (pip install 'moto[server]'): {e}")
+        })?;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if std::time::Instant::now() > deadline {

@@ -38,6 +38,8 @@ use crate::Table;
 const MAX_TX_ITEMS: usize = 100;
 const MAX_TX_BYTES: usize = 3_500_000;
 const MAX_ITEM_BYTES: usize = 390 * 1024;
+/// New bytes staged per transaction (an item's old content counts too, so half the limit).
+const MAX_STAGE_BYTES: usize = 1_500_000;
 /// Items settled at once when a large commit is rolled forward or back.
 const CLEANUP_PARALLELISM: usize = 16;
 /// How long a writer waits for a pending batch's heartbeat to move before aborting it.
@@ -118,6 +120,7 @@ pub(crate) fn sdk_err<E: std::error::Error + Send + Sync + 'static>(
                 || msg.contains("ProvisionedThroughputExceeded")
                 || msg.contains("RequestLimitExceeded")
                 || msg.contains("InternalServerError")
+                || msg.contains("TransactionConflict")
             {
                 BackendError::Unavailable(msg)
             } else {
@@ -178,20 +181,48 @@ impl DynamoStore {
         item: &HashMap<String, AttributeValue>,
         states: &mut HashMap<String, TxState>,
     ) -> Result<Option<Vec<u8>>, BackendError> {
-        if let Some(t) = text(item, "t") {
-            let state = match states.get(t) {
+        let mut owned;
+        let mut item = item;
+        for _ in 0..4 {
+            let Some(t) = text(item, "t").map(str::to_string) else {
+                return Ok(blob(item, "c"));
+            };
+            let state = match states.get(&t) {
                 Some(s) => *s,
                 None => {
-                    let s = self.tx_state(t).await?;
-                    states.insert(t.to_string(), s);
+                    let s = self.tx_state(&t).await?;
+                    states.insert(t.clone(), s);
                     s
                 }
             };
-            if state == TxState::Committed {
-                return Ok(blob(item, "n"));
+            match state {
+                TxState::Committed => return Ok(blob(item, "n")),
+                TxState::Pending(_) | TxState::Aborted => return Ok(blob(item, "c")),
+                TxState::Gone => {
+                    // The record is gone: its batch finished (settled every item) after this
+                    // item was read. Read the item again for its settled content.
+                    let (Some(p), Some(sk)) =
+                        (text(item, "p").map(str::to_string), blob(item, "s"))
+                    else {
+                        return Ok(blob(item, "c"));
+                    };
+                    states.remove(&t);
+                    match self.get_item(&p, &sk).await? {
+                        Some(fresh) if text(&fresh, "t") != Some(t.as_str()) => {
+                            owned = fresh;
+                            item = &owned;
+                        }
+                        // Still marked by a batch with no record: it never reached its commit
+                        // point (an abandoned stage), so the old content stands.
+                        Some(fresh) => return Ok(blob(&fresh, "c")),
+                        None => return Ok(None),
+                    }
+                }
             }
         }
-        Ok(blob(item, "c"))
+        Err(BackendError::Unavailable(
+            "an item kept changing while it was read".into(),
+        ))
     }
 
     fn corrupt(&self, what: &str) -> BackendError {
@@ -260,7 +291,7 @@ impl DynamoStore {
                 };
             }
             let new = (!bucket.is_empty()).then(|| encode_bucket(&bucket));
-            if new.as_ref().is_some_and(|n| n.len() > MAX_ITEM_BYTES) {
+            if new.as_ref().is_some_and(|n| n.len() > MAX_ITEM_BYTES / 2) {
                 return Err(BackendError::Other(format!(
                     "too many long keys share their first {} bytes: their bucket would exceed a DynamoDB item",
                     crate::keys::SORT_KEY_MAX
@@ -388,6 +419,15 @@ impl DynamoStore {
                         if !failed.is_empty() {
                             return Ok(Some(failed));
                         }
+                        let permanent: Vec<String> = reasons
+                            .iter()
+                            .filter_map(|r| r.code())
+                            .filter(|c| !matches!(*c, "None" | "TransactionConflict" | "ThrottlingError" | "ProvisionedThroughputExceeded"))
+                            .map(|c| c.to_string())
+                            .collect();
+                        if !permanent.is_empty() {
+                            return Err(BackendError::Other(format!("DynamoDB refused the transaction: {}", permanent.join(", "))));
+                        }
                         // TransactionConflict (another transaction on the same items), throttling.
                         tokio::time::sleep(backoff).await;
                         backoff = (backoff * 2).min(Duration::from_millis(500));
@@ -484,7 +524,7 @@ impl DynamoStore {
 
         // Stage, in chunks that each re-check that the record is still pending.
         let mut staged = 0;
-        for group in writes.chunks(MAX_TX_ITEMS - 1) {
+        for group in stage_chunks(writes) {
             let mut items = vec![self.pending_check(&txid)?];
             for w in group {
                 items.push(self.stage_item(w, &txid)?);
@@ -543,17 +583,28 @@ impl DynamoStore {
             .send()
             .await;
         if let Err(e) = commit {
-            // Aborted by another writer (or the call failed and we cannot know): look.
-            match self.tx_state(&txid).await? {
-                TxState::Committed => {}
-                _ => {
-                    tracing::debug!(error = %sdk_err(e), "large commit aborted before its commit point");
-                    self.cleanup(&txid, false).await?;
-                    return Err(BackendError::PreconditionFailed);
+            // The answer was lost or the record was aborted: settle which, before undoing.
+            tracing::debug!(error = %sdk_err(e), "large commit point in doubt");
+            let committed = match self.tx_state(&txid).await? {
+                TxState::Committed => true,
+                TxState::Pending(_) => {
+                    if self.abort_own(&txid).await? {
+                        false
+                    } else {
+                        self.tx_state(&txid).await? == TxState::Committed
+                    }
                 }
+                TxState::Aborted | TxState::Gone => false,
+            };
+            if !committed {
+                self.cleanup(&txid, false).await?;
+                return Err(BackendError::PreconditionFailed);
             }
         }
-        self.cleanup(&txid, true).await?;
+        // Committed. Whatever of the roll-forward fails here, readers and other writers finish.
+        if let Err(e) = self.cleanup(&txid, true).await {
+            tracing::warn!(error = %e, "rolling a committed batch forward is unfinished; others will finish it");
+        }
         Ok(Ok(()))
     }
 
@@ -596,8 +647,9 @@ impl DynamoStore {
             .build())
     }
 
-    async fn abort_own(&self, txid: &str) -> Result<(), BackendError> {
-        let _ = self
+    /// Flip our own record from pending to aborted; `false` if it was no longer pending.
+    async fn abort_own(&self, txid: &str) -> Result<bool, BackendError> {
+        let r = self
             .table
             .client
             .update_item()
@@ -609,8 +661,13 @@ impl DynamoStore {
             .expression_attribute_values(":aborted", s("aborted"))
             .expression_attribute_values(":pending", s("pending"))
             .send()
-            .await;
-        Ok(())
+            .await
+            .map_err(sdk_err);
+        match r {
+            Ok(_) => Ok(true),
+            Err(e) if e.to_string().contains("ConditionalCheckFailed") => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// The items a transaction record lists.
@@ -677,6 +734,25 @@ impl DynamoStore {
     /// Make one item's content final: the provisional content if `committed`, else the old
     /// one; an item left with no content is deleted. One request when nothing raced.
     async fn settle(&self, sk: &[u8], txid: &str, committed: bool) -> Result<(), BackendError> {
+        let mut backoff = Duration::from_millis(10);
+        for _ in 0..8 {
+            match self.settle_once(sk, txid, committed).await {
+                Err(e) if e.is_transient() => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+        self.settle_once(sk, txid, committed).await
+    }
+
+    async fn settle_once(
+        &self,
+        sk: &[u8],
+        txid: &str,
+        committed: bool,
+    ) -> Result<(), BackendError> {
         let client = &self.table.client;
         let (keep, update) = if committed {
             ("n", "SET c = n REMOVE t, n")
@@ -768,6 +844,26 @@ impl DynamoStore {
     }
 }
 
+/// Split writes into staging transactions: at most 99 items (one slot checks the record)
+/// and [`MAX_STAGE_BYTES`] of new content each.
+fn stage_chunks(writes: &[ItemWrite]) -> Vec<&[ItemWrite]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, w) in writes.iter().enumerate() {
+        let size = w.sk.len() + w.new.as_ref().map_or(0, |n| n.len()) + 100;
+        if i > start && (i - start >= MAX_TX_ITEMS - 1 || bytes + size > MAX_STAGE_BYTES) {
+            out.push(&writes[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < writes.len() {
+        out.push(&writes[start..]);
+    }
+    out
+}
+
 #[async_trait::async_trait]
 impl Store for DynamoStore {
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
@@ -808,7 +904,7 @@ impl Store for DynamoStore {
                 .table_name(&self.table.name)
                 .consistent_read(true)
                 .scan_index_forward(!reverse)
-                .limit(((limit - out.len()) as i32).saturating_add(2).min(1000))
+                .limit((limit - out.len()).min(998) as i32 + 2)
                 .expression_attribute_values(":p", s(&self.pk))
                 .expression_attribute_values(":lo", b(&lo))
                 .set_exclusive_start_key(exclusive_start.take());
@@ -861,7 +957,14 @@ impl Store for DynamoStore {
                     .map_err(|e| BackendError::Other(e.to_string()))?,
             )]));
             let mut backoff = Duration::from_millis(5);
+            let mut rounds = 0;
             while let Some(req) = pending.take().filter(|r| !r.is_empty()) {
+                rounds += 1;
+                if rounds > 50 {
+                    return Err(BackendError::Unavailable(
+                        "DynamoDB kept leaving keys unprocessed".into(),
+                    ));
+                }
                 let out = self
                     .table
                     .client
