@@ -156,6 +156,12 @@ impl Shared {
         h
     }
 
+    /// Another process collected history up to `h`: reads below it are refused from now on.
+    pub(crate) fn raise_horizon(&self, h: u64) {
+        let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        reads.horizon = reads.horizon.max(h);
+    }
+
     /// Hold `version` readable until the guard drops.
     pub(crate) fn hold(self: &Arc<Self>, version: u64) -> Result<ReadGuard> {
         let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
@@ -184,6 +190,25 @@ impl Shared {
         };
         if head > self.latest() {
             self.commit(CommitOp::CatchUp).await?;
+        }
+        Ok(())
+    }
+
+    /// With other processes sharing the store: fail a read at `v` if some process's garbage
+    /// collection has passed `v` (its history may be gone). Called after long reads.
+    pub(crate) async fn check_horizon(&self, v: u64) -> Result<()> {
+        if !self.multi_process {
+            return Ok(());
+        }
+        let stored = match self.store.get(layout::META_HORIZON).await? {
+            Some(b) => layout::be_u64(&b).unwrap_or(0),
+            None => 0,
+        };
+        if stored > v {
+            return Err(EngineError::VersionTooOld {
+                requested: v,
+                oldest: stored,
+            });
         }
         Ok(())
     }
@@ -518,14 +543,16 @@ impl Database {
                     });
                 }
                 let _guard = self.shared.hold(v)?;
-                self.read_at(v, read).await
+                let out = self.read_at(v, read).await?;
+                self.shared.check_horizon(v).await?;
+                Ok(out)
             }
         }
     }
 
     /// Read at `v` (already held): fast unless a commit newer than `v` removed a key, which
     /// is checked again after the read, since such a commit may land while it runs.
-    async fn read_at<T, F, Fut>(&self, v: u64, read: F) -> Result<(u64, T)>
+    pub(crate) async fn read_at<T, F, Fut>(&self, v: u64, read: F) -> Result<(u64, T)>
     where
         F: Fn(u64, bool) -> Fut,
         Fut: std::future::Future<Output = Result<T>>,
@@ -808,6 +835,7 @@ impl Snapshot {
                 .await
             })
             .await?;
+        shared.check_horizon(self.version).await?;
         Ok(found.into_iter().map(|(k, r)| r.into_entry(k)).collect())
     }
 

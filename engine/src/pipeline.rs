@@ -309,6 +309,18 @@ impl Pipeline {
         }
         if let Some(h) = new_horizon {
             ov.put(layout::META_HORIZON.to_vec(), h.to_be_bytes().to_vec());
+            if shared.multi_process && !versioned {
+                // Collection by several processes: order it with their commits and each
+                // other's collections through the version record, so the stored horizon only
+                // moves forward.
+                if let Some(v) = self.stored_version {
+                    ov.put(layout::META_VERSION.to_vec(), v.to_be_bytes().to_vec());
+                    precondition = Some(Precondition {
+                        key: layout::META_VERSION.to_vec(),
+                        expected: Some(v.to_be_bytes().to_vec()),
+                    });
+                }
+            }
         }
         if deleted_at > 0 {
             shared.last_delete.fetch_max(deleted_at, Ordering::SeqCst);
@@ -912,7 +924,15 @@ impl Resolve<'_, '_> {
                 sequenced: false,
             });
         };
-        let horizon = self.shared.advance_horizon(candidate);
+        // Never below the horizon another process already collected to.
+        let stored = match self.ov.get(layout::META_HORIZON).await? {
+            Some(b) => layout::be_u64(&b).unwrap_or(0),
+            None => 0,
+        };
+        let horizon = self.shared.advance_horizon(candidate).max(stored);
+        if stored > 0 {
+            self.shared.raise_horizon(stored);
+        }
         for (k, _) in &times {
             match layout::parse_versioned(k) {
                 Some((v, _)) if v < horizon => self.ov.delete(k.clone()),

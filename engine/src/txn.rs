@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use crate::atomic::{check_expiry, check_key, check_value};
 use crate::clock::now_ms;
-use crate::database::{Database, ReadAt, ReadGuard};
+use crate::database::{Database, ReadGuard};
 use crate::error::{EngineError, Result};
 use crate::mvcc;
 use crate::pipeline::{CommitOp, CommitReply, TxnWrite};
@@ -24,6 +24,7 @@ pub struct Transaction {
     writes: BTreeMap<Vec<u8>, TxnWrite>,
     write_bytes: usize,
     finished: bool,
+    started: std::time::Instant,
     _guard: ReadGuard,
 }
 
@@ -52,8 +53,20 @@ impl Transaction {
             writes: BTreeMap::new(),
             write_bytes: 0,
             finished: false,
+            started: std::time::Instant::now(),
             _guard: guard,
         }
+    }
+
+    /// A transaction older than half the conflict window may outlive the history other
+    /// processes keep for it: check that its version is still readable.
+    async fn still_readable(&self) -> Result<()> {
+        let window =
+            std::time::Duration::from_millis(self.db.shared.config.transaction_window_ms / 2);
+        if self.started.elapsed() > window {
+            self.db.shared.check_horizon(self.read_version).await?;
+        }
+        Ok(())
     }
 
     pub fn read_version(&self) -> u64 {
@@ -78,13 +91,14 @@ impl Transaction {
         let shared = self.db.shared.clone();
         let (_, rec) =
             self.db
-                .at_version(ReadAt::Version(self.read_version), |v, precise| {
+                .read_at(self.read_version, |v, precise| {
                     let shared = shared.clone();
                     async move {
                         mvcc::get(&*shared.store, &shared.name, key, v, precise, now_ms()).await
                     }
                 })
                 .await?;
+        self.still_readable().await?;
         self.reads.push((key.to_vec(), key_after(key)));
         Ok(rec.map(|r| r.value))
     }
@@ -111,7 +125,7 @@ impl Transaction {
         let shared = self.db.shared.clone();
         let (_, stored) = self
             .db
-            .at_version(ReadAt::Version(self.read_version), |v, precise| {
+            .read_at(self.read_version, |v, precise| {
                 let shared = shared.clone();
                 async move {
                     mvcc::scan(
@@ -129,6 +143,7 @@ impl Transaction {
                 }
             })
             .await?;
+        self.still_readable().await?;
         let mut merged: BTreeMap<Vec<u8>, Value> =
             stored.into_iter().map(|(k, r)| (k, r.value)).collect();
         for (k, w) in own {

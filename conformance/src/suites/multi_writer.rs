@@ -26,6 +26,7 @@ pub fn suite() -> Suite {
             transactions_conflict_across_writers,
             watchers_hear_the_other_writer,
             queue_leases_are_exclusive_across_writers,
+            another_writers_collection_fails_old_reads_clearly,
         ],
     }
 }
@@ -217,5 +218,62 @@ async fn queue_leases_are_exclusive_across_writers(h: &Harness) -> CaseResult {
     let unique: HashSet<_> = all.iter().collect();
     ensure_eq!(unique.len(), all.len());
     ensure_eq!(all.len(), 40);
+    Ok(())
+}
+
+async fn another_writers_collection_fails_old_reads_clearly(h: &Harness) -> CaseResult {
+    // B holds an old snapshot that A cannot know about; once A's garbage collection passes
+    // it, B's reads must fail with VersionTooOld, never return a wrong answer.
+    let config = EngineConfig {
+        follow_interval_ms: 20,
+        transaction_window_ms: 100,
+        background_tasks: false,
+        ..Harness::config()
+    };
+    let a = Engine::new(h.shared_backend(), config.clone());
+    let b = Engine::new(h.shared_backend(), config);
+    let opts = strata_engine::DatabaseOptions {
+        history_retention_ms: 100,
+        ..Default::default()
+    };
+    let da = a.create_database("gc", Some(opts)).await.step("create")?;
+    da.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
+        .await
+        .step("w1")?;
+    let db = b.database("gc").await.step("open b")?;
+    let snapshot = db.snapshot().await.step("snapshot")?;
+    let old = snapshot.version();
+    ensure_eq!(snapshot.entries(b"", b"", 10).await.step("read")?.len(), 1);
+    for i in 2..5 {
+        da.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(i)))
+            .await
+            .step("w")?;
+    }
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    da.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(9)))
+        .await
+        .step("w")?;
+    da.collect_garbage().await.step("gc")?;
+    ensure!(
+        da.oldest_readable_version() > old,
+        "A's horizon moved past B's snapshot"
+    );
+    let r = snapshot.entries(b"", b"", 10).await;
+    ensure!(
+        matches!(r, Err(EngineError::VersionTooOld { .. })),
+        "B's old snapshot must fail clearly: {r:?}"
+    );
+    let r = db.get_many(&[b"k".to_vec()], ReadAt::Version(old)).await;
+    ensure!(
+        matches!(r, Err(EngineError::VersionTooOld { .. })),
+        "an explicit old read too: {r:?}"
+    );
+    ensure_eq!(
+        db.get(b"k")
+            .await
+            .step("latest")?
+            .and_then(|e| e.value.as_u64()),
+        Some(9)
+    );
     Ok(())
 }
