@@ -15,6 +15,8 @@
 //! never needs a multi-call snapshot from the backend, because every record carries its own
 //! version and older versions live under their own keys.
 
+use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::sync::Arc;
 
 /// One write of a batch.
@@ -43,6 +45,29 @@ pub enum Durability {
     Async,
 }
 
+/// Whether `[start, end)` holds no key (an empty `end` is unbounded).
+pub fn range_is_empty(start: &[u8], end: &[u8]) -> bool {
+    !end.is_empty() && start >= end
+}
+
+/// The entries of `map` with keys in `[start, end)` (an empty `end` is unbounded), in order;
+/// nothing for an empty range.
+pub fn keys_in<'a, V>(
+    map: &'a BTreeMap<Vec<u8>, V>,
+    start: &'a [u8],
+    end: &'a [u8],
+) -> impl DoubleEndedIterator<Item = (&'a Vec<u8>, &'a V)> + 'a {
+    let upper = if end.is_empty() {
+        Bound::Unbounded
+    } else {
+        Bound::Excluded(end)
+    };
+    let bounds = (!range_is_empty(start, end)).then_some((Bound::Included(start), upper));
+    bounds
+        .into_iter()
+        .flat_map(move |b| map.range::<[u8], _>(b))
+}
+
 /// Refuse the batch unless `key` currently holds `expected` (`None`: is absent).
 ///
 /// Single-writer backends check it inside their write transaction; a multi-writer backend
@@ -56,8 +81,6 @@ pub struct Precondition {
 /// What a backend can do; the engine adapts to it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Capabilities {
-    /// Largest number of ops one `apply` takes; `None` is unbounded.
-    pub max_batch_ops: Option<usize>,
     /// Whether several processes may write the same database at once.
     pub multi_process: bool,
     /// Whether data survives the process.

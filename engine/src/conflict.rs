@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use crate::backend::keys_in;
 use crate::error::{EngineError, Result};
 
 pub(crate) struct ConflictTracker {
@@ -40,17 +41,7 @@ impl ConflictTracker {
             return Err(EngineError::TransactionTooOld { read_version });
         }
         for (start, end) in ranges {
-            let newer = |(_, &v): (&Vec<u8>, &u64)| v > read_version;
-            let hit = if end.is_empty() {
-                self.newest_write.range(start.clone()..).any(newer)
-            } else if start < end {
-                self.newest_write
-                    .range(start.clone()..end.clone())
-                    .any(newer)
-            } else {
-                false
-            };
-            if hit {
+            if keys_in(&self.newest_write, start, end).any(|(_, &v)| v > read_version) {
                 return Err(EngineError::Conflict);
             }
         }

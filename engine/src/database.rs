@@ -12,11 +12,11 @@ use crate::atomic::{self, AtomicWrite, CommitOutcome};
 use crate::backend::{BatchOp, Durability, Store};
 use crate::clock::now_ms;
 use crate::error::{EngineError, Result};
-use crate::layout::{self, EXPIRY, READY};
+use crate::layout::{self, READY};
 use crate::limits::{DatabaseOptions, EngineConfig};
 use crate::log::CommitLog;
 use crate::mvcc;
-use crate::pipeline::{parse_expiry, CommitOp, CommitReply, CommitRequest, Pipeline};
+use crate::pipeline::{CommitOp, CommitReply, CommitRequest, Pipeline};
 use crate::queue::{MessageId, QueueMessage, RestoreMessage};
 use crate::txn::Transaction;
 use crate::value::{Entry, Versionstamp};
@@ -107,8 +107,6 @@ pub(crate) struct Shared {
     pub multi_process: bool,
     /// The newest version applied to the store and published.
     pub applied: watch::Sender<u64>,
-    /// The newest version handed to the log (applied or about to be).
-    pub in_flight: AtomicU64,
     /// The newest version whose commit removed a key's latest record.
     pub last_delete: AtomicU64,
     pub reads: Mutex<ReadRegistry>,
@@ -343,7 +341,6 @@ impl Database {
             log,
             multi_process,
             applied: watch::channel(version).0,
-            in_flight: AtomicU64::new(version),
             // After a restart, nothing is known about deletes: treat every older version as
             // possibly affected.
             last_delete: AtomicU64::new(version),
@@ -672,9 +669,10 @@ impl Database {
     /// Wait until a message may be ready: an enqueue or nack happened, the next scheduled
     /// message came due, or `max_wait` passed — whichever is first.
     pub async fn wait_for_queue(&self, max_wait: Duration) -> Result<()> {
-        let notified = self.queue_notified();
+        let notified = self.shared.queue_ready.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
+        // Read after registering for the notification, so an enqueue in between is seen here.
         let wait = match self.next_ready_at().await? {
             Some(t) => Duration::from_millis(t.saturating_sub(now_ms())).min(max_wait),
             None => max_wait,
@@ -682,38 +680,19 @@ impl Database {
         let mut shutdown = self.shutdown_signal();
         tokio::select! {
             _ = &mut notified => {}
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
             _ = shutdown.wait_for(|s| *s) => return Err(EngineError::ShuttingDown),
         }
         Ok(())
-    }
-
-    /// A future that completes when messages may have become ready (an enqueue or a nack).
-    pub(crate) fn queue_notified(&self) -> tokio::sync::futures::Notified<'_> {
-        self.shared.queue_ready.notified()
     }
 
     /// Delete every expired key now (the background sweeper does this on its own).
     pub async fn sweep_expired(&self) -> Result<usize> {
         let mut total = 0;
         loop {
-            let now = now_ms();
-            let (s, e) = layout::int_range(EXPIRY, 0, now + 1);
-            let items: Vec<(u64, Vec<u8>)> = self
-                .shared
-                .store
-                .scan(&s, &e, false, 1000)
-                .await?
-                .iter()
-                .filter_map(|(k, _)| parse_expiry(k))
-                .collect();
-            let n = items.len();
-            if n == 0 {
-                return Ok(total);
-            }
-            self.shared.commit(CommitOp::Sweep(items)).await?;
+            let n = self.shared.sweep_once().await?;
             total += n;
-            if n < 1000 {
+            if n < crate::expiry::SWEEP_BATCH {
                 return Ok(total);
             }
         }
@@ -731,12 +710,20 @@ impl Database {
         newer_than: u64,
     ) -> Result<Versionstamp> {
         let limits = &self.shared.options.limits;
-        if entries.len() > limits.max_mutations || messages.len() > u16::MAX as usize {
+        if entries.len() > limits.max_mutations {
             return Err(EngineError::limit(
                 "mutations per atomic write",
                 "restored entries",
                 entries.len(),
                 limits.max_mutations,
+            ));
+        }
+        if messages.len() > u16::MAX as usize {
+            return Err(EngineError::limit(
+                "messages per restore",
+                "restored messages",
+                messages.len(),
+                u16::MAX,
             ));
         }
         for e in &entries {
@@ -767,8 +754,7 @@ impl Database {
 
     /// Garbage-collect versions older than the retention window now.
     pub async fn collect_garbage(&self) -> Result<()> {
-        while let CommitReply::More(true) = self.shared.commit(CommitOp::Gc).await? {}
-        Ok(())
+        self.shared.collect_all().await
     }
 
     pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {

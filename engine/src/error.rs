@@ -19,9 +19,6 @@ pub enum EngineError {
     #[error("database {0:?} already exists")]
     DatabaseExists(String),
 
-    #[error("database {0:?} has been dropped")]
-    DatabaseDropped(String),
-
     #[error("{what} of {actual} exceeds the {limit} limit of {max}")]
     LimitExceeded {
         /// The name of the limit, as in [`crate::Limits`] docs (e.g. "write key size").
@@ -51,9 +48,6 @@ pub enum EngineError {
     /// The transaction's read version is older than the conflict history the engine keeps.
     #[error("transaction too old: read version {read_version} predates the conflict window; retry the transaction")]
     TransactionTooOld { read_version: u64 },
-
-    #[error("transaction already finished")]
-    TransactionFinished,
 
     #[error("version {requested} is older than the oldest readable version {oldest} (history retention window)")]
     VersionTooOld { requested: u64, oldest: u64 },

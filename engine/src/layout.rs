@@ -141,6 +141,14 @@ pub fn expiry(expires_at: u64, key: &[u8]) -> Vec<u8> {
     prefixed(EXPIRY, &[&expires_at.to_be_bytes(), key])
 }
 
+/// The deadline and user key of an expiry index key.
+pub fn parse_expiry(raw: &[u8]) -> Option<(u64, Vec<u8>)> {
+    if raw.first() != Some(&EXPIRY) {
+        return None;
+    }
+    parse_versioned(raw).map(|(t, k)| (t, k.to_vec()))
+}
+
 pub fn times(version: u64) -> Vec<u8> {
     prefixed(TIMES, &[&version.to_be_bytes()])
 }

@@ -42,7 +42,10 @@ mod watch;
 pub use atomic::{
     AtomicWrite, Check, CommitOutcome, Enqueue, Mutation, MutationKind, VersionstampSuffix,
 };
-pub use backend::{Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store};
+pub use backend::{
+    keys_in, range_is_empty, Backend, BackendError, BatchOp, Capabilities, Durability,
+    Precondition, Store,
+};
 pub use clock::now_ms;
 pub use database::{
     prefix_end, Database, ReadAt, ReadRange, Snapshot, SnapshotRead, MAX_VISIBILITY_MS,

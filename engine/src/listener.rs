@@ -8,8 +8,8 @@ use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinHandle;
 
-use crate::clock::now_ms;
 use crate::database::Database;
+use crate::error::EngineError;
 use crate::queue::QueueMessage;
 
 #[derive(Debug, Clone)]
@@ -61,42 +61,45 @@ impl Database {
             let slots = Arc::new(Semaphore::new(concurrency));
             let mut shutdown = db.shutdown_signal();
             loop {
-                if *stopped.borrow() || *shutdown.borrow() {
-                    break;
-                }
-                let notified = db.queue_notified();
-                tokio::pin!(notified);
-                notified.as_mut().enable();
-                let free = slots.available_permits();
-                let leased = if free > 0 {
-                    db.lease(free, options.visibility).await
-                } else {
-                    Ok(vec![])
+                // A free slot first, so that every message leased has a handler to run it.
+                let permit = tokio::select! {
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    _ = stopped.wait_for(|s| *s) => break,
+                    _ = shutdown.wait_for(|s| *s) => break,
                 };
-                let msgs = match leased {
-                    Ok(m) => m,
-                    Err(e) => {
+                let want = slots.available_permits() + 1;
+                let msgs = db
+                    .lease(want, options.visibility)
+                    .await
+                    .unwrap_or_else(|e| {
                         tracing::warn!(database = %db.name(), error = %e, "queue lease failed");
                         vec![]
-                    }
-                };
+                    });
                 if msgs.is_empty() {
-                    let wait = match db.next_ready_at().await {
-                        Ok(Some(t)) => Duration::from_millis(t.saturating_sub(now_ms()))
-                            .min(options.poll_interval),
-                        _ => options.poll_interval,
+                    drop(permit);
+                    let waited = tokio::select! {
+                        r = db.wait_for_queue(options.poll_interval) => Some(r),
+                        _ = stopped.wait_for(|s| *s) => None,
                     };
-                    tokio::select! {
-                        _ = &mut notified => {}
-                        _ = tokio::time::sleep(wait.max(Duration::from_millis(1))) => {}
-                        r = stopped.changed() => if r.is_err() { break },
-                        r = shutdown.changed() => if r.is_err() { break },
+                    match waited {
+                        None | Some(Err(EngineError::ShuttingDown)) => break,
+                        // The store failed: do not spin on it.
+                        Some(Err(_)) => tokio::time::sleep(options.poll_interval).await,
+                        Some(Ok(())) => {}
                     }
                     continue;
                 }
+                let mut first = Some(permit);
                 for msg in msgs {
-                    let Ok(permit) = slots.clone().acquire_owned().await else {
-                        break;
+                    let permit = match first.take() {
+                        Some(p) => p,
+                        None => match slots.clone().acquire_owned().await {
+                            Ok(p) => p,
+                            Err(_) => break,
+                        },
                     };
                     let db = db.clone();
                     let handler = handler.clone();

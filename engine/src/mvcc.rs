@@ -162,17 +162,17 @@ pub(crate) async fn scan(
     now: u64,
 ) -> Result<Vec<(Vec<u8>, Record)>> {
     let mut out = Vec::new();
-    if limit == 0 || (!end.is_empty() && start >= end) {
+    if limit == 0 || crate::backend::range_is_empty(start, end) {
         return Ok(out);
     }
-    let mut latest = Cursor::new(
-        store,
-        layout::latest(start),
-        layout::latest_end(end),
-        reverse,
-        limit,
-    );
     if !precise {
+        let mut latest = Cursor::new(
+            store,
+            layout::latest(start),
+            layout::latest_end(end),
+            reverse,
+            limit,
+        );
         while out.len() < limit {
             let Some((mut key, raw)) = latest.next().await? else {
                 break;
@@ -192,7 +192,6 @@ pub(crate) async fn scan(
     // History only grows at the top (a commit adds records superseded at versions above all
     // existing ones), so a history read taken after the latest read can only add candidates
     // that no read at `v` needs: the pairing stays exact even while commits land.
-    drop(latest);
     let (mut lo, mut hi) = (start.to_vec(), end.to_vec());
     let mut chunk = limit.clamp(1, 4096);
     while out.len() < limit {

@@ -60,7 +60,7 @@ impl<'a> Overlay<'a> {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let local: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
-            self.pending.range(start.to_vec()..end.to_vec()).collect();
+            crate::backend::keys_in(&self.pending, start, end).collect();
         let deletes = local.iter().filter(|(_, v)| v.is_none()).count();
         let stored = self.store.scan(start, end, false, limit + deletes).await?;
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();

@@ -31,7 +31,7 @@ use crate::clock::now_ms;
 use crate::conflict::ConflictTracker;
 use crate::database::Shared;
 use crate::error::{EngineError, Result};
-use crate::layout::{self, Record, EXPIRY, GC, READY, TIMES};
+use crate::layout::{self, Record, GC, READY, TIMES};
 use crate::log::LogEntry;
 use crate::mvcc::{decode, Cursor};
 use crate::overlay::Overlay;
@@ -325,7 +325,6 @@ impl Pipeline {
         if deleted_at > 0 {
             shared.last_delete.fetch_max(deleted_at, Ordering::SeqCst);
         }
-        shared.in_flight.fetch_max(last_version, Ordering::SeqCst);
         let entry = LogEntry {
             version: last_version,
             ops: ov.into_ops(),
@@ -397,7 +396,6 @@ impl Pipeline {
         }
         self.next_version = self.next_version.max(head + 1);
         self.stored_version = Some(head);
-        shared.in_flight.fetch_max(head, Ordering::SeqCst);
         shared.applied.send_replace(head);
         shared.publish(&touched, queue_changed);
         Ok(())
@@ -429,16 +427,9 @@ impl PendingWrites {
     }
 
     pub(crate) fn touches(&self, start: &[u8], end: &[u8]) -> bool {
-        if end.is_empty() {
-            self.keys.range(start.to_vec()..).next().is_some()
-        } else {
-            start < end
-                && self
-                    .keys
-                    .range(start.to_vec()..end.to_vec())
-                    .next()
-                    .is_some()
-        }
+        crate::backend::keys_in(&self.keys, start, end)
+            .next()
+            .is_some()
     }
 
     pub(crate) fn into_log(self) -> Vec<(u64, Vec<Vec<u8>>)> {
@@ -590,8 +581,7 @@ impl Resolve<'_, '_> {
                         .unwrap_or(0);
                     rec.ready_at = self.now.saturating_add(step as u64);
                     rec.lease = 0;
-                    self.ov.put(layout::ready(rec.ready_at, &id.0), vec![]);
-                    self.ov.put(layout::queue_message(&id.0), rec.encode());
+                    self.store_message(id, &rec);
                     self.queue_changed = true;
                 } else {
                     self.dead_letter(id, rec).await?;
@@ -727,12 +717,10 @@ impl Resolve<'_, '_> {
                 }
             }
         }
-        for (i, e) in w.enqueues.iter().enumerate() {
-            let mut id = [0u8; 12];
-            id[..10].copy_from_slice(&vs.0);
-            id[10..].copy_from_slice(&(i as u16).to_be_bytes());
-            let rec = MessageRecord {
-                ready_at: e.deliver_at.max(self.now),
+        let now = self.now;
+        self.store_new_messages(w.enqueues.iter().map(|e| {
+            MessageRecord {
+                ready_at: e.deliver_at.max(now),
                 attempts: 0,
                 lease: 0,
                 payload: e.payload.clone(),
@@ -741,11 +729,8 @@ impl Resolve<'_, '_> {
                     .backoff_schedule
                     .clone()
                     .unwrap_or_else(|| DEFAULT_BACKOFF.to_vec()),
-            };
-            self.ov.put(layout::ready(rec.ready_at, &id), vec![]);
-            self.ov.put(layout::queue_message(&id), rec.encode());
-            self.queue_changed = true;
-        }
+            }
+        }));
         Ok(Resolved {
             reply: CommitReply::Outcome(CommitOutcome::Committed(vs)),
             sequenced: true,
@@ -766,26 +751,33 @@ impl Resolve<'_, '_> {
             self.write_key(&e.key, Some(rec)).await?;
         }
         let vs = self.vs();
-        for (i, m) in messages.iter().enumerate() {
-            let mut id = [0u8; 12];
-            id[..10].copy_from_slice(&vs.0);
-            id[10..].copy_from_slice(&(i as u16).to_be_bytes());
-            let rec = MessageRecord {
-                ready_at: m.ready_at,
-                attempts: m.attempts,
-                lease: 0,
-                payload: m.payload.clone(),
-                dead_letter_keys: m.dead_letter_keys.clone(),
-                backoff: m.backoff_schedule.clone(),
-            };
-            self.ov.put(layout::ready(rec.ready_at, &id), vec![]);
-            self.ov.put(layout::queue_message(&id), rec.encode());
-            self.queue_changed = true;
-        }
+        self.store_new_messages(messages.iter().map(|m| MessageRecord {
+            ready_at: m.ready_at,
+            attempts: m.attempts,
+            lease: 0,
+            payload: m.payload.clone(),
+            dead_letter_keys: m.dead_letter_keys.clone(),
+            backoff: m.backoff_schedule.clone(),
+        }));
         Ok(Resolved {
             reply: CommitReply::Outcome(CommitOutcome::Committed(vs)),
             sequenced: true,
         })
+    }
+
+    /// A message's record and its entry in the ready index.
+    fn store_message(&mut self, id: &MessageId, rec: &MessageRecord) {
+        self.ov.put(layout::ready(rec.ready_at, &id.0), vec![]);
+        self.ov.put(layout::queue_message(&id.0), rec.encode());
+    }
+
+    /// Messages this commit adds: each is named by the commit's versionstamp and its index.
+    fn store_new_messages(&mut self, records: impl Iterator<Item = MessageRecord>) {
+        let vs = self.vs();
+        for (i, rec) in records.enumerate() {
+            self.store_message(&MessageId::new(vs, i as u16), &rec);
+            self.queue_changed = true;
+        }
     }
 
     async fn sweep(&mut self, items: &[(u64, Vec<u8>)]) -> Result<Resolved> {
@@ -876,8 +868,7 @@ impl Resolve<'_, '_> {
             rec.attempts += 1;
             rec.lease = self.version;
             rec.ready_at = self.now.saturating_add(visibility_ms);
-            self.ov.put(layout::ready(rec.ready_at, &id.0), vec![]);
-            self.ov.put(layout::queue_message(&id.0), rec.encode());
+            self.store_message(&id, &rec);
             out.push(QueueMessage {
                 id,
                 payload: rec.payload.clone(),
@@ -958,12 +949,4 @@ impl Resolve<'_, '_> {
             sequenced: false,
         })
     }
-}
-
-/// Parse an expiry index key into (deadline, user key).
-pub(crate) fn parse_expiry(raw: &[u8]) -> Option<(u64, Vec<u8>)> {
-    if raw.first() != Some(&EXPIRY) {
-        return None;
-    }
-    layout::parse_versioned(raw).map(|(t, k)| (t, k.to_vec()))
 }

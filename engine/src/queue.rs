@@ -26,6 +26,14 @@ pub const DEFAULT_BACKOFF: [u32; 5] = [100, 1000, 5000, 30000, 60000];
 pub struct MessageId(pub [u8; 12]);
 
 impl MessageId {
+    /// The `index`-th message enqueued by the commit stamped `vs`.
+    pub fn new(vs: crate::Versionstamp, index: u16) -> Self {
+        let mut id = [0u8; 12];
+        id[..10].copy_from_slice(&vs.0);
+        id[10..].copy_from_slice(&index.to_be_bytes());
+        MessageId(id)
+    }
+
     pub fn to_hex(&self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }

@@ -23,7 +23,6 @@ pub struct Transaction {
     reads: Vec<(Vec<u8>, Vec<u8>)>,
     writes: BTreeMap<Vec<u8>, TxnWrite>,
     write_bytes: usize,
-    finished: bool,
     started: std::time::Instant,
     _guard: ReadGuard,
 }
@@ -52,7 +51,6 @@ impl Transaction {
             reads: Vec::new(),
             writes: BTreeMap::new(),
             write_bytes: 0,
-            finished: false,
             started: std::time::Instant::now(),
             _guard: guard,
         }
@@ -73,17 +71,8 @@ impl Transaction {
         self.read_version
     }
 
-    fn live(&self) -> Result<()> {
-        if self.finished {
-            Err(EngineError::TransactionFinished)
-        } else {
-            Ok(())
-        }
-    }
-
     /// The value of `key` as this transaction sees it.
     pub async fn get(&mut self, key: &[u8]) -> Result<Option<Value>> {
-        self.live()?;
         check_key(&self.db.shared.options.limits, key, false)?;
         if let Some(w) = self.writes.get(key) {
             return Ok(w.as_ref().map(|(v, _)| v.clone()));
@@ -112,7 +101,6 @@ impl Transaction {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Value)>> {
-        self.live()?;
         let limits = &self.db.shared.options.limits;
         check_key(limits, start, false)?;
         check_key(limits, end, false)?;
@@ -174,7 +162,6 @@ impl Transaction {
     }
 
     fn buffer(&mut self, key: &[u8], write: TxnWrite) -> Result<()> {
-        self.live()?;
         let limits = &self.db.shared.options.limits;
         check_key(limits, key, true)?;
         let size = key.len() + write.as_ref().map_or(0, |(v, _)| v.data.len());
@@ -211,8 +198,6 @@ impl Transaction {
     /// Commit; returns the commit's versionstamp, or `None` for a transaction that wrote
     /// nothing. A conflict is [`EngineError::Conflict`]: retry the transaction from `begin`.
     pub async fn commit(mut self) -> Result<Option<Versionstamp>> {
-        self.live()?;
-        self.finished = true;
         if self.writes.is_empty() {
             return Ok(None);
         }
@@ -230,7 +215,5 @@ impl Transaction {
     }
 
     /// Discard every write.
-    pub fn rollback(mut self) {
-        self.finished = true;
-    }
+    pub fn rollback(self) {}
 }

@@ -295,7 +295,6 @@ impl Backend for DynamoBackend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            max_batch_ops: None,
             multi_process: true,
             persistent: true,
         }

@@ -889,7 +889,7 @@ impl Store for DynamoStore {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
         let mut out = Vec::new();
-        if limit == 0 || (!end.is_empty() && start >= end) {
+        if limit == 0 || strata_engine::range_is_empty(start, end) {
             return Ok(out);
         }
         let lo = sort_key(start).0.to_vec();

@@ -5,11 +5,10 @@
 //! tests, and by anyone who wants the engine's semantics without a disk.
 
 use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
 use std::sync::{Arc, Mutex, RwLock};
 
 use strata_engine::{
-    Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store,
+    keys_in, Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store,
 };
 
 #[derive(Default)]
@@ -39,17 +38,6 @@ pub struct MemoryStore {
     map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
-fn bounds<'a>(start: &'a [u8], end: &'a [u8]) -> (Bound<&'a [u8]>, Bound<&'a [u8]>) {
-    (
-        Bound::Included(start),
-        if end.is_empty() {
-            Bound::Unbounded
-        } else {
-            Bound::Excluded(end)
-        },
-    )
-}
-
 #[async_trait::async_trait]
 impl Store for MemoryStore {
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
@@ -68,11 +56,8 @@ impl Store for MemoryStore {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
-        if !end.is_empty() && start >= end {
-            return Ok(vec![]);
-        }
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        let range = map.range::<[u8], _>(bounds(start, end));
+        let range = keys_in(&map, start, end);
         let clone = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
         Ok(if reverse {
             range.rev().take(limit).map(clone).collect()
@@ -115,7 +100,6 @@ impl Backend for MemoryBackend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            max_batch_ops: None,
             multi_process: self.multi_process,
             persistent: false,
         }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use strata_engine::files::{database_path, list_databases, remove_database_files, DatabaseLock};
 use strata_engine::{
-    Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store,
+    range_is_empty, Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store,
 };
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("strata");
@@ -95,7 +95,7 @@ impl Store for RedbStore {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
-        if limit == 0 || (!end.is_empty() && start >= end) {
+        if limit == 0 || range_is_empty(start, end) {
             return Ok(vec![]);
         }
         let tx = self.db.begin_read().map_err(err)?;
@@ -197,7 +197,6 @@ impl Backend for RedbBackend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            max_batch_ops: None,
             multi_process: false,
             persistent: true,
         }

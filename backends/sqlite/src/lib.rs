@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use strata_engine::files::{database_path, list_databases, remove_database_files, DatabaseLock};
 use strata_engine::{
-    Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store,
+    range_is_empty, Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store,
 };
 
 const EXT: &str = "sqlite3";
@@ -129,7 +129,7 @@ impl Store for SqliteStore {
         reverse: bool,
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
-        if limit == 0 || (!end.is_empty() && start >= end) {
+        if limit == 0 || range_is_empty(start, end) {
             return Ok(vec![]);
         }
         let order = if reverse { "DESC" } else { "ASC" };
@@ -221,7 +221,6 @@ impl Backend for SqliteBackend {
 
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            max_batch_ops: None,
             multi_process: false,
             persistent: true,
         }

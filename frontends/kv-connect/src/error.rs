@@ -39,11 +39,8 @@ impl ApiError {
                 | EngineError::InvalidMutation(_)
                 | EngineError::InvalidRequest(_)
                 | EngineError::VersionTooOld { .. }
-                | EngineError::VersionInFuture { .. }
-                | EngineError::TransactionFinished => StatusCode::BAD_REQUEST,
-                EngineError::DatabaseNotFound(_) | EngineError::DatabaseDropped(_) => {
-                    StatusCode::NOT_FOUND
-                }
+                | EngineError::VersionInFuture { .. } => StatusCode::BAD_REQUEST,
+                EngineError::DatabaseNotFound(_) => StatusCode::NOT_FOUND,
                 EngineError::DatabaseExists(_)
                 | EngineError::Conflict
                 | EngineError::TransactionTooOld { .. }

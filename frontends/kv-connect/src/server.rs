@@ -108,6 +108,12 @@ impl Server {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Route {
     Metadata,
+    Op(Op),
+}
+
+/// What a request to an open database asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Op {
     SnapshotRead,
     AtomicWrite,
     Watch,
@@ -119,12 +125,12 @@ pub(crate) enum Route {
 /// Split a path into (database, route).
 pub(crate) fn route(path: &str) -> Option<(String, Route)> {
     const OPS: [(&str, Route); 6] = [
-        ("/v2/snapshot_read", Route::SnapshotRead),
-        ("/v2/atomic_write", Route::AtomicWrite),
-        ("/v2/watch", Route::Watch),
-        ("/queue/lease", Route::QueueLease),
-        ("/queue/ack", Route::QueueAck),
-        ("/queue/nack", Route::QueueNack),
+        ("/v2/snapshot_read", Route::Op(Op::SnapshotRead)),
+        ("/v2/atomic_write", Route::Op(Op::AtomicWrite)),
+        ("/v2/watch", Route::Op(Op::Watch)),
+        ("/queue/lease", Route::Op(Op::QueueLease)),
+        ("/queue/ack", Route::Op(Op::QueueAck)),
+        ("/queue/nack", Route::Op(Op::QueueNack)),
     ];
     let (db, rest) = match path.strip_prefix("/db/") {
         Some(named) => {
@@ -184,28 +190,24 @@ async fn handle(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     authorize(state.config.access_token.as_deref(), headers)?;
-    if route == Route::Metadata {
-        return metadata(state, db_name, headers, &body).await;
-    }
+    let op = match route {
+        Route::Metadata => return metadata(state, db_name, headers, &body).await,
+        Route::Op(op) => op,
+    };
     let db = open(state, db_name, false).await?;
-    match route {
-        Route::SnapshotRead | Route::AtomicWrite | Route::Watch => {
-            check_data_headers(&db, headers, route == Route::Watch)?;
-            match route {
-                Route::SnapshotRead => datapath::snapshot_read(&db, &body).await,
-                Route::AtomicWrite => datapath::atomic_write(&db, &body).await,
+    match op {
+        Op::SnapshotRead | Op::AtomicWrite | Op::Watch => {
+            check_data_headers(&db, headers, op == Op::Watch)?;
+            match op {
+                Op::SnapshotRead => datapath::snapshot_read(&db, &body).await,
+                Op::AtomicWrite => datapath::atomic_write(&db, &body).await,
                 _ => datapath::watch(&db, &body, state.config.watch_keepalive),
             }
         }
-        Route::QueueLease => queue_http::lease(&db, &body).await,
-        Route::QueueAck => queue_http::settle(&db, &body, true).await,
-        Route::QueueNack => queue_http::settle(&db, &body, false).await,
-        Route::Metadata => unreachable_metadata(),
+        Op::QueueLease => queue_http::lease(&db, &body).await,
+        Op::QueueAck => queue_http::settle(&db, &body, true).await,
+        Op::QueueNack => queue_http::settle(&db, &body, false).await,
     }
-}
-
-fn unreachable_metadata() -> Result<Response, ApiError> {
-    Err(ApiError::bad("metadata requests are handled above"))
 }
 
 pub(crate) async fn open(state: &AppState, name: &str, create: bool) -> Result<Database, ApiError> {
@@ -319,19 +321,25 @@ mod tests {
         assert_eq!(r(""), Some(("default".into(), Route::Metadata)));
         assert_eq!(
             r("/v2/snapshot_read"),
-            Some(("default".into(), Route::SnapshotRead))
+            Some(("default".into(), Route::Op(Op::SnapshotRead)))
         );
-        assert_eq!(r("/v2/watch"), Some(("default".into(), Route::Watch)));
+        assert_eq!(
+            r("/v2/watch"),
+            Some(("default".into(), Route::Op(Op::Watch)))
+        );
         assert_eq!(
             r("/queue/lease"),
-            Some(("default".into(), Route::QueueLease))
+            Some(("default".into(), Route::Op(Op::QueueLease)))
         );
         assert_eq!(r("/db/orders"), Some(("orders".into(), Route::Metadata)));
         assert_eq!(
             r("/db/team/a/v2/atomic_write"),
-            Some(("team/a".into(), Route::AtomicWrite))
+            Some(("team/a".into(), Route::Op(Op::AtomicWrite)))
         );
-        assert_eq!(r("/db/x/queue/nack"), Some(("x".into(), Route::QueueNack)));
+        assert_eq!(
+            r("/db/x/queue/nack"),
+            Some(("x".into(), Route::Op(Op::QueueNack)))
+        );
         assert_eq!(r("/v3/snapshot_read"), None);
         assert_eq!(r("/nope"), None);
     }
