@@ -36,6 +36,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use strata_engine::{Backend, BackendError, Capabilities, Store};
 
+pub use aws_sdk_dynamodb;
 pub use metrics::RequestCounts;
 use store::{sdk_err, DynamoStore};
 
@@ -139,6 +140,11 @@ impl DynamoBackend {
         Ok(backend)
     }
 
+    /// The SDK client (for operations on the table that Strata does not make itself).
+    pub fn client(&self) -> &Client {
+        &self.table.client
+    }
+
     /// Requests sent so far, by operation.
     pub fn request_counts(&self) -> &RequestCounts {
         &self.counts
@@ -185,12 +191,10 @@ impl DynamoBackend {
                     return Err(sdk_err(e));
                 }
                 if !create {
-                    return Err(BackendError::NotFound).map_err(|_| {
-                        BackendError::Other(format!(
-                            "table {} does not exist; create it with `--create-table` (or create_table=true in the store URL)",
-                            t.name
-                        ))
-                    });
+                    return Err(BackendError::Other(format!(
+                        "table {} does not exist; create it with `--create-table` (or create_table=true in the store URL)",
+                        t.name
+                    )));
                 }
                 self.create_table().await
             }
@@ -271,6 +275,50 @@ impl DynamoBackend {
         }
     }
 
+    /// Whether `name` is in the registry.
+    async fn registered(&self, name: &str) -> Result<bool, BackendError> {
+        let t = &self.table;
+        let out = t
+            .client
+            .get_item()
+            .table_name(&t.name)
+            .set_key(Some(self.registry_key(name)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(sdk_err)?;
+        Ok(out.item.is_some())
+    }
+
+    /// The keys (`p`, `s`) of every item in partition `pk`, page by page.
+    async fn partition_keys(
+        &self,
+        pk: &str,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, BackendError> {
+        let t = &self.table;
+        let mut keys = Vec::new();
+        let mut start = None;
+        loop {
+            let page = t
+                .client
+                .query()
+                .table_name(&t.name)
+                .consistent_read(true)
+                .key_condition_expression("p = :p")
+                .expression_attribute_values(":p", AttributeValue::S(pk.to_string()))
+                .projection_expression("p, s")
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(sdk_err)?;
+            keys.extend(page.items().iter().cloned());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
     fn registry_key(&self, name: &str) -> HashMap<String, AttributeValue> {
         HashMap::from([
             ("p".to_string(), AttributeValue::S(REGISTRY.into())),
@@ -302,18 +350,7 @@ impl Backend for DynamoBackend {
 
     async fn open(&self, name: &str, create: bool) -> Result<Arc<dyn Store>, BackendError> {
         let t = &self.table;
-        let exists = t
-            .client
-            .get_item()
-            .table_name(&t.name)
-            .set_key(Some(self.registry_key(name)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk_err)?
-            .item
-            .is_some();
-        if !exists {
+        if !self.registered(name).await? {
             if !create {
                 return Err(BackendError::NotFound);
             }
@@ -329,48 +366,24 @@ impl Backend for DynamoBackend {
     }
 
     async fn list(&self) -> Result<Vec<String>, BackendError> {
-        let t = &self.table;
-        let mut names = Vec::new();
-        let mut start = None;
-        loop {
-            let page = t
-                .client
-                .query()
-                .table_name(&t.name)
-                .consistent_read(true)
-                .key_condition_expression("p = :p")
-                .expression_attribute_values(":p", AttributeValue::S(REGISTRY.into()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(sdk_err)?;
-            for item in page.items() {
-                if let Some(AttributeValue::B(b)) = item.get("s") {
-                    names.push(String::from_utf8_lossy(b.as_ref()).into_owned());
+        let mut names: Vec<String> = self
+            .partition_keys(REGISTRY)
+            .await?
+            .iter()
+            .filter_map(|item| match item.get("s") {
+                Some(AttributeValue::B(b)) => {
+                    Some(String::from_utf8_lossy(b.as_ref()).into_owned())
                 }
-            }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => break,
-            }
-        }
+                _ => None,
+            })
+            .collect();
         names.sort();
         Ok(names)
     }
 
     async fn drop_database(&self, name: &str) -> Result<bool, BackendError> {
         let t = &self.table;
-        let existed = t
-            .client
-            .get_item()
-            .table_name(&t.name)
-            .set_key(Some(self.registry_key(name)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(sdk_err)?
-            .item
-            .is_some();
+        let existed = self.registered(name).await?;
         // Unregister first: from then on the database does not exist, whatever remains.
         t.client
             .delete_item()
@@ -380,37 +393,14 @@ impl Backend for DynamoBackend {
             .await
             .map_err(sdk_err)?;
         for pk in [format!("d#{name}"), format!("x#{name}")] {
-            let mut start = None;
-            loop {
-                let page = t
-                    .client
-                    .query()
+            for key in self.partition_keys(&pk).await? {
+                t.client
+                    .delete_item()
                     .table_name(&t.name)
-                    .key_condition_expression("p = :p")
-                    .expression_attribute_values(":p", AttributeValue::S(pk.clone()))
-                    .projection_expression("p, s")
-                    .set_exclusive_start_key(start.take())
+                    .set_key(Some(key))
                     .send()
                     .await
                     .map_err(sdk_err)?;
-                for item in page.items() {
-                    let key: HashMap<String, AttributeValue> = item
-                        .iter()
-                        .filter(|(k, _)| *k == "p" || *k == "s")
-                        .map(|(k, v)| (k.clone(), v.clone()))
-                        .collect();
-                    t.client
-                        .delete_item()
-                        .table_name(&t.name)
-                        .set_key(Some(key))
-                        .send()
-                        .await
-                        .map_err(sdk_err)?;
-                }
-                match page.last_evaluated_key {
-                    Some(k) if !k.is_empty() => start = Some(k),
-                    _ => break,
-                }
             }
         }
         Ok(existed)

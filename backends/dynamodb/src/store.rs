@@ -134,6 +134,29 @@ pub(crate) fn sdk_err<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
+/// `Ok(false)` for a failed condition, the error otherwise.
+fn condition_held<T>(r: Result<T, BackendError>) -> Result<bool, BackendError> {
+    match r {
+        Ok(_) => Ok(true),
+        Err(e) if e.to_string().contains("ConditionalCheckFailed") => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Exponential backoff between retries of one call.
+struct Backoff(Duration);
+
+impl Backoff {
+    fn new(first_ms: u64) -> Self {
+        Backoff(Duration::from_millis(first_ms))
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.0).await;
+        self.0 = (self.0 * 2).min(Duration::from_millis(500));
+    }
+}
+
 impl DynamoStore {
     fn key(&self, pk: &str, sk: &[u8]) -> HashMap<String, AttributeValue> {
         HashMap::from([("p".to_string(), s(pk)), ("s".to_string(), b(sk))])
@@ -394,7 +417,7 @@ impl DynamoStore {
         &self,
         items: Vec<TransactWriteItem>,
     ) -> Result<Option<Vec<usize>>, BackendError> {
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = Backoff::new(10);
         for _ in 0..8 {
             let r = self
                 .table
@@ -429,16 +452,14 @@ impl DynamoStore {
                             return Err(BackendError::Other(format!("DynamoDB refused the transaction: {}", permanent.join(", "))));
                         }
                         // TransactionConflict (another transaction on the same items), throttling.
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                        backoff.wait().await;
                         continue;
                     }
                     if matches!(
                         se.err(),
                         aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionInProgressException(_)
                     ) {
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_millis(500));
+                        backoff.wait().await;
                         continue;
                     }
                     return Err(sdk_err(SdkError::ServiceError(se)));
@@ -554,37 +575,19 @@ impl DynamoStore {
                     return Ok(Err(failed_items));
                 }
             }
-            let hb = client
-                .update_item()
-                .table_name(&self.table.name)
-                .set_key(Some(self.key(&self.xk, txid.as_bytes())))
-                .update_expression("SET hb = hb + :one")
-                .condition_expression("#st = :pending")
-                .expression_attribute_names("#st", "state")
-                .expression_attribute_values(":one", AttributeValue::N("1".into()))
-                .expression_attribute_values(":pending", s("pending"))
-                .send()
-                .await;
-            if hb.is_err() {
+            let alive = self.update_record(&txid, "SET hb = hb + :one", None).await;
+            if !matches!(alive, Ok(true)) {
                 self.cleanup(&txid, false).await?;
                 return Err(BackendError::PreconditionFailed);
             }
         }
         // The commit point.
-        let commit = client
-            .update_item()
-            .table_name(&self.table.name)
-            .set_key(Some(self.key(&self.xk, txid.as_bytes())))
-            .update_expression("SET #st = :committed")
-            .condition_expression("#st = :pending")
-            .expression_attribute_names("#st", "state")
-            .expression_attribute_values(":committed", s("committed"))
-            .expression_attribute_values(":pending", s("pending"))
-            .send()
+        let commit = self
+            .update_record(&txid, "SET #st = :committed", None)
             .await;
-        if let Err(e) = commit {
+        if !matches!(commit, Ok(true)) {
             // The answer was lost or the record was aborted: settle which, before undoing.
-            tracing::debug!(error = %sdk_err(e), "large commit point in doubt");
+            tracing::debug!(outcome = ?commit, "large commit point in doubt");
             let committed = match self.tx_state(&txid).await? {
                 TxState::Committed => true,
                 TxState::Pending(_) => {
@@ -647,27 +650,47 @@ impl DynamoStore {
             .build())
     }
 
-    /// Flip our own record from pending to aborted; `false` if it was no longer pending.
-    async fn abort_own(&self, txid: &str) -> Result<bool, BackendError> {
+    /// Apply `update` to a transaction record if it is still pending (and, with `hb`, its
+    /// heartbeat is still that); `false` if it was not.
+    async fn update_record(
+        &self,
+        txid: &str,
+        update: &str,
+        hb: Option<u64>,
+    ) -> Result<bool, BackendError> {
+        let mut values = HashMap::from([(":pending".to_string(), s("pending"))]);
+        for state in ["committed", "aborted"] {
+            if update.contains(&format!(":{state}")) {
+                values.insert(format!(":{state}"), s(state));
+            }
+        }
+        if update.contains(":one") {
+            values.insert(":one".into(), AttributeValue::N("1".into()));
+        }
+        let mut cond = "#st = :pending".to_string();
+        if let Some(hb) = hb {
+            values.insert(":hb".into(), AttributeValue::N(hb.to_string()));
+            cond.push_str(" AND hb = :hb");
+        }
         let r = self
             .table
             .client
             .update_item()
             .table_name(&self.table.name)
             .set_key(Some(self.key(&self.xk, txid.as_bytes())))
-            .update_expression("SET #st = :aborted")
-            .condition_expression("#st = :pending")
+            .update_expression(update)
+            .condition_expression(cond)
             .expression_attribute_names("#st", "state")
-            .expression_attribute_values(":aborted", s("aborted"))
-            .expression_attribute_values(":pending", s("pending"))
+            .set_expression_attribute_values(Some(values))
             .send()
             .await
             .map_err(sdk_err);
-        match r {
-            Ok(_) => Ok(true),
-            Err(e) if e.to_string().contains("ConditionalCheckFailed") => Ok(false),
-            Err(e) => Err(e),
-        }
+        condition_held(r)
+    }
+
+    /// Flip our own record from pending to aborted; `false` if it was no longer pending.
+    async fn abort_own(&self, txid: &str) -> Result<bool, BackendError> {
+        self.update_record(txid, "SET #st = :aborted", None).await
     }
 
     /// The items a transaction record lists.
@@ -734,13 +757,10 @@ impl DynamoStore {
     /// Make one item's content final: the provisional content if `committed`, else the old
     /// one; an item left with no content is deleted. One request when nothing raced.
     async fn settle(&self, sk: &[u8], txid: &str, committed: bool) -> Result<(), BackendError> {
-        let mut backoff = Duration::from_millis(10);
+        let mut backoff = Backoff::new(10);
         for _ in 0..8 {
             match self.settle_once(sk, txid, committed).await {
-                Err(e) if e.is_transient() => {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(500));
-                }
+                Err(e) if e.is_transient() => backoff.wait().await,
                 other => return other,
             }
         }
@@ -759,7 +779,6 @@ impl DynamoStore {
         } else {
             ("c", "REMOVE t, n")
         };
-        let conditional = |e: &BackendError| e.to_string().contains("ConditionalCheckFailed");
         let r = client
             .update_item()
             .table_name(&self.table.name)
@@ -770,10 +789,8 @@ impl DynamoStore {
             .send()
             .await
             .map_err(sdk_err);
-        match r {
-            Ok(_) => return Ok(()),
-            Err(e) if conditional(&e) => {}
-            Err(e) => return Err(e),
+        if condition_held(r)? {
+            return Ok(());
         }
         let r = client
             .delete_item()
@@ -784,11 +801,8 @@ impl DynamoStore {
             .send()
             .await
             .map_err(sdk_err);
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if conditional(&e) => Ok(()), // settled by someone else
-            Err(e) => Err(e),
-        }
+        // A failed condition: someone else settled it.
+        condition_held(r).map(|_| ())
     }
 
     /// Another writer's provisional write is in the way: finish, undo, or (if its writer
@@ -804,24 +818,10 @@ impl DynamoStore {
                     match watched {
                         Some((seen, since)) if seen == hb => {
                             if since.elapsed() >= ABORT_AFTER {
-                                let r = self
-                                    .table
-                                    .client
-                                    .update_item()
-                                    .table_name(&self.table.name)
-                                    .set_key(Some(self.key(&self.xk, txid.as_bytes())))
-                                    .update_expression("SET #st = :aborted")
-                                    .condition_expression("#st = :pending AND hb = :hb")
-                                    .expression_attribute_names("#st", "state")
-                                    .expression_attribute_values(":aborted", s("aborted"))
-                                    .expression_attribute_values(":pending", s("pending"))
-                                    .expression_attribute_values(
-                                        ":hb",
-                                        AttributeValue::N(hb.to_string()),
-                                    )
-                                    .send()
+                                let aborted = self
+                                    .update_record(txid, "SET #st = :aborted", Some(hb))
                                     .await;
-                                if r.is_ok() {
+                                if matches!(aborted, Ok(true)) {
                                     tracing::warn!(
                                         txid,
                                         "aborted a stalled batch of another writer"
@@ -956,7 +956,7 @@ impl Store for DynamoStore {
                     .build()
                     .map_err(|e| BackendError::Other(e.to_string()))?,
             )]));
-            let mut backoff = Duration::from_millis(5);
+            let mut backoff = Backoff::new(5);
             let mut rounds = 0;
             while let Some(req) = pending.take().filter(|r| !r.is_empty()) {
                 rounds += 1;
@@ -984,8 +984,7 @@ impl Store for DynamoStore {
                 }
                 pending = out.unprocessed_keys.filter(|u| !u.is_empty());
                 if pending.is_some() {
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_millis(200));
+                    backoff.wait().await;
                 }
             }
         }
