@@ -302,6 +302,15 @@ impl<T, E: std::fmt::Display> Step<T> for Result<T, E> {
     }
 }
 
+/// The U64 value of `key` in `db` (`None`: absent, or not a U64).
+pub async fn u64_at(db: &strata_engine::Database, key: &[u8]) -> Result<Option<u64>, String> {
+    Ok(db
+        .get(key)
+        .await
+        .step("get")?
+        .and_then(|e| e.value.as_u64()))
+}
+
 /// Wait up to `timeout` for `probe` to return true.
 pub async fn eventually<F, Fut>(timeout: Duration, mut probe: F) -> bool
 where

@@ -137,3 +137,36 @@ impl Default for EngineConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_the_stored_formats_cannot_hold_are_refused() {
+        assert!(Limits::default().validate().is_ok());
+        for bad in [
+            Limits {
+                max_mutations: 70_000,
+                ..Limits::default()
+            },
+            Limits {
+                max_dead_letter_keys: 70_000,
+                ..Limits::default()
+            },
+            Limits {
+                max_backoff_entries: 70_000,
+                ..Limits::default()
+            },
+            Limits {
+                max_read_key_bytes: 100,
+                ..Limits::default()
+            },
+        ] {
+            assert!(
+                matches!(bad.validate(), Err(crate::EngineError::InvalidRequest(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -18,7 +18,7 @@ use tokio::process::Command;
 use strata_engine::{AtomicWrite, BackendError, Engine, EngineError, Mutation, Value};
 
 use crate::{
-    cases, ensure, ensure_eq, open_backend, BackendKind, CaseResult, Harness, Step, Suite,
+    cases, ensure, ensure_eq, open_backend, u64_at, BackendKind, CaseResult, Harness, Step, Suite,
 };
 
 pub fn suite() -> Suite {
@@ -56,26 +56,14 @@ async fn second_open_is_refused(h: &Harness) -> CaseResult {
             ))
         }
     }
-    ensure_eq!(
-        db.get(b"k")
-            .await
-            .step("get")?
-            .and_then(|e| e.value.as_u64()),
-        Some(1)
-    );
+    ensure_eq!(u64_at(&db, b"k").await?, Some(1));
     first.close().await;
     drop(db);
     let db = second
         .database("shared")
         .await
         .step("open after the first closed")?;
-    ensure_eq!(
-        db.get(b"k")
-            .await
-            .step("get")?
-            .and_then(|e| e.value.as_u64()),
-        Some(1)
-    );
+    ensure_eq!(u64_at(&db, b"k").await?, Some(1));
     Ok(())
 }
 

@@ -4,7 +4,7 @@
 use strata_engine::{AtomicWrite, DatabaseOptions, Durability, EngineError, Value};
 
 use crate::suites::kv::committed;
-use crate::{cases, ensure, ensure_eq, CaseResult, Harness, Step, Suite};
+use crate::{cases, ensure, ensure_eq, u64_at, CaseResult, Harness, Step, Suite};
 
 pub fn suite() -> Suite {
     Suite {
@@ -131,13 +131,7 @@ async fn unopened_databases_are_listed_and_open_lazily(h: &Harness) -> CaseResul
         "exists before opening"
     );
     let db = engine.database("later").await.step("lazy open")?;
-    ensure_eq!(
-        db.get(b"k")
-            .await
-            .step("get")?
-            .and_then(|e| e.value.as_u64()),
-        Some(5)
-    );
+    ensure_eq!(u64_at(&db, b"k").await?, Some(5));
     Ok(())
 }
 
@@ -200,12 +194,6 @@ async fn async_durability_survives_a_clean_close(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.database("fast").await.step("reopen")?;
     ensure_eq!(db.options().durability, Durability::Async);
-    ensure_eq!(
-        db.get(&19u64.to_be_bytes())
-            .await
-            .step("get")?
-            .and_then(|e| e.value.as_u64()),
-        Some(19)
-    );
+    ensure_eq!(u64_at(&db, &19u64.to_be_bytes()).await?, Some(19));
     Ok(())
 }

@@ -15,7 +15,7 @@ use strata_engine::{
 };
 
 use crate::{
-    cases, ensure, ensure_eq, open_backend, BackendKind, CaseResult, Harness, Step, Suite,
+    cases, ensure, ensure_eq, open_backend, u64_at, BackendKind, CaseResult, Harness, Step, Suite,
 };
 
 pub fn suite() -> Suite {
@@ -30,6 +30,7 @@ pub fn suite() -> Suite {
             two_processes_increment_the_same_counters,
             the_command_copies_lists_and_drops_on_a_table,
             requests_per_operation,
+            missing_and_misshaped_tables_are_clear_errors,
         ],
     }
 }
@@ -242,11 +243,7 @@ async fn the_endpoint_going_away_gives_clear_errors_then_recovers(h: &Harness) -
     proxy.up.store(true, Ordering::SeqCst);
     // Recovery: the first call after the restart may still find the write in doubt; the
     // write either applied entirely or not at all.
-    let after = db
-        .get(b"k")
-        .await
-        .step("read after restart")?
-        .and_then(|e| e.value.as_u64());
+    let after = u64_at(&db, b"k").await?;
     ensure!(
         after == Some(1) || after == Some(2),
         "the value is one of the two writes: {after:?}"
@@ -254,13 +251,7 @@ async fn the_endpoint_going_away_gives_clear_errors_then_recovers(h: &Harness) -
     db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(3)))
         .await
         .step("write after restart")?;
-    ensure_eq!(
-        db.get(b"k")
-            .await
-            .step("get")?
-            .and_then(|e| e.value.as_u64()),
-        Some(3)
-    );
+    ensure_eq!(u64_at(&db, b"k").await?, Some(3));
     Ok(())
 }
 
@@ -432,5 +423,61 @@ async fn requests_per_operation(h: &Harness) -> CaseResult {
         "a 20-key commit makes at most one read: {commit20:?}"
     );
     ensure_eq!(commit1.get("TransactWriteItems").copied(), Some(1));
+    Ok(())
+}
+
+async fn missing_and_misshaped_tables_are_clear_errors(h: &Harness) -> CaseResult {
+    use strata_backend_dynamodb::aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+    };
+    only_dynamodb(h)?;
+    let url = std::env::var(crate::DYNAMODB_ENV).map_err(|e| e.to_string())?;
+    let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let base = crate::dynamodb_table_for(h.dir());
+    let connect = |table: String| {
+        let rest = format!("{table}?{query}");
+        async move {
+            let config = strata_backend_dynamodb::DynamoConfig::parse(&rest)?;
+            strata_backend_dynamodb::DynamoBackend::connect(config)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    };
+    let missing = connect(format!("{base}-missing")).await;
+    ensure!(
+        matches!(&missing, Err(e) if e.contains("does not exist") && e.contains("--create-table")),
+        "missing table: {missing:?}"
+    );
+
+    let odd = format!("{base}-odd");
+    let client = h.dynamodb().ok_or("no DynamoDB backend")?.client();
+    let build = |e: strata_backend_dynamodb::aws_sdk_dynamodb::error::BuildError| e.to_string();
+    client
+        .create_table()
+        .table_name(&odd)
+        .billing_mode(BillingMode::PayPerRequest)
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("id")
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(build)?,
+        )
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("id")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(build)?,
+        )
+        .send()
+        .await
+        .map_err(|e| format!("create a table of another shape: {e}"))?;
+    let wrong = connect(odd).await;
+    ensure!(
+        matches!(&wrong, Err(e) if e.contains("wrong key schema")),
+        "misshaped table: {wrong:?}"
+    );
     Ok(())
 }

@@ -12,7 +12,7 @@ use strata_engine::{
     Precondition, Store, Value,
 };
 
-use crate::{cases, ensure, ensure_eq, CaseResult, Harness, Step, Suite};
+use crate::{cases, ensure, ensure_eq, u64_at, CaseResult, Harness, Step, Suite};
 
 pub fn suite() -> Suite {
     Suite {
@@ -123,13 +123,7 @@ async fn concurrent_commits_share_writes(h: &Harness) -> CaseResult {
     stamps.dedup();
     ensure_eq!(stamps.len(), commits as usize);
     for i in 0..commits {
-        ensure_eq!(
-            db.get(&i.to_be_bytes())
-                .await
-                .step("get")?
-                .and_then(|e| e.value.as_u64()),
-            Some(i)
-        );
+        ensure_eq!(u64_at(&db, &i.to_be_bytes()).await?, Some(i));
     }
     Ok(())
 }

@@ -6,7 +6,7 @@ use strata_engine::{
     Value, Versionstamp, VersionstampSuffix,
 };
 
-use crate::{cases, ensure, ensure_eq, CaseResult, Harness, Step, Suite};
+use crate::{cases, ensure, ensure_eq, u64_at, CaseResult, Harness, Step, Suite};
 
 pub fn suite() -> Suite {
     Suite {
@@ -234,59 +234,29 @@ async fn sum_min_max_on_u64(h: &Harness) -> CaseResult {
     db.atomic_write(op(b"s", MutationKind::Sum(Value::u64(5))))
         .await
         .step("sum on missing")?;
-    ensure_eq!(
-        db.get(b"s")
-            .await
-            .step("get")?
-            .and_then(|e| e.value.as_u64()),
-        Some(5)
-    );
+    ensure_eq!(u64_at(&db, b"s").await?, Some(5));
     db.atomic_write(op(b"s", MutationKind::Sum(Value::u64(u64::MAX))))
         .await
         .step("sum wraps")?;
-    ensure_eq!(
-        db.get(b"s")
-            .await
-            .step("get")?
-            .and_then(|e| e.value.as_u64()),
-        Some(4)
-    );
+    ensure_eq!(u64_at(&db, b"s").await?, Some(4));
     db.atomic_write(op(b"m", MutationKind::Min(Value::u64(10))))
         .await
         .step("min on missing")?;
     db.atomic_write(op(b"m", MutationKind::Min(Value::u64(u64::MAX))))
         .await
         .step("min")?;
-    ensure_eq!(
-        db.get(b"m")
-            .await
-            .step("get")?
-            .and_then(|e| e.value.as_u64()),
-        Some(10)
-    );
+    ensure_eq!(u64_at(&db, b"m").await?, Some(10));
     db.atomic_write(op(b"m", MutationKind::Min(Value::u64(3))))
         .await
         .step("min")?;
-    ensure_eq!(
-        db.get(b"m")
-            .await
-            .step("get")?
-            .and_then(|e| e.value.as_u64()),
-        Some(3)
-    );
+    ensure_eq!(u64_at(&db, b"m").await?, Some(3));
     db.atomic_write(op(b"x", MutationKind::Max(Value::u64(7))))
         .await
         .step("max on missing")?;
     db.atomic_write(op(b"x", MutationKind::Max(Value::u64(1u64 << 63))))
         .await
         .step("max unsigned")?;
-    ensure_eq!(
-        db.get(b"x")
-            .await
-            .step("get")?
-            .and_then(|e| e.value.as_u64()),
-        Some(1u64 << 63)
-    );
+    ensure_eq!(u64_at(&db, b"x").await?, Some(1u64 << 63));
     // A sum's result carries no expiry, even over an expiring value.
     let exp = strata_engine::now_ms() + 60_000;
     db.atomic_write(AtomicWrite::new().mutate(Mutation {

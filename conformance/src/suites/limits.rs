@@ -21,6 +21,7 @@ pub fn suite() -> Suite {
             watch_limits,
             transaction_limits,
             limits_are_per_database_and_persist,
+            restores_check_limits_and_write_nothing,
         ],
     }
 }
@@ -286,5 +287,48 @@ async fn limits_are_per_database_and_persist(h: &Harness) -> CaseResult {
         },
     });
     expect_limit(db.atomic_write(w).await, "value size")?;
+    Ok(())
+}
+
+async fn restores_check_limits_and_write_nothing(h: &Harness) -> CaseResult {
+    use strata_engine::{Entry, Versionstamp};
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let entry = |key: Vec<u8>, len: usize| Entry {
+        key,
+        value: Value::bytes(vec![0; len]),
+        versionstamp: Versionstamp::from_version(7),
+        expires_at: None,
+    };
+    let before = db.version();
+    let many: Vec<Entry> = (0..1001u32)
+        .map(|i| entry(i.to_be_bytes().to_vec(), 1))
+        .collect();
+    expect_limit(
+        db.restore(many, vec![], 0).await,
+        "mutations per atomic write",
+    )?;
+    expect_limit(
+        db.restore(vec![entry(vec![1; 2049], 1)], vec![], 0).await,
+        "write key size",
+    )?;
+    expect_limit(
+        db.restore(vec![entry(b"k".to_vec(), 65537)], vec![], 0)
+            .await,
+        "value size",
+    )?;
+    ensure_eq!(db.version(), before);
+    ensure!(db.get(b"k").await.step("get")?.is_none(), "nothing written");
+    let e = Entry {
+        key: b"k".to_vec(),
+        ..entry(b"k".to_vec(), 3)
+    };
+    db.restore(vec![e.clone()], vec![], 0)
+        .await
+        .step("restore at the limits")?;
+    ensure_eq!(
+        db.get(b"k").await.step("get")?.map(|e| e.versionstamp),
+        Some(e.versionstamp)
+    );
     Ok(())
 }

@@ -11,7 +11,7 @@ use strata_engine::{
     Versionstamp,
 };
 
-use crate::{cases, ensure, ensure_eq, CaseResult, Harness, Step, Suite};
+use crate::{cases, ensure, ensure_eq, u64_at, CaseResult, Harness, Step, Suite};
 
 pub fn suite() -> Suite {
     Suite {
@@ -268,12 +268,6 @@ async fn another_writers_collection_fails_old_reads_clearly(h: &Harness) -> Case
         matches!(r, Err(EngineError::VersionTooOld { .. })),
         "an explicit old read too: {r:?}"
     );
-    ensure_eq!(
-        db.get(b"k")
-            .await
-            .step("latest")?
-            .and_then(|e| e.value.as_u64()),
-        Some(9)
-    );
+    ensure_eq!(u64_at(&db, b"k").await?, Some(9));
     Ok(())
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use strata_engine::{AtomicWrite, DatabaseOptions, EngineError, ReadAt, ReadRange, Value};
 
 use crate::suites::kv::committed;
-use crate::{cases, ensure, ensure_eq, CaseResult, Harness, Step, Suite};
+use crate::{cases, ensure, ensure_eq, u64_at, CaseResult, Harness, Step, Suite};
 
 pub fn suite() -> Suite {
     Suite {
@@ -193,13 +193,7 @@ async fn versions_outside_the_window_are_collected(h: &Harness) -> CaseResult {
             .step("at horizon")?[0]),
         Some(4)
     );
-    ensure_eq!(
-        db.get(b"k")
-            .await
-            .step("latest")?
-            .and_then(|e| e.value.as_u64()),
-        Some(99)
-    );
+    ensure_eq!(u64_at(&db, b"k").await?, Some(99));
     Ok(())
 }
 

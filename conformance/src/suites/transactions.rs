@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use strata_engine::{AtomicWrite, CommitOutcome, Database, EngineError, Value};
 
-use crate::{cases, ensure, ensure_eq, CaseResult, Harness, Step, Suite};
+use crate::{cases, ensure, ensure_eq, u64_at, CaseResult, Harness, Step, Suite};
 
 pub fn suite() -> Suite {
     Suite {
@@ -210,13 +210,7 @@ async fn blind_writes_do_not_conflict(h: &Harness) -> CaseResult {
     b.set(b"k", Value::u64(2)).step("set")?;
     a.commit().await.step("first blind write")?;
     b.commit().await.step("second blind write")?;
-    ensure_eq!(
-        db.get(b"k")
-            .await
-            .step("get")?
-            .and_then(|e| e.value.as_u64()),
-        Some(2)
-    );
+    ensure_eq!(u64_at(&db, b"k").await?, Some(2));
     Ok(())
 }
 
@@ -245,17 +239,7 @@ async fn write_skew_is_prevented(h: &Harness) -> CaseResult {
         matches!(r2, Err(EngineError::Conflict)),
         "the second must conflict, got {r2:?}"
     );
-    let on = db
-        .get(b"alice")
-        .await
-        .step("get")?
-        .and_then(|e| e.value.as_u64())
-        .unwrap_or(0)
-        + db.get(b"bob")
-            .await
-            .step("get")?
-            .and_then(|e| e.value.as_u64())
-            .unwrap_or(0);
+    let on = u64_at(&db, b"alice").await?.unwrap_or(0) + u64_at(&db, b"bob").await?.unwrap_or(0);
     ensure_eq!(on, 1);
     Ok(())
 }
@@ -291,13 +275,7 @@ async fn concurrent_check_and_set_increments_lose_nothing(h: &Harness) -> CaseRe
     for h in handles {
         h.await.map_err(|e| e.to_string())?.step("increment task")?;
     }
-    ensure_eq!(
-        db.get(b"counter")
-            .await
-            .step("get")?
-            .and_then(|e| e.value.as_u64()),
-        Some(tasks * per_task)
-    );
+    ensure_eq!(u64_at(&db, b"counter").await?, Some(tasks * per_task));
     Ok(())
 }
 
@@ -340,13 +318,7 @@ async fn concurrent_transaction_increments_lose_nothing(h: &Harness) -> CaseResu
     for h in handles {
         h.await.map_err(|e| e.to_string())?.step("increment task")?;
     }
-    ensure_eq!(
-        db.get(b"counter")
-            .await
-            .step("get")?
-            .and_then(|e| e.value.as_u64()),
-        Some(tasks * per_task)
-    );
+    ensure_eq!(u64_at(&db, b"counter").await?, Some(tasks * per_task));
     Ok(())
 }
 

@@ -73,6 +73,26 @@ async fn pull_lease_ack() {
         .json("/queue/lease", serde_json::json!({"unknown": 1}))
         .await;
     assert_eq!(bad.status, 400);
+    for (body, why) in [
+        (serde_json::json!({"max": 1001}), "max"),
+        (serde_json::json!({"visibility_ms": 0}), "visibility_ms"),
+        (
+            serde_json::json!({"visibility_ms": 43_200_001u64}),
+            "visibility_ms",
+        ),
+        (serde_json::json!({"wait_ms": 60_001}), "wait_ms"),
+    ] {
+        let r = s.json("/queue/lease", body).await;
+        assert_eq!(r.status, 400, "{why}");
+        assert!(r.text().contains(why), "{why}: {}", r.text());
+    }
+    let bad_lease = s
+        .json(
+            "/queue/nack",
+            serde_json::json!({"id": m["id"], "lease": "not-a-number"}),
+        )
+        .await;
+    assert_eq!(bad_lease.status, 400);
     let unauth = s.post("/queue/lease", &[], b"{}".to_vec()).await;
     assert_eq!(unauth.status, 401);
     s.stop().await;
