@@ -78,13 +78,15 @@ fn rows() -> (Vec<Row>, Vec<QueueRow>, u64) {
 fn a_denokv_database_imports_losslessly() {
     let dir = tempfile::tempdir().unwrap();
     let store = format!("redb:{}", dir.path().display());
-    let out = strata(&[
+    let fixture = fixture();
+    let import = [
         "--store",
         &store,
         "import",
         "denokv",
-        fixture().to_str().unwrap(),
-    ]);
+        fixture.to_str().unwrap(),
+    ];
+    let out = strata(&import);
     assert!(
         out.status.success(),
         "{}",
@@ -186,13 +188,7 @@ fn a_denokv_database_imports_losslessly() {
         engine.close().await;
     });
 
-    let again = strata(&[
-        "--store",
-        &store,
-        "import",
-        "denokv",
-        fixture().to_str().unwrap(),
-    ]);
+    let again = strata(&import);
     assert!(
         !again.status.success(),
         "importing over an existing database is refused"

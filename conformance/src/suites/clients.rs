@@ -13,7 +13,20 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use crate::{cases, BackendKind, CaseResult, Harness, Suite};
+use crate::{BackendKind, Case, CaseResult, Harness, Suite};
+
+/// One case per group of the shared client cases (`GROUPS` in `clients/cases.mjs`).
+macro_rules! client_cases {
+    ($client:literal) => {
+        client_cases!($client; values, keys, atomic, watch, limits)
+    };
+    ($client:literal; $($group:ident),*) => {
+        vec![$(Case {
+            name: concat!($client, "_", stringify!($group)),
+            run: |h| Box::pin(run_client(h, $client, stringify!($group))),
+        }),*]
+    };
+}
 
 pub fn deno_suite() -> Suite {
     Suite {
@@ -21,7 +34,7 @@ pub fn deno_suite() -> Suite {
         needs_persistence: false,
         needs_multi_writer: false,
         external: true,
-        cases: cases![deno_values, deno_keys, deno_atomic, deno_watch, deno_limits],
+        cases: client_cases!("deno"),
     }
 }
 
@@ -31,7 +44,7 @@ pub fn node_suite() -> Suite {
         needs_persistence: false,
         needs_multi_writer: false,
         external: true,
-        cases: cases![node_values, node_keys, node_atomic, node_watch, node_limits],
+        cases: client_cases!("node"),
     }
 }
 
@@ -212,35 +225,4 @@ async fn run_client(h: &Harness, client: &str, group: &str) -> CaseResult {
         "{client} client, group {group}: {}",
         interesting.join(" | ")
     ))
-}
-
-async fn deno_values(h: &Harness) -> CaseResult {
-    run_client(h, "deno", "values").await
-}
-async fn deno_keys(h: &Harness) -> CaseResult {
-    run_client(h, "deno", "keys").await
-}
-async fn deno_atomic(h: &Harness) -> CaseResult {
-    run_client(h, "deno", "atomic").await
-}
-async fn deno_watch(h: &Harness) -> CaseResult {
-    run_client(h, "deno", "watch").await
-}
-async fn deno_limits(h: &Harness) -> CaseResult {
-    run_client(h, "deno", "limits").await
-}
-async fn node_values(h: &Harness) -> CaseResult {
-    run_client(h, "node", "values").await
-}
-async fn node_keys(h: &Harness) -> CaseResult {
-    run_client(h, "node", "keys").await
-}
-async fn node_atomic(h: &Harness) -> CaseResult {
-    run_client(h, "node", "atomic").await
-}
-async fn node_watch(h: &Harness) -> CaseResult {
-    run_client(h, "node", "watch").await
-}
-async fn node_limits(h: &Harness) -> CaseResult {
-    run_client(h, "node", "limits").await
 }
