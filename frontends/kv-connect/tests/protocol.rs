@@ -509,17 +509,41 @@ async fn watch_streams_changes_and_keepalives() {
 
 #[tokio::test]
 async fn graceful_shutdown_lets_requests_finish() {
+    use http_body_util::BodyExt;
     let s = TestServer::start(TestServer::with_token()).await;
-    s.write(
-        "",
-        proto::AtomicWrite {
-            mutations: vec![set(b"k", VE::VeBytes, vec![1])],
-            ..Default::default()
-        },
-    )
-    .await;
-    let engine = s.engine.clone();
+    // A request still in flight when shutdown begins: a long-poll lease waiting 1 s.
+    let url = format!("{}/queue/lease", s.base);
+    let in_flight = tokio::spawn(async move {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http();
+        let req = hyper::Request::post(url)
+            .header("authorization", format!("Bearer {TOKEN}"))
+            .body(http_body_util::Full::new(axum::body::Bytes::from_static(
+                br#"{"max": 1, "wait_ms": 1000}"#,
+            )))
+            .unwrap();
+        let resp = client
+            .request(req)
+            .await
+            .expect("the in-flight request is answered, not cut off");
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("its whole body arrives")
+            .to_bytes();
+        (status, body)
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let started = std::time::Instant::now();
     s.stop().await;
-    let db = engine.database("default").await.unwrap();
-    assert!(db.get(b"k").await.unwrap().is_some());
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "shutdown waited for the request in flight"
+    );
+    let (status, body) = in_flight.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(&body[..], br#"{"messages":[]}"#);
 }
