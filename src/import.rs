@@ -86,9 +86,17 @@ pub fn read_denokv(path: &Path) -> Result<DenoKvFile, String> {
             3 => Encoding::Bytes,
             other => return Err(format!("key {key:?}: unknown value encoding {other}")),
         };
+        // Checked here, before anything is written: a malformed file imports nothing.
+        if version < 1 {
+            return Err(format!(
+                "key {key:?}: version {version} is not a version the server hands out (must be at least 1)"
+            ));
+        }
+        let seq = u16::try_from(seq)
+            .map_err(|_| format!("key {key:?}: versionstamp sequence {seq} is out of range (0 to 65535)"))?;
         let mut vs = [0u8; 10];
         vs[..8].copy_from_slice(&(version as u64).to_be_bytes());
-        vs[8..].copy_from_slice(&(seq as u16).to_be_bytes());
+        vs[8..].copy_from_slice(&seq.to_be_bytes());
         entries.push(Entry {
             key,
             value: Value { encoding, data },
@@ -137,10 +145,15 @@ pub fn read_denokv(path: &Path) -> Result<DenoKvFile, String> {
             |r| r.get(0),
         )
         .map_err(err)?;
+    if version < 0 {
+        return Err(format!(
+            "data_version {version} is negative: the file is damaged"
+        ));
+    }
     Ok(DenoKvFile {
         entries,
         messages,
-        version: version.max(0) as u64,
+        version: version as u64,
     })
 }
 

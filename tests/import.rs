@@ -29,8 +29,9 @@ struct Row {
     expiration: i64,
 }
 
-/// A queued message: payload, backoff schedule, dead-letter keys (as the source stores them).
-type QueueRow = (Vec<u8>, String, String);
+/// A queued message: payload, backoff schedule, dead-letter keys (as the source stores them),
+/// and when it becomes ready (ms since the epoch).
+type QueueRow = (Vec<u8>, String, String, u64);
 
 /// The fixture as the reference server left it, read independently of the importer.
 fn rows() -> (Vec<Row>, Vec<QueueRow>, u64) {
@@ -61,10 +62,15 @@ fn rows() -> (Vec<Row>, Vec<QueueRow>, u64) {
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     let mut st = c
-        .prepare("SELECT data, backoff_schedule, CAST(keys_if_undelivered AS TEXT) FROM queue")
+        .prepare(
+            "SELECT data, backoff_schedule, CAST(keys_if_undelivered AS TEXT), ts FROM queue",
+        )
         .unwrap();
     let queue = st
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .query_map([], |r| {
+            let ts: i64 = r.get(3)?;
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, ts as u64))
+        })
         .unwrap()
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
@@ -153,21 +159,45 @@ fn a_denokv_database_imports_losslessly() {
         assert_eq!(all.ranges[0].len(), live, "no extra keys");
 
         assert_eq!(db.queue_len().await.unwrap(), queue.len());
+        // Every message keeps the deadline the source gave it.
+        let mut imported: Vec<(Vec<u8>, u64)> = db
+            .snapshot()
+            .await
+            .unwrap()
+            .messages()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| (m.payload.data, m.ready_at))
+            .collect();
+        let mut source: Vec<(Vec<u8>, u64)> =
+            queue.iter().map(|(d, _, _, t)| (d.clone(), *t)).collect();
+        imported.sort();
+        source.sort();
+        assert_eq!(imported, source, "payloads and ready times");
+        // Which of them are ready depends on when this runs: exactly those whose deadline has
+        // passed by the time of the lease.
+        let before = strata_engine::now_ms();
         let ready = db.lease(10, Duration::from_secs(60)).await.unwrap();
-        assert_eq!(
+        let after = strata_engine::now_ms();
+        let due_by = |t: u64| queue.iter().filter(|(_, _, _, ts)| *ts <= t).count();
+        assert!(
+            (due_by(before)..=due_by(after)).contains(&ready.len()),
+            "{} messages leased; {} were due before the lease, {} after",
             ready.len(),
-            2,
-            "two messages were ready, one is delayed a day"
+            due_by(before),
+            due_by(after)
         );
         for m in &ready {
-            let (data, _, _) = queue
+            let (data, _, _, ts) = queue
                 .iter()
-                .find(|(d, _, _)| *d == m.payload.data)
+                .find(|(d, _, _, _)| *d == m.payload.data)
                 .expect("payload from the source");
             assert_eq!(&m.payload.data, data);
+            assert!(*ts <= after, "a message leased before its deadline");
             assert_eq!(m.payload.encoding, Encoding::V8);
         }
-        let with_dlq = queue.iter().find(|(_, _, dead)| dead != "[]").unwrap();
+        let with_dlq = queue.iter().find(|(_, _, dead, _)| dead != "[]").unwrap();
         assert!(
             with_dlq.2.starts_with("[["),
             "dead-letter keys are byte arrays: {}",
@@ -223,4 +253,103 @@ fn files_that_are_not_denokv_databases_are_refused() {
         "/nonexistent/kv.sqlite",
     ]);
     assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+}
+
+/// The ready/delayed split with deadlines computed when the test runs: the reference server's
+/// file, with its messages rescheduled to one that came due a second ago and two that come
+/// due in a day, imports with exactly one message ready.
+#[test]
+fn imported_messages_become_ready_at_their_source_deadlines() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("kv.sqlite");
+    std::fs::copy(fixture(), &copy).unwrap();
+    let now = strata_engine::now_ms();
+    let day = 24 * 3600 * 1000;
+    {
+        let c = rusqlite::Connection::open(&copy).unwrap();
+        let ids: Vec<String> = c
+            .prepare("SELECT id FROM queue ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(ids.len(), 3);
+        for (i, id) in ids.iter().enumerate() {
+            let ts = if i == 0 { now - 1000 } else { now + day };
+            c.execute(
+                "UPDATE queue SET ts = ?1 WHERE id = ?2",
+                rusqlite::params![ts as i64, id],
+            )
+            .unwrap();
+        }
+    }
+    let store = format!("redb:{}", dir.path().join("store").display());
+    let out = strata(&["--store", &store, "import", "denokv", copy.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let backend = Arc::new(strata::redb::RedbBackend::new(dir.path().join("store")));
+        let engine = Engine::new(
+            backend,
+            EngineConfig {
+                background_tasks: false,
+                ..EngineConfig::default()
+            },
+        );
+        let db = engine.database("default").await.unwrap();
+        assert_eq!(db.queue_len().await.unwrap(), 3);
+        let ready = db.lease(10, Duration::from_secs(60)).await.unwrap();
+        assert_eq!(ready.len(), 1, "one message came due, two wait a day");
+        let waiting: Vec<u64> = db
+            .snapshot()
+            .await
+            .unwrap()
+            .messages()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|m| m.attempts == 0)
+            .map(|m| m.ready_at)
+            .collect();
+        assert_eq!(waiting, vec![now + day; 2], "the delayed ones keep their deadline");
+        engine.close().await;
+    });
+}
+
+/// A file with a version no server hands out (negative, as a damaged file may hold) is
+/// refused with a message naming the key, and nothing is written.
+#[test]
+fn a_file_with_malformed_versions_is_refused_whole() {
+    for (column_update, expect) in [
+        ("UPDATE kv SET version = -1 WHERE k = (SELECT MIN(k) FROM kv)", "version -1"),
+        ("UPDATE kv SET seq = 70000 WHERE k = (SELECT MAX(k) FROM kv)", "sequence 70000"),
+        ("UPDATE data_version SET version = -5", "data_version -5"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let copy = dir.path().join("kv.sqlite");
+        std::fs::copy(fixture(), &copy).unwrap();
+        rusqlite::Connection::open(&copy)
+            .unwrap()
+            .execute(column_update, [])
+            .unwrap();
+        let store = format!("redb:{}", dir.path().join("store").display());
+        let out = strata(&["--store", &store, "import", "denokv", copy.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{column_update}: import succeeded");
+        assert!(stderr.contains(expect), "{column_update}: {stderr}");
+        let list = strata(&["--store", &store, "db", "list"]);
+        let listed = String::from_utf8_lossy(&list.stdout);
+        assert!(
+            !listed.contains("default"),
+            "{column_update}: a database was created: {listed}"
+        );
+    }
 }

@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 
 use strata_engine::{Backend, Engine, EngineConfig};
 
+pub mod gate;
+pub mod fault_proxy;
+pub mod linearizability;
 pub mod suites;
 
 /// Which backend a harness builds.

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio::task::JoinHandle;
 
 use crate::atomic::{self, AtomicWrite, CommitOutcome};
-use crate::backend::{BatchOp, Durability, Store};
+use crate::backend::{BackendError, BatchOp, Durability, Precondition, Store};
 use crate::clock::now_ms;
 use crate::error::{EngineError, Result};
 use crate::layout::{self, READY};
@@ -281,53 +281,78 @@ impl Database {
             database: name.to_string(),
             detail: detail.into(),
         };
-        let (id, options) = match store.get(layout::META_ID).await? {
-            Some(id) => {
-                let id = String::from_utf8(id).map_err(|_| corrupt("database id is not UTF-8"))?;
-                let options = match store.get(layout::META_OPTIONS).await? {
-                    Some(raw) => serde_json::from_slice(&raw)
-                        .map_err(|e| corrupt(&format!("options: {e}")))?,
-                    None => DatabaseOptions::default(),
-                };
-                (id, options)
-            }
-            None => {
-                let id = uuid::Uuid::new_v4().to_string();
-                let opts = serde_json::to_vec(&new_options).map_err(|e| corrupt(&e.to_string()))?;
-                store
-                    .apply(
-                        vec![
-                            BatchOp::Put(layout::META_ID.to_vec(), id.clone().into_bytes()),
-                            BatchOp::Put(layout::META_OPTIONS.to_vec(), opts),
-                        ],
-                        Durability::Sync,
-                        None,
-                    )
-                    .await?;
-                (id, new_options)
-            }
-        };
         let read_u64 = |raw: Option<Vec<u8>>| -> Result<u64> {
             match raw {
                 Some(b) => layout::be_u64(&b).ok_or_else(|| corrupt("bad version record")),
                 None => Ok(0),
             }
         };
+        // Creating is conditional on the id being absent, so that of several processes
+        // creating one database at once, exactly one writes its id and options and every
+        // other one reads them.
+        let mut created = false;
+        if store.get(layout::META_ID).await?.is_none() {
+            let id = uuid::Uuid::new_v4().to_string();
+            let opts = serde_json::to_vec(&new_options).map_err(|e| corrupt(&e.to_string()))?;
+            let write = store
+                .apply(
+                    vec![
+                        BatchOp::Put(layout::META_ID.to_vec(), id.into_bytes()),
+                        BatchOp::Put(layout::META_OPTIONS.to_vec(), opts),
+                    ],
+                    Durability::Sync,
+                    Some(Precondition {
+                        key: layout::META_ID.to_vec(),
+                        expected: None,
+                    }),
+                )
+                .await;
+            match write {
+                Ok(()) => created = true,
+                Err(BackendError::PreconditionFailed) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let id = store
+            .get(layout::META_ID)
+            .await?
+            .ok_or_else(|| corrupt("database id missing"))?;
+        let id = String::from_utf8(id).map_err(|_| corrupt("database id is not UTF-8"))?;
+        let options: DatabaseOptions = match store.get(layout::META_OPTIONS).await? {
+            Some(raw) => {
+                serde_json::from_slice(&raw).map_err(|e| corrupt(&format!("options: {e}")))?
+            }
+            None => DatabaseOptions::default(),
+        };
         let mut version = read_u64(store.get(layout::META_VERSION).await?)?;
-        if options.durability == Durability::Async && version > 0 {
+        while !created && options.durability == Durability::Async && version > 0 {
             // Commits acknowledged after the last sync may have been lost in a crash; their
-            // versionstamps must never be handed out again, so skip past any that could exist.
-            version += ASYNC_RESTART_GAP;
-            store
+            // versionstamps must never be handed out again, so skip past any that could
+            // exist. Conditional: another process may be committing or reopening too.
+            let bumped = version.saturating_add(ASYNC_RESTART_GAP);
+            let write = store
                 .apply(
                     vec![BatchOp::Put(
                         layout::META_VERSION.to_vec(),
-                        version.to_be_bytes().to_vec(),
+                        bumped.to_be_bytes().to_vec(),
                     )],
                     Durability::Sync,
-                    None,
+                    Some(Precondition {
+                        key: layout::META_VERSION.to_vec(),
+                        expected: Some(version.to_be_bytes().to_vec()),
+                    }),
                 )
-                .await?;
+                .await;
+            match write {
+                Ok(()) => {
+                    version = bumped;
+                    break;
+                }
+                Err(BackendError::PreconditionFailed) => {
+                    version = read_u64(store.get(layout::META_VERSION).await?)?;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let horizon = read_u64(store.get(layout::META_HORIZON).await?)?;
 
@@ -424,35 +449,49 @@ impl Database {
     }
 
     /// The newest version of one key: one backend point lookup.
+    ///
+    /// What it returns is never newer than what later reads see: a record whose commit this
+    /// process has not published yet is read at the published version instead, and one that
+    /// another process committed makes this process catch up before returning it.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
         self.check_read_key(key)?;
-        let now = now_ms();
+        if !self.shared.multi_process {
+            let mut found = self.get_many(&[key.to_vec()], ReadAt::Latest).await?;
+            return Ok(found.pop().flatten());
+        }
+        // One key's newest record, read alone, is exact: no snapshot to keep consistent.
         let rec = mvcc::get(
             &*self.shared.store,
             &self.shared.name,
             key,
             u64::MAX,
             false,
-            now,
+            now_ms(),
         )
         .await?;
+        if let Some(r) = &rec {
+            if r.version() > self.shared.latest() {
+                self.shared.refresh().await?;
+            }
+        }
         Ok(rec.map(|r| r.into_entry(key.to_vec())))
     }
 
-    /// Several keys at one consistent version.
+    /// Several keys at one consistent version: one backend request for their newest records
+    /// (one `BatchGetItem` per 100 keys on DynamoDB), history only for keys newer than it.
     pub async fn get_many(&self, keys: &[Vec<u8>], at: ReadAt) -> Result<Vec<Option<Entry>>> {
         for k in keys {
             self.check_read_key(k)?;
         }
         self.at_version(at, |v, precise| async move {
-            let now = now_ms();
-            let mut out = Vec::with_capacity(keys.len());
-            for k in keys {
-                let rec =
-                    mvcc::get(&*self.shared.store, &self.shared.name, k, v, precise, now).await?;
-                out.push(rec.map(|r| r.into_entry(k.clone())));
-            }
-            Ok(out)
+            let found =
+                mvcc::get_many(&*self.shared.store, &self.shared.name, keys, v, precise, now_ms())
+                    .await?;
+            Ok(keys
+                .iter()
+                .zip(found)
+                .map(|(k, r)| r.map(|r| r.into_entry(k.clone())))
+                .collect())
         })
         .await
         .map(|(_, r)| r)
@@ -519,6 +558,10 @@ impl Database {
     }
 
     /// Run a read at the version `at` names, precisely when deletes may have passed it.
+    ///
+    /// `Latest` is the newest published version (after catching up with other processes on
+    /// a shared store), never a commit still on its way: so a read never returns a version
+    /// that a later read could not see.
     pub(crate) async fn at_version<T, F, Fut>(&self, at: ReadAt, read: F) -> Result<(u64, T)>
     where
         F: Fn(u64, bool) -> Fut,
@@ -532,6 +575,10 @@ impl Database {
                 self.read_at(v, read).await
             }
             ReadAt::Version(v) => {
+                if v > self.shared.latest() {
+                    // Another process may have committed it: learn its commits first.
+                    self.shared.refresh().await?;
+                }
                 let latest = self.shared.latest();
                 if v > latest {
                     return Err(EngineError::VersionInFuture {
@@ -547,8 +594,13 @@ impl Database {
         }
     }
 
-    /// Read at `v` (already held): fast unless a commit newer than `v` removed a key, which
-    /// is checked again after the read, since such a commit may land while it runs.
+    /// Read at `v` (already held): fast unless a commit newer than `v` removed a key.
+    ///
+    /// A fast read trusts that no key it found absent was deleted after `v`. That is checked
+    /// again once the read is done, since such a commit may land while it runs: this
+    /// process's own deletes are known before they reach the store; on a shared store, the
+    /// version record is read again and any newer commits learned (their write sets say
+    /// whether they deleted) — so a read never mixes states across another process's commit.
     pub(crate) async fn read_at<T, F, Fut>(&self, v: u64, read: F) -> Result<(u64, T)>
     where
         F: Fn(u64, bool) -> Fut,
@@ -556,6 +608,7 @@ impl Database {
     {
         if !self.shared.needs_precise(v) {
             let fast = read(v, false).await?;
+            self.shared.refresh().await?;
             if !self.shared.needs_precise(v) {
                 return Ok((v, fast));
             }
@@ -703,6 +756,10 @@ impl Database {
     /// `newer_than` (so that versionstamps the source handed out are never handed out again).
     /// For copying and importing databases; the entries replace any existing ones with the
     /// same keys. At most `max_mutations` entries and 65535 messages per call.
+    ///
+    /// The past does not change: restored entries keep their versionstamps but are visible
+    /// only at the restore commit's version and later. Versions must be between 1 and
+    /// [`crate::MAX_RESTORED_VERSION`]; anything else is refused with nothing written.
     pub async fn restore(
         &self,
         entries: Vec<Entry>,
@@ -726,6 +783,7 @@ impl Database {
                 u16::MAX,
             ));
         }
+        crate::restore::validate(&entries, newer_than)?;
         for e in &entries {
             atomic::check_key(limits, &e.key, true)?;
             atomic::check_value(limits, &e.value)?;

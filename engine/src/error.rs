@@ -58,6 +58,11 @@ pub enum EngineError {
     #[error("queue message {0} is not leased by this lease (acked, nacked, or its lease expired)")]
     LeaseLost(String),
 
+    /// A commit whose batch reached a shared store but whose answer was lost, and the store
+    /// could not be asked whether it applied. It may have: read before retrying.
+    #[error("commit result unknown in database {database:?}: it may or may not have been applied ({detail}); read the affected keys before retrying")]
+    CommitResultUnknown { database: String, detail: String },
+
     #[error("the database is shutting down")]
     ShuttingDown,
 

@@ -182,60 +182,108 @@ pub fn be_u64(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.try_into().ok()?))
 }
 
-/// A stored version of a key: value, versionstamp, expiry.
+/// A stored version of a key: value, versionstamp, expiry, and — for restored records —
+/// the version from which it is visible.
+///
+/// A record is visible from the version of its versionstamp, except a restored one: it
+/// keeps the versionstamp its source gave it but becomes visible only with the restore
+/// commit, so that reads at versions before the restore never change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub value: Value,
     pub versionstamp: Versionstamp,
     pub expires_at: Option<u64>,
+    /// The commit that made it visible, when that is not its versionstamp's version.
+    pub visible_at: Option<u64>,
 }
 
+/// Format 1: format, versionstamp (10), encoding, expires-at (8), value.
 const RECORD_FORMAT: u8 = 1;
+/// Format 2: format 1's header, then the visible-at version (8), then the value.
+const RESTORED_RECORD_FORMAT: u8 = 2;
 const RECORD_HEADER: usize = 20;
+const RESTORED_RECORD_HEADER: usize = 28;
 
 impl Record {
+    pub fn new(value: Value, versionstamp: Versionstamp, expires_at: Option<u64>) -> Self {
+        Record {
+            value,
+            versionstamp,
+            expires_at,
+            visible_at: None,
+        }
+    }
+
+    fn header_len(&self) -> usize {
+        match self.visible_at {
+            Some(_) => RESTORED_RECORD_HEADER,
+            None => RECORD_HEADER,
+        }
+    }
+
     pub fn encode(&self) -> Vec<u8> {
-        let mut b = Vec::with_capacity(RECORD_HEADER + self.value.data.len());
-        b.push(RECORD_FORMAT);
+        let mut b = Vec::with_capacity(self.header_len() + self.value.data.len());
+        b.push(match self.visible_at {
+            Some(_) => RESTORED_RECORD_FORMAT,
+            None => RECORD_FORMAT,
+        });
         b.extend_from_slice(&self.versionstamp.0);
         b.push(self.value.encoding.tag());
         b.extend_from_slice(&self.expires_at.unwrap_or(0).to_be_bytes());
+        if let Some(v) = self.visible_at {
+            b.extend_from_slice(&v.to_be_bytes());
+        }
         b.extend_from_slice(&self.value.data);
         b
     }
 
-    pub fn decode(b: &[u8]) -> Option<Record> {
-        if b.len() < RECORD_HEADER || b[0] != RECORD_FORMAT {
+    /// The header fields and the header's length.
+    fn decode_header(b: &[u8]) -> Option<(Record, usize)> {
+        let header = match b.first()? {
+            &RECORD_FORMAT => RECORD_HEADER,
+            &RESTORED_RECORD_FORMAT => RESTORED_RECORD_HEADER,
+            _ => return None,
+        };
+        if b.len() < header {
             return None;
         }
         let versionstamp = Versionstamp::from_slice(&b[1..11])?;
         let encoding = Encoding::from_tag(b[11])?;
         let expires = be_u64(&b[12..20])?;
-        Some(Record {
+        let visible_at = match header {
+            RESTORED_RECORD_HEADER => Some(be_u64(&b[20..28])?),
+            _ => None,
+        };
+        let rec = Record {
             value: Value {
                 encoding,
-                data: b[RECORD_HEADER..].to_vec(),
+                data: Vec::new(),
             },
             versionstamp,
             expires_at: (expires != 0).then_some(expires),
-        })
+            visible_at,
+        };
+        Some((rec, header))
+    }
+
+    pub fn decode(b: &[u8]) -> Option<Record> {
+        let (mut rec, header) = Record::decode_header(b)?;
+        rec.value.data = b[header..].to_vec();
+        Some(rec)
     }
 
     /// Decode, reusing the buffer for the value.
     pub fn decode_owned(mut b: Vec<u8>) -> Option<Record> {
-        let head = Record::decode(b.get(..RECORD_HEADER)?)?;
-        b.drain(..RECORD_HEADER);
-        Some(Record {
-            value: Value {
-                encoding: head.value.encoding,
-                data: b,
-            },
-            ..head
-        })
+        let (mut rec, header) = Record::decode_header(&b)?;
+        b.drain(..header);
+        rec.value.data = b;
+        Some(rec)
     }
 
+    /// The version from which this record is visible.
     pub fn version(&self) -> u64 {
-        self.versionstamp.version()
+        self.visible_at
+            .unwrap_or_else(|| self.versionstamp.version())
     }
 
     pub fn is_live(&self, now_ms: u64) -> bool {
@@ -281,19 +329,20 @@ mod tests {
 
     #[test]
     fn records_round_trip_and_reject_garbage() {
-        let r = Record {
-            value: Value::u64(9),
-            versionstamp: Versionstamp::from_version(3),
-            expires_at: Some(77),
+        let r = Record::new(Value::u64(9), Versionstamp::from_version(3), Some(77));
+        assert_eq!(Record::decode(&r.encode()), Some(r.clone()));
+        assert_eq!(Record::decode_owned(r.encode()), Some(r.clone()));
+        assert_eq!(r.version(), 3);
+        let restored = Record {
+            visible_at: Some(40),
+            ..r
         };
-        assert_eq!(Record::decode(&r.encode()), Some(r));
+        assert_eq!(Record::decode(&restored.encode()), Some(restored.clone()));
+        assert_eq!(Record::decode_owned(restored.encode()), Some(restored.clone()));
+        assert_eq!(restored.version(), 40, "visible from the restore commit");
+        assert_eq!(Record::decode(&restored.encode()[..27]), None);
         assert_eq!(Record::decode(b"short"), None);
-        let mut bad = Record {
-            value: Value::bytes(vec![]),
-            versionstamp: Versionstamp::ZERO,
-            expires_at: None,
-        }
-        .encode();
+        let mut bad = Record::new(Value::bytes(vec![]), Versionstamp::ZERO, None).encode();
         bad[11] = 0;
         assert_eq!(Record::decode(&bad), None);
     }

@@ -147,6 +147,35 @@ pub(crate) async fn get(
     Ok(r.filter(|r| r.is_live(now)))
 }
 
+/// Point reads of several keys at version `v`: their newest records in one store request,
+/// then history for the few that are newer than `v`.
+pub(crate) async fn get_many(
+    store: &dyn Store,
+    db: &str,
+    keys: &[Vec<u8>],
+    v: u64,
+    precise: bool,
+    now: u64,
+) -> Result<Vec<Option<Record>>> {
+    let latest_keys: Vec<Vec<u8>> = keys.iter().map(|k| layout::latest(k)).collect();
+    let found = store.get_many(&latest_keys).await?;
+    let mut out = Vec::with_capacity(keys.len());
+    for (key, raw) in keys.iter().zip(found) {
+        let latest = match raw {
+            Some(raw) => Some(decode_owned(db, raw)?),
+            None => None,
+        };
+        let r = at_version(store, db, key, latest, v, precise).await?;
+        out.push(r.filter(|r| r.is_live(now)));
+    }
+    Ok(out)
+}
+
+/// History lookups one fast scan makes, one per key newer than the read version, before it
+/// reads the range precisely instead (one history range read per chunk of keys). Bounds what
+/// a latest-version scan costs while many of its keys are being rewritten.
+pub(crate) const MAX_HISTORY_LOOKUPS: usize = 8;
+
 /// A range read `[start, end)` at version `v`: up to `limit` live entries, in key order (or
 /// reverse key order).
 #[allow(clippy::too_many_arguments)]
@@ -173,18 +202,29 @@ pub(crate) async fn scan(
             reverse,
             limit,
         );
+        let mut lookups = 0;
         while out.len() < limit {
             let Some((mut key, raw)) = latest.next().await? else {
-                break;
+                return Ok(out);
             };
             key.remove(0);
             let rec = decode_owned(db, raw)?;
+            if rec.version() > v {
+                lookups += 1;
+                if lookups > MAX_HISTORY_LOOKUPS {
+                    break;
+                }
+            }
             let rec = at_version(store, db, &key, Some(rec), v, false).await?;
             if let Some(rec) = rec.filter(|r| r.is_live(now)) {
                 out.push((key, rec));
             }
         }
-        return Ok(out);
+        if out.len() >= limit {
+            return Ok(out);
+        }
+        // Too many keys newer than `v`: read the range precisely, merging history by range.
+        out.clear();
     }
 
     // Precise: merge the latest family with the history family, key by key. Each round reads a

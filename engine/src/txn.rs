@@ -62,9 +62,32 @@ impl Transaction {
         let window =
             std::time::Duration::from_millis(self.db.shared.config.transaction_window_ms / 2);
         if self.started.elapsed() > window {
-            self.db.shared.check_horizon(self.read_version).await?;
+            self.db
+                .shared
+                .check_horizon(self.read_version)
+                .await
+                .map_err(|e| self.retryable(e))?;
         }
         Ok(())
+    }
+
+    /// A read version that history no longer covers is the transaction's age, not the
+    /// caller's request: retrying from `begin` works, so say so.
+    fn retryable(&self, e: EngineError) -> EngineError {
+        match e {
+            EngineError::VersionTooOld { .. } => EngineError::TransactionTooOld {
+                read_version: self.read_version,
+            },
+            other => other,
+        }
+    }
+
+    /// A buffered write as this transaction's own reads see it: gone once its expiry passed.
+    fn own_value(write: &TxnWrite, now: u64) -> Option<&Value> {
+        match write {
+            Some((v, expires_at)) if expires_at.is_none_or(|t| t > now) => Some(v),
+            _ => None,
+        }
     }
 
     pub fn read_version(&self) -> u64 {
@@ -75,7 +98,7 @@ impl Transaction {
     pub async fn get(&mut self, key: &[u8]) -> Result<Option<Value>> {
         check_key(&self.db.shared.options.limits, key, false)?;
         if let Some(w) = self.writes.get(key) {
-            return Ok(w.as_ref().map(|(v, _)| v.clone()));
+            return Ok(Self::own_value(w, now_ms()).cloned());
         }
         let shared = self.db.shared.clone();
         let (_, rec) =
@@ -86,7 +109,8 @@ impl Transaction {
                         mvcc::get(&*shared.store, &shared.name, key, v, precise, now_ms()).await
                     }
                 })
-                .await?;
+                .await
+                .map_err(|e| self.retryable(e))?;
         self.still_readable().await?;
         self.reads.push((key.to_vec(), key_after(key)));
         Ok(rec.map(|r| r.value))
@@ -108,7 +132,11 @@ impl Transaction {
             |k: &Vec<u8>| k.as_slice() >= start && (end.is_empty() || k.as_slice() < end);
         let own: Vec<(&Vec<u8>, &TxnWrite)> =
             self.writes.iter().filter(|(k, _)| in_range(k)).collect();
-        let own_deletes = own.iter().filter(|(_, w)| w.is_none()).count();
+        let now = now_ms();
+        let own_deletes = own
+            .iter()
+            .filter(|(_, w)| Self::own_value(w, now).is_none())
+            .count();
         let fetch = limit.saturating_add(own_deletes);
         let shared = self.db.shared.clone();
         let (_, stored) = self
@@ -130,13 +158,14 @@ impl Transaction {
                     .await
                 }
             })
-            .await?;
+            .await
+            .map_err(|e| self.retryable(e))?;
         self.still_readable().await?;
         let mut merged: BTreeMap<Vec<u8>, Value> =
             stored.into_iter().map(|(k, r)| (k, r.value)).collect();
         for (k, w) in own {
-            match w {
-                Some((v, _)) => merged.insert(k.clone(), v.clone()),
+            match Self::own_value(w, now) {
+                Some(v) => merged.insert(k.clone(), v.clone()),
                 None => merged.remove(k),
             };
         }

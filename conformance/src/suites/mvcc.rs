@@ -6,6 +6,7 @@ use std::time::Duration;
 use strata_engine::{AtomicWrite, DatabaseOptions, EngineError, ReadAt, ReadRange, Value};
 
 use crate::suites::kv::committed;
+use crate::gate::{Gate, Point};
 use crate::{cases, ensure, ensure_eq, u64_at, CaseResult, Harness, Step, Suite};
 
 pub fn suite() -> Suite {
@@ -22,6 +23,9 @@ pub fn suite() -> Suite {
             open_transactions_hold_their_version,
             latest_reads_stay_consistent_under_deletes,
             transaction_reads_stay_consistent_under_deletes,
+            reads_never_go_back_in_time,
+            restores_never_change_the_past,
+            malformed_restored_versions_are_refused,
         ],
     }
 }
@@ -341,5 +345,147 @@ async fn transaction_reads_stay_consistent_under_deletes(h: &Harness) -> CaseRes
     }
     writer.await.map_err(|e| e.to_string())?.step("writer")?;
     ensure!(reads > 0, "no reads overlapped the writes");
+    Ok(())
+}
+
+/// A commit that has reached the store but is not yet published must not leak: once a read
+/// returned some version, every later read — point, snapshot, transaction, explicit version —
+/// sees at least that version.
+async fn reads_never_go_back_in_time(h: &Harness) -> CaseResult {
+    let gate = Gate::new();
+    let backend = gate.wrap(h.backend());
+    if backend.capabilities().multi_process {
+        // A shared store's reader learns commits through its own pipeline, which this case
+        // holds; the multi_writer suite covers reads across processes.
+        return Ok(());
+    }
+    let engine = strata_engine::Engine::new(backend, Harness::config());
+    let db = engine.open_or_create("default").await.step("open")?;
+    committed(
+        db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(1)))
+            .await
+            .step("w1")?,
+    )?;
+    let mut held = gate.hold(Point::ApplyAfter, |_| true);
+    let writer = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            db.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(2)))
+                .await
+        })
+    };
+    held.reached().await;
+    // k = 2 is in the store; its commit is not acknowledged yet.
+    let seen = db.get(b"k").await.step("get")?.ok_or("k missing")?;
+    let v = seen.versionstamp.version();
+    let snap = db
+        .snapshot_read(&[ReadRange::new(b"k".to_vec(), b"l".to_vec(), 10)], ReadAt::Latest)
+        .await
+        .step("snapshot read")?;
+    ensure!(
+        snap.version >= v,
+        "a snapshot read at version {} after a point read returned version {v}",
+        snap.version
+    );
+    let newest = snap.ranges[0].first().ok_or("k missing from the snapshot")?;
+    ensure!(newest.versionstamp >= seen.versionstamp, "the snapshot went back in time");
+    let mut txn = db.begin().await.step("begin")?;
+    ensure!(txn.read_version() >= v, "a transaction began before version {v}");
+    let in_txn = txn.get(b"k").await.step("txn get")?;
+    ensure!(in_txn.is_some(), "k missing in the transaction");
+    txn.rollback();
+    let at = db
+        .get_many(&[b"k".to_vec()], ReadAt::Version(v))
+        .await
+        .step("read at the version just returned")?;
+    ensure_eq!(val(&at[0]), seen.value.as_u64());
+    held.release();
+    let v2 = committed(
+        writer
+            .await
+            .map_err(|e| e.to_string())?
+            .step("w2")?,
+    )?;
+    ensure_eq!(u64_at(&db, b"k").await?, Some(2));
+    ensure!(v2.version() > v, "the held commit landed after what was read");
+    Ok(())
+}
+
+/// A restore into a database with history: restored keys keep their versionstamps, but every
+/// read at a version before the restore commit sees exactly what it saw before.
+async fn restores_never_change_the_past(h: &Harness) -> CaseResult {
+    use strata_engine::{Entry, Versionstamp};
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let set = |k: &[u8], v: u64| AtomicWrite::new().set(k.to_vec(), Value::u64(v));
+    committed(db.atomic_write(set(b"a", 1)).await.step("w")?)?;
+    committed(db.atomic_write(set(b"b", 2)).await.step("w")?)?;
+    committed(
+        db.atomic_write(AtomicWrite::new().delete(b"a".to_vec()))
+            .await
+            .step("w")?,
+    )?;
+    let last = db.version();
+    let all = || [ReadRange::new(vec![], vec![], 100)];
+    let mut before = Vec::new();
+    for v in 1..=last {
+        before.push(db.snapshot_read(&all(), ReadAt::Version(v)).await.step("read")?);
+    }
+    let entry = |k: &[u8], value: u64, version: u64| Entry {
+        key: k.to_vec(),
+        value: Value::u64(value),
+        versionstamp: Versionstamp::from_version(version),
+        expires_at: None,
+    };
+    let restored = vec![entry(b"a", 10, 1), entry(b"b", 20, 1), entry(b"c", 30, 2)];
+    let r = db.restore(restored.clone(), vec![], 0).await.step("restore")?;
+    ensure!(r.version() > last, "the restore commit is newer than the history");
+    for (v, seen) in (1..=last).zip(&before) {
+        let now = db.snapshot_read(&all(), ReadAt::Version(v)).await.step("read")?;
+        ensure_eq!(&now.ranges, &seen.ranges);
+    }
+    let latest = db.snapshot_read(&all(), ReadAt::Latest).await.step("read")?;
+    ensure_eq!(&latest.ranges[0], &restored);
+    Ok(())
+}
+
+/// Versions no source can have handed out (zero, or beyond 2^63 - 1 as a negative signed
+/// version becomes) are refused with nothing written, and the database keeps committing.
+async fn malformed_restored_versions_are_refused(h: &Harness) -> CaseResult {
+    use strata_engine::{Entry, Versionstamp};
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let entry = |version: u64| Entry {
+        key: b"k".to_vec(),
+        value: Value::u64(1),
+        versionstamp: Versionstamp::from_version(version),
+        expires_at: None,
+    };
+    let before = db.version();
+    for (entries, newer_than) in [
+        (vec![entry(u64::MAX)], 0),
+        (vec![entry(0)], 0),
+        (vec![entry(strata_engine::MAX_RESTORED_VERSION + 1)], 0),
+        (vec![entry(5)], u64::MAX),
+    ] {
+        let r = db.restore(entries, vec![], newer_than).await;
+        ensure!(
+            matches!(r, Err(EngineError::InvalidRequest(ref m)) if m.contains("out of range")),
+            "{r:?}"
+        );
+    }
+    ensure_eq!(db.version(), before);
+    ensure!(db.get(b"k").await.step("get")?.is_none(), "nothing written");
+    let ok = db
+        .restore(vec![entry(strata_engine::MAX_RESTORED_VERSION)], vec![], 0)
+        .await
+        .step("restore at the largest version")?;
+    ensure!(ok.version() > strata_engine::MAX_RESTORED_VERSION, "restore commit {ok}");
+    let next = committed(
+        db.atomic_write(AtomicWrite::new().set(b"after".to_vec(), Value::u64(1)))
+            .await
+            .step("commit after")?,
+    )?;
+    ensure!(next > ok, "commits go on after the restore");
     Ok(())
 }

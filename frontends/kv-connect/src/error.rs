@@ -45,6 +45,9 @@ impl ApiError {
                 | EngineError::Conflict
                 | EngineError::TransactionTooOld { .. }
                 | EngineError::LeaseLost(_) => StatusCode::CONFLICT,
+                // Clients retry 5xx on their own, which could apply a commit twice: an
+                // in-doubt commit is a 4xx, so the caller reads before it retries.
+                EngineError::CommitResultUnknown { .. } => StatusCode::CONFLICT,
                 EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
                 EngineError::Backend(BackendError::Locked(_)) => StatusCode::CONFLICT,
                 EngineError::Backend(b) if b.is_transient() => StatusCode::SERVICE_UNAVAILABLE,

@@ -1,0 +1,266 @@
+//! Several processes committing to one shared store (DynamoDB, or memory shared by engines).
+//!
+//! Each process runs its own pipeline. What keeps them one strictly serializable database:
+//!
+//! * **The version record orders every write.** Each group's batch is conditioned on the
+//!   version record still holding the version this process last saw, and moves it to the
+//!   group's last version. A process that lost the race learns the winners' commits
+//!   ([`Pipeline::catch_up`]) and resolves its group again.
+//! * **Write sets.** Each batch also stores the keys it wrote under `w` version, with the
+//!   group's token, so that others can check conflicts, wake watchers and learn of deletes.
+//! * **Commits in doubt are settled, never applied twice.** When a batch's answer is lost
+//!   (a dropped connection, a retried request whose retry then fails its condition), the
+//!   pipeline reads the version record and the write set at its own version: carrying its
+//!   own token, the batch applied; written by someone else, it never can; unchanged, the same
+//!   batch is sent again (only one copy can ever apply). If the store cannot be asked, the
+//!   commit fails with [`EngineError::CommitResultUnknown`] rather than a retryable error.
+
+use std::sync::atomic::Ordering;
+
+use crate::backend::BackendError;
+use crate::error::{EngineError, Result};
+use crate::layout;
+use crate::log::LogEntry;
+use crate::mvcc::Cursor;
+use crate::pipeline::Pipeline;
+
+/// How many times a batch whose answer was lost is sent again before the commit is reported
+/// as in doubt.
+const RESEND_ATTEMPTS: u32 = 4;
+
+/// A random token naming one group's batch in its write set.
+pub(crate) fn group_token() -> u64 {
+    let t = uuid::Uuid::new_v4().as_u64_pair().0;
+    t.max(1)
+}
+
+/// What became of a batch sent to a shared store.
+pub(crate) enum Settled {
+    Applied,
+    /// It did not apply and never will: another process took its version.
+    NotApplied,
+    /// It failed for a reason that is not about other writers.
+    Failed(EngineError),
+    /// It may or may not have applied, and the store cannot tell now.
+    Unknown(EngineError),
+}
+
+impl Pipeline {
+    /// Learn what other processes committed since the version this process knows: their
+    /// written keys (for conflict checks and watchers) and the new head version.
+    pub(crate) async fn catch_up(&mut self) -> Result<()> {
+        let shared = self.shared.clone();
+        let store = shared.store.clone();
+        let head = match store.get(layout::META_VERSION).await? {
+            Some(b) => layout::be_u64(&b).ok_or_else(|| EngineError::Corrupt {
+                database: shared.name.clone(),
+                detail: "bad version record".into(),
+            })?,
+            None => 0,
+        };
+        let known = *shared.applied.borrow();
+        if head <= known {
+            self.stored_version = (head > 0).then_some(head).or(self.stored_version);
+            return Ok(());
+        }
+        let (s, e) = layout::int_range(layout::WRITES, known + 1, head + 1);
+        let mut cursor = Cursor::new(&*store, s, e, false, 256);
+        let mut touched = Vec::new();
+        let mut queue_changed = false;
+        let mut covered_from = None;
+        while let Some((k, v)) = cursor.next().await? {
+            let Some((version, _)) = layout::parse_versioned(&k) else {
+                continue;
+            };
+            let Some(rec) = WriteRecord::decode(&v) else {
+                return Err(EngineError::Corrupt {
+                    database: shared.name.clone(),
+                    detail: "bad write record".into(),
+                });
+            };
+            covered_from = covered_from.or(Some(rec.first_version));
+            if rec.deleted {
+                shared.last_delete.fetch_max(version, Ordering::SeqCst);
+            }
+            queue_changed |= rec.queue_changed;
+            self.conflicts.record(version, rec.keys.clone());
+            touched.extend(rec.keys);
+        }
+        if covered_from.is_none_or(|f| f > known + 1) {
+            // Some commits' write sets are gone (garbage-collected): nothing older can be
+            // checked for conflicts, and any of them may have deleted keys.
+            self.conflicts.forget_before(head);
+            shared.last_delete.fetch_max(head, Ordering::SeqCst);
+        }
+        self.next_version = self.next_version.max(head + 1);
+        self.stored_version = Some(head);
+        shared.applied.send_replace(head);
+        shared.publish(&touched, queue_changed);
+        Ok(())
+    }
+
+
+    /// Append a group's batch to a shared store, settling a lost answer (see the module docs).
+    pub(crate) async fn append_shared(
+        &mut self,
+        entry: LogEntry,
+        token: u64,
+        last_version: u64,
+    ) -> Settled {
+        let mut sent = 0;
+        loop {
+            sent += 1;
+            let err = match self.shared.log.append(entry.clone()).await {
+                Ok(()) => return Settled::Applied,
+                Err(e) => e,
+            };
+            let in_doubt = matches!(&err, EngineError::Backend(b) if b.is_transient());
+            if !in_doubt {
+                return Settled::Failed(err);
+            }
+            match self.own_batch_applied(token, last_version).await {
+                Ok(Some(true)) => return Settled::Applied,
+                Ok(Some(false)) => return Settled::NotApplied,
+                Ok(None) if sent < RESEND_ATTEMPTS => {
+                    // Nothing applied at our version yet: the same batch, conditioned on the
+                    // same version record, may be sent again.
+                    let pause = 20u64 << sent;
+                    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+                }
+                Ok(None) => return Settled::Unknown(err),
+                Err(check) => {
+                    return Settled::Unknown(EngineError::Backend(BackendError::Unavailable(
+                        format!("{err}; then checking whether it applied failed: {check}"),
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Whether this process's batch with `token` holds `last_version`: `Some(true)` it does,
+    /// `Some(false)` another process's batch moved the version record, `None` the record
+    /// still holds the version this process expected (nothing applied yet).
+    async fn own_batch_applied(&self, token: u64, last_version: u64) -> Result<Option<bool>> {
+        let store = &self.shared.store;
+        let head = match store.get(layout::META_VERSION).await? {
+            Some(b) => layout::be_u64(&b),
+            None => None,
+        };
+        if head == self.stored_version {
+            return Ok(None);
+        }
+        let own = match store.get(&layout::writes(last_version, 0)).await? {
+            Some(raw) => WriteRecord::decode(&raw).is_some_and(|r| r.token == token),
+            None => false,
+        };
+        Ok(Some(own))
+    }
+}
+
+/// The keys one commit group wrote, stored under `w` version chunk when several processes
+/// share a database, so that the others can learn them.
+pub(crate) struct WriteRecord {
+    pub first_version: u64,
+    pub deleted: bool,
+    pub queue_changed: bool,
+    /// Names the batch, so that its own process recognises it after a lost answer.
+    pub token: u64,
+    pub keys: Vec<Vec<u8>>,
+}
+
+/// Bytes of keys per write-record chunk (a store item holds at most a few hundred KiB).
+const WRITE_CHUNK: usize = 256 * 1024;
+
+const DELETED: u8 = 1;
+const QUEUE_CHANGED: u8 = 2;
+const HAS_TOKEN: u8 = 4;
+
+impl WriteRecord {
+    /// Chunks of at most [`WRITE_CHUNK`] bytes of keys, each with the full header.
+    pub(crate) fn encode(&self) -> Vec<Vec<u8>> {
+        let header = |b: &mut Vec<u8>| {
+            let flags = HAS_TOKEN
+                | if self.deleted { DELETED } else { 0 }
+                | if self.queue_changed { QUEUE_CHANGED } else { 0 };
+            b.push(flags);
+            b.extend_from_slice(&self.first_version.to_be_bytes());
+            b.extend_from_slice(&self.token.to_be_bytes());
+        };
+        let mut chunks = Vec::new();
+        let mut cur = Vec::new();
+        header(&mut cur);
+        let header_len = cur.len();
+        for k in &self.keys {
+            if cur.len() + k.len() + 4 > WRITE_CHUNK && cur.len() > header_len {
+                chunks.push(std::mem::take(&mut cur));
+                header(&mut cur);
+            }
+            cur.extend_from_slice(&(k.len() as u32).to_be_bytes());
+            cur.extend_from_slice(k);
+        }
+        chunks.push(cur);
+        chunks
+    }
+
+    pub(crate) fn decode(b: &[u8]) -> Option<WriteRecord> {
+        let flags = *b.first()?;
+        let first_version = layout::be_u64(b.get(1..9)?)?;
+        let (token, mut rest) = if flags & HAS_TOKEN != 0 {
+            (layout::be_u64(b.get(9..17)?)?, &b[17..])
+        } else {
+            (0, &b[9..])
+        };
+        let mut keys = Vec::new();
+        while !rest.is_empty() {
+            let n = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+            keys.push(rest.get(4..4 + n)?.to_vec());
+            rest = &rest[4 + n..];
+        }
+        Some(WriteRecord {
+            first_version,
+            deleted: flags & DELETED != 0,
+            queue_changed: flags & QUEUE_CHANGED != 0,
+            token,
+            keys,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_records_round_trip_in_chunks() {
+        let keys: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 10_000]).collect();
+        let rec = WriteRecord {
+            first_version: 7,
+            deleted: true,
+            queue_changed: false,
+            token: 99,
+            keys: keys.clone(),
+        };
+        let chunks = rec.encode();
+        assert!(chunks.len() > 1, "400 KB of keys take several chunks");
+        let mut back = Vec::new();
+        for c in &chunks {
+            assert!(c.len() <= WRITE_CHUNK + 17);
+            let d = WriteRecord::decode(c).unwrap();
+            assert_eq!((d.first_version, d.deleted, d.queue_changed, d.token), (7, true, false, 99));
+            back.extend(d.keys);
+        }
+        assert_eq!(back, keys);
+    }
+
+    #[test]
+    fn write_records_without_a_token_still_decode() {
+        let mut old = vec![DELETED | QUEUE_CHANGED];
+        old.extend_from_slice(&5u64.to_be_bytes());
+        old.extend_from_slice(&3u32.to_be_bytes());
+        old.extend_from_slice(b"abc");
+        let d = WriteRecord::decode(&old).unwrap();
+        assert_eq!((d.first_version, d.token, d.keys), (5, 0, vec![b"abc".to_vec()]));
+        assert!(d.deleted && d.queue_changed);
+        assert!(WriteRecord::decode(&old[..6]).is_none());
+    }
+}

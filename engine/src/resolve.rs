@@ -1,0 +1,329 @@
+//! Resolving one commit: checks, conflicts, and the key writes it makes, as seen by its group.
+//!
+//! A [`Resolve`] is one commit's view while its group is being resolved: the store plus the
+//! writes of earlier commits in the group (the [`Overlay`]), the version it will commit at,
+//! and what it touched. Every kind of commit ends in [`Resolve::write_key`], which keeps the
+//! replaced record as history and maintains the expiry index. Maintenance commits (expiry
+//! sweep, garbage collection) live in [`crate::maintenance`], restores in [`crate::restore`].
+
+use crate::atomic::{AtomicWrite, CommitOutcome, MutationKind};
+use crate::conflict::ConflictTracker;
+use crate::database::Shared;
+use crate::error::{EngineError, Result};
+use crate::layout::{self, Record, READY};
+use crate::mvcc::decode;
+use crate::overlay::Overlay;
+use crate::pipeline::{CommitOp, CommitReply, PendingWrites, Resolved};
+use crate::queue::{MessageId, MessageRecord, QueueMessage, DEFAULT_BACKOFF};
+use crate::value::{Value, Versionstamp};
+
+/// One commit being resolved within its group.
+pub(crate) struct Resolve<'o, 's> {
+    pub(crate) ov: &'o mut Overlay<'s>,
+    pub(crate) shared: &'o Shared,
+    pub(crate) version: u64,
+    pub(crate) now: u64,
+    pub(crate) touched: Vec<Vec<u8>>,
+    pub(crate) deleted: bool,
+    pub(crate) queue_changed: bool,
+    pub(crate) horizon: Option<u64>,
+}
+
+impl Resolve<'_, '_> {
+    pub(crate) fn vs(&self) -> Versionstamp {
+        Versionstamp::from_version(self.version)
+    }
+
+    pub(crate) fn corrupt(&self, detail: &str) -> EngineError {
+        EngineError::Corrupt {
+            database: self.shared.name.clone(),
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) async fn resolve(
+        &mut self,
+        op: &CommitOp,
+        conflicts: &ConflictTracker,
+        pending: &PendingWrites,
+    ) -> Result<Resolved> {
+        match op {
+            CommitOp::Atomic(w) => self.atomic(w).await,
+            CommitOp::Transaction {
+                read_version,
+                reads,
+                writes,
+            } => {
+                conflicts.check(*read_version, reads)?;
+                if reads.iter().any(|(a, b)| pending.touches(a, b)) {
+                    return Err(EngineError::Conflict);
+                }
+                let vs = self.vs();
+                for (key, w) in writes {
+                    let rec = w
+                        .as_ref()
+                        .map(|(value, expires_at)| Record::new(value.clone(), vs, *expires_at));
+                    self.write_key(key, rec).await?;
+                }
+                Ok(Resolved {
+                    reply: CommitReply::Outcome(CommitOutcome::Committed(vs)),
+                    sequenced: true,
+                })
+            }
+            CommitOp::Sweep(items) => self.sweep(items).await,
+            CommitOp::Lease { max, visibility_ms } => self.lease(*max, *visibility_ms).await,
+            CommitOp::Ack { id, lease } => {
+                let rec = self.leased(id, *lease).await?;
+                self.ov.delete(layout::queue_message(&id.0));
+                self.ov.delete(layout::ready(rec.ready_at, &id.0));
+                Ok(Resolved {
+                    reply: CommitReply::Done,
+                    sequenced: true,
+                })
+            }
+            CommitOp::Nack { id, lease } => {
+                let mut rec = self.leased(id, *lease).await?;
+                self.ov.delete(layout::ready(rec.ready_at, &id.0));
+                if rec.may_deliver_again() {
+                    let step = rec
+                        .backoff
+                        .get(rec.attempts.saturating_sub(1) as usize)
+                        .copied()
+                        .unwrap_or(0);
+                    rec.ready_at = self.now.saturating_add(step as u64);
+                    rec.lease = 0;
+                    self.store_message(id, &rec);
+                    self.queue_changed = true;
+                } else {
+                    self.dead_letter(id, rec).await?;
+                }
+                Ok(Resolved {
+                    reply: CommitReply::Done,
+                    sequenced: true,
+                })
+            }
+            CommitOp::Gc => self.gc().await,
+            CommitOp::CatchUp => Ok(Resolved {
+                reply: CommitReply::Done,
+                sequenced: false,
+            }),
+            CommitOp::Restore {
+                entries, messages, ..
+            } => self.restore(entries, messages).await,
+        }
+    }
+
+    /// The live latest record of a key as the group sees it.
+    pub(crate) async fn current(&self, key: &[u8]) -> Result<Option<Record>> {
+        match self.ov.get(&layout::latest(key)).await? {
+            Some(raw) => Ok(Some(decode(&self.shared.name, &raw)?).filter(|r| r.is_live(self.now))),
+            None => Ok(None),
+        }
+    }
+
+    /// Replace a key's latest record, keeping the replaced one as history.
+    pub(crate) async fn write_key(&mut self, key: &[u8], new: Option<Record>) -> Result<()> {
+        let lk = layout::latest(key);
+        let old = match self.ov.get(&lk).await? {
+            Some(raw) => Some((decode(&self.shared.name, &raw)?, raw)),
+            None => None,
+        };
+        if old.is_none() && new.is_none() {
+            return Ok(());
+        }
+        if let Some((old, raw)) = &old {
+            // A key written twice by one commit keeps only its pre-commit version as history.
+            if old.version() != self.version {
+                self.ov.put(layout::history(key, self.version), raw.clone());
+                self.ov.put(layout::gc(self.version, key), vec![]);
+            }
+            if let Some(t) = old.expires_at {
+                self.ov.delete(layout::expiry(t, key));
+            }
+        }
+        match new {
+            Some(r) => {
+                if let Some(t) = r.expires_at {
+                    self.ov.put(layout::expiry(t, key), vec![]);
+                }
+                self.ov.put(lk, r.encode());
+            }
+            None => {
+                self.ov.delete(lk);
+                self.deleted = true;
+            }
+        }
+        self.touched.push(key.to_vec());
+        Ok(())
+    }
+
+    async fn atomic(&mut self, w: &AtomicWrite) -> Result<Resolved> {
+        let mut failed = Vec::new();
+        for (i, c) in w.checks.iter().enumerate() {
+            let cur = self.current(&c.key).await?.map(|r| r.versionstamp);
+            if cur != c.versionstamp {
+                failed.push(i);
+            }
+        }
+        if !failed.is_empty() {
+            return Ok(Resolved {
+                reply: CommitReply::Outcome(CommitOutcome::CheckFailed(failed)),
+                sequenced: false,
+            });
+        }
+        let vs = self.vs();
+        for m in &w.mutations {
+            match &m.kind {
+                MutationKind::Set { value, expires_at } => {
+                    let rec = Record::new(value.clone(), vs, *expires_at);
+                    self.write_key(&m.key, Some(rec)).await?;
+                }
+                MutationKind::Delete => self.write_key(&m.key, None).await?,
+                MutationKind::Sum(op) | MutationKind::Min(op) | MutationKind::Max(op) => {
+                    let (name, f): (&str, fn(u64, u64) -> u64) = match &m.kind {
+                        MutationKind::Sum(_) => ("sum", u64::wrapping_add),
+                        MutationKind::Min(_) => ("min", u64::min),
+                        _ => ("max", u64::max),
+                    };
+                    let operand = op.as_u64().ok_or_else(|| {
+                        EngineError::InvalidMutation(format!(
+                            "Failed to perform '{name}' mutation on a non-U64 operand"
+                        ))
+                    })?;
+                    let result = match self.current(&m.key).await? {
+                        None => operand,
+                        Some(r) => {
+                            let stored = r.value.as_u64().ok_or_else(|| {
+                                EngineError::InvalidMutation(format!(
+                                    "Failed to perform '{name}' mutation on a non-U64 value in the database"
+                                ))
+                            })?;
+                            f(stored, operand)
+                        }
+                    };
+                    let rec = Record::new(Value::u64(result), vs, None);
+                    self.write_key(&m.key, Some(rec)).await?;
+                }
+                MutationKind::SetVersionstampedKey {
+                    value,
+                    expires_at,
+                    suffix,
+                } => {
+                    let mut key = m.key.clone();
+                    suffix.append(&mut key, vs);
+                    let rec = Record::new(value.clone(), vs, *expires_at);
+                    self.write_key(&key, Some(rec)).await?;
+                }
+            }
+        }
+        let now = self.now;
+        self.store_new_messages(w.enqueues.iter().map(|e| {
+            MessageRecord {
+                ready_at: e.deliver_at.max(now),
+                attempts: 0,
+                lease: 0,
+                payload: e.payload.clone(),
+                dead_letter_keys: e.dead_letter_keys.clone(),
+                backoff: e
+                    .backoff_schedule
+                    .clone()
+                    .unwrap_or_else(|| DEFAULT_BACKOFF.to_vec()),
+            }
+        }));
+        Ok(Resolved {
+            reply: CommitReply::Outcome(CommitOutcome::Committed(vs)),
+            sequenced: true,
+        })
+    }
+
+    /// A message's record and its entry in the ready index.
+    fn store_message(&mut self, id: &MessageId, rec: &MessageRecord) {
+        self.ov.put(layout::ready(rec.ready_at, &id.0), vec![]);
+        self.ov.put(layout::queue_message(&id.0), rec.encode());
+    }
+
+    /// Messages this commit adds: each is named by the commit's versionstamp and its index.
+    pub(crate) fn store_new_messages(&mut self, records: impl Iterator<Item = MessageRecord>) {
+        let vs = self.vs();
+        for (i, rec) in records.enumerate() {
+            self.store_message(&MessageId::new(vs, i as u16), &rec);
+            self.queue_changed = true;
+        }
+    }
+
+    async fn leased(&self, id: &MessageId, lease: u64) -> Result<MessageRecord> {
+        let raw = self.ov.get(&layout::queue_message(&id.0)).await?;
+        let rec = match raw {
+            Some(raw) => MessageRecord::decode(&raw)
+                .ok_or_else(|| self.corrupt("undecodable queue message"))?,
+            None => return Err(EngineError::LeaseLost(id.to_hex())),
+        };
+        if rec.lease != lease || lease == 0 {
+            return Err(EngineError::LeaseLost(id.to_hex()));
+        }
+        Ok(rec)
+    }
+
+    pub(crate) async fn dead_letter(&mut self, id: &MessageId, rec: MessageRecord) -> Result<()> {
+        let vs = self.vs();
+        for k in &rec.dead_letter_keys {
+            let r = Record::new(rec.payload.clone(), vs, None);
+            self.write_key(k, Some(r)).await?;
+        }
+        self.ov.delete(layout::queue_message(&id.0));
+        tracing::debug!(database = %self.shared.name, message = %id, "queue message dead-lettered");
+        Ok(())
+    }
+
+    async fn lease(&mut self, max: usize, visibility_ms: u64) -> Result<Resolved> {
+        let (start, end) = layout::int_range(READY, 0, self.now + 1);
+        let due = self
+            .ov
+            .scan(&start, &end, max.saturating_mul(2).max(1))
+            .await?;
+        let mut out = Vec::new();
+        let mut wrote = false;
+        for (rk, _) in due {
+            if out.len() >= max {
+                break;
+            }
+            let Some((ready_at, id_bytes)) = layout::parse_versioned(&rk) else {
+                continue;
+            };
+            let Ok(id) = <[u8; 12]>::try_from(id_bytes).map(MessageId) else {
+                self.ov.delete(rk);
+                continue;
+            };
+            self.ov.delete(rk.clone());
+            wrote = true;
+            let raw = self.ov.get(&layout::queue_message(&id.0)).await?;
+            let Some(mut rec) = raw.and_then(|r| MessageRecord::decode(&r)) else {
+                continue;
+            };
+            if rec.ready_at != ready_at {
+                // A stale index entry; the record's own entry is elsewhere.
+                self.ov.put(layout::ready(rec.ready_at, &id.0), vec![]);
+                continue;
+            }
+            if !rec.may_deliver_again() {
+                self.dead_letter(&id, rec).await?;
+                continue;
+            }
+            rec.attempts += 1;
+            rec.lease = self.version;
+            rec.ready_at = self.now.saturating_add(visibility_ms);
+            self.store_message(&id, &rec);
+            out.push(QueueMessage {
+                id,
+                payload: rec.payload.clone(),
+                attempt: rec.attempts,
+                lease: rec.lease,
+                lease_expires_at: rec.ready_at,
+            });
+        }
+        Ok(Resolved {
+            reply: CommitReply::Leased(out),
+            sequenced: wrote,
+        })
+    }
+}
