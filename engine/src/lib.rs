@@ -60,6 +60,7 @@ pub use limits::{DatabaseOptions, EngineConfig, Limits};
 pub use listener::{ListenOptions, Listener};
 pub use log::{CommitLog, CommitLogFactory, LocalLog, LogEntry};
 pub use names::{validate_name, MAX_NAME_LEN};
+pub use mvcc::MAX_HISTORY_LOOKUPS;
 pub use restore::MAX_RESTORED_VERSION;
 pub use queue::{MessageId, QueueMessage, RestoreMessage, DEFAULT_BACKOFF};
 pub use txn::Transaction;

@@ -174,7 +174,7 @@ pub(crate) async fn get_many(
 /// History lookups one fast scan makes, one per key newer than the read version, before it
 /// reads the range precisely instead (one history range read per chunk of keys). Bounds what
 /// a latest-version scan costs while many of its keys are being rewritten.
-pub(crate) const MAX_HISTORY_LOOKUPS: usize = 8;
+pub const MAX_HISTORY_LOOKUPS: usize = 8;
 
 /// A range read `[start, end)` at version `v`: up to `limit` live entries, in key order (or
 /// reverse key order).

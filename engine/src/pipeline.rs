@@ -294,7 +294,10 @@ impl Pipeline {
         if ov.is_empty() && self.next_version == start_version {
             return Ok(results);
         }
-        if shared.multi_process && self.next_version == start_version {
+        // Only commits are timed: the collector's clock, which must not see its own
+        // collections as new commits (that would keep it collecting forever).
+        let commits = self.next_version > start_version;
+        if shared.multi_process && !commits {
             // On a shared store every write — maintenance included — takes a version, so
             // that the version record orders it with every other process's writes (two
             // collectors cannot both move the horizon, a sweep cannot undo a newer write).
@@ -312,7 +315,9 @@ impl Pipeline {
                 layout::META_VERSION.to_vec(),
                 last_version.to_be_bytes().to_vec(),
             );
-            ov.put(layout::times(last_version), now.to_be_bytes().to_vec());
+            if commits {
+                ov.put(layout::times(last_version), now.to_be_bytes().to_vec());
+            }
             if let Some(token) = token {
                 let record = WriteRecord {
                     first_version: start_version,

@@ -31,6 +31,7 @@ pub fn suite() -> Suite {
             the_command_copies_lists_and_drops_on_a_table,
             requests_per_operation,
             missing_and_misshaped_tables_are_clear_errors,
+            a_commit_whose_answer_is_lost_applies_once,
         ],
     }
 }
@@ -407,7 +408,53 @@ async fn requests_per_operation(h: &Harness) -> CaseResult {
         .await
         .step("range")?;
     let range = measure(before);
-    eprintln!("requests: get {get:?}; 20-key commit {commit20:?}; 1-key commit {commit1:?}; 5-key transaction {txn5:?}; 20-entry range {range:?}");
+    let keys: Vec<Vec<u8>> = (0..150u32)
+        .map(|i| format!("k/{i:02}").into_bytes())
+        .collect();
+    let before = counts.snapshot();
+    let found = db
+        .get_many(&keys, ReadAt::Latest)
+        .await
+        .step("get_many")?;
+    let many = measure(before);
+    ensure_eq!(found.iter().filter(|e| e.is_some()).count(), 20);
+    // A range whose every key was rewritten after the read version: history lookups are
+    // bounded, then the range is read precisely.
+    let old = db.version();
+    let mut w = AtomicWrite::new();
+    for i in 0..20u32 {
+        w = w.set(format!("k/{i:02}").into_bytes(), Value::u64(7));
+    }
+    db.atomic_write(w).await.step("rewrite")?;
+    let before = counts.snapshot();
+    let at_old = db
+        .snapshot_read(&[ReadRange::prefix(b"k/", 100)], ReadAt::Version(old))
+        .await
+        .step("range at an old version")?;
+    let old_range = measure(before);
+    ensure_eq!(at_old.ranges[0].len(), 20);
+    ensure!(
+        at_old.ranges[0].iter().all(|e| e.value.as_u64() != Some(7)),
+        "the old version's values"
+    );
+    eprintln!("requests: get {get:?}; 20-key commit {commit20:?}; 1-key commit {commit1:?}; 5-key transaction {txn5:?}; 20-entry range {range:?}; 150-key get_many {many:?}; 20-entry range, all rewritten since {old_range:?}");
+    // get_many: one version-record check before and one after, one BatchGetItem per 100 keys.
+    ensure_eq!(many.get("BatchGetItem").copied(), Some(2));
+    ensure!(
+        many.get("GetItem").copied().unwrap_or(0) <= 2 && !many.contains_key("Query"),
+        "get_many reads no key alone: {many:?}"
+    );
+    // A latest range: the version record before and after, one Query.
+    ensure_eq!(range.get("Query").copied(), Some(1));
+    ensure!(
+        range.get("GetItem").copied().unwrap_or(0) <= 2,
+        "a range read costs at most two point reads: {range:?}"
+    );
+    let bound = strata_engine::MAX_HISTORY_LOOKUPS as u64 + 1 + 4;
+    ensure!(
+        old_range.get("Query").copied().unwrap_or(0) <= bound,
+        "history lookups per scan are bounded ({bound}): {old_range:?}"
+    );
     ensure_eq!(
         get,
         std::collections::BTreeMap::from([("GetItem".to_string(), 1)])
@@ -479,5 +526,100 @@ async fn missing_and_misshaped_tables_are_clear_errors(h: &Harness) -> CaseResul
         matches!(&wrong, Err(e) if e.contains("wrong key schema")),
         "misshaped table: {wrong:?}"
     );
+    Ok(())
+}
+
+/// The endpoint of the emulator the runner started (host:port, no scheme).
+fn emulator_endpoint() -> Result<String, String> {
+    let url = std::env::var(crate::DYNAMODB_ENV).map_err(|e| e.to_string())?;
+    let endpoint = url
+        .split("endpoint=")
+        .nth(1)
+        .and_then(|e| e.split('&').next())
+        .ok_or("no endpoint in the URL")?;
+    Ok(endpoint.trim_end_matches('/').to_string())
+}
+
+/// A commit whose `TransactWriteItems` reached the table but whose answer was dropped on the
+/// way back (through a proxy that forwards the request, reads the answer and closes the
+/// connection): the SDK retries, the retry fails its condition, and the engine must still
+/// see that the batch applied — once. Sums are not applied twice, messages not enqueued
+/// twice, passed checks not reported failed, acks not turned into `LeaseLost`.
+async fn a_commit_whose_answer_is_lost_applies_once(h: &Harness) -> CaseResult {
+    use crate::fault_proxy::{Fault, FaultProxy, FaultRule};
+    only_dynamodb(h)?;
+    let proxy = FaultProxy::start(&emulator_endpoint()?)
+        .await
+        .map_err(|e| format!("start the proxy: {e}"))?;
+    let mut config = strata_backend_dynamodb::DynamoConfig::parse(&format!(
+        "{}?endpoint={}&region=us-east-1",
+        crate::dynamodb_table_for(h.dir()),
+        proxy.endpoint()
+    ))?;
+    config.create_table = true;
+    let backend = Arc::new(
+        strata_backend_dynamodb::DynamoBackend::connect(config)
+            .await
+            .step("connect")?,
+    );
+    let engine = Engine::new(
+        backend,
+        EngineConfig {
+            background_tasks: false,
+            follow_interval_ms: 3_600_000,
+            ..Harness::config()
+        },
+    );
+    let db = engine.open_or_create("in-doubt").await.step("open")?;
+    let seeded = db
+        .atomic_write(AtomicWrite::new().set(b"checked".to_vec(), Value::u64(1)))
+        .await
+        .step("seed")?
+        .versionstamp()
+        .ok_or("seed did not commit")?;
+    let lose_next_commit = || {
+        proxy.add_rule(
+            FaultRule::new(Fault::DropResponse)
+                .on_target("DynamoDB_20120810.TransactWriteItems")
+                .next(1),
+        )
+    };
+
+    lose_next_commit();
+    let outcome = db
+        .atomic_write(
+            AtomicWrite::new()
+                .check(b"checked".to_vec(), Some(seeded))
+                .mutate(strata_engine::Mutation::sum(b"counter".to_vec(), 5))
+                .enqueue(strata_engine::Enqueue::now(Value::bytes(b"job".to_vec()))),
+        )
+        .await
+        .step("the commit whose answer is lost")?;
+    let dropped = proxy.counts();
+    ensure!(
+        dropped.total.faults() >= 1,
+        "the proxy dropped an answer: {dropped:?}"
+    );
+    ensure!(
+        matches!(outcome, CommitOutcome::Committed(_)),
+        "a check that passed is reported as passed: {outcome:?}"
+    );
+    ensure_eq!(u64_at(&db, b"counter").await?, Some(5));
+    ensure_eq!(db.queue_len().await.step("queue length")?, 1);
+
+    let leased = db
+        .lease(1, std::time::Duration::from_secs(60))
+        .await
+        .step("lease")?;
+    let m = leased.first().ok_or("the message was not leased")?;
+    lose_next_commit();
+    db.ack(m.id, m.lease).await.step("ack whose answer is lost")?;
+    ensure_eq!(db.queue_len().await.step("queue length")?, 0);
+    let next = db
+        .atomic_write(AtomicWrite::new().mutate(strata_engine::Mutation::sum(b"counter".to_vec(), 1)))
+        .await
+        .step("a commit after")?;
+    ensure!(matches!(next, CommitOutcome::Committed(_)), "{next:?}");
+    ensure_eq!(u64_at(&db, b"counter").await?, Some(6));
     Ok(())
 }

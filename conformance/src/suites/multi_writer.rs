@@ -11,6 +11,7 @@ use strata_engine::{
     Versionstamp,
 };
 
+use crate::gate::{Gate, Point};
 use crate::{cases, ensure, ensure_eq, u64_at, CaseResult, Harness, Step, Suite};
 
 pub fn suite() -> Suite {
@@ -27,6 +28,10 @@ pub fn suite() -> Suite {
             watchers_hear_the_other_writer,
             queue_leases_are_exclusive_across_writers,
             another_writers_collection_fails_old_reads_clearly,
+            snapshots_never_mix_states_across_writers,
+            collections_never_move_the_horizon_back,
+            concurrent_creation_agrees_on_one_database,
+            sweeps_never_undo_another_writers_expiry,
         ],
     }
 }
@@ -243,6 +248,7 @@ async fn another_writers_collection_fails_old_reads_clearly(h: &Harness) -> Case
     let db = b.database("gc").await.step("open b")?;
     let snapshot = db.snapshot().await.step("snapshot")?;
     let old = snapshot.version();
+    let mut old_txn = db.begin().await.step("begin")?;
     ensure_eq!(snapshot.entries(b"", b"", 10).await.step("read")?.len(), 1);
     for i in 2..5 {
         da.atomic_write(AtomicWrite::new().set(b"k".to_vec(), Value::u64(i)))
@@ -268,6 +274,248 @@ async fn another_writers_collection_fails_old_reads_clearly(h: &Harness) -> Case
         matches!(r, Err(EngineError::VersionTooOld { .. })),
         "an explicit old read too: {r:?}"
     );
+    // Through a transaction that old, the same is retryable: it works again from `begin`.
+    let r = old_txn.get(b"k").await;
+    ensure!(
+        matches!(&r, Err(e @ EngineError::TransactionTooOld { .. }) if e.is_retryable()),
+        "an old transaction's read must be a retryable TransactionTooOld: {r:?}"
+    );
     ensure_eq!(u64_at(&db, b"k").await?, Some(9));
+    Ok(())
+}
+
+/// A reader on one writer, racing the other writer's commit that overwrites `j` and deletes
+/// `k`, sees both keys before it or both after it — never the new `j` with the old `k`, nor
+/// the old `j` without `k` — through snapshots, explicit versions and transactions.
+async fn snapshots_never_mix_states_across_writers(h: &Harness) -> CaseResult {
+    let gate = Gate::new();
+    let config = EngineConfig {
+        follow_interval_ms: 60_000,
+        ..Harness::config()
+    };
+    let a = Engine::new(gate.wrap(h.shared_backend()), config.clone());
+    let b = Engine::new(h.shared_backend(), config);
+    let da = a.open_or_create("shared").await.step("open a")?;
+    let db = b.open_or_create("shared").await.step("open b")?;
+    let (j, k) = (b"j".to_vec(), b"k".to_vec());
+    let mut round = 0u64;
+    let mut reset = || {
+        round += 1;
+        AtomicWrite::new()
+            .set(j.clone(), Value::u64(round))
+            .set(k.clone(), Value::u64(round))
+    };
+    let race = || {
+        AtomicWrite::new()
+            .set(j.clone(), Value::u64(1000))
+            .delete(k.clone())
+    };
+    let consistent = |j: Option<u64>, k: Option<u64>| -> CaseResult {
+        match (j, k) {
+            (Some(1000), None) => Ok(()),
+            (Some(x), Some(y)) if x == y && x < 1000 => Ok(()),
+            other => Err(format!("a state that never existed: (j, k) = {other:?}")),
+        }
+    };
+
+    // A snapshot read paused between its two ranges.
+    db.atomic_write(reset()).await.step("reset")?;
+    u64_at(&da, b"j").await?;
+    let mut held = gate.hold(Point::ReadAfter, |key| key == b"lj");
+    let reader = {
+        let da = da.clone();
+        tokio::spawn(async move {
+            da.snapshot_read(
+                &[
+                    strata_engine::ReadRange::new(b"j".to_vec(), b"j\0".to_vec(), 1),
+                    strata_engine::ReadRange::new(b"k".to_vec(), b"k\0".to_vec(), 1),
+                ],
+                ReadAt::Latest,
+            )
+            .await
+        })
+    };
+    held.reached().await;
+    db.atomic_write(race()).await.step("race")?;
+    held.release();
+    let snap = reader.await.map_err(|e| e.to_string())?.step("snapshot")?;
+    let first = |i: usize| snap.ranges[i].first().and_then(|e| e.value.as_u64());
+    consistent(first(0), first(1)).map_err(|e| format!("snapshot read: {e}"))?;
+
+    // A transaction and an explicit version, each reading j before the race and k after it.
+    db.atomic_write(reset()).await.step("reset")?;
+    let mut txn = da.begin().await.step("begin")?;
+    let v = txn.read_version();
+    let tj = txn.get(b"j").await.step("txn get j")?.and_then(|v| v.as_u64());
+    let ej = da
+        .get_many(&[j.clone()], ReadAt::Version(v))
+        .await
+        .step("get j at version")?[0]
+        .as_ref()
+        .and_then(|e| e.value.as_u64());
+    db.atomic_write(race()).await.step("race")?;
+    let tk = txn.get(b"k").await.step("txn get k")?.and_then(|v| v.as_u64());
+    consistent(tj, tk).map_err(|e| format!("read-only transaction: {e}"))?;
+    let ek = da
+        .get_many(&[k.clone()], ReadAt::Version(v))
+        .await
+        .step("get k at version")?[0]
+        .as_ref()
+        .and_then(|e| e.value.as_u64());
+    consistent(ej, ek).map_err(|e| format!("reads at version {v}: {e}"))?;
+    Ok(())
+}
+
+/// Two writers collecting garbage at once: one (holding an old reader) resolves a lower
+/// horizon, the other commits a higher one first. The stored horizon never moves back, and
+/// the old reader fails clearly instead of reading collected history.
+async fn collections_never_move_the_horizon_back(h: &Harness) -> CaseResult {
+    let gate = Gate::new();
+    let config = EngineConfig {
+        follow_interval_ms: 20,
+        transaction_window_ms: 100,
+        background_tasks: false,
+        ..Harness::config()
+    };
+    let a = Engine::new(gate.wrap(h.shared_backend()), config.clone());
+    let b = Engine::new(h.shared_backend(), config);
+    let opts = strata_engine::DatabaseOptions {
+        history_retention_ms: 100,
+        ..Default::default()
+    };
+    let da = a.create_database("gc", Some(opts)).await.step("create")?;
+    let set = |v: u64| AtomicWrite::new().set(b"k".to_vec(), Value::u64(v));
+    da.atomic_write(set(1)).await.step("w1")?;
+    da.atomic_write(set(2)).await.step("w2")?;
+    // A's reader keeps A's own collection at version 2 (it still removes k's first version).
+    let mut old_txn = da.begin().await.step("begin")?;
+    let old = old_txn.read_version();
+    for i in 3..6 {
+        da.atomic_write(set(i)).await.step("w")?;
+    }
+    // Let the commits age past the retention window.
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    da.atomic_write(set(9)).await.step("w")?;
+    let db = b.database("gc").await.step("open b")?;
+    u64_at(&db, b"k").await?;
+
+    let mut held = gate.hold(Point::ApplyBefore, |_| true);
+    let collector = {
+        let da = da.clone();
+        tokio::spawn(async move { da.collect_garbage().await })
+    };
+    held.reached().await;
+    db.collect_garbage().await.step("b collects")?;
+    let higher = db.oldest_readable_version();
+    ensure!(higher > old, "B's collection passes A's reader ({higher} vs {old})");
+    held.release();
+    collector.await.map_err(|e| e.to_string())?.step("a collects")?;
+    let store = h.shared_backend().open("gc", false).await.step("open store")?;
+    let stored = store
+        .get(strata_engine::layout::META_HORIZON)
+        .await
+        .step("read horizon")?
+        .and_then(|b| strata_engine::layout::be_u64(&b))
+        .unwrap_or(0);
+    ensure!(
+        stored >= higher,
+        "the stored horizon moved back from {higher} to {stored}"
+    );
+    let r = old_txn.get(b"k").await;
+    ensure!(
+        matches!(r, Err(EngineError::TransactionTooOld { .. })),
+        "a reader below the horizon fails clearly: {r:?}"
+    );
+    Ok(())
+}
+
+/// Two writers opening a new database at once agree on its id and options.
+async fn concurrent_creation_agrees_on_one_database(h: &Harness) -> CaseResult {
+    let gate = Gate::new();
+    let a = Engine::new(gate.wrap(h.shared_backend()), Harness::config());
+    let b = Engine::new(
+        h.shared_backend(),
+        EngineConfig {
+            default_database: strata_engine::DatabaseOptions {
+                history_retention_ms: 5678,
+                ..Default::default()
+            },
+            ..Harness::config()
+        },
+    );
+    let mut held = gate.hold(Point::ApplyBefore, |_| true);
+    let opening = tokio::spawn(async move {
+        let opts = strata_engine::DatabaseOptions {
+            history_retention_ms: 1234,
+            ..Default::default()
+        };
+        let d = a.create_database("born", Some(opts)).await;
+        (a, d)
+    });
+    held.reached().await;
+    let db = b.open_or_create("born").await.step("b creates")?;
+    held.release();
+    let (_a, da) = opening.await.map_err(|e| e.to_string())?;
+    let da = da.step("a opens")?;
+    ensure_eq!(da.id(), db.id());
+    ensure_eq!(da.options().history_retention_ms, db.options().history_retention_ms);
+    let c = Engine::new(h.shared_backend(), Harness::config());
+    let dc = c.database("born").await.step("c opens")?;
+    ensure_eq!(dc.id(), db.id());
+    Ok(())
+}
+
+/// One writer's expiry sweep, resolved against a key another writer then deletes and sets
+/// again with the same deadline, must not remove the new expiry entry: the key still goes.
+async fn sweeps_never_undo_another_writers_expiry(h: &Harness) -> CaseResult {
+    let gate = Gate::new();
+    let config = EngineConfig {
+        background_tasks: false,
+        follow_interval_ms: 60_000,
+        ..Harness::config()
+    };
+    let a = Engine::new(gate.wrap(h.shared_backend()), config.clone());
+    let b = Engine::new(h.shared_backend(), config);
+    let da = a.open_or_create("exp").await.step("open a")?;
+    let db = b.open_or_create("exp").await.step("open b")?;
+    // A deadline long past: the key is invisible at once and due for the sweep.
+    let deadline = 5;
+    let set = || {
+        AtomicWrite::new().mutate(strata_engine::Mutation {
+            key: b"k".to_vec(),
+            kind: strata_engine::MutationKind::Set {
+                value: Value::u64(1),
+                expires_at: Some(deadline),
+            },
+        })
+    };
+    db.atomic_write(set()).await.step("set")?;
+
+    let mut scanned = gate.hold(Point::ReadAfter, |key| key.first() == Some(&b'x'));
+    let sweep = {
+        let da = da.clone();
+        tokio::spawn(async move { da.sweep_expired().await })
+    };
+    scanned.reached().await;
+    db.atomic_write(AtomicWrite::new().delete(b"k".to_vec()))
+        .await
+        .step("delete")?;
+    let mut applying = gate.hold(Point::ApplyBefore, |_| true);
+    scanned.release();
+    applying.reached().await;
+    db.atomic_write(set()).await.step("set again")?;
+    applying.release();
+    sweep.await.map_err(|e| e.to_string())?.step("a sweeps")?;
+    db.sweep_expired().await.step("b sweeps")?;
+    da.sweep_expired().await.step("a sweeps again")?;
+    let store = h.shared_backend().open("exp", false).await.step("open store")?;
+    let left = store
+        .get(&strata_engine::layout::latest(b"k"))
+        .await
+        .step("read")?;
+    ensure!(
+        left.is_none(),
+        "the expired key stayed in storage: its expiry entry was removed"
+    );
     Ok(())
 }
