@@ -21,6 +21,25 @@ fn strata(args: &[&str]) -> std::process::Output {
         .expect("run strata")
 }
 
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// An engine over the redb store the import wrote, without background work.
+fn engine_at(store: &Path) -> Engine {
+    let backend = Arc::new(strata::redb::RedbBackend::new(store));
+    Engine::new(
+        backend,
+        EngineConfig {
+            background_tasks: false,
+            ..EngineConfig::default()
+        },
+    )
+}
+
 struct Row {
     key: Vec<u8>,
     value: Vec<u8>,
@@ -62,9 +81,7 @@ fn rows() -> (Vec<Row>, Vec<QueueRow>, u64) {
         .collect::<Result<Vec<_>, _>>()
         .unwrap();
     let mut st = c
-        .prepare(
-            "SELECT data, backoff_schedule, CAST(keys_if_undelivered AS TEXT), ts FROM queue",
-        )
+        .prepare("SELECT data, backoff_schedule, CAST(keys_if_undelivered AS TEXT), ts FROM queue")
         .unwrap();
     let queue = st
         .query_map([], |r| {
@@ -106,19 +123,8 @@ fn a_denokv_database_imports_losslessly() {
         queue.len()
     );
 
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let backend = Arc::new(strata::redb::RedbBackend::new(dir.path()));
-        let engine = Engine::new(
-            backend,
-            EngineConfig {
-                background_tasks: false,
-                ..EngineConfig::default()
-            },
-        );
+    runtime().block_on(async {
+        let engine = engine_at(dir.path());
         let db = engine.database("default").await.unwrap();
         let now = strata_engine::now_ms() as i64;
         let mut live = 0;
@@ -285,25 +291,20 @@ fn imported_messages_become_ready_at_their_source_deadlines() {
         }
     }
     let store = format!("redb:{}", dir.path().join("store").display());
-    let out = strata(&["--store", &store, "import", "denokv", copy.to_str().unwrap()]);
+    let out = strata(&[
+        "--store",
+        &store,
+        "import",
+        "denokv",
+        copy.to_str().unwrap(),
+    ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    rt.block_on(async {
-        let backend = Arc::new(strata::redb::RedbBackend::new(dir.path().join("store")));
-        let engine = Engine::new(
-            backend,
-            EngineConfig {
-                background_tasks: false,
-                ..EngineConfig::default()
-            },
-        );
+    runtime().block_on(async {
+        let engine = engine_at(&dir.path().join("store"));
         let db = engine.database("default").await.unwrap();
         assert_eq!(db.queue_len().await.unwrap(), 3);
         let ready = db.lease(10, Duration::from_secs(60)).await.unwrap();
@@ -319,7 +320,11 @@ fn imported_messages_become_ready_at_their_source_deadlines() {
             .filter(|m| m.attempts == 0)
             .map(|m| m.ready_at)
             .collect();
-        assert_eq!(waiting, vec![now + day; 2], "the delayed ones keep their deadline");
+        assert_eq!(
+            waiting,
+            vec![now + day; 2],
+            "the delayed ones keep their deadline"
+        );
         engine.close().await;
     });
 }
@@ -329,8 +334,14 @@ fn imported_messages_become_ready_at_their_source_deadlines() {
 #[test]
 fn a_file_with_malformed_versions_is_refused_whole() {
     for (column_update, expect) in [
-        ("UPDATE kv SET version = -1 WHERE k = (SELECT MIN(k) FROM kv)", "version -1"),
-        ("UPDATE kv SET seq = 70000 WHERE k = (SELECT MAX(k) FROM kv)", "sequence 70000"),
+        (
+            "UPDATE kv SET version = -1 WHERE k = (SELECT MIN(k) FROM kv)",
+            "version -1",
+        ),
+        (
+            "UPDATE kv SET seq = 70000 WHERE k = (SELECT MAX(k) FROM kv)",
+            "sequence 70000",
+        ),
         ("UPDATE data_version SET version = -5", "data_version -5"),
     ] {
         let dir = tempfile::tempdir().unwrap();
@@ -341,7 +352,13 @@ fn a_file_with_malformed_versions_is_refused_whole() {
             .execute(column_update, [])
             .unwrap();
         let store = format!("redb:{}", dir.path().join("store").display());
-        let out = strata(&["--store", &store, "import", "denokv", copy.to_str().unwrap()]);
+        let out = strata(&[
+            "--store",
+            &store,
+            "import",
+            "denokv",
+            copy.to_str().unwrap(),
+        ]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{column_update}: import succeeded");
         assert!(stderr.contains(expect), "{column_update}: {stderr}");

@@ -1,6 +1,7 @@
 //! A backend wrapper that stops one chosen store call until the test lets it go: how the
 //! suites force an interleaving (a read paused between two of its requests, a commit paused
-//! after its batch reached the store but before it was published) without sleeping.
+//! after its batch reached the store but before it was published) without sleeping. It also
+//! counts batch writes and can make each one slower (a slow disk, for group commit).
 //!
 //! ```text
 //! let gate = Gate::new();
@@ -12,7 +13,9 @@
 //! held.release();
 //! ```
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use strata_engine::{
     Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store,
@@ -43,6 +46,8 @@ struct Armed {
 #[derive(Default, Clone)]
 pub struct Gate {
     armed: Arc<Mutex<Vec<Armed>>>,
+    applies: Arc<AtomicUsize>,
+    apply_delay_us: Arc<AtomicU64>,
 }
 
 /// One armed stop: wait for a call to reach it, then let it go.
@@ -77,9 +82,24 @@ impl Gate {
         })
     }
 
+    /// Batch writes made through the wrapped backends so far.
+    pub fn applies(&self) -> usize {
+        self.applies.load(Ordering::SeqCst)
+    }
+
+    /// Make every batch write take at least `delay` longer.
+    pub fn slow_applies(&self, delay: Duration) {
+        self.apply_delay_us
+            .store(delay.as_micros() as u64, Ordering::SeqCst);
+    }
+
     /// Stop the next call at `point` whose key (a read's key or range start; ignored for
     /// writes) passes `filter`.
-    pub fn hold(&self, point: Point, filter: impl Fn(&[u8]) -> bool + Send + Sync + 'static) -> Held {
+    pub fn hold(
+        &self,
+        point: Point,
+        filter: impl Fn(&[u8]) -> bool + Send + Sync + 'static,
+    ) -> Held {
         let (reached_tx, reached_rx) = oneshot::channel();
         let (release_tx, release_rx) = oneshot::channel();
         self.armed
@@ -158,6 +178,11 @@ impl Store for GatedStore {
         precondition: Option<Precondition>,
     ) -> Result<(), BackendError> {
         self.gate.pass(Point::ApplyBefore, &[]).await;
+        self.gate.applies.fetch_add(1, Ordering::SeqCst);
+        let delay = self.gate.apply_delay_us.load(Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_micros(delay)).await;
+        }
         let r = self.inner.apply(ops, durability, precondition).await;
         self.gate.pass(Point::ApplyAfter, &[]).await;
         r

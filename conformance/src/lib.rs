@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use strata_engine::{Backend, Engine, EngineConfig};
 
-pub mod gate;
 pub mod fault_proxy;
+pub mod gate;
 pub mod linearizability;
 pub mod suites;
 
@@ -177,6 +177,17 @@ pub async fn connect_dynamodb(
 }
 
 /// The store URL of this directory's DynamoDB table, for `strata --store`.
+/// The endpoint of the DynamoDB emulator or service the suites use (`http://host:port`).
+pub fn emulator_endpoint() -> Result<String, String> {
+    let url = std::env::var(DYNAMODB_ENV).map_err(|e| format!("{DYNAMODB_ENV}: {e}"))?;
+    let endpoint = url
+        .split("endpoint=")
+        .nth(1)
+        .and_then(|e| e.split('&').next())
+        .ok_or("no endpoint in the DynamoDB URL")?;
+    Ok(endpoint.trim_end_matches('/').to_string())
+}
+
 pub fn dynamodb_store_url(dir: &std::path::Path) -> Result<String, String> {
     let url = std::env::var(DYNAMODB_ENV).map_err(|_| format!("{DYNAMODB_ENV} is not set"))?;
     let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");

@@ -484,9 +484,15 @@ impl Database {
             self.check_read_key(k)?;
         }
         self.at_version(at, |v, precise| async move {
-            let found =
-                mvcc::get_many(&*self.shared.store, &self.shared.name, keys, v, precise, now_ms())
-                    .await?;
+            let found = mvcc::get_many(
+                &*self.shared.store,
+                &self.shared.name,
+                keys,
+                v,
+                precise,
+                now_ms(),
+            )
+            .await?;
             Ok(keys
                 .iter()
                 .zip(found)

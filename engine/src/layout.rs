@@ -239,9 +239,9 @@ impl Record {
 
     /// The header fields and the header's length.
     fn decode_header(b: &[u8]) -> Option<(Record, usize)> {
-        let header = match b.first()? {
-            &RECORD_FORMAT => RECORD_HEADER,
-            &RESTORED_RECORD_FORMAT => RESTORED_RECORD_HEADER,
+        let header = match *b.first()? {
+            RECORD_FORMAT => RECORD_HEADER,
+            RESTORED_RECORD_FORMAT => RESTORED_RECORD_HEADER,
             _ => return None,
         };
         if b.len() < header {
@@ -338,7 +338,10 @@ mod tests {
             ..r
         };
         assert_eq!(Record::decode(&restored.encode()), Some(restored.clone()));
-        assert_eq!(Record::decode_owned(restored.encode()), Some(restored.clone()));
+        assert_eq!(
+            Record::decode_owned(restored.encode()),
+            Some(restored.clone())
+        );
         assert_eq!(restored.version(), 40, "visible from the restore commit");
         assert_eq!(Record::decode(&restored.encode()[..27]), None);
         assert_eq!(Record::decode(b"short"), None);

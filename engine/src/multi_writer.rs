@@ -99,7 +99,6 @@ impl Pipeline {
         Ok(())
     }
 
-
     /// Append a group's batch to a shared store, settling a lost answer (see the module docs).
     pub(crate) async fn append_shared(
         &mut self,
@@ -246,7 +245,10 @@ mod tests {
         for c in &chunks {
             assert!(c.len() <= WRITE_CHUNK + 17);
             let d = WriteRecord::decode(c).unwrap();
-            assert_eq!((d.first_version, d.deleted, d.queue_changed, d.token), (7, true, false, 99));
+            assert_eq!(
+                (d.first_version, d.deleted, d.queue_changed, d.token),
+                (7, true, false, 99)
+            );
             back.extend(d.keys);
         }
         assert_eq!(back, keys);
@@ -259,7 +261,10 @@ mod tests {
         old.extend_from_slice(&3u32.to_be_bytes());
         old.extend_from_slice(b"abc");
         let d = WriteRecord::decode(&old).unwrap();
-        assert_eq!((d.first_version, d.token, d.keys), (5, 0, vec![b"abc".to_vec()]));
+        assert_eq!(
+            (d.first_version, d.token, d.keys),
+            (5, 0, vec![b"abc".to_vec()])
+        );
         assert!(d.deleted && d.queue_changed);
         assert!(WriteRecord::decode(&old[..6]).is_none());
     }

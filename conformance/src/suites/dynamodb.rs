@@ -186,15 +186,8 @@ impl Proxy {
 
 async fn the_endpoint_going_away_gives_clear_errors_then_recovers(h: &Harness) -> CaseResult {
     only_dynamodb(h)?;
-    let url = std::env::var(crate::DYNAMODB_ENV).map_err(|e| e.to_string())?;
-    let endpoint = url
-        .split("endpoint=")
-        .nth(1)
-        .and_then(|e| e.split('&').next())
-        .ok_or("no endpoint in the URL")?;
-    let target = endpoint
+    let target = crate::emulator_endpoint()?
         .trim_start_matches("http://")
-        .trim_end_matches('/')
         .to_string();
     let proxy = Proxy::start(target).await?;
     let mut config = strata_backend_dynamodb::DynamoConfig::parse(&format!(
@@ -412,10 +405,7 @@ async fn requests_per_operation(h: &Harness) -> CaseResult {
         .map(|i| format!("k/{i:02}").into_bytes())
         .collect();
     let before = counts.snapshot();
-    let found = db
-        .get_many(&keys, ReadAt::Latest)
-        .await
-        .step("get_many")?;
+    let found = db.get_many(&keys, ReadAt::Latest).await.step("get_many")?;
     let many = measure(before);
     ensure_eq!(found.iter().filter(|e| e.is_some()).count(), 20);
     // A range whose every key was rewritten after the read version: history lookups are
@@ -529,17 +519,6 @@ async fn missing_and_misshaped_tables_are_clear_errors(h: &Harness) -> CaseResul
     Ok(())
 }
 
-/// The endpoint of the emulator the runner started (host:port, no scheme).
-fn emulator_endpoint() -> Result<String, String> {
-    let url = std::env::var(crate::DYNAMODB_ENV).map_err(|e| e.to_string())?;
-    let endpoint = url
-        .split("endpoint=")
-        .nth(1)
-        .and_then(|e| e.split('&').next())
-        .ok_or("no endpoint in the URL")?;
-    Ok(endpoint.trim_end_matches('/').to_string())
-}
-
 /// A commit whose `TransactWriteItems` reached the table but whose answer was dropped on the
 /// way back (through a proxy that forwards the request, reads the answer and closes the
 /// connection): the SDK retries, the retry fails its condition, and the engine must still
@@ -548,7 +527,7 @@ fn emulator_endpoint() -> Result<String, String> {
 async fn a_commit_whose_answer_is_lost_applies_once(h: &Harness) -> CaseResult {
     use crate::fault_proxy::{Fault, FaultProxy, FaultRule};
     only_dynamodb(h)?;
-    let proxy = FaultProxy::start(&emulator_endpoint()?)
+    let proxy = FaultProxy::start(&crate::emulator_endpoint()?)
         .await
         .map_err(|e| format!("start the proxy: {e}"))?;
     let mut config = strata_backend_dynamodb::DynamoConfig::parse(&format!(
@@ -613,10 +592,14 @@ async fn a_commit_whose_answer_is_lost_applies_once(h: &Harness) -> CaseResult {
         .step("lease")?;
     let m = leased.first().ok_or("the message was not leased")?;
     lose_next_commit();
-    db.ack(m.id, m.lease).await.step("ack whose answer is lost")?;
+    db.ack(m.id, m.lease)
+        .await
+        .step("ack whose answer is lost")?;
     ensure_eq!(db.queue_len().await.step("queue length")?, 0);
     let next = db
-        .atomic_write(AtomicWrite::new().mutate(strata_engine::Mutation::sum(b"counter".to_vec(), 1)))
+        .atomic_write(
+            AtomicWrite::new().mutate(strata_engine::Mutation::sum(b"counter".to_vec(), 1)),
+        )
         .await
         .step("a commit after")?;
     ensure!(matches!(next, CommitOutcome::Committed(_)), "{next:?}");

@@ -346,18 +346,26 @@ async fn snapshots_never_mix_states_across_writers(h: &Harness) -> CaseResult {
     db.atomic_write(reset()).await.step("reset")?;
     let mut txn = da.begin().await.step("begin")?;
     let v = txn.read_version();
-    let tj = txn.get(b"j").await.step("txn get j")?.and_then(|v| v.as_u64());
+    let tj = txn
+        .get(b"j")
+        .await
+        .step("txn get j")?
+        .and_then(|v| v.as_u64());
     let ej = da
-        .get_many(&[j.clone()], ReadAt::Version(v))
+        .get_many(std::slice::from_ref(&j), ReadAt::Version(v))
         .await
         .step("get j at version")?[0]
         .as_ref()
         .and_then(|e| e.value.as_u64());
     db.atomic_write(race()).await.step("race")?;
-    let tk = txn.get(b"k").await.step("txn get k")?.and_then(|v| v.as_u64());
+    let tk = txn
+        .get(b"k")
+        .await
+        .step("txn get k")?
+        .and_then(|v| v.as_u64());
     consistent(tj, tk).map_err(|e| format!("read-only transaction: {e}"))?;
     let ek = da
-        .get_many(&[k.clone()], ReadAt::Version(v))
+        .get_many(std::slice::from_ref(&k), ReadAt::Version(v))
         .await
         .step("get k at version")?[0]
         .as_ref()
@@ -407,10 +415,20 @@ async fn collections_never_move_the_horizon_back(h: &Harness) -> CaseResult {
     held.reached().await;
     db.collect_garbage().await.step("b collects")?;
     let higher = db.oldest_readable_version();
-    ensure!(higher > old, "B's collection passes A's reader ({higher} vs {old})");
+    ensure!(
+        higher > old,
+        "B's collection passes A's reader ({higher} vs {old})"
+    );
     held.release();
-    collector.await.map_err(|e| e.to_string())?.step("a collects")?;
-    let store = h.shared_backend().open("gc", false).await.step("open store")?;
+    collector
+        .await
+        .map_err(|e| e.to_string())?
+        .step("a collects")?;
+    let store = h
+        .shared_backend()
+        .open("gc", false)
+        .await
+        .step("open store")?;
     let stored = store
         .get(strata_engine::layout::META_HORIZON)
         .await
@@ -458,7 +476,10 @@ async fn concurrent_creation_agrees_on_one_database(h: &Harness) -> CaseResult {
     let (_a, da) = opening.await.map_err(|e| e.to_string())?;
     let da = da.step("a opens")?;
     ensure_eq!(da.id(), db.id());
-    ensure_eq!(da.options().history_retention_ms, db.options().history_retention_ms);
+    ensure_eq!(
+        da.options().history_retention_ms,
+        db.options().history_retention_ms
+    );
     let c = Engine::new(h.shared_backend(), Harness::config());
     let dc = c.database("born").await.step("c opens")?;
     ensure_eq!(dc.id(), db.id());
@@ -508,7 +529,11 @@ async fn sweeps_never_undo_another_writers_expiry(h: &Harness) -> CaseResult {
     sweep.await.map_err(|e| e.to_string())?.step("a sweeps")?;
     db.sweep_expired().await.step("b sweeps")?;
     da.sweep_expired().await.step("a sweeps again")?;
-    let store = h.shared_backend().open("exp", false).await.step("open store")?;
+    let store = h
+        .shared_backend()
+        .open("exp", false)
+        .await
+        .step("open store")?;
     let left = store
         .get(&strata_engine::layout::latest(b"k"))
         .await
