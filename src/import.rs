@@ -92,8 +92,9 @@ pub fn read_denokv(path: &Path) -> Result<DenoKvFile, String> {
                 "key {key:?}: version {version} is not a version the server hands out (must be at least 1)"
             ));
         }
-        let seq = u16::try_from(seq)
-            .map_err(|_| format!("key {key:?}: versionstamp sequence {seq} is out of range (0 to 65535)"))?;
+        let seq = u16::try_from(seq).map_err(|_| {
+            format!("key {key:?}: versionstamp sequence {seq} is out of range (0 to 65535)")
+        })?;
         let mut vs = [0u8; 10];
         vs[..8].copy_from_slice(&(version as u64).to_be_bytes());
         vs[8..].copy_from_slice(&seq.to_be_bytes());

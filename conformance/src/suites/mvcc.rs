@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use strata_engine::{AtomicWrite, DatabaseOptions, EngineError, ReadAt, ReadRange, Value};
 
-use crate::suites::kv::committed;
 use crate::gate::{Gate, Point};
+use crate::suites::kv::committed;
 use crate::{cases, ensure, ensure_eq, u64_at, CaseResult, Harness, Step, Suite};
 
 pub fn suite() -> Suite {
@@ -379,7 +379,10 @@ async fn reads_never_go_back_in_time(h: &Harness) -> CaseResult {
     let seen = db.get(b"k").await.step("get")?.ok_or("k missing")?;
     let v = seen.versionstamp.version();
     let snap = db
-        .snapshot_read(&[ReadRange::new(b"k".to_vec(), b"l".to_vec(), 10)], ReadAt::Latest)
+        .snapshot_read(
+            &[ReadRange::new(b"k".to_vec(), b"l".to_vec(), 10)],
+            ReadAt::Latest,
+        )
         .await
         .step("snapshot read")?;
     ensure!(
@@ -387,10 +390,18 @@ async fn reads_never_go_back_in_time(h: &Harness) -> CaseResult {
         "a snapshot read at version {} after a point read returned version {v}",
         snap.version
     );
-    let newest = snap.ranges[0].first().ok_or("k missing from the snapshot")?;
-    ensure!(newest.versionstamp >= seen.versionstamp, "the snapshot went back in time");
+    let newest = snap.ranges[0]
+        .first()
+        .ok_or("k missing from the snapshot")?;
+    ensure!(
+        newest.versionstamp >= seen.versionstamp,
+        "the snapshot went back in time"
+    );
     let mut txn = db.begin().await.step("begin")?;
-    ensure!(txn.read_version() >= v, "a transaction began before version {v}");
+    ensure!(
+        txn.read_version() >= v,
+        "a transaction began before version {v}"
+    );
     let in_txn = txn.get(b"k").await.step("txn get")?;
     ensure!(in_txn.is_some(), "k missing in the transaction");
     txn.rollback();
@@ -400,14 +411,12 @@ async fn reads_never_go_back_in_time(h: &Harness) -> CaseResult {
         .step("read at the version just returned")?;
     ensure_eq!(val(&at[0]), seen.value.as_u64());
     held.release();
-    let v2 = committed(
-        writer
-            .await
-            .map_err(|e| e.to_string())?
-            .step("w2")?,
-    )?;
+    let v2 = committed(writer.await.map_err(|e| e.to_string())?.step("w2")?)?;
     ensure_eq!(u64_at(&db, b"k").await?, Some(2));
-    ensure!(v2.version() > v, "the held commit landed after what was read");
+    ensure!(
+        v2.version() > v,
+        "the held commit landed after what was read"
+    );
     Ok(())
 }
 
@@ -429,7 +438,11 @@ async fn restores_never_change_the_past(h: &Harness) -> CaseResult {
     let all = || [ReadRange::new(vec![], vec![], 100)];
     let mut before = Vec::new();
     for v in 1..=last {
-        before.push(db.snapshot_read(&all(), ReadAt::Version(v)).await.step("read")?);
+        before.push(
+            db.snapshot_read(&all(), ReadAt::Version(v))
+                .await
+                .step("read")?,
+        );
     }
     let entry = |k: &[u8], value: u64, version: u64| Entry {
         key: k.to_vec(),
@@ -438,13 +451,25 @@ async fn restores_never_change_the_past(h: &Harness) -> CaseResult {
         expires_at: None,
     };
     let restored = vec![entry(b"a", 10, 1), entry(b"b", 20, 1), entry(b"c", 30, 2)];
-    let r = db.restore(restored.clone(), vec![], 0).await.step("restore")?;
-    ensure!(r.version() > last, "the restore commit is newer than the history");
+    let r = db
+        .restore(restored.clone(), vec![], 0)
+        .await
+        .step("restore")?;
+    ensure!(
+        r.version() > last,
+        "the restore commit is newer than the history"
+    );
     for (v, seen) in (1..=last).zip(&before) {
-        let now = db.snapshot_read(&all(), ReadAt::Version(v)).await.step("read")?;
+        let now = db
+            .snapshot_read(&all(), ReadAt::Version(v))
+            .await
+            .step("read")?;
         ensure_eq!(&now.ranges, &seen.ranges);
     }
-    let latest = db.snapshot_read(&all(), ReadAt::Latest).await.step("read")?;
+    let latest = db
+        .snapshot_read(&all(), ReadAt::Latest)
+        .await
+        .step("read")?;
     ensure_eq!(&latest.ranges[0], &restored);
     Ok(())
 }
@@ -480,7 +505,10 @@ async fn malformed_restored_versions_are_refused(h: &Harness) -> CaseResult {
         .restore(vec![entry(strata_engine::MAX_RESTORED_VERSION)], vec![], 0)
         .await
         .step("restore at the largest version")?;
-    ensure!(ok.version() > strata_engine::MAX_RESTORED_VERSION, "restore commit {ok}");
+    ensure!(
+        ok.version() > strata_engine::MAX_RESTORED_VERSION,
+        "restore commit {ok}"
+    );
     let next = committed(
         db.atomic_write(AtomicWrite::new().set(b"after".to_vec(), Value::u64(1)))
             .await

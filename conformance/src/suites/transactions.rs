@@ -98,8 +98,14 @@ async fn own_writes_expire_like_committed_ones(h: &Harness) -> CaseResult {
     let keys: Vec<&[u8]> = all.iter().map(|(k, _)| k.as_slice()).collect();
     ensure_eq!(keys, vec![&b"c"[..]]);
     t.commit().await.step("commit")?;
-    ensure!(db.get(b"a").await.step("get")?.is_none(), "expired once committed");
-    ensure!(db.get(b"b").await.step("get")?.is_none(), "expired once committed");
+    ensure!(
+        db.get(b"a").await.step("get")?.is_none(),
+        "expired once committed"
+    );
+    ensure!(
+        db.get(b"b").await.step("get")?.is_none(),
+        "expired once committed"
+    );
     Ok(())
 }
 
