@@ -44,6 +44,20 @@ enum Internal {
         #[arg(long)]
         count: u64,
     },
+    /// (internal) A client process of the linearizability suite.
+    #[command(hide = true)]
+    LinearizabilityClient {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        process: u64,
+        #[arg(long)]
+        ops: u64,
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// (internal) The child process of the crash suite: commit until killed.
     #[command(hide = true)]
     CrashWriter {
@@ -75,6 +89,19 @@ fn main() -> ExitCode {
         Some(Internal::Increment { dir, count }) => {
             Some(rt.block_on(suites::dynamodb::increment(dir, *count)))
         }
+        Some(Internal::LinearizabilityClient {
+            role,
+            dir,
+            process,
+            ops,
+            out,
+        }) => Some(rt.block_on(suites::linearizability::child(
+            role,
+            dir,
+            *process,
+            *ops,
+            out.as_deref(),
+        ))),
         _ => None,
     };
     if let Some(r) = child {

@@ -455,9 +455,16 @@ impl Database {
     /// another process committed makes this process catch up before returning it.
     pub async fn get(&self, key: &[u8]) -> Result<Option<Entry>> {
         self.check_read_key(key)?;
-        if !self.shared.multi_process {
-            let mut found = self.get_many(&[key.to_vec()], ReadAt::Latest).await?;
-            return Ok(found.pop().flatten());
+        let shared = &self.shared;
+        if !shared.multi_process {
+            let v = shared.latest();
+            let _guard = shared.hold(v)?;
+            let (_, rec) = self
+                .read_at(v, |v, precise| {
+                    mvcc::get(&*shared.store, &shared.name, key, v, precise, now_ms())
+                })
+                .await?;
+            return Ok(rec.map(|r| r.into_entry(key.to_vec())));
         }
         // One key's newest record, read alone, is exact: no snapshot to keep consistent.
         let rec = mvcc::get(

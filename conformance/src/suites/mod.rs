@@ -10,6 +10,7 @@ pub mod expiry;
 pub mod group_commit;
 pub mod kv;
 pub mod limits;
+pub mod linearizability;
 pub mod multi_writer;
 pub mod mvcc;
 pub mod queues;
@@ -42,5 +43,6 @@ pub fn all() -> Vec<Suite> {
         clients::node_suite(),
         server::suite(),
         dynamodb::suite(),
+        linearizability::suite(),
     ]
 }
