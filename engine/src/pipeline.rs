@@ -19,6 +19,11 @@
 //! A commit that fails to resolve is rolled back to its savepoint and answered with its
 //! error; it does not disturb the rest of its group. If the apply fails, every commit of the
 //! group fails: none is acknowledged, none is visible.
+//!
+//! The rest lives beside it: what each kind of commit writes in [`crate::resolve`]; the
+//! expiry sweep and garbage collection in [`crate::maintenance`]; restores in
+//! [`crate::restore`]; and, when several processes share the store, catching up with their
+//! commits and settling a batch whose answer was lost in [`crate::multi_writer`].
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
