@@ -40,6 +40,11 @@ fn engine_at(store: &Path) -> Engine {
     )
 }
 
+/// `strata --store <store> import denokv <file>`.
+fn import(store: &str, file: &Path) -> std::process::Output {
+    strata(&["--store", store, "import", "denokv", file.to_str().unwrap()])
+}
+
 struct Row {
     key: Vec<u8>,
     value: Vec<u8>,
@@ -291,13 +296,7 @@ fn imported_messages_become_ready_at_their_source_deadlines() {
         }
     }
     let store = format!("redb:{}", dir.path().join("store").display());
-    let out = strata(&[
-        "--store",
-        &store,
-        "import",
-        "denokv",
-        copy.to_str().unwrap(),
-    ]);
+    let out = import(&store, &copy);
     assert!(
         out.status.success(),
         "{}",
@@ -352,13 +351,7 @@ fn a_file_with_malformed_versions_is_refused_whole() {
             .execute(column_update, [])
             .unwrap();
         let store = format!("redb:{}", dir.path().join("store").display());
-        let out = strata(&[
-            "--store",
-            &store,
-            "import",
-            "denokv",
-            copy.to_str().unwrap(),
-        ]);
+        let out = import(&store, &copy);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{column_update}: import succeeded");
         assert!(stderr.contains(expect), "{column_update}: {stderr}");

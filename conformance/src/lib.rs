@@ -188,6 +188,23 @@ pub fn emulator_endpoint() -> Result<String, String> {
     Ok(endpoint.trim_end_matches('/').to_string())
 }
 
+/// A DynamoDB backend on this harness's table, reached through `endpoint` (`http://host:port`,
+/// for instance a proxy in front of the emulator).
+pub async fn dynamodb_through(
+    h: &Harness,
+    endpoint: &str,
+) -> Result<Arc<strata_backend_dynamodb::DynamoBackend>, String> {
+    let mut config = strata_backend_dynamodb::DynamoConfig::parse(&format!(
+        "{}?endpoint={endpoint}&region=us-east-1",
+        dynamodb_table_for(h.dir())
+    ))?;
+    config.create_table = true;
+    strata_backend_dynamodb::DynamoBackend::connect(config)
+        .await
+        .map(Arc::new)
+        .map_err(|e| format!("connect through {endpoint}: {e}"))
+}
+
 pub fn dynamodb_store_url(dir: &std::path::Path) -> Result<String, String> {
     let url = std::env::var(DYNAMODB_ENV).map_err(|_| format!("{DYNAMODB_ENV} is not set"))?;
     let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");

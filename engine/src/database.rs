@@ -110,6 +110,8 @@ pub(crate) struct Shared {
     /// The newest version whose commit removed a key's latest record.
     pub last_delete: AtomicU64,
     pub reads: Mutex<ReadRegistry>,
+    /// The horizon in `reads`, readable without the lock (for point reads that do not hold).
+    pub horizon_seen: AtomicU64,
     pub watchers: Mutex<HashMap<Vec<u8>, Vec<Weak<Notify>>>>,
     pub queue_ready: Notify,
     pub commits: mpsc::Sender<CommitRequest>,
@@ -151,6 +153,7 @@ impl Shared {
         let applied = *self.applied.borrow();
         let h = candidate.min(oldest_reader).min(applied).max(reads.horizon);
         reads.horizon = h;
+        self.horizon_seen.store(h, Ordering::SeqCst);
         h
     }
 
@@ -158,6 +161,7 @@ impl Shared {
     pub(crate) fn raise_horizon(&self, h: u64) {
         let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
         reads.horizon = reads.horizon.max(h);
+        self.horizon_seen.store(reads.horizon, Ordering::SeqCst);
     }
 
     /// Hold `version` readable until the guard drops.
@@ -369,6 +373,7 @@ impl Database {
             // After a restart, nothing is known about deletes: treat every older version as
             // possibly affected.
             last_delete: AtomicU64::new(version),
+            horizon_seen: AtomicU64::new(horizon),
             reads: Mutex::new(ReadRegistry {
                 horizon,
                 active: BTreeMap::new(),
@@ -457,14 +462,21 @@ impl Database {
         self.check_read_key(key)?;
         let shared = &self.shared;
         if !shared.multi_process {
-            let v = shared.latest();
-            let _guard = shared.hold(v)?;
-            let (_, rec) = self
-                .read_at(v, |v, precise| {
-                    mvcc::get(&*shared.store, &shared.name, key, v, precise, now_ms())
-                })
-                .await?;
-            return Ok(rec.map(|r| r.into_entry(key.to_vec())));
+            // A point read is short: instead of holding its version against the collector
+            // (two lock round trips), it checks afterwards that the collector did not pass it.
+            for _ in 0..3 {
+                let v = shared.latest();
+                let (_, rec) = self
+                    .read_at(v, |v, precise| {
+                        mvcc::get(&*shared.store, &shared.name, key, v, precise, now_ms())
+                    })
+                    .await?;
+                if shared.horizon_seen.load(Ordering::SeqCst) <= v {
+                    return Ok(rec.map(|r| r.into_entry(key.to_vec())));
+                }
+            }
+            let mut found = self.get_many(&[key.to_vec()], ReadAt::Latest).await?;
+            return Ok(found.pop().flatten());
         }
         // One key's newest record, read alone, is exact: no snapshot to keep consistent.
         let rec = mvcc::get(

@@ -190,17 +190,7 @@ async fn the_endpoint_going_away_gives_clear_errors_then_recovers(h: &Harness) -
         .trim_start_matches("http://")
         .to_string();
     let proxy = Proxy::start(target).await?;
-    let mut config = strata_backend_dynamodb::DynamoConfig::parse(&format!(
-        "{}?endpoint=http://127.0.0.1:{}&region=us-east-1",
-        crate::dynamodb_table_for(h.dir()),
-        proxy.port
-    ))?;
-    config.create_table = true;
-    let backend = Arc::new(
-        strata_backend_dynamodb::DynamoBackend::connect(config)
-            .await
-            .step("connect")?,
-    );
+    let backend = crate::dynamodb_through(h, &format!("http://127.0.0.1:{}", proxy.port)).await?;
     let engine = Engine::new(
         backend,
         EngineConfig {
@@ -530,17 +520,7 @@ async fn a_commit_whose_answer_is_lost_applies_once(h: &Harness) -> CaseResult {
     let proxy = FaultProxy::start(&crate::emulator_endpoint()?)
         .await
         .map_err(|e| format!("start the proxy: {e}"))?;
-    let mut config = strata_backend_dynamodb::DynamoConfig::parse(&format!(
-        "{}?endpoint={}&region=us-east-1",
-        crate::dynamodb_table_for(h.dir()),
-        proxy.endpoint()
-    ))?;
-    config.create_table = true;
-    let backend = Arc::new(
-        strata_backend_dynamodb::DynamoBackend::connect(config)
-            .await
-            .step("connect")?,
-    );
+    let backend = crate::dynamodb_through(h, &proxy.endpoint()).await?;
     let engine = Engine::new(
         backend,
         EngineConfig {

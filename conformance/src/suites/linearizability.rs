@@ -396,17 +396,7 @@ async fn faults_on_dynamodb(h: &Harness) -> CaseResult {
     let proxy = FaultProxy::start(&crate::emulator_endpoint()?)
         .await
         .step("start the proxy")?;
-    let mut config = strata_backend_dynamodb::DynamoConfig::parse(&format!(
-        "{}?endpoint={}&region=us-east-1",
-        crate::dynamodb_table_for(h.dir()),
-        proxy.endpoint()
-    ))?;
-    config.create_table = true;
-    let faulty = Arc::new(
-        strata_backend_dynamodb::DynamoBackend::connect(config)
-            .await
-            .step("connect through the proxy")?,
-    );
+    let faulty = crate::dynamodb_through(h, &proxy.endpoint()).await?;
     // One engine behind the faulty connection, one (another process, in effect) on a clean
     // one: both commit, both read. They follow each other's commits less often than
     // elsewhere: the emulator serves one request at a time, and every faulted request costs
