@@ -187,7 +187,10 @@ impl Shared {
             return Ok(());
         }
         let head = match self.store.get(layout::META_VERSION).await? {
-            Some(b) => layout::be_u64(&b).unwrap_or(0),
+            Some(b) => layout::be_u64(&b).ok_or_else(|| EngineError::Corrupt {
+                database: self.name.clone(),
+                detail: "bad version record".into(),
+            })?,
             None => 0,
         };
         if head > self.latest() {
@@ -488,10 +491,13 @@ impl Database {
             now_ms(),
         )
         .await?;
-        if let Some(r) = &rec {
-            if r.version() > self.shared.latest() {
-                self.shared.refresh().await?;
-            }
+        match &rec {
+            // Another process's commit: learn it, so that later reads see it too.
+            Some(r) if r.version() > shared.latest() => shared.refresh().await?,
+            Some(_) => {}
+            // Absent may be another process's delete (or an expiry) newer than what this
+            // process knows: the version record, read after the key, says.
+            None => shared.refresh().await?,
         }
         Ok(rec.map(|r| r.into_entry(key.to_vec())))
     }

@@ -86,7 +86,17 @@ impl Resolve<'_, '_> {
             }
         }
         let (ws, we) = layout::int_range(layout::WRITES, 0, horizon);
-        for (wk, _) in self.ov.scan(&ws, &we, GC_BATCH).await? {
+        let mut write_sets = self.ov.scan(&ws, &we, GC_BATCH).await?;
+        if write_sets.len() == GC_BATCH {
+            // Never part of one version's write set: a process catching up must find each
+            // version's chunks whole, or not at all.
+            let last = write_sets
+                .last()
+                .and_then(|(k, _)| layout::parse_versioned(k))
+                .map(|(v, _)| v);
+            write_sets.retain(|(k, _)| layout::parse_versioned(k).map(|(v, _)| v) != last);
+        }
+        for (wk, _) in write_sets {
             self.ov.delete(wk);
         }
         let (gs, ge) = layout::int_range(GC, 0, horizon.saturating_add(1));

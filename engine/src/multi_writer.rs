@@ -63,7 +63,7 @@ impl Pipeline {
             self.stored_version = (head > 0).then_some(head).or(self.stored_version);
             return Ok(());
         }
-        let (s, e) = layout::int_range(layout::WRITES, known + 1, head + 1);
+        let (s, e) = layout::int_range(layout::WRITES, known + 1, head.saturating_add(1));
         let mut cursor = Cursor::new(&*store, s, e, false, 256);
         let mut touched = Vec::new();
         let mut queue_changed = false;
@@ -92,7 +92,7 @@ impl Pipeline {
             self.conflicts.forget_before(head);
             shared.last_delete.fetch_max(head, Ordering::SeqCst);
         }
-        self.next_version = self.next_version.max(head + 1);
+        self.next_version = self.next_version.max(head.saturating_add(1));
         self.stored_version = Some(head);
         shared.applied.send_replace(head);
         shared.publish(&touched, queue_changed);
@@ -115,7 +115,12 @@ impl Pipeline {
             };
             let in_doubt = matches!(&err, EngineError::Backend(b) if b.is_transient());
             if !in_doubt {
-                return Settled::Failed(err);
+                // After an earlier send was in doubt, that send may still apply.
+                return if sent > 1 {
+                    Settled::Unknown(err)
+                } else {
+                    Settled::Failed(err)
+                };
             }
             match self.own_batch_applied(token, last_version).await {
                 Ok(Some(true)) => return Settled::Applied,

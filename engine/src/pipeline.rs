@@ -169,6 +169,24 @@ impl Pipeline {
     }
 
     async fn run_group(&mut self, group: Vec<CommitRequest>) {
+        // Catching up is a read's request: answer it on its own, so that a read never waits
+        // for (or fails with) the batch of the writes it happened to be grouped with.
+        let (catch_ups, group): (Vec<_>, Vec<_>) = group
+            .into_iter()
+            .partition(|r| matches!(r.op, CommitOp::CatchUp));
+        if !catch_ups.is_empty() {
+            let caught_up = self.catch_up().await;
+            for req in catch_ups {
+                let reply = match &caught_up {
+                    Ok(()) => Ok(CommitReply::Done),
+                    Err(e) => Err(group_failure(e)),
+                };
+                let _ = req.reply.send(reply);
+            }
+        }
+        if group.is_empty() {
+            return;
+        }
         let mut stale = 0u32;
         let results = loop {
             match self.try_group(&group).await {
@@ -218,9 +236,6 @@ impl Pipeline {
         &mut self,
         group: &[CommitRequest],
     ) -> Result<Vec<Result<CommitReply>>, GroupError> {
-        if group.iter().any(|r| matches!(r.op, CommitOp::CatchUp)) {
-            self.catch_up().await.map_err(GroupError::Failed)?;
-        }
         let shared = self.shared.clone();
         let store = shared.store.clone();
         let mut ov = Overlay::new(&*store);
@@ -238,6 +253,7 @@ impl Pipeline {
             .map_err(GroupError::Failed)?;
 
         for req in group {
+            let first_version = self.next_version;
             if let CommitOp::Restore {
                 entries,
                 newer_than,
@@ -254,7 +270,6 @@ impl Pipeline {
                     .max(*newer_than);
                 self.next_version = self.next_version.max(newest.saturating_add(1));
             }
-            let first_version = self.next_version;
             let savepoint = ov.savepoint();
             let mut cx = Resolve {
                 ov: &mut ov,
@@ -359,7 +374,12 @@ impl Pipeline {
                     self.next_version = start_version;
                     return Err(GroupError::Stale);
                 }
-                Settled::Failed(e) => return Err(GroupError::Failed(e)),
+                Settled::Failed(e) => {
+                    // Nothing applied: leave no gap in the versions, which other processes
+                    // would read as collected history.
+                    self.next_version = start_version;
+                    return Err(GroupError::Failed(e));
+                }
                 Settled::Unknown(e) => {
                     // If it applied after all, the next group's batch fails its condition
                     // and this process learns it like any other writer's commit.

@@ -15,12 +15,13 @@ use crate::resolve::Resolve;
 use crate::value::Entry;
 use crate::CommitOutcome;
 
-/// The largest version a restore may carry: versions must leave room to count up past them,
-/// and sources that store versions as signed 64-bit integers never exceed it.
-pub const MAX_RESTORED_VERSION: u64 = i64::MAX as u64;
+/// The largest version a restore may carry: versions must leave room to count up past them
+/// (2^32 commits), also in a copy of a database that was itself restored near the top.
+/// Importers of sources with signed versions refuse negative ones before they get here.
+pub const MAX_RESTORED_VERSION: u64 = u64::MAX - (1 << 32);
 
 /// Refuse versions no source can have handed out: zero (no commit has it) and anything
-/// beyond [`MAX_RESTORED_VERSION`] (a negative or corrupt source version).
+/// beyond [`MAX_RESTORED_VERSION`] (such as a negative source version read as unsigned).
 pub(crate) fn validate(entries: &[Entry], newer_than: u64) -> Result<()> {
     if newer_than > MAX_RESTORED_VERSION {
         return Err(EngineError::InvalidRequest(format!(

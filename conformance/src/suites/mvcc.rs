@@ -476,7 +476,7 @@ async fn restores_never_change_the_past(h: &Harness) -> CaseResult {
     Ok(())
 }
 
-/// Versions no source can have handed out (zero, or beyond 2^63 - 1 as a negative signed
+/// Versions no source can have handed out (zero, or within 2^32 of the top, as a negative signed
 /// version becomes) are refused with nothing written, and the database keeps committing.
 async fn malformed_restored_versions_are_refused(h: &Harness) -> CaseResult {
     use strata_engine::{Entry, Versionstamp};
