@@ -45,6 +45,11 @@ fn import(store: &str, file: &Path) -> std::process::Output {
     strata(&["--store", store, "import", "denokv", file.to_str().unwrap()])
 }
 
+/// Every queued message of `db`, as a copy would carry it.
+async fn queued(db: &strata_engine::Database) -> Vec<strata_engine::RestoreMessage> {
+    db.snapshot().await.unwrap().messages().await.unwrap()
+}
+
 struct Row {
     key: Vec<u8>,
     value: Vec<u8>,
@@ -171,13 +176,8 @@ fn a_denokv_database_imports_losslessly() {
 
         assert_eq!(db.queue_len().await.unwrap(), queue.len());
         // Every message keeps the deadline the source gave it.
-        let mut imported: Vec<(Vec<u8>, u64)> = db
-            .snapshot()
+        let mut imported: Vec<(Vec<u8>, u64)> = queued(&db)
             .await
-            .unwrap()
-            .messages()
-            .await
-            .unwrap()
             .into_iter()
             .map(|m| (m.payload.data, m.ready_at))
             .collect();
@@ -308,13 +308,8 @@ fn imported_messages_become_ready_at_their_source_deadlines() {
         assert_eq!(db.queue_len().await.unwrap(), 3);
         let ready = db.lease(10, Duration::from_secs(60)).await.unwrap();
         assert_eq!(ready.len(), 1, "one message came due, two wait a day");
-        let waiting: Vec<u64> = db
-            .snapshot()
+        let waiting: Vec<u64> = queued(&db)
             .await
-            .unwrap()
-            .messages()
-            .await
-            .unwrap()
             .into_iter()
             .filter(|m| m.attempts == 0)
             .map(|m| m.ready_at)

@@ -88,10 +88,8 @@ pub struct SnapshotRead {
     pub ranges: Vec<Vec<Entry>>,
 }
 
+/// Read versions held by open transactions and in-progress reads, with counts.
 pub(crate) struct ReadRegistry {
-    /// The oldest version a read may ask for.
-    pub horizon: u64,
-    /// Read versions held by open transactions and in-progress reads, with counts.
     pub active: BTreeMap<u64, usize>,
 }
 
@@ -110,8 +108,10 @@ pub(crate) struct Shared {
     /// The newest version whose commit removed a key's latest record.
     pub last_delete: AtomicU64,
     pub reads: Mutex<ReadRegistry>,
-    /// The horizon in `reads`, readable without the lock (for point reads that do not hold).
-    pub horizon_seen: AtomicU64,
+    /// The oldest version a read may ask for. Changed only with `reads` locked, so that a
+    /// hold and a collection never pass each other; read without the lock by point reads,
+    /// which check it after reading instead of holding.
+    pub horizon: AtomicU64,
     pub watchers: Mutex<HashMap<Vec<u8>, Vec<Weak<Notify>>>>,
     pub queue_ready: Notify,
     pub commits: mpsc::Sender<CommitRequest>,
@@ -148,29 +148,31 @@ impl Shared {
 
     /// Move the horizon up to `candidate`, but never past a version a reader holds.
     pub(crate) fn advance_horizon(&self, candidate: u64) -> u64 {
-        let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        let reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
         let oldest_reader = reads.active.keys().next().copied().unwrap_or(u64::MAX);
         let applied = *self.applied.borrow();
-        let h = candidate.min(oldest_reader).min(applied).max(reads.horizon);
-        reads.horizon = h;
-        self.horizon_seen.store(h, Ordering::SeqCst);
+        let h = candidate
+            .min(oldest_reader)
+            .min(applied)
+            .max(self.horizon.load(Ordering::SeqCst));
+        self.horizon.store(h, Ordering::SeqCst);
         h
     }
 
     /// Another process collected history up to `h`: reads below it are refused from now on.
     pub(crate) fn raise_horizon(&self, h: u64) {
-        let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
-        reads.horizon = reads.horizon.max(h);
-        self.horizon_seen.store(reads.horizon, Ordering::SeqCst);
+        let _reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        self.horizon.fetch_max(h, Ordering::SeqCst);
     }
 
     /// Hold `version` readable until the guard drops.
     pub(crate) fn hold(self: &Arc<Self>, version: u64) -> Result<ReadGuard> {
         let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
-        if version < reads.horizon {
+        let horizon = self.horizon.load(Ordering::SeqCst);
+        if version < horizon {
             return Err(EngineError::VersionTooOld {
                 requested: version,
-                oldest: reads.horizon,
+                oldest: horizon,
             });
         }
         *reads.active.entry(version).or_insert(0) += 1;
@@ -376,9 +378,8 @@ impl Database {
             // After a restart, nothing is known about deletes: treat every older version as
             // possibly affected.
             last_delete: AtomicU64::new(version),
-            horizon_seen: AtomicU64::new(horizon),
+            horizon: AtomicU64::new(horizon),
             reads: Mutex::new(ReadRegistry {
-                horizon,
                 active: BTreeMap::new(),
             }),
             watchers: Mutex::new(HashMap::new()),
@@ -436,11 +437,7 @@ impl Database {
 
     /// The oldest version that reads may still ask for.
     pub fn oldest_readable_version(&self) -> u64 {
-        self.shared
-            .reads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .horizon
+        self.shared.horizon.load(Ordering::SeqCst)
     }
 
     /// Wait until `version` is committed and visible.
@@ -474,7 +471,7 @@ impl Database {
                         mvcc::get(&*shared.store, &shared.name, key, v, precise, now_ms())
                     })
                     .await?;
-                if shared.horizon_seen.load(Ordering::SeqCst) <= v {
+                if shared.horizon.load(Ordering::SeqCst) <= v {
                     return Ok(rec.map(|r| r.into_entry(key.to_vec())));
                 }
             }
@@ -482,15 +479,7 @@ impl Database {
             return Ok(found.pop().flatten());
         }
         // One key's newest record, read alone, is exact: no snapshot to keep consistent.
-        let rec = mvcc::get(
-            &*self.shared.store,
-            &self.shared.name,
-            key,
-            u64::MAX,
-            false,
-            now_ms(),
-        )
-        .await?;
+        let rec = mvcc::get(&*shared.store, &shared.name, key, u64::MAX, false, now_ms()).await?;
         match &rec {
             // Another process's commit: learn it, so that later reads see it too.
             Some(r) if r.version() > shared.latest() => shared.refresh().await?,

@@ -584,5 +584,32 @@ async fn a_commit_whose_answer_is_lost_applies_once(h: &Harness) -> CaseResult {
         .step("a commit after")?;
     ensure!(matches!(next, CommitOutcome::Committed(_)), "{next:?}");
     ensure_eq!(u64_at(&db, b"counter").await?, Some(6));
+
+    // The answer is lost and the table cannot be asked afterwards (every point read cut):
+    // the outcome is unknown, and the error says so instead of inviting a blind retry.
+    lose_next_commit();
+    proxy.add_rule(
+        FaultRule::new(Fault::CloseWithoutForwarding)
+            .on_target("DynamoDB_20120810.GetItem")
+            .next(1000),
+    );
+    let unknown = db
+        .atomic_write(
+            AtomicWrite::new().mutate(strata_engine::Mutation::sum(b"counter".to_vec(), 1)),
+        )
+        .await;
+    ensure!(
+        matches!(&unknown, Err(e @ EngineError::CommitResultUnknown { .. }) if !e.is_retryable()),
+        "a commit that cannot be settled is in doubt, not retryable: {unknown:?}"
+    );
+    proxy.clear_rules();
+    // It did apply (the answer was only lost), exactly once, and the database goes on.
+    ensure_eq!(u64_at(&db, b"counter").await?, Some(7));
+    db.atomic_write(
+        AtomicWrite::new().mutate(strata_engine::Mutation::sum(b"counter".to_vec(), 1)),
+    )
+    .await
+    .step("a commit after an unknown one")?;
+    ensure_eq!(u64_at(&db, b"counter").await?, Some(8));
     Ok(())
 }
