@@ -440,6 +440,43 @@ impl Database {
         self.shared.horizon.load(Ordering::SeqCst)
     }
 
+    /// The newest published version committed at or before `ms` (milliseconds since the
+    /// epoch) that reads may still ask for, or `None` if every such version is older than
+    /// the retention window. Versions committed in one group share its commit time.
+    pub async fn version_at_time(&self, ms: u64) -> Result<Option<u64>> {
+        self.shared.refresh().await?;
+        let published = self.shared.latest();
+        let oldest = self.oldest_readable_version();
+        let (start, mut end) = layout::family(layout::TIMES);
+        end = end.min(layout::times(published.saturating_add(1)));
+        loop {
+            let chunk = self.shared.store.scan(&start, &end, true, 256).await?;
+            let Some((last, _)) = chunk.last() else {
+                // No commit time at or before `ms` is kept: before the first commit, the
+                // empty database (version 0) is the answer if it is still readable.
+                return Ok((oldest == 0 && published == 0).then_some(0));
+            };
+            end = last.clone();
+            for (key, value) in &chunk {
+                let (Some(version), Some(at)) = (
+                    key.get(1..).and_then(layout::be_u64),
+                    layout::be_u64(value),
+                ) else {
+                    return Err(EngineError::Corrupt {
+                        database: self.shared.name.clone(),
+                        detail: "malformed commit-time record".into(),
+                    });
+                };
+                if version < oldest {
+                    return Ok(None);
+                }
+                if at <= ms {
+                    return Ok(Some(version));
+                }
+            }
+        }
+    }
+
     /// Wait until `version` is committed and visible.
     pub async fn wait_for_version(&self, version: u64) -> Result<()> {
         let mut rx = self.shared.applied.subscribe();

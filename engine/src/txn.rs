@@ -23,8 +23,17 @@ pub struct Transaction {
     reads: Vec<(Vec<u8>, Vec<u8>)>,
     writes: BTreeMap<Vec<u8>, TxnWrite>,
     write_bytes: usize,
+    /// Writes since the last [`Transaction::savepoint`]: each key with what it had before.
+    undo: Option<Undo>,
     started: std::time::Instant,
     _guard: ReadGuard,
+}
+
+/// What a savepoint needs to put the buffered writes back.
+#[derive(Default)]
+struct Undo {
+    write_bytes: usize,
+    previous: Vec<(Vec<u8>, Option<TxnWrite>)>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -51,6 +60,7 @@ impl Transaction {
             reads: Vec::new(),
             writes: BTreeMap::new(),
             write_bytes: 0,
+            undo: None,
             started: std::time::Instant::now(),
             _guard: guard,
         }
@@ -207,8 +217,50 @@ impl Transaction {
             ));
         }
         self.write_bytes += size;
-        self.writes.insert(key.to_vec(), write);
+        let previous = self.writes.insert(key.to_vec(), write);
+        if let Some(undo) = &mut self.undo {
+            undo.previous.push((key.to_vec(), previous));
+        }
         Ok(())
+    }
+
+    /// Mark the current writes: [`Transaction::rollback_to_savepoint`] undoes every write
+    /// buffered after this point (a failed statement inside a larger transaction). Reads
+    /// made since stay recorded: the commit still depends on them, which is only stricter.
+    /// A new savepoint replaces the previous one.
+    pub fn savepoint(&mut self) {
+        self.undo = Some(Undo {
+            write_bytes: self.write_bytes,
+            previous: Vec::new(),
+        });
+    }
+
+    /// Undo every write since the last savepoint (nothing without one).
+    pub fn rollback_to_savepoint(&mut self) {
+        let Some(undo) = self.undo.take() else {
+            return;
+        };
+        for (key, previous) in undo.previous.into_iter().rev() {
+            match previous {
+                Some(w) => self.writes.insert(key, w),
+                None => self.writes.remove(&key),
+            };
+        }
+        self.write_bytes = undo.write_bytes;
+        self.undo = Some(Undo {
+            write_bytes: self.write_bytes,
+            previous: Vec::new(),
+        });
+    }
+
+    /// Whether the transaction has buffered any write.
+    pub fn has_writes(&self) -> bool {
+        !self.writes.is_empty()
+    }
+
+    /// The database this transaction runs in.
+    pub fn database(&self) -> &Database {
+        &self.db
     }
 
     pub fn set(&mut self, key: &[u8], value: Value) -> Result<()> {

@@ -1,0 +1,439 @@
+//! The order-preserving tuple codec, and the keys the SQL layer writes.
+//!
+//! Every key the layer writes is a [`Key`] encoded by this one codec, never a hand-built byte
+//! string. A tuple of [`Datum`]s encodes so that byte order is value order, element by
+//! element (as FoundationDB's tuple layer does):
+//!
+//! ```text
+//! NULL       05                        sorts first, as in SQLite
+//! FALSE/TRUE 06 / 07
+//! INTEGER    10 <8 bytes big-endian, sign bit flipped>
+//! DOUBLE     11 <8 bytes: IEEE bits, all flipped if negative, else sign bit set>
+//!            (-0 is stored as 0; NaN is one value, after +infinity)
+//! DECIMAL    12 <16 bytes big-endian, sign bit flipped> <scale>
+//! DATE       13 <4 bytes, sign bit flipped>
+//! TIMESTAMP  14 <8 bytes, sign bit flipped>
+//! TEXT       20 <UTF-8, each 00 written 00 FF> 00
+//! BYTES      21 <bytes, each 00 written 00 FF> 00
+//! ```
+//!
+//! Within one column every value has the column's type, so mixed-type order never arises in
+//! a key. Rows are stored as tuples too: `(column id, value)` pairs, so adding, dropping and
+//! renaming a column never rewrites a row.
+//!
+//! All SQL keys start with one byte, [`SQL_PREFIX`], that no KV Connect key starts with, so
+//! SQL tables and Deno KV data can share a database without meeting.
+
+use crate::error::{Result, SqlError};
+use crate::types::Datum;
+
+/// The first byte of every key the SQL layer writes.
+pub const SQL_PREFIX: u8 = 0xF0;
+
+const NULL: u8 = 0x05;
+const FALSE: u8 = 0x06;
+const TRUE: u8 = 0x07;
+const INT: u8 = 0x10;
+const FLOAT: u8 = 0x11;
+const DECIMAL: u8 = 0x12;
+const DATE: u8 = 0x13;
+const TIMESTAMP: u8 = 0x14;
+const TEXT: u8 = 0x20;
+const BYTES: u8 = 0x21;
+
+/// The keys of the SQL layer, one variant per kind of record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Key<'a> {
+    /// The schema version: bumped by every DDL statement.
+    SchemaVersion,
+    /// The allocator of table and index ids.
+    NextObjectId,
+    /// A table's definition, by name.
+    Table(&'a str),
+    /// A view's definition, by name.
+    View(&'a str),
+    /// A table's auto-increment high-water mark.
+    Sequence(u64),
+    /// Every row of a table (a prefix).
+    Rows(u64),
+    /// One row, by its primary-key values.
+    Row(u64, &'a [Datum]),
+    /// Every entry of one index (a prefix).
+    IndexEntries(u64, u64),
+    /// An index entry: the indexed values, then the row's primary key.
+    IndexEntry(u64, u64, &'a [Datum], &'a [Datum]),
+}
+
+const KIND_SCHEMA_VERSION: u8 = 0x01;
+const KIND_NEXT_ID: u8 = 0x02;
+const KIND_TABLE: u8 = 0x03;
+const KIND_VIEW: u8 = 0x04;
+const KIND_SEQUENCE: u8 = 0x05;
+const KIND_ROW: u8 = 0x10;
+const KIND_INDEX: u8 = 0x11;
+
+impl Key<'_> {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = vec![SQL_PREFIX];
+        match self {
+            Key::SchemaVersion => out.push(KIND_SCHEMA_VERSION),
+            Key::NextObjectId => out.push(KIND_NEXT_ID),
+            Key::Table(name) => {
+                out.push(KIND_TABLE);
+                encode_text(&mut out, TEXT, name.as_bytes());
+            }
+            Key::View(name) => {
+                out.push(KIND_VIEW);
+                encode_text(&mut out, TEXT, name.as_bytes());
+            }
+            Key::Sequence(table) => {
+                out.push(KIND_SEQUENCE);
+                encode_datum(&mut out, &Datum::Int(*table as i64));
+            }
+            Key::Rows(table) => {
+                out.push(KIND_ROW);
+                encode_datum(&mut out, &Datum::Int(*table as i64));
+            }
+            Key::Row(table, pk) => {
+                out.push(KIND_ROW);
+                encode_datum(&mut out, &Datum::Int(*table as i64));
+                encode_into(&mut out, pk);
+            }
+            Key::IndexEntries(table, index) => {
+                out.push(KIND_INDEX);
+                encode_datum(&mut out, &Datum::Int(*table as i64));
+                encode_datum(&mut out, &Datum::Int(*index as i64));
+            }
+            Key::IndexEntry(table, index, values, pk) => {
+                out.push(KIND_INDEX);
+                encode_datum(&mut out, &Datum::Int(*table as i64));
+                encode_datum(&mut out, &Datum::Int(*index as i64));
+                encode_into(&mut out, values);
+                encode_into(&mut out, pk);
+            }
+        }
+        out
+    }
+}
+
+/// Encode a tuple.
+pub fn encode(values: &[Datum]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(values.len() * 9);
+    encode_into(&mut out, values);
+    out
+}
+
+/// Append the encoding of a tuple to `out`.
+pub fn encode_into(out: &mut Vec<u8>, values: &[Datum]) {
+    for v in values {
+        encode_datum(out, v);
+    }
+}
+
+fn encode_text(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
+    out.push(tag);
+    for &b in bytes {
+        out.push(b);
+        if b == 0 {
+            out.push(0xFF);
+        }
+    }
+    out.push(0);
+}
+
+/// The byte pattern of a double that sorts like the number.
+fn float_bits(f: f64) -> u64 {
+    let f = if f == 0.0 {
+        0.0
+    } else if f.is_nan() {
+        f64::NAN
+    } else {
+        f
+    };
+    let bits = f.to_bits();
+    if bits >> 63 == 1 {
+        !bits
+    } else {
+        bits | 1 << 63
+    }
+}
+
+fn encode_datum(out: &mut Vec<u8>, v: &Datum) {
+    match v {
+        Datum::Null => out.push(NULL),
+        Datum::Bool(false) => out.push(FALSE),
+        Datum::Bool(true) => out.push(TRUE),
+        Datum::Int(i) => {
+            out.push(INT);
+            out.extend_from_slice(&((*i as u64) ^ (1 << 63)).to_be_bytes());
+        }
+        Datum::Float(f) => {
+            out.push(FLOAT);
+            out.extend_from_slice(&float_bits(*f).to_be_bytes());
+        }
+        Datum::Decimal(v, scale) => {
+            out.push(DECIMAL);
+            out.extend_from_slice(&((*v as u128) ^ (1 << 127)).to_be_bytes());
+            out.push(*scale as u8);
+        }
+        Datum::Date(d) => {
+            out.push(DATE);
+            out.extend_from_slice(&((*d as u32) ^ (1 << 31)).to_be_bytes());
+        }
+        Datum::Timestamp(t) => {
+            out.push(TIMESTAMP);
+            out.extend_from_slice(&((*t as u64) ^ (1 << 63)).to_be_bytes());
+        }
+        Datum::Text(s) => encode_text(out, TEXT, s.as_bytes()),
+        Datum::Bytes(b) => encode_text(out, BYTES, b),
+    }
+}
+
+/// Decode a whole tuple.
+pub fn decode(mut bytes: &[u8]) -> Result<Vec<Datum>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        out.push(decode_one(&mut bytes)?);
+    }
+    Ok(out)
+}
+
+fn corrupt(what: &str) -> SqlError {
+    SqlError::Internal(format!("corrupt SQL record: {what}"))
+}
+
+fn take<const N: usize>(bytes: &mut &[u8]) -> Result<[u8; N]> {
+    if bytes.len() < N {
+        return Err(corrupt("truncated value"));
+    }
+    let (head, rest) = bytes.split_at(N);
+    *bytes = rest;
+    let mut a = [0u8; N];
+    a.copy_from_slice(head);
+    Ok(a)
+}
+
+fn decode_escaped(bytes: &mut &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut i = 0;
+    loop {
+        match bytes.get(i) {
+            None => return Err(corrupt("unterminated string")),
+            Some(0) => {
+                if bytes.get(i + 1) == Some(&0xFF) {
+                    out.push(0);
+                    i += 2;
+                } else {
+                    *bytes = &bytes[i + 1..];
+                    return Ok(out);
+                }
+            }
+            Some(&b) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+}
+
+/// Decode one element from the front of `bytes`.
+pub fn decode_one(bytes: &mut &[u8]) -> Result<Datum> {
+    let Some((&tag, rest)) = bytes.split_first() else {
+        return Err(corrupt("empty value"));
+    };
+    *bytes = rest;
+    Ok(match tag {
+        NULL => Datum::Null,
+        FALSE => Datum::Bool(false),
+        TRUE => Datum::Bool(true),
+        INT => Datum::Int((u64::from_be_bytes(take::<8>(bytes)?) ^ (1 << 63)) as i64),
+        FLOAT => {
+            let bits = u64::from_be_bytes(take::<8>(bytes)?);
+            let bits = if bits >> 63 == 1 {
+                bits & !(1 << 63)
+            } else {
+                !bits
+            };
+            Datum::Float(f64::from_bits(bits))
+        }
+        DECIMAL => {
+            let v = (u128::from_be_bytes(take::<16>(bytes)?) ^ (1 << 127)) as i128;
+            let [scale] = take::<1>(bytes)?;
+            Datum::Decimal(v, scale as i8)
+        }
+        DATE => Datum::Date((u32::from_be_bytes(take::<4>(bytes)?) ^ (1 << 31)) as i32),
+        TIMESTAMP => {
+            Datum::Timestamp((u64::from_be_bytes(take::<8>(bytes)?) ^ (1 << 63)) as i64)
+        }
+        TEXT => {
+            let raw = decode_escaped(bytes)?;
+            Datum::Text(String::from_utf8(raw).map_err(|_| corrupt("text is not UTF-8"))?)
+        }
+        BYTES => Datum::Bytes(decode_escaped(bytes)?),
+        other => return Err(corrupt(&format!("unknown type tag {other:#x}"))),
+    })
+}
+
+/// The primary-key tuple of a row key of table `table`.
+pub fn row_key_pk(key: &[u8], table: u64) -> Result<Vec<Datum>> {
+    let prefix = Key::Rows(table).encode();
+    match key.strip_prefix(prefix.as_slice()) {
+        Some(rest) => decode(rest),
+        None => Err(corrupt("row key outside its table")),
+    }
+}
+
+/// The values after an index prefix: the indexed values followed by the primary key.
+pub fn index_key_values(key: &[u8], table: u64, index: u64) -> Result<Vec<Datum>> {
+    let prefix = Key::IndexEntries(table, index).encode();
+    match key.strip_prefix(prefix.as_slice()) {
+        Some(rest) => decode(rest),
+        None => Err(corrupt("index key outside its index")),
+    }
+}
+
+/// Encode a row: `(column id, value)` pairs. NULLs are written too: a column missing from
+/// a row is one added after the row was written, and reads as its added default.
+pub fn encode_row(columns: &[(u32, &Datum)]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(columns.len() * 12);
+    for (id, v) in columns {
+        encode_datum(&mut out, &Datum::Int(*id as i64));
+        encode_datum(&mut out, v);
+    }
+    out
+}
+
+/// Decode a row into `(column id, value)` pairs.
+pub fn decode_row(mut bytes: &[u8]) -> Result<Vec<(u32, Datum)>> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let id = match decode_one(&mut bytes)? {
+            Datum::Int(i) => u32::try_from(i).map_err(|_| corrupt("column id"))?,
+            _ => return Err(corrupt("row without column id")),
+        };
+        out.push((id, decode_one(&mut bytes)?));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sorted_by_bytes(values: &[Datum]) -> bool {
+        values
+            .windows(2)
+            .all(|w| encode(std::slice::from_ref(&w[0])) < encode(std::slice::from_ref(&w[1])))
+    }
+
+    #[test]
+    fn integers_sort_by_value_negatives_included() {
+        let v: Vec<Datum> = [i64::MIN, -1_000_000, -2, -1, 0, 1, 2, 255, 256, i64::MAX]
+            .into_iter()
+            .map(Datum::Int)
+            .collect();
+        assert!(sorted_by_bytes(&v));
+    }
+
+    #[test]
+    fn floats_sort_by_value_with_zeros_infinities_and_nan() {
+        let v: Vec<Datum> = [
+            f64::NEG_INFINITY,
+            -1e300,
+            -1.5,
+            -f64::MIN_POSITIVE,
+            0.0,
+            f64::MIN_POSITIVE,
+            1.5,
+            1e300,
+            f64::INFINITY,
+            f64::NAN,
+        ]
+        .into_iter()
+        .map(Datum::Float)
+        .collect();
+        assert!(sorted_by_bytes(&v));
+        assert_eq!(encode(&[Datum::Float(-0.0)]), encode(&[Datum::Float(0.0)]));
+        assert_eq!(
+            encode(&[Datum::Float(f64::NAN)]),
+            encode(&[Datum::Float(-f64::NAN)])
+        );
+        for d in &v {
+            let back = decode(&encode(std::slice::from_ref(d))).unwrap();
+            match (d, &back[0]) {
+                (Datum::Float(a), Datum::Float(b)) if a.is_nan() => assert!(b.is_nan()),
+                _ => assert_eq!(&back[0], d),
+            }
+        }
+    }
+
+    #[test]
+    fn text_and_bytes_sort_bytewise_with_embedded_zeros() {
+        let v: Vec<Datum> = ["", "\0", "\0\0", "a", "a\0", "a\0b", "ab", "b", "é"]
+            .into_iter()
+            .map(|s| Datum::Text(s.into()))
+            .collect();
+        assert!(sorted_by_bytes(&v));
+        for d in &v {
+            assert_eq!(&decode(&encode(std::slice::from_ref(d))).unwrap()[0], d);
+        }
+    }
+
+    #[test]
+    fn null_sorts_before_every_value_and_tuples_sort_element_by_element() {
+        let v = vec![
+            Datum::Null,
+            Datum::Bool(false),
+            Datum::Int(i64::MIN),
+            Datum::Text(String::new()),
+        ];
+        assert!(sorted_by_bytes(&v));
+        let a = encode(&[Datum::Text("a".into()), Datum::Int(9)]);
+        let b = encode(&[Datum::Text("a\0".into()), Datum::Int(1)]);
+        let c = encode(&[Datum::Text("ab".into()), Datum::Int(0)]);
+        assert!(a < b && b < c);
+    }
+
+    #[test]
+    fn decimals_dates_and_timestamps_sort_and_round_trip() {
+        let v = vec![
+            Datum::Decimal(-100_000, 2),
+            Datum::Decimal(-1, 2),
+            Datum::Decimal(0, 2),
+            Datum::Decimal(12345, 2),
+        ];
+        assert!(sorted_by_bytes(&v));
+        let d = vec![Datum::Date(-5), Datum::Date(0), Datum::Date(20_000)];
+        assert!(sorted_by_bytes(&d));
+        let t = vec![Datum::Timestamp(-1), Datum::Timestamp(0), Datum::Timestamp(1)];
+        assert!(sorted_by_bytes(&t));
+        let all: Vec<Datum> = v.into_iter().chain(d).chain(t).collect();
+        assert_eq!(decode(&encode(&all)).unwrap(), all);
+    }
+
+    #[test]
+    fn rows_keep_column_ids_and_nulls() {
+        let a = Datum::Int(7);
+        let b = Datum::Null;
+        let c = Datum::Text("x".into());
+        let row = encode_row(&[(1, &a), (2, &b), (5, &c)]);
+        assert_eq!(decode_row(&row).unwrap(), vec![(1, a), (2, b), (5, c)]);
+    }
+
+    #[test]
+    fn corrupt_bytes_are_errors_not_panics() {
+        for bad in [&[0x10u8, 1, 2][..], &[0x20, b'a'], &[0x99], &[0x12; 5]] {
+            assert!(decode(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn keys_of_one_table_share_its_prefix_and_sort_by_primary_key() {
+        let rows = Key::Rows(3).encode();
+        let k1 = Key::Row(3, &[Datum::Int(-5)]).encode();
+        let k2 = Key::Row(3, &[Datum::Int(10)]).encode();
+        assert!(k1.starts_with(&rows) && k2.starts_with(&rows) && k1 < k2);
+        assert_eq!(row_key_pk(&k2, 3).unwrap(), vec![Datum::Int(10)]);
+        assert!(!Key::Row(4, &[]).encode().starts_with(&rows));
+    }
+}

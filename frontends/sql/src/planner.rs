@@ -1,0 +1,373 @@
+//! The bridge to DataFusion: engine databases as catalogs, tables bound to the statement's
+//! transaction, and the dialect rewrites applied to every statement before planning.
+//!
+//! Every engine database is a DataFusion catalog with one schema, `public`; a nested name
+//! maps to a catalog with `/` replaced by `_` (`project/mydb` → `project_mydb`). Catalog
+//! lookups are synchronous in DataFusion, so a catalog exists for every name; the table
+//! lookup (async) opens the database, begins the statement's transaction on it if there is
+//! none yet, and reads the definition through that transaction.
+
+use std::collections::HashMap;
+use std::ops::ControlFlow;
+use std::sync::{Arc, Mutex as StdMutex, OnceLock};
+
+use async_trait::async_trait;
+use datafusion::catalog::{CatalogProvider, CatalogProviderList, SchemaProvider, TableProvider};
+use datafusion::datasource::ViewTable;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::context::SessionState;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::sql::parser::Statement as DfStatement;
+use datafusion::sql::sqlparser::ast::{
+    self, BinaryOperator, DataType, Expr, Function, FunctionArg, FunctionArgExpr,
+    FunctionArgumentList, FunctionArguments, Ident, ObjectName, ObjectNamePart, Statement,
+};
+use strata_engine::{Database, Engine};
+use tokio::sync::Mutex;
+
+use crate::error::{Result, SqlError};
+use crate::table::{external, SqlTable};
+use crate::tx::{Source, Tx};
+
+/// The schema every database has.
+pub const SCHEMA: &str = "public";
+
+/// The catalog name of an engine database.
+pub fn catalog_name(db: &str) -> String {
+    db.replace('/', "_")
+}
+
+/// What the statement being run reads and writes through, shared with the providers.
+#[derive(Default)]
+pub struct Scope {
+    /// Open transactions, by engine database name.
+    pub txns: HashMap<String, Arc<Mutex<Tx>>>,
+    /// `AS OF`: read this version of every database instead.
+    pub as_of: Option<AsOf>,
+    /// Transactions begun in this scope are read-only.
+    pub read_only: bool,
+    /// The (database, table) whose provider also returns each row's key (UPDATE, DELETE).
+    pub keyed: Option<(String, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum AsOf {
+    Version(u64),
+    /// Milliseconds since the epoch: the newest version committed at or before it.
+    Time(u64),
+}
+
+/// State shared by a session and its DataFusion providers.
+pub struct Context {
+    pub engine: Engine,
+    pub scope: StdMutex<Scope>,
+    /// Engine database names seen, to map catalog names back.
+    known: StdMutex<Vec<String>>,
+    /// The session's planner state, for planning view definitions.
+    template: OnceLock<SessionState>,
+}
+
+impl Context {
+    pub fn new(engine: Engine) -> Arc<Context> {
+        Arc::new(Context {
+            engine,
+            scope: StdMutex::new(Scope::default()),
+            known: StdMutex::new(Vec::new()),
+            template: OnceLock::new(),
+        })
+    }
+
+    pub fn set_template(&self, state: SessionState) {
+        let _ = self.template.set(state);
+    }
+
+    fn scope(&self) -> std::sync::MutexGuard<'_, Scope> {
+        self.scope.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn remember(&self, db: &str) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        if !known.iter().any(|k| k == db) {
+            known.push(db.to_string());
+        }
+    }
+
+    pub fn forget(&self, db: &str) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.retain(|k| k != db);
+    }
+
+    /// The engine database a catalog name stands for.
+    pub async fn resolve(&self, catalog: &str) -> Result<String> {
+        {
+            let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(db) = known.iter().find(|k| catalog_name(k) == catalog) {
+                return Ok(db.clone());
+            }
+        }
+        let all = self.engine.list_databases().await?;
+        let found = all.iter().find(|k| catalog_name(k) == catalog).cloned();
+        {
+            let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+            *known = all;
+        }
+        found.ok_or_else(|| SqlError::UndefinedObject {
+            kind: "database",
+            name: catalog.to_string(),
+        })
+    }
+
+    pub async fn open(&self, db: &str) -> Result<Database> {
+        Ok(self.engine.database(db).await?)
+    }
+
+    /// The transaction this statement uses on `db`, begun on first use.
+    pub async fn tx(&self, db: &str) -> Result<Arc<Mutex<Tx>>> {
+        let read_only = {
+            let scope = self.scope();
+            if let Some(tx) = scope.txns.get(db) {
+                return Ok(tx.clone());
+            }
+            scope.read_only
+        };
+        let database = self.open(db).await?;
+        let mut tx = Tx::begin(database, read_only).await?;
+        tx.savepoint();
+        let tx = Arc::new(Mutex::new(tx));
+        let mut scope = self.scope();
+        Ok(scope.txns.entry(db.to_string()).or_insert(tx).clone())
+    }
+
+    /// Where this statement reads `db` from.
+    pub async fn source(&self, db: &str) -> Result<Source> {
+        let as_of = self.scope().as_of;
+        match as_of {
+            None => Ok(Source::Txn(self.tx(db).await?)),
+            Some(at) => {
+                let database = self.open(db).await?;
+                let version = match at {
+                    AsOf::Version(v) => v,
+                    AsOf::Time(ms) => version_at(&database, ms).await?,
+                };
+                Ok(Source::Version(database, version))
+            }
+        }
+    }
+
+    async fn lookup(&self, catalog: &str, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let db = self.resolve(catalog).await?;
+        let source = self.source(&db).await?;
+        if let Some(def) = source.table(name).await? {
+            let keyed = self.scope().keyed.as_ref().is_some_and(|(d, t)| *d == db && t == name);
+            return Ok(Some(Arc::new(SqlTable::new(def, source, keyed))));
+        }
+        if let Some(view) = source.view(name).await? {
+            let Some(template) = self.template.get() else {
+                return Err(SqlError::Internal("planner not ready".into()));
+            };
+            let mut state = template.clone();
+            state.config_mut().options_mut().catalog.default_catalog = catalog.to_string();
+            let mut stmt = parse_one(&view.sql)?;
+            rewrite(&mut stmt);
+            let plan = plan_statement(&state, stmt).await?;
+            return Ok(Some(Arc::new(ViewTable::new(plan, Some(view.sql)))));
+        }
+        Ok(None)
+    }
+}
+
+/// The newest version of `db` committed at or before `ms`.
+async fn version_at(db: &Database, ms: u64) -> Result<u64> {
+    match db.version_at_time(ms).await? {
+        Some(v) => Ok(v),
+        None => Err(SqlError::InvalidParameter(format!(
+            "no version of database {:?} inside the retention window was committed at or before that time",
+            db.name()
+        ))),
+    }
+}
+
+/// Parse exactly one statement.
+pub fn parse_one(sql: &str) -> Result<Statement> {
+    let mut stmts = parse(sql)?;
+    match stmts.len() {
+        1 => Ok(stmts.remove(0)),
+        0 => Err(SqlError::Syntax("empty statement".into())),
+        _ => Err(SqlError::Syntax("expected one statement".into())),
+    }
+}
+
+/// Parse SQL text into statements, in our dialect.
+pub fn parse(sql: &str) -> Result<Vec<Statement>> {
+    let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+    Ok(datafusion::sql::sqlparser::parser::Parser::parse_sql(
+        &dialect, sql,
+    )?)
+}
+
+/// Plan a statement DataFusion runs (queries); the caller applied [`rewrite`].
+pub async fn plan_statement(state: &SessionState, stmt: Statement) -> Result<LogicalPlan> {
+    Ok(state
+        .statement_to_plan(DfStatement::Statement(Box::new(stmt)))
+        .await?)
+}
+
+/// The dialect rules that differ from DataFusion's defaults (listed in docs/sql.md):
+/// division and modulo by zero give NULL (as in SQLite); `INTEGER` casts are 64-bit and
+/// `REAL`/`FLOAT` casts are double precision (our column types); `?` placeholders are
+/// numbered `$1`, `$2`, … in order.
+pub fn rewrite(stmt: &mut Statement) {
+    let mut placeholder = 0usize;
+    let _ = ast::visit_expressions_mut(stmt, |e: &mut Expr| {
+        rewrite_expr(e, &mut placeholder);
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+pub fn rewrite_expr(e: &mut Expr, placeholder: &mut usize) {
+    match e {
+        Expr::BinaryOp { op, right, .. }
+            if matches!(op, BinaryOperator::Divide | BinaryOperator::Modulo) =>
+        {
+            let zero = Expr::value(ast::Value::Number("0".into(), false));
+            let inner = std::mem::replace(right.as_mut(), zero.clone());
+            **right = Expr::Function(Function {
+                name: ObjectName(vec![ObjectNamePart::Identifier(Ident::new("nullif"))]),
+                uses_odbc_syntax: false,
+                parameters: FunctionArguments::None,
+                args: FunctionArguments::List(FunctionArgumentList {
+                    duplicate_treatment: None,
+                    args: vec![
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(inner)),
+                        FunctionArg::Unnamed(FunctionArgExpr::Expr(zero)),
+                    ],
+                    clauses: vec![],
+                }),
+                filter: None,
+                null_treatment: None,
+                over: None,
+                within_group: vec![],
+            });
+        }
+        Expr::Cast { data_type, .. } => {
+            if let Some(t) = widen(data_type) {
+                *data_type = t;
+            }
+        }
+        Expr::Value(v) => {
+            if let ast::Value::Placeholder(p) = &mut v.value {
+                if p == "?" {
+                    *placeholder += 1;
+                    *p = format!("${placeholder}");
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn widen(t: &DataType) -> Option<DataType> {
+    match t {
+        DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) | DataType::SmallInt(_) | DataType::TinyInt(_) | DataType::MediumInt(_) | DataType::Int2(_) => {
+            Some(DataType::BigInt(None))
+        }
+        DataType::Real | DataType::Float(_) | DataType::Float4 => Some(DataType::Double(ast::ExactNumberInfo::None)),
+        _ => None,
+    }
+}
+
+/// Every engine database, as DataFusion catalogs.
+#[derive(Clone)]
+pub struct Catalogs(pub Arc<Context>);
+
+impl std::fmt::Debug for Catalogs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Catalogs")
+    }
+}
+
+impl CatalogProviderList for Catalogs {
+
+    fn register_catalog(
+        &self,
+        _name: String,
+        _catalog: Arc<dyn CatalogProvider>,
+    ) -> Option<Arc<dyn CatalogProvider>> {
+        None
+    }
+
+    fn catalog_names(&self) -> Vec<String> {
+        let known = self.0.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.iter().map(|k| catalog_name(k)).collect()
+    }
+
+    fn catalog(&self, name: &str) -> Option<Arc<dyn CatalogProvider>> {
+        Some(Arc::new(DbCatalog {
+            ctx: self.0.clone(),
+            name: name.to_string(),
+        }))
+    }
+}
+
+struct DbCatalog {
+    ctx: Arc<Context>,
+    name: String,
+}
+
+impl std::fmt::Debug for DbCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DbCatalog({})", self.name)
+    }
+}
+
+impl CatalogProvider for DbCatalog {
+
+    fn schema_names(&self) -> Vec<String> {
+        vec![SCHEMA.to_string()]
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        (name == SCHEMA).then(|| {
+            Arc::new(DbSchema {
+                ctx: self.ctx.clone(),
+                catalog: self.name.clone(),
+            }) as Arc<dyn SchemaProvider>
+        })
+    }
+}
+
+struct DbSchema {
+    ctx: Arc<Context>,
+    catalog: String,
+}
+
+impl std::fmt::Debug for DbSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DbSchema({})", self.catalog)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for DbSchema {
+
+    fn table_names(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
+        self.ctx
+            .lookup(&self.catalog, name)
+            .await
+            .map_err(external)
+    }
+
+    fn table_exist(&self, _name: &str) -> bool {
+        false
+    }
+}
+
+impl From<SqlError> for DataFusionError {
+    fn from(e: SqlError) -> Self {
+        external(e)
+    }
+}

@@ -1,0 +1,684 @@
+//! The embedded API: a [`Session`] runs SQL statements against an [`Engine`].
+//!
+//! The life of a statement:
+//!
+//! 1. It is parsed by sqlparser (the version DataFusion re-exports, so there is one AST).
+//! 2. Transaction control, database commands and DDL run here and in `ddl.rs`; writes run in
+//!    `dml.rs`; point statements may take the fast path (`fastpath.rs`); queries are planned
+//!    by DataFusion over the providers of `planner.rs` and `table.rs`.
+//! 3. Everything reads and writes through the session's transaction on each database it
+//!    touches ([`Tx`]). Outside BEGIN … COMMIT every statement is its own transaction
+//!    (autocommit), retried automatically when it loses a conflict since nothing it did is
+//!    visible yet. Inside, a failing statement is undone (a savepoint per statement) and the
+//!    transaction goes on; a conflict at COMMIT is SQLSTATE 40001.
+//! 4. A transaction writes to one database at most: strict serializability is a property of
+//!    one database's commit pipeline. Reads may span databases (cross-database joins).
+
+use std::sync::Arc;
+
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::common::ParamValues;
+use datafusion::execution::context::SessionState;
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::physical_plan::collect;
+use datafusion::prelude::SessionConfig;
+use datafusion::sql::sqlparser::ast::{
+    self, Expr, ObjectName, Statement, TransactionAccessMode, TransactionMode,
+};
+use strata_engine::Engine;
+
+use crate::error::{Result, SqlError};
+use crate::planner::{self, catalog_name, AsOf, Catalogs, Context, Scope, SCHEMA};
+use crate::tx::Tx;
+use crate::types::Datum;
+
+/// How often an autocommit statement is retried after losing a conflict.
+const AUTOCOMMIT_RETRIES: usize = 8;
+
+/// What a statement returns.
+#[derive(Debug)]
+pub enum Output {
+    /// A query's rows.
+    Rows(QueryRows),
+    /// INSERT, UPDATE or DELETE without RETURNING: how many rows it changed.
+    Affected { rows: u64 },
+    /// Anything else that succeeded.
+    Done,
+}
+
+/// A query result: Arrow batches with their schema.
+#[derive(Debug, Clone)]
+pub struct QueryRows {
+    pub schema: SchemaRef,
+    pub batches: Vec<RecordBatch>,
+}
+
+impl QueryRows {
+    /// The rows as values.
+    pub fn rows(&self) -> Result<Vec<Vec<Datum>>> {
+        let mut out = Vec::new();
+        for batch in &self.batches {
+            for r in 0..batch.num_rows() {
+                let row = batch
+                    .columns()
+                    .iter()
+                    .map(|c| Datum::from_array(c, r))
+                    .collect::<Result<Vec<_>>>()?;
+                out.push(row);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.batches.iter().map(|b| b.num_rows()).sum()
+    }
+
+    pub fn column_names(&self) -> Vec<String> {
+        self.schema.fields().iter().map(|f| f.name().clone()).collect()
+    }
+}
+
+/// An explicit transaction (BEGIN … COMMIT).
+struct Explicit {
+    read_only: bool,
+}
+
+/// One connection's worth of SQL state: current database, open transaction, planner.
+pub struct Session {
+    pub(crate) ctx: Arc<Context>,
+    pub(crate) state: SessionState,
+    current: String,
+    explicit: Option<Explicit>,
+    /// Table data to delete once the transaction that dropped the table commits.
+    pub(crate) purges: Vec<(String, Vec<u8>)>,
+}
+
+impl Session {
+    /// A session on `engine`, using database `default` (created on first use).
+    pub fn new(engine: Engine) -> Session {
+        let ctx = Context::new(engine);
+        let mut config = SessionConfig::new()
+            .with_target_partitions(1)
+            .with_information_schema(false)
+            .with_default_catalog_and_schema(catalog_name("default"), SCHEMA)
+            .with_create_default_catalog_and_schema(false);
+        {
+            let opts = config.options_mut();
+            opts.sql_parser.default_null_ordering = "nulls_min".to_string();
+            opts.sql_parser.map_string_types_to_utf8view = false;
+        }
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_default_features()
+            .with_catalog_list(Arc::new(Catalogs(ctx.clone())))
+            .build();
+        ctx.set_template(state.clone());
+        Session {
+            ctx,
+            state,
+            current: "default".to_string(),
+            explicit: None,
+            purges: Vec::new(),
+        }
+    }
+
+    /// The database unqualified names resolve against.
+    pub fn current_database(&self) -> &str {
+        &self.current
+    }
+
+    /// Whether a BEGIN is open.
+    pub fn in_transaction(&self) -> bool {
+        self.explicit.is_some()
+    }
+
+    /// Run one or more statements; returns the last one's output.
+    pub async fn execute(&mut self, sql: &str) -> Result<Output> {
+        self.execute_with(sql, &[]).await
+    }
+
+    /// Run statements with parameters for `$1`/`?` placeholders.
+    pub async fn execute_with(&mut self, sql: &str, params: &[Datum]) -> Result<Output> {
+        let (sql, as_of) = split_as_of(sql)?;
+        let stmts = planner::parse(sql)?;
+        if stmts.is_empty() {
+            return Ok(Output::Done);
+        }
+        let mut last = Output::Done;
+        for stmt in stmts {
+            last = self.run(stmt, params, as_of).await?;
+        }
+        Ok(last)
+    }
+
+    async fn run(&mut self, stmt: Statement, params: &[Datum], as_of: Option<AsOf>) -> Result<Output> {
+        match &stmt {
+            Statement::StartTransaction { modes, .. } => return self.begin(modes),
+            Statement::Commit { .. } => return self.commit().await,
+            Statement::Rollback { savepoint: None, .. } => return self.rollback(),
+            _ => {}
+        }
+        if self.current == "default" {
+            self.ensure_default().await?;
+        }
+        if self.explicit.is_some() {
+            if as_of.is_some() {
+                return Err(SqlError::InvalidTransactionState(
+                    "AS OF reads run outside a transaction".into(),
+                ));
+            }
+            self.savepoint_all().await;
+            let out = self.dispatch(stmt, params).await;
+            let out = match out {
+                Ok(o) => self.check_single_writer().await.map(|_| o),
+                Err(e) => Err(e),
+            };
+            if out.is_err() {
+                self.rollback_statement().await;
+            }
+            return out;
+        }
+        let mut attempt = 0;
+        loop {
+            self.reset_scope(as_of, false);
+            let out = match self.dispatch(stmt.clone(), params).await {
+                Ok(o) => match self.check_single_writer().await {
+                    Ok(()) => self.commit_scope().await.map(|_| o),
+                    Err(e) => Err(e),
+                },
+                Err(e) => Err(e),
+            };
+            self.reset_scope(None, false);
+            match out {
+                Err(e) if e.is_retryable() && attempt < AUTOCOMMIT_RETRIES => {
+                    attempt += 1;
+                    self.purges.clear();
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => {
+                    self.purges.clear();
+                    return Err(e);
+                }
+                Ok(o) => {
+                    self.run_purges().await;
+                    return Ok(o);
+                }
+            }
+        }
+    }
+
+    async fn ensure_default(&mut self) -> Result<()> {
+        self.ctx.engine.open_or_create("default").await?;
+        self.ctx.remember("default");
+        Ok(())
+    }
+
+    fn reset_scope(&self, as_of: Option<AsOf>, read_only: bool) {
+        let mut scope = self.ctx.scope.lock().unwrap_or_else(|p| p.into_inner());
+        *scope = Scope {
+            as_of,
+            read_only,
+            ..Scope::default()
+        };
+    }
+
+    fn open_txns(&self) -> Vec<(String, Arc<tokio::sync::Mutex<Tx>>)> {
+        let scope = self.ctx.scope.lock().unwrap_or_else(|p| p.into_inner());
+        scope
+            .txns
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    async fn savepoint_all(&self) {
+        for (_, tx) in self.open_txns() {
+            tx.lock().await.savepoint();
+        }
+    }
+
+    async fn rollback_statement(&self) {
+        for (_, tx) in self.open_txns() {
+            tx.lock().await.rollback_statement();
+        }
+    }
+
+    /// Refuse a transaction that wrote to more than one database.
+    async fn check_single_writer(&self) -> Result<()> {
+        let mut writers = Vec::new();
+        for (db, tx) in self.open_txns() {
+            if tx.lock().await.has_writes() {
+                writers.push(db);
+            }
+        }
+        if writers.len() > 1 {
+            writers.sort();
+            return Err(SqlError::InvalidTransactionState(format!(
+                "a transaction may write to one database only; this one writes to {}",
+                writers.join(" and ")
+            )));
+        }
+        Ok(())
+    }
+
+    /// Commit every transaction of the scope (at most one has writes).
+    async fn commit_scope(&self) -> Result<()> {
+        let txns = {
+            let mut scope = self.ctx.scope.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::take(&mut scope.txns)
+        };
+        for (_, tx) in txns {
+            let tx = Arc::try_unwrap(tx)
+                .map_err(|_| SqlError::Internal("transaction still in use at commit".into()))?
+                .into_inner();
+            tx.commit().await?;
+        }
+        Ok(())
+    }
+
+    fn begin(&mut self, modes: &[TransactionMode]) -> Result<Output> {
+        if self.explicit.is_some() {
+            return Err(SqlError::InvalidTransactionState(
+                "there is already a transaction in progress".into(),
+            ));
+        }
+        let read_only = modes
+            .iter()
+            .any(|m| matches!(m, TransactionMode::AccessMode(TransactionAccessMode::ReadOnly)));
+        self.reset_scope(None, read_only);
+        self.explicit = Some(Explicit { read_only });
+        Ok(Output::Done)
+    }
+
+    async fn commit(&mut self) -> Result<Output> {
+        if self.explicit.take().is_none() {
+            return Err(SqlError::InvalidTransactionState(
+                "there is no transaction in progress".into(),
+            ));
+        }
+        let out = self.commit_scope().await;
+        self.reset_scope(None, false);
+        match out {
+            Ok(()) => {
+                self.run_purges().await;
+                Ok(Output::Done)
+            }
+            Err(e) => {
+                self.purges.clear();
+                Err(e)
+            }
+        }
+    }
+
+    fn rollback(&mut self) -> Result<Output> {
+        if self.explicit.take().is_none() {
+            return Err(SqlError::InvalidTransactionState(
+                "there is no transaction in progress".into(),
+            ));
+        }
+        self.reset_scope(None, false);
+        self.purges.clear();
+        Ok(Output::Done)
+    }
+
+    /// Delete the data of dropped tables, in chunks of their own transactions.
+    async fn run_purges(&mut self) {
+        for (db, prefix) in std::mem::take(&mut self.purges) {
+            if let Err(e) = crate::ddl::purge_table(&self.ctx, &db, &prefix).await {
+                tracing_warn(&format!("could not delete the data of a dropped table: {e}"));
+            }
+        }
+    }
+
+    async fn dispatch(&mut self, stmt: Statement, params: &[Datum]) -> Result<Output> {
+        if self
+            .explicit
+            .as_ref()
+            .is_some_and(|e| e.read_only)
+            && is_write(&stmt)
+        {
+            return Err(SqlError::InvalidTransactionState(
+                "cannot execute a write in a read-only transaction".into(),
+            ));
+        }
+        match stmt {
+            Statement::Query(_) => {
+                if let Some(out) = crate::fastpath::select(self, &stmt, params).await? {
+                    return Ok(out);
+                }
+                self.query(stmt, params).await
+            }
+            Statement::Explain { .. } => self.query(stmt, params).await,
+            Statement::Insert(insert) => crate::dml::insert(self, insert, params).await,
+            Statement::Update(update) => crate::dml::update(self, update, params).await,
+            Statement::Delete(delete) => crate::dml::delete(self, delete, params).await,
+            Statement::CreateTable(ct) => crate::ddl::create_table(self, ct).await,
+            Statement::CreateIndex(ci) => crate::ddl::create_index(self, ci).await,
+            Statement::CreateView(cv) => crate::ddl::create_view(self, cv).await,
+            Statement::AlterTable(at) => crate::ddl::alter_table(self, at).await,
+            Statement::Drop {
+                object_type,
+                if_exists,
+                names,
+                ..
+            } => crate::ddl::drop(self, object_type, if_exists, names).await,
+            Statement::CreateDatabase {
+                db_name,
+                if_not_exists,
+                ..
+            } => self.create_database(&db_name, if_not_exists).await,
+            Statement::ShowDatabases { .. } => self.show_databases().await,
+            Statement::ShowTables { .. } => self.show_tables().await,
+            Statement::Use(u) => {
+                let name = match u {
+                    ast::Use::Object(n) | ast::Use::Database(n) | ast::Use::Schema(n) => n,
+                    other => return Err(SqlError::Unsupported(format!("{other}"))),
+                };
+                self.use_database(&object_name_text(&name)).await
+            }
+            Statement::Set(ast::Set::SingleAssignment {
+                variable, values, ..
+            }) if object_name_text(&variable).eq_ignore_ascii_case("database") => {
+                match values.first() {
+                    Some(Expr::Value(v)) => {
+                        let name = match &v.value {
+                            ast::Value::SingleQuotedString(s)
+                            | ast::Value::DoubleQuotedString(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        self.use_database(&name).await
+                    }
+                    Some(Expr::Identifier(i)) => self.use_database(&i.value).await,
+                    _ => Err(SqlError::Syntax("SET database = <name>".into())),
+                }
+            }
+            other => Err(SqlError::Unsupported(format!(
+                "statement: {}",
+                first_words(&other.to_string())
+            ))),
+        }
+    }
+
+    /// Plan and run a query through DataFusion.
+    pub(crate) async fn query(&mut self, stmt: Statement, params: &[Datum]) -> Result<Output> {
+        let (schema, batches) = self.query_batches(stmt, params).await?;
+        Ok(Output::Rows(QueryRows { schema, batches }))
+    }
+
+    pub(crate) async fn query_batches(
+        &mut self,
+        stmt: Statement,
+        params: &[Datum],
+    ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let mut plan = planner::plan_statement(&self.state, stmt).await?;
+        if !params.is_empty() {
+            let values: Vec<_> = params.iter().map(|d| d.to_scalar()).collect();
+            plan = plan.with_param_values(ParamValues::List(
+                values.into_iter().map(Into::into).collect(),
+            ))?;
+        }
+        let schema = Arc::new(plan.schema().as_arrow().clone());
+        let physical = self.state.create_physical_plan(&plan).await?;
+        let batches = collect(physical, self.state.task_ctx()).await?;
+        Ok((schema, batches))
+    }
+
+    async fn create_database(&mut self, name: &ObjectName, if_not_exists: bool) -> Result<Output> {
+        let name = object_name_text(name);
+        if self.explicit.is_some() {
+            return Err(SqlError::InvalidTransactionState(
+                "CREATE DATABASE cannot run inside a transaction block".into(),
+            ));
+        }
+        match self.ctx.engine.create_database(&name, None).await {
+            Ok(_) => {}
+            Err(strata_engine::EngineError::DatabaseExists(_)) if if_not_exists => {}
+            Err(strata_engine::EngineError::DatabaseExists(n)) => {
+                return Err(SqlError::DuplicateObject {
+                    kind: "database",
+                    name: n,
+                })
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.ctx.remember(&name);
+        Ok(Output::Done)
+    }
+
+    pub(crate) async fn drop_database(&mut self, name: &str, if_exists: bool) -> Result<Output> {
+        if self.explicit.is_some() {
+            return Err(SqlError::InvalidTransactionState(
+                "DROP DATABASE cannot run inside a transaction block".into(),
+            ));
+        }
+        if name == self.current {
+            return Err(SqlError::InvalidTransactionState(format!(
+                "cannot drop the current database {name:?}; USE another first"
+            )));
+        }
+        self.reset_scope(None, false);
+        match self.ctx.engine.drop_database(name).await {
+            Ok(()) => {}
+            Err(strata_engine::EngineError::DatabaseNotFound(_)) if if_exists => {}
+            Err(e) => return Err(e.into()),
+        }
+        self.ctx.forget(name);
+        Ok(Output::Done)
+    }
+
+    async fn show_databases(&mut self) -> Result<Output> {
+        let names = self.ctx.engine.list_databases().await?;
+        for n in &names {
+            self.ctx.remember(n);
+        }
+        single_column("database", names.into_iter().map(Datum::Text).collect())
+    }
+
+    async fn show_tables(&mut self) -> Result<Output> {
+        let db = self.current.clone();
+        let tx = self.ctx.tx(&db).await?;
+        let names = tx.lock().await.table_names().await?;
+        single_column("table", names.into_iter().map(Datum::Text).collect())
+    }
+
+    async fn use_database(&mut self, name: &str) -> Result<Output> {
+        let db = if self.ctx.engine.exists(name).await? {
+            name.to_string()
+        } else {
+            self.ctx.resolve(name).await?
+        };
+        self.ctx.remember(&db);
+        self.current = db.clone();
+        self.state
+            .config_mut()
+            .options_mut()
+            .catalog
+            .default_catalog = catalog_name(&db);
+        Ok(Output::Done)
+    }
+
+    /// The engine database and table a (possibly qualified) table name names.
+    pub(crate) async fn table_name(&self, name: &ObjectName) -> Result<(String, String)> {
+        let parts: Vec<String> = name.0.iter().map(|p| ident_text(p)).collect();
+        match parts.as_slice() {
+            [t] => Ok((self.current.clone(), t.clone())),
+            [s, t] if s == SCHEMA => Ok((self.current.clone(), t.clone())),
+            [db, t] => Ok((self.ctx.resolve(db).await?, t.clone())),
+            [db, s, t] if s == SCHEMA => Ok((self.ctx.resolve(db).await?, t.clone())),
+            _ => Err(SqlError::UndefinedObject {
+                kind: "table",
+                name: name.to_string(),
+            }),
+        }
+    }
+}
+
+/// The normalized text of one name part: unquoted names are case-insensitive (lowercase).
+pub(crate) fn ident_text(p: &ast::ObjectNamePart) -> String {
+    match p {
+        ast::ObjectNamePart::Identifier(i) => normalize(i),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) fn normalize(i: &ast::Ident) -> String {
+    if i.quote_style.is_some() {
+        i.value.clone()
+    } else {
+        i.value.to_lowercase()
+    }
+}
+
+/// A database name as written: parts joined by `/` would be ambiguous, so a database name
+/// is one identifier or a quoted string (`"project/mydb"`).
+pub(crate) fn object_name_text(n: &ObjectName) -> String {
+    n.0.iter()
+        .map(|p| match p {
+            ast::ObjectNamePart::Identifier(i) => i.value.clone(),
+            other => other.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn single_column(name: &str, values: Vec<Datum>) -> Result<Output> {
+    let n = values.len();
+    rows_output(vec![name.to_string()], vec![values], n)
+}
+
+/// Rows built here (RETURNING, SHOW): each column's type is that of its values.
+pub(crate) fn rows_output(names: Vec<String>, columns: Vec<Vec<Datum>>, rows: usize) -> Result<Output> {
+    use datafusion::arrow::array::{new_null_array, RecordBatchOptions};
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::common::ScalarValue;
+    let mut fields = Vec::new();
+    let mut arrays = Vec::new();
+    for (name, values) in names.into_iter().zip(columns) {
+        let scalars: Vec<ScalarValue> = values.iter().map(Datum::to_scalar).collect();
+        let ty = scalars
+            .iter()
+            .map(|s| s.data_type())
+            .find(|t| *t != DataType::Null)
+            .unwrap_or(DataType::Utf8);
+        let array = if scalars.is_empty() {
+            new_null_array(&ty, 0)
+        } else {
+            let typed = scalars
+                .into_iter()
+                .map(|s| if s.is_null() { ScalarValue::try_from(&ty) } else { Ok(s) })
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            ScalarValue::iter_to_array(typed)?
+        };
+        fields.push(Field::new(name, ty, true));
+        arrays.push(array);
+    }
+    let schema = Arc::new(Schema::new(fields));
+    let batch = RecordBatch::try_new_with_options(
+        schema.clone(),
+        arrays,
+        &RecordBatchOptions::new().with_row_count(Some(rows)),
+    )
+    .map_err(|e| SqlError::Internal(e.to_string()))?;
+    Ok(Output::Rows(QueryRows {
+        schema,
+        batches: vec![batch],
+    }))
+}
+
+fn is_write(stmt: &Statement) -> bool {
+    !matches!(
+        stmt,
+        Statement::Query(_)
+            | Statement::Explain { .. }
+            | Statement::ShowDatabases { .. }
+            | Statement::ShowTables { .. }
+            | Statement::Use(_)
+            | Statement::Set(_)
+    )
+}
+
+fn first_words(s: &str) -> String {
+    s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+}
+
+fn tracing_warn(msg: &str) {
+    eprintln!("warning: {msg}");
+}
+
+/// Split a trailing `AS OF <version | 'timestamp'>` off a query.
+///
+/// A version is the commit version (an integer) or a 20-hex-digit versionstamp; a
+/// timestamp is `'YYYY-MM-DD HH:MM:SS[.ffffff]'` (UTC) and reads the newest version
+/// committed at or before it.
+pub(crate) fn split_as_of(sql: &str) -> Result<(&str, Option<AsOf>)> {
+    use datafusion::sql::sqlparser::dialect::GenericDialect;
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let trimmed = sql.trim_end().trim_end_matches(';').trim_end();
+    // Cheap test first: only statements that end in a literal after `OF` can have it.
+    let upper = trimmed.to_ascii_uppercase();
+    if !upper.contains(" OF ") && !upper.contains("\nOF ") {
+        return Ok((sql, None));
+    }
+    let tokens = match Tokenizer::new(&GenericDialect {}, trimmed).tokenize_with_location() {
+        Ok(t) => t,
+        Err(_) => return Ok((sql, None)),
+    };
+    let words: Vec<_> = tokens
+        .iter()
+        .filter(|t| !matches!(t.token, Token::Whitespace(_)))
+        .collect();
+    if words.len() < 4 {
+        return Ok((sql, None));
+    }
+    let n = words.len();
+    let is_kw = |t: &Token, k: Keyword| matches!(t, Token::Word(w) if w.keyword == k);
+    if !(is_kw(&words[n - 3].token, Keyword::AS) && is_kw(&words[n - 2].token, Keyword::OF)) {
+        return Ok((sql, None));
+    }
+    let at = match &words[n - 1].token {
+        Token::Number(s, _) => AsOf::Version(s.parse().map_err(|_| {
+            SqlError::InvalidParameter(format!("AS OF version {s} is not a version number"))
+        })?),
+        Token::SingleQuotedString(s) => {
+            if s.len() == 20 && s.chars().all(|c| c.is_ascii_hexdigit()) {
+                match strata_engine::Versionstamp::from_hex(s) {
+                    Some(vs) => AsOf::Version(vs.version()),
+                    None => {
+                        return Err(SqlError::InvalidParameter(format!(
+                            "AS OF {s:?} is not a versionstamp"
+                        )))
+                    }
+                }
+            } else {
+                match crate::types::parse_timestamp(s.trim()) {
+                    Some(micros) if micros >= 0 => AsOf::Time((micros / 1000) as u64),
+                    _ => {
+                        return Err(SqlError::InvalidParameter(format!(
+                            "AS OF {s:?} is neither a versionstamp nor a timestamp 'YYYY-MM-DD HH:MM:SS'"
+                        )))
+                    }
+                }
+            }
+        }
+        _ => return Ok((sql, None)),
+    };
+    // Cut the text at the `AS` token.
+    let loc = words[n - 3].span.start;
+    let mut offset = 0usize;
+    for (i, line) in trimmed.split_inclusive('\n').enumerate() {
+        if i + 1 == loc.line as usize {
+            let col: usize = line
+                .char_indices()
+                .nth(loc.column as usize - 1)
+                .map(|(b, _)| b)
+                .unwrap_or(line.len());
+            offset += col;
+            break;
+        }
+        offset += line.len();
+    }
+    Ok((&trimmed[..offset], Some(at)))
+}

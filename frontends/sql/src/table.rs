@@ -1,0 +1,415 @@
+//! The scan side of DataFusion: a [`TableProvider`] per table that reads the statement's
+//! [`Source`] through the access path the pushed-down predicates allow.
+//!
+//! The provider claims `Exact` for every simple predicate ([`crate::access`]) and evaluates
+//! them itself, so a LIMIT stops the scan early. Rows are read in chunks of
+//! [`SCAN_CHUNK`] keys and emitted as Arrow batches of the projected columns.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::RecordBatchOptions;
+use datafusion::arrow::datatypes::{Schema, SchemaRef};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::catalog::Session as DfSession;
+use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+
+use crate::access::{self, Path, Pred};
+use crate::catalog::TableDef;
+use crate::codec::{self, Key};
+use crate::error::SqlError;
+use crate::tx::{Source, SCAN_CHUNK};
+use crate::types::{ColumnBuilder, Datum};
+
+pub(crate) fn external(e: SqlError) -> DataFusionError {
+    DataFusionError::External(Box::new(e))
+}
+
+/// One table as DataFusion sees it, bound to where this statement reads it from.
+#[derive(Debug)]
+pub struct SqlTable {
+    def: Arc<TableDef>,
+    schema: SchemaRef,
+    source: SourceDebug,
+    keyed: bool,
+}
+
+/// `Source` with a `Debug` that DataFusion's plan printing can use.
+#[derive(Clone)]
+struct SourceDebug(Source);
+
+impl fmt::Debug for SourceDebug {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            Source::Txn(_) => f.write_str("transaction"),
+            Source::Version(_, v) => write!(f, "as of version {v}"),
+        }
+    }
+}
+
+impl SqlTable {
+    /// `keyed`: the schema ends with the hidden row-key column (for UPDATE and DELETE).
+    pub fn new(def: Arc<TableDef>, source: Source, keyed: bool) -> Self {
+        SqlTable {
+            schema: scan_schema(&def, keyed),
+            def,
+            source: SourceDebug(source),
+            keyed,
+        }
+    }
+}
+
+fn scan_schema(def: &TableDef, keyed: bool) -> SchemaRef {
+    let base = def.arrow_schema();
+    if !keyed {
+        return base;
+    }
+    let mut fields: Vec<_> = base.fields().iter().map(|f| f.as_ref().clone()).collect();
+    fields.push(datafusion::arrow::datatypes::Field::new(
+        crate::dml::KEY_COLUMN,
+        datafusion::arrow::datatypes::DataType::Binary,
+        false,
+    ));
+    Arc::new(Schema::new(fields))
+}
+
+#[async_trait]
+impl TableProvider for SqlTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DfResult<Vec<TableProviderFilterPushDown>> {
+        Ok(filters
+            .iter()
+            .map(|f| match access::simple(&self.def, f) {
+                Some(_) => TableProviderFilterPushDown::Exact,
+                None => TableProviderFilterPushDown::Unsupported,
+            })
+            .collect())
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn DfSession,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let preds: Vec<Pred> = filters
+            .iter()
+            .filter_map(|f| access::simple(&self.def, f))
+            .flatten()
+            .collect();
+        let projection: Vec<usize> = match projection {
+            Some(p) => p.clone(),
+            None => (0..self.schema.fields().len()).collect(),
+        };
+        let mut needed: Vec<usize> = projection
+            .iter()
+            .copied()
+            .filter(|&i| i < self.def.columns.len())
+            .collect();
+        needed.extend(preds.iter().map(|p| p.column));
+        let path = access::choose(&self.def, &preds, &needed);
+        Ok(Arc::new(ScanExec::new(
+            self.def.clone(),
+            self.source.clone(),
+            path,
+            preds,
+            projection,
+            limit,
+            self.keyed,
+        )))
+    }
+}
+
+/// The physical scan: reads key ranges, filters, projects, emits batches.
+#[derive(Debug)]
+pub struct ScanExec {
+    def: Arc<TableDef>,
+    source: SourceDebug,
+    path: Path,
+    preds: Vec<Pred>,
+    projection: Vec<usize>,
+    limit: Option<usize>,
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+    metrics: ExecutionPlanMetricsSet,
+    keyed: bool,
+}
+
+impl ScanExec {
+    fn new(
+        def: Arc<TableDef>,
+        source: SourceDebug,
+        path: Path,
+        preds: Vec<Pred>,
+        projection: Vec<usize>,
+        limit: Option<usize>,
+        keyed: bool,
+    ) -> Self {
+        let full = scan_schema(&def, keyed);
+        let schema = Arc::new(Schema::new(
+            projection
+                .iter()
+                .map(|&i| full.field(i).clone())
+                .collect::<Vec<_>>(),
+        ));
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(1),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        ScanExec {
+            def,
+            source,
+            path,
+            preds,
+            projection,
+            limit,
+            schema,
+            properties,
+            metrics: ExecutionPlanMetricsSet::new(),
+            keyed,
+        }
+    }
+}
+
+impl DisplayAs for ScanExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "StrataScan: table={}, access={}",
+            self.def.name,
+            self.path.describe(&self.def)
+        )?;
+        if !self.preds.is_empty() {
+            write!(f, ", filters={}", self.preds.len())?;
+        }
+        if let Some(l) = self.limit {
+            write!(f, ", limit={l}")?;
+        }
+        Ok(())
+    }
+}
+
+impl ExecutionPlan for ScanExec {
+    fn name(&self) -> &str {
+        "StrataScan"
+    }
+
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> DfResult<TreeNodeRecursion>,
+    ) -> DfResult<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        _children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        Ok(self)
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DfResult<SendableRecordBatchStream> {
+        let read = MetricBuilder::new(&self.metrics).counter("rows_read", partition);
+        let output = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let scan = Scan {
+            def: self.def.clone(),
+            source: self.source.0.clone(),
+            ranges: match &self.path {
+                Path::Rows { ranges, .. } | Path::Index { ranges, .. } => ranges.clone(),
+                Path::Empty => Vec::new(),
+            },
+            path: self.path.clone(),
+            preds: self.preds.clone(),
+            projection: self.projection.clone(),
+            remaining: self.limit.unwrap_or(usize::MAX),
+            schema: self.schema.clone(),
+            keyed: self.keyed,
+            next_range: 0,
+            resume: None,
+            read,
+            output,
+        };
+        let stream = futures::stream::try_unfold(scan, |mut scan| async move {
+            match scan.next_batch().await.map_err(external)? {
+                Some(batch) => Ok(Some((batch, scan))),
+                None => Ok(None),
+            }
+        });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+}
+
+/// The state of one running scan.
+struct Scan {
+    def: Arc<TableDef>,
+    source: Source,
+    path: Path,
+    ranges: Vec<(Vec<u8>, Vec<u8>)>,
+    preds: Vec<Pred>,
+    projection: Vec<usize>,
+    remaining: usize,
+    schema: SchemaRef,
+    keyed: bool,
+    next_range: usize,
+    /// Where the current range continues, after a full chunk.
+    resume: Option<Vec<u8>>,
+    read: datafusion::physical_plan::metrics::Count,
+    output: datafusion::physical_plan::metrics::Count,
+}
+
+impl Scan {
+    /// The next non-empty batch, or `None` when the ranges are done or the limit reached.
+    async fn next_batch(&mut self) -> Result<Option<RecordBatch>, SqlError> {
+        let mut builders: Vec<ColumnBuilder> = self
+            .projection
+            .iter()
+            .map(|&i| match self.def.columns.get(i) {
+                Some(c) => ColumnBuilder::new(&c.ty, SCAN_CHUNK),
+                None => ColumnBuilder::new(&crate::types::SqlType::Blob, SCAN_CHUNK),
+            })
+            .collect();
+        let mut rows = 0usize;
+        while rows < SCAN_CHUNK && self.remaining > 0 && self.next_range < self.ranges.len() {
+            let (start, end) = &self.ranges[self.next_range];
+            let from = self.resume.take().unwrap_or_else(|| start.clone());
+            let chunk = self.source.scan(&from, end, false, SCAN_CHUNK).await?;
+            if chunk.len() == SCAN_CHUNK {
+                let mut after = chunk[chunk.len() - 1].0.clone();
+                after.push(0);
+                self.resume = Some(after);
+            } else {
+                self.next_range += 1;
+            }
+            for (key, value) in chunk {
+                self.read.add(1);
+                let Some(mut row) = self.row(&key, &value).await? else {
+                    continue;
+                };
+                if !self.preds.iter().all(|p| p.holds(&row)) {
+                    continue;
+                }
+                if self.keyed {
+                    row.push(Datum::Bytes(self.row_key(&key)?));
+                }
+                for (b, &i) in builders.iter_mut().zip(&self.projection) {
+                    b.push(&row[i])?;
+                }
+                rows += 1;
+                self.remaining -= 1;
+                if self.remaining == 0 {
+                    break;
+                }
+            }
+        }
+        if rows == 0 {
+            return Ok(None);
+        }
+        self.output.add(rows);
+        let columns = builders
+            .into_iter()
+            .map(ColumnBuilder::finish)
+            .collect::<Result<Vec<_>, _>>()?;
+        let batch = RecordBatch::try_new_with_options(
+            self.schema.clone(),
+            columns,
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )
+        .map_err(|e| SqlError::Internal(e.to_string()))?;
+        Ok(Some(batch))
+    }
+
+    /// The row key of a scanned entry (an index entry points at its row).
+    fn row_key(&self, key: &[u8]) -> Result<Vec<u8>, SqlError> {
+        match &self.path {
+            Path::Index { index, .. } => {
+                let values = codec::index_key_values(key, self.def.id, index.id)?;
+                let n = index.columns.len().min(values.len());
+                Ok(Key::Row(self.def.id, &values[n..]).encode())
+            }
+            _ => Ok(key.to_vec()),
+        }
+    }
+
+    /// The full row an entry of the scanned ranges stands for.
+    async fn row(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<Datum>>, SqlError> {
+        match &self.path {
+            Path::Index {
+                index, covering, ..
+            } => {
+                let values = codec::index_key_values(key, self.def.id, index.id)?;
+                let n = index.columns.len();
+                if values.len() < n {
+                    return Err(SqlError::Internal(format!(
+                        "corrupt entry in index {}",
+                        index.name
+                    )));
+                }
+                let pk = &values[n..];
+                if *covering {
+                    let mut row = vec![Datum::Null; self.def.columns.len()];
+                    for (pos, v) in self.def.index_positions(index).into_iter().zip(&values) {
+                        row[pos] = v.clone();
+                    }
+                    for (pos, v) in self.def.pk_positions().into_iter().zip(pk) {
+                        row[pos] = v.clone();
+                    }
+                    return Ok(Some(row));
+                }
+                match self.source.get(&Key::Row(self.def.id, pk).encode()).await? {
+                    Some(bytes) => Ok(Some(self.def.decode_row(&bytes)?)),
+                    None => Err(SqlError::Internal(format!(
+                        "index {} has an entry for a row that does not exist; run `strata sql check`",
+                        index.name
+                    ))),
+                }
+            }
+            _ => Ok(Some(self.def.decode_row(value)?)),
+        }
+    }
+}

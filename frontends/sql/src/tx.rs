@@ -1,0 +1,300 @@
+//! A SQL transaction on one database: the engine transaction, the catalog as this
+//! transaction sees it, and the statement savepoint.
+//!
+//! Reads go through [`Source`]: either the transaction (its snapshot plus its own writes,
+//! with every read recorded for the commit's conflict check) or a fixed older version of
+//! the database (`AS OF`), which is read-only by construction.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use strata_engine::{Database, ReadAt, ReadRange, Transaction, Value};
+use tokio::sync::Mutex;
+
+use crate::catalog::{TableDef, ViewDef};
+use crate::codec::Key;
+use crate::error::{Result, SqlError};
+
+/// How many entries one scan step reads.
+pub const SCAN_CHUNK: usize = 1024;
+
+pub struct Tx {
+    db: Database,
+    txn: Transaction,
+    read_only: bool,
+    tables: HashMap<String, Option<Arc<TableDef>>>,
+    schema_version: Option<u64>,
+}
+
+impl Tx {
+    pub async fn begin(db: Database, read_only: bool) -> Result<Tx> {
+        let txn = db.begin().await?;
+        Ok(Tx {
+            db,
+            txn,
+            read_only,
+            tables: HashMap::new(),
+            schema_version: None,
+        })
+    }
+
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only
+    }
+
+    pub fn has_writes(&self) -> bool {
+        self.txn.has_writes()
+    }
+
+    pub fn read_version(&self) -> u64 {
+        self.txn.read_version()
+    }
+
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.txn.get(key).await?.map(|v| v.data))
+    }
+
+    pub async fn scan(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Ok(self
+            .txn
+            .scan(start, end, reverse, limit)
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, v.data))
+            .collect())
+    }
+
+    fn writable(&self) -> Result<()> {
+        if self.read_only {
+            return Err(SqlError::InvalidTransactionState(
+                "cannot write in a read-only transaction".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn put(&mut self, key: &[u8], value: Vec<u8>) -> Result<()> {
+        self.writable()?;
+        self.txn.set(key, Value::bytes(value))?;
+        Ok(())
+    }
+
+    pub fn delete(&mut self, key: &[u8]) -> Result<()> {
+        self.writable()?;
+        self.txn.delete(key)?;
+        Ok(())
+    }
+
+    pub fn savepoint(&mut self) {
+        self.txn.savepoint();
+    }
+
+    /// Undo the failed statement's writes, and forget catalog entries it may have cached.
+    pub fn rollback_statement(&mut self) {
+        self.txn.rollback_to_savepoint();
+        self.tables.clear();
+        self.schema_version = None;
+    }
+
+    pub async fn commit(self) -> Result<Option<u64>> {
+        Ok(self.txn.commit().await?.map(|vs| vs.version()))
+    }
+
+    /// A table's definition as this transaction sees it.
+    pub async fn table(&mut self, name: &str) -> Result<Option<Arc<TableDef>>> {
+        if let Some(t) = self.tables.get(name) {
+            return Ok(t.clone());
+        }
+        let def = match self.get(&Key::Table(name).encode()).await? {
+            Some(bytes) => Some(Arc::new(parse_json::<TableDef>(&bytes, name)?)),
+            None => None,
+        };
+        self.tables.insert(name.to_string(), def.clone());
+        Ok(def)
+    }
+
+    pub async fn view(&mut self, name: &str) -> Result<Option<ViewDef>> {
+        match self.get(&Key::View(name).encode()).await? {
+            Some(bytes) => Ok(Some(parse_json::<ViewDef>(&bytes, name)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Store a table's definition and bump the schema version.
+    pub async fn put_table(&mut self, def: TableDef) -> Result<()> {
+        let bytes = serde_json::to_vec(&def).map_err(|e| SqlError::Internal(e.to_string()))?;
+        self.put(&Key::Table(&def.name).encode(), bytes)?;
+        self.tables.insert(def.name.clone(), Some(Arc::new(def)));
+        self.bump_schema_version().await
+    }
+
+    pub async fn remove_table(&mut self, name: &str) -> Result<()> {
+        self.delete(&Key::Table(name).encode())?;
+        self.tables.insert(name.to_string(), None);
+        self.bump_schema_version().await
+    }
+
+    pub async fn put_view(&mut self, def: &ViewDef) -> Result<()> {
+        let bytes = serde_json::to_vec(def).map_err(|e| SqlError::Internal(e.to_string()))?;
+        self.put(&Key::View(&def.name).encode(), bytes)?;
+        self.bump_schema_version().await
+    }
+
+    pub async fn remove_view(&mut self, name: &str) -> Result<()> {
+        self.delete(&Key::View(name).encode())?;
+        self.bump_schema_version().await
+    }
+
+    /// Names of every table, in order.
+    pub async fn table_names(&mut self) -> Result<Vec<String>> {
+        self.names_under(Key::Table("")).await
+    }
+
+    pub async fn view_names(&mut self) -> Result<Vec<String>> {
+        self.names_under(Key::View("")).await
+    }
+
+    async fn names_under(&mut self, empty: Key<'_>) -> Result<Vec<String>> {
+        // `Key::Table("")` is the kind byte followed by an empty text: the kind prefix is
+        // everything before the text tag.
+        let mut prefix = empty.encode();
+        prefix.truncate(prefix.len() - 2);
+        let end = strata_engine::prefix_end(&prefix);
+        let mut out = Vec::new();
+        let mut start = prefix.clone();
+        loop {
+            let chunk = self.scan(&start, &end, false, SCAN_CHUNK).await?;
+            let n = chunk.len();
+            for (k, _) in &chunk {
+                let mut rest = &k[prefix.len()..];
+                if let crate::Datum::Text(name) = crate::codec::decode_one(&mut rest)? {
+                    out.push(name);
+                }
+            }
+            match chunk.last() {
+                Some((k, _)) if n == SCAN_CHUNK => {
+                    start = k.clone();
+                    start.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    pub async fn schema_version(&mut self) -> Result<u64> {
+        if let Some(v) = self.schema_version {
+            return Ok(v);
+        }
+        let v = match self.get(&Key::SchemaVersion.encode()).await? {
+            Some(b) => decode_u64(&b)?,
+            None => 0,
+        };
+        self.schema_version = Some(v);
+        Ok(v)
+    }
+
+    async fn bump_schema_version(&mut self) -> Result<()> {
+        let v = self.schema_version().await? + 1;
+        self.put(&Key::SchemaVersion.encode(), v.to_be_bytes().to_vec())?;
+        self.schema_version = Some(v);
+        Ok(())
+    }
+
+    /// A fresh id for a table or index.
+    pub async fn next_object_id(&mut self) -> Result<u64> {
+        let key = Key::NextObjectId.encode();
+        let id = match self.get(&key).await? {
+            Some(b) => decode_u64(&b)?,
+            None => 1,
+        };
+        self.put(&key, (id + 1).to_be_bytes().to_vec())?;
+        Ok(id)
+    }
+}
+
+pub fn decode_u64(b: &[u8]) -> Result<u64> {
+    let arr: [u8; 8] = b
+        .try_into()
+        .map_err(|_| SqlError::Internal("corrupt counter in the SQL catalog".into()))?;
+    Ok(u64::from_be_bytes(arr))
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], name: &str) -> Result<T> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| SqlError::Internal(format!("corrupt catalog entry {name:?}: {e}")))
+}
+
+/// Where a statement reads a database from.
+#[derive(Clone)]
+pub enum Source {
+    /// The open transaction: its snapshot and its own writes.
+    Txn(Arc<Mutex<Tx>>),
+    /// A committed version inside the retention window (`AS OF`).
+    Version(Database, u64),
+}
+
+impl Source {
+    /// Up to `limit` entries of `[start, end)`.
+    pub async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        match self {
+            Source::Txn(tx) => tx.lock().await.scan(start, end, reverse, limit).await,
+            Source::Version(db, v) => {
+                let mut range = ReadRange::new(start.to_vec(), end.to_vec(), limit);
+                range.reverse = reverse;
+                let read = db.snapshot_read(&[range], ReadAt::Version(*v)).await?;
+                Ok(read
+                    .ranges
+                    .into_iter()
+                    .flatten()
+                    .map(|e| (e.key, e.value.data))
+                    .collect())
+            }
+        }
+    }
+
+    pub async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        match self {
+            Source::Txn(tx) => tx.lock().await.get(key).await,
+            Source::Version(db, v) => {
+                let got = db.get_many(&[key.to_vec()], ReadAt::Version(*v)).await?;
+                Ok(got.into_iter().flatten().next().map(|e| e.value.data))
+            }
+        }
+    }
+
+    pub async fn table(&self, name: &str) -> Result<Option<Arc<TableDef>>> {
+        match self {
+            Source::Txn(tx) => tx.lock().await.table(name).await,
+            Source::Version(..) => match self.get(&Key::Table(name).encode()).await? {
+                Some(bytes) => Ok(Some(Arc::new(parse_json::<TableDef>(&bytes, name)?))),
+                None => Ok(None),
+            },
+        }
+    }
+
+    pub async fn view(&self, name: &str) -> Result<Option<ViewDef>> {
+        match self {
+            Source::Txn(tx) => tx.lock().await.view(name).await,
+            Source::Version(..) => match self.get(&Key::View(name).encode()).await? {
+                Some(bytes) => Ok(Some(parse_json::<ViewDef>(&bytes, name)?)),
+                None => Ok(None),
+            },
+        }
+    }
+}
