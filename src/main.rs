@@ -29,6 +29,17 @@ struct Cli {
     command: Command,
 }
 
+#[cfg(feature = "sql")]
+#[derive(clap::Args)]
+struct SqlArgs {
+    /// A statement (or several separated by `;`) to run; repeat for more.
+    #[arg(short = 'e', long = "execute", required = true)]
+    execute: Vec<String>,
+    /// The database unqualified names refer to (default: `default`).
+    #[arg(long)]
+    database: Option<String>,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Serve the frontends over the store (KV Connect on 127.0.0.1:4512 by default).
@@ -52,6 +63,9 @@ enum Command {
         #[arg(long)]
         overwrite: bool,
     },
+    /// Run SQL statements: `strata sql -e "SELECT 1"`.
+    #[cfg(feature = "sql")]
+    Sql(SqlArgs),
     /// Bring data in from another system.
     #[cfg(feature = "sqlite")]
     #[command(subcommand)]
@@ -167,6 +181,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod copy;
 #[cfg(feature = "sqlite")]
 mod import;
+#[cfg(feature = "sql")]
+mod sql;
 
 type CliResult = Result<(), String>;
 
@@ -241,13 +257,13 @@ async fn run(cli: Cli) -> CliResult {
         engine.close().await;
         return result;
     }
-    let engine = Engine::new(
+    let engine = std::sync::Arc::new(Engine::new(
         backend,
         EngineConfig {
             background_tasks: false,
             ..EngineConfig::default()
         },
-    );
+    ));
     let result = command(&engine, cli.command).await;
     engine.close().await;
     result
@@ -333,7 +349,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
-async fn command(engine: &Engine, command: Command) -> CliResult {
+async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult {
     let e = |e: strata::EngineError| e.to_string();
     match command {
         #[cfg(feature = "kv-connect")]
@@ -342,6 +358,10 @@ async fn command(engine: &Engine, command: Command) -> CliResult {
         }
         Command::Copy { .. } => {
             return Err("copy is handled before the store is opened for commands".into())
+        }
+        #[cfg(feature = "sql")]
+        Command::Sql(args) => {
+            sql::execute(engine.clone(), args.database.as_deref(), &args.execute).await?;
         }
         Command::Db(DbCommand::Create {
             name,

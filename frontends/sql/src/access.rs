@@ -111,9 +111,7 @@ fn exact_literal(ty: &SqlType, v: &datafusion::common::ScalarValue) -> Option<Da
     match (ty, d) {
         (_, Datum::Null) => Some(Datum::Null),
         (t, Datum::Int(i)) if t.is_integer() => Some(Datum::Int(i)),
-        (SqlType::Real | SqlType::Double, Datum::Float(f)) if !f.is_nan() => {
-            Some(Datum::Float(f))
-        }
+        (SqlType::Real | SqlType::Double, Datum::Float(f)) if !f.is_nan() => Some(Datum::Float(f)),
         (SqlType::Real | SqlType::Double, Datum::Int(i)) if i.unsigned_abs() < 1 << 53 => {
             Some(Datum::Float(i as f64))
         }
@@ -190,7 +188,10 @@ impl Pred {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Path {
     /// Row key ranges (a full scan is the one range of the whole table).
-    Rows { ranges: Vec<(Vec<u8>, Vec<u8>)>, full: bool },
+    Rows {
+        ranges: Vec<(Vec<u8>, Vec<u8>)>,
+        full: bool,
+    },
     /// Index entry ranges, then the rows they point at (or not, if the index covers).
     Index {
         index: IndexDef,
@@ -289,7 +290,9 @@ fn key_ranges(prefix: Vec<u8>, key: &[usize], preds: &[Pred]) -> (Vec<(Vec<u8>, 
         if lo.is_none() && hi.is_none() {
             break;
         }
-        if lo.as_ref().is_some_and(|(v, _)| v.is_null()) || hi.as_ref().is_some_and(|(v, _)| v.is_null()) {
+        if lo.as_ref().is_some_and(|(v, _)| v.is_null())
+            || hi.as_ref().is_some_and(|(v, _)| v.is_null())
+        {
             return (Vec::new(), u32::MAX);
         }
         score += 1;
@@ -377,7 +380,11 @@ pub fn choose(def: &TableDef, preds: &[Pred], needed: &[usize]) -> Path {
     }
     for index in def.indexes.iter().filter(|i| i.ready) {
         let positions = def.index_positions(index);
-        let (ranges, score) = key_ranges(Key::IndexEntries(def.id, index.id).encode(), &positions, preds);
+        let (ranges, score) = key_ranges(
+            Key::IndexEntries(def.id, index.id).encode(),
+            &positions,
+            preds,
+        );
         if score == u32::MAX {
             return Path::Empty;
         }

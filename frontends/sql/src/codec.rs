@@ -262,9 +262,7 @@ pub fn decode_one(bytes: &mut &[u8]) -> Result<Datum> {
             Datum::Decimal(v, scale as i8)
         }
         DATE => Datum::Date((u32::from_be_bytes(take::<4>(bytes)?) ^ (1 << 31)) as i32),
-        TIMESTAMP => {
-            Datum::Timestamp((u64::from_be_bytes(take::<8>(bytes)?) ^ (1 << 63)) as i64)
-        }
+        TIMESTAMP => Datum::Timestamp((u64::from_be_bytes(take::<8>(bytes)?) ^ (1 << 63)) as i64),
         TEXT => {
             let raw = decode_escaped(bytes)?;
             Datum::Text(String::from_utf8(raw).map_err(|_| corrupt("text is not UTF-8"))?)
@@ -405,7 +403,11 @@ mod tests {
         assert!(sorted_by_bytes(&v));
         let d = vec![Datum::Date(-5), Datum::Date(0), Datum::Date(20_000)];
         assert!(sorted_by_bytes(&d));
-        let t = vec![Datum::Timestamp(-1), Datum::Timestamp(0), Datum::Timestamp(1)];
+        let t = vec![
+            Datum::Timestamp(-1),
+            Datum::Timestamp(0),
+            Datum::Timestamp(1),
+        ];
         assert!(sorted_by_bytes(&t));
         let all: Vec<Datum> = v.into_iter().chain(d).chain(t).collect();
         assert_eq!(decode(&encode(&all)).unwrap(), all);

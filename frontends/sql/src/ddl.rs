@@ -12,7 +12,9 @@ use datafusion::sql::sqlparser::ast::{
     self, AlterTableOperation, ColumnOption, Expr, ObjectName, ObjectType, TableConstraint,
 };
 
-use crate::catalog::{CheckDef, ColumnDef, ForeignKeyDef, IndexDef, StoredDatum, TableDef, ViewDef};
+use crate::catalog::{
+    CheckDef, ColumnDef, ForeignKeyDef, IndexDef, StoredDatum, TableDef, ViewDef,
+};
 use crate::codec::Key;
 use crate::dml::load;
 use crate::error::{Result, SqlError};
@@ -131,9 +133,7 @@ fn column(c: &ast::ColumnDef, id: u32, table: &str, parts: &mut Parts) -> Result
             {
                 col.auto_increment = true
             }
-            ColumnOption::Identity(_) | ColumnOption::Generated { .. } => {
-                col.auto_increment = true
-            }
+            ColumnOption::Identity(_) | ColumnOption::Generated { .. } => col.auto_increment = true,
             ColumnOption::Comment(_) | ColumnOption::Collation(_) => {}
             other => return Err(SqlError::Unsupported(format!("column option {other}"))),
         }
@@ -148,7 +148,9 @@ fn column(c: &ast::ColumnDef, id: u32, table: &str, parts: &mut Parts) -> Result
 
 pub async fn create_table(s: &mut Session, ct: ast::CreateTable) -> Result<Output> {
     if ct.query.is_some() || ct.like.is_some() || ct.clone.is_some() {
-        return Err(SqlError::Unsupported("CREATE TABLE … AS / LIKE / CLONE".into()));
+        return Err(SqlError::Unsupported(
+            "CREATE TABLE … AS / LIKE / CLONE".into(),
+        ));
     }
     let (db, name) = s.table_name(&ct.name).await?;
     let tx = s.ctx.tx(&db).await?;
@@ -158,10 +160,15 @@ pub async fn create_table(s: &mut Session, ct: ast::CreateTable) -> Result<Outpu
         if ct.if_not_exists {
             return Ok(Output::Done);
         }
-        return Err(SqlError::DuplicateObject { kind: "relation", name });
+        return Err(SqlError::DuplicateObject {
+            kind: "relation",
+            name,
+        });
     }
     if ct.columns.is_empty() {
-        return Err(SqlError::Syntax(format!("table {name:?} must have at least one column")));
+        return Err(SqlError::Syntax(format!(
+            "table {name:?} must have at least one column"
+        )));
     }
     let mut parts = Parts::default();
     let mut columns: Vec<ColumnDef> = Vec::new();
@@ -255,7 +262,12 @@ pub async fn create_table(s: &mut Session, ct: ast::CreateTable) -> Result<Outpu
     }
     for (i, (cname, expr)) in parts.checks.into_iter().enumerate() {
         let check = CheckDef {
-            name: cname.unwrap_or_else(|| format!("{name}_check{}", if i == 0 { String::new() } else { i.to_string() })),
+            name: cname.unwrap_or_else(|| {
+                format!(
+                    "{name}_check{}",
+                    if i == 0 { String::new() } else { i.to_string() }
+                )
+            }),
             expr,
         };
         validate_check(s, &def, &check)?;
@@ -287,10 +299,12 @@ pub async fn create_table(s: &mut Session, ct: ast::CreateTable) -> Result<Outpu
         let ppos: Vec<usize> = pcols
             .iter()
             .map(|c| {
-                parent_def.column_index(c).ok_or_else(|| SqlError::UndefinedColumn {
-                    table: parent_name.clone(),
-                    column: c.clone(),
-                })
+                parent_def
+                    .column_index(c)
+                    .ok_or_else(|| SqlError::UndefinedColumn {
+                        table: parent_name.clone(),
+                        column: c.clone(),
+                    })
             })
             .collect::<Result<_>>()?;
         let keyed = (!parent_def.has_rowid() && parent_def.pk_positions() == ppos)
@@ -426,7 +440,12 @@ pub async fn create_view(s: &mut Session, cv: ast::CreateView) -> Result<Output>
         cv.query.to_string()
     } else {
         let cols: Vec<String> = cv.columns.iter().map(|c| c.name.to_string()).collect();
-        format!("SELECT * FROM ({}) AS {}({})", cv.query, name, cols.join(", "))
+        format!(
+            "SELECT * FROM ({}) AS {}({})",
+            cv.query,
+            name,
+            cols.join(", ")
+        )
     };
     // The definition must plan now, against the tables as they are.
     let mut stmt = crate::planner::parse_one(&sql)?;
@@ -475,7 +494,12 @@ pub async fn drop(
                             .push((db.clone(), Key::IndexEntries(def.id, index.id).encode()));
                     }
                     None if if_exists => {}
-                    None => return Err(SqlError::UndefinedObject { kind: "index", name }),
+                    None => {
+                        return Err(SqlError::UndefinedObject {
+                            kind: "index",
+                            name,
+                        })
+                    }
                 }
             }
             other => return Err(SqlError::Unsupported(format!("DROP {other}"))),
@@ -493,7 +517,10 @@ async fn drop_table(s: &mut Session, n: &ObjectName, if_exists: bool) -> Result<
         if if_exists {
             return Ok(());
         }
-        return Err(SqlError::UndefinedObject { kind: "table", name });
+        return Err(SqlError::UndefinedObject {
+            kind: "table",
+            name,
+        });
     };
     if let Some((child, fk)) = def.referenced_by.iter().find(|(c, _)| *c != name) {
         return Err(SqlError::InvalidTransactionState(format!(
@@ -544,7 +571,10 @@ pub async fn alter_table(s: &mut Session, at: ast::AlterTable) -> Result<Output>
         if at.if_exists {
             return Ok(Output::Done);
         }
-        return Err(SqlError::UndefinedObject { kind: "table", name });
+        return Err(SqlError::UndefinedObject {
+            kind: "table",
+            name,
+        });
     };
     let mut def = (*current).clone();
     for op in at.operations {
@@ -566,13 +596,19 @@ pub async fn alter_table(s: &mut Session, at: ast::AlterTable) -> Result<Output>
                 }
                 let mut parts = Parts::default();
                 let mut col = column(&column_def, def.next_column_id, &def.name, &mut parts)?;
-                if parts.primary_key.is_some() || !parts.uniques.is_empty() || !parts.foreign_keys.is_empty() || col.auto_increment {
+                if parts.primary_key.is_some()
+                    || !parts.uniques.is_empty()
+                    || !parts.foreign_keys.is_empty()
+                    || col.auto_increment
+                {
                     return Err(SqlError::Unsupported(
                         "ADD COLUMN with PRIMARY KEY, UNIQUE, REFERENCES or auto-increment".into(),
                     ));
                 }
                 let fill = match &col.default {
-                    Some(d) => col.ty.coerce(eval::constant(&s.state, &eval::parse_stored(d)?)?, &cname)?,
+                    Some(d) => col
+                        .ty
+                        .coerce(eval::constant(&s.state, &eval::parse_stored(d)?)?, &cname)?,
                     None => Datum::Null,
                 };
                 if fill.is_null() && !col.nullable && table_has_rows(tx, &def).await? {
@@ -586,7 +622,9 @@ pub async fn alter_table(s: &mut Session, at: ast::AlterTable) -> Result<Output>
                 def.columns.push(col);
                 for (i, (cname, expr)) in parts.checks.into_iter().enumerate() {
                     let check = CheckDef {
-                        name: cname.unwrap_or_else(|| format!("{}_check_{}", def.name, def.checks.len() + i + 1)),
+                        name: cname.unwrap_or_else(|| {
+                            format!("{}_check_{}", def.name, def.checks.len() + i + 1)
+                        }),
                         expr,
                     };
                     validate_check(s, &def, &check)?;
@@ -621,7 +659,9 @@ pub async fn alter_table(s: &mut Session, at: ast::AlterTable) -> Result<Output>
                         )));
                     }
                     if def.columns.len() == 1 {
-                        return Err(SqlError::Unsupported("dropping a table's last column".into()));
+                        return Err(SqlError::Unsupported(
+                            "dropping a table's last column".into(),
+                        ));
                     }
                     let dropped: Vec<IndexDef> = def
                         .indexes
@@ -662,7 +702,9 @@ pub async fn alter_table(s: &mut Session, at: ast::AlterTable) -> Result<Output>
             }
             AlterTableOperation::RenameTable { table_name } => {
                 let target = match table_name {
-                    ast::RenameTableNameKind::As(n) | ast::RenameTableNameKind::To(n) => last_name(&n),
+                    ast::RenameTableNameKind::As(n) | ast::RenameTableNameKind::To(n) => {
+                        last_name(&n)
+                    }
                 };
                 if tx.table(&target).await?.is_some() || tx.view(&target).await?.is_some() {
                     return Err(SqlError::DuplicateObject {

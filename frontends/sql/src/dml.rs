@@ -54,12 +54,16 @@ pub async fn insert(s: &mut Session, ins: ast::Insert, params: &[Datum]) -> Resu
                 Some(ast::ObjectNamePart::Identifier(i)) => normalize(i),
                 _ => c.to_string(),
             };
-            let pos = def.column_index(&col).ok_or_else(|| SqlError::UndefinedColumn {
-                table: def.name.clone(),
-                column: col.clone(),
-            })?;
+            let pos = def
+                .column_index(&col)
+                .ok_or_else(|| SqlError::UndefinedColumn {
+                    table: def.name.clone(),
+                    column: col.clone(),
+                })?;
             if t.contains(&pos) {
-                return Err(SqlError::Syntax(format!("column {col:?} specified more than once")));
+                return Err(SqlError::Syntax(format!(
+                    "column {col:?} specified more than once"
+                )));
             }
             t.push(pos);
         }
@@ -81,7 +85,10 @@ pub async fn insert(s: &mut Session, ins: ast::Insert, params: &[Datum]) -> Resu
     // The rows to insert, as values of the target columns.
     let (given, targets) = match ins.source {
         None => (vec![Vec::new()], Vec::new()),
-        Some(query) => (source_rows(s, *query, params, targets.len()).await?, targets),
+        Some(query) => (
+            source_rows(s, *query, params, targets.len()).await?,
+            targets,
+        ),
     };
     let mut rows = Vec::with_capacity(given.len());
     let mut next_key: Option<i64> = None;
@@ -218,7 +225,9 @@ async fn source_rows(
         }
     }
     let _ = width;
-    let (_, batches) = s.query_batches(Statement::Query(Box::new(query)), params).await?;
+    let (_, batches) = s
+        .query_batches(Statement::Query(Box::new(query)), params)
+        .await?;
     QueryRows {
         schema: Arc::new(datafusion::arrow::datatypes::Schema::empty()),
         batches,
@@ -419,9 +428,11 @@ async fn row_with_values(
         let chunk = tx.scan(&start, &end, false, crate::tx::SCAN_CHUNK).await?;
         for (_, v) in &chunk {
             let row = def.decode_row(v)?;
-            if positions.iter().zip(&values).all(|(&i, v)| {
-                !row[i].is_null() && crate::access::compare(&row[i], v).is_eq()
-            }) {
+            if positions
+                .iter()
+                .zip(&values)
+                .all(|(&i, v)| !row[i].is_null() && crate::access::compare(&row[i], v).is_eq())
+            {
                 return Ok(true);
             }
         }
@@ -472,10 +483,12 @@ fn assignment_column(def: &TableDef, target: &AssignmentTarget) -> Result<usize>
 }
 
 pub async fn load(tx: &mut Tx, table: &str) -> Result<Arc<TableDef>> {
-    tx.table(table).await?.ok_or_else(|| SqlError::UndefinedObject {
-        kind: "table",
-        name: table.to_string(),
-    })
+    tx.table(table)
+        .await?
+        .ok_or_else(|| SqlError::UndefinedObject {
+            kind: "table",
+            name: table.to_string(),
+        })
 }
 
 /// The rows a table's UPDATE or DELETE targets, with their keys, in the session's
@@ -532,7 +545,9 @@ fn single_table(t: &ast::TableWithJoins) -> Result<(&TableFactor, &ast::ObjectNa
     }
     match &t.relation {
         TableFactor::Table { name, .. } => Ok((&t.relation, name)),
-        other => Err(SqlError::Unsupported(format!("UPDATE or DELETE of {other}"))),
+        other => Err(SqlError::Unsupported(format!(
+            "UPDATE or DELETE of {other}"
+        ))),
     }
 }
 
@@ -646,7 +661,17 @@ pub async fn delete(s: &mut Session, del: ast::Delete, params: &[Datum]) -> Resu
     let (db, table) = s.table_name(name).await?;
     let tx = s.ctx.tx(&db).await?;
     let def = load(&mut *tx.lock().await, &table).await?;
-    let targets = target_rows(s, &db, &table, relation, &def, &[], del.selection.as_ref(), params).await?;
+    let targets = target_rows(
+        s,
+        &db,
+        &table,
+        relation,
+        &def,
+        &[],
+        del.selection.as_ref(),
+        params,
+    )
+    .await?;
     let mut guard = tx.lock().await;
     let tx: &mut Tx = &mut guard;
     let mut removed = Vec::with_capacity(targets.len());

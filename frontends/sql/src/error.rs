@@ -17,7 +17,7 @@ pub enum SqlError {
     UndefinedObject { kind: &'static str, name: String },
     #[error("{kind} {name:?} already exists")]
     DuplicateObject { kind: &'static str, name: String },
-    #[error("column {column:?} does not exist in {table:?}")]
+    #[error("column {column:?} does not exist{}", if table.is_empty() { String::new() } else { format!(" in {table:?}") })]
     UndefinedColumn { table: String, column: String },
     /// A value that does not fit its column or operator.
     #[error("{0}")]

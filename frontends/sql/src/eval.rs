@@ -160,13 +160,10 @@ pub fn param(p: &str, params: &[Datum]) -> Result<Datum> {
         .strip_prefix('$')
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| SqlError::InvalidParameter(format!("unknown placeholder {p}")))?;
-    params
-        .get(n.wrapping_sub(1))
-        .cloned()
-        .ok_or_else(|| {
-            SqlError::InvalidParameter(format!(
-                "placeholder {p} has no value ({} given)",
-                params.len()
-            ))
-        })
+    params.get(n.wrapping_sub(1)).cloned().ok_or_else(|| {
+        SqlError::InvalidParameter(format!(
+            "placeholder {p} has no value ({} given)",
+            params.len()
+        ))
+    })
 }

@@ -7,6 +7,10 @@ use crate::session::{Output, Session};
 use crate::types::Datum;
 
 /// A point SELECT answered without planning, or `None` to plan it.
-pub async fn select(_s: &mut Session, _stmt: &Statement, _params: &[Datum]) -> Result<Option<Output>> {
+pub async fn select(
+    _s: &mut Session,
+    _stmt: &Statement,
+    _params: &[Datum],
+) -> Result<Option<Output>> {
     Ok(None)
 }

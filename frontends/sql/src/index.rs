@@ -70,7 +70,12 @@ pub struct Conflict {
 }
 
 /// The first unique constraint `row` (with key `pk`) would violate against stored rows.
-pub async fn conflict(tx: &mut Tx, def: &TableDef, row: &[Datum], pk: &[Datum]) -> Result<Option<Conflict>> {
+pub async fn conflict(
+    tx: &mut Tx,
+    def: &TableDef,
+    row: &[Datum],
+    pk: &[Datum],
+) -> Result<Option<Conflict>> {
     if !def.has_rowid() && tx.get(&row_key(def, pk)).await?.is_some() {
         return Ok(Some(Conflict {
             constraint: def.pk_name.clone(),
@@ -144,7 +149,10 @@ pub async fn backfill(tx: &mut Tx, def: &TableDef, index: &IndexDef) -> Result<u
                     });
                 }
             }
-            tx.put(&Key::IndexEntry(def.id, index.id, &values, &pk).encode(), Vec::new())?;
+            tx.put(
+                &Key::IndexEntry(def.id, index.id, &values, &pk).encode(),
+                Vec::new(),
+            )?;
             count += 1;
         }
         match chunk.last() {

@@ -59,7 +59,7 @@ pub enum AsOf {
 
 /// State shared by a session and its DataFusion providers.
 pub struct Context {
-    pub engine: Engine,
+    pub engine: Arc<Engine>,
     pub scope: StdMutex<Scope>,
     /// Engine database names seen, to map catalog names back.
     known: StdMutex<Vec<String>>,
@@ -68,7 +68,7 @@ pub struct Context {
 }
 
 impl Context {
-    pub fn new(engine: Engine) -> Arc<Context> {
+    pub fn new(engine: Arc<Engine>) -> Arc<Context> {
         Arc::new(Context {
             engine,
             scope: StdMutex::new(Scope::default()),
@@ -158,7 +158,11 @@ impl Context {
         let db = self.resolve(catalog).await?;
         let source = self.source(&db).await?;
         if let Some(def) = source.table(name).await? {
-            let keyed = self.scope().keyed.as_ref().is_some_and(|(d, t)| *d == db && t == name);
+            let keyed = self
+                .scope()
+                .keyed
+                .as_ref()
+                .is_some_and(|(d, t)| *d == db && t == name);
             return Ok(Some(Arc::new(SqlTable::new(def, source, keyed))));
         }
         if let Some(view) = source.view(name).await? {
@@ -217,11 +221,65 @@ pub async fn plan_statement(state: &SessionState, stmt: Statement) -> Result<Log
 /// `REAL`/`FLOAT` casts are double precision (our column types); `?` placeholders are
 /// numbered `$1`, `$2`, … in order.
 pub fn rewrite(stmt: &mut Statement) {
+    if let Statement::Query(q) = stmt {
+        name_columns(&mut q.body);
+    }
     let mut placeholder = 0usize;
     let _ = ast::visit_expressions_mut(stmt, |e: &mut Expr| {
         rewrite_expr(e, &mut placeholder);
         ControlFlow::<()>::Continue(())
     });
+}
+
+/// Name a query's result columns as written (`SELECT a + 1` is column `a + 1`), and make
+/// repeated names unique (`x`, `x:1`): DataFusion refuses two output columns of one name.
+fn name_columns(body: &mut ast::SetExpr) {
+    match body {
+        ast::SetExpr::Select(select) => {
+            let mut seen: Vec<String> = Vec::new();
+            for item in &mut select.projection {
+                let (name, plain) = match item {
+                    ast::SelectItem::UnnamedExpr(Expr::Identifier(i)) => (i.value.clone(), true),
+                    ast::SelectItem::UnnamedExpr(Expr::CompoundIdentifier(parts)) => (
+                        parts.last().map(|i| i.value.clone()).unwrap_or_default(),
+                        true,
+                    ),
+                    ast::SelectItem::UnnamedExpr(e) => (e.to_string(), false),
+                    ast::SelectItem::ExprWithAlias { alias, .. } => (alias.value.clone(), true),
+                    _ => continue,
+                };
+                let mut unique = name.clone();
+                let mut n = 0;
+                while seen.iter().any(|s| s.eq_ignore_ascii_case(&unique)) {
+                    n += 1;
+                    unique = format!("{name}:{n}");
+                }
+                seen.push(unique.clone());
+                if plain && n == 0 {
+                    continue;
+                }
+                let expr =
+                    match std::mem::replace(item, ast::SelectItem::Wildcard(Default::default())) {
+                        ast::SelectItem::UnnamedExpr(e) => e,
+                        ast::SelectItem::ExprWithAlias { expr, .. } => expr,
+                        other => {
+                            *item = other;
+                            continue;
+                        }
+                    };
+                *item = ast::SelectItem::ExprWithAlias {
+                    expr,
+                    alias: Ident::with_quote('"', unique),
+                };
+            }
+        }
+        ast::SetExpr::SetOperation { left, right, .. } => {
+            name_columns(left);
+            name_columns(right);
+        }
+        ast::SetExpr::Query(q) => name_columns(&mut q.body),
+        _ => {}
+    }
 }
 
 pub fn rewrite_expr(e: &mut Expr, placeholder: &mut usize) {
@@ -268,10 +326,16 @@ pub fn rewrite_expr(e: &mut Expr, placeholder: &mut usize) {
 
 fn widen(t: &DataType) -> Option<DataType> {
     match t {
-        DataType::Int(_) | DataType::Integer(_) | DataType::Int4(_) | DataType::SmallInt(_) | DataType::TinyInt(_) | DataType::MediumInt(_) | DataType::Int2(_) => {
-            Some(DataType::BigInt(None))
+        DataType::Int(_)
+        | DataType::Integer(_)
+        | DataType::Int4(_)
+        | DataType::SmallInt(_)
+        | DataType::TinyInt(_)
+        | DataType::MediumInt(_)
+        | DataType::Int2(_) => Some(DataType::BigInt(None)),
+        DataType::Real | DataType::Float(_) | DataType::Float4 => {
+            Some(DataType::Double(ast::ExactNumberInfo::None))
         }
-        DataType::Real | DataType::Float(_) | DataType::Float4 => Some(DataType::Double(ast::ExactNumberInfo::None)),
         _ => None,
     }
 }
@@ -287,7 +351,6 @@ impl std::fmt::Debug for Catalogs {
 }
 
 impl CatalogProviderList for Catalogs {
-
     fn register_catalog(
         &self,
         _name: String,
@@ -321,7 +384,6 @@ impl std::fmt::Debug for DbCatalog {
 }
 
 impl CatalogProvider for DbCatalog {
-
     fn schema_names(&self) -> Vec<String> {
         vec![SCHEMA.to_string()]
     }
@@ -349,16 +411,12 @@ impl std::fmt::Debug for DbSchema {
 
 #[async_trait]
 impl SchemaProvider for DbSchema {
-
     fn table_names(&self) -> Vec<String> {
         Vec::new()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        self.ctx
-            .lookup(&self.catalog, name)
-            .await
-            .map_err(external)
+        self.ctx.lookup(&self.catalog, name).await.map_err(external)
     }
 
     fn table_exist(&self, _name: &str) -> bool {

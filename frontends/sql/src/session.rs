@@ -76,7 +76,11 @@ impl QueryRows {
     }
 
     pub fn column_names(&self) -> Vec<String> {
-        self.schema.fields().iter().map(|f| f.name().clone()).collect()
+        self.schema
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect()
     }
 }
 
@@ -96,9 +100,10 @@ pub struct Session {
 }
 
 impl Session {
-    /// A session on `engine`, using database `default` (created on first use).
-    pub fn new(engine: Engine) -> Session {
-        let ctx = Context::new(engine);
+    /// A session on `engine` (an `Engine` or an `Arc<Engine>` shared by many sessions),
+    /// using database `default` (created on first use).
+    pub fn new(engine: impl Into<Arc<Engine>>) -> Session {
+        let ctx = Context::new(engine.into());
         let mut config = SessionConfig::new()
             .with_target_partitions(1)
             .with_information_schema(false)
@@ -153,11 +158,22 @@ impl Session {
         Ok(last)
     }
 
-    async fn run(&mut self, stmt: Statement, params: &[Datum], as_of: Option<AsOf>) -> Result<Output> {
+    async fn run(
+        &mut self,
+        mut stmt: Statement,
+        params: &[Datum],
+        as_of: Option<AsOf>,
+    ) -> Result<Output> {
+        planner::rewrite(&mut stmt);
+        if as_of.is_some() && !matches!(stmt, Statement::Query(_) | Statement::Explain { .. }) {
+            return Err(SqlError::Syntax("AS OF applies to queries only".into()));
+        }
         match &stmt {
             Statement::StartTransaction { modes, .. } => return self.begin(modes),
             Statement::Commit { .. } => return self.commit().await,
-            Statement::Rollback { savepoint: None, .. } => return self.rollback(),
+            Statement::Rollback {
+                savepoint: None, ..
+            } => return self.rollback(),
             _ => {}
         }
         if self.current == "default" {
@@ -284,9 +300,12 @@ impl Session {
                 "there is already a transaction in progress".into(),
             ));
         }
-        let read_only = modes
-            .iter()
-            .any(|m| matches!(m, TransactionMode::AccessMode(TransactionAccessMode::ReadOnly)));
+        let read_only = modes.iter().any(|m| {
+            matches!(
+                m,
+                TransactionMode::AccessMode(TransactionAccessMode::ReadOnly)
+            )
+        });
         self.reset_scope(None, read_only);
         self.explicit = Some(Explicit { read_only });
         Ok(Output::Done)
@@ -327,18 +346,15 @@ impl Session {
     async fn run_purges(&mut self) {
         for (db, prefix) in std::mem::take(&mut self.purges) {
             if let Err(e) = crate::ddl::purge_table(&self.ctx, &db, &prefix).await {
-                tracing_warn(&format!("could not delete the data of a dropped table: {e}"));
+                tracing_warn(&format!(
+                    "could not delete the data of a dropped table: {e}"
+                ));
             }
         }
     }
 
     async fn dispatch(&mut self, stmt: Statement, params: &[Datum]) -> Result<Output> {
-        if self
-            .explicit
-            .as_ref()
-            .is_some_and(|e| e.read_only)
-            && is_write(&stmt)
-        {
+        if self.explicit.as_ref().is_some_and(|e| e.read_only) && is_write(&stmt) {
             return Err(SqlError::InvalidTransactionState(
                 "cannot execute a write in a read-only transaction".into(),
             ));
@@ -549,7 +565,11 @@ fn single_column(name: &str, values: Vec<Datum>) -> Result<Output> {
 }
 
 /// Rows built here (RETURNING, SHOW): each column's type is that of its values.
-pub(crate) fn rows_output(names: Vec<String>, columns: Vec<Vec<Datum>>, rows: usize) -> Result<Output> {
+pub(crate) fn rows_output(
+    names: Vec<String>,
+    columns: Vec<Vec<Datum>>,
+    rows: usize,
+) -> Result<Output> {
     use datafusion::arrow::array::{new_null_array, RecordBatchOptions};
     use datafusion::arrow::datatypes::{DataType, Field, Schema};
     use datafusion::common::ScalarValue;
@@ -567,7 +587,13 @@ pub(crate) fn rows_output(names: Vec<String>, columns: Vec<Vec<Datum>>, rows: us
         } else {
             let typed = scalars
                 .into_iter()
-                .map(|s| if s.is_null() { ScalarValue::try_from(&ty) } else { Ok(s) })
+                .map(|s| {
+                    if s.is_null() {
+                        ScalarValue::try_from(&ty)
+                    } else {
+                        Ok(s)
+                    }
+                })
                 .collect::<std::result::Result<Vec<_>, _>>()?;
             ScalarValue::iter_to_array(typed)?
         };

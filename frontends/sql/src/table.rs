@@ -220,7 +220,6 @@ impl ExecutionPlan for ScanExec {
         "StrataScan"
     }
 
-
     fn properties(&self) -> &Arc<PlanProperties> {
         &self.properties
     }

@@ -126,10 +126,7 @@ impl SqlType {
     }
 
     pub fn is_integer(&self) -> bool {
-        matches!(
-            self,
-            SqlType::SmallInt | SqlType::Integer | SqlType::BigInt
-        )
+        matches!(self, SqlType::SmallInt | SqlType::Integer | SqlType::BigInt)
     }
 
     /// The name `docs/sql.md` and error messages use.
@@ -236,7 +233,9 @@ impl SqlType {
             (SqlType::Blob, Datum::Bytes(b)) => Datum::Bytes(b),
             (SqlType::Blob, Datum::Text(s)) => Datum::Bytes(s.into_bytes()),
             (SqlType::Date, Datum::Date(d)) => Datum::Date(d),
-            (SqlType::Date, Datum::Timestamp(t)) => Datum::Date(t.div_euclid(86_400_000_000) as i32),
+            (SqlType::Date, Datum::Timestamp(t)) => {
+                Datum::Date(t.div_euclid(86_400_000_000) as i32)
+            }
             (SqlType::Date, Datum::Text(s)) => match parse_date(s.trim()) {
                 Some(d) => Datum::Date(d),
                 None => return Err(mismatch(&Datum::Text(s))),
@@ -274,7 +273,11 @@ fn rescale(v: i128, from: i8, to: i8) -> Option<i128> {
         let div = 10i128.checked_pow((from - to) as u32)?;
         let q = v / div;
         let r = v % div;
-        Some(if r.abs() * 2 >= div { q + v.signum() } else { q })
+        Some(if r.abs() * 2 >= div {
+            q + v.signum()
+        } else {
+            q
+        })
     }
 }
 
@@ -324,7 +327,8 @@ pub fn parse_timestamp(s: &str) -> Option<i64> {
     let h: i64 = p.next()?.parse().ok()?;
     let mi: i64 = p.next()?.parse().ok()?;
     let sec: i64 = p.next().unwrap_or("0").parse().ok()?;
-    if h > 23 || mi > 59 || sec > 60 || frac.len() > 9 || !frac.chars().all(|c| c.is_ascii_digit()) {
+    if h > 23 || mi > 59 || sec > 60 || frac.len() > 9 || !frac.chars().all(|c| c.is_ascii_digit())
+    {
         return None;
     }
     let micros: i64 = if frac.is_empty() {
@@ -549,7 +553,9 @@ impl ColumnBuilder {
             SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_) => {
                 ColumnBuilder::Text(StringBuilder::with_capacity(capacity, capacity * 8))
             }
-            SqlType::Blob => ColumnBuilder::Bytes(BinaryBuilder::with_capacity(capacity, capacity * 8)),
+            SqlType::Blob => {
+                ColumnBuilder::Bytes(BinaryBuilder::with_capacity(capacity, capacity * 8))
+            }
             SqlType::Date => ColumnBuilder::Date(Date32Builder::with_capacity(capacity)),
             SqlType::Timestamp => {
                 ColumnBuilder::Timestamp(TimestampMicrosecondBuilder::with_capacity(capacity))
@@ -667,13 +673,22 @@ mod tests {
 
     #[test]
     fn dates_and_timestamps_round_trip_through_text() {
-        for s in ["1970-01-01", "2000-02-29", "1969-12-31", "2026-11-23", "0001-01-01"] {
+        for s in [
+            "1970-01-01",
+            "2000-02-29",
+            "1969-12-31",
+            "2026-11-23",
+            "0001-01-01",
+        ] {
             let d = parse_date(s).unwrap();
             assert_eq!(Datum::Date(d).to_string(), s);
         }
         assert_eq!(parse_date("2023-02-29"), None);
         let t = parse_timestamp("2026-11-23 05:54:27.25").unwrap();
-        assert_eq!(Datum::Timestamp(t).to_string(), "2026-11-23 05:54:27.250000");
+        assert_eq!(
+            Datum::Timestamp(t).to_string(),
+            "2026-11-23 05:54:27.250000"
+        );
     }
 
     #[test]

@@ -36,7 +36,11 @@ async fn create_insert_select_update_delete() {
         rows(&mut s, "SELECT count(*) FROM t WHERE id >= 2").await,
         vec![vec![Datum::Int(2)]]
     );
-    match s.execute("UPDATE t SET score = score * 2 WHERE id <> 2").await.unwrap() {
+    match s
+        .execute("UPDATE t SET score = score * 2 WHERE id <> 2")
+        .await
+        .unwrap()
+    {
         Output::Affected { rows } => assert_eq!(rows, 2),
         other => panic!("{other:?}"),
     }
@@ -49,11 +53,19 @@ async fn create_insert_select_update_delete() {
         rows(&mut s, "SELECT id FROM t ORDER BY id").await,
         vec![vec![Datum::Int(2)], vec![Datum::Int(3)]]
     );
-    let e = s.execute("INSERT INTO t VALUES (2, 'x', 0)").await.unwrap_err();
+    let e = s
+        .execute("INSERT INTO t VALUES (2, 'x', 0)")
+        .await
+        .unwrap_err();
     assert_eq!(e.sqlstate(), "23505", "{e}");
-    let e = s.execute("INSERT INTO t (id) VALUES (9)").await.unwrap_err();
+    let e = s
+        .execute("INSERT INTO t (id) VALUES (9)")
+        .await
+        .unwrap_err();
     assert_eq!(e.sqlstate(), "23502", "{e}");
-    s.execute("INSERT INTO t (name) VALUES ('auto')").await.unwrap();
+    s.execute("INSERT INTO t (name) VALUES ('auto')")
+        .await
+        .unwrap();
     assert_eq!(
         rows(&mut s, "SELECT id FROM t WHERE name = 'auto'").await,
         vec![vec![Datum::Int(4)]]
@@ -63,15 +75,29 @@ async fn create_insert_select_update_delete() {
 #[tokio::test]
 async fn indexes_transactions_and_rollback() {
     let mut s = Session::new(engine());
-    s.execute("CREATE TABLE u (a INTEGER, b TEXT)").await.unwrap();
-    s.execute("INSERT INTO u VALUES (1, 'x'), (2, 'y'), (NULL, 'z')").await.unwrap();
+    s.execute("CREATE TABLE u (a INTEGER, b TEXT)")
+        .await
+        .unwrap();
+    s.execute("INSERT INTO u VALUES (1, 'x'), (2, 'y'), (NULL, 'z')")
+        .await
+        .unwrap();
     s.execute("CREATE UNIQUE INDEX u_a ON u (a)").await.unwrap();
-    let e = s.execute("INSERT INTO u VALUES (1, 'dup')").await.unwrap_err();
+    let e = s
+        .execute("INSERT INTO u VALUES (1, 'dup')")
+        .await
+        .unwrap_err();
     assert_eq!(e.sqlstate(), "23505");
-    s.execute("INSERT INTO u VALUES (NULL, 'another null')").await.unwrap();
+    s.execute("INSERT INTO u VALUES (NULL, 'another null')")
+        .await
+        .unwrap();
     s.execute("BEGIN").await.unwrap();
-    s.execute("INSERT INTO u VALUES (10, 'in txn')").await.unwrap();
-    assert!(s.execute("INSERT INTO u VALUES (11, 'ok'), (1, 'dup')").await.is_err());
+    s.execute("INSERT INTO u VALUES (10, 'in txn')")
+        .await
+        .unwrap();
+    assert!(s
+        .execute("INSERT INTO u VALUES (11, 'ok'), (1, 'dup')")
+        .await
+        .is_err());
     assert_eq!(
         rows(&mut s, "SELECT count(*) FROM u").await,
         vec![vec![Datum::Int(5)]]
