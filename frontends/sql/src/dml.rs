@@ -503,6 +503,39 @@ async fn target_rows(
     selection: Option<&Expr>,
     params: &[Datum],
 ) -> Result<Vec<(Vec<u8>, Vec<Datum>, Vec<Datum>)>> {
+    // One row by its key: read it directly and evaluate the extra expressions on it.
+    if matches!(relation, TableFactor::Table { alias: None, args: None, .. }) {
+        let tx = s.ctx.tx(db).await?;
+        let mut guard = tx.lock().await;
+        if let Some(found) = crate::fastpath::point(&mut guard, def, selection, params).await? {
+            let Some(pk) = found else {
+                return Ok(Vec::new());
+            };
+            let Some(row) = index::get_row(&mut guard, def, &pk).await? else {
+                return Ok(Vec::new());
+            };
+            drop(guard);
+            let mut values = Vec::with_capacity(extra.len());
+            if !extra.is_empty() {
+                let (batch, schema) =
+                    eval::batch(&[table_columns(def, table)], std::slice::from_ref(&row))?;
+                for e in extra {
+                    let v = match eval::literal(e, params)? {
+                        Some(v) => v,
+                        None => {
+                            let mut e = e.clone();
+                            bind_params(&mut e, params)?;
+                            eval::eval(&s.state, &e, &batch, &schema)?
+                                .pop()
+                                .unwrap_or(Datum::Null)
+                        }
+                    };
+                    values.push(v);
+                }
+            }
+            return Ok(vec![(index::row_key(def, &pk), row, values)]);
+        }
+    }
     let mut sql = format!("SELECT \"{KEY_COLUMN}\"");
     for c in &def.columns {
         sql.push_str(&format!(", \"{}\"", c.name.replace('"', "\"\"")));
@@ -537,6 +570,53 @@ async fn target_rows(
             Ok((key, r, extra))
         })
         .collect()
+}
+
+/// Replace `$n` placeholders by their values, for expressions evaluated outside a plan.
+fn bind_params(e: &mut Expr, params: &[Datum]) -> Result<()> {
+    let mut failed = None;
+    let _ = ast::visit_expressions_mut(e, |x: &mut Expr| {
+        if let Expr::Value(v) = x {
+            if let ast::Value::Placeholder(p) = &v.value {
+                match eval::param(p, params) {
+                    Ok(d) => *x = literal_expr(&d),
+                    Err(err) => failed = Some(err),
+                }
+            }
+        }
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// A value as SQL text that means exactly it.
+fn literal_expr(d: &Datum) -> Expr {
+    let text = |s: String| Expr::value(ast::Value::SingleQuotedString(s));
+    let cast = |s: String, t: &str| {
+        let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+        datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+            .try_with_sql(&format!("CAST('{}' AS {t})", s.replace('\'', "''")))
+            .and_then(|mut p| p.parse_expr())
+            .unwrap_or(Expr::value(ast::Value::Null))
+    };
+    match d {
+        Datum::Null => Expr::value(ast::Value::Null),
+        Datum::Bool(b) => Expr::value(ast::Value::Boolean(*b)),
+        Datum::Int(i) => Expr::value(ast::Value::Number(i.to_string(), false)),
+        Datum::Float(f) if f.is_finite() => cast(format!("{f:?}"), "DOUBLE"),
+        Datum::Float(f) => cast(
+            if f.is_nan() { "NaN".into() } else if *f > 0.0 { "Infinity".into() } else { "-Infinity".into() },
+            "DOUBLE",
+        ),
+        Datum::Decimal(..) => cast(d.to_string(), "DECIMAL(38, 10)"),
+        Datum::Text(s) => text(s.clone()),
+        Datum::Bytes(_) => cast(d.to_string(), "BYTEA"),
+        Datum::Date(_) => cast(d.to_string(), "DATE"),
+        Datum::Timestamp(_) => cast(d.to_string(), "TIMESTAMP"),
+    }
 }
 
 fn single_table(t: &ast::TableWithJoins) -> Result<(&TableFactor, &ast::ObjectName)> {

@@ -1,16 +1,241 @@
-//! The OLTP fast path: point statements that skip DataFusion planning.
+//! The OLTP fast path: statements about one row, found by its primary key or a unique
+//! index, answered without DataFusion planning.
+//!
+//! A statement qualifies when its WHERE clause is a conjunction of `column = literal` (or
+//! `= $n`) that pins every column of the primary key or of a unique index, over one table
+//! without joins. SELECT must also have a plain column list (or `*`) and no grouping,
+//! ordering, DISTINCT or LIMIT. Anything else plans normally; the answer is the same
+//! either way, only cheaper here (one point read instead of planning and a scan).
 
-use datafusion::sql::sqlparser::ast::Statement;
+use std::sync::Arc;
 
-use crate::error::Result;
-use crate::session::{Output, Session};
-use crate::types::Datum;
+use datafusion::arrow::array::RecordBatchOptions;
+use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::record_batch::RecordBatch;
+use datafusion::sql::sqlparser::ast::{
+    BinaryOperator, Expr, GroupByExpr, SelectItem, SetExpr, Statement, TableFactor,
+};
+
+use crate::catalog::TableDef;
+use crate::codec::{self, Key};
+use crate::error::{Result, SqlError};
+use crate::eval;
+use crate::session::{normalize, Output, QueryRows, Session};
+use crate::tx::Tx;
+use crate::types::{ColumnBuilder, Datum};
+
+/// `column = value` pairs of a WHERE clause that is only such a conjunction.
+fn equalities(def: &TableDef, e: &Expr, params: &[Datum], out: &mut Vec<(usize, Datum)>) -> Option<()> {
+    match e {
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::And,
+            right,
+        } => {
+            equalities(def, left, params, out)?;
+            equalities(def, right, params, out)
+        }
+        Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } => {
+            let (col, val) = match (column(def, left), column(def, right)) {
+                (Some(c), None) => (c, right),
+                (None, Some(c)) => (c, left),
+                _ => return None,
+            };
+            let v = eval::literal(val, params).ok()??;
+            // Only values that keep their meaning in the column's type: a float compared
+            // with an integer column, say, goes through the planner's rules instead.
+            let ty = &def.columns[col].ty;
+            let exact = match (&v, ty) {
+                (Datum::Int(_), t) if t.is_integer() => true,
+                (Datum::Int(_) | Datum::Float(_), crate::types::SqlType::Real | crate::types::SqlType::Double) => true,
+                (
+                    Datum::Text(_),
+                    crate::types::SqlType::Text
+                    | crate::types::SqlType::Varchar(_)
+                    | crate::types::SqlType::Char(_),
+                ) => true,
+                (Datum::Bool(_), crate::types::SqlType::Boolean) => true,
+                _ => false,
+            };
+            if !exact {
+                return None;
+            }
+            let v = ty.coerce(v, &def.columns[col].name).ok()?;
+            out.push((col, v));
+            Some(())
+        }
+        Expr::Nested(inner) => equalities(def, inner, params, out),
+        _ => None,
+    }
+}
+
+fn column(def: &TableDef, e: &Expr) -> Option<usize> {
+    match e {
+        Expr::Identifier(i) => def.column_index(&normalize(i)),
+        Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
+            def.column_index(&normalize(&parts[1]))
+        }
+        _ => None,
+    }
+}
+
+/// The primary key of the one row `selection` can match, looked up through a unique index
+/// when it names one; `Ok(None)`: not a point statement; `Ok(Some(None))`: no such row.
+pub async fn point(
+    tx: &mut Tx,
+    def: &TableDef,
+    selection: Option<&Expr>,
+    params: &[Datum],
+) -> Result<Option<Option<Vec<Datum>>>> {
+    let Some(selection) = selection else {
+        return Ok(None);
+    };
+    let mut eqs = Vec::new();
+    if equalities(def, selection, params, &mut eqs).is_none() {
+        return Ok(None);
+    }
+    let value_of = |pos: usize| -> Option<&Datum> {
+        let mut found = eqs.iter().filter(|(c, _)| *c == pos).map(|(_, v)| v);
+        let first = found.next()?;
+        // `a = 1 AND a = 2` has no row; leave contradictions to the planner.
+        found.all(|v| v == first).then_some(first)
+    };
+    if eqs.iter().any(|(_, v)| v.is_null()) {
+        return Ok(Some(None));
+    }
+    let covered = |positions: &[usize]| positions.iter().all(|&p| value_of(p).is_some());
+    // Every equality must be on a key column, or the row must be checked against it too.
+    let check = |row: &[Datum]| {
+        eqs.iter()
+            .all(|(c, v)| !row[*c].is_null() && crate::access::compare(&row[*c], v).is_eq())
+    };
+    if !def.has_rowid() && covered(&def.pk_positions()) {
+        let pk: Vec<Datum> = def
+            .pk_positions()
+            .iter()
+            .filter_map(|&p| value_of(p).cloned())
+            .collect();
+        return Ok(Some(match crate::index::get_row(tx, def, &pk).await? {
+            Some(row) if check(&row) => Some(pk),
+            _ => None,
+        }));
+    }
+    for index in def.indexes.iter().filter(|i| i.unique && i.ready) {
+        let positions = def.index_positions(index);
+        if !covered(&positions) {
+            continue;
+        }
+        let values: Vec<Datum> = positions.iter().filter_map(|&p| value_of(p).cloned()).collect();
+        let prefix = Key::IndexEntry(def.id, index.id, &values, &[]).encode();
+        let found = tx
+            .scan(&prefix, &strata_engine::prefix_end(&prefix), false, 1)
+            .await?;
+        let Some((key, _)) = found.first() else {
+            return Ok(Some(None));
+        };
+        let all = codec::index_key_values(key, def.id, index.id)?;
+        let pk = all[index.columns.len().min(all.len())..].to_vec();
+        return Ok(Some(match crate::index::get_row(tx, def, &pk).await? {
+            Some(row) if check(&row) => Some(pk),
+            _ => None,
+        }));
+    }
+    Ok(None)
+}
 
 /// A point SELECT answered without planning, or `None` to plan it.
-pub async fn select(
-    _s: &mut Session,
-    _stmt: &Statement,
-    _params: &[Datum],
-) -> Result<Option<Output>> {
-    Ok(None)
+pub async fn select(s: &mut Session, stmt: &Statement, params: &[Datum]) -> Result<Option<Output>> {
+    let Statement::Query(q) = stmt else {
+        return Ok(None);
+    };
+    if q.with.is_some() || q.order_by.is_some() || q.limit_clause.is_some() || q.fetch.is_some() {
+        return Ok(None);
+    }
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return Ok(None);
+    };
+    let plain_group = matches!(&sel.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    if sel.distinct.is_some()
+        || sel.from.len() != 1
+        || !sel.from[0].joins.is_empty()
+        || !plain_group
+        || sel.having.is_some()
+        || sel.selection.is_none()
+        || sel.top.is_some()
+        || sel.into.is_some()
+        || !sel.named_window.is_empty()
+        || sel.qualify.is_some()
+    {
+        return Ok(None);
+    }
+    let TableFactor::Table { name, args: None, .. } = &sel.from[0].relation else {
+        return Ok(None);
+    };
+    if s.ctx.scope.lock().unwrap_or_else(|p| p.into_inner()).as_of.is_some() {
+        return Ok(None);
+    }
+    let (db, table) = s.table_name(name).await?;
+    let tx = s.ctx.tx(&db).await?;
+    let mut guard = tx.lock().await;
+    let Some(def) = guard.table(&table).await? else {
+        return Ok(None);
+    };
+    // The output columns: plain column names or `*` only.
+    let mut cols: Vec<(String, usize)> = Vec::new();
+    for item in &sel.projection {
+        match item {
+            SelectItem::Wildcard(_) => {
+                cols.extend(def.columns.iter().enumerate().map(|(i, c)| (c.name.clone(), i)))
+            }
+            SelectItem::UnnamedExpr(e) => match column(&def, e) {
+                Some(i) => cols.push((def.columns[i].name.clone(), i)),
+                None => return Ok(None),
+            },
+            SelectItem::ExprWithAlias { expr, alias } => match column(&def, expr) {
+                Some(i) => cols.push((alias.value.clone(), i)),
+                None => return Ok(None),
+            },
+            _ => return Ok(None),
+        }
+    }
+    let Some(pk) = point(&mut guard, &def, sel.selection.as_ref(), params).await? else {
+        return Ok(None);
+    };
+    let row = match pk {
+        Some(pk) => crate::index::get_row(&mut guard, &def, &pk).await?,
+        None => None,
+    };
+    drop(guard);
+    Ok(Some(Output::Rows(one_row(&def, &cols, row)?)))
+}
+
+fn one_row(def: &Arc<TableDef>, cols: &[(String, usize)], row: Option<Vec<Datum>>) -> Result<QueryRows> {
+    let schema = Arc::new(Schema::new(
+        cols.iter()
+            .map(|(n, i)| Field::new(n, def.columns[*i].ty.arrow_type(), def.columns[*i].nullable))
+            .collect::<Vec<_>>(),
+    ));
+    let n = usize::from(row.is_some());
+    let mut arrays = Vec::with_capacity(cols.len());
+    for (_, i) in cols {
+        let mut b = ColumnBuilder::new(&def.columns[*i].ty, n);
+        if let Some(r) = &row {
+            b.push(&r[*i])?;
+        }
+        arrays.push(b.finish()?);
+    }
+    let batch = RecordBatch::try_new_with_options(
+        schema.clone(),
+        arrays,
+        &RecordBatchOptions::new().with_row_count(Some(n)),
+    )
+    .map_err(|e| SqlError::Internal(e.to_string()))?;
+    Ok(QueryRows {
+        schema,
+        batches: vec![batch],
+    })
 }
