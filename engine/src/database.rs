@@ -458,10 +458,9 @@ impl Database {
             };
             end = last.clone();
             for (key, value) in &chunk {
-                let (Some(version), Some(at)) = (
-                    key.get(1..).and_then(layout::be_u64),
-                    layout::be_u64(value),
-                ) else {
+                let (Some(version), Some(at)) =
+                    (key.get(1..).and_then(layout::be_u64), layout::be_u64(value))
+                else {
                     return Err(EngineError::Corrupt {
                         database: self.shared.name.clone(),
                         detail: "malformed commit-time record".into(),
