@@ -31,13 +31,23 @@ struct Cli {
 
 #[cfg(feature = "sql")]
 #[derive(clap::Args)]
+#[command(args_conflicts_with_subcommands = true)]
 struct SqlArgs {
     /// A statement (or several separated by `;`) to run; repeat for more.
-    #[arg(short = 'e', long = "execute", required = true)]
+    #[arg(short = 'e', long = "execute")]
     execute: Vec<String>,
     /// The database unqualified names refer to (default: `default`).
-    #[arg(long)]
+    #[arg(long, global = true)]
     database: Option<String>,
+    #[command(subcommand)]
+    action: Option<SqlAction>,
+}
+
+#[cfg(feature = "sql")]
+#[derive(Subcommand)]
+enum SqlAction {
+    /// Verify that every index entry matches its row and every row has its index entries.
+    Check,
 }
 
 #[derive(Subcommand)]
@@ -360,9 +370,13 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
             return Err("copy is handled before the store is opened for commands".into())
         }
         #[cfg(feature = "sql")]
-        Command::Sql(args) => {
-            sql::execute(engine.clone(), args.database.as_deref(), &args.execute).await?;
-        }
+        Command::Sql(args) => match args.action {
+            Some(SqlAction::Check) => sql::check(engine.clone(), args.database.as_deref()).await?,
+            None if args.execute.is_empty() => {
+                return Err("nothing to run: give statements with -e \"…\" (or `strata sql check`)".into())
+            }
+            None => sql::execute(engine.clone(), args.database.as_deref(), &args.execute).await?,
+        },
         Command::Db(DbCommand::Create {
             name,
             durability,

@@ -3,12 +3,7 @@
 use strata::Engine;
 use strata_sql::{Datum, Output, Session};
 
-/// Run each statement in order, printing what it returns; stop at the first error.
-pub async fn execute(
-    engine: std::sync::Arc<Engine>,
-    database: Option<&str>,
-    statements: &[String],
-) -> Result<(), String> {
+async fn session(engine: std::sync::Arc<Engine>, database: Option<&str>) -> Result<Session, String> {
     let mut session = Session::new(engine);
     if let Some(db) = database {
         session
@@ -16,6 +11,44 @@ pub async fn execute(
             .await
             .map_err(|e| format!("ERROR {}: {e}", e.sqlstate()))?;
     }
+    Ok(session)
+}
+
+/// `strata sql check`: every table's indexes against its rows; fails on any mismatch.
+pub async fn check(engine: std::sync::Arc<Engine>, database: Option<&str>) -> Result<(), String> {
+    let mut session = session(engine, database).await?;
+    let reports = session
+        .check()
+        .await
+        .map_err(|e| format!("ERROR {}: {e}", e.sqlstate()))?;
+    let mut problems = 0;
+    for r in &reports {
+        println!(
+            "{}: {} rows, {} index entries, {} problems",
+            r.table,
+            r.rows,
+            r.entries,
+            r.problems.len()
+        );
+        for p in &r.problems {
+            println!("  {p}");
+        }
+        problems += r.problems.len();
+    }
+    if problems > 0 {
+        return Err(format!("{problems} problems found"));
+    }
+    println!("{} tables checked, no problems", reports.len());
+    Ok(())
+}
+
+/// Run each statement in order, printing what it returns; stop at the first error.
+pub async fn execute(
+    engine: std::sync::Arc<Engine>,
+    database: Option<&str>,
+    statements: &[String],
+) -> Result<(), String> {
+    let mut session = session(engine, database).await?;
     for sql in statements {
         match session.execute(sql).await {
             Ok(out) => print_output(out)?,

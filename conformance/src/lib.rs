@@ -8,6 +8,10 @@
 //! and the matrix shows `n/a` where a backend lacks it. The runner binary
 //! (`strata-conformance`) prints the backend × suite matrix and ends with `N passed, M failed`;
 //! `cargo test` runs the same cases, one test per backend and suite.
+//!
+//! The runner's last suite, `sqllogictest` ([`sql_logic`]), is not a list of cases: it runs
+//! SQL logic test files (SQLite's corpus and our own `conformance/slt/`) through the SQL layer
+//! and counts records.
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -20,6 +24,7 @@ use strata_engine::{Backend, Engine, EngineConfig};
 pub mod fault_proxy;
 pub mod gate;
 pub mod linearizability;
+pub mod sql_logic;
 pub mod suites;
 
 /// Which backend a harness builds.

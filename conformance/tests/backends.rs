@@ -25,7 +25,9 @@ matrix!(
     databases,
     group_commit,
     crash,
-    multi_writer
+    multi_writer,
+    sql,
+    sql_crash
 );
 
 #[test]
@@ -42,6 +44,8 @@ fn every_suite_is_in_the_matrix() {
         "group_commit",
         "crash",
         "multi_writer",
+        "sql",
+        "sql_crash",
     ];
     let all: Vec<&str> = strata_conformance::suites::all()
         .iter()

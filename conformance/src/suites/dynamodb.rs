@@ -30,6 +30,7 @@ pub fn suite() -> Suite {
             two_processes_increment_the_same_counters,
             the_command_copies_lists_and_drops_on_a_table,
             requests_per_operation,
+            sql_requests_per_statement,
             missing_and_misshaped_tables_are_clear_errors,
             a_commit_whose_answer_is_lost_applies_once,
         ],
@@ -450,6 +451,63 @@ async fn requests_per_operation(h: &Harness) -> CaseResult {
         "a 20-key commit makes at most one read: {commit20:?}"
     );
     ensure_eq!(commit1.get("TransactWriteItems").copied(), Some(1));
+    Ok(())
+}
+
+/// What one SQL statement costs in DynamoDB requests (documented in docs/backends/dynamodb.md).
+async fn sql_requests_per_statement(h: &Harness) -> CaseResult {
+    only_dynamodb(h)?;
+    let backend = h.dynamodb().ok_or("no DynamoDB backend")?.clone();
+    let config = EngineConfig {
+        background_tasks: false,
+        follow_interval_ms: 3_600_000,
+        ..Harness::config()
+    };
+    let engine = std::sync::Arc::new(Engine::new(backend.clone(), config));
+    let mut s = strata_sql::Session::new(engine.clone());
+    let run = |r: Result<strata_sql::Output, strata_sql::SqlError>, what: &str| {
+        r.map_err(|e| format!("{what}: {e}"))
+    };
+    run(s.execute("CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT, qty INTEGER)").await, "create")?;
+    run(s.execute("INSERT INTO items VALUES (1, 'a', 1), (2, 'b', 2)").await, "seed")?;
+    // Warm the session (the database is open, the version known), as a server's would be.
+    run(s.execute("SELECT name FROM items WHERE id = 2").await, "warm")?;
+    let counts = backend.request_counts();
+    let measure = |before: std::collections::BTreeMap<String, u64>| {
+        counts
+            .snapshot()
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let d = v - before.get(&k).copied().unwrap_or(0);
+                (d > 0).then_some((k, d))
+            })
+            .collect::<std::collections::BTreeMap<String, u64>>()
+    };
+    let before = counts.snapshot();
+    run(s.execute("SELECT name FROM items WHERE id = 2").await, "point select")?;
+    let select = measure(before);
+    let before = counts.snapshot();
+    run(s.execute("UPDATE items SET qty = qty + 1 WHERE id = 2").await, "point update")?;
+    let update = measure(before);
+    let values: Vec<String> = (100..200).map(|i| format!("({i}, 'n{i}', {i})")).collect();
+    let before = counts.snapshot();
+    run(
+        s.execute(&format!("INSERT INTO items VALUES {}", values.join(", "))).await,
+        "100-row insert",
+    )?;
+    let insert100 = measure(before);
+    eprintln!("sql requests: point select {select:?}; point update {update:?}; 100-row insert {insert100:?}");
+    let total = |m: &std::collections::BTreeMap<String, u64>| m.values().sum::<u64>();
+    ensure!(!select.contains_key("Query") && !select.contains_key("TransactWriteItems"), "a point select reads points only: {select:?}");
+    ensure!(total(&select) <= 4, "a point select costs at most 4 requests: {select:?}");
+    ensure_eq!(update.get("TransactWriteItems").copied(), Some(1));
+    ensure!(total(&update) <= 7, "a point update costs at most 7 requests: {update:?}");
+    // 100 rows: 100 point reads for the key checks, then one commit (chunked writes).
+    ensure!(
+        insert100.get("TransactWriteItems").copied().unwrap_or(0) <= 4,
+        "a 100-row insert commits in a few write requests: {insert100:?}"
+    );
+    ensure!(total(&insert100) <= 120, "a 100-row insert: {insert100:?}");
     Ok(())
 }
 

@@ -15,6 +15,8 @@ pub mod multi_writer;
 pub mod mvcc;
 pub mod queues;
 pub mod server;
+pub mod sql;
+pub mod sql_crash;
 pub mod transactions;
 pub mod watch;
 
@@ -39,6 +41,8 @@ pub fn all() -> Vec<Suite> {
         group_commit::suite(),
         crash::suite(),
         multi_writer::suite(),
+        sql::suite(),
+        sql_crash::suite(),
         clients::deno_suite(),
         clients::node_suite(),
         server::suite(),

@@ -245,7 +245,16 @@ fn key_ranges(prefix: Vec<u8>, key: &[usize], preds: &[Pred]) -> (Vec<(Vec<u8>, 
         // Equality first: it keeps the key prefix going.
         let eq = on_col.iter().find_map(|p| match &p.test {
             Test::Eq(v) => Some(vec![v.clone()]),
-            Test::In(vs) => Some(vs.clone()),
+            Test::In(vs) => {
+                // One range per distinct value, in key order: `IN (1, 1)` reads 1 once.
+                let mut encoded: Vec<(Vec<u8>, Datum)> = vs
+                    .iter()
+                    .map(|v| (codec::encode(std::slice::from_ref(v)), v.clone()))
+                    .collect();
+                encoded.sort_by(|a, b| a.0.cmp(&b.0));
+                encoded.dedup_by(|a, b| a.0 == b.0);
+                Some(encoded.into_iter().map(|(_, v)| v).collect())
+            }
             Test::IsNull => Some(vec![Datum::Null]),
             _ => None,
         });

@@ -404,6 +404,43 @@ pub async fn create_index(s: &mut Session, ci: ast::CreateIndex) -> Result<Outpu
     Ok(Output::Done)
 }
 
+/// REINDEX: rebuild an index (or every index of a table) from its table's rows.
+pub async fn reindex(tx: &mut Tx, name: &str) -> Result<()> {
+    let (def, which): (Arc<TableDef>, Vec<IndexDef>) = match find_index(tx, name).await? {
+        Some(def) => {
+            let idx = def.indexes.iter().filter(|i| i.name == name).cloned().collect();
+            (def, idx)
+        }
+        None => match tx.table(name).await? {
+            Some(def) => {
+                let all = def.indexes.clone();
+                (def, all)
+            }
+            None => {
+                return Err(SqlError::UndefinedObject {
+                    kind: "index or table",
+                    name: name.to_string(),
+                })
+            }
+        },
+    };
+    for index in which {
+        let prefix = Key::IndexEntries(def.id, index.id).encode();
+        let end = strata_engine::prefix_end(&prefix);
+        loop {
+            let chunk = tx.scan(&prefix, &end, false, SCAN_CHUNK).await?;
+            for (k, _) in &chunk {
+                tx.delete(k)?;
+            }
+            if chunk.len() < SCAN_CHUNK {
+                break;
+            }
+        }
+        crate::index::backfill(tx, &def, &index).await?;
+    }
+    Ok(())
+}
+
 /// The table that has an index named `name`.
 async fn find_index(tx: &mut Tx, name: &str) -> Result<Option<Arc<TableDef>>> {
     for t in tx.table_names().await? {

@@ -11,7 +11,7 @@ use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::DFSchema;
 use datafusion::execution::context::SessionState;
-use datafusion::sql::sqlparser::ast;
+use datafusion::sql::sqlparser::ast::{self, Expr};
 
 use crate::error::{Result, SqlError};
 use crate::types::{ColumnBuilder, Datum, SqlType};
@@ -166,4 +166,31 @@ pub fn param(p: &str, params: &[Datum]) -> Result<Datum> {
             params.len()
         ))
     })
+}
+
+/// A value as SQL text that means exactly it.
+pub fn literal_expr(d: &Datum) -> Expr {
+    let text = |s: String| Expr::value(ast::Value::SingleQuotedString(s));
+    let cast = |s: String, t: &str| {
+        let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+        datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+            .try_with_sql(&format!("CAST('{}' AS {t})", s.replace('\'', "''")))
+            .and_then(|mut p| p.parse_expr())
+            .unwrap_or(Expr::value(ast::Value::Null))
+    };
+    match d {
+        Datum::Null => Expr::value(ast::Value::Null),
+        Datum::Bool(b) => Expr::value(ast::Value::Boolean(*b)),
+        Datum::Int(i) => Expr::value(ast::Value::Number(i.to_string(), false)),
+        Datum::Float(f) if f.is_finite() => cast(format!("{f:?}"), "DOUBLE"),
+        Datum::Float(f) => cast(
+            if f.is_nan() { "NaN".into() } else if *f > 0.0 { "Infinity".into() } else { "-Infinity".into() },
+            "DOUBLE",
+        ),
+        Datum::Decimal(..) => cast(d.to_string(), "DECIMAL(38, 10)"),
+        Datum::Text(s) => text(s.clone()),
+        Datum::Bytes(_) => cast(d.to_string(), "BYTEA"),
+        Datum::Date(_) => cast(d.to_string(), "DATE"),
+        Datum::Timestamp(_) => cast(d.to_string(), "TIMESTAMP"),
+    }
 }

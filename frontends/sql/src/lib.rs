@@ -29,12 +29,14 @@ mod fastpath;
 mod index;
 mod planner;
 mod session;
+mod subquery;
 mod table;
 mod tx;
 mod types;
 
 pub use catalog::{ColumnDef, IndexDef, TableDef};
 pub use error::{Result, SqlError};
+pub use index::CheckReport;
 pub use session::{Output, QueryRows, Session};
 pub use types::{Datum, SqlType};
 

@@ -81,6 +81,11 @@ impl Context {
         let _ = self.template.set(state);
     }
 
+    /// The session's planner state (set once the session is built).
+    pub fn template(&self) -> Option<&SessionState> {
+        self.template.get()
+    }
+
     fn scope(&self) -> std::sync::MutexGuard<'_, Scope> {
         self.scope.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -204,9 +209,139 @@ pub fn parse_one(sql: &str) -> Result<Statement> {
 /// Parse SQL text into statements, in our dialect.
 pub fn parse(sql: &str) -> Result<Vec<Statement>> {
     let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
-    Ok(datafusion::sql::sqlparser::parser::Parser::parse_sql(
-        &dialect, sql,
-    )?)
+    let text = mark_empty_in_lists(sql);
+    Ok(datafusion::sql::sqlparser::parser::Parser::new(&dialect)
+        .with_recursion_limit(PARSER_RECURSION_LIMIT)
+        .try_with_sql(&text)?
+        .parse_statements()?)
+}
+
+/// How deeply expressions may nest (sqlparser's default, 50, refuses generated predicates
+/// that SQLite accepts).
+pub const PARSER_RECURSION_LIMIT: usize = 1000;
+
+/// Stands in for the empty list of `x IN ()` (SQLite accepts it; the parser does not).
+const EMPTY_IN_LIST: &str = "__strata_empty_in_list__";
+
+/// `IN ()` becomes `IN (<marker>)`, which [`rewrite`] turns into FALSE (`NOT IN ()`: TRUE).
+fn mark_empty_in_lists(sql: &str) -> std::borrow::Cow<'_, str> {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let bytes = sql.as_bytes();
+    let has_empty_parens = bytes.iter().enumerate().any(|(i, &b)| {
+        b == b'(' && bytes[i + 1..].iter().find(|c| !c.is_ascii_whitespace()) == Some(&b')')
+    });
+    if !has_empty_parens {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let dialect = datafusion::sql::sqlparser::dialect::GenericDialect {};
+    let Ok(tokens) = Tokenizer::new(&dialect, sql).tokenize() else {
+        return std::borrow::Cow::Borrowed(sql);
+    };
+    let significant: Vec<usize> = (0..tokens.len())
+        .filter(|&i| !matches!(tokens[i], Token::Whitespace(_)))
+        .collect();
+    let mut insert_after = Vec::new();
+    for w in significant.windows(3) {
+        if matches!(&tokens[w[0]], Token::Word(k) if k.keyword == Keyword::IN)
+            && tokens[w[1]] == Token::LParen
+            && tokens[w[2]] == Token::RParen
+        {
+            insert_after.push(w[1]);
+        }
+    }
+    if insert_after.is_empty() {
+        return std::borrow::Cow::Borrowed(sql);
+    }
+    let mut out = String::with_capacity(sql.len() + 32);
+    for (i, t) in tokens.iter().enumerate() {
+        out.push_str(&t.to_string());
+        if insert_after.contains(&i) {
+            out.push_str(EMPTY_IN_LIST);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Run uncorrelated `IN (subquery)` and `EXISTS (subquery)` first and put their results in
+/// their place: DataFusion decorrelates them in WHERE clauses only.
+pub async fn inline_uncorrelated(state: &SessionState, stmt: &mut Statement) -> Result<()> {
+    let mut found: Vec<ast::Query> = Vec::new();
+    // Collected in the order the replacing pass below visits them (children first).
+    let mut probe = stmt.clone();
+    let _ = ast::visit_expressions_mut(&mut probe, |e: &mut Expr| {
+        match e {
+            Expr::InSubquery { subquery, .. } | Expr::Exists { subquery, .. } => {
+                found.push((**subquery).clone())
+            }
+            _ => {}
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    if found.is_empty() {
+        return Ok(());
+    }
+    let mut results: Vec<Option<Vec<crate::types::Datum>>> = Vec::with_capacity(found.len());
+    for q in found {
+        let plan = match state
+            .statement_to_plan(DfStatement::Statement(Box::new(Statement::Query(Box::new(q)))))
+            .await
+        {
+            Ok(p) => p,
+            // Correlated (it names outer columns): leave it to the planner.
+            Err(_) => {
+                results.push(None);
+                continue;
+            }
+        };
+        let physical = state.create_physical_plan(&plan).await?;
+        let batches = datafusion::physical_plan::collect(physical, state.task_ctx()).await?;
+        let mut values = Vec::new();
+        for b in &batches {
+            if b.num_columns() != 1 {
+                return Err(SqlError::Query("subquery has too many columns".into()));
+            }
+            for r in 0..b.num_rows() {
+                values.push(crate::types::Datum::from_array(b.column(0), r)?);
+            }
+        }
+        results.push(Some(values));
+    }
+    let mut i = 0;
+    let _ = ast::visit_expressions_mut(stmt, |e: &mut Expr| {
+        let replacement = match e {
+            Expr::InSubquery {
+                expr,
+                negated,
+                ..
+            } => {
+                let r = results.get(i).cloned().flatten();
+                i += 1;
+                r.map(|values| {
+                    if values.is_empty() {
+                        Expr::value(ast::Value::Boolean(*negated))
+                    } else {
+                        Expr::InList {
+                            expr: expr.clone(),
+                            list: values.iter().map(crate::eval::literal_expr).collect(),
+                            negated: *negated,
+                        }
+                    }
+                })
+            }
+            Expr::Exists { negated, .. } => {
+                let r = results.get(i).cloned().flatten();
+                i += 1;
+                r.map(|values| Expr::value(ast::Value::Boolean(values.is_empty() == *negated)))
+            }
+            _ => None,
+        };
+        if let Some(r) = replacement {
+            *e = Expr::Nested(Box::new(r));
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    Ok(())
 }
 
 /// Plan a statement DataFusion runs (queries); the caller applied [`rewrite`].
@@ -284,6 +419,20 @@ fn name_columns(body: &mut ast::SetExpr) {
 
 pub fn rewrite_expr(e: &mut Expr, placeholder: &mut usize) {
     match e {
+        // Unary plus does nothing, on any type (SQLite).
+        Expr::UnaryOp {
+            op: ast::UnaryOperator::Plus,
+            expr,
+        } => {
+            let inner = std::mem::replace(expr.as_mut(), Expr::value(ast::Value::Null));
+            *e = Expr::Nested(Box::new(inner));
+        }
+        Expr::InList { list, negated, .. }
+            if list.len() == 1
+                && matches!(&list[0], Expr::Identifier(i) if i.value == EMPTY_IN_LIST) =>
+        {
+            *e = Expr::value(ast::Value::Boolean(*negated));
+        }
         Expr::BinaryOp { op, right, .. }
             if matches!(op, BinaryOperator::Divide | BinaryOperator::Modulo) =>
         {

@@ -97,6 +97,7 @@ pub struct Session {
     explicit: Option<Explicit>,
     /// Table data to delete once the transaction that dropped the table commits.
     pub(crate) purges: Vec<(String, Vec<u8>)>,
+    last_commit: Option<u64>,
 }
 
 impl Session {
@@ -113,11 +114,15 @@ impl Session {
             let opts = config.options_mut();
             opts.sql_parser.default_null_ordering = "nulls_min".to_string();
             opts.sql_parser.map_string_types_to_utf8view = false;
+            // One optimizer pass: OLTP statements are small, and generated predicates can be
+            // large enough that repeated passes cost more than they save.
+            opts.optimizer.max_passes = 1;
         }
         let state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
             .with_catalog_list(Arc::new(Catalogs(ctx.clone())))
+            .with_optimizer_rule(Arc::new(crate::subquery::ApplySubqueries::new(&ctx)))
             .build();
         ctx.set_template(state.clone());
         Session {
@@ -126,12 +131,19 @@ impl Session {
             current: "default".to_string(),
             explicit: None,
             purges: Vec::new(),
+            last_commit: None,
         }
     }
 
     /// The database unqualified names resolve against.
     pub fn current_database(&self) -> &str {
         &self.current
+    }
+
+    /// The commit version of the last transaction this session committed with writes: the
+    /// version `SELECT … AS OF` takes to read the database as that commit left it.
+    pub fn last_commit_version(&self) -> Option<u64> {
+        self.last_commit
     }
 
     /// Whether a BEGIN is open.
@@ -146,6 +158,11 @@ impl Session {
 
     /// Run statements with parameters for `$1`/`?` placeholders.
     pub async fn execute_with(&mut self, sql: &str, params: &[Datum]) -> Result<Output> {
+        let trimmed = sql.trim_start();
+        if trimmed.len() > 8 && trimmed[..8].eq_ignore_ascii_case("reindex ") {
+            let name = trimmed[8..].trim().trim_end_matches(';').trim();
+            return self.reindex(name).await;
+        }
         let (sql, as_of) = split_as_of(sql)?;
         let stmts = planner::parse(sql)?;
         if stmts.is_empty() {
@@ -225,6 +242,51 @@ impl Session {
         }
     }
 
+    /// SQLite's REINDEX: rebuild an index, or every index of a table, from the rows.
+    async fn reindex(&mut self, name: &str) -> Result<Output> {
+        let name = match planner::parse_one(&format!("SELECT * FROM {name}")) {
+            Ok(Statement::Query(q)) => match q.body.as_ref() {
+                ast::SetExpr::Select(s) => match s.from.first().map(|f| &f.relation) {
+                    Some(ast::TableFactor::Table { name, .. }) => match name.0.last() {
+                        Some(p) => ident_text(p),
+                        None => return Err(SqlError::Syntax("REINDEX <name>".into())),
+                    },
+                    _ => return Err(SqlError::Syntax("REINDEX <name>".into())),
+                },
+                _ => return Err(SqlError::Syntax("REINDEX <name>".into())),
+            },
+            _ => return Err(SqlError::Syntax("REINDEX <name>".into())),
+        };
+        if self.current == "default" {
+            self.ensure_default().await?;
+        }
+        let db = self.current.clone();
+        let explicit = self.explicit.is_some();
+        if explicit {
+            self.savepoint_all().await;
+        } else {
+            self.reset_scope(None, false);
+        }
+        let result = async {
+            let tx = self.ctx.tx(&db).await?;
+            let mut guard = tx.lock().await;
+            crate::ddl::reindex(&mut guard, &name).await
+        }
+        .await;
+        let result = match (result, explicit) {
+            (Ok(()), false) => self.commit_scope().await,
+            (Err(e), true) => {
+                self.rollback_statement().await;
+                Err(e)
+            }
+            (r, _) => r,
+        };
+        if !explicit {
+            self.reset_scope(None, false);
+        }
+        result.map(|_| Output::Done)
+    }
+
     async fn ensure_default(&mut self) -> Result<()> {
         self.ctx.engine.open_or_create("default").await?;
         self.ctx.remember("default");
@@ -280,7 +342,7 @@ impl Session {
     }
 
     /// Commit every transaction of the scope (at most one has writes).
-    async fn commit_scope(&self) -> Result<()> {
+    async fn commit_scope(&mut self) -> Result<()> {
         let txns = {
             let mut scope = self.ctx.scope.lock().unwrap_or_else(|p| p.into_inner());
             std::mem::take(&mut scope.txns)
@@ -289,7 +351,9 @@ impl Session {
             let tx = Arc::try_unwrap(tx)
                 .map_err(|_| SqlError::Internal("transaction still in use at commit".into()))?
                 .into_inner();
-            tx.commit().await?;
+            if let Some(v) = tx.commit().await? {
+                self.last_commit = Some(v);
+            }
         }
         Ok(())
     }
@@ -428,6 +492,8 @@ impl Session {
         stmt: Statement,
         params: &[Datum],
     ) -> Result<(SchemaRef, Vec<RecordBatch>)> {
+        let mut stmt = stmt;
+        planner::inline_uncorrelated(&self.state, &mut stmt).await?;
         let mut plan = planner::plan_statement(&self.state, stmt).await?;
         if !params.is_empty() {
             let values: Vec<_> = params.iter().map(|d| d.to_scalar()).collect();
@@ -513,6 +579,28 @@ impl Session {
             .catalog
             .default_catalog = catalog_name(&db);
         Ok(Output::Done)
+    }
+
+    /// Verify every table of the current database: each index entry matches its row and
+    /// each row has its entries. Reads one consistent snapshot.
+    pub async fn check(&mut self) -> Result<Vec<crate::index::CheckReport>> {
+        if self.explicit.is_some() {
+            return Err(SqlError::InvalidTransactionState(
+                "run check outside a transaction".into(),
+            ));
+        }
+        if self.current == "default" {
+            self.ensure_default().await?;
+        }
+        let db = self.ctx.open(&self.current).await?;
+        let mut tx = Tx::begin(db, true).await?;
+        let mut reports = Vec::new();
+        for name in tx.table_names().await? {
+            if let Some(def) = tx.table(&name).await? {
+                reports.push(crate::index::check_table(&mut tx, def).await?);
+            }
+        }
+        Ok(reports)
     }
 
     /// The engine database and table a (possibly qualified) table name names.

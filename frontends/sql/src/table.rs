@@ -5,7 +5,6 @@
 //! them itself, so a LIMIT stops the scan early. Rows are read in chunks of
 //! [`SCAN_CHUNK`] keys and emitted as Arrow batches of the projected columns.
 
-use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 

@@ -19,7 +19,6 @@ use crate::error::{Result, SqlError};
 pub const SCAN_CHUNK: usize = 1024;
 
 pub struct Tx {
-    db: Database,
     txn: Transaction,
     read_only: bool,
     tables: HashMap<String, Option<Arc<TableDef>>>,
@@ -30,7 +29,6 @@ impl Tx {
     pub async fn begin(db: Database, read_only: bool) -> Result<Tx> {
         let txn = db.begin().await?;
         Ok(Tx {
-            db,
             txn,
             read_only,
             tables: HashMap::new(),
@@ -38,20 +36,8 @@ impl Tx {
         })
     }
 
-    pub fn database(&self) -> &Database {
-        &self.db
-    }
-
-    pub fn read_only(&self) -> bool {
-        self.read_only
-    }
-
     pub fn has_writes(&self) -> bool {
         self.txn.has_writes()
-    }
-
-    pub fn read_version(&self) -> u64 {
-        self.txn.read_version()
     }
 
     pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -160,10 +146,6 @@ impl Tx {
         self.names_under(Key::Table("")).await
     }
 
-    pub async fn view_names(&mut self) -> Result<Vec<String>> {
-        self.names_under(Key::View("")).await
-    }
-
     async fn names_under(&mut self, empty: Key<'_>) -> Result<Vec<String>> {
         // `Key::Table("")` is the kind byte followed by an empty text: the kind prefix is
         // everything before the text tag.
@@ -255,15 +237,31 @@ impl Source {
         match self {
             Source::Txn(tx) => tx.lock().await.scan(start, end, reverse, limit).await,
             Source::Version(db, v) => {
-                let mut range = ReadRange::new(start.to_vec(), end.to_vec(), limit);
-                range.reverse = reverse;
-                let read = db.snapshot_read(&[range], ReadAt::Version(*v)).await?;
-                Ok(read
-                    .ranges
-                    .into_iter()
-                    .flatten()
-                    .map(|e| (e.key, e.value.data))
-                    .collect())
+                // One snapshot read returns at most the database's entries-per-read limit.
+                let step = db.options().limits.max_read_entries.max(1);
+                let (mut lo, mut hi) = (start.to_vec(), end.to_vec());
+                let mut out = Vec::new();
+                while out.len() < limit {
+                    let want = (limit - out.len()).min(step);
+                    let mut range = ReadRange::new(lo.clone(), hi.clone(), want);
+                    range.reverse = reverse;
+                    let read = db.snapshot_read(&[range], ReadAt::Version(*v)).await?;
+                    let entries: Vec<_> = read.ranges.into_iter().flatten().collect();
+                    let n = entries.len();
+                    if let Some(last) = entries.last() {
+                        if reverse {
+                            hi = last.key.clone();
+                        } else {
+                            lo = last.key.clone();
+                            lo.push(0);
+                        }
+                    }
+                    out.extend(entries.into_iter().map(|e| (e.key, e.value.data)));
+                    if n < want {
+                        break;
+                    }
+                }
+                Ok(out)
             }
         }
     }

@@ -662,11 +662,6 @@ pub fn from_datafusion(e: DataFusionError) -> SqlError {
     }
 }
 
-/// The Arrow type of a DataFusion value, for error messages.
-pub fn describe(ty: &DataType) -> String {
-    ty.to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

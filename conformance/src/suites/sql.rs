@@ -1,0 +1,337 @@
+//! SQL under concurrency: what serializable transactions promise, from concurrent
+//! sessions on one engine, on every backend.
+//!
+//! Interleavings that matter are forced by running two sessions' statements in a fixed
+//! order (no sleeps); throughput cases run real concurrent tasks and check invariants
+//! that any correct interleaving keeps.
+
+use std::sync::Arc;
+
+use strata_engine::Engine;
+use strata_sql::{Datum, Output, Session, SqlError};
+
+use crate::{cases, ensure, ensure_eq, CaseResult, Harness, Step, Suite};
+
+pub fn suite() -> Suite {
+    Suite {
+        name: "sql",
+        needs_persistence: false,
+        needs_multi_writer: false,
+        external: false,
+        cases: cases![
+            bank_transfers_keep_the_total,
+            write_skew_is_prevented,
+            two_inserts_of_one_unique_value_cannot_both_commit,
+            concurrent_inserts_of_one_unique_value_one_wins,
+            a_failed_statement_leaves_its_transaction_intact,
+            time_travel_reads_an_older_version,
+            indexes_match_their_tables_after_concurrent_writes,
+        ],
+    }
+}
+
+async fn exec(s: &mut Session, sql: &str) -> Result<Output, String> {
+    s.execute(sql).await.map_err(|e| format!("{sql}: {e}"))
+}
+
+async fn int(s: &mut Session, sql: &str) -> Result<i64, String> {
+    match exec(s, sql).await? {
+        Output::Rows(r) => match r.rows().step("rows")?.first().and_then(|r| r.first()) {
+            Some(Datum::Int(i)) => Ok(*i),
+            other => Err(format!("{sql}: expected one integer, got {other:?}")),
+        },
+        other => Err(format!("{sql}: expected rows, got {other:?}")),
+    }
+}
+
+fn is_serialization(e: &SqlError) -> bool {
+    e.sqlstate() == "40001"
+}
+
+async fn bank_transfers_keep_the_total(h: &Harness) -> CaseResult {
+    let engine = Arc::new(h.engine());
+    let mut setup = Session::new(engine.clone());
+    exec(&mut setup, "CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL CHECK (balance >= 0))").await?;
+    let accounts = 8i64;
+    let values: Vec<String> = (0..accounts).map(|i| format!("({i}, 100)")).collect();
+    exec(
+        &mut setup,
+        &format!("INSERT INTO accounts VALUES {}", values.join(", ")),
+    )
+    .await?;
+    let mut tasks = Vec::new();
+    for worker in 0..4i64 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = Session::new(engine);
+            let mut committed = 0;
+            let mut audits = Vec::new();
+            for i in 0..12i64 {
+                let from = (worker * 3 + i) % accounts;
+                let to = (worker * 5 + i * 7 + 1) % accounts;
+                if from == to {
+                    continue;
+                }
+                loop {
+                    let attempt: Result<(), SqlError> = async {
+                        s.execute("BEGIN").await?;
+                        s.execute(&format!(
+                            "UPDATE accounts SET balance = balance - 7 WHERE id = {from}"
+                        ))
+                        .await?;
+                        s.execute(&format!(
+                            "UPDATE accounts SET balance = balance + 7 WHERE id = {to}"
+                        ))
+                        .await?;
+                        s.execute("COMMIT").await?;
+                        Ok(())
+                    }
+                    .await;
+                    match attempt {
+                        Ok(()) => {
+                            committed += 1;
+                            break;
+                        }
+                        Err(e) => {
+                            if s.in_transaction() {
+                                let _ = s.execute("ROLLBACK").await;
+                            }
+                            if is_serialization(&e) {
+                                continue;
+                            }
+                            // A transfer that would overdraw is refused by the CHECK.
+                            if e.sqlstate() == "23514" {
+                                break;
+                            }
+                            return Err(format!("transfer: {e}"));
+                        }
+                    }
+                }
+                match s.execute("SELECT sum(balance) FROM accounts").await {
+                    Ok(Output::Rows(r)) => audits.push(r.rows().map_err(|e| e.to_string())?),
+                    Ok(other) => return Err(format!("audit: {other:?}")),
+                    Err(e) => return Err(format!("audit: {e}")),
+                }
+            }
+            Ok::<_, String>((committed, audits))
+        }));
+    }
+    let mut committed = 0;
+    for t in tasks {
+        let (c, audits) = t.await.map_err(|e| e.to_string())??;
+        committed += c;
+        for a in audits {
+            ensure_eq!(a, vec![vec![Datum::Int(accounts * 100)]]);
+        }
+    }
+    ensure!(committed > 0, "no transfer committed");
+    ensure_eq!(
+        int(&mut setup, "SELECT sum(balance) FROM accounts").await?,
+        accounts * 100
+    );
+    Ok(())
+}
+
+async fn write_skew_is_prevented(h: &Harness) -> CaseResult {
+    let engine = Arc::new(h.engine());
+    let mut a = Session::new(engine.clone());
+    let mut b = Session::new(engine.clone());
+    exec(
+        &mut a,
+        "CREATE TABLE doctors (name TEXT PRIMARY KEY, on_call BOOLEAN NOT NULL)",
+    )
+    .await?;
+    exec(
+        &mut a,
+        "INSERT INTO doctors VALUES ('alice', true), ('bob', true)",
+    )
+    .await?;
+    // Both see two doctors on call, each takes one off: together they leave nobody.
+    exec(&mut a, "BEGIN").await?;
+    exec(&mut b, "BEGIN").await?;
+    ensure_eq!(
+        int(&mut a, "SELECT count(*) FROM doctors WHERE on_call").await?,
+        2
+    );
+    ensure_eq!(
+        int(&mut b, "SELECT count(*) FROM doctors WHERE on_call").await?,
+        2
+    );
+    exec(
+        &mut a,
+        "UPDATE doctors SET on_call = false WHERE name = 'alice'",
+    )
+    .await?;
+    exec(
+        &mut b,
+        "UPDATE doctors SET on_call = false WHERE name = 'bob'",
+    )
+    .await?;
+    exec(&mut a, "COMMIT").await?;
+    match b.execute("COMMIT").await {
+        Err(e) if is_serialization(&e) => {}
+        other => {
+            return Err(format!(
+                "the second commit must fail with 40001, got {other:?}"
+            ))
+        }
+    }
+    ensure_eq!(
+        int(&mut a, "SELECT count(*) FROM doctors WHERE on_call").await?,
+        1
+    );
+    Ok(())
+}
+
+async fn two_inserts_of_one_unique_value_cannot_both_commit(h: &Harness) -> CaseResult {
+    let engine = Arc::new(h.engine());
+    let mut a = Session::new(engine.clone());
+    let mut b = Session::new(engine.clone());
+    exec(
+        &mut a,
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT UNIQUE)",
+    )
+    .await?;
+    exec(&mut a, "BEGIN").await?;
+    exec(&mut b, "BEGIN").await?;
+    exec(&mut a, "INSERT INTO users VALUES (1, 'x@example.com')").await?;
+    exec(&mut b, "INSERT INTO users VALUES (2, 'x@example.com')").await?;
+    exec(&mut a, "COMMIT").await?;
+    match b.execute("COMMIT").await {
+        Err(e) if is_serialization(&e) => {}
+        other => {
+            return Err(format!(
+                "the second commit must fail with 40001, got {other:?}"
+            ))
+        }
+    }
+    ensure_eq!(int(&mut a, "SELECT count(*) FROM users").await?, 1);
+    Ok(())
+}
+
+async fn concurrent_inserts_of_one_unique_value_one_wins(h: &Harness) -> CaseResult {
+    let engine = Arc::new(h.engine());
+    let mut setup = Session::new(engine.clone());
+    exec(
+        &mut setup,
+        "CREATE TABLE users (id INTEGER PRIMARY KEY, email TEXT UNIQUE)",
+    )
+    .await?;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = Session::new(engine);
+            s.execute(&format!(
+                "INSERT INTO users VALUES ({i}, 'same@example.com')"
+            ))
+            .await
+        }));
+    }
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.map_err(|e| e.to_string())? {
+            Ok(_) => wins += 1,
+            Err(e) if e.sqlstate() == "23505" => {}
+            Err(e) => return Err(format!("unexpected error: {e}")),
+        }
+    }
+    ensure_eq!(wins, 1);
+    ensure_eq!(int(&mut setup, "SELECT count(*) FROM users").await?, 1);
+    Ok(())
+}
+
+async fn a_failed_statement_leaves_its_transaction_intact(h: &Harness) -> CaseResult {
+    let engine: Arc<Engine> = Arc::new(h.engine());
+    let mut s = Session::new(engine);
+    exec(&mut s, "CREATE TABLE t (k INTEGER PRIMARY KEY, v INTEGER)").await?;
+    exec(&mut s, "CREATE INDEX t_v ON t (v)").await?;
+    exec(&mut s, "BEGIN").await?;
+    exec(&mut s, "INSERT INTO t VALUES (1, 10)").await?;
+    ensure!(
+        s.execute("INSERT INTO t VALUES (2, 20), (1, 30)")
+            .await
+            .is_err(),
+        "duplicate key accepted"
+    );
+    exec(&mut s, "COMMIT").await?;
+    ensure_eq!(int(&mut s, "SELECT count(*) FROM t").await?, 1);
+    ensure_eq!(int(&mut s, "SELECT count(*) FROM t WHERE v = 20").await?, 0);
+    let reports = s.check().await.step("check")?;
+    for r in reports {
+        ensure!(r.problems.is_empty(), "index problems: {:?}", r.problems);
+    }
+    Ok(())
+}
+
+async fn time_travel_reads_an_older_version(h: &Harness) -> CaseResult {
+    let engine = Arc::new(h.engine());
+    let mut s = Session::new(engine);
+    exec(
+        &mut s,
+        "CREATE TABLE prices (item TEXT PRIMARY KEY, cents INTEGER)",
+    )
+    .await?;
+    exec(&mut s, "INSERT INTO prices VALUES ('tea', 300)").await?;
+    let before = s.last_commit_version().ok_or("no commit version")?;
+    exec(&mut s, "UPDATE prices SET cents = 350 WHERE item = 'tea'").await?;
+    ensure_eq!(
+        int(&mut s, "SELECT cents FROM prices WHERE item = 'tea'").await?,
+        350
+    );
+    ensure_eq!(
+        int(
+            &mut s,
+            &format!("SELECT cents FROM prices WHERE item = 'tea' AS OF {before}")
+        )
+        .await?,
+        300
+    );
+    ensure!(
+        s.execute(&format!("UPDATE prices SET cents = 1 AS OF {before}"))
+            .await
+            .is_err(),
+        "AS OF on a write must be refused"
+    );
+    Ok(())
+}
+
+async fn indexes_match_their_tables_after_concurrent_writes(h: &Harness) -> CaseResult {
+    let engine = Arc::new(h.engine());
+    let mut setup = Session::new(engine.clone());
+    exec(
+        &mut setup,
+        "CREATE TABLE kv (k INTEGER PRIMARY KEY, v INTEGER, w TEXT)",
+    )
+    .await?;
+    exec(&mut setup, "CREATE INDEX kv_v ON kv (v)").await?;
+    exec(&mut setup, "CREATE UNIQUE INDEX kv_w ON kv (w)").await?;
+    let mut tasks = Vec::new();
+    for worker in 0..4i64 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut s = Session::new(engine);
+            for i in 0..25i64 {
+                let k = (worker * 7 + i) % 30;
+                let sql = match i % 3 {
+                    0 => format!("INSERT INTO kv VALUES ({k}, {i}, 'w{k}') ON CONFLICT (k) DO UPDATE SET v = excluded.v"),
+                    1 => format!("UPDATE kv SET v = v + 1, k = k + 100 WHERE k = {k}"),
+                    _ => format!("DELETE FROM kv WHERE v = {}", i - 1),
+                };
+                match s.execute(&sql).await {
+                    Ok(_) => {}
+                    Err(e) if e.sqlstate() == "23505" => {}
+                    Err(e) => return Err(format!("{sql}: {e}")),
+                }
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    for r in setup.check().await.step("check")? {
+        ensure!(r.problems.is_empty(), "table {}: {:?}", r.table, r.problems);
+    }
+    Ok(())
+}
