@@ -373,7 +373,9 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
         Command::Sql(args) => match args.action {
             Some(SqlAction::Check) => sql::check(engine.clone(), args.database.as_deref()).await?,
             None if args.execute.is_empty() => {
-                return Err("nothing to run: give statements with -e \"…\" (or `strata sql check`)".into())
+                return Err(
+                    "nothing to run: give statements with -e \"…\" (or `strata sql check`)".into(),
+                )
             }
             None => sql::execute(engine.clone(), args.database.as_deref(), &args.execute).await?,
         },

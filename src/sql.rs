@@ -3,7 +3,10 @@
 use strata::Engine;
 use strata_sql::{Datum, Output, Session};
 
-async fn session(engine: std::sync::Arc<Engine>, database: Option<&str>) -> Result<Session, String> {
+async fn session(
+    engine: std::sync::Arc<Engine>,
+    database: Option<&str>,
+) -> Result<Session, String> {
     let mut session = Session::new(engine);
     if let Some(db) = database {
         session

@@ -320,7 +320,9 @@ fn main() -> ExitCode {
             }
             let subset = match kind {
                 BackendKind::Memory => "",
-                BackendKind::Dynamodb => " (a subset of the corpus, see sql_logic::DYNAMODB_SUBSET)",
+                BackendKind::Dynamodb => {
+                    " (a subset of the corpus, see sql_logic::DYNAMODB_SUBSET)"
+                }
                 _ => " (a subset of the corpus, see sql_logic::EMBEDDED_SUBSET)",
             };
             eprintln!(

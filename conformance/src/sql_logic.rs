@@ -205,12 +205,10 @@ pub fn suite_files(kind: BackendKind, corpus: &Path, own: &Path) -> Result<Vec<S
 }
 
 fn in_subset(subset: &[&str], name: &str) -> bool {
-    subset
-        .iter()
-        .any(|entry| match entry.strip_suffix('/') {
-            Some(dir) => name.starts_with(dir) && name[dir.len()..].starts_with('/'),
-            None => name == *entry,
-        })
+    subset.iter().any(|entry| match entry.strip_suffix('/') {
+        Some(dir) => name.starts_with(dir) && name[dir.len()..].starts_with('/'),
+        None => name == *entry,
+    })
 }
 
 /// The files named on the command line: files as they are, directories searched recursively
@@ -983,7 +981,10 @@ mod tests {
         assert!(in_subset(DYNAMODB_SUBSET, "sqlite/evidence/in1.test"));
         assert!(!in_subset(DYNAMODB_SUBSET, "sqlite/evidence2/in1.test"));
         assert!(!in_subset(DYNAMODB_SUBSET, "sqlite/select2.test"));
-        assert!(in_subset(EMBEDDED_SUBSET, "sqlite/random/aggregates/slt_good_0.test"));
+        assert!(in_subset(
+            EMBEDDED_SUBSET,
+            "sqlite/random/aggregates/slt_good_0.test"
+        ));
     }
 
     /// A stand-in for the SQL layer: `SELECT a, b` returns one row of the texts `a` and `b`

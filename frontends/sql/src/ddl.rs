@@ -408,7 +408,12 @@ pub async fn create_index(s: &mut Session, ci: ast::CreateIndex) -> Result<Outpu
 pub async fn reindex(tx: &mut Tx, name: &str) -> Result<()> {
     let (def, which): (Arc<TableDef>, Vec<IndexDef>) = match find_index(tx, name).await? {
         Some(def) => {
-            let idx = def.indexes.iter().filter(|i| i.name == name).cloned().collect();
+            let idx = def
+                .indexes
+                .iter()
+                .filter(|i| i.name == name)
+                .cloned()
+                .collect();
             (def, idx)
         }
         None => match tx.table(name).await? {

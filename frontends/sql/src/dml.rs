@@ -504,7 +504,14 @@ async fn target_rows(
     params: &[Datum],
 ) -> Result<Vec<(Vec<u8>, Vec<Datum>, Vec<Datum>)>> {
     // One row by its key: read it directly and evaluate the extra expressions on it.
-    if matches!(relation, TableFactor::Table { alias: None, args: None, .. }) {
+    if matches!(
+        relation,
+        TableFactor::Table {
+            alias: None,
+            args: None,
+            ..
+        }
+    ) {
         let tx = s.ctx.tx(db).await?;
         let mut guard = tx.lock().await;
         if let Some(found) = crate::fastpath::point(&mut guard, def, selection, params).await? {

@@ -184,7 +184,13 @@ pub fn literal_expr(d: &Datum) -> Expr {
         Datum::Int(i) => Expr::value(ast::Value::Number(i.to_string(), false)),
         Datum::Float(f) if f.is_finite() => cast(format!("{f:?}"), "DOUBLE"),
         Datum::Float(f) => cast(
-            if f.is_nan() { "NaN".into() } else if *f > 0.0 { "Infinity".into() } else { "-Infinity".into() },
+            if f.is_nan() {
+                "NaN".into()
+            } else if *f > 0.0 {
+                "Infinity".into()
+            } else {
+                "-Infinity".into()
+            },
             "DOUBLE",
         ),
         Datum::Decimal(..) => cast(d.to_string(), "DECIMAL(38, 10)"),

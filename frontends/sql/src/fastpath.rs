@@ -25,7 +25,12 @@ use crate::tx::Tx;
 use crate::types::{ColumnBuilder, Datum};
 
 /// `column = value` pairs of a WHERE clause that is only such a conjunction.
-fn equalities(def: &TableDef, e: &Expr, params: &[Datum], out: &mut Vec<(usize, Datum)>) -> Option<()> {
+fn equalities(
+    def: &TableDef,
+    e: &Expr,
+    params: &[Datum],
+    out: &mut Vec<(usize, Datum)>,
+) -> Option<()> {
     match e {
         Expr::BinaryOp {
             left,
@@ -51,7 +56,10 @@ fn equalities(def: &TableDef, e: &Expr, params: &[Datum], out: &mut Vec<(usize, 
             let ty = &def.columns[col].ty;
             let exact = match (&v, ty) {
                 (Datum::Int(_), t) if t.is_integer() => true,
-                (Datum::Int(_) | Datum::Float(_), crate::types::SqlType::Real | crate::types::SqlType::Double) => true,
+                (
+                    Datum::Int(_) | Datum::Float(_),
+                    crate::types::SqlType::Real | crate::types::SqlType::Double,
+                ) => true,
                 (
                     Datum::Text(_),
                     crate::types::SqlType::Text
@@ -129,7 +137,10 @@ pub async fn point(
         if !covered(&positions) {
             continue;
         }
-        let values: Vec<Datum> = positions.iter().filter_map(|&p| value_of(p).cloned()).collect();
+        let values: Vec<Datum> = positions
+            .iter()
+            .filter_map(|&p| value_of(p).cloned())
+            .collect();
         let prefix = Key::IndexEntry(def.id, index.id, &values, &[]).encode();
         let found = tx
             .scan(&prefix, &strata_engine::prefix_end(&prefix), false, 1)
@@ -158,7 +169,8 @@ pub async fn select(s: &mut Session, stmt: &Statement, params: &[Datum]) -> Resu
     let SetExpr::Select(sel) = q.body.as_ref() else {
         return Ok(None);
     };
-    let plain_group = matches!(&sel.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
+    let plain_group =
+        matches!(&sel.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty());
     if sel.distinct.is_some()
         || sel.from.len() != 1
         || !sel.from[0].joins.is_empty()
@@ -172,10 +184,19 @@ pub async fn select(s: &mut Session, stmt: &Statement, params: &[Datum]) -> Resu
     {
         return Ok(None);
     }
-    let TableFactor::Table { name, args: None, .. } = &sel.from[0].relation else {
+    let TableFactor::Table {
+        name, args: None, ..
+    } = &sel.from[0].relation
+    else {
         return Ok(None);
     };
-    if s.ctx.scope.lock().unwrap_or_else(|p| p.into_inner()).as_of.is_some() {
+    if s.ctx
+        .scope
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .as_of
+        .is_some()
+    {
         return Ok(None);
     }
     let (db, table) = s.table_name(name).await?;
@@ -188,9 +209,12 @@ pub async fn select(s: &mut Session, stmt: &Statement, params: &[Datum]) -> Resu
     let mut cols: Vec<(String, usize)> = Vec::new();
     for item in &sel.projection {
         match item {
-            SelectItem::Wildcard(_) => {
-                cols.extend(def.columns.iter().enumerate().map(|(i, c)| (c.name.clone(), i)))
-            }
+            SelectItem::Wildcard(_) => cols.extend(
+                def.columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (c.name.clone(), i)),
+            ),
             SelectItem::UnnamedExpr(e) => match column(&def, e) {
                 Some(i) => cols.push((def.columns[i].name.clone(), i)),
                 None => return Ok(None),
@@ -213,7 +237,11 @@ pub async fn select(s: &mut Session, stmt: &Statement, params: &[Datum]) -> Resu
     Ok(Some(Output::Rows(one_row(&def, &cols, row)?)))
 }
 
-fn one_row(def: &Arc<TableDef>, cols: &[(String, usize)], row: Option<Vec<Datum>>) -> Result<QueryRows> {
+fn one_row(
+    def: &Arc<TableDef>,
+    cols: &[(String, usize)],
+    row: Option<Vec<Datum>>,
+) -> Result<QueryRows> {
     let schema = Arc::new(Schema::new(
         cols.iter()
             .map(|(n, i)| Field::new(n, def.columns[*i].ty.arrow_type(), def.columns[*i].nullable))

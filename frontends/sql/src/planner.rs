@@ -284,7 +284,9 @@ pub async fn inline_uncorrelated(state: &SessionState, stmt: &mut Statement) -> 
     let mut results: Vec<Option<Vec<crate::types::Datum>>> = Vec::with_capacity(found.len());
     for q in found {
         let plan = match state
-            .statement_to_plan(DfStatement::Statement(Box::new(Statement::Query(Box::new(q)))))
+            .statement_to_plan(DfStatement::Statement(Box::new(Statement::Query(
+                Box::new(q),
+            ))))
             .await
         {
             Ok(p) => p,
@@ -310,11 +312,7 @@ pub async fn inline_uncorrelated(state: &SessionState, stmt: &mut Statement) -> 
     let mut i = 0;
     let _ = ast::visit_expressions_mut(stmt, |e: &mut Expr| {
         let replacement = match e {
-            Expr::InSubquery {
-                expr,
-                negated,
-                ..
-            } => {
+            Expr::InSubquery { expr, negated, .. } => {
                 let r = results.get(i).cloned().flatten();
                 i += 1;
                 r.map(|values| {

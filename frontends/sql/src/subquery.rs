@@ -46,7 +46,8 @@ fn correlated(e: &Expr) -> bool {
     let _ = e.apply(|x| {
         found |= match x {
             Expr::ScalarSubquery(s) => !s.outer_ref_columns.is_empty(),
-            Expr::Exists(Exists { subquery, .. }) | Expr::InSubquery(InSubquery { subquery, .. }) => {
+            Expr::Exists(Exists { subquery, .. })
+            | Expr::InSubquery(InSubquery { subquery, .. }) => {
                 !subquery.outer_ref_columns.is_empty()
             }
             _ => false,
@@ -92,9 +93,9 @@ impl OptimizerRule for ApplySubqueries {
                         other => other.alias_qualified(qualifier, name),
                     });
                 }
-                Ok(Transformed::yes(LogicalPlan::Projection(Projection::try_new(
-                    exprs, p.input,
-                )?)))
+                Ok(Transformed::yes(LogicalPlan::Projection(
+                    Projection::try_new(exprs, p.input)?,
+                )))
             }
             LogicalPlan::Filter(f) if correlated(&f.predicate) => {
                 let predicate = f.predicate.transform_up(|x| replace(&ctx, x))?.data;
@@ -117,7 +118,9 @@ fn replace(ctx: &Arc<Context>, e: Expr) -> DfResult<Transformed<Expr>> {
             expr,
             subquery,
             negated,
-        }) if !subquery.outer_ref_columns.is_empty() => (Kind::In { negated }, subquery, vec![*expr]),
+        }) if !subquery.outer_ref_columns.is_empty() => {
+            (Kind::In { negated }, subquery, vec![*expr])
+        }
         other => return Ok(Transformed::no(other)),
     };
     let mut outer = Vec::new();
@@ -148,10 +151,9 @@ fn replace(ctx: &Arc<Context>, e: Expr) -> DfResult<Transformed<Expr>> {
         ctx: Arc::downgrade(ctx),
         cache: Mutex::new(HashMap::new()),
     };
-    Ok(Transformed::yes(Expr::ScalarFunction(ScalarFunction::new_udf(
-        Arc::new(ScalarUDF::new_from_impl(udf)),
-        args,
-    ))))
+    Ok(Transformed::yes(Expr::ScalarFunction(
+        ScalarFunction::new_udf(Arc::new(ScalarUDF::new_from_impl(udf)), args),
+    )))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -241,9 +243,9 @@ impl ScalarUDFImpl for Apply {
             .map(|v| if v.is_null() { null.clone() } else { v })
             .collect();
         if typed.is_empty() {
-            return Ok(ColumnarValue::Array(datafusion::arrow::array::new_empty_array(
-                &self.returns,
-            )));
+            return Ok(ColumnarValue::Array(
+                datafusion::arrow::array::new_empty_array(&self.returns),
+            ));
         }
         Ok(ColumnarValue::Array(ScalarValue::iter_to_array(typed)?))
     }
