@@ -419,6 +419,7 @@ fn main() -> ExitCode {
             passed: passed as u64 + records.passed,
             failed: failed.len() as u64 + records.failed,
             skipped: skipped as u64 + records.skipped,
+            differ: records.differ,
         };
         print_total(total);
     } else if skipped > 0 {

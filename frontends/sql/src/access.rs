@@ -184,6 +184,9 @@ impl Pred {
     }
 }
 
+/// A range of keys: `[start, end)`.
+pub type KeyRange = (Vec<u8>, Vec<u8>);
+
 /// Which records a scan reads.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Path {
@@ -237,7 +240,7 @@ impl Path {
 
 /// Build key ranges for the key columns `key` (positions) under `prefix`.
 /// Returns `(ranges, score)`; score counts constrained columns (a range column counts ½).
-fn key_ranges(prefix: Vec<u8>, key: &[usize], preds: &[Pred]) -> (Vec<(Vec<u8>, Vec<u8>)>, u32) {
+fn key_ranges(prefix: Vec<u8>, key: &[usize], preds: &[Pred]) -> (Vec<KeyRange>, u32) {
     let mut prefixes: Vec<Vec<u8>> = vec![prefix];
     let mut score = 0u32;
     for &col in key {

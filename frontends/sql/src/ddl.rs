@@ -40,13 +40,16 @@ fn column_of(e: &Expr) -> Result<String> {
     }
 }
 
+/// A foreign key as written: name, columns, parent table, parent columns.
+type ForeignKeyParts = (Option<String>, Vec<String>, ObjectName, Vec<String>);
+
 /// Table-level parts gathered from column options and constraints.
 #[derive(Default)]
 struct Parts {
     primary_key: Option<(Option<String>, Vec<String>)>,
     uniques: Vec<(Option<String>, Vec<String>)>,
     checks: Vec<(Option<String>, String)>,
-    foreign_keys: Vec<(Option<String>, Vec<String>, ObjectName, Vec<String>)>,
+    foreign_keys: Vec<ForeignKeyParts>,
 }
 
 impl Parts {

@@ -33,7 +33,7 @@ enum OnDuplicate {
     Replace,
     Update {
         assignments: Vec<ast::Assignment>,
-        selection: Option<Expr>,
+        selection: Option<Box<Expr>>,
     },
 }
 
@@ -76,7 +76,7 @@ pub async fn insert(s: &mut Session, ins: ast::Insert, params: &[Datum]) -> Resu
             OnConflictAction::DoNothing => OnDuplicate::Skip,
             OnConflictAction::DoUpdate(u) => OnDuplicate::Update {
                 assignments: u.assignments.clone(),
-                selection: u.selection.clone(),
+                selection: u.selection.clone().map(Box::new),
             },
         },
         (Some(other), _, _) => return Err(SqlError::Unsupported(format!("{other}"))),
@@ -493,6 +493,7 @@ pub async fn load(tx: &mut Tx, table: &str) -> Result<Arc<TableDef>> {
 
 /// The rows a table's UPDATE or DELETE targets, with their keys, in the session's
 /// transaction: `SELECT key, columns…, extra… FROM relation WHERE selection`.
+#[allow(clippy::too_many_arguments)] // the parts of one statement, passed through as they are
 async fn target_rows(
     s: &mut Session,
     db: &str,

@@ -431,9 +431,11 @@ pub fn rewrite_expr(e: &mut Expr, placeholder: &mut usize) {
         {
             *e = Expr::value(ast::Value::Boolean(*negated));
         }
-        Expr::BinaryOp { op, right, .. }
-            if matches!(op, BinaryOperator::Divide | BinaryOperator::Modulo) =>
-        {
+        Expr::BinaryOp {
+            op: BinaryOperator::Divide | BinaryOperator::Modulo,
+            right,
+            ..
+        } => {
             let zero = Expr::value(ast::Value::Number("0".into(), false));
             let inner = std::mem::replace(right.as_mut(), zero.clone());
             **right = Expr::Function(Function {

@@ -605,7 +605,7 @@ impl Session {
 
     /// The engine database and table a (possibly qualified) table name names.
     pub(crate) async fn table_name(&self, name: &ObjectName) -> Result<(String, String)> {
-        let parts: Vec<String> = name.0.iter().map(|p| ident_text(p)).collect();
+        let parts: Vec<String> = name.0.iter().map(ident_text).collect();
         match parts.as_slice() {
             [t] => Ok((self.current.clone(), t.clone())),
             [s, t] if s == SCHEMA => Ok((self.current.clone(), t.clone())),
