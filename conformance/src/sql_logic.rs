@@ -132,8 +132,9 @@ pub const EMBEDDED_SUBSET: &[&str] = &[
 ];
 
 /// What the `dynamodb` backend runs: the DynamoDB here is an emulator answering one request
-/// at a time, so it runs the basics and the evidence scripts.
-pub const DYNAMODB_SUBSET: &[&str] = &["sqlite/select1.test", "sqlite/evidence/"];
+/// at a time (select1's correlated subqueries take over 25 minutes on it), so it runs the
+/// evidence scripts.
+pub const DYNAMODB_SUBSET: &[&str] = &["sqlite/evidence/"];
 
 /// Where the corpus is: `STRATA_SLT_DIR`, or `shared/conformance/sqllogictest` beside the
 /// workspace.
@@ -1033,7 +1034,7 @@ mod tests {
 
     #[test]
     fn dynamodb_subset_names_files_and_directories() {
-        assert!(in_subset(DYNAMODB_SUBSET, "sqlite/select1.test"));
+        assert!(in_subset(EMBEDDED_SUBSET, "sqlite/select1.test"));
         assert!(in_subset(DYNAMODB_SUBSET, "sqlite/evidence/in1.test"));
         assert!(!in_subset(DYNAMODB_SUBSET, "sqlite/evidence2/in1.test"));
         assert!(!in_subset(DYNAMODB_SUBSET, "sqlite/select2.test"));
