@@ -492,7 +492,7 @@ fn run_named_slt(
 fn list_slt_suite() {
     let corpus = sql_logic::corpus_dir();
     let own = sql_logic::own_dir();
-    println!("{SLT_SUITE} (SQL logic test files, counted in records; dynamodb: a subset)");
+    println!("{SLT_SUITE} (SQL logic test files, counted in records; subsets on the persistent backends)");
     if !corpus.is_dir() {
         println!("  (no corpus at {})", corpus.display());
     }

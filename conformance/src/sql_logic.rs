@@ -33,6 +33,9 @@
 //!   timestamps `2024-01-31 12:00:00`.
 //! * Every byte outside `0x20..=0x7e` becomes `@` (a two-byte UTF-8 character is `@@`).
 //!
+//! (The C harness refuses a query whose column count differs from its type string; here the
+//! extra or missing values make the comparison fail instead.)
+//!
 //! Two dialects, by extension ([`Dialect`]):
 //!
 //! * `.test` (SQLite's corpus): expected values one per line; the hash threshold starts at 8,
@@ -56,8 +59,9 @@
 //! Per file: statement and query records (and `system`/`let` records, should a file have any)
 //! passed, failed, or skipped by their conditions; control, `hash-threshold` and `halt`
 //! records are not counted. A file that cannot be read or parsed, or whose store cannot be
-//! set up, counts as one failed record. The first [`KEPT_FAILURES`] failures of a file are
-//! kept with their location, SQL and difference.
+//! set up, counts as one failed record; so does a record that panics or runs longer than
+//! [`RECORD_TIMEOUT`], and the file goes on. The first [`KEPT_FAILURES`] failures of a file
+//! are kept with their location, SQL and difference.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
