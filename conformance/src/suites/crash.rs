@@ -115,25 +115,34 @@ pub async fn crash_writer(kind: BackendKind, dir: &Path, round: u64) -> Result<(
     Ok(())
 }
 
+/// Start this crate's runner binary in a child `mode` on the harness's backend and
+/// directory, with its stdout piped to the caller; it is killed if dropped.
+pub(crate) fn spawn_child(
+    h: &Harness,
+    mode: &str,
+    extra: &[&str],
+) -> Result<tokio::process::Child, String> {
+    let exe = h
+        .exe
+        .as_ref()
+        .ok_or("the runner binary is unknown; cannot start a child process")?;
+    Command::new(exe)
+        .args([mode, "--backend", h.kind.name(), "--dir"])
+        .arg(h.dir())
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("spawn {}: {e}", exe.display()))
+}
+
 async fn run_and_kill(
     h: &Harness,
     round: u64,
     acks_wanted: usize,
 ) -> Result<Vec<(u64, u64, u64)>, String> {
-    let exe = h
-        .exe
-        .as_ref()
-        .ok_or("the runner binary is unknown; cannot start a child process")?;
-    let mut child = Command::new(exe)
-        .args(["crash-writer", "--backend", h.kind.name(), "--dir"])
-        .arg(h.dir())
-        .arg("--round")
-        .arg(round.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", exe.display()))?;
+    let mut child = spawn_child(h, "crash-writer", &["--round", &round.to_string()])?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let mut acks = Vec::new();

@@ -332,6 +332,21 @@ async fn the_command_copies_lists_and_drops_on_a_table(h: &Harness) -> CaseResul
 
 /// Cost is part of performance: the DynamoDB requests each engine operation makes (printed
 /// for docs/benchmarks.md, and held to the targets).
+/// The requests made since `before` (a snapshot of `counts`), by operation.
+fn requests_since(
+    counts: &strata_backend_dynamodb::RequestCounts,
+    before: std::collections::BTreeMap<String, u64>,
+) -> std::collections::BTreeMap<String, u64> {
+    counts
+        .snapshot()
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let d = v - before.get(&k).copied().unwrap_or(0);
+            (d > 0).then_some((k, d))
+        })
+        .collect()
+}
+
 async fn requests_per_operation(h: &Harness) -> CaseResult {
     only_dynamodb(h)?;
     let backend = h.dynamodb().ok_or("no DynamoDB backend")?.clone();
@@ -348,16 +363,7 @@ async fn requests_per_operation(h: &Harness) -> CaseResult {
     }
     db.atomic_write(seed).await.step("seed")?;
     let counts = backend.request_counts();
-    let measure = |before: std::collections::BTreeMap<String, u64>| {
-        let after = counts.snapshot();
-        after
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let d = v - before.get(&k).copied().unwrap_or(0);
-                (d > 0).then_some((k, d))
-            })
-            .collect::<std::collections::BTreeMap<String, u64>>()
-    };
+    let measure = |before| requests_since(counts, before);
     let before = counts.snapshot();
     db.get(b"k/07").await.step("get")?;
     let get = measure(before);
@@ -484,16 +490,7 @@ async fn sql_requests_per_statement(h: &Harness) -> CaseResult {
         "warm",
     )?;
     let counts = backend.request_counts();
-    let measure = |before: std::collections::BTreeMap<String, u64>| {
-        counts
-            .snapshot()
-            .into_iter()
-            .filter_map(|(k, v)| {
-                let d = v - before.get(&k).copied().unwrap_or(0);
-                (d > 0).then_some((k, d))
-            })
-            .collect::<std::collections::BTreeMap<String, u64>>()
-    };
+    let measure = |before| requests_since(counts, before);
     let before = counts.snapshot();
     run(
         s.execute("SELECT name FROM items WHERE id = 2").await,

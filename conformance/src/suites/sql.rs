@@ -48,6 +48,16 @@ fn is_serialization(e: &SqlError) -> bool {
     e.sqlstate() == "40001"
 }
 
+/// The later of two conflicting transactions must fail at COMMIT with 40001.
+async fn second_commit_conflicts(s: &mut Session) -> CaseResult {
+    match s.execute("COMMIT").await {
+        Err(e) if is_serialization(&e) => Ok(()),
+        other => Err(format!(
+            "the second commit must fail with 40001, got {other:?}"
+        )),
+    }
+}
+
 async fn bank_transfers_keep_the_total(h: &Harness) -> CaseResult {
     let engine = Arc::new(h.engine());
     let mut setup = Session::new(engine.clone());
@@ -168,14 +178,7 @@ async fn write_skew_is_prevented(h: &Harness) -> CaseResult {
     )
     .await?;
     exec(&mut a, "COMMIT").await?;
-    match b.execute("COMMIT").await {
-        Err(e) if is_serialization(&e) => {}
-        other => {
-            return Err(format!(
-                "the second commit must fail with 40001, got {other:?}"
-            ))
-        }
-    }
+    second_commit_conflicts(&mut b).await?;
     ensure_eq!(
         int(&mut a, "SELECT count(*) FROM doctors WHERE on_call").await?,
         1
@@ -197,14 +200,7 @@ async fn two_inserts_of_one_unique_value_cannot_both_commit(h: &Harness) -> Case
     exec(&mut a, "INSERT INTO users VALUES (1, 'x@example.com')").await?;
     exec(&mut b, "INSERT INTO users VALUES (2, 'x@example.com')").await?;
     exec(&mut a, "COMMIT").await?;
-    match b.execute("COMMIT").await {
-        Err(e) if is_serialization(&e) => {}
-        other => {
-            return Err(format!(
-                "the second commit must fail with 40001, got {other:?}"
-            ))
-        }
-    }
+    second_commit_conflicts(&mut b).await?;
     ensure_eq!(int(&mut a, "SELECT count(*) FROM users").await?, 1);
     Ok(())
 }
@@ -274,6 +270,12 @@ async fn time_travel_reads_an_older_version(h: &Harness) -> CaseResult {
     .await?;
     exec(&mut s, "INSERT INTO prices VALUES ('tea', 300)").await?;
     let before = s.last_commit_version().ok_or("no commit version")?;
+    // A time after the insert committed and before the update begins: wait for the clock
+    // (milliseconds) to move past it, so the update's commit time is later.
+    let between = strata_engine::now_ms();
+    while strata_engine::now_ms() <= between {
+        tokio::task::yield_now().await;
+    }
     exec(&mut s, "UPDATE prices SET cents = 350 WHERE item = 'tea'").await?;
     ensure_eq!(
         int(&mut s, "SELECT cents FROM prices WHERE item = 'tea'").await?,
@@ -287,6 +289,23 @@ async fn time_travel_reads_an_older_version(h: &Harness) -> CaseResult {
         .await?,
         300
     );
+    let at = Datum::Timestamp(between as i64 * 1000).to_string();
+    ensure_eq!(
+        int(
+            &mut s,
+            &format!("SELECT cents FROM prices WHERE item = 'tea' AS OF '{at}'")
+        )
+        .await?,
+        300
+    );
+    // A time before the database existed: no version is readable there.
+    match s
+        .execute("SELECT cents FROM prices AS OF '2000-01-01 00:00:00'")
+        .await
+    {
+        Err(e) => ensure_eq!(e.sqlstate(), "22023"),
+        Ok(o) => return Err(format!("a read before any version answered {o:?}")),
+    }
     ensure!(
         s.execute(&format!("UPDATE prices SET cents = 1 AS OF {before}"))
             .await

@@ -8,12 +8,10 @@
 //! after it, the outcome must be all or nothing.
 
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 use strata_engine::Engine;
 use strata_sql::{Datum, Output, Session};
@@ -58,18 +56,7 @@ async fn a_killed_bulk_insert_leaves_all_or_nothing(h: &Harness) -> CaseResult {
     if h.kind == BackendKind::Dynamodb {
         return Err("SKIP: the DynamoDB crash behaviour is covered by the dynamodb suite".into());
     }
-    let exe = h
-        .exe
-        .as_ref()
-        .ok_or("the runner binary is unknown; cannot start a child process")?;
-    let mut child = Command::new(exe)
-        .args(["sql-bulk-writer", "--backend", h.kind.name(), "--dir"])
-        .arg(h.dir())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("spawn {}: {e}", exe.display()))?;
+    let mut child = super::crash::spawn_child(h, "sql-bulk-writer", &[])?;
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     match tokio::time::timeout(Duration::from_secs(120), lines.next_line()).await {

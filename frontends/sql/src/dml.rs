@@ -136,7 +136,7 @@ pub async fn insert(s: &mut Session, ins: ast::Insert, params: &[Datum]) -> Resu
                     let mut conflict = Some(c);
                     while let Some(c) = conflict {
                         if let Some(old) = index::get_row(tx, &def, &c.pk).await? {
-                            check_children(tx, &def, &old).await?;
+                            check_children(tx, &def, &old, None).await?;
                             index::remove_row(tx, &def, &old, &c.pk)?;
                         }
                         conflict = index::conflict(tx, &def, &row, &pk).await?;
@@ -332,10 +332,11 @@ async fn check_parents(tx: &mut Tx, def: &TableDef, row: &[Datum]) -> Result<()>
         if values.iter().any(Datum::is_null) {
             continue;
         }
-        let parent = if fk.parent == def.name {
-            Arc::new(def.clone())
-        } else {
-            load(tx, &fk.parent).await?
+        let Some(parent) = related(tx, def, &fk.parent).await? else {
+            return Err(SqlError::UndefinedObject {
+                kind: "table",
+                name: fk.parent.clone(),
+            });
         };
         if !row_with_values(tx, &parent, &fk.parent_columns, &values).await? {
             return Err(SqlError::ForeignKeyViolation {
@@ -348,20 +349,39 @@ async fn check_parents(tx: &mut Tx, def: &TableDef, row: &[Datum]) -> Result<()>
     Ok(())
 }
 
-/// A parent row may not go away (or change its key) while children point at it.
-async fn check_children(tx: &mut Tx, def: &TableDef, old: &[Datum]) -> Result<()> {
+/// The definition of `name` as this statement sees it: `def` itself for a self-reference.
+async fn related(tx: &mut Tx, def: &TableDef, name: &str) -> Result<Option<Arc<TableDef>>> {
+    if name == def.name {
+        return Ok(Some(Arc::new(def.clone())));
+    }
+    tx.table(name).await
+}
+
+/// A parent row may not go away while children point at it, nor change the columns they
+/// point with (`new`: the row after an update; `None`: the row goes away).
+async fn check_children(
+    tx: &mut Tx,
+    def: &TableDef,
+    old: &[Datum],
+    new: Option<&[Datum]>,
+) -> Result<()> {
     for (child_name, fk_name) in &def.referenced_by {
-        let child = if child_name == &def.name {
-            Arc::new(def.clone())
-        } else {
-            match tx.table(child_name).await? {
-                Some(c) => c,
-                None => continue,
-            }
+        let Some(child) = related(tx, def, child_name).await? else {
+            continue;
         };
         let Some(fk) = child.foreign_keys.iter().find(|f| &f.name == fk_name) else {
             continue;
         };
+        if let Some(new) = new {
+            let changed = fk
+                .parent_columns
+                .iter()
+                .filter_map(|n| def.column_index(n))
+                .any(|i| old[i] != new[i]);
+            if !changed {
+                continue;
+            }
+        }
         let values: Vec<Datum> = fk
             .parent_columns
             .iter()
@@ -436,12 +456,9 @@ async fn row_with_values(
                 return Ok(true);
             }
         }
-        match chunk.last() {
-            Some((k, _)) if chunk.len() == crate::tx::SCAN_CHUNK => {
-                start = k.clone();
-                start.push(0);
-            }
-            _ => return Ok(false),
+        match crate::tx::resume_after(&chunk) {
+            Some(next) => start = next,
+            None => return Ok(false),
         }
     }
 }
@@ -457,7 +474,7 @@ async fn replace_row(
     rowid: Option<i64>,
 ) -> Result<()> {
     let new_pk = def.pk_of(new, rowid);
-    check_children_if_key_changed(tx, def, old, new).await?;
+    check_children(tx, def, old, Some(new)).await?;
     index::remove_row(tx, def, old, old_pk)?;
     if let Some(c) = index::conflict(tx, def, new, &new_pk).await? {
         return Err(index::unique_violation(def, &c));
@@ -657,9 +674,7 @@ pub async fn update(s: &mut Session, upd: ast::Update, params: &[Datum]) -> Resu
         let old_pk = crate::codec::row_key_pk(key, def.id)?;
         if old != new {
             let new_pk = def.pk_of(new, rowid_of(&def, &old_pk));
-            if new_pk != old_pk || !def.referenced_by.is_empty() {
-                check_children_if_key_changed(tx, &def, old, new).await?;
-            }
+            check_children(tx, &def, old, Some(new)).await?;
             index::remove_row(tx, &def, old, &old_pk)?;
             moved.insert(key.clone(), new_pk);
         }
@@ -676,36 +691,6 @@ pub async fn update(s: &mut Session, upd: ast::Update, params: &[Datum]) -> Resu
     }
     drop(guard);
     finish(s, &def, written, upd.returning.as_deref(), &table).await
-}
-
-/// Children block a change of the columns they reference.
-async fn check_children_if_key_changed(
-    tx: &mut Tx,
-    def: &TableDef,
-    old: &[Datum],
-    new: &[Datum],
-) -> Result<()> {
-    for (child_name, fk_name) in &def.referenced_by {
-        let child = if child_name == &def.name {
-            Arc::new(def.clone())
-        } else {
-            match tx.table(child_name).await? {
-                Some(c) => c,
-                None => continue,
-            }
-        };
-        if let Some(fk) = child.foreign_keys.iter().find(|f| &f.name == fk_name) {
-            let changed = fk
-                .parent_columns
-                .iter()
-                .filter_map(|n| def.column_index(n))
-                .any(|i| old[i] != new[i]);
-            if changed {
-                return check_children(tx, def, old).await;
-            }
-        }
-    }
-    Ok(())
 }
 
 pub async fn delete(s: &mut Session, del: ast::Delete, params: &[Datum]) -> Result<Output> {
@@ -744,7 +729,7 @@ pub async fn delete(s: &mut Session, del: ast::Delete, params: &[Datum]) -> Resu
     // Children are checked after every row is gone, so deleting a parent together with
     // its children (a self-referencing table) works.
     for old in &removed {
-        check_children(tx, &def, old).await?;
+        check_children(tx, &def, old, None).await?;
     }
     drop(guard);
     finish(s, &def, removed, del.returning.as_deref(), &table).await

@@ -17,7 +17,7 @@ use strata_engine::prefix_end;
 use crate::catalog::{IndexDef, TableDef};
 use crate::codec::{self, Key};
 use crate::error::{Result, SqlError};
-use crate::tx::{Tx, SCAN_CHUNK};
+use crate::tx::{resume_after, Tx, SCAN_CHUNK};
 use crate::types::Datum;
 
 /// The values an index holds for `row`.
@@ -135,7 +135,6 @@ pub async fn backfill(tx: &mut Tx, def: &TableDef, index: &IndexDef) -> Result<u
     let mut count = 0u64;
     loop {
         let chunk = tx.scan(&start, &end, false, SCAN_CHUNK).await?;
-        let n = chunk.len();
         for (key, value) in &chunk {
             let pk = codec::row_key_pk(key, def.id)?;
             let row = def.decode_row(value)?;
@@ -155,12 +154,9 @@ pub async fn backfill(tx: &mut Tx, def: &TableDef, index: &IndexDef) -> Result<u
             )?;
             count += 1;
         }
-        match chunk.last() {
-            Some((k, _)) if n == SCAN_CHUNK => {
-                start = k.clone();
-                start.push(0);
-            }
-            _ => return Ok(count),
+        match resume_after(&chunk) {
+            Some(next) => start = next,
+            None => return Ok(count),
         }
     }
 }
@@ -185,7 +181,6 @@ pub async fn check_table(tx: &mut Tx, def: Arc<TableDef>) -> Result<CheckReport>
     let mut start = prefix.clone();
     loop {
         let chunk = tx.scan(&start, &end, false, SCAN_CHUNK).await?;
-        let n = chunk.len();
         for (key, value) in &chunk {
             report.rows += 1;
             let pk = codec::row_key_pk(key, def.id)?;
@@ -204,12 +199,9 @@ pub async fn check_table(tx: &mut Tx, def: Arc<TableDef>) -> Result<CheckReport>
                 }
             }
         }
-        match chunk.last() {
-            Some((k, _)) if n == SCAN_CHUNK => {
-                start = k.clone();
-                start.push(0);
-            }
-            _ => break,
+        match resume_after(&chunk) {
+            Some(next) => start = next,
+            None => break,
         }
     }
     for index in &def.indexes {
@@ -218,7 +210,6 @@ pub async fn check_table(tx: &mut Tx, def: Arc<TableDef>) -> Result<CheckReport>
         let mut start = prefix.clone();
         loop {
             let chunk = tx.scan(&start, &end, false, SCAN_CHUNK).await?;
-            let n = chunk.len();
             for (key, _) in &chunk {
                 report.entries += 1;
                 let all = codec::index_key_values(key, def.id, index.id)?;
@@ -239,12 +230,9 @@ pub async fn check_table(tx: &mut Tx, def: Arc<TableDef>) -> Result<CheckReport>
                     Some(_) => {}
                 }
             }
-            match chunk.last() {
-                Some((k, _)) if n == SCAN_CHUNK => {
-                    start = k.clone();
-                    start.push(0);
-                }
-                _ => break,
+            match resume_after(&chunk) {
+                Some(next) => start = next,
+                None => break,
             }
         }
     }

@@ -317,11 +317,8 @@ impl Scan {
             let (start, end) = &self.ranges[self.next_range];
             let from = self.resume.take().unwrap_or_else(|| start.clone());
             let chunk = self.source.scan(&from, end, false, SCAN_CHUNK).await?;
-            if chunk.len() == SCAN_CHUNK {
-                let mut after = chunk[chunk.len() - 1].0.clone();
-                after.push(0);
-                self.resume = Some(after);
-            } else {
+            self.resume = crate::tx::resume_after(&chunk);
+            if self.resume.is_none() {
                 self.next_range += 1;
             }
             for (key, value) in chunk {

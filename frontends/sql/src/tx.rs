@@ -156,19 +156,15 @@ impl Tx {
         let mut start = prefix.clone();
         loop {
             let chunk = self.scan(&start, &end, false, SCAN_CHUNK).await?;
-            let n = chunk.len();
             for (k, _) in &chunk {
                 let mut rest = &k[prefix.len()..];
                 if let crate::Datum::Text(name) = crate::codec::decode_one(&mut rest)? {
                     out.push(name);
                 }
             }
-            match chunk.last() {
-                Some((k, _)) if n == SCAN_CHUNK => {
-                    start = k.clone();
-                    start.push(0);
-                }
-                _ => return Ok(out),
+            match resume_after(&chunk) {
+                Some(next) => start = next,
+                None => return Ok(out),
             }
         }
     }
@@ -201,6 +197,19 @@ impl Tx {
         };
         self.put(&key, (id + 1).to_be_bytes().to_vec())?;
         Ok(id)
+    }
+}
+
+/// Where a chunked scan goes on: just after the last key of a full chunk of
+/// [`SCAN_CHUNK`] entries; `None` once a chunk came back short (the range is done).
+pub fn resume_after(chunk: &[(Vec<u8>, Vec<u8>)]) -> Option<Vec<u8>> {
+    match chunk.last() {
+        Some((k, _)) if chunk.len() == SCAN_CHUNK => {
+            let mut next = k.clone();
+            next.push(0);
+            Some(next)
+        }
+        _ => None,
     }
 }
 

@@ -112,3 +112,33 @@ async fn indexes_transactions_and_rollback() {
         vec![vec![Datum::Int(2)]]
     );
 }
+
+#[tokio::test]
+async fn oversized_values_keys_and_transactions_are_refused_and_change_nothing() {
+    let mut s = Session::new(engine());
+    s.execute("CREATE TABLE t (id TEXT PRIMARY KEY, v TEXT)")
+        .await
+        .unwrap();
+    let big = "x".repeat(70_000);
+    let e = s
+        .execute(&format!("INSERT INTO t VALUES ('a', '{big}')"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.sqlstate(), "54000", "{e}");
+    let long_key = "k".repeat(3_000);
+    let e = s
+        .execute(&format!("INSERT INTO t VALUES ('{long_key}', 'v')"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.sqlstate(), "54000", "{e}");
+    // 200 rows of 60 KB: over the 10 MiB a transaction may write.
+    let e = s
+        .execute("INSERT INTO t SELECT CAST(value AS TEXT), repeat('x', 60000) FROM generate_series(1, 200)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.sqlstate(), "54000", "{e}");
+    assert_eq!(
+        rows(&mut s, "SELECT count(*) FROM t").await,
+        vec![vec![Datum::Int(0)]]
+    );
+}
