@@ -2,10 +2,9 @@
 //! preserving keys, values, versionstamps, expiries and queued messages; with progress, and a
 //! verification at the end (entry counts and a checksum of the copied keyspace on both sides).
 
-use std::io::{IsTerminal, Write};
-use std::time::{Duration, Instant};
-
 use strata_engine::{Engine, EngineError, Entry, Snapshot};
+
+use crate::progress::Progress;
 
 /// Entries per read and per restore commit.
 const BATCH: usize = 500;
@@ -58,69 +57,6 @@ async fn digest(snapshot: &Snapshot) -> Result<Digest, EngineError> {
     }
 }
 
-struct Progress {
-    label: String,
-    total: u64,
-    done: u64,
-    started: Instant,
-    last: Instant,
-    tty: bool,
-}
-
-impl Progress {
-    fn new(label: String, total: u64) -> Self {
-        let now = Instant::now();
-        Progress {
-            label,
-            total,
-            done: 0,
-            started: now,
-            last: now - Duration::from_secs(10),
-            tty: std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn advance(&mut self, n: u64) {
-        self.done += n;
-        let every = if self.tty {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_secs(2)
-        };
-        if self.last.elapsed() >= every || self.done == self.total {
-            self.last = Instant::now();
-            self.draw();
-        }
-    }
-
-    fn draw(&self) {
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = self.done as f64 / secs;
-        let left = self.total.saturating_sub(self.done) as f64 / rate.max(1e-9);
-        let pct = if self.total == 0 {
-            100.0
-        } else {
-            self.done as f64 * 100.0 / self.total as f64
-        };
-        let width = 30;
-        let filled = ((pct / 100.0) * width as f64) as usize;
-        let bar: String = "#".repeat(filled.min(width)) + &"-".repeat(width - filled.min(width));
-        let line = format!(
-            "{} [{bar}] {}/{} entries {:>5.1}% {:.0}/s ETA {:.0}s",
-            self.label, self.done, self.total, pct, rate, left
-        );
-        let mut err = std::io::stderr();
-        if self.tty {
-            let _ = write!(err, "\r{line}\x1b[K");
-            if self.done >= self.total {
-                let _ = writeln!(err);
-            }
-        } else {
-            let _ = writeln!(err, "{line}");
-        }
-    }
-}
-
 /// What one database's copy did.
 #[derive(Debug)]
 pub struct Copied {
@@ -162,7 +98,7 @@ pub async fn copy_database(
         .map_err(e)?;
     let snapshot = source.snapshot().await.map_err(e)?;
     let source_digest = digest(&snapshot).await.map_err(e)?;
-    let mut progress = Progress::new(format!("copy {name}"), source_digest.entries);
+    let mut progress = Progress::new(format!("copy {name}"), source_digest.entries, "entries");
     let mut start = Vec::new();
     loop {
         let batch = snapshot.entries(&start, &[], BATCH).await.map_err(e)?;

@@ -48,6 +48,30 @@ struct SqlArgs {
 enum SqlAction {
     /// Verify that every index entry matches its row and every row has its index entries.
     Check,
+    /// Load a CSV file into an existing table, one transaction per chunk, with progress.
+    Import {
+        /// The CSV file.
+        file: std::path::PathBuf,
+        /// The table to load (`t` or `db.t`).
+        #[arg(long)]
+        table: String,
+        /// The first line names the columns; without it, fields fill the table's columns
+        /// in order.
+        #[arg(long)]
+        header: bool,
+        /// The field separator (one character).
+        #[arg(long, default_value = ",")]
+        delimiter: char,
+        /// The field text that means NULL.
+        #[arg(long, default_value = "")]
+        null: String,
+        /// Rows per transaction.
+        #[arg(long, default_value_t = 1000)]
+        chunk_rows: usize,
+        /// Skip this many data rows first (resume an interrupted import).
+        #[arg(long, default_value_t = 0)]
+        skip: u64,
+    },
 }
 
 #[derive(Subcommand)]
@@ -191,6 +215,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 mod copy;
 #[cfg(feature = "sqlite")]
 mod import;
+mod progress;
 #[cfg(feature = "sql")]
 mod sql;
 
@@ -372,6 +397,36 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
         #[cfg(feature = "sql")]
         Command::Sql(args) => match args.action {
             Some(SqlAction::Check) => sql::check(engine.clone(), args.database.as_deref()).await?,
+            Some(SqlAction::Import {
+                file,
+                table,
+                header,
+                delimiter,
+                null,
+                chunk_rows,
+                skip,
+            }) => {
+                if !delimiter.is_ascii() {
+                    return Err(format!(
+                        "the delimiter must be one ASCII character, not {delimiter:?}"
+                    ));
+                }
+                let opts = sql::ImportOptions {
+                    header,
+                    delimiter: delimiter as u8,
+                    null,
+                    chunk_rows: chunk_rows.clamp(1, 100_000),
+                    skip,
+                };
+                sql::import(
+                    engine.clone(),
+                    args.database.as_deref(),
+                    &file,
+                    &table,
+                    &opts,
+                )
+                .await?
+            }
             None if args.execute.is_empty() => {
                 return Err(
                     "nothing to run: give statements with -e \"…\" (or `strata sql check`)".into(),

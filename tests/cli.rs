@@ -257,3 +257,120 @@ fn a_database_open_in_another_process_is_refused_clearly() {
         "free again once the holder closed it"
     );
 }
+
+#[cfg(feature = "sql")]
+#[test]
+fn sql_import_loads_a_csv_in_chunks_and_reports_bad_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let create = strata(
+        d,
+        &[
+            "sql",
+            "-e",
+            "CREATE TABLE items (id BIGINT PRIMARY KEY, name TEXT NOT NULL, price DECIMAL(10,2), \
+             on_sale BOOLEAN, added DATE)",
+            "-e",
+            "CREATE INDEX items_name ON items (name)",
+        ],
+    );
+    assert!(create.status.success(), "{}", stderr(&create));
+
+    // 2,500 rows in chunks of 1,000: three transactions. Columns in another order than the
+    // table's, quoted fields with the delimiter inside, and an empty field as NULL.
+    let mut csv = String::from("name,id,on_sale,price,added\n");
+    for i in 0..2500 {
+        let sale = if i % 2 == 0 { "true" } else { "f" };
+        let price = if i % 10 == 0 {
+            String::new()
+        } else {
+            format!("{i}.25")
+        };
+        csv.push_str(&format!(
+            "\"item, no. {i}\",{i},{sale},{price},2026-01-{:02}\n",
+            1 + i % 28
+        ));
+    }
+    std::fs::write(d.join("items.csv"), &csv).unwrap();
+    let out = strata(
+        d,
+        &["sql", "import", "items.csv", "--table", "items", "--header"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("2500 rows imported into items"),
+        "{}",
+        stdout(&out)
+    );
+    assert!(
+        stderr(&out).contains("import items ["),
+        "a progress line: {}",
+        stderr(&out)
+    );
+
+    let q = strata(
+        d,
+        &[
+            "sql",
+            "-e",
+            "SELECT count(*), count(price), sum(CASE WHEN on_sale THEN 1 ELSE 0 END) FROM items",
+            "-e",
+            "SELECT name, price, added FROM items WHERE id = 1234",
+        ],
+    );
+    let text = stdout(&q);
+    assert!(text.contains(" 2500 "), "{text}");
+    assert!(text.contains(" 2250 "), "{text}");
+    assert!(text.contains(" 1250"), "{text}");
+    assert!(
+        text.contains("item, no. 1234 | 1234.25 | 2026-01-03"),
+        "{text}"
+    );
+    let check = strata(d, &["sql", "check"]);
+    assert!(check.status.success(), "{}", stdout(&check));
+
+    // A bad value in the second chunk: the first chunk stays, the error names the line and
+    // how to resume, and resuming after fixing the file loads the rest.
+    let mut bad = String::new();
+    for i in 0..1500 {
+        let id = 10_000 + i;
+        let price = if i == 1200 {
+            "lots".to_string()
+        } else {
+            "1.50".to_string()
+        };
+        bad.push_str(&format!("{id},n{id},{price},,\n"));
+    }
+    std::fs::write(d.join("bad.csv"), &bad).unwrap();
+    let out = strata(d, &["sql", "import", "bad.csv", "--table", "items"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("ERROR 22000") && err.contains("lots"), "{err}");
+    assert!(err.contains("at line 1201 of"), "{err}");
+    assert!(err.contains("1000 rows were committed"), "{err}");
+    assert!(err.contains("--skip 1000"), "{err}");
+    std::fs::write(d.join("bad.csv"), bad.replace(",lots,", ",2.50,")).unwrap();
+    let out = strata(
+        d,
+        &[
+            "sql", "import", "bad.csv", "--table", "items", "--skip", "1000",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("500 rows imported"),
+        "{}",
+        stdout(&out)
+    );
+    let q = strata(
+        d,
+        &["sql", "-e", "SELECT count(*) FROM items WHERE id >= 10000"],
+    );
+    assert!(stdout(&q).contains(" 1500"), "{}", stdout(&q));
+
+    // A row with too few fields is refused with its line.
+    std::fs::write(d.join("short.csv"), "1,a,1.00,true\n").unwrap();
+    let out = strata(d, &["sql", "import", "short.csv", "--table", "items"]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("expected"), "{}", stderr(&out));
+}

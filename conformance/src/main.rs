@@ -261,7 +261,14 @@ fn main() -> ExitCode {
                 continue;
             }
             eprintln!("running {} on {} ...", suite.name, kind.name());
+            let started = std::time::Instant::now();
             let got = rt.block_on(run_suite(kind, suite, exe.clone()));
+            eprintln!(
+                "  {} on {}: {:.1}s",
+                suite.name,
+                kind.name(),
+                started.elapsed().as_secs_f64()
+            );
             let passed = got.iter().filter(|o| o.result.is_ok()).count();
             let skipped = got.iter().filter(|o| is_skip(o)).count();
             let cell = if skipped == got.len() {
@@ -330,12 +337,18 @@ fn main() -> ExitCode {
                 kind.name(),
                 files.len()
             );
+            let started = std::time::Instant::now();
             let reports = rt.block_on(sql_logic::run_files(kind, &files, |r| {
                 eprintln!("  {}", r.summary());
                 if cli.verbose {
                     print_failures(r, &mut std::io::stderr());
                 }
             }));
+            eprintln!(
+                "  {SLT_SUITE} on {}: {:.1}s",
+                kind.name(),
+                started.elapsed().as_secs_f64()
+            );
             let mut tally = Tally::default();
             for r in reports {
                 tally.add(r.tally);

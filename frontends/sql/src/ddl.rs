@@ -354,6 +354,14 @@ fn validate_check(s: &Session, def: &TableDef, check: &CheckDef) -> Result<()> {
     Ok(())
 }
 
+/// An index to fill after the transaction that created it commits.
+#[derive(Debug, Clone)]
+pub struct IndexBuild {
+    pub db: String,
+    pub table: String,
+    pub index: String,
+}
+
 pub async fn create_index(s: &mut Session, ci: ast::CreateIndex) -> Result<Output> {
     if ci.predicate.is_some() {
         return Err(SqlError::Unsupported("partial indexes".into()));
@@ -372,7 +380,17 @@ pub async fn create_index(s: &mut Session, ci: ast::CreateIndex) -> Result<Outpu
         Some(n) => last_name(n),
         None => format!("{table}_{}_idx", cols.join("_")),
     };
-    if find_index(tx, &name).await?.is_some() {
+    if let Some(owner) = find_index(tx, &name).await? {
+        // An index whose online build was interrupted: this statement finishes the build.
+        let building = owner.indexes.iter().any(|i| i.name == name && !i.ready);
+        if building && !s.in_transaction() {
+            s.builds.push(IndexBuild {
+                db,
+                table: owner.name.clone(),
+                index: name,
+            });
+            return Ok(Output::Done);
+        }
         if ci.if_not_exists {
             return Ok(Output::Done);
         }
@@ -394,16 +412,31 @@ pub async fn create_index(s: &mut Session, ci: ast::CreateIndex) -> Result<Outpu
                 })
         })
         .collect::<Result<Vec<_>>>()?;
+    // Outside an explicit transaction the index is built online: this statement's
+    // transaction only adds it to the catalog (writers maintain it from then on, queries
+    // skip it), and once that commits the session fills it chunk by chunk, each chunk its
+    // own transaction, then marks it ready. Inside BEGIN … COMMIT it is filled in the
+    // transaction, so that it commits or rolls back with the rest.
+    let online = !s.in_transaction();
     let index = IndexDef {
         id: tx.next_object_id().await?,
-        name,
+        name: name.clone(),
         columns: ids,
         unique: ci.unique,
-        ready: true,
+        ready: !online,
     };
-    crate::index::backfill(tx, &def, &index).await?;
+    if !online {
+        crate::index::backfill(tx, &def, &index).await?;
+    }
     def.indexes.push(index);
     tx.put_table(def).await?;
+    if online {
+        s.builds.push(IndexBuild {
+            db,
+            table,
+            index: name,
+        });
+    }
     Ok(Output::Done)
 }
 

@@ -161,6 +161,92 @@ pub async fn backfill(tx: &mut Tx, def: &TableDef, index: &IndexDef) -> Result<u
     }
 }
 
+/// Where one step of an online index build left off.
+pub enum BuildStep {
+    /// More rows remain, from this key on.
+    More(Vec<u8>),
+    /// Every row has its entry.
+    Done,
+    /// The table or the index was dropped meanwhile: nothing left to build.
+    Gone,
+}
+
+/// One chunk of an online CREATE INDEX: index up to [`SCAN_CHUNK`] rows from `from` (the
+/// table's first row when `None`) in this transaction. Writers maintain the (not yet ready)
+/// index themselves, and every row read here is in this transaction's read set, so a
+/// concurrent change to one of them makes this chunk conflict and run again rather than
+/// write a stale entry.
+pub async fn backfill_chunk(
+    tx: &mut Tx,
+    table: &str,
+    index: &str,
+    from: Option<&[u8]>,
+) -> Result<BuildStep> {
+    let Some(def) = tx.table(table).await? else {
+        return Ok(BuildStep::Gone);
+    };
+    let Some(idx) = def.indexes.iter().find(|i| i.name == index) else {
+        return Ok(BuildStep::Gone);
+    };
+    if idx.ready {
+        return Ok(BuildStep::Done);
+    }
+    let prefix = Key::Rows(def.id).encode();
+    let end = prefix_end(&prefix);
+    let start = from.map(<[u8]>::to_vec).unwrap_or(prefix);
+    let chunk = tx.scan(&start, &end, false, SCAN_CHUNK).await?;
+    for (key, value) in &chunk {
+        let pk = codec::row_key_pk(key, def.id)?;
+        let row = def.decode_row(value)?;
+        let values = index_values(&def, idx, &row);
+        let entry = Key::IndexEntry(def.id, idx.id, &values, &pk).encode();
+        if idx.unique && !values.iter().any(Datum::is_null) {
+            let p = Key::IndexEntry(def.id, idx.id, &values, &[]).encode();
+            let found = tx.scan(&p, &prefix_end(&p), false, 2).await?;
+            if found.iter().any(|(k, _)| *k != entry) {
+                return Err(SqlError::UniqueViolation {
+                    table: def.name.clone(),
+                    constraint: idx.name.clone(),
+                });
+            }
+        }
+        tx.put(&entry, Vec::new())?;
+    }
+    Ok(match resume_after(&chunk) {
+        Some(next) => BuildStep::More(next),
+        None => BuildStep::Done,
+    })
+}
+
+/// Mark a built index ready for queries; false when it is gone.
+pub async fn finish_build(tx: &mut Tx, table: &str, index: &str) -> Result<bool> {
+    let Some(def) = tx.table(table).await? else {
+        return Ok(false);
+    };
+    let mut def = (*def).clone();
+    let Some(idx) = def.indexes.iter_mut().find(|i| i.name == index) else {
+        return Ok(false);
+    };
+    idx.ready = true;
+    tx.put_table(def).await?;
+    Ok(true)
+}
+
+/// Take a failed build's index out of the catalog; the key prefix of its entries, to purge.
+pub async fn abandon_build(tx: &mut Tx, table: &str, index: &str) -> Result<Option<Vec<u8>>> {
+    let Some(def) = tx.table(table).await? else {
+        return Ok(None);
+    };
+    let mut def = (*def).clone();
+    let Some(pos) = def.indexes.iter().position(|i| i.name == index && !i.ready) else {
+        return Ok(None);
+    };
+    let idx = def.indexes.remove(pos);
+    let prefix = Key::IndexEntries(def.id, idx.id).encode();
+    tx.put_table(def).await?;
+    Ok(Some(prefix))
+}
+
 /// What `strata sql check` found wrong with one table.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct CheckReport {
@@ -191,7 +277,9 @@ pub async fn check_table(tx: &mut Tx, def: Arc<TableDef>) -> Result<CheckReport>
                     continue;
                 }
             };
-            for index in &def.indexes {
+            // An index still being built (CREATE INDEX interrupted) lacks rows it has not
+            // reached; its entries must still match their rows (checked below).
+            for index in def.indexes.iter().filter(|i| i.ready) {
                 if tx.get(&entry_key(&def, index, &row, &pk)).await?.is_none() {
                     report
                         .problems

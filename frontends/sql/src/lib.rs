@@ -40,5 +40,7 @@ pub use index::CheckReport;
 pub use session::{Output, QueryRows, Session};
 pub use types::{Datum, SqlType};
 
-/// The Arrow and DataFusion versions this crate speaks, for embedders that consume batches.
+pub use datafusion;
+/// The Arrow and DataFusion versions this crate speaks, for embedders that consume batches
+/// or run DataFusion themselves next to it.
 pub use datafusion::arrow;

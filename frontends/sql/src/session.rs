@@ -97,8 +97,18 @@ pub struct Session {
     explicit: Option<Explicit>,
     /// Table data to delete once the transaction that dropped the table commits.
     pub(crate) purges: Vec<(String, Vec<u8>)>,
+    /// Indexes created by the transaction about to commit, to fill once it has.
+    pub(crate) builds: Vec<crate::ddl::IndexBuild>,
+    build_hook: Option<BuildHook>,
     last_commit: Option<u64>,
 }
+
+/// Called after each committed chunk of an online index build, with the chunk's number.
+type BuildHook = Arc<dyn Fn(u64) -> BoxFuture<()> + Send + Sync>;
+type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Attempts per transaction of an online index build before it gives up on conflicts.
+const BUILD_RETRIES: usize = 64;
 
 impl Session {
     /// A session on `engine` (an `Engine` or an `Arc<Engine>` shared by many sessions),
@@ -131,6 +141,8 @@ impl Session {
             current: "default".to_string(),
             explicit: None,
             purges: Vec::new(),
+            builds: Vec::new(),
+            build_hook: None,
             last_commit: None,
         }
     }
@@ -228,14 +240,17 @@ impl Session {
                 Err(e) if e.is_retryable() && attempt < AUTOCOMMIT_RETRIES => {
                     attempt += 1;
                     self.purges.clear();
+                    self.builds.clear();
                     tokio::task::yield_now().await;
                 }
                 Err(e) => {
                     self.purges.clear();
+                    self.builds.clear();
                     return Err(e);
                 }
                 Ok(o) => {
                     self.run_purges().await;
+                    self.run_builds().await?;
                     return Ok(o);
                 }
             }
@@ -407,6 +422,116 @@ impl Session {
     }
 
     /// Delete the data of dropped tables, in chunks of their own transactions.
+    /// Testing hook: `hook(n)` runs after the n-th chunk of every online index build of
+    /// this session has committed (from 1), and the build waits for it. Tests use it to
+    /// interleave writers with a build deterministically.
+    #[doc(hidden)]
+    pub fn on_index_build_chunk(
+        &mut self,
+        hook: impl Fn(u64) -> BoxFuture<()> + Send + Sync + 'static,
+    ) {
+        self.build_hook = Some(Arc::new(hook));
+    }
+
+    /// Fill the indexes the committed statement created (online CREATE INDEX). A build that
+    /// fails (a duplicate in a UNIQUE index, say) takes its index out again, so that no
+    /// half-built index stays behind, and the statement reports the failure.
+    async fn run_builds(&mut self) -> Result<()> {
+        for build in std::mem::take(&mut self.builds) {
+            if let Err(e) = self.build_index(&build).await {
+                let undone = self
+                    .in_build_txn(&build.db, |tx| {
+                        let (table, index) = (build.table.clone(), build.index.clone());
+                        Box::pin(
+                            async move { crate::index::abandon_build(tx, &table, &index).await },
+                        )
+                    })
+                    .await;
+                match undone {
+                    Ok(Some(prefix)) => {
+                        self.purges.push((build.db.clone(), prefix));
+                        self.run_purges().await;
+                    }
+                    Ok(None) => {}
+                    Err(undo) => tracing_warn(&format!(
+                        "index {} could not be removed after its build failed ({undo}); \
+                         run CREATE INDEX again to finish it or DROP INDEX to remove it",
+                        build.index
+                    )),
+                }
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    async fn build_index(&mut self, build: &crate::ddl::IndexBuild) -> Result<()> {
+        use crate::index::BuildStep;
+        let mut from: Option<Vec<u8>> = None;
+        let mut chunks = 0u64;
+        loop {
+            let start = from.clone();
+            let step = self
+                .in_build_txn(&build.db, |tx| {
+                    let (table, index, start) =
+                        (build.table.clone(), build.index.clone(), start.clone());
+                    Box::pin(async move {
+                        crate::index::backfill_chunk(tx, &table, &index, start.as_deref()).await
+                    })
+                })
+                .await?;
+            chunks += 1;
+            if let Some(hook) = &self.build_hook {
+                hook(chunks).await;
+            }
+            match step {
+                BuildStep::More(next) => from = Some(next),
+                BuildStep::Gone => return Ok(()),
+                BuildStep::Done => break,
+            }
+        }
+        self.in_build_txn(&build.db, |tx| {
+            let (table, index) = (build.table.clone(), build.index.clone());
+            Box::pin(async move { crate::index::finish_build(tx, &table, &index).await })
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Run `f` in a transaction of its own on `db` and commit it, again on conflicts.
+    async fn in_build_txn<T>(
+        &mut self,
+        db: &str,
+        f: impl for<'a> Fn(
+            &'a mut Tx,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<T>> + Send + 'a>,
+        >,
+    ) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            self.reset_scope(None, false);
+            let out = async {
+                let tx = self.ctx.tx(db).await?;
+                let mut guard = tx.lock().await;
+                f(&mut guard).await
+            }
+            .await;
+            let out = match out {
+                Ok(v) => self.commit_scope().await.map(|_| v),
+                Err(e) => Err(e),
+            };
+            self.reset_scope(None, false);
+            match out {
+                Err(e) if e.is_retryable() && attempt < BUILD_RETRIES => {
+                    attempt += 1;
+                    tokio::task::yield_now().await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn run_purges(&mut self) {
         for (db, prefix) in std::mem::take(&mut self.purges) {
             if let Err(e) = crate::ddl::purge_table(&self.ctx, &db, &prefix).await {

@@ -162,6 +162,12 @@ impl SqlType {
             (_, Datum::Null) => Datum::Null,
             (SqlType::Boolean, Datum::Bool(b)) => Datum::Bool(b),
             (SqlType::Boolean, Datum::Int(i)) => Datum::Bool(i != 0),
+            // PostgreSQL's boolean input forms.
+            (SqlType::Boolean, Datum::Text(s)) => match s.trim().to_ascii_lowercase().as_str() {
+                "t" | "true" | "y" | "yes" | "on" | "1" => Datum::Bool(true),
+                "f" | "false" | "n" | "no" | "off" | "0" => Datum::Bool(false),
+                _ => return Err(mismatch(&Datum::Text(s))),
+            },
             (t, Datum::Int(i)) if t.is_integer() => Datum::Int(i),
             (t, Datum::Bool(b)) if t.is_integer() => Datum::Int(b as i64),
             (t, Datum::Float(f)) if t.is_integer() => {
@@ -203,7 +209,12 @@ impl SqlType {
                             None
                         }
                     }
-                    Datum::Text(s) => parse_decimal(s.trim(), *scale),
+                    Datum::Text(s) => {
+                        if s.trim().parse::<f64>().is_err() {
+                            return Err(mismatch(&Datum::Text(s)));
+                        }
+                        parse_decimal(s.trim(), *scale)
+                    }
                     other => return Err(mismatch(&other)),
                 };
                 match v {

@@ -142,3 +142,113 @@ async fn oversized_values_keys_and_transactions_are_refused_and_change_nothing()
         vec![vec![Datum::Int(0)]]
     );
 }
+
+/// CREATE INDEX outside a transaction fills the index in chunks, each its own transaction,
+/// while other sessions keep writing: the build pauses after every chunk (a hook, not a
+/// sleep), a writer changes rows behind and ahead of it, and at the end the index matches
+/// the table exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_index_builds_online_while_writers_change_rows() {
+    let engine = Arc::new(engine());
+    let mut s = Session::new(engine.clone());
+    s.execute("CREATE TABLE big (id BIGINT PRIMARY KEY, k BIGINT, pad TEXT)")
+        .await
+        .unwrap();
+    const ROWS: i64 = 5000;
+    for c in 0..ROWS / 500 {
+        let values: Vec<String> = (c * 500..(c + 1) * 500)
+            .map(|i| format!("({i}, {}, 'row {i}')", i % 97))
+            .collect();
+        s.execute(&format!("INSERT INTO big VALUES {}", values.join(",")))
+            .await
+            .unwrap();
+    }
+    let (at_chunk_tx, mut at_chunk) = tokio::sync::mpsc::channel::<u64>(1);
+    let (resume_tx, resume) = tokio::sync::mpsc::channel::<()>(1);
+    let resume = Arc::new(tokio::sync::Mutex::new(resume));
+    s.on_index_build_chunk(move |n| {
+        let (at, resume) = (at_chunk_tx.clone(), resume.clone());
+        Box::pin(async move {
+            let _ = at.send(n).await;
+            resume.lock().await.recv().await;
+        })
+    });
+    let mut build = tokio::spawn(async move {
+        let r = s.execute("CREATE INDEX big_k ON big (k)").await;
+        (s, r)
+    });
+    let mut w = Session::new(engine.clone());
+    let mut paused = 0;
+    let (mut s, result) = loop {
+        tokio::select! {
+            done = &mut build => break done.unwrap(),
+            Some(n) = at_chunk.recv() => {
+                paused += 1;
+                let n = n as i64;
+                // Behind the build, ahead of it, a delete and a new row.
+                w.execute(&format!("UPDATE big SET k = k + 1000 WHERE id = {}", n * 7)).await.unwrap();
+                w.execute(&format!("UPDATE big SET k = 42 WHERE id = {}", ROWS - 1 - n)).await.unwrap();
+                w.execute(&format!("DELETE FROM big WHERE id = {}", n * 13 + 1)).await.unwrap();
+                w.execute(&format!("INSERT INTO big VALUES ({}, 42, 'new')", 10_000 + n)).await.unwrap();
+                // Queries stay right while the index is incomplete (they do not use it yet).
+                let by_scan = rows(&mut w, "SELECT count(*) FROM big WHERE k + 0 = 42").await;
+                let by_k = rows(&mut w, "SELECT count(*) FROM big WHERE k = 42").await;
+                assert_eq!(by_scan, by_k);
+                resume_tx.send(()).await.unwrap();
+            }
+        }
+    };
+    result.unwrap();
+    s.on_index_build_chunk(|_| Box::pin(async {}));
+    assert!(
+        paused >= 5,
+        "5,000 rows are built in several chunks ({paused})"
+    );
+    let reports = s.check().await.unwrap();
+    let big = reports.iter().find(|r| r.table == "big").unwrap();
+    assert!(big.problems.is_empty(), "{:?}", big.problems);
+    assert_eq!(big.entries, big.rows, "one entry per row");
+    for k in [42, 0, 1005, 96] {
+        let sql = format!("SELECT id FROM big WHERE k = {k} ORDER BY id");
+        let scan = format!("SELECT id FROM big WHERE k + 0 = {k} ORDER BY id");
+        assert_eq!(
+            rows(&mut s, &sql).await,
+            rows(&mut s, &scan).await,
+            "k = {k}"
+        );
+    }
+    let plan = rows(&mut s, "EXPLAIN SELECT id FROM big WHERE k = 42").await;
+    assert!(
+        format!("{plan:?}").contains("big_k"),
+        "the index serves queries: {plan:?}"
+    );
+
+    // A UNIQUE index over duplicate values fails, and takes itself out again.
+    let e = s
+        .execute("CREATE UNIQUE INDEX big_k_unique ON big (k)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.sqlstate(), "23505", "{e}");
+    let reports = s.check().await.unwrap();
+    let big = reports.iter().find(|r| r.table == "big").unwrap();
+    assert_eq!(
+        big.entries, big.rows,
+        "only big_k's entries are left: {big:?}"
+    );
+    s.execute("CREATE UNIQUE INDEX big_k_unique ON big (id, k)")
+        .await
+        .unwrap();
+    // Inside a transaction the index is filled in the transaction and rolls back with it.
+    s.execute("BEGIN").await.unwrap();
+    s.execute("CREATE INDEX big_pad ON big (pad)")
+        .await
+        .unwrap();
+    s.execute("ROLLBACK").await.unwrap();
+    s.execute("CREATE INDEX big_pad ON big (pad)")
+        .await
+        .unwrap();
+    let reports = s.check().await.unwrap();
+    let big = reports.iter().find(|r| r.table == "big").unwrap();
+    assert!(big.problems.is_empty(), "{:?}", big.problems);
+    assert_eq!(big.entries, 3 * big.rows);
+}
