@@ -533,10 +533,7 @@ async fn target_rows(
         let tx = s.ctx.tx(db).await?;
         let mut guard = tx.lock().await;
         if let Some(found) = crate::fastpath::point(&mut guard, def, selection, params).await? {
-            let Some(pk) = found else {
-                return Ok(Vec::new());
-            };
-            let Some(row) = index::get_row(&mut guard, def, &pk).await? else {
+            let Some((pk, row)) = found else {
                 return Ok(Vec::new());
             };
             drop(guard);

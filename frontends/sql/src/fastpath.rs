@@ -91,14 +91,18 @@ fn column(def: &TableDef, e: &Expr) -> Option<usize> {
     }
 }
 
-/// The primary key of the one row `selection` can match, looked up through a unique index
-/// when it names one; `Ok(None)`: not a point statement; `Ok(Some(None))`: no such row.
+/// A row's primary key and its values.
+pub type KeyAndRow = (Vec<Datum>, Vec<Datum>);
+
+/// The primary key and the row of the one row `selection` can match, looked up through a
+/// unique index when it names one; `Ok(None)`: not a point statement; `Ok(Some(None))`: no
+/// such row.
 pub async fn point(
     tx: &mut Tx,
     def: &TableDef,
     selection: Option<&Expr>,
     params: &[Datum],
-) -> Result<Option<Option<Vec<Datum>>>> {
+) -> Result<Option<Option<KeyAndRow>>> {
     let Some(selection) = selection else {
         return Ok(None);
     };
@@ -128,7 +132,7 @@ pub async fn point(
             .filter_map(|&p| value_of(p).cloned())
             .collect();
         return Ok(Some(match crate::index::get_row(tx, def, &pk).await? {
-            Some(row) if check(&row) => Some(pk),
+            Some(row) if check(&row) => Some((pk, row)),
             _ => None,
         }));
     }
@@ -151,7 +155,7 @@ pub async fn point(
         let all = codec::index_key_values(key, def.id, index.id)?;
         let pk = all[index.columns.len().min(all.len())..].to_vec();
         return Ok(Some(match crate::index::get_row(tx, def, &pk).await? {
-            Some(row) if check(&row) => Some(pk),
+            Some(row) if check(&row) => Some((pk, row)),
             _ => None,
         }));
     }
@@ -226,13 +230,10 @@ pub async fn select(s: &mut Session, stmt: &Statement, params: &[Datum]) -> Resu
             _ => return Ok(None),
         }
     }
-    let Some(pk) = point(&mut guard, &def, sel.selection.as_ref(), params).await? else {
+    let Some(found) = point(&mut guard, &def, sel.selection.as_ref(), params).await? else {
         return Ok(None);
     };
-    let row = match pk {
-        Some(pk) => crate::index::get_row(&mut guard, &def, &pk).await?,
-        None => None,
-    };
+    let row = found.map(|(_, row)| row);
     drop(guard);
     Ok(Some(Output::Rows(one_row(&def, &cols, row)?)))
 }

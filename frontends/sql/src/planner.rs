@@ -65,6 +65,8 @@ pub struct Context {
     known: StdMutex<Vec<String>>,
     /// The session's planner state, for planning view definitions.
     template: OnceLock<SessionState>,
+    /// Table definitions by schema version, for the session's transactions.
+    catalog_cache: Arc<crate::tx::CatalogCache>,
 }
 
 impl Context {
@@ -74,6 +76,7 @@ impl Context {
             scope: StdMutex::new(Scope::default()),
             known: StdMutex::new(Vec::new()),
             template: OnceLock::new(),
+            catalog_cache: Arc::default(),
         })
     }
 
@@ -136,7 +139,9 @@ impl Context {
             scope.read_only
         };
         let database = self.open(db).await?;
-        let mut tx = Tx::begin(database, read_only).await?;
+        let mut tx = Tx::begin(database, read_only)
+            .await?
+            .with_catalog_cache(self.catalog_cache.clone(), db);
         tx.savepoint();
         let tx = Arc::new(Mutex::new(tx));
         let mut scope = self.scope();

@@ -100,12 +100,24 @@ pub struct Session {
     /// Indexes created by the transaction about to commit, to fill once it has.
     pub(crate) builds: Vec<crate::ddl::IndexBuild>,
     build_hook: Option<BuildHook>,
+    statements: std::collections::HashMap<String, Arc<Parsed>>,
     last_commit: Option<u64>,
 }
 
 /// Called after each committed chunk of an online index build, with the chunk's number.
 type BuildHook = Arc<dyn Fn(u64) -> BoxFuture<()> + Send + Sync>;
 type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send>>;
+
+/// Statements parsed and rewritten, ready to run.
+struct Parsed {
+    statements: Vec<Statement>,
+    as_of: Option<AsOf>,
+}
+
+/// The statement cache keeps this many texts (then starts over), each at most this long:
+/// enough for an application's prepared statements, not for bulk literal INSERTs.
+const STATEMENT_CACHE_ENTRIES: usize = 256;
+const STATEMENT_CACHE_MAX_TEXT: usize = 4096;
 
 /// Attempts per transaction of an online index build before it gives up on conflicts.
 const BUILD_RETRIES: usize = 64;
@@ -143,6 +155,7 @@ impl Session {
             purges: Vec::new(),
             builds: Vec::new(),
             build_hook: None,
+            statements: Default::default(),
             last_commit: None,
         }
     }
@@ -175,25 +188,42 @@ impl Session {
             let name = trimmed[8..].trim().trim_end_matches(';').trim();
             return self.reindex(name).await;
         }
-        let (sql, as_of) = split_as_of(sql)?;
-        let stmts = planner::parse(sql)?;
-        if stmts.is_empty() {
-            return Ok(Output::Done);
-        }
+        let parsed = self.parsed(sql)?;
         let mut last = Output::Done;
-        for stmt in stmts {
-            last = self.run(stmt, params, as_of).await?;
+        for stmt in &parsed.statements {
+            last = self.run(stmt.clone(), params, parsed.as_of).await?;
         }
         Ok(last)
     }
 
+    /// `sql` parsed and rewritten to our dialect, from the session's statement cache when
+    /// the same text ran before (prepared statements and repeated queries skip the parser).
+    /// Parsing does not depend on the schema, so entries never go stale.
+    fn parsed(&mut self, sql: &str) -> Result<Arc<Parsed>> {
+        if let Some(p) = self.statements.get(sql) {
+            return Ok(p.clone());
+        }
+        let (text, as_of) = split_as_of(sql)?;
+        let mut statements = planner::parse(text)?;
+        for stmt in &mut statements {
+            planner::rewrite(stmt);
+        }
+        let parsed = Arc::new(Parsed { statements, as_of });
+        if sql.len() <= STATEMENT_CACHE_MAX_TEXT {
+            if self.statements.len() >= STATEMENT_CACHE_ENTRIES {
+                self.statements.clear();
+            }
+            self.statements.insert(sql.to_string(), parsed.clone());
+        }
+        Ok(parsed)
+    }
+
     async fn run(
         &mut self,
-        mut stmt: Statement,
+        stmt: Statement,
         params: &[Datum],
         as_of: Option<AsOf>,
     ) -> Result<Output> {
-        planner::rewrite(&mut stmt);
         if as_of.is_some() && !matches!(stmt, Statement::Query(_) | Statement::Explain { .. }) {
             return Err(SqlError::Syntax("AS OF applies to queries only".into()));
         }

@@ -21,8 +21,49 @@ pub const SCAN_CHUNK: usize = 1024;
 pub struct Tx {
     txn: Transaction,
     read_only: bool,
-    tables: HashMap<String, Option<Arc<TableDef>>>,
+    tables: Tables,
     schema_version: Option<u64>,
+    /// Definitions decoded by earlier transactions, and this database's name in it.
+    shared: Option<(Arc<CatalogCache>, String)>,
+    /// This transaction changed the catalog: its definitions are its own, not the version's.
+    catalog_written: bool,
+}
+
+/// Table definitions as of a schema version, shared by a session's transactions: every
+/// catalog change bumps the version, so a transaction that read version `v` (a read that is
+/// in its conflict set) can take a definition decoded at `v` instead of reading and decoding
+/// the definition again.
+#[derive(Default)]
+pub struct CatalogCache {
+    by_db: std::sync::Mutex<HashMap<String, (u64, Tables)>>,
+}
+
+/// Definitions by table name; `None`: no such table.
+type Tables = HashMap<String, Option<Arc<TableDef>>>;
+
+impl CatalogCache {
+    fn get(&self, db: &str, version: u64, name: &str) -> Option<Option<Arc<TableDef>>> {
+        let by_db = self.by_db.lock().unwrap_or_else(|p| p.into_inner());
+        match by_db.get(db) {
+            Some((v, tables)) if *v == version => tables.get(name).cloned(),
+            _ => None,
+        }
+    }
+
+    fn put(&self, db: &str, version: u64, name: &str, def: Option<Arc<TableDef>>) {
+        let mut by_db = self.by_db.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = by_db
+            .entry(db.to_string())
+            .or_insert_with(|| (version, HashMap::new()));
+        if entry.0 != version {
+            // Only the newest version is worth keeping.
+            if entry.0 > version {
+                return;
+            }
+            *entry = (version, HashMap::new());
+        }
+        entry.1.insert(name.to_string(), def);
+    }
 }
 
 impl Tx {
@@ -33,7 +74,15 @@ impl Tx {
             read_only,
             tables: HashMap::new(),
             schema_version: None,
+            shared: None,
+            catalog_written: false,
         })
+    }
+
+    /// Share decoded table definitions through `cache` (`db` names this database in it).
+    pub fn with_catalog_cache(mut self, cache: Arc<CatalogCache>, db: &str) -> Tx {
+        self.shared = Some((cache, db.to_string()));
+        self
     }
 
     pub fn has_writes(&self) -> bool {
@@ -101,10 +150,27 @@ impl Tx {
         if let Some(t) = self.tables.get(name) {
             return Ok(t.clone());
         }
+        let shared = match (&self.shared, self.catalog_written) {
+            (Some((cache, db)), false) => Some((cache.clone(), db.clone())),
+            _ => None,
+        };
+        let version = match &shared {
+            Some(_) => Some(self.schema_version().await?),
+            None => None,
+        };
+        if let (Some((cache, db)), Some(v)) = (&shared, version) {
+            if let Some(def) = cache.get(db, v, name) {
+                self.tables.insert(name.to_string(), def.clone());
+                return Ok(def);
+            }
+        }
         let def = match self.get(&Key::Table(name).encode()).await? {
             Some(bytes) => Some(Arc::new(parse_json::<TableDef>(&bytes, name)?)),
             None => None,
         };
+        if let (Some((cache, db)), Some(v)) = (&shared, version) {
+            cache.put(db, v, name, def.clone());
+        }
         self.tables.insert(name.to_string(), def.clone());
         Ok(def)
     }
@@ -182,6 +248,7 @@ impl Tx {
     }
 
     async fn bump_schema_version(&mut self) -> Result<()> {
+        self.catalog_written = true;
         let v = self.schema_version().await? + 1;
         self.put(&Key::SchemaVersion.encode(), v.to_be_bytes().to_vec())?;
         self.schema_version = Some(v);

@@ -1,0 +1,181 @@
+//! The order-preserving key codec (values sort by their encodings, and decode back), and
+//! the conversion of values to column types.
+
+use strata_sql::codec::{decode, decode_row, encode, encode_row, row_key_pk, Key};
+use strata_sql::{Datum, SqlError, SqlType};
+
+fn sorted_by_bytes(values: &[Datum]) -> bool {
+    values
+        .windows(2)
+        .all(|w| encode(std::slice::from_ref(&w[0])) < encode(std::slice::from_ref(&w[1])))
+}
+
+#[test]
+fn integers_sort_by_value_negatives_included() {
+    let v: Vec<Datum> = [i64::MIN, -1_000_000, -2, -1, 0, 1, 2, 255, 256, i64::MAX]
+        .into_iter()
+        .map(Datum::Int)
+        .collect();
+    assert!(sorted_by_bytes(&v));
+}
+
+#[test]
+fn floats_sort_by_value_with_zeros_infinities_and_nan() {
+    let v: Vec<Datum> = [
+        f64::NEG_INFINITY,
+        -1e300,
+        -1.5,
+        -f64::MIN_POSITIVE,
+        0.0,
+        f64::MIN_POSITIVE,
+        1.5,
+        1e300,
+        f64::INFINITY,
+        f64::NAN,
+    ]
+    .into_iter()
+    .map(Datum::Float)
+    .collect();
+    assert!(sorted_by_bytes(&v));
+    assert_eq!(encode(&[Datum::Float(-0.0)]), encode(&[Datum::Float(0.0)]));
+    assert_eq!(
+        encode(&[Datum::Float(f64::NAN)]),
+        encode(&[Datum::Float(-f64::NAN)])
+    );
+    for d in &v {
+        let back = decode(&encode(std::slice::from_ref(d))).unwrap();
+        match (d, &back[0]) {
+            (Datum::Float(a), Datum::Float(b)) if a.is_nan() => assert!(b.is_nan()),
+            _ => assert_eq!(&back[0], d),
+        }
+    }
+}
+
+#[test]
+fn text_and_bytes_sort_bytewise_with_embedded_zeros() {
+    let v: Vec<Datum> = ["", "\0", "\0\0", "a", "a\0", "a\0b", "ab", "b", "é"]
+        .into_iter()
+        .map(|s| Datum::Text(s.into()))
+        .collect();
+    assert!(sorted_by_bytes(&v));
+    for d in &v {
+        assert_eq!(&decode(&encode(std::slice::from_ref(d))).unwrap()[0], d);
+    }
+}
+
+#[test]
+fn null_sorts_before_every_value_and_tuples_sort_element_by_element() {
+    let v = vec![
+        Datum::Null,
+        Datum::Bool(false),
+        Datum::Int(i64::MIN),
+        Datum::Text(String::new()),
+    ];
+    assert!(sorted_by_bytes(&v));
+    let a = encode(&[Datum::Text("a".into()), Datum::Int(9)]);
+    let b = encode(&[Datum::Text("a\0".into()), Datum::Int(1)]);
+    let c = encode(&[Datum::Text("ab".into()), Datum::Int(0)]);
+    assert!(a < b && b < c);
+}
+
+#[test]
+fn decimals_dates_and_timestamps_sort_and_round_trip() {
+    let v = vec![
+        Datum::Decimal(-100_000, 2),
+        Datum::Decimal(-1, 2),
+        Datum::Decimal(0, 2),
+        Datum::Decimal(12345, 2),
+    ];
+    assert!(sorted_by_bytes(&v));
+    let d = vec![Datum::Date(-5), Datum::Date(0), Datum::Date(20_000)];
+    assert!(sorted_by_bytes(&d));
+    let t = vec![
+        Datum::Timestamp(-1),
+        Datum::Timestamp(0),
+        Datum::Timestamp(1),
+    ];
+    assert!(sorted_by_bytes(&t));
+    let all: Vec<Datum> = v.into_iter().chain(d).chain(t).collect();
+    assert_eq!(decode(&encode(&all)).unwrap(), all);
+}
+
+#[test]
+fn rows_keep_column_ids_and_nulls() {
+    let a = Datum::Int(7);
+    let b = Datum::Null;
+    let c = Datum::Text("x".into());
+    let row = encode_row(&[(1, &a), (2, &b), (5, &c)]);
+    assert_eq!(decode_row(&row).unwrap(), vec![(1, a), (2, b), (5, c)]);
+}
+
+#[test]
+fn corrupt_bytes_are_errors_not_panics() {
+    for bad in [&[0x10u8, 1, 2][..], &[0x20, b'a'], &[0x99], &[0x12; 5]] {
+        assert!(decode(bad).is_err());
+    }
+}
+
+#[test]
+fn keys_of_one_table_share_its_prefix_and_sort_by_primary_key() {
+    let rows = Key::Rows(3).encode();
+    let k1 = Key::Row(3, &[Datum::Int(-5)]).encode();
+    let k2 = Key::Row(3, &[Datum::Int(10)]).encode();
+    assert!(k1.starts_with(&rows) && k2.starts_with(&rows) && k1 < k2);
+    assert_eq!(row_key_pk(&k2, 3).unwrap(), vec![Datum::Int(10)]);
+    assert!(!Key::Row(4, &[]).encode().starts_with(&rows));
+}
+
+#[test]
+fn dates_and_timestamps_round_trip_through_text() {
+    for s in [
+        "1970-01-01",
+        "2000-02-29",
+        "1969-12-31",
+        "2026-11-23",
+        "0001-01-01",
+    ] {
+        let d = SqlType::Date.coerce(Datum::Text(s.into()), "c").unwrap();
+        assert!(matches!(d, Datum::Date(_)));
+        assert_eq!(d.to_string(), s);
+    }
+    assert!(SqlType::Date
+        .coerce(Datum::Text("2023-02-29".into()), "c")
+        .is_err());
+    let t = SqlType::Timestamp
+        .coerce(Datum::Text("2026-11-23 05:54:27.25".into()), "c")
+        .unwrap();
+    assert_eq!(t.to_string(), "2026-11-23 05:54:27.250000");
+}
+
+#[test]
+fn coercion_checks_declared_ranges_and_lengths() {
+    assert!(SqlType::SmallInt.coerce(Datum::Int(40_000), "c").is_err());
+    assert_eq!(
+        SqlType::Integer.coerce(Datum::Float(2.5), "c").unwrap(),
+        Datum::Int(3)
+    );
+    assert!(matches!(
+        SqlType::Varchar(3).coerce(Datum::Text("abcd".into()), "c"),
+        Err(SqlError::ValueTooLong { .. })
+    ));
+    let dec = SqlType::Decimal {
+        precision: 5,
+        scale: 2,
+    };
+    assert_eq!(
+        dec.coerce(Datum::Text("-12.345".into()), "c").unwrap(),
+        Datum::Decimal(-1235, 2)
+    );
+    assert_eq!(Datum::Decimal(-1235, 2).to_string(), "-12.35");
+    assert!(dec.coerce(Datum::Int(1000), "c").is_err());
+    assert!(dec.coerce(Datum::Text("lots".into()), "c").is_err());
+    assert_eq!(
+        SqlType::Boolean
+            .coerce(Datum::Text(" Yes ".into()), "c")
+            .unwrap(),
+        Datum::Bool(true)
+    );
+    assert!(SqlType::Boolean
+        .coerce(Datum::Text("maybe".into()), "c")
+        .is_err());
+}
