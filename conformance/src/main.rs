@@ -57,6 +57,16 @@ enum Internal {
         #[arg(long)]
         count: u64,
     },
+    /// (internal) A child of the dynamodb suite that runs SQL transfers on a shared table.
+    #[command(hide = true)]
+    SqlTransfers {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        process: u64,
+        #[arg(long)]
+        count: u64,
+    },
     /// (internal) A client process of the linearizability suite.
     #[command(hide = true)]
     LinearizabilityClient {
@@ -113,6 +123,11 @@ fn main() -> ExitCode {
         Some(Internal::Increment { dir, count }) => {
             Some(rt.block_on(suites::dynamodb::increment(dir, *count)))
         }
+        Some(Internal::SqlTransfers {
+            dir,
+            process,
+            count,
+        }) => Some(rt.block_on(suites::dynamodb::sql_transfers(dir, *process, *count))),
         Some(Internal::LinearizabilityClient {
             role,
             dir,

@@ -1,6 +1,6 @@
 //! DynamoDB-specific failure modes: a process dies half-way through a commit too large for
 //! one transaction; the endpoint goes away and comes back under a client; two processes
-//! increment the same counters.
+//! increment the same counters; three processes run SQL transactions on one table.
 
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +28,7 @@ pub fn suite() -> Suite {
             a_process_killed_mid_large_commit_leaves_nothing_partial,
             the_endpoint_going_away_gives_clear_errors_then_recovers,
             two_processes_increment_the_same_counters,
+            sql_transactions_from_three_processes_keep_the_total,
             the_command_copies_lists_and_drops_on_a_table,
             requests_per_operation,
             sql_requests_per_statement,
@@ -89,6 +90,136 @@ pub async fn increment(dir: &std::path::Path, n: u64) -> Result<(), String> {
         }
     }
     engine.close().await;
+    Ok(())
+}
+
+/// Accounts of the multi-process SQL case, each starting at 100.
+const SQL_ACCOUNTS: u64 = 6;
+
+/// Child mode `sql-transfers`: `n` transfers between accounts, each an explicit SQL
+/// transaction retried on serialization failures (40001) and followed by an audit of the
+/// total. Prints how many committed.
+pub async fn sql_transfers(dir: &std::path::Path, process: u64, n: u64) -> Result<(), String> {
+    use strata_sql::{Datum, Output, Session, SqlError};
+    let engine = Arc::new(Engine::new(
+        open_backend(BackendKind::Dynamodb, dir).await?,
+        EngineConfig::default(),
+    ));
+    let mut s = Session::new(engine.clone());
+    s.execute("USE bank").await.step("use bank")?;
+    let mut committed = 0;
+    for i in 0..n {
+        let from = (process * 5 + i * 3) % SQL_ACCOUNTS;
+        let to = (from + 1 + (i + process) % (SQL_ACCOUNTS - 1)) % SQL_ACCOUNTS;
+        loop {
+            let attempt: Result<(), SqlError> = async {
+                s.execute("BEGIN").await?;
+                s.execute(&format!(
+                    "UPDATE accounts SET balance = balance - 5 WHERE id = {from}"
+                ))
+                .await?;
+                s.execute(&format!(
+                    "UPDATE accounts SET balance = balance + 5 WHERE id = {to}"
+                ))
+                .await?;
+                s.execute("COMMIT").await?;
+                Ok(())
+            }
+            .await;
+            match attempt {
+                Ok(()) => {
+                    committed += 1;
+                    break;
+                }
+                Err(e) => {
+                    if s.in_transaction() {
+                        let _ = s.execute("ROLLBACK").await;
+                    }
+                    match e.sqlstate() {
+                        "40001" => continue,
+                        // An overdraft is refused by the CHECK: no transfer.
+                        "23514" => break,
+                        _ => return Err(format!("transfer {i}: {e}")),
+                    }
+                }
+            }
+        }
+        let total = match s.execute("SELECT sum(balance) FROM accounts").await {
+            Ok(Output::Rows(r)) => r.rows().map_err(|e| e.to_string())?,
+            other => return Err(format!("audit: {other:?}")),
+        };
+        if total != vec![vec![Datum::Int(SQL_ACCOUNTS as i64 * 100)]] {
+            return Err(format!("process {process} audited {total:?}"));
+        }
+    }
+    println!("{committed}");
+    engine.close().await;
+    Ok(())
+}
+
+async fn sql_transactions_from_three_processes_keep_the_total(h: &Harness) -> CaseResult {
+    use strata_sql::{Output, Session};
+    only_dynamodb(h)?;
+    let engine = Arc::new(h.engine());
+    let mut s = Session::new(engine.clone());
+    for sql in [
+        "CREATE DATABASE bank".to_string(),
+        "USE bank".to_string(),
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL \
+         CHECK (balance >= 0))"
+            .to_string(),
+        format!(
+            "INSERT INTO accounts VALUES {}",
+            (0..SQL_ACCOUNTS)
+                .map(|i| format!("({i}, 100)"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    ] {
+        s.execute(&sql).await.step(&sql)?;
+    }
+    let n = 5u64;
+    let count = n.to_string();
+    let args: Vec<[&str; 4]> = ["0", "1", "2"]
+        .into_iter()
+        .map(|p| ["--count", count.as_str(), "--process", p])
+        .collect();
+    // No lock is shared: the three processes meet only in the table's conditional writes.
+    let (a, b, c) = tokio::join!(
+        child(h, "sql-transfers", &args[0]),
+        child(h, "sql-transfers", &args[1]),
+        child(h, "sql-transfers", &args[2])
+    );
+    let mut committed = 0u64;
+    for out in [a?, b?, c?] {
+        ensure!(
+            out.status.success(),
+            "a SQL process failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        committed += String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse::<u64>()
+            .step("committed count")?;
+    }
+    ensure!(committed > 0, "no transfer committed");
+    match s
+        .execute("SELECT sum(balance), count(*) FROM accounts")
+        .await
+    {
+        Ok(Output::Rows(r)) => ensure_eq!(
+            r.rows().step("rows")?,
+            vec![vec![
+                strata_sql::Datum::Int(SQL_ACCOUNTS as i64 * 100),
+                strata_sql::Datum::Int(SQL_ACCOUNTS as i64)
+            ]]
+        ),
+        other => return Err(format!("total: {other:?}")),
+    }
+    let reports = s.check().await.step("check")?;
+    for r in reports {
+        ensure!(r.problems.is_empty(), "{}: {:?}", r.table, r.problems);
+    }
     Ok(())
 }
 

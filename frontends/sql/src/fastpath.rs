@@ -94,6 +94,76 @@ fn column(def: &TableDef, e: &Expr) -> Option<usize> {
 /// A row's primary key and its values.
 pub type KeyAndRow = (Vec<Datum>, Vec<Datum>);
 
+/// How a point statement finds its row, decided from the statement alone (no reads).
+pub struct PointPlan<'a> {
+    /// The `column = value` pairs of the WHERE clause.
+    eqs: Vec<(usize, Datum)>,
+    /// The key the equalities pin, with its values; `None`: an equality with NULL, no row.
+    key: Option<PointKey<'a>>,
+}
+
+enum PointKey<'a> {
+    Primary(Vec<Datum>),
+    Unique(&'a crate::catalog::IndexDef, Vec<Datum>),
+}
+
+impl PointPlan<'_> {
+    /// What EXPLAIN says of it.
+    pub fn describe(&self, def: &TableDef) -> String {
+        match &self.key {
+            None => "no row can match (an equality with NULL)".to_string(),
+            Some(PointKey::Primary(_)) => {
+                let names: Vec<&str> = def
+                    .pk_positions()
+                    .iter()
+                    .map(|&i| def.columns[i].name.as_str())
+                    .collect();
+                format!("point read by primary key ({})", names.join(", "))
+            }
+            Some(PointKey::Unique(index, _)) => {
+                format!("point read by unique index {}", index.name)
+            }
+        }
+    }
+}
+
+/// The point plan of `selection`: a conjunction of equalities that pins the primary key or
+/// a unique index. `None`: not a point statement (plan it normally).
+pub fn plan_point<'a>(
+    def: &'a TableDef,
+    selection: Option<&Expr>,
+    params: &[Datum],
+) -> Option<PointPlan<'a>> {
+    let selection = selection?;
+    let mut eqs = Vec::new();
+    equalities(def, selection, params, &mut eqs)?;
+    let value_of = |pos: usize| -> Option<&Datum> {
+        let mut found = eqs.iter().filter(|(c, _)| *c == pos).map(|(_, v)| v);
+        let first = found.next()?;
+        // `a = 1 AND a = 2` has no row; leave contradictions to the planner.
+        found.all(|v| v == first).then_some(first)
+    };
+    let values = |positions: &[usize]| -> Option<Vec<Datum>> {
+        positions.iter().map(|&p| value_of(p).cloned()).collect()
+    };
+    let key = if eqs.iter().any(|(_, v)| v.is_null()) {
+        None
+    } else if let Some(pk) = (!def.has_rowid())
+        .then(|| values(&def.pk_positions()))
+        .flatten()
+    {
+        Some(PointKey::Primary(pk))
+    } else {
+        let (index, vals) = def
+            .indexes
+            .iter()
+            .filter(|i| i.unique && i.ready)
+            .find_map(|i| Some((i, values(&def.index_positions(i))?)))?;
+        Some(PointKey::Unique(index, vals))
+    };
+    Some(PointPlan { eqs, key })
+}
+
 /// The primary key and the row of the one row `selection` can match, looked up through a
 /// unique index when it names one; `Ok(None)`: not a point statement; `Ok(Some(None))`: no
 /// such row.
@@ -103,63 +173,34 @@ pub async fn point(
     selection: Option<&Expr>,
     params: &[Datum],
 ) -> Result<Option<Option<KeyAndRow>>> {
-    let Some(selection) = selection else {
+    let Some(plan) = plan_point(def, selection, params) else {
         return Ok(None);
     };
-    let mut eqs = Vec::new();
-    if equalities(def, selection, params, &mut eqs).is_none() {
-        return Ok(None);
-    }
-    let value_of = |pos: usize| -> Option<&Datum> {
-        let mut found = eqs.iter().filter(|(c, _)| *c == pos).map(|(_, v)| v);
-        let first = found.next()?;
-        // `a = 1 AND a = 2` has no row; leave contradictions to the planner.
-        found.all(|v| v == first).then_some(first)
-    };
-    if eqs.iter().any(|(_, v)| v.is_null()) {
-        return Ok(Some(None));
-    }
-    let covered = |positions: &[usize]| positions.iter().all(|&p| value_of(p).is_some());
     // Every equality must be on a key column, or the row must be checked against it too.
     let check = |row: &[Datum]| {
-        eqs.iter()
+        plan.eqs
+            .iter()
             .all(|(c, v)| !row[*c].is_null() && crate::access::compare(&row[*c], v).is_eq())
     };
-    if !def.has_rowid() && covered(&def.pk_positions()) {
-        let pk: Vec<Datum> = def
-            .pk_positions()
-            .iter()
-            .filter_map(|&p| value_of(p).cloned())
-            .collect();
-        return Ok(Some(match crate::index::get_row(tx, def, &pk).await? {
-            Some(row) if check(&row) => Some((pk, row)),
-            _ => None,
-        }));
-    }
-    for index in def.indexes.iter().filter(|i| i.unique && i.ready) {
-        let positions = def.index_positions(index);
-        if !covered(&positions) {
-            continue;
+    let pk = match &plan.key {
+        None => return Ok(Some(None)),
+        Some(PointKey::Primary(pk)) => pk.clone(),
+        Some(PointKey::Unique(index, values)) => {
+            let prefix = Key::IndexEntry(def.id, index.id, values, &[]).encode();
+            let found = tx
+                .scan(&prefix, &strata_engine::prefix_end(&prefix), false, 1)
+                .await?;
+            let Some((key, _)) = found.first() else {
+                return Ok(Some(None));
+            };
+            let all = codec::index_key_values(key, def.id, index.id)?;
+            all[index.columns.len().min(all.len())..].to_vec()
         }
-        let values: Vec<Datum> = positions
-            .iter()
-            .filter_map(|&p| value_of(p).cloned())
-            .collect();
-        let prefix = Key::IndexEntry(def.id, index.id, &values, &[]).encode();
-        let found = tx
-            .scan(&prefix, &strata_engine::prefix_end(&prefix), false, 1)
-            .await?;
-        let Some((key, _)) = found.first() else {
-            return Ok(Some(None));
-        };
-        let all = codec::index_key_values(key, def.id, index.id)?;
-        let pk = all[index.columns.len().min(all.len())..].to_vec();
-        return Ok(Some(match crate::index::get_row(tx, def, &pk).await? {
-            Some(row) if check(&row) => Some((pk, row)),
-            _ => None,
-        }));
-    }
-    Ok(None)
+    };
+    Ok(Some(match crate::index::get_row(tx, def, &pk).await? {
+        Some(row) if check(&row) => Some((pk, row)),
+        _ => None,
+    }))
 }
 
 /// A point SELECT answered without planning, or `None` to plan it.

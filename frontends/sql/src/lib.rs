@@ -25,6 +25,7 @@ mod ddl;
 mod dml;
 mod error;
 mod eval;
+mod explain;
 mod fastpath;
 mod index;
 mod planner;

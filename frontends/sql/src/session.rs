@@ -578,6 +578,25 @@ impl Session {
                 "cannot execute a write in a read-only transaction".into(),
             ));
         }
+        if let Statement::Explain {
+            statement, analyze, ..
+        } = &stmt
+        {
+            let as_of = self
+                .ctx
+                .scope
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .as_of
+                .is_some();
+            if !as_of {
+                if let Some(out) =
+                    crate::explain::explain(self, statement, *analyze, params).await?
+                {
+                    return Ok(out);
+                }
+            }
+        }
         match stmt {
             Statement::Query(_) => {
                 if let Some(out) = crate::fastpath::select(self, &stmt, params).await? {

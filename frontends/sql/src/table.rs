@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::RecordBatchOptions;
+use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session as DfSession;
@@ -18,7 +19,8 @@ use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr, PhysicalSortExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{ExecutionPlanMetricsSet, MetricBuilder, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
@@ -31,7 +33,7 @@ use crate::catalog::TableDef;
 use crate::codec::{self, Key};
 use crate::error::SqlError;
 use crate::tx::{Source, SCAN_CHUNK};
-use crate::types::{ColumnBuilder, Datum};
+use crate::types::{ColumnBuilder, Datum, SqlType};
 
 pub(crate) fn external(e: SqlError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
@@ -175,8 +177,13 @@ impl ScanExec {
                 .map(|&i| full.field(i).clone())
                 .collect::<Vec<_>>(),
         ));
+        let mut equivalences = EquivalenceProperties::new(schema.clone());
+        let ordering = key_ordering(&def, &path, &projection, &schema);
+        if !ordering.is_empty() {
+            equivalences.add_ordering(ordering);
+        }
         let properties = Arc::new(PlanProperties::new(
-            EquivalenceProperties::new(schema.clone()),
+            equivalences,
             Partitioning::UnknownPartitioning(1),
             EmissionType::Incremental,
             Boundedness::Bounded,
@@ -194,6 +201,52 @@ impl ScanExec {
             keyed,
         }
     }
+}
+
+/// The order rows leave a scan in, as sort keys over its output columns, so that the planner
+/// drops a sort the key order already gives (`ORDER BY id`, `ORDER BY id LIMIT 10` reads
+/// ten rows). Rows come in key order: primary-key order for a row scan, index order then
+/// primary-key order for an index scan, with several ranges in ascending order. Key order
+/// is value order with NULLs first, the planner's ascending default, for every type but
+/// floating point (the codec folds -0 into 0), so the sort keys are the key's columns up to
+/// the first float column or the first column the scan does not output.
+fn key_ordering(
+    def: &TableDef,
+    path: &Path,
+    projection: &[usize],
+    schema: &SchemaRef,
+) -> Vec<PhysicalSortExpr> {
+    let (columns, ranges) = match path {
+        Path::Rows { ranges, .. } if !def.has_rowid() => (def.pk_positions(), ranges),
+        Path::Index { index, ranges, .. } => {
+            let mut columns = def.index_positions(index);
+            if !def.has_rowid() {
+                columns.extend(def.pk_positions());
+            }
+            (columns, ranges)
+        }
+        _ => return Vec::new(),
+    };
+    if !ranges.windows(2).all(|w| w[0].1 <= w[1].0) {
+        return Vec::new();
+    }
+    let mut keys = Vec::new();
+    for c in columns {
+        if matches!(def.columns[c].ty, SqlType::Real | SqlType::Double) {
+            break;
+        }
+        let Some(pos) = projection.iter().position(|&p| p == c) else {
+            break;
+        };
+        keys.push(PhysicalSortExpr::new(
+            Arc::new(Column::new(schema.field(pos).name(), pos)),
+            SortOptions {
+                descending: false,
+                nulls_first: true,
+            },
+        ));
+    }
+    keys
 }
 
 impl DisplayAs for ScanExec {

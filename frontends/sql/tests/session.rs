@@ -252,3 +252,149 @@ async fn create_index_builds_online_while_writers_change_rows() {
     assert!(big.problems.is_empty(), "{:?}", big.problems);
     assert_eq!(big.entries, 3 * big.rows);
 }
+
+/// Rows leave a scan in key order, so ORDER BY on a key prefix needs no sort, and a LIMIT
+/// on top reads only that many rows; other orders still sort, and all agree with a sort.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn order_by_the_key_reads_in_key_order_without_a_sort() {
+    let mut s = Session::new(engine());
+    s.execute("CREATE TABLE o (a INTEGER, b TEXT, c DOUBLE, d INTEGER, PRIMARY KEY (a, b))")
+        .await
+        .unwrap();
+    s.execute("CREATE INDEX o_d ON o (d)").await.unwrap();
+    let values: Vec<String> = (0..300)
+        .map(|i| {
+            let d = if i % 7 == 0 {
+                "NULL".to_string()
+            } else {
+                ((i * 37) % 101 - 50).to_string()
+            };
+            format!(
+                "({}, 'k{}', {}, {d})",
+                (i * 13) % 50 - 25,
+                i % 9,
+                i as f64 / 3.0
+            )
+        })
+        .collect();
+    s.execute(&format!(
+        "INSERT OR IGNORE INTO o VALUES {}",
+        values.join(",")
+    ))
+    .await
+    .unwrap();
+    let plan = |rows: Vec<Vec<Datum>>| format!("{rows:?}");
+    for (sql, sorted_by_key) in [
+        ("SELECT a, b FROM o ORDER BY a, b", true),
+        ("SELECT a FROM o ORDER BY a LIMIT 5", true),
+        (
+            "SELECT a, b FROM o WHERE a BETWEEN -3 AND 7 ORDER BY a, b",
+            true,
+        ),
+        (
+            "SELECT a, b FROM o WHERE a IN (9, -4, 3) ORDER BY a, b",
+            true,
+        ),
+        ("SELECT d, a, b FROM o WHERE d > -20 ORDER BY d, a, b", true),
+        ("SELECT a, b FROM o ORDER BY b, a", false),
+        ("SELECT c, a FROM o ORDER BY c LIMIT 4", false),
+        ("SELECT a, b FROM o ORDER BY a DESC, b DESC LIMIT 7", false),
+    ] {
+        let explained = plan(rows(&mut s, &format!("EXPLAIN {sql}")).await);
+        assert_eq!(
+            !explained.contains("SortExec"),
+            sorted_by_key,
+            "{sql}: {explained}"
+        );
+        // The same query, forced through a sort (an expression key), gives the same rows.
+        let forced = sql
+            .replace("ORDER BY a", "ORDER BY a + 0")
+            .replace("ORDER BY d", "ORDER BY d + 0")
+            .replace("ORDER BY b", "ORDER BY b || ''")
+            .replace("ORDER BY c", "ORDER BY c + 0");
+        assert_ne!(forced, sql);
+        assert_eq!(
+            rows(&mut s, sql).await,
+            rows(&mut s, &forced).await,
+            "{sql}"
+        );
+    }
+}
+
+/// EXPLAIN names the fast path for point statements, and how INSERT, UPDATE and DELETE
+/// find their rows; EXPLAIN ANALYZE of a point read reports the rows it read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_shows_the_fast_path_and_how_writes_find_rows() {
+    let mut s = Session::new(engine());
+    s.execute("CREATE TABLE e (id INTEGER PRIMARY KEY, email TEXT UNIQUE, n INTEGER)")
+        .await
+        .unwrap();
+    s.execute("INSERT INTO e VALUES (1, 'a@x', 10), (2, 'b@x', 20)")
+        .await
+        .unwrap();
+    let text = |rows: Vec<Vec<Datum>>| {
+        rows.iter()
+            .map(|r| match (&r[0], &r[1]) {
+                (Datum::Text(k), Datum::Text(p)) => format!("{k}: {p}"),
+                other => panic!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let t = text(rows(&mut s, "EXPLAIN SELECT n FROM e WHERE id = 2").await);
+    assert_eq!(
+        t,
+        "physical_plan: FastPath: table=e, access=point read by primary key (id)"
+    );
+    let t = text(rows(&mut s, "EXPLAIN SELECT id FROM e WHERE email = 'b@x'").await);
+    assert!(t.contains("point read by unique index"), "{t}");
+    let t = text(rows(&mut s, "EXPLAIN ANALYZE SELECT n FROM e WHERE id = 2").await);
+    assert!(t.starts_with("Plan with Metrics: FastPath"), "{t}");
+    assert!(t.contains("output_rows=1"), "{t}");
+    let t = text(rows(&mut s, "EXPLAIN UPDATE e SET n = n + 1 WHERE id = 1").await);
+    assert_eq!(
+        t,
+        "physical_plan: Update: table=e, rows by FastPath: table=e, access=point read by primary key (id)"
+    );
+    let t = text(rows(&mut s, "EXPLAIN DELETE FROM e WHERE n > 5").await);
+    assert!(
+        t.starts_with("physical_plan: Delete: table=e, rows from:"),
+        "{t}"
+    );
+    assert!(t.contains("StrataScan: table=e, access=full scan"), "{t}");
+    let t = text(
+        rows(
+            &mut s,
+            "EXPLAIN INSERT INTO e VALUES (3, 'c@x', 30), (4, 'd@x', 40)",
+        )
+        .await,
+    );
+    assert_eq!(
+        t,
+        "physical_plan: Insert: table=e, 2 rows of values (no planning)"
+    );
+    let t = text(
+        rows(
+            &mut s,
+            "EXPLAIN INSERT INTO e SELECT id + 10, email || '.org', n FROM e WHERE id < 3",
+        )
+        .await,
+    );
+    assert!(
+        t.contains("rows from:") && t.contains("StrataScan: table=e, access=primary key (id)"),
+        "{t}"
+    );
+    // Explaining changed nothing.
+    assert_eq!(
+        rows(&mut s, "SELECT count(*), sum(n) FROM e").await,
+        vec![vec![Datum::Int(2), Datum::Int(30)]]
+    );
+    // A query that is planned normally is explained by the planner.
+    let t = text(rows(&mut s, "EXPLAIN SELECT sum(n) FROM e WHERE id >= 1").await);
+    assert!(t.contains("StrataScan"), "{t}");
+    let e = s
+        .execute("EXPLAIN ANALYZE DELETE FROM e")
+        .await
+        .unwrap_err();
+    assert_eq!(e.sqlstate(), "0A000", "{e}");
+}
