@@ -476,22 +476,7 @@ fn lines(n: usize) -> Vec<Line> {
 }
 
 fn date_text(days: i32) -> String {
-    let d = chrono_free_date(days);
-    format!("{:04}-{:02}-{:02}", d.0, d.1, d.2)
-}
-
-/// Civil date of a day number (days since 1970-01-01), proleptic Gregorian.
-fn chrono_free_date(days: i32) -> (i32, u32, u32) {
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    ((if m <= 2 { y + 1 } else { y }) as i32, m, d)
+    Datum::Date(days).to_string()
 }
 
 const Q1: &str = "SELECT l_returnflag, l_linestatus, sum(l_quantity) AS sum_qty, \

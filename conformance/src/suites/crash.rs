@@ -146,13 +146,20 @@ async fn run_and_kill(
     let stdout = child.stdout.take().ok_or("no stdout")?;
     let mut lines = BufReader::new(stdout).lines();
     let mut acks = Vec::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    // A guard against a writer that stopped, not a speed requirement: the writer only has
+    // to keep committing, however slowly the machine lets it.
+    let stall = Duration::from_secs(120);
     while acks.len() < acks_wanted {
-        match tokio::time::timeout_at(deadline, lines.next_line()).await {
+        match tokio::time::timeout(stall, lines.next_line()).await {
             Ok(Ok(Some(line))) => acks.push(parse_ack(&line)?),
             Ok(Ok(None)) => return Err(format!("writer exited early after {} acks", acks.len())),
             Ok(Err(e)) => return Err(e.to_string()),
-            Err(_) => return Err(format!("only {} acks in 60 s", acks.len())),
+            Err(_) => {
+                return Err(format!(
+                    "the writer stalled: no commit acknowledged for {stall:?} after {} acks",
+                    acks.len()
+                ))
+            }
         }
     }
     child.start_kill().map_err(|e| e.to_string())?; // SIGKILL
@@ -182,7 +189,7 @@ async fn killed_writer_loses_no_acknowledged_commit(h: &Harness) -> CaseResult {
     let mut acked = Vec::new();
     for round in 0..2u64 {
         let wanted = if h.kind == BackendKind::Dynamodb {
-            30 + 20 * round as usize
+            12 + 8 * round as usize
         } else {
             150 + 100 * round as usize
         };

@@ -100,7 +100,7 @@ const SQL_ACCOUNTS: u64 = 6;
 /// transaction retried on serialization failures (40001) and followed by an audit of the
 /// total. Prints how many committed.
 pub async fn sql_transfers(dir: &std::path::Path, process: u64, n: u64) -> Result<(), String> {
-    use strata_sql::{Datum, Output, Session, SqlError};
+    use strata_sql::{Datum, Output, Session};
     let engine = Arc::new(Engine::new(
         open_backend(BackendKind::Dynamodb, dir).await?,
         EngineConfig::default(),
@@ -111,38 +111,8 @@ pub async fn sql_transfers(dir: &std::path::Path, process: u64, n: u64) -> Resul
     for i in 0..n {
         let from = (process * 5 + i * 3) % SQL_ACCOUNTS;
         let to = (from + 1 + (i + process) % (SQL_ACCOUNTS - 1)) % SQL_ACCOUNTS;
-        loop {
-            let attempt: Result<(), SqlError> = async {
-                s.execute("BEGIN").await?;
-                s.execute(&format!(
-                    "UPDATE accounts SET balance = balance - 5 WHERE id = {from}"
-                ))
-                .await?;
-                s.execute(&format!(
-                    "UPDATE accounts SET balance = balance + 5 WHERE id = {to}"
-                ))
-                .await?;
-                s.execute("COMMIT").await?;
-                Ok(())
-            }
-            .await;
-            match attempt {
-                Ok(()) => {
-                    committed += 1;
-                    break;
-                }
-                Err(e) => {
-                    if s.in_transaction() {
-                        let _ = s.execute("ROLLBACK").await;
-                    }
-                    match e.sqlstate() {
-                        "40001" => continue,
-                        // An overdraft is refused by the CHECK: no transfer.
-                        "23514" => break,
-                        _ => return Err(format!("transfer {i}: {e}")),
-                    }
-                }
-            }
+        if crate::suites::sql::transfer(&mut s, from as i64, to as i64, 5).await? {
+            committed += 1;
         }
         let total = match s.execute("SELECT sum(balance) FROM accounts").await {
             Ok(Output::Rows(r)) => r.rows().map_err(|e| e.to_string())?,

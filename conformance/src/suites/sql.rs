@@ -82,40 +82,8 @@ async fn bank_transfers_keep_the_total(h: &Harness) -> CaseResult {
                 if from == to {
                     continue;
                 }
-                loop {
-                    let attempt: Result<(), SqlError> = async {
-                        s.execute("BEGIN").await?;
-                        s.execute(&format!(
-                            "UPDATE accounts SET balance = balance - 7 WHERE id = {from}"
-                        ))
-                        .await?;
-                        s.execute(&format!(
-                            "UPDATE accounts SET balance = balance + 7 WHERE id = {to}"
-                        ))
-                        .await?;
-                        s.execute("COMMIT").await?;
-                        Ok(())
-                    }
-                    .await;
-                    match attempt {
-                        Ok(()) => {
-                            committed += 1;
-                            break;
-                        }
-                        Err(e) => {
-                            if s.in_transaction() {
-                                let _ = s.execute("ROLLBACK").await;
-                            }
-                            if is_serialization(&e) {
-                                continue;
-                            }
-                            // A transfer that would overdraw is refused by the CHECK.
-                            if e.sqlstate() == "23514" {
-                                break;
-                            }
-                            return Err(format!("transfer: {e}"));
-                        }
-                    }
+                if transfer(&mut s, from, to, 7).await? {
+                    committed += 1;
                 }
                 match s.execute("SELECT sum(balance) FROM accounts").await {
                     Ok(Output::Rows(r)) => audits.push(r.rows().map_err(|e| e.to_string())?),
@@ -140,6 +108,47 @@ async fn bank_transfers_keep_the_total(h: &Harness) -> CaseResult {
         accounts * 100
     );
     Ok(())
+}
+
+/// Move `amount` from one account to another in an explicit transaction, again after a
+/// serialization failure. `Ok(false)`: refused by the accounts' CHECK (an overdraft).
+pub(crate) async fn transfer(
+    s: &mut Session,
+    from: i64,
+    to: i64,
+    amount: i64,
+) -> Result<bool, String> {
+    loop {
+        let attempt: Result<(), SqlError> = async {
+            s.execute("BEGIN").await?;
+            s.execute(&format!(
+                "UPDATE accounts SET balance = balance - {amount} WHERE id = {from}"
+            ))
+            .await?;
+            s.execute(&format!(
+                "UPDATE accounts SET balance = balance + {amount} WHERE id = {to}"
+            ))
+            .await?;
+            s.execute("COMMIT").await?;
+            Ok(())
+        }
+        .await;
+        match attempt {
+            Ok(()) => return Ok(true),
+            Err(e) => {
+                if s.in_transaction() {
+                    let _ = s.execute("ROLLBACK").await;
+                }
+                if is_serialization(&e) {
+                    continue;
+                }
+                if e.sqlstate() == "23514" {
+                    return Ok(false);
+                }
+                return Err(format!("transfer: {e}"));
+            }
+        }
+    }
 }
 
 async fn write_skew_is_prevented(h: &Harness) -> CaseResult {
