@@ -398,3 +398,39 @@ async fn explain_shows_the_fast_path_and_how_writes_find_rows() {
         .unwrap_err();
     assert_eq!(e.sqlstate(), "0A000", "{e}");
 }
+
+/// Table definitions shared between a session's transactions follow the schema version:
+/// another session's ALTER is seen by the next statement, and a rolled-back ALTER leaves
+/// no trace in the shared definitions.
+#[tokio::test]
+async fn shared_table_definitions_follow_schema_changes() {
+    let engine = Arc::new(engine());
+    let mut a = Session::new(engine.clone());
+    let mut b = Session::new(engine.clone());
+    a.execute("CREATE TABLE d (id INTEGER PRIMARY KEY, x INTEGER)")
+        .await
+        .unwrap();
+    a.execute("INSERT INTO d VALUES (1, 10)").await.unwrap();
+    assert_eq!(
+        rows(&mut a, "SELECT * FROM d WHERE id = 1").await,
+        vec![vec![Datum::Int(1), Datum::Int(10)]]
+    );
+    b.execute("ALTER TABLE d ADD COLUMN y INTEGER DEFAULT 7")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&mut a, "SELECT * FROM d WHERE id = 1").await,
+        vec![vec![Datum::Int(1), Datum::Int(10), Datum::Int(7)]]
+    );
+    a.execute("BEGIN").await.unwrap();
+    a.execute("ALTER TABLE d DROP COLUMN x").await.unwrap();
+    assert_eq!(
+        rows(&mut a, "SELECT * FROM d WHERE id = 1").await,
+        vec![vec![Datum::Int(1), Datum::Int(7)]]
+    );
+    a.execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        rows(&mut a, "SELECT * FROM d WHERE id = 1").await,
+        vec![vec![Datum::Int(1), Datum::Int(10), Datum::Int(7)]]
+    );
+}
