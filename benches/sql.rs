@@ -7,7 +7,7 @@
 //! * `SQL_BENCH_SECONDS` (default 3): measuring time per point/range/insert/update workload.
 //! * `SQL_BENCH_LINEITEM_ROWS` (default 1000000): rows in the lineitem-like table.
 //! * `SQL_BENCH_ONLY` (default all): a comma-separated subset of `oltp`, `concurrent`,
-//!   `analytic`.
+//!   `analytic`, or of the single OLTP workloads `point`, `range`, `insert`, `update`.
 //!
 //! Workloads:
 //!
@@ -43,6 +43,8 @@ const KV_ROWS: i64 = 100_000;
 const RANGE: i64 = 100;
 const LOAD_CHUNK: usize = 1_000;
 const INSERTERS: usize = 32;
+/// The single-client workloads.
+const OLTP: [&str; 4] = ["point", "range", "insert", "update"];
 
 /// xorshift64: a cheap, deterministic stream of pseudo-random numbers.
 struct XorShift(u64);
@@ -165,7 +167,10 @@ fn main() {
     let secs: f64 = env_or("SQL_BENCH_SECONDS", 3.0);
     let lineitem_rows: usize = env_or("SQL_BENCH_LINEITEM_ROWS", 1_000_000);
     let only: String = env_or("SQL_BENCH_ONLY", "oltp,concurrent,analytic".to_string());
-    let only: Vec<&str> = only.split(',').map(str::trim).collect();
+    let mut only: Vec<&str> = only.split(',').map(str::trim).collect();
+    if only.contains(&"oltp") {
+        only.extend(OLTP);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -180,8 +185,8 @@ fn main() {
     let mut table = Table { rows: Vec::new() };
     let mut s = Session::new(engine.clone());
 
-    if only.contains(&"oltp") {
-        oltp(&rt, &mut s, &lite, secs, &mut table);
+    if OLTP.iter().any(|w| only.contains(w)) {
+        oltp(&rt, &mut s, &lite, secs, &only, &mut table);
     }
     if only.contains(&"concurrent") {
         concurrent(&rt, &engine, dir.path(), secs, &mut table);
@@ -197,6 +202,7 @@ fn oltp(
     s: &mut Session,
     lite: &Connection,
     secs: f64,
+    only: &[&str],
     t: &mut Table,
 ) {
     println!("loading {KV_ROWS} rows into kv ...");
@@ -234,110 +240,115 @@ fn oltp(
         lite.execute_batch("COMMIT").expect("commit");
     }
 
-    // Point select.
-    let probe = 4242i64;
-    let ours = rt
-        .block_on(s.execute_with("SELECT v FROM kv WHERE id = $1", &[Datum::Int(probe)]))
-        .expect("point select");
-    let theirs: String = lite
-        .query_row("SELECT v FROM kv WHERE id = ?1", [probe], |r| r.get(0))
-        .expect("sqlite point select");
-    assert_eq!(
-        query_text(ours).as_deref(),
-        Some(theirs.as_str()),
-        "point select differs"
-    );
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
-    let a = measure(secs, |_| {
-        let id = rng.below(KV_ROWS as u64) as i64;
-        let out = rt
-            .block_on(s.execute_with("SELECT v FROM kv WHERE id = $1", &[Datum::Int(id)]))
+    if only.contains(&"point") {
+        // Point select.
+        let probe = 4242i64;
+        let ours = rt
+            .block_on(s.execute_with("SELECT v FROM kv WHERE id = $1", &[Datum::Int(probe)]))
             .expect("point select");
-        std::hint::black_box(out);
-    });
-    let mut stmt = lite
-        .prepare("SELECT v FROM kv WHERE id = ?1")
-        .expect("prepare");
-    let b = measure(secs, |_| {
-        let id = rng.below(KV_ROWS as u64) as i64;
-        let v: String = stmt.query_row([id], |r| r.get(0)).expect("sqlite");
-        std::hint::black_box(v);
-    });
-    latency_row(
-        t,
-        "point select by primary key",
-        &a,
-        &b,
-        "floor: ≤ 3× SQLite's time",
-    );
-
-    // Range select of 100 rows.
-    let range_sql = "SELECT id, v FROM kv WHERE id >= $1 AND id < $2";
-    let lo = 5000i64;
-    let n = match rt
-        .block_on(s.execute_with(range_sql, &[Datum::Int(lo), Datum::Int(lo + RANGE)]))
-        .expect("range")
-    {
-        Output::Rows(r) => r.num_rows(),
-        _ => 0,
-    };
-    assert_eq!(n as i64, RANGE, "range select row count");
-    let a = measure(secs, |_| {
-        let lo = rng.below((KV_ROWS - RANGE) as u64) as i64;
-        let out = rt
+        let theirs: String = lite
+            .query_row("SELECT v FROM kv WHERE id = ?1", [probe], |r| r.get(0))
+            .expect("sqlite point select");
+        assert_eq!(
+            query_text(ours).as_deref(),
+            Some(theirs.as_str()),
+            "point select differs"
+        );
+        let a = measure(secs, |_| {
+            let id = rng.below(KV_ROWS as u64) as i64;
+            let out = rt
+                .block_on(s.execute_with("SELECT v FROM kv WHERE id = $1", &[Datum::Int(id)]))
+                .expect("point select");
+            std::hint::black_box(out);
+        });
+        let mut stmt = lite
+            .prepare("SELECT v FROM kv WHERE id = ?1")
+            .expect("prepare");
+        let b = measure(secs, |_| {
+            let id = rng.below(KV_ROWS as u64) as i64;
+            let v: String = stmt.query_row([id], |r| r.get(0)).expect("sqlite");
+            std::hint::black_box(v);
+        });
+        latency_row(
+            t,
+            "point select by primary key",
+            &a,
+            &b,
+            "floor: ≤ 3× SQLite's time",
+        );
+    }
+    if only.contains(&"range") {
+        // Range select of 100 rows.
+        let range_sql = "SELECT id, v FROM kv WHERE id >= $1 AND id < $2";
+        let lo = 5000i64;
+        let n = match rt
             .block_on(s.execute_with(range_sql, &[Datum::Int(lo), Datum::Int(lo + RANGE)]))
-            .expect("range select");
-        std::hint::black_box(out);
-    });
-    let mut stmt = lite
-        .prepare("SELECT id, v FROM kv WHERE id >= ?1 AND id < ?2")
-        .expect("prepare");
-    let b = measure(secs, |_| {
-        let lo = rng.below((KV_ROWS - RANGE) as u64) as i64;
-        let rows: Vec<(i64, String)> = stmt
-            .query_map([lo, lo + RANGE], |r| Ok((r.get(0)?, r.get(1)?)))
-            .expect("sqlite")
-            .collect::<Result<_, _>>()
-            .expect("sqlite rows");
-        assert_eq!(rows.len() as i64, RANGE);
-    });
-    latency_row(t, "range select (100 rows)", &a, &b, "");
-
-    // Durable single-row insert, autocommit.
-    let a = measure(secs, |i| {
-        rt.block_on(s.execute_with(
-            "INSERT INTO ins VALUES ($1, $2)",
-            &[Datum::Int(i as i64), Datum::Text(value(i as i64))],
-        ))
-        .expect("insert");
-    });
-    let mut stmt = lite
-        .prepare("INSERT INTO ins VALUES (?1, ?2)")
-        .expect("prepare");
-    let b = measure(secs, |i| {
-        stmt.execute(params![i as i64, value(i as i64)])
-            .expect("sqlite insert");
-    });
-    latency_row(t, "insert (durable, autocommit)", &a, &b, "");
-
-    // Update by primary key.
-    let a = measure(secs, |i| {
-        let id = rng.below(KV_ROWS as u64) as i64;
-        rt.block_on(s.execute_with(
-            "UPDATE kv SET v = $2 WHERE id = $1",
-            &[Datum::Int(id), Datum::Text(value(i as i64))],
-        ))
-        .expect("update");
-    });
-    let mut stmt = lite
-        .prepare("UPDATE kv SET v = ?2 WHERE id = ?1")
-        .expect("prepare");
-    let b = measure(secs, |i| {
-        let id = rng.below(KV_ROWS as u64) as i64;
-        stmt.execute(params![id, value(i as i64)])
-            .expect("sqlite update");
-    });
-    latency_row(t, "update by primary key (durable)", &a, &b, "");
+            .expect("range")
+        {
+            Output::Rows(r) => r.num_rows(),
+            _ => 0,
+        };
+        assert_eq!(n as i64, RANGE, "range select row count");
+        let a = measure(secs, |_| {
+            let lo = rng.below((KV_ROWS - RANGE) as u64) as i64;
+            let out = rt
+                .block_on(s.execute_with(range_sql, &[Datum::Int(lo), Datum::Int(lo + RANGE)]))
+                .expect("range select");
+            std::hint::black_box(out);
+        });
+        let mut stmt = lite
+            .prepare("SELECT id, v FROM kv WHERE id >= ?1 AND id < ?2")
+            .expect("prepare");
+        let b = measure(secs, |_| {
+            let lo = rng.below((KV_ROWS - RANGE) as u64) as i64;
+            let rows: Vec<(i64, String)> = stmt
+                .query_map([lo, lo + RANGE], |r| Ok((r.get(0)?, r.get(1)?)))
+                .expect("sqlite")
+                .collect::<Result<_, _>>()
+                .expect("sqlite rows");
+            assert_eq!(rows.len() as i64, RANGE);
+        });
+        latency_row(t, "range select (100 rows)", &a, &b, "");
+    }
+    if only.contains(&"insert") {
+        // Durable single-row insert, autocommit.
+        let a = measure(secs, |i| {
+            rt.block_on(s.execute_with(
+                "INSERT INTO ins VALUES ($1, $2)",
+                &[Datum::Int(i as i64), Datum::Text(value(i as i64))],
+            ))
+            .expect("insert");
+        });
+        let mut stmt = lite
+            .prepare("INSERT INTO ins VALUES (?1, ?2)")
+            .expect("prepare");
+        let b = measure(secs, |i| {
+            stmt.execute(params![i as i64, value(i as i64)])
+                .expect("sqlite insert");
+        });
+        latency_row(t, "insert (durable, autocommit)", &a, &b, "");
+    }
+    if only.contains(&"update") {
+        // Update by primary key.
+        let a = measure(secs, |i| {
+            let id = rng.below(KV_ROWS as u64) as i64;
+            rt.block_on(s.execute_with(
+                "UPDATE kv SET v = $2 WHERE id = $1",
+                &[Datum::Int(id), Datum::Text(value(i as i64))],
+            ))
+            .expect("update");
+        });
+        let mut stmt = lite
+            .prepare("UPDATE kv SET v = ?2 WHERE id = ?1")
+            .expect("prepare");
+        let b = measure(secs, |i| {
+            let id = rng.below(KV_ROWS as u64) as i64;
+            stmt.execute(params![id, value(i as i64)])
+                .expect("sqlite update");
+        });
+        latency_row(t, "update by primary key (durable)", &a, &b, "");
+    }
 }
 
 fn latency_row(t: &mut Table, name: &str, ours: &Figures, theirs: &Figures, note: &str) {

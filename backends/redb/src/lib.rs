@@ -37,6 +37,8 @@ impl RedbBackend {
 
 pub struct RedbStore {
     db: Arc<redb::Database>,
+    /// The read snapshot reads share until the next write.
+    reader: Arc<Reader>,
     /// When an `Async` batch was last followed by a durable commit.
     last_sync: Arc<std::sync::Mutex<std::time::Instant>>,
     _lock: DatabaseLock,
@@ -45,6 +47,47 @@ pub struct RedbStore {
 /// `Async` batches are made durable at least this often (while commits keep coming; a final
 /// sync happens when the database is closed).
 const ASYNC_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A read snapshot shared by reads until a write commits. Opening a read transaction and
+/// its table costs more than a point read itself, so reads between writes share one.
+///
+/// Every committed write bumps `generation` and drops the cached snapshot before `apply`
+/// returns, so a read that starts after a write returned uses a snapshot opened after it.
+/// Dropping it also keeps a snapshot from pinning the pages later writes free.
+#[derive(Default)]
+struct Reader {
+    generation: std::sync::atomic::AtomicU64,
+    cached: std::sync::Mutex<Option<(u64, Snapshot)>>,
+}
+
+type Snapshot = Arc<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>;
+
+impl Reader {
+    fn snapshot(&self, db: &redb::Database) -> Result<Snapshot, BackendError> {
+        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((g, table)) = cached.as_ref() {
+            if *g == generation {
+                return Ok(table.clone());
+            }
+        }
+        let table = Arc::new(
+            db.begin_read()
+                .map_err(err)?
+                .open_table(TABLE)
+                .map_err(err)?,
+        );
+        *cached = Some((generation, table.clone()));
+        Ok(table)
+    }
+
+    /// A write committed: later reads need a new snapshot.
+    fn invalidate(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
 
 fn err(e: impl std::fmt::Display) -> BackendError {
     BackendError::Io(e.to_string())
@@ -69,6 +112,7 @@ impl RedbStore {
         tx.commit().map_err(err)?;
         Ok(RedbStore {
             db: Arc::new(db),
+            reader: Arc::default(),
             last_sync: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
             _lock: lock,
         })
@@ -83,8 +127,7 @@ impl RedbStore {
 #[async_trait::async_trait]
 impl Store for RedbStore {
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        let tx = self.db.begin_read().map_err(err)?;
-        let table = tx.open_table(TABLE).map_err(err)?;
+        let table = self.reader.snapshot(&self.db)?;
         Ok(table.get(key).map_err(err)?.map(|v| v.value().to_vec()))
     }
 
@@ -98,8 +141,7 @@ impl Store for RedbStore {
         if limit == 0 || range_is_empty(start, end) {
             return Ok(vec![]);
         }
-        let tx = self.db.begin_read().map_err(err)?;
-        let table = tx.open_table(TABLE).map_err(err)?;
+        let table = self.reader.snapshot(&self.db)?;
         let range = if end.is_empty() {
             table.range(start..)
         } else {
@@ -134,6 +176,7 @@ impl Store for RedbStore {
     ) -> Result<(), BackendError> {
         let db = self.db.clone();
         let last_sync = self.last_sync.clone();
+        let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
             let mut tx = db.begin_write().map_err(err)?;
             let mut synced = last_sync.lock().unwrap_or_else(|e| e.into_inner());
@@ -170,7 +213,10 @@ impl Store for RedbStore {
                     }
                 }
             }
-            tx.commit().map_err(err)
+            // Whatever the outcome, the next read opens a new snapshot.
+            let committed = tx.commit().map_err(err);
+            reader.invalidate();
+            committed
         })
         .await
         .map_err(|e| BackendError::Other(format!("redb writer task failed: {e}")))?

@@ -189,6 +189,42 @@ impl TableDef {
     }
 }
 
+/// Decodes stored rows of a table, only the columns a reader needs: the others are
+/// stepped over and read as NULL.
+pub struct RowDecoder {
+    /// Position in the row of each column id that is decoded.
+    slots: Vec<Option<usize>>,
+    /// A row before its stored values: added defaults, NULL elsewhere.
+    defaults: Vec<Datum>,
+}
+
+impl RowDecoder {
+    pub fn new(def: &TableDef, wanted: impl Fn(usize) -> bool) -> Self {
+        let max_id = def.columns.iter().map(|c| c.id).max().unwrap_or(0) as usize;
+        let mut slots = vec![None; max_id + 1];
+        let mut defaults = vec![Datum::Null; def.columns.len()];
+        for (i, c) in def.columns.iter().enumerate() {
+            if wanted(i) {
+                slots[c.id as usize] = Some(i);
+                if let Some(d) = &c.added_default {
+                    defaults[i] = d.0.clone();
+                }
+            }
+        }
+        RowDecoder { slots, defaults }
+    }
+
+    pub fn decode(&self, bytes: &[u8]) -> crate::Result<Vec<Datum>> {
+        let mut row = self.defaults.clone();
+        crate::codec::decode_row_into(
+            bytes,
+            |id| self.slots.get(id as usize).copied().flatten(),
+            &mut row,
+        )?;
+        Ok(row)
+    }
+}
+
 /// A view: a name for a query.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ViewDef {

@@ -54,6 +54,10 @@ pub enum Key<'a> {
     View(&'a str),
     /// A table's auto-increment high-water mark.
     Sequence(u64),
+    /// Every row-count shard of a table (a prefix; see [`crate::stats`]).
+    RowCounts(u64),
+    /// One row-count shard: the table, a process id, a sequence number.
+    RowCountShard(u64, u64, u64),
     /// Every row of a table (a prefix).
     Rows(u64),
     /// One row, by its primary-key values.
@@ -69,6 +73,7 @@ const KIND_NEXT_ID: u8 = 0x02;
 const KIND_TABLE: u8 = 0x03;
 const KIND_VIEW: u8 = 0x04;
 const KIND_SEQUENCE: u8 = 0x05;
+const KIND_ROW_COUNT: u8 = 0x06;
 const KIND_ROW: u8 = 0x10;
 const KIND_INDEX: u8 = 0x11;
 
@@ -89,6 +94,16 @@ impl Key<'_> {
             Key::Sequence(table) => {
                 out.push(KIND_SEQUENCE);
                 encode_datum(&mut out, &Datum::Int(*table as i64));
+            }
+            Key::RowCounts(table) => {
+                out.push(KIND_ROW_COUNT);
+                encode_datum(&mut out, &Datum::Int(*table as i64));
+            }
+            Key::RowCountShard(table, process, seq) => {
+                out.push(KIND_ROW_COUNT);
+                encode_datum(&mut out, &Datum::Int(*table as i64));
+                encode_datum(&mut out, &Datum::Int(*process as i64));
+                encode_datum(&mut out, &Datum::Int(*seq as i64));
             }
             Key::Rows(table) => {
                 out.push(KIND_ROW);
@@ -215,25 +230,53 @@ fn take<const N: usize>(bytes: &mut &[u8]) -> Result<[u8; N]> {
 
 fn decode_escaped(bytes: &mut &[u8]) -> Result<Vec<u8>> {
     let mut out = Vec::new();
-    let mut i = 0;
+    let mut rest = *bytes;
     loop {
-        match bytes.get(i) {
-            None => return Err(corrupt("unterminated string")),
-            Some(0) => {
-                if bytes.get(i + 1) == Some(&0xFF) {
-                    out.push(0);
-                    i += 2;
-                } else {
-                    *bytes = &bytes[i + 1..];
-                    return Ok(out);
-                }
-            }
-            Some(&b) => {
-                out.push(b);
-                i += 1;
-            }
+        let Some(zero) = rest.iter().position(|&b| b == 0) else {
+            return Err(corrupt("unterminated string"));
+        };
+        out.extend_from_slice(&rest[..zero]);
+        if rest.get(zero + 1) == Some(&0xFF) {
+            out.push(0);
+            rest = &rest[zero + 2..];
+        } else {
+            *bytes = &rest[zero + 1..];
+            return Ok(out);
         }
     }
+}
+
+/// Step over one element at the front of `bytes` without decoding it.
+pub fn skip_one(bytes: &mut &[u8]) -> Result<()> {
+    let Some((&tag, rest)) = bytes.split_first() else {
+        return Err(corrupt("empty value"));
+    };
+    let fixed = match tag {
+        NULL | FALSE | TRUE => 0,
+        INT | FLOAT | TIMESTAMP => 8,
+        DECIMAL => 17,
+        DATE => 4,
+        TEXT | BYTES => {
+            let mut rest = rest;
+            loop {
+                let Some(zero) = rest.iter().position(|&b| b == 0) else {
+                    return Err(corrupt("unterminated string"));
+                };
+                if rest.get(zero + 1) == Some(&0xFF) {
+                    rest = &rest[zero + 2..];
+                } else {
+                    *bytes = &rest[zero + 1..];
+                    return Ok(());
+                }
+            }
+        }
+        other => return Err(corrupt(&format!("unknown type tag {other:#x}"))),
+    };
+    if rest.len() < fixed {
+        return Err(corrupt("truncated value"));
+    }
+    *bytes = &rest[fixed..];
+    Ok(())
 }
 
 /// Decode one element from the front of `bytes`.
@@ -299,6 +342,26 @@ pub fn encode_row(columns: &[(u32, &Datum)]) -> Vec<u8> {
         encode_datum(&mut out, v);
     }
     out
+}
+
+/// Decode the values of a row that `place` gives a position for (by column id), into
+/// `row` at that position; other values are stepped over.
+pub fn decode_row_into(
+    mut bytes: &[u8],
+    place: impl Fn(u32) -> Option<usize>,
+    row: &mut [Datum],
+) -> Result<()> {
+    while !bytes.is_empty() {
+        let id = match decode_one(&mut bytes)? {
+            Datum::Int(i) => u32::try_from(i).map_err(|_| corrupt("column id"))?,
+            _ => return Err(corrupt("row without column id")),
+        };
+        match place(id).and_then(|i| row.get_mut(i).map(|slot| (i, slot))) {
+            Some((_, slot)) => *slot = decode_one(&mut bytes)?,
+            None => skip_one(&mut bytes)?,
+        }
+    }
+    Ok(())
 }
 
 /// Decode a row into `(column id, value)` pairs.

@@ -337,6 +337,11 @@ pub async fn create_table(s: &mut Session, ct: ast::CreateTable) -> Result<Outpu
         p.referenced_by.push((name.clone(), fk_name));
         tx.put_table(p).await?;
     }
+    // A new table counts its rows from zero (see `crate::stats`).
+    tx.put(
+        &crate::stats::shard_key(def.id),
+        crate::stats::encode_delta(0),
+    )?;
     tx.put_table(def).await?;
     Ok(Output::Done)
 }
@@ -616,6 +621,7 @@ async fn drop_table(s: &mut Session, n: &ObjectName, if_exists: bool) -> Result<
     }
     tx.remove_table(&name).await?;
     s.purges.push((db.clone(), Key::Rows(def.id).encode()));
+    s.purges.push((db.clone(), Key::RowCounts(def.id).encode()));
     for index in &def.indexes {
         s.purges
             .push((db.clone(), Key::IndexEntries(def.id, index.id).encode()));
@@ -860,4 +866,52 @@ fn rename_in_expr(sql: &str, old: &str, new: &str) -> Result<String> {
         std::ops::ControlFlow::<()>::Continue(())
     });
     Ok(expr.to_string())
+}
+
+/// `ANALYZE [table]`: count the rows of one table (or of every table of the current
+/// database) and make that the table's row count, the statistic the planner reads. Tables
+/// count their rows as they change, so this is needed only for a table created before row
+/// counts existed, or to repair a count `strata sql check` reports wrong.
+///
+/// The rows are counted at the transaction's snapshot without recording the reads, so
+/// writers that do not change the table's row count never conflict with it.
+pub async fn analyze(s: &mut Session, a: ast::Analyze) -> Result<Output> {
+    let (db, names) = match &a.table_name {
+        Some(name) => {
+            let (db, table) = s.table_name(name).await?;
+            (db, vec![table])
+        }
+        None => {
+            let db = s.current_database().to_string();
+            let tx = s.ctx.tx(&db).await?;
+            let names = tx.lock().await.table_names().await?;
+            (db, names)
+        }
+    };
+    let database = s.ctx.open(&db).await?;
+    let tx = s.ctx.tx(&db).await?;
+    let mut guard = tx.lock().await;
+    let tx: &mut Tx = &mut guard;
+    for name in names {
+        let Some(def) = tx.table(&name).await? else {
+            return Err(SqlError::UndefinedObject {
+                kind: "table",
+                name,
+            });
+        };
+        let snapshot = crate::tx::Source::Version(database.clone(), tx.engine_txn().read_version());
+        let prefix = Key::Rows(def.id).encode();
+        let end = strata_engine::prefix_end(&prefix);
+        let (mut start, mut rows) = (prefix, 0u64);
+        loop {
+            let chunk = snapshot.scan(&start, &end, false, SCAN_CHUNK).await?;
+            rows += chunk.len() as u64;
+            match crate::tx::resume_after(&chunk) {
+                Some(next) => start = next,
+                None => break,
+            }
+        }
+        crate::stats::reset(tx.engine_txn(), def.id, rows).await?;
+    }
+    Ok(Output::Done)
 }

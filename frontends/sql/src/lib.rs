@@ -30,6 +30,7 @@ mod fastpath;
 mod index;
 mod planner;
 mod session;
+mod stats;
 mod subquery;
 mod table;
 mod tx;

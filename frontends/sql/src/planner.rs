@@ -67,6 +67,8 @@ pub struct Context {
     template: OnceLock<SessionState>,
     /// Table definitions by schema version, for the session's transactions.
     catalog_cache: Arc<crate::tx::CatalogCache>,
+    /// Row counts for the planner's statistics.
+    counts: crate::stats::CountCache,
 }
 
 impl Context {
@@ -77,6 +79,7 @@ impl Context {
             known: StdMutex::new(Vec::new()),
             template: OnceLock::new(),
             catalog_cache: Arc::default(),
+            counts: Default::default(),
         })
     }
 
@@ -173,7 +176,10 @@ impl Context {
                 .keyed
                 .as_ref()
                 .is_some_and(|(d, t)| *d == db && t == name);
-            return Ok(Some(Arc::new(SqlTable::new(def, source, keyed))));
+            let rows = self.counts.get(&self.open(&db).await?, def.id).await;
+            return Ok(Some(Arc::new(
+                SqlTable::new(def, source, keyed).with_rows(rows),
+            )));
         }
         if let Some(view) = source.view(name).await? {
             let Some(template) = self.template.get() else {

@@ -191,7 +191,7 @@ impl Session {
         let parsed = self.parsed(sql)?;
         let mut last = Output::Done;
         for stmt in &parsed.statements {
-            last = self.run(stmt.clone(), params, parsed.as_of).await?;
+            last = self.run(stmt, params, parsed.as_of).await?;
         }
         Ok(last)
     }
@@ -220,14 +220,14 @@ impl Session {
 
     async fn run(
         &mut self,
-        stmt: Statement,
+        stmt: &Statement,
         params: &[Datum],
         as_of: Option<AsOf>,
     ) -> Result<Output> {
         if as_of.is_some() && !matches!(stmt, Statement::Query(_) | Statement::Explain { .. }) {
             return Err(SqlError::Syntax("AS OF applies to queries only".into()));
         }
-        match &stmt {
+        match stmt {
             Statement::StartTransaction { modes, .. } => return self.begin(modes),
             Statement::Commit { .. } => return self.commit().await,
             Statement::Rollback {
@@ -258,7 +258,7 @@ impl Session {
         let mut attempt = 0;
         loop {
             self.reset_scope(as_of, false);
-            let out = match self.dispatch(stmt.clone(), params).await {
+            let out = match self.dispatch(stmt, params).await {
                 Ok(o) => match self.check_single_writer().await {
                     Ok(()) => self.commit_scope().await.map(|_| o),
                     Err(e) => Err(e),
@@ -572,15 +572,18 @@ impl Session {
         }
     }
 
-    async fn dispatch(&mut self, stmt: Statement, params: &[Datum]) -> Result<Output> {
-        if self.explicit.as_ref().is_some_and(|e| e.read_only) && is_write(&stmt) {
+    /// Run one statement in the current scope. Only the fast path runs inline: every
+    /// other kind is boxed, so the future of a point statement stays small (it is moved
+    /// on every call).
+    async fn dispatch(&mut self, stmt: &Statement, params: &[Datum]) -> Result<Output> {
+        if self.explicit.as_ref().is_some_and(|e| e.read_only) && is_write(stmt) {
             return Err(SqlError::InvalidTransactionState(
                 "cannot execute a write in a read-only transaction".into(),
             ));
         }
         if let Statement::Explain {
             statement, analyze, ..
-        } = &stmt
+        } = stmt
         {
             let as_of = self
                 .ctx
@@ -591,7 +594,7 @@ impl Session {
                 .is_some();
             if !as_of {
                 if let Some(out) =
-                    crate::explain::explain(self, statement, *analyze, params).await?
+                    Box::pin(crate::explain::explain(self, statement, *analyze, params)).await?
                 {
                     return Ok(out);
                 }
@@ -599,42 +602,61 @@ impl Session {
         }
         match stmt {
             Statement::Query(_) => {
-                if let Some(out) = crate::fastpath::select(self, &stmt, params).await? {
+                if let Some(out) = crate::fastpath::select(self, stmt, params).await? {
                     return Ok(out);
                 }
-                self.query(stmt, params).await
+                Box::pin(self.query(stmt.clone(), params)).await
             }
-            Statement::Explain { .. } => self.query(stmt, params).await,
-            Statement::Insert(insert) => crate::dml::insert(self, insert, params).await,
-            Statement::Update(update) => crate::dml::update(self, update, params).await,
-            Statement::Delete(delete) => crate::dml::delete(self, delete, params).await,
-            Statement::CreateTable(ct) => crate::ddl::create_table(self, ct).await,
-            Statement::CreateIndex(ci) => crate::ddl::create_index(self, ci).await,
-            Statement::CreateView(cv) => crate::ddl::create_view(self, cv).await,
-            Statement::AlterTable(at) => crate::ddl::alter_table(self, at).await,
+            Statement::Explain { .. } => Box::pin(self.query(stmt.clone(), params)).await,
+            Statement::Insert(insert) => {
+                Box::pin(crate::dml::insert(self, insert.clone(), params)).await
+            }
+            Statement::Update(update) => {
+                Box::pin(crate::dml::update(self, update.clone(), params)).await
+            }
+            Statement::Delete(delete) => {
+                Box::pin(crate::dml::delete(self, delete.clone(), params)).await
+            }
+            Statement::CreateTable(ct) => {
+                Box::pin(crate::ddl::create_table(self, ct.clone())).await
+            }
+            Statement::CreateIndex(ci) => {
+                Box::pin(crate::ddl::create_index(self, ci.clone())).await
+            }
+            Statement::CreateView(cv) => Box::pin(crate::ddl::create_view(self, cv.clone())).await,
+            Statement::AlterTable(at) => Box::pin(crate::ddl::alter_table(self, at.clone())).await,
             Statement::Drop {
                 object_type,
                 if_exists,
                 names,
                 ..
-            } => crate::ddl::drop(self, object_type, if_exists, names).await,
+            } => {
+                Box::pin(crate::ddl::drop(
+                    self,
+                    *object_type,
+                    *if_exists,
+                    names.clone(),
+                ))
+                .await
+            }
+            Statement::Analyze(a) => Box::pin(crate::ddl::analyze(self, a.clone())).await,
             Statement::CreateDatabase {
                 db_name,
                 if_not_exists,
                 ..
-            } => self.create_database(&db_name, if_not_exists).await,
-            Statement::ShowDatabases { .. } => self.show_databases().await,
-            Statement::ShowTables { .. } => self.show_tables().await,
+            } => Box::pin(self.create_database(db_name, *if_not_exists)).await,
+            Statement::ShowDatabases { .. } => Box::pin(self.show_databases()).await,
+            Statement::ShowTables { .. } => Box::pin(self.show_tables()).await,
             Statement::Use(u) => {
                 let name = match u {
                     ast::Use::Object(n) | ast::Use::Database(n) | ast::Use::Schema(n) => n,
                     other => return Err(SqlError::Unsupported(format!("{other}"))),
                 };
-                self.use_database(&object_name_text(&name)).await
+                Box::pin(self.use_database(&object_name_text(name))).await
             }
             Statement::Set(ast::Set::SingleAssignment {
                 variable, values, ..
-            }) if object_name_text(&variable).eq_ignore_ascii_case("database") => {
+            }) if object_name_text(variable).eq_ignore_ascii_case("database") => {
                 match values.first() {
                     Some(Expr::Value(v)) => {
                         let name = match &v.value {
@@ -642,9 +664,9 @@ impl Session {
                             | ast::Value::DoubleQuotedString(s) => s.clone(),
                             other => other.to_string(),
                         };
-                        self.use_database(&name).await
+                        Box::pin(self.use_database(&name)).await
                     }
-                    Some(Expr::Identifier(i)) => self.use_database(&i.value).await,
+                    Some(Expr::Identifier(i)) => Box::pin(self.use_database(&i.value)).await,
                     _ => Err(SqlError::Syntax("SET database = <name>".into())),
                 }
             }
@@ -753,6 +775,23 @@ impl Session {
             .catalog
             .default_catalog = catalog_name(&db);
         Ok(Output::Done)
+    }
+
+    /// The row count the planner sees for `table` in the current database, read now;
+    /// `None` when the table has none (created before row counts, never analyzed).
+    pub async fn row_count(&mut self, table: &str) -> Result<Option<u64>> {
+        if self.current == "default" {
+            self.ensure_default().await?;
+        }
+        let database = self.ctx.open(&self.current).await?;
+        let mut tx = Tx::begin(database.clone(), true).await?;
+        let Some(def) = tx.table(table).await? else {
+            return Err(SqlError::UndefinedObject {
+                kind: "table",
+                name: table.to_string(),
+            });
+        };
+        crate::stats::row_count(&database, def.id).await
     }
 
     /// Verify every table of the current database: each index entry matches its row and

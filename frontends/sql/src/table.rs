@@ -14,7 +14,9 @@ use datafusion::arrow::compute::SortOptions;
 use datafusion::arrow::datatypes::{Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::Session as DfSession;
+use datafusion::common::stats::Precision;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::Statistics;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -46,6 +48,8 @@ pub struct SqlTable {
     schema: SchemaRef,
     source: SourceDebug,
     keyed: bool,
+    /// The table's row count, if known (see [`crate::stats`]).
+    rows: Option<u64>,
 }
 
 /// `Source` with a `Debug` that DataFusion's plan printing can use.
@@ -69,7 +73,14 @@ impl SqlTable {
             def,
             source: SourceDebug(source),
             keyed,
+            rows: None,
         }
+    }
+
+    /// Give the planner the table's row count.
+    pub fn with_rows(mut self, rows: Option<u64>) -> Self {
+        self.rows = rows;
+        self
     }
 }
 
@@ -141,6 +152,7 @@ impl TableProvider for SqlTable {
             projection,
             limit,
             self.keyed,
+            self.rows,
         )))
     }
 }
@@ -158,9 +170,15 @@ pub struct ScanExec {
     properties: Arc<PlanProperties>,
     metrics: ExecutionPlanMetricsSet,
     keyed: bool,
+    rows: Option<u64>,
 }
 
+/// The share of rows a pushed-down predicate is assumed to keep, as DataFusion assumes for
+/// a filter it knows nothing about.
+const SELECTIVITY: f64 = 0.2;
+
 impl ScanExec {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         def: Arc<TableDef>,
         source: SourceDebug,
@@ -169,6 +187,7 @@ impl ScanExec {
         projection: Vec<usize>,
         limit: Option<usize>,
         keyed: bool,
+        rows: Option<u64>,
     ) -> Self {
         let full = scan_schema(&def, keyed);
         let schema = Arc::new(Schema::new(
@@ -199,7 +218,23 @@ impl ScanExec {
             properties,
             metrics: ExecutionPlanMetricsSet::new(),
             keyed,
+            rows,
         }
+    }
+
+    /// The rows this scan is expected to return: the table's row count, cut by each
+    /// predicate and by the limit. `None`: the table's count is unknown.
+    fn estimate(&self) -> Option<usize> {
+        let rows = self.rows? as f64;
+        let mut est = match self.path {
+            Path::Empty => 0.0,
+            _ => rows * SELECTIVITY.powi(self.preds.len().min(8) as i32),
+        };
+        if rows >= 1.0 {
+            est = est.max(1.0);
+        }
+        let est = est.round() as usize;
+        Some(self.limit.map_or(est, |l| est.min(l)))
     }
 }
 
@@ -298,6 +333,14 @@ impl ExecutionPlan for ScanExec {
         Some(self.metrics.clone_inner())
     }
 
+    fn partition_statistics(&self, _partition: Option<usize>) -> DfResult<Arc<Statistics>> {
+        let stats = Statistics::new_unknown(&self.schema);
+        Ok(Arc::new(match self.estimate() {
+            Some(n) => stats.with_num_rows(Precision::Inexact(n)),
+            None => stats,
+        }))
+    }
+
     fn execute(
         &self,
         partition: usize,
@@ -305,7 +348,11 @@ impl ExecutionPlan for ScanExec {
     ) -> DfResult<SendableRecordBatchStream> {
         let read = MetricBuilder::new(&self.metrics).counter("rows_read", partition);
         let output = MetricBuilder::new(&self.metrics).output_rows(partition);
+        let decoder = crate::catalog::RowDecoder::new(&self.def, |i| {
+            self.projection.contains(&i) || self.preds.iter().any(|p| p.column == i)
+        });
         let scan = Scan {
+            decoder,
             def: self.def.clone(),
             source: self.source.0.clone(),
             ranges: match &self.path {
@@ -339,6 +386,8 @@ impl ExecutionPlan for ScanExec {
 /// The state of one running scan.
 struct Scan {
     def: Arc<TableDef>,
+    /// Decodes the columns the scan outputs or filters on.
+    decoder: crate::catalog::RowDecoder,
     source: Source,
     path: Path,
     ranges: Vec<(Vec<u8>, Vec<u8>)>,
@@ -450,14 +499,14 @@ impl Scan {
                     return Ok(Some(row));
                 }
                 match self.source.get(&Key::Row(self.def.id, pk).encode()).await? {
-                    Some(bytes) => Ok(Some(self.def.decode_row(&bytes)?)),
+                    Some(bytes) => Ok(Some(self.decoder.decode(&bytes)?)),
                     None => Err(SqlError::Internal(format!(
                         "index {} has an entry for a row that does not exist; run `strata sql check`",
                         index.name
                     ))),
                 }
             }
-            _ => Ok(Some(self.def.decode_row(value)?)),
+            _ => Ok(Some(self.decoder.decode(value)?)),
         }
     }
 }

@@ -27,6 +27,10 @@ pub struct Tx {
     shared: Option<(Arc<CatalogCache>, String)>,
     /// This transaction changed the catalog: its definitions are its own, not the version's.
     catalog_written: bool,
+    /// Rows added (or removed, negative) per table id, written as row-count shards at
+    /// commit; and the same as of the statement savepoint.
+    row_delta: HashMap<u64, i64>,
+    saved_delta: HashMap<u64, i64>,
 }
 
 /// Table definitions as of a schema version, shared by a session's transactions: every
@@ -76,6 +80,8 @@ impl Tx {
             schema_version: None,
             shared: None,
             catalog_written: false,
+            row_delta: HashMap::new(),
+            saved_delta: HashMap::new(),
         })
     }
 
@@ -132,17 +138,41 @@ impl Tx {
 
     pub fn savepoint(&mut self) {
         self.txn.savepoint();
+        self.saved_delta.clone_from(&self.row_delta);
     }
 
     /// Undo the failed statement's writes, and forget catalog entries it may have cached.
     pub fn rollback_statement(&mut self) {
         self.txn.rollback_to_savepoint();
+        self.row_delta.clone_from(&self.saved_delta);
         self.tables.clear();
         self.schema_version = None;
     }
 
-    pub async fn commit(self) -> Result<Option<u64>> {
+    /// Count `n` rows added to table `table` (negative: removed).
+    pub fn count_rows(&mut self, table: u64, n: i64) {
+        *self.row_delta.entry(table).or_default() += n;
+    }
+
+    /// Commit, with the row counts' changes; returns the commit version (`None`: nothing
+    /// was written).
+    pub async fn commit(mut self) -> Result<Option<u64>> {
+        if self.txn.has_writes() {
+            for (table, n) in std::mem::take(&mut self.row_delta) {
+                if n != 0 {
+                    self.txn.set(
+                        &crate::stats::shard_key(table),
+                        Value::bytes(crate::stats::encode_delta(n)),
+                    )?;
+                }
+            }
+        }
         Ok(self.txn.commit().await?.map(|vs| vs.version()))
+    }
+
+    /// The engine transaction underneath.
+    pub fn engine_txn(&mut self) -> &mut Transaction {
+        &mut self.txn
     }
 
     /// A table's definition as this transaction sees it.

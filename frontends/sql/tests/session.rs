@@ -434,3 +434,187 @@ async fn shared_table_definitions_follow_schema_changes() {
         vec![vec![Datum::Int(1), Datum::Int(10), Datum::Int(7)]]
     );
 }
+
+/// Row counts follow every kind of change, undo with failed statements and rolled-back
+/// transactions, fold when they grow many shards, and `check` catches a wrong one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_counts_follow_changes_and_rollbacks() {
+    let engine = Arc::new(engine());
+    let mut s = Session::new(engine.clone());
+    s.execute("CREATE TABLE c (id INTEGER PRIMARY KEY, u TEXT UNIQUE, n INTEGER)")
+        .await
+        .unwrap();
+    assert_eq!(s.row_count("c").await.unwrap(), Some(0));
+    s.execute("INSERT INTO c VALUES (1, 'a', 1), (2, 'b', 2), (3, 'c', 3)")
+        .await
+        .unwrap();
+    assert_eq!(s.row_count("c").await.unwrap(), Some(3));
+    s.execute("DELETE FROM c WHERE id = 1").await.unwrap();
+    assert_eq!(s.row_count("c").await.unwrap(), Some(2));
+    // Replacing, moving a key and updating keep the count.
+    s.execute("INSERT OR REPLACE INTO c VALUES (2, 'c', 20)")
+        .await
+        .unwrap();
+    assert_eq!(s.row_count("c").await.unwrap(), Some(1));
+    s.execute("INSERT INTO c VALUES (5, 'e', 5)").await.unwrap();
+    s.execute("UPDATE c SET id = id + 100").await.unwrap();
+    s.execute("INSERT INTO c VALUES (7, 'g', 7) ON CONFLICT DO NOTHING")
+        .await
+        .unwrap();
+    s.execute("INSERT INTO c VALUES (7, 'g', 8) ON CONFLICT (id) DO UPDATE SET n = 9")
+        .await
+        .unwrap();
+    assert_eq!(s.row_count("c").await.unwrap(), Some(3));
+    // A failed statement inside a transaction leaves no count behind, a committed one does.
+    s.execute("BEGIN").await.unwrap();
+    s.execute("INSERT INTO c VALUES (10, 'x', 0)")
+        .await
+        .unwrap();
+    let e = s
+        .execute("INSERT INTO c VALUES (11, 'y', 0), (12, 'x', 0)")
+        .await
+        .unwrap_err();
+    assert_eq!(e.sqlstate(), "23505", "{e}");
+    s.execute("COMMIT").await.unwrap();
+    assert_eq!(s.row_count("c").await.unwrap(), Some(4));
+    s.execute("BEGIN").await.unwrap();
+    s.execute("DELETE FROM c").await.unwrap();
+    s.execute("ROLLBACK").await.unwrap();
+    assert_eq!(s.row_count("c").await.unwrap(), Some(4));
+    // Many small commits fold into one shard, and the count stays exact.
+    for i in 0..(2 * 64) {
+        s.execute_with(
+            "INSERT INTO c VALUES ($1, $2, 0)",
+            &[Datum::Int(1000 + i), Datum::Text(format!("k{i}"))],
+        )
+        .await
+        .unwrap();
+    }
+    assert_eq!(s.row_count("c").await.unwrap(), Some(4 + 128));
+    assert_eq!(s.row_count("c").await.unwrap(), Some(4 + 128));
+    let shards = shard_keys(&engine, "c").await;
+    assert!(shards.len() <= 2, "{} shards after a fold", shards.len());
+    let reports = s.check().await.unwrap();
+    assert!(reports.iter().all(|r| r.problems.is_empty()), "{reports:?}");
+
+    // A wrong count is a problem `check` reports, and ANALYZE repairs it.
+    let db = engine.database("default").await.unwrap();
+    let mut txn = db.begin().await.unwrap();
+    for k in &shards {
+        txn.delete(k).unwrap();
+    }
+    txn.set(
+        &[shards[0].as_slice(), b"x"].concat(),
+        strata_engine::Value::bytes(7i64.to_be_bytes().to_vec()),
+    )
+    .unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(s.row_count("c").await.unwrap(), Some(7));
+    let reports = s.check().await.unwrap();
+    let problems: Vec<&String> = reports.iter().flat_map(|r| &r.problems).collect();
+    assert!(
+        problems.len() == 1 && problems[0].contains("row count says 7 rows, the table has 132"),
+        "{problems:?}"
+    );
+    s.execute("ANALYZE c").await.unwrap();
+    assert_eq!(s.row_count("c").await.unwrap(), Some(132));
+    // A table without a count (as one made before row counts) has none until analyzed.
+    let mut txn = db.begin().await.unwrap();
+    for k in shard_keys(&engine, "c").await {
+        txn.delete(&k).unwrap();
+    }
+    txn.commit().await.unwrap();
+    assert_eq!(s.row_count("c").await.unwrap(), None);
+    s.execute("ANALYZE").await.unwrap();
+    assert_eq!(s.row_count("c").await.unwrap(), Some(132));
+    // Dropping the table drops its count; a new table of that name counts from zero.
+    s.execute("DROP TABLE c").await.unwrap();
+    assert!(shard_keys(&engine, "c").await.is_empty());
+    s.execute("CREATE TABLE c (id INTEGER PRIMARY KEY)")
+        .await
+        .unwrap();
+    assert_eq!(s.row_count("c").await.unwrap(), Some(0));
+    let e = s.execute("ANALYZE nosuch").await.unwrap_err();
+    assert_eq!(e.sqlstate(), "42P01", "{e}");
+}
+
+/// The keys of the row-count shards of every table, found by the layout's prefix (the
+/// table ids of this test are small).
+async fn shard_keys(engine: &Engine, _table: &str) -> Vec<Vec<u8>> {
+    let db = engine.database("default").await.unwrap();
+    let mut txn = db.begin().await.unwrap();
+    let mut keys = Vec::new();
+    for id in 0..64u64 {
+        let prefix = strata_sql::codec::Key::RowCounts(id).encode();
+        let end = strata_engine::prefix_end(&prefix);
+        for (k, _) in txn.scan(&prefix, &end, false, 10_000).await.unwrap() {
+            keys.push(k);
+        }
+    }
+    keys
+}
+
+/// Transactions that insert into one table concurrently do not conflict over its count.
+#[tokio::test]
+async fn concurrent_inserters_do_not_conflict_over_the_row_count() {
+    let engine = Arc::new(engine());
+    let mut a = Session::new(engine.clone());
+    let mut b = Session::new(engine.clone());
+    a.execute("CREATE TABLE w (id INTEGER PRIMARY KEY)")
+        .await
+        .unwrap();
+    a.execute("BEGIN").await.unwrap();
+    b.execute("BEGIN").await.unwrap();
+    a.execute("INSERT INTO w VALUES (1)").await.unwrap();
+    b.execute("INSERT INTO w VALUES (2), (3)").await.unwrap();
+    a.execute("COMMIT").await.unwrap();
+    b.execute("COMMIT").await.unwrap();
+    assert_eq!(a.row_count("w").await.unwrap(), Some(3));
+}
+
+/// The planner gets row counts: a hash join builds on the smaller table whichever way
+/// the query names them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hash_joins_build_on_the_smaller_table() {
+    let mut s = Session::new(engine());
+    s.execute("CREATE TABLE big (id INTEGER PRIMARY KEY, k INTEGER)")
+        .await
+        .unwrap();
+    s.execute("CREATE TABLE small (id INTEGER PRIMARY KEY, k INTEGER)")
+        .await
+        .unwrap();
+    let values: Vec<String> = (0..500).map(|i| format!("({i}, {})", i % 7)).collect();
+    s.execute(&format!("INSERT INTO big VALUES {}", values.join(",")))
+        .await
+        .unwrap();
+    s.execute("INSERT INTO small VALUES (1, 1), (2, 2), (3, 3)")
+        .await
+        .unwrap();
+    for sql in [
+        "EXPLAIN SELECT count(*) FROM big JOIN small ON big.k = small.k",
+        "EXPLAIN SELECT count(*) FROM small JOIN big ON big.k = small.k",
+    ] {
+        let plan: String = rows(&mut s, sql)
+            .await
+            .iter()
+            .map(|r| format!("{:?}\n", r[1]))
+            .collect();
+        let physical = &plan[plan.find("HashJoinExec").expect(&plan)..];
+        let small = physical.find("table=small").expect(&plan);
+        let big = physical.find("table=big").expect(&plan);
+        assert!(
+            small < big,
+            "{sql}: the build side is not the small table:\n{plan}"
+        );
+    }
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT count(*) FROM big JOIN small ON big.k = small.k"
+        )
+        .await,
+        vec![vec![Datum::Int(
+            (0..500).filter(|i| (1..=3).contains(&(i % 7))).count() as i64
+        )]]
+    );
+}

@@ -1,0 +1,156 @@
+//! Row counts for the planner.
+//!
+//! A transaction that adds or removes rows writes its net change per table under a key of
+//! its own (a *shard*: the table id, a per-process random id, a per-process counter), in the
+//! same commit as the rows. Writes to distinct keys never conflict, so concurrent
+//! inserters stay independent, and the sum of a table's shards is its exact row count at
+//! any version. Readers sum the shards outside their transaction (statistics must not add
+//! conflicts), and fold them into one when there are many.
+//!
+//! A table created before row counts existed has no shards: its count is unknown until
+//! `ANALYZE` counts it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use strata_engine::{Database, Value};
+
+use crate::codec::Key;
+use crate::error::Result;
+use crate::tx::{decode_u64, resume_after, SCAN_CHUNK};
+
+/// Fold a table's shards into one when a read finds more than this many.
+pub const FOLD_AT: usize = 64;
+
+/// How long a session reuses a count it read before reading it again.
+pub const CACHE_FOR: Duration = Duration::from_secs(2);
+
+/// A fresh shard key for `table`: unique within the process by the counter, and across
+/// processes by the random id.
+pub fn shard_key(table: u64) -> Vec<u8> {
+    static PROCESS: OnceLock<u64> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let process = *PROCESS.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    Key::RowCountShard(table, process, NEXT.fetch_add(1, Ordering::Relaxed)).encode()
+}
+
+pub fn encode_delta(n: i64) -> Vec<u8> {
+    n.to_be_bytes().to_vec()
+}
+
+fn decode_delta(b: &[u8]) -> Result<i64> {
+    Ok(decode_u64(b)? as i64)
+}
+
+/// A table's shards as of `txn`'s version: their keys and their sum.
+pub(crate) async fn shards(
+    txn: &mut strata_engine::Transaction,
+    table: u64,
+) -> Result<(Vec<Vec<u8>>, i64)> {
+    let prefix = Key::RowCounts(table).encode();
+    let end = strata_engine::prefix_end(&prefix);
+    let mut start = prefix;
+    let (mut keys, mut sum) = (Vec::new(), 0i64);
+    loop {
+        let chunk: Vec<(Vec<u8>, Vec<u8>)> = txn
+            .scan(&start, &end, false, SCAN_CHUNK)
+            .await?
+            .into_iter()
+            .map(|(k, v)| (k, v.data))
+            .collect();
+        for (k, v) in &chunk {
+            sum = sum.wrapping_add(decode_delta(v)?);
+            keys.push(k.clone());
+        }
+        match resume_after(&chunk) {
+            Some(next) => start = next,
+            None => return Ok((keys, sum)),
+        }
+    }
+}
+
+/// The number of rows of table `table` in the newest version of `db`; `None` when the
+/// table has no count (created before row counts existed, and never analyzed).
+pub async fn row_count(db: &Database, table: u64) -> Result<Option<u64>> {
+    let mut txn = db.begin().await?;
+    let (keys, sum) = shards(&mut txn, table).await?;
+    drop(txn);
+    if keys.len() > FOLD_AT {
+        // Best effort: a concurrent commit to the table makes the fold conflict, and the
+        // next reader folds instead.
+        if let Err(e) = fold(db, table).await {
+            if !e.is_retryable() {
+                return Err(e);
+            }
+        }
+    }
+    Ok((!keys.is_empty()).then_some(sum.max(0) as u64))
+}
+
+/// Replace a table's shards with one holding their sum, in one transaction.
+pub async fn fold(db: &Database, table: u64) -> Result<()> {
+    let mut txn = db.begin().await?;
+    let (keys, sum) = shards(&mut txn, table).await?;
+    if keys.len() <= 1 {
+        return Ok(());
+    }
+    for k in &keys {
+        txn.delete(k)?;
+    }
+    txn.set(&shard_key(table), Value::bytes(encode_delta(sum)))?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// Replace a table's shards with `rows`, counted at `txn`'s read version, in `txn`: its
+/// read of the shards makes it conflict with any commit that changed the table since.
+pub async fn reset(txn: &mut strata_engine::Transaction, table: u64, rows: u64) -> Result<()> {
+    let (keys, _) = shards(txn, table).await?;
+    for k in &keys {
+        txn.delete(k)?;
+    }
+    txn.set(&shard_key(table), Value::bytes(encode_delta(rows as i64)))?;
+    Ok(())
+}
+
+/// Counts by database name and table id, with when each was read.
+type Counts = HashMap<(String, u64), (Instant, Option<u64>)>;
+
+/// Row counts a session read recently, by database and table id.
+#[derive(Default)]
+pub struct CountCache {
+    counts: std::sync::Mutex<Counts>,
+}
+
+impl CountCache {
+    /// The row count of `table` in `db`, read again when the one held is older than
+    /// [`CACHE_FOR`]. A failure to read is an unknown count: statistics never fail a query.
+    pub async fn get(&self, db: &Database, table: u64) -> Option<u64> {
+        let key = (db.name().to_string(), table);
+        if let Some((at, n)) = self.lock().get(&key) {
+            if at.elapsed() < CACHE_FOR {
+                return *n;
+            }
+        }
+        let n = row_count(db, table).await.ok().flatten();
+        self.lock().insert(key, (Instant::now(), n));
+        n
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
+        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
