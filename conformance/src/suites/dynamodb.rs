@@ -621,7 +621,8 @@ async fn sql_requests_per_statement(h: &Harness) -> CaseResult {
     );
     // Measured: select 5 GetItem; update 5 GetItem + 1 BatchGetItem + 1 TransactWriteItems
     // (table definitions shared by schema version, one row read per point statement);
-    // 100-row insert 320 requests (two reads per key check, and a commit over the 100-item
+    // 100-row insert 322 requests (two reads per key check, and a commit of the rows and
+    // their row-count shard, over the 100-item
     // transaction limit staged item by item). The bounds catch regressions;
     // docs/backends/dynamodb.md says where the reads go.
     ensure!(
