@@ -228,22 +228,32 @@ fn take<const N: usize>(bytes: &mut &[u8]) -> Result<[u8; N]> {
     Ok(a)
 }
 
-fn decode_escaped(bytes: &mut &[u8]) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    let mut rest = *bytes;
+/// Walk the escaped string at the front of `rest` (`00 FF` stands for a zero byte, a lone
+/// `00` ends it): `run` gets each run of content and whether a zero byte follows it.
+/// Returns what follows the string.
+fn walk_escaped<'a>(mut rest: &'a [u8], mut run: impl FnMut(&'a [u8], bool)) -> Result<&'a [u8]> {
     loop {
         let Some(zero) = rest.iter().position(|&b| b == 0) else {
             return Err(corrupt("unterminated string"));
         };
-        out.extend_from_slice(&rest[..zero]);
-        if rest.get(zero + 1) == Some(&0xFF) {
-            out.push(0);
-            rest = &rest[zero + 2..];
-        } else {
-            *bytes = &rest[zero + 1..];
-            return Ok(out);
+        let escaped = rest.get(zero + 1) == Some(&0xFF);
+        run(&rest[..zero], escaped);
+        if !escaped {
+            return Ok(&rest[zero + 1..]);
         }
+        rest = &rest[zero + 2..];
     }
+}
+
+fn decode_escaped(bytes: &mut &[u8]) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    *bytes = walk_escaped(bytes, |run, zero| {
+        out.extend_from_slice(run);
+        if zero {
+            out.push(0);
+        }
+    })?;
+    Ok(out)
 }
 
 /// Step over one element at the front of `bytes` without decoding it.
@@ -257,18 +267,8 @@ pub fn skip_one(bytes: &mut &[u8]) -> Result<()> {
         DECIMAL => 17,
         DATE => 4,
         TEXT | BYTES => {
-            let mut rest = rest;
-            loop {
-                let Some(zero) = rest.iter().position(|&b| b == 0) else {
-                    return Err(corrupt("unterminated string"));
-                };
-                if rest.get(zero + 1) == Some(&0xFF) {
-                    rest = &rest[zero + 2..];
-                } else {
-                    *bytes = &rest[zero + 1..];
-                    return Ok(());
-                }
-            }
+            *bytes = walk_escaped(rest, |_, _| {})?;
+            return Ok(());
         }
         other => return Err(corrupt(&format!("unknown type tag {other:#x}"))),
     };
