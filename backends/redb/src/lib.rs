@@ -51,25 +51,22 @@ const ASYNC_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 /// A read snapshot shared by reads until a write commits. Opening a read transaction and
 /// its table costs more than a point read itself, so reads between writes share one.
 ///
-/// Every committed write bumps `generation` and drops the cached snapshot before `apply`
-/// returns, so a read that starts after a write returned uses a snapshot opened after it.
-/// Dropping it also keeps a snapshot from pinning the pages later writes free.
+/// Every write drops the cached snapshot before `apply` returns. A snapshot is opened and
+/// cached under the same lock, so it is either opened after the write's commit or dropped
+/// by it: a read that starts after a write returned sees the write. Dropping it also keeps
+/// a snapshot from pinning the pages later writes free.
 #[derive(Default)]
 struct Reader {
-    generation: std::sync::atomic::AtomicU64,
-    cached: std::sync::Mutex<Option<(u64, Snapshot)>>,
+    cached: std::sync::Mutex<Option<Snapshot>>,
 }
 
 type Snapshot = Arc<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>;
 
 impl Reader {
     fn snapshot(&self, db: &redb::Database) -> Result<Snapshot, BackendError> {
-        let generation = self.generation.load(std::sync::atomic::Ordering::SeqCst);
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((g, table)) = cached.as_ref() {
-            if *g == generation {
-                return Ok(table.clone());
-            }
+        if let Some(table) = cached.as_ref() {
+            return Ok(table.clone());
         }
         let table = Arc::new(
             db.begin_read()
@@ -77,14 +74,12 @@ impl Reader {
                 .open_table(TABLE)
                 .map_err(err)?,
         );
-        *cached = Some((generation, table.clone()));
+        *cached = Some(table.clone());
         Ok(table)
     }
 
     /// A write committed: later reads need a new snapshot.
     fn invalidate(&self) {
-        self.generation
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         *self.cached.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
 }

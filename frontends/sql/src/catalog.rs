@@ -180,11 +180,7 @@ impl TableDef {
                     .unwrap_or(Datum::Null)
             })
             .collect();
-        for (id, value) in crate::codec::decode_row(bytes)? {
-            if let Some((i, _)) = self.column_by_id(id) {
-                row[i] = value;
-            }
-        }
+        crate::codec::decode_row_into(bytes, |id| self.column_by_id(id).map(|(i, _)| i), &mut row)?;
         Ok(row)
     }
 }

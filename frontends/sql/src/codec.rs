@@ -356,8 +356,8 @@ pub fn decode_row_into(
             Datum::Int(i) => u32::try_from(i).map_err(|_| corrupt("column id"))?,
             _ => return Err(corrupt("row without column id")),
         };
-        match place(id).and_then(|i| row.get_mut(i).map(|slot| (i, slot))) {
-            Some((_, slot)) => *slot = decode_one(&mut bytes)?,
+        match place(id).and_then(|i| row.get_mut(i)) {
+            Some(slot) => *slot = decode_one(&mut bytes)?,
             None => skip_one(&mut bytes)?,
         }
     }

@@ -126,31 +126,37 @@ pub async fn reset(txn: &mut strata_engine::Transaction, table: u64, rows: u64) 
     Ok(())
 }
 
-/// Counts by database name and table id, with when each was read.
-type Counts = HashMap<(String, u64), (Instant, Option<u64>)>;
+/// One database's counts by table id, with when each was read.
+type Counts = HashMap<u64, (Instant, Option<u64>)>;
 
 /// Row counts a session read recently, by database and table id.
 #[derive(Default)]
 pub struct CountCache {
-    counts: std::sync::Mutex<Counts>,
+    by_db: std::sync::Mutex<HashMap<String, Counts>>,
 }
 
 impl CountCache {
     /// The row count of `table` in `db`, read again when the one held is older than
     /// [`CACHE_FOR`]. A failure to read is an unknown count: statistics never fail a query.
     pub async fn get(&self, db: &Database, table: u64) -> Option<u64> {
-        let key = (db.name().to_string(), table);
-        if let Some((at, n)) = self.lock().get(&key) {
+        let held = self
+            .lock()
+            .get(db.name())
+            .and_then(|counts| counts.get(&table).copied());
+        if let Some((at, n)) = held {
             if at.elapsed() < CACHE_FOR {
-                return *n;
+                return n;
             }
         }
         let n = row_count(db, table).await.ok().flatten();
-        self.lock().insert(key, (Instant::now(), n));
+        self.lock()
+            .entry(db.name().to_string())
+            .or_default()
+            .insert(table, (Instant::now(), n));
         n
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Counts> {
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Counts>> {
+        self.by_db.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
