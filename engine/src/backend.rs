@@ -136,6 +136,26 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError>;
 
+    /// Show `f` up to `limit` pairs with `start <= key < end`, ascending, until it returns
+    /// false; returns how many it was shown. A store that reads in place overrides this to
+    /// lend each pair instead of copying it, which is what makes long scans cheap.
+    async fn scan_each(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        f: &mut (dyn for<'k, 'v> FnMut(&'k [u8], &'v [u8]) -> bool + Send),
+    ) -> Result<usize, BackendError> {
+        let mut shown = 0;
+        for (k, v) in self.scan(start, end, false, limit).await? {
+            shown += 1;
+            if !f(&k, &v) {
+                break;
+            }
+        }
+        Ok(shown)
+    }
+
     /// Several values at once (a network store answers in one request).
     async fn get_many(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Vec<u8>>>, BackendError> {
         let mut out = Vec::with_capacity(keys.len());

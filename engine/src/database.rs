@@ -117,6 +117,30 @@ pub(crate) struct Shared {
     pub commits: mpsc::Sender<CommitRequest>,
     pub shutdown: watch::Sender<bool>,
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
+    pub stats: PipelineCounters,
+}
+
+/// Running totals of the commit pipeline, read through [`Database::pipeline_stats`].
+#[derive(Default)]
+pub(crate) struct PipelineCounters {
+    pub groups: AtomicU64,
+    pub commits: AtomicU64,
+    pub resolve_ns: AtomicU64,
+    pub append_ns: AtomicU64,
+}
+
+/// What the commit pipeline of a database has done since it opened: how well commits share
+/// a group, and where a group's time goes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Groups written to the commit log (each one backend write, and one sync when durable).
+    pub groups: u64,
+    /// Commit requests those groups carried, failed checks and conflicts included.
+    pub commits: u64,
+    /// Time spent resolving groups: conflict checks, atomic checks, building the batch.
+    pub resolve: std::time::Duration,
+    /// Time spent appending groups to the log: the backend write and its sync.
+    pub append: std::time::Duration,
 }
 
 impl Shared {
@@ -378,6 +402,7 @@ impl Database {
             // After a restart, nothing is known about deletes: treat every older version as
             // possibly affected.
             last_delete: AtomicU64::new(version),
+            stats: PipelineCounters::default(),
             horizon: AtomicU64::new(horizon),
             reads: Mutex::new(ReadRegistry {
                 active: BTreeMap::new(),
@@ -419,6 +444,17 @@ impl Database {
 
     pub fn name(&self) -> &str {
         &self.shared.name
+    }
+
+    /// What the commit pipeline has done since the database opened.
+    pub fn pipeline_stats(&self) -> PipelineStats {
+        let c = &self.shared.stats;
+        PipelineStats {
+            groups: c.groups.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            resolve: std::time::Duration::from_nanos(c.resolve_ns.load(Ordering::Relaxed)),
+            append: std::time::Duration::from_nanos(c.append_ns.load(Ordering::Relaxed)),
+        }
     }
 
     /// A UUID fixed when the database was created.

@@ -238,7 +238,7 @@ impl Record {
     }
 
     /// The header fields and the header's length.
-    fn decode_header(b: &[u8]) -> Option<(Record, usize)> {
+    pub(crate) fn decode_header(b: &[u8]) -> Option<(Record, usize)> {
         let header = match *b.first()? {
             RECORD_FORMAT => RECORD_HEADER,
             RESTORED_RECORD_FORMAT => RESTORED_RECORD_HEADER,

@@ -52,7 +52,8 @@ pub use backend::{
 };
 pub use clock::now_ms;
 pub use database::{
-    prefix_end, Database, ReadAt, ReadRange, Snapshot, SnapshotRead, MAX_VISIBILITY_MS,
+    prefix_end, Database, PipelineStats, ReadAt, ReadRange, Snapshot, SnapshotRead,
+    MAX_VISIBILITY_MS,
 };
 pub use engine::Engine;
 pub use error::{EngineError, Result};
@@ -63,6 +64,6 @@ pub use mvcc::MAX_HISTORY_LOOKUPS;
 pub use names::{validate_name, MAX_NAME_LEN};
 pub use queue::{MessageId, QueueMessage, RestoreMessage, DEFAULT_BACKOFF};
 pub use restore::MAX_RESTORED_VERSION;
-pub use txn::Transaction;
-pub use value::{Encoding, Entry, Value, Versionstamp};
+pub use txn::{Transaction, Visitor};
+pub use value::{Encoding, Entry, Value, ValueRef, Versionstamp};
 pub use watch::Watch;

@@ -16,6 +16,8 @@ use std::collections::VecDeque;
 use crate::backend::Store;
 use crate::error::{EngineError, Result};
 use crate::layout::{self, Record};
+use crate::txn::Visitor;
+use crate::value::ValueRef;
 
 /// A chunked, ordered walk over one backend range.
 pub(crate) struct Cursor<'a> {
@@ -175,6 +177,121 @@ pub(crate) async fn get_many(
 /// reads the range precisely instead (one history range read per chunk of keys). Bounds what
 /// a latest-version scan costs while many of its keys are being rewritten.
 pub const MAX_HISTORY_LOOKUPS: usize = 8;
+
+/// Entries a visiting scan asks the store for at a time.
+const VISIT_CHUNK: usize = 4096;
+
+/// A forward range read `[start, end)` at version `v` that shows each live entry to
+/// `visitor` in key order, borrowed from the store where the store lends it. Returns the
+/// key to resume from when the visitor stopped early, `None` when the range is done.
+///
+/// Keys newer than `v` are resolved one by one from history, as in [`scan`]; after
+/// [`MAX_HISTORY_LOOKUPS`] of them, or from the start when `precise`, the rest of the range is
+/// read precisely. Entries already shown stay valid either way: each was resolved at `v`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn scan_each(
+    store: &dyn Store,
+    db: &str,
+    start: &[u8],
+    end: &[u8],
+    v: u64,
+    precise: bool,
+    now: u64,
+    visitor: &mut dyn Visitor,
+) -> Result<Option<Vec<u8>>> {
+    if crate::backend::range_is_empty(start, end) {
+        return Ok(None);
+    }
+    let mut from = start.to_vec();
+    let mut lookups = 0;
+    if !precise {
+        let hi = layout::latest_end(end);
+        let mut lo = layout::latest(start);
+        // The last latest-family key the store showed (reused, so no allocation per entry).
+        let mut last: Vec<u8> = Vec::new();
+        loop {
+            let mut newer: Option<Vec<u8>> = None;
+            let mut corrupt = false;
+            let mut stopped = false;
+            let shown = store
+                .scan_each(&lo, &hi, VISIT_CHUNK, &mut |k, raw| {
+                    last.clear();
+                    last.extend_from_slice(k);
+                    let Some((rec, header)) = Record::decode_header(raw) else {
+                        corrupt = true;
+                        return false;
+                    };
+                    if rec.version() > v {
+                        newer = Some(raw.to_vec());
+                        return false;
+                    }
+                    if !rec.is_live(now) {
+                        return true;
+                    }
+                    let value = ValueRef {
+                        encoding: rec.value.encoding,
+                        data: &raw[header..],
+                    };
+                    stopped = !visitor.visit(&k[1..], value);
+                    !stopped
+                })
+                .await?;
+            if corrupt {
+                return Err(EngineError::Corrupt {
+                    database: db.to_string(),
+                    detail: "undecodable record".into(),
+                });
+            }
+            let key = last.get(1..).unwrap_or_default();
+            if stopped {
+                return Ok(Some(after(key)));
+            }
+            if let Some(raw) = newer {
+                lookups += 1;
+                if lookups > MAX_HISTORY_LOOKUPS {
+                    from = key.to_vec();
+                    break;
+                }
+                let key = key.to_vec();
+                let rec = decode_owned(db, raw)?;
+                let rec = at_version(store, db, &key, Some(rec), v, false).await?;
+                if let Some(rec) = rec.filter(|r| r.is_live(now)) {
+                    if !visitor.visit(&key, rec.value.as_ref()) {
+                        return Ok(Some(after(&key)));
+                    }
+                }
+                lo = layout::latest(&after(&key));
+                continue;
+            }
+            if shown < VISIT_CHUNK {
+                return Ok(None);
+            }
+            lo = last.clone();
+            lo.push(0);
+        }
+    }
+    // Precise: chunks of the merged read, shown one by one.
+    loop {
+        let chunk = scan(store, db, &from, end, false, VISIT_CHUNK, v, true, now).await?;
+        for (key, rec) in &chunk {
+            if !visitor.visit(key, rec.value.as_ref()) {
+                return Ok(Some(after(key)));
+            }
+        }
+        match chunk.last() {
+            Some((key, _)) if chunk.len() == VISIT_CHUNK => from = after(key),
+            _ => return Ok(None),
+        }
+    }
+}
+
+/// The first key after `key`.
+fn after(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.extend_from_slice(key);
+    k.push(0);
+    k
+}
 
 /// A range read `[start, end)` at version `v`: up to `limit` live entries, in key order (or
 /// reverse key order).

@@ -236,6 +236,7 @@ impl Pipeline {
         &mut self,
         group: &[CommitRequest],
     ) -> Result<Vec<Result<CommitReply>>, GroupError> {
+        let started = std::time::Instant::now();
         let shared = self.shared.clone();
         let store = shared.store.clone();
         let mut ov = Overlay::new(&*store);
@@ -360,6 +361,7 @@ impl Pipeline {
             // from the moment the delete may be visible.
             shared.last_delete.fetch_max(deleted_at, Ordering::SeqCst);
         }
+        let resolved = std::time::Instant::now();
         let entry = LogEntry {
             version: last_version,
             ops: ov.into_ops(),
@@ -388,6 +390,18 @@ impl Pipeline {
                 }
             },
         }
+        let stats = &shared.stats;
+        stats.groups.fetch_add(1, Ordering::Relaxed);
+        stats
+            .commits
+            .fetch_add(group.len() as u64, Ordering::Relaxed);
+        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        stats
+            .resolve_ns
+            .fetch_add(nanos(resolved - started), Ordering::Relaxed);
+        stats
+            .append_ns
+            .fetch_add(nanos(resolved.elapsed()), Ordering::Relaxed);
         self.conflicts.merge(pending);
         if versioned {
             self.stored_version = Some(last_version);

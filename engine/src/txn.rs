@@ -17,6 +17,15 @@ use crate::pipeline::{CommitOp, CommitReply, TxnWrite};
 use crate::value::{Value, Versionstamp};
 use crate::CommitOutcome;
 
+/// What [`Transaction::scan_each`] shows entries to.
+pub trait Visitor: Send {
+    /// One entry, in key order. Return false to stop the scan after it.
+    fn visit(&mut self, key: &[u8], value: crate::ValueRef<'_>) -> bool;
+
+    /// Forget every entry shown so far: the scan starts again from its first key.
+    fn restart(&mut self);
+}
+
 pub struct Transaction {
     db: Database,
     read_version: u64,
@@ -198,6 +207,85 @@ impl Transaction {
         self.reads.push(range);
         out.truncate(limit);
         Ok(out)
+    }
+
+    /// Show `visitor` the entries of `[start, end)` (an empty `end` is unbounded) in key
+    /// order, as this transaction sees them, until it declines one. Entries are lent from
+    /// the store where it can, so long scans copy nothing. Returns the key to resume from
+    /// when the visitor stopped early, `None` once the range is done.
+    ///
+    /// The visitor may be told to [`Visitor::restart`]: a commit that deleted keys landed
+    /// while the range was read, and the range is read again, precisely.
+    pub async fn scan_each(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        visitor: &mut dyn Visitor,
+    ) -> Result<Option<Vec<u8>>> {
+        let limits = &self.db.shared.options.limits;
+        check_key(limits, start, false)?;
+        check_key(limits, end, false)?;
+        let own_write_in_range = self
+            .writes
+            .range::<[u8], _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
+            .next()
+            .is_some_and(|(k, _)| end.is_empty() || k.as_slice() < end);
+        if own_write_in_range {
+            return self.scan_each_merged(start, end, visitor).await;
+        }
+        let shared = self.db.shared.clone();
+        let v = self.read_version;
+        let resume = loop {
+            let precise = shared.needs_precise(v);
+            let resume = mvcc::scan_each(
+                &*shared.store,
+                &shared.name,
+                start,
+                end,
+                v,
+                precise,
+                now_ms(),
+                visitor,
+            )
+            .await
+            .map_err(|e| self.retryable(e))?;
+            if precise {
+                break resume;
+            }
+            shared.refresh().await?;
+            if !shared.needs_precise(v) {
+                break resume;
+            }
+            visitor.restart();
+        };
+        self.still_readable().await?;
+        let read_end = resume.clone().unwrap_or_else(|| end.to_vec());
+        self.reads.push((start.to_vec(), read_end));
+        Ok(resume)
+    }
+
+    /// [`Transaction::scan_each`] over a range holding this transaction's own writes: chunks
+    /// of [`Transaction::scan`], which merges them.
+    async fn scan_each_merged(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        visitor: &mut dyn Visitor,
+    ) -> Result<Option<Vec<u8>>> {
+        const CHUNK: usize = 1024;
+        let mut from = start.to_vec();
+        loop {
+            let chunk = self.scan(&from, end, false, CHUNK).await?;
+            for (key, value) in &chunk {
+                if !visitor.visit(key, value.as_ref()) {
+                    return Ok(Some(key_after(key)));
+                }
+            }
+            match chunk.last() {
+                Some((key, _)) if chunk.len() == CHUNK => from = key_after(key),
+                _ => return Ok(None),
+            }
+        }
     }
 
     fn buffer(&mut self, key: &[u8], write: TxnWrite) -> Result<()> {

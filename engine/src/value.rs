@@ -105,7 +105,23 @@ pub struct Value {
     pub data: Vec<u8>,
 }
 
+/// A value borrowed from storage, as a visiting scan sees it
+/// ([`crate::Transaction::scan_each`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ValueRef<'a> {
+    pub encoding: Encoding,
+    pub data: &'a [u8],
+}
+
 impl Value {
+    /// This value, borrowed.
+    pub fn as_ref(&self) -> ValueRef<'_> {
+        ValueRef {
+            encoding: self.encoding,
+            data: &self.data,
+        }
+    }
+
     pub fn bytes(data: impl Into<Vec<u8>>) -> Self {
         Value {
             encoding: Encoding::Bytes,

@@ -66,6 +66,24 @@ impl Store for MemoryStore {
         })
     }
 
+    async fn scan_each(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        f: &mut (dyn for<'k, 'v> FnMut(&'k [u8], &'v [u8]) -> bool + Send),
+    ) -> Result<usize, BackendError> {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        let mut shown = 0;
+        for (k, v) in keys_in(&map, start, end).take(limit) {
+            shown += 1;
+            if !f(k, v) {
+                break;
+            }
+        }
+        Ok(shown)
+    }
+
     async fn apply(
         &self,
         ops: Vec<BatchOp>,

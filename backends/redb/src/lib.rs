@@ -163,6 +163,34 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    async fn scan_each(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+        f: &mut (dyn for<'k, 'v> FnMut(&'k [u8], &'v [u8]) -> bool + Send),
+    ) -> Result<usize, BackendError> {
+        if limit == 0 || range_is_empty(start, end) {
+            return Ok(0);
+        }
+        let table = self.reader.snapshot(&self.db)?;
+        let range = if end.is_empty() {
+            table.range(start..)
+        } else {
+            table.range(start..end)
+        }
+        .map_err(err)?;
+        let mut shown = 0;
+        for r in range.take(limit) {
+            let (k, v) = r.map_err(err)?;
+            shown += 1;
+            if !f(k.value(), v.value()) {
+                break;
+            }
+        }
+        Ok(shown)
+    }
+
     async fn apply(
         &self,
         ops: Vec<BatchOp>,

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use strata_engine::{AtomicWrite, DatabaseOptions, EngineError, ReadAt, ReadRange, Value};
+use strata_engine::{
+    AtomicWrite, DatabaseOptions, EngineError, ReadAt, ReadRange, Transaction, Value, ValueRef,
+    Visitor,
+};
 
 use crate::gate::{Gate, Point};
 use crate::suites::kv::committed;
@@ -26,6 +29,8 @@ pub fn suite() -> Suite {
             reads_never_go_back_in_time,
             restores_never_change_the_past,
             malformed_restored_versions_are_refused,
+            visiting_scans_see_what_copied_scans_see,
+            visiting_scans_restart_when_a_delete_lands_during_them,
         ],
     }
 }
@@ -517,5 +522,178 @@ async fn malformed_restored_versions_are_refused(h: &Harness) -> CaseResult {
             .step("commit after")?,
     )?;
     ensure!(next > ok, "commits go on after the restore");
+    Ok(())
+}
+
+/// Collects what a visiting scan shows; optionally stops after every `stop_every` entries.
+#[derive(Default)]
+struct Collect {
+    seen: Vec<(Vec<u8>, Option<u64>)>,
+    /// Entries collected before the current call: a restart forgets only the call's own.
+    mark: usize,
+    stop_every: usize,
+    restarts: usize,
+}
+
+impl Visitor for Collect {
+    fn visit(&mut self, key: &[u8], value: ValueRef<'_>) -> bool {
+        let v = Value {
+            encoding: value.encoding,
+            data: value.data.to_vec(),
+        };
+        self.seen.push((key.to_vec(), v.as_u64()));
+        self.stop_every == 0 || !(self.seen.len() - self.mark).is_multiple_of(self.stop_every)
+    }
+
+    fn restart(&mut self) {
+        self.seen.truncate(self.mark);
+        self.restarts += 1;
+    }
+}
+
+/// Every entry of `[start, end)` through `scan_each`, resuming wherever the visitor stopped.
+async fn visit_all(
+    t: &mut Transaction,
+    start: &[u8],
+    end: &[u8],
+    stop_every: usize,
+) -> Result<Collect, EngineError> {
+    let mut c = Collect {
+        stop_every,
+        ..Collect::default()
+    };
+    let mut from = start.to_vec();
+    loop {
+        c.mark = c.seen.len();
+        match t.scan_each(&from, end, &mut c).await? {
+            Some(resume) => from = resume,
+            None => return Ok(c),
+        }
+    }
+}
+
+async fn copied(
+    t: &mut Transaction,
+    start: &[u8],
+    end: &[u8],
+) -> Result<Vec<(Vec<u8>, Option<u64>)>, EngineError> {
+    Ok(t.scan(start, end, false, 10_000)
+        .await?
+        .into_iter()
+        .map(|(k, v)| (k, v.as_u64()))
+        .collect())
+}
+
+fn skey(i: u64) -> Vec<u8> {
+    format!("s/{i:03}").into_bytes()
+}
+
+/// `Transaction::scan_each` (entries lent by the store) shows exactly what `scan` returns:
+/// with keys rewritten after the snapshot (looked up one by one, then too many to look up),
+/// keys deleted after it (a precise read), expired keys, its own writes, and a visitor that
+/// stops every few entries and resumes.
+async fn visiting_scans_see_what_copied_scans_see(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let mut w = AtomicWrite::new();
+    for i in 0..100 {
+        w = w.set(skey(i), Value::u64(i));
+    }
+    w = w.mutate(strata_engine::Mutation {
+        key: skey(50),
+        kind: strata_engine::MutationKind::Set {
+            value: Value::u64(50),
+            expires_at: Some(5),
+        },
+    });
+    db.atomic_write(w).await.step("load")?;
+    db.atomic_write(AtomicWrite::new().set(b"s0".to_vec(), Value::u64(0)))
+        .await
+        .step("past the range")?;
+    let expected: Vec<(Vec<u8>, Option<u64>)> = (0..100)
+        .filter(|&i| i != 50)
+        .map(|i| (skey(i), Some(i)))
+        .collect();
+    let mut t = db.begin().await.step("begin")?;
+    let check = async |t: &mut Transaction, what: &str| -> CaseResult {
+        for stop_every in [0, 1, 7, 98, 99] {
+            // (A restart may happen: the expiry sweeper deletes the expired key meanwhile.)
+            let c = visit_all(t, b"s/", b"s0", stop_every).await.step(what)?;
+            ensure_eq!(c.seen, expected);
+        }
+        ensure_eq!(copied(t, b"s/", b"s0").await.step(what)?, expected);
+        let tail = visit_all(t, &skey(95), b"", 0).await.step(what)?;
+        ensure_eq!(tail.seen.len(), 6);
+        Ok(())
+    };
+    check(&mut t, "unchanged").await?;
+
+    let mut w = AtomicWrite::new().set(skey(200), Value::u64(200));
+    for i in 1..4 {
+        w = w.set(skey(i), Value::u64(1000 + i));
+    }
+    db.atomic_write(w).await.step("rewrite a few")?;
+    check(&mut t, "a few keys newer").await?;
+
+    let mut w = AtomicWrite::new();
+    for i in 10..40 {
+        w = w.set(skey(i), Value::u64(1000 + i));
+    }
+    db.atomic_write(w).await.step("rewrite many")?;
+    check(&mut t, "many keys newer").await?;
+
+    let mut w = AtomicWrite::new();
+    for i in 60..70 {
+        w = w.delete(skey(i));
+    }
+    db.atomic_write(w).await.step("delete")?;
+    check(&mut t, "keys deleted").await?;
+
+    t.set(&skey(5), Value::u64(5000)).step("own write")?;
+    t.delete(&skey(70)).step("own delete")?;
+    t.set(b"s/0505", Value::u64(505)).step("own insert")?;
+    let own = copied(&mut t, b"s/", b"s0").await.step("own scan")?;
+    ensure_eq!(own.len(), expected.len());
+    for stop_every in [0, 3] {
+        let c = visit_all(&mut t, b"s/", b"s0", stop_every)
+            .await
+            .step("own visit")?;
+        ensure_eq!(c.seen, own);
+    }
+    Ok(())
+}
+
+/// A delete that commits while a visiting scan reads could hide a key the snapshot still
+/// holds: the scan tells its visitor to restart and reads the range again precisely.
+async fn visiting_scans_restart_when_a_delete_lands_during_them(h: &Harness) -> CaseResult {
+    let gate = Gate::new();
+    let engine = strata_engine::Engine::new(gate.wrap(h.backend()), Harness::config());
+    let db = engine.open_or_create("default").await.step("open")?;
+    let mut w = AtomicWrite::new();
+    for i in 0..10 {
+        w = w.set(skey(i), Value::u64(i));
+    }
+    db.atomic_write(w).await.step("load")?;
+    let mut t = db.begin().await.step("begin")?;
+    let start = strata_engine::layout::latest(b"s/");
+    let mut held = gate.hold(Point::ReadAfter, move |key| key == start);
+    let scan = tokio::spawn(async move {
+        let c = visit_all(&mut t, b"s/", b"s0", 0).await;
+        (t, c)
+    });
+    held.reached().await;
+    db.atomic_write(AtomicWrite::new().delete(skey(4)))
+        .await
+        .step("delete")?;
+    held.release();
+    let (mut t, c) = scan.await.map_err(|e| e.to_string())?;
+    let c = c.step("visit")?;
+    ensure!(
+        c.restarts >= 1,
+        "the scan did not restart after a delete landed"
+    );
+    let expected: Vec<_> = (0..10).map(|i| (skey(i), Some(i))).collect();
+    ensure_eq!(c.seen, expected);
+    ensure_eq!(copied(&mut t, b"s/", b"s0").await.step("copied")?, expected);
     Ok(())
 }

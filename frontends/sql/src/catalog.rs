@@ -211,13 +211,19 @@ impl RowDecoder {
     }
 
     pub fn decode(&self, bytes: &[u8]) -> crate::Result<Vec<Datum>> {
-        let mut row = self.defaults.clone();
+        let mut row = Vec::new();
+        self.decode_into(bytes, &mut row)?;
+        Ok(row)
+    }
+
+    /// Decode into `row`, reusing its allocation.
+    pub fn decode_into(&self, bytes: &[u8], row: &mut Vec<Datum>) -> crate::Result<()> {
+        row.clone_from(&self.defaults);
         crate::codec::decode_row_into(
             bytes,
             |id| self.slots.get(id as usize).copied().flatten(),
-            &mut row,
-        )?;
-        Ok(row)
+            row,
+        )
     }
 }
 

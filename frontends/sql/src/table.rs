@@ -29,12 +29,14 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
+use strata_engine::{ValueRef, Visitor};
+use tokio::sync::Mutex;
 
 use crate::access::{self, Path, Pred};
 use crate::catalog::TableDef;
 use crate::codec::{self, Key};
 use crate::error::SqlError;
-use crate::tx::{Source, SCAN_CHUNK};
+use crate::tx::{Source, Tx, SCAN_CHUNK};
 use crate::types::{ColumnBuilder, Datum, SqlType};
 
 pub(crate) fn external(e: SqlError) -> DataFusionError {
@@ -366,6 +368,7 @@ impl ExecutionPlan for ScanExec {
             schema: self.schema.clone(),
             keyed: self.keyed,
             next_range: 0,
+            batch_rows: FIRST_BATCH_ROWS,
             resume: None,
             read,
             output,
@@ -397,24 +400,80 @@ struct Scan {
     schema: SchemaRef,
     keyed: bool,
     next_range: usize,
+    /// The size of the next lent batch.
+    batch_rows: usize,
     /// Where the current range continues, after a full chunk.
     resume: Option<Vec<u8>>,
     read: datafusion::physical_plan::metrics::Count,
     output: datafusion::physical_plan::metrics::Count,
 }
 
+/// Rows in a scan's first batch; later batches double up to [`MAX_BATCH_ROWS`].
+const FIRST_BATCH_ROWS: usize = SCAN_CHUNK;
+/// The most rows in one batch (DataFusion's default batch size).
+const MAX_BATCH_ROWS: usize = 8192;
+
 impl Scan {
     /// The next non-empty batch, or `None` when the ranges are done or the limit reached.
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>, SqlError> {
-        let mut builders: Vec<ColumnBuilder> = self
-            .projection
-            .iter()
-            .map(|&i| match self.def.columns.get(i) {
-                Some(c) => ColumnBuilder::new(&c.ty, SCAN_CHUNK),
-                None => ColumnBuilder::new(&crate::types::SqlType::Blob, SCAN_CHUNK),
-            })
-            .collect();
+        let lent = match (&self.source, &self.path) {
+            (
+                _,
+                Path::Index {
+                    covering: false, ..
+                },
+            ) => None,
+            (Source::Txn(tx), _) => Some(tx.clone()),
+            (Source::Version(..), _) => None,
+        };
+        let batch = match lent {
+            Some(tx) => self.lent_batch(&tx).await?,
+            None => self.copied_batch().await?,
+        };
+        if let Some(b) = &batch {
+            self.output.add(b.num_rows());
+        }
+        Ok(batch)
+    }
+
+    /// A batch built from entries the transaction lends, decoded in place.
+    async fn lent_batch(&mut self, tx: &Mutex<Tx>) -> Result<Option<RecordBatch>, SqlError> {
+        let cap = self.batch_rows.min(self.remaining);
+        self.batch_rows = (self.batch_rows * 2).min(MAX_BATCH_ROWS);
+        let (first_range, first_resume) = (self.next_range, self.resume.clone());
+        let (mut next_range, mut resume) = (first_range, first_resume.clone());
+        let mut sink = BatchSink::new(self, cap);
+        while sink.rows < cap && next_range < self.ranges.len() {
+            let (start, end) = &self.ranges[next_range];
+            let from = resume.take().unwrap_or_else(|| start.clone());
+            let stopped_at = tx.lock().await.scan_each(&from, end, &mut sink).await?;
+            if let Some(e) = sink.error.take() {
+                return Err(e);
+            }
+            if sink.redo {
+                // Part of the batch was read before a concurrent delete: read it again.
+                sink = BatchSink::new(self, cap);
+                (next_range, resume) = (first_range, first_resume.clone());
+                continue;
+            }
+            resume = stopped_at;
+            if resume.is_none() {
+                next_range += 1;
+            }
+        }
+        let (rows, read, builders) = (sink.rows, sink.read, sink.builders);
+        self.next_range = next_range;
+        self.resume = resume;
+        self.read.add(read);
+        self.remaining -= rows;
+        self.finish(rows, builders)
+    }
+
+    /// A batch built from copied chunks: time travel, and index paths that fetch each row.
+    async fn copied_batch(&mut self) -> Result<Option<RecordBatch>, SqlError> {
+        let mut builders = self.builders(SCAN_CHUNK);
         let mut rows = 0usize;
+        let mut row = Vec::new();
         while rows < SCAN_CHUNK && self.remaining > 0 && self.next_range < self.ranges.len() {
             let (start, end) = &self.ranges[self.next_range];
             let from = self.resume.take().unwrap_or_else(|| start.clone());
@@ -425,29 +484,58 @@ impl Scan {
             }
             for (key, value) in chunk {
                 self.read.add(1);
-                let Some(mut row) = self.row(&key, &value).await? else {
-                    continue;
-                };
-                if !self.preds.iter().all(|p| p.holds(&row)) {
-                    continue;
+                if !self.lent_row(&key, &value, &mut row)? {
+                    row = self.fetched_row(&key).await?;
                 }
-                if self.keyed {
-                    row.push(Datum::Bytes(self.row_key(&key)?));
-                }
-                for (b, &i) in builders.iter_mut().zip(&self.projection) {
-                    b.push(&row[i])?;
-                }
-                rows += 1;
-                self.remaining -= 1;
-                if self.remaining == 0 {
-                    break;
+                if self.emit(&key, &mut row, &mut builders)? {
+                    rows += 1;
+                    self.remaining -= 1;
+                    if self.remaining == 0 {
+                        break;
+                    }
                 }
             }
         }
+        self.finish(rows, builders)
+    }
+
+    fn builders(&self, capacity: usize) -> Vec<ColumnBuilder> {
+        self.projection
+            .iter()
+            .map(|&i| match self.def.columns.get(i) {
+                Some(c) => ColumnBuilder::new(&c.ty, capacity),
+                None => ColumnBuilder::new(&SqlType::Blob, capacity),
+            })
+            .collect()
+    }
+
+    /// Filter a decoded row and append what passes to the builders; whether it passed.
+    fn emit(
+        &self,
+        key: &[u8],
+        row: &mut Vec<Datum>,
+        builders: &mut [ColumnBuilder],
+    ) -> Result<bool, SqlError> {
+        if !self.preds.iter().all(|p| p.holds(row)) {
+            return Ok(false);
+        }
+        if self.keyed {
+            row.push(Datum::Bytes(self.row_key(key)?));
+        }
+        for (b, &i) in builders.iter_mut().zip(&self.projection) {
+            b.push(&row[i])?;
+        }
+        Ok(true)
+    }
+
+    fn finish(
+        &self,
+        rows: usize,
+        builders: Vec<ColumnBuilder>,
+    ) -> Result<Option<RecordBatch>, SqlError> {
         if rows == 0 {
             return Ok(None);
         }
-        self.output.add(rows);
         let columns = builders
             .into_iter()
             .map(ColumnBuilder::finish)
@@ -473,40 +561,126 @@ impl Scan {
         }
     }
 
-    /// The full row an entry of the scanned ranges stands for.
-    async fn row(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<Datum>>, SqlError> {
-        match &self.path {
-            Path::Index {
-                index, covering, ..
-            } => {
-                let values = codec::index_key_values(key, self.def.id, index.id)?;
-                let n = index.columns.len();
-                if values.len() < n {
-                    return Err(SqlError::Internal(format!(
-                        "corrupt entry in index {}",
-                        index.name
-                    )));
-                }
-                let pk = &values[n..];
-                if *covering {
-                    let mut row = vec![Datum::Null; self.def.columns.len()];
-                    for (pos, v) in self.def.index_positions(index).into_iter().zip(&values) {
-                        row[pos] = v.clone();
-                    }
-                    for (pos, v) in self.def.pk_positions().into_iter().zip(pk) {
-                        row[pos] = v.clone();
-                    }
-                    return Ok(Some(row));
-                }
-                match self.source.get(&Key::Row(self.def.id, pk).encode()).await? {
-                    Some(bytes) => Ok(Some(self.decoder.decode(&bytes)?)),
-                    None => Err(SqlError::Internal(format!(
-                        "index {} has an entry for a row that does not exist; run `strata sql check`",
-                        index.name
-                    ))),
-                }
-            }
-            _ => Ok(Some(self.decoder.decode(value)?)),
+    /// Decode the row an entry stands for into `row` from the entry alone; false when the
+    /// entry is an index entry whose row must be fetched ([`Scan::fetched_row`]).
+    fn lent_row(&self, key: &[u8], value: &[u8], row: &mut Vec<Datum>) -> Result<bool, SqlError> {
+        let Path::Index {
+            index, covering, ..
+        } = &self.path
+        else {
+            self.decoder.decode_into(value, row)?;
+            return Ok(true);
+        };
+        if !*covering {
+            return Ok(false);
         }
+        let values = self.index_values(key)?;
+        let (n, pk) = (index.columns.len(), &values[index.columns.len()..]);
+        row.clear();
+        row.resize(self.def.columns.len(), Datum::Null);
+        for (pos, v) in self
+            .def
+            .index_positions(index)
+            .into_iter()
+            .zip(&values[..n])
+        {
+            row[pos] = v.clone();
+        }
+        for (pos, v) in self.def.pk_positions().into_iter().zip(pk) {
+            row[pos] = v.clone();
+        }
+        Ok(true)
+    }
+
+    /// The values of an index entry's key: the indexed columns, then the primary key.
+    fn index_values(&self, key: &[u8]) -> Result<Vec<Datum>, SqlError> {
+        let Path::Index { index, .. } = &self.path else {
+            return Err(SqlError::Internal("not an index scan".into()));
+        };
+        let values = codec::index_key_values(key, self.def.id, index.id)?;
+        if values.len() < index.columns.len() {
+            return Err(SqlError::Internal(format!(
+                "corrupt entry in index {}",
+                index.name
+            )));
+        }
+        Ok(values)
+    }
+
+    /// The row an index entry points at, read from the table.
+    async fn fetched_row(&self, key: &[u8]) -> Result<Vec<Datum>, SqlError> {
+        let Path::Index { index, .. } = &self.path else {
+            return Err(SqlError::Internal("not an index scan".into()));
+        };
+        let values = self.index_values(key)?;
+        let pk = &values[index.columns.len()..];
+        match self.source.get(&Key::Row(self.def.id, pk).encode()).await? {
+            Some(bytes) => Ok(self.decoder.decode(&bytes)?),
+            None => Err(SqlError::Internal(format!(
+                "index {} has an entry for a row that does not exist; run `strata sql check`",
+                index.name
+            ))),
+        }
+    }
+}
+
+/// Builds one batch from the entries a transaction lends to a scan.
+struct BatchSink<'a> {
+    scan: &'a Scan,
+    builders: Vec<ColumnBuilder>,
+    /// The row being decoded, reused.
+    row: Vec<Datum>,
+    cap: usize,
+    rows: usize,
+    read: usize,
+    error: Option<SqlError>,
+    /// The transaction restarted a range read: the batch must be read again.
+    redo: bool,
+}
+
+impl<'a> BatchSink<'a> {
+    fn new(scan: &'a Scan, cap: usize) -> Self {
+        BatchSink {
+            scan,
+            builders: scan.builders(cap),
+            row: Vec::with_capacity(scan.def.columns.len() + 1),
+            cap,
+            rows: 0,
+            read: 0,
+            error: None,
+            redo: false,
+        }
+    }
+
+    fn take(&mut self, key: &[u8], value: &[u8]) -> Result<(), SqlError> {
+        if !self.scan.lent_row(key, value, &mut self.row)? {
+            return Err(SqlError::Internal(
+                "an index scan lent an entry without its row".into(),
+            ));
+        }
+        if self.scan.emit(key, &mut self.row, &mut self.builders)? {
+            self.rows += 1;
+        }
+        Ok(())
+    }
+}
+
+impl Visitor for BatchSink<'_> {
+    fn visit(&mut self, key: &[u8], value: ValueRef<'_>) -> bool {
+        if self.redo {
+            return false;
+        }
+        self.read += 1;
+        match self.take(key, value.data) {
+            Ok(()) => self.rows < self.cap,
+            Err(e) => {
+                self.error = Some(e);
+                false
+            }
+        }
+    }
+
+    fn restart(&mut self) {
+        self.redo = true;
     }
 }

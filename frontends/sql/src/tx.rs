@@ -115,6 +115,17 @@ impl Tx {
             .collect())
     }
 
+    /// Show `visitor` the entries of `[start, end)` as this transaction sees them, lent
+    /// rather than copied ([`Transaction::scan_each`]).
+    pub async fn scan_each(
+        &mut self,
+        start: &[u8],
+        end: &[u8],
+        visitor: &mut dyn strata_engine::Visitor,
+    ) -> Result<Option<Vec<u8>>> {
+        Ok(self.txn.scan_each(start, end, visitor).await?)
+    }
+
     fn writable(&self) -> Result<()> {
         if self.read_only {
             return Err(SqlError::InvalidTransactionState(
