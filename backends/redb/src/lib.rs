@@ -2,15 +2,23 @@
 //!
 //! The embedded default backend: one redb file per database (`<dir>/<name>.redb`), one
 //! table of byte keys to byte values. Each engine batch is one redb write transaction, so it
-//! is atomic and crash-safe by redb's own commit protocol; `Durability::Sync` commits with
-//! `Durability::Immediate` (fsync before returning), `Async` with `Durability::None`.
+//! is atomic. Durability comes from a commit journal beside the file
+//! (`<name>.redb-journal`, see [`journal`]): a batch is appended to the journal, synced
+//! there for `Durability::Sync` (at least once a second for `Async`), and committed to redb
+//! without a sync of its own. Checkpoints commit redb durably and empty the journal; opening
+//! a store replays it.
 //!
 //! Reads run inline on the caller's thread: a redb point read is a few page-cache lookups,
 //! cheaper than a hop to a blocking thread. Writes (which may fsync) run on tokio's blocking
 //! pool. redb locks its file, so a second process gets [`BackendError::Locked`].
 
+mod journal;
+
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use journal::Journal;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use strata_engine::files::{database_path, list_databases, remove_database_files, DatabaseLock};
@@ -39,14 +47,28 @@ pub struct RedbStore {
     db: Arc<redb::Database>,
     /// The read snapshot reads share until the next write.
     reader: Arc<Reader>,
-    /// When an `Async` batch was last followed by a durable commit.
-    last_sync: Arc<std::sync::Mutex<std::time::Instant>>,
+    writer: Arc<Writer>,
     _lock: DatabaseLock,
 }
 
-/// `Async` batches are made durable at least this often (while commits keep coming; a final
-/// sync happens when the database is closed).
+/// The write side: the journal, locked for the whole of each write.
+struct Writer {
+    journal: Mutex<Journal>,
+    /// A batch reached the journal but redb did not commit it and the journal could not
+    /// forget it: further writes would build on a state that differs from what a reopen
+    /// replays, so they are refused until the database is reopened.
+    broken: AtomicBool,
+}
+
+/// `Async` batches are synced to the journal at least this often (while commits keep
+/// coming; closing the database checkpoints).
 const ASYNC_SYNC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A checkpoint (a durable redb commit that empties the journal) follows a write once the
+/// journal holds this many bytes ...
+const CHECKPOINT_BYTES: u64 = 64 << 20;
+/// ... or once this long has passed since the last one.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A read snapshot shared by reads until a write commits. Opening a read transaction and
 /// its table costs more than a point read itself, so reads between writes share one.
@@ -102,13 +124,27 @@ impl RedbStore {
             )),
             other => BackendError::Io(format!("{}: {other}", path.display())),
         })?;
-        let tx = db.begin_write().map_err(err)?;
-        tx.open_table(TABLE).map_err(err)?;
+        let (mut journal, batches) = Journal::open(path)?;
+        // Replay the journal: the batches since the last checkpoint, in order, made durable
+        // in redb by this commit.
+        let mut tx = db.begin_write().map_err(err)?;
+        tx.set_durability(redb::Durability::Immediate)
+            .map_err(err)?;
+        {
+            let mut table = tx.open_table(TABLE).map_err(err)?;
+            for ops in &batches {
+                write_ops(&mut table, ops)?;
+            }
+        }
         tx.commit().map_err(err)?;
+        journal.clear()?;
         Ok(RedbStore {
             db: Arc::new(db),
             reader: Arc::default(),
-            last_sync: Arc::new(std::sync::Mutex::new(std::time::Instant::now())),
+            writer: Arc::new(Writer {
+                journal: Mutex::new(journal),
+                broken: AtomicBool::new(false),
+            }),
             _lock: lock,
         })
     }
@@ -198,48 +234,13 @@ impl Store for RedbStore {
         precondition: Option<Precondition>,
     ) -> Result<(), BackendError> {
         let db = self.db.clone();
-        let last_sync = self.last_sync.clone();
+        let writer = self.writer.clone();
         let reader = self.reader.clone();
         tokio::task::spawn_blocking(move || {
-            let mut tx = db.begin_write().map_err(err)?;
-            let mut synced = last_sync.lock().unwrap_or_else(|e| e.into_inner());
-            let immediate =
-                durability == Durability::Sync || synced.elapsed() >= ASYNC_SYNC_INTERVAL;
-            tx.set_durability(if immediate {
-                redb::Durability::Immediate
-            } else {
-                redb::Durability::None
-            })
-            .map_err(err)?;
-            if immediate {
-                *synced = std::time::Instant::now();
-            }
-            {
-                let mut table = tx.open_table(TABLE).map_err(err)?;
-                if let Some(p) = precondition {
-                    let cur = table
-                        .get(p.key.as_slice())
-                        .map_err(err)?
-                        .map(|v| v.value().to_vec());
-                    if cur != p.expected {
-                        return Err(BackendError::PreconditionFailed);
-                    }
-                }
-                for op in &ops {
-                    match op {
-                        BatchOp::Put(k, v) => {
-                            table.insert(k.as_slice(), v.as_slice()).map_err(err)?;
-                        }
-                        BatchOp::Delete(k) => {
-                            table.remove(k.as_slice()).map_err(err)?;
-                        }
-                    }
-                }
-            }
+            let r = writer.apply(&db, &ops, durability, precondition);
             // Whatever the outcome, the next read opens a new snapshot.
-            let committed = tx.commit().map_err(err);
             reader.invalidate();
-            committed
+            r
         })
         .await
         .map_err(|e| BackendError::Other(format!("redb writer task failed: {e}")))?
@@ -247,15 +248,103 @@ impl Store for RedbStore {
 
     async fn sync(&self) -> Result<(), BackendError> {
         let db = self.db.clone();
+        let writer = self.writer.clone();
         tokio::task::spawn_blocking(move || {
-            let mut tx = db.begin_write().map_err(err)?;
-            tx.set_durability(redb::Durability::Immediate)
-                .map_err(err)?;
-            tx.commit().map_err(err)
+            let mut journal = writer.lock()?;
+            checkpoint(&db, &mut journal)
         })
         .await
         .map_err(|e| BackendError::Other(format!("redb writer task failed: {e}")))?
     }
+}
+
+impl Writer {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Journal>, BackendError> {
+        if self.broken.load(Ordering::SeqCst) {
+            return Err(BackendError::Io(
+                "an earlier write failed after reaching the journal; reopen the database".into(),
+            ));
+        }
+        Ok(self.journal.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn apply(
+        &self,
+        db: &redb::Database,
+        ops: &[BatchOp],
+        durability: Durability,
+        precondition: Option<Precondition>,
+    ) -> Result<(), BackendError> {
+        let mut journal = self.lock()?;
+        let mut tx = db.begin_write().map_err(err)?;
+        tx.set_durability(redb::Durability::None).map_err(err)?;
+        {
+            let mut table = tx.open_table(TABLE).map_err(err)?;
+            if let Some(p) = precondition {
+                let cur = table
+                    .get(p.key.as_slice())
+                    .map_err(err)?
+                    .map(|v| v.value().to_vec());
+                if cur != p.expected {
+                    return Err(BackendError::PreconditionFailed);
+                }
+            }
+            write_ops(&mut table, ops)?;
+        }
+        // Journal first: redb commits only what a reopen would replay.
+        let before = journal.len();
+        journal.append(ops)?;
+        let synced = if durability == Durability::Sync
+            || journal.last_sync.elapsed() >= ASYNC_SYNC_INTERVAL
+        {
+            journal.sync()
+        } else {
+            Ok(())
+        };
+        let committed = synced.and_then(|()| tx.commit().map_err(err));
+        if let Err(e) = committed {
+            // The batch failed: the journal must forget it too.
+            if journal.cut(before).is_err() {
+                self.broken.store(true, Ordering::SeqCst);
+            }
+            return Err(e);
+        }
+        if journal.len() >= CHECKPOINT_BYTES
+            || journal.last_checkpoint.elapsed() >= CHECKPOINT_INTERVAL
+        {
+            // The batch is durable in the journal already; a failed checkpoint is retried
+            // after the next write.
+            let _ = checkpoint(db, &mut journal);
+        }
+        Ok(())
+    }
+}
+
+/// Commit redb durably (everything committed so far becomes durable in the file), then
+/// empty the journal.
+fn checkpoint(db: &redb::Database, journal: &mut Journal) -> Result<(), BackendError> {
+    let mut tx = db.begin_write().map_err(err)?;
+    tx.set_durability(redb::Durability::Immediate)
+        .map_err(err)?;
+    tx.commit().map_err(err)?;
+    journal.clear()
+}
+
+fn write_ops(
+    table: &mut redb::Table<'_, &'static [u8], &'static [u8]>,
+    ops: &[BatchOp],
+) -> Result<(), BackendError> {
+    for op in ops {
+        match op {
+            BatchOp::Put(k, v) => {
+                table.insert(k.as_slice(), v.as_slice()).map_err(err)?;
+            }
+            BatchOp::Delete(k) => {
+                table.remove(k.as_slice()).map_err(err)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 #[async_trait::async_trait]
@@ -287,6 +376,6 @@ impl Backend for RedbBackend {
     }
 
     async fn drop_database(&self, name: &str) -> Result<bool, BackendError> {
-        remove_database_files(&database_path(&self.dir, name, EXT), &[])
+        remove_database_files(&database_path(&self.dir, name, EXT), &[journal::SUFFIX])
     }
 }

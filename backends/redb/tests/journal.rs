@@ -1,0 +1,52 @@
+//! Durable batches go through the commit journal: a store that was not closed (no
+//! checkpoint) replays it on open, and a checkpoint empties it.
+
+use strata_backend_redb::RedbStore;
+use strata_engine::{BatchOp, Durability, Store};
+
+fn journal_len(dir: &std::path::Path) -> u64 {
+    std::fs::metadata(dir.join("t.redb-journal")).unwrap().len()
+}
+
+#[tokio::test]
+async fn unclosed_stores_replay_their_journal_and_checkpoints_empty_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.redb");
+    let store = RedbStore::open_path(&path).unwrap();
+    for i in 0..10u8 {
+        let ops = vec![
+            BatchOp::Put(vec![b'k', i], vec![i]),
+            BatchOp::Delete(vec![b'k', i.wrapping_sub(1)]),
+        ];
+        let durability = if i % 2 == 0 {
+            Durability::Sync
+        } else {
+            Durability::Async
+        };
+        store.apply(ops, durability, None).await.unwrap();
+    }
+    assert!(journal_len(dir.path()) > 0, "durable batches are journaled");
+    drop(store);
+
+    // Reopened without a close: the journal is replayed into redb and emptied.
+    let store = RedbStore::open_path(&path).unwrap();
+    assert_eq!(journal_len(dir.path()), 0);
+    let all = store.scan(b"", b"", false, 100).await.unwrap();
+    assert_eq!(all, vec![(vec![b'k', 9], vec![9])]);
+
+    // A checkpoint (what closing a database does) empties the journal as well.
+    store
+        .apply(
+            vec![BatchOp::Put(b"z".to_vec(), b"z".to_vec())],
+            Durability::Sync,
+            None,
+        )
+        .await
+        .unwrap();
+    assert!(journal_len(dir.path()) > 0);
+    store.sync().await.unwrap();
+    assert_eq!(journal_len(dir.path()), 0);
+    drop(store);
+    let store = RedbStore::open_path(&path).unwrap();
+    assert_eq!(store.get(b"z").await.unwrap(), Some(b"z".to_vec()));
+}
