@@ -106,6 +106,20 @@ impl Reader {
     }
 }
 
+/// The entries of `[start, end)` in a snapshot; an empty `end` is unbounded.
+fn range_of<'a>(
+    table: &'a Snapshot,
+    start: &[u8],
+    end: &[u8],
+) -> Result<redb::Range<'a, &'static [u8], &'static [u8]>, BackendError> {
+    if end.is_empty() {
+        table.range(start..)
+    } else {
+        table.range(start..end)
+    }
+    .map_err(err)
+}
+
 fn err(e: impl std::fmt::Display) -> BackendError {
     BackendError::Io(e.to_string())
 }
@@ -173,12 +187,7 @@ impl Store for RedbStore {
             return Ok(vec![]);
         }
         let table = self.reader.snapshot(&self.db)?;
-        let range = if end.is_empty() {
-            table.range(start..)
-        } else {
-            table.range(start..end)
-        }
-        .map_err(err)?;
+        let range = range_of(&table, start, end)?;
         let mut out = Vec::with_capacity(limit.min(1024));
         let pair = |r: Result<
             (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>),
@@ -210,12 +219,7 @@ impl Store for RedbStore {
             return Ok(0);
         }
         let table = self.reader.snapshot(&self.db)?;
-        let range = if end.is_empty() {
-            table.range(start..)
-        } else {
-            table.range(start..end)
-        }
-        .map_err(err)?;
+        let range = range_of(&table, start, end)?;
         let mut shown = 0;
         for r in range.take(limit) {
             let (k, v) = r.map_err(err)?;
