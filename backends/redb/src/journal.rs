@@ -81,7 +81,7 @@ impl Journal {
         self.len
     }
 
-    /// Append a batch (not yet synced). On failure nothing is left of it.
+    /// Append a batch (not yet synced).
     pub(crate) fn append(&mut self, ops: &[BatchOp]) -> Result<(), BackendError> {
         self.buf.clear();
         self.buf.extend_from_slice(&[0; RECORD_HEADER]);
@@ -102,19 +102,12 @@ impl Journal {
         let crc = crc32fast::hash(&self.buf[RECORD_HEADER..]);
         self.buf[0..4].copy_from_slice(&payload_len.to_le_bytes());
         self.buf[4..8].copy_from_slice(&crc.to_le_bytes());
-        let start = self.len;
-        match write_at_end(&mut self.file, &self.buf) {
-            Ok(()) => {
-                self.len += self.buf.len() as u64;
-                self.synced = false;
-                Ok(())
-            }
-            Err(e) => {
-                // A partial record would end every later replay early: cut it off.
-                let _ = self.file.set_len(start);
-                Err(io(&self.path, e))
-            }
-        }
+        // On failure part of the record may be in the file, ending every later replay
+        // early: the caller cuts it off ([`Journal::cut`]).
+        self.synced = false;
+        write_at_end(&mut self.file, &self.buf).map_err(|e| io(&self.path, e))?;
+        self.len += self.buf.len() as u64;
+        Ok(())
     }
 
     /// Make every appended record durable.
@@ -127,8 +120,9 @@ impl Journal {
         Ok(())
     }
 
-    /// Forget the last record appended, which redb did not commit: `len` is the journal's
-    /// length before it. The journal is then synced, so the cut is durable too.
+    /// Forget the last record appended (or the part of it written), which redb did not
+    /// commit: `len` is the journal's length before it. The journal is then synced, so the
+    /// cut is durable too.
     pub(crate) fn cut(&mut self, len: u64) -> Result<(), BackendError> {
         self.file.set_len(len).map_err(|e| io(&self.path, e))?;
         self.len = len;

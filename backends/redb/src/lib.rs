@@ -54,9 +54,9 @@ pub struct RedbStore {
 /// The write side: the journal, locked for the whole of each write.
 struct Writer {
     journal: Mutex<Journal>,
-    /// A batch reached the journal but redb did not commit it and the journal could not
-    /// forget it: further writes would build on a state that differs from what a reopen
-    /// replays, so they are refused until the database is reopened.
+    /// A journal sync failed, or a batch reached the journal but redb did not commit it and
+    /// the journal could not forget it: further writes could build on a state that differs
+    /// from what a reopen replays, so they are refused until the database is reopened.
     broken: AtomicBool,
 }
 
@@ -297,15 +297,19 @@ impl Writer {
         }
         // Journal first: redb commits only what a reopen would replay.
         let before = journal.len();
-        journal.append(ops)?;
-        let synced = if durability == Durability::Sync
-            || journal.last_sync.elapsed() >= ASYNC_SYNC_INTERVAL
-        {
-            journal.sync()
-        } else {
-            Ok(())
-        };
-        let committed = synced.and_then(|()| tx.commit().map_err(err));
+        let journaled = journal.append(ops).and_then(|()| {
+            if durability == Durability::Sync || journal.last_sync.elapsed() >= ASYNC_SYNC_INTERVAL
+            {
+                journal.sync().inspect_err(|_| {
+                    // After a failed sync, what reached the disk is unknown: only a reopen,
+                    // which replays the journal, tells.
+                    self.broken.store(true, Ordering::SeqCst);
+                })
+            } else {
+                Ok(())
+            }
+        });
+        let committed = journaled.and_then(|()| tx.commit().map_err(err));
         if let Err(e) = committed {
             // The batch failed: the journal must forget it too.
             if journal.cut(before).is_err() {
