@@ -121,6 +121,22 @@ impl From<std::io::Error> for BackendError {
     }
 }
 
+/// Show `f` each pair until it returns false; how many it was shown (for
+/// [`Store::scan_each`] over pairs already in memory).
+pub fn show_pairs<'a>(
+    pairs: impl IntoIterator<Item = (&'a [u8], &'a [u8])>,
+    f: &mut (dyn for<'k, 'v> FnMut(&'k [u8], &'v [u8]) -> bool + Send),
+) -> usize {
+    let mut shown = 0;
+    for (k, v) in pairs {
+        shown += 1;
+        if !f(k, v) {
+            break;
+        }
+    }
+    shown
+}
+
 /// One database in a backend: an ordered byte-key map.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -146,14 +162,11 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         f: &mut (dyn for<'k, 'v> FnMut(&'k [u8], &'v [u8]) -> bool + Send),
     ) -> Result<usize, BackendError> {
-        let mut shown = 0;
-        for (k, v) in self.scan(start, end, false, limit).await? {
-            shown += 1;
-            if !f(&k, &v) {
-                break;
-            }
-        }
-        Ok(shown)
+        let pairs = self.scan(start, end, false, limit).await?;
+        Ok(show_pairs(
+            pairs.iter().map(|(k, v)| (k.as_slice(), v.as_slice())),
+            f,
+        ))
     }
 
     /// Several values at once (a network store answers in one request).

@@ -47,7 +47,7 @@ pub use atomic::{
     AtomicWrite, Check, CommitOutcome, Enqueue, Mutation, MutationKind, VersionstampSuffix,
 };
 pub use backend::{
-    keys_in, range_is_empty, Backend, BackendError, BatchOp, Capabilities, Durability,
+    keys_in, range_is_empty, show_pairs, Backend, BackendError, BatchOp, Capabilities, Durability,
     Precondition, Store,
 };
 pub use clock::now_ms;

@@ -181,6 +181,14 @@ pub const MAX_HISTORY_LOOKUPS: usize = 8;
 /// Entries a visiting scan asks the store for at a time.
 const VISIT_CHUNK: usize = 4096;
 
+/// The first key after `key`.
+pub(crate) fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.extend_from_slice(key);
+    k.push(0);
+    k
+}
+
 /// A forward range read `[start, end)` at version `v` that shows each live entry to
 /// `visitor` in key order, borrowed from the store where the store lends it. Returns the
 /// key to resume from when the visitor stopped early, `None` when the range is done.
@@ -244,7 +252,7 @@ pub(crate) async fn scan_each(
             }
             let key = last.get(1..).unwrap_or_default();
             if stopped {
-                return Ok(Some(after(key)));
+                return Ok(Some(key_after(key)));
             }
             if let Some(raw) = newer {
                 lookups += 1;
@@ -257,10 +265,10 @@ pub(crate) async fn scan_each(
                 let rec = at_version(store, db, &key, Some(rec), v, false).await?;
                 if let Some(rec) = rec.filter(|r| r.is_live(now)) {
                     if !visitor.visit(&key, rec.value.as_ref()) {
-                        return Ok(Some(after(&key)));
+                        return Ok(Some(key_after(&key)));
                     }
                 }
-                lo = layout::latest(&after(&key));
+                lo = layout::latest(&key_after(&key));
                 continue;
             }
             if shown < VISIT_CHUNK {
@@ -275,22 +283,14 @@ pub(crate) async fn scan_each(
         let chunk = scan(store, db, &from, end, false, VISIT_CHUNK, v, true, now).await?;
         for (key, rec) in &chunk {
             if !visitor.visit(key, rec.value.as_ref()) {
-                return Ok(Some(after(key)));
+                return Ok(Some(key_after(key)));
             }
         }
         match chunk.last() {
-            Some((key, _)) if chunk.len() == VISIT_CHUNK => from = after(key),
+            Some((key, _)) if chunk.len() == VISIT_CHUNK => from = key_after(key),
             _ => return Ok(None),
         }
     }
-}
-
-/// The first key after `key`.
-fn after(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.extend_from_slice(key);
-    k.push(0);
-    k
 }
 
 /// A range read `[start, end)` at version `v`: up to `limit` live entries, in key order (or

@@ -12,7 +12,7 @@ use crate::atomic::{check_expiry, check_key, check_value};
 use crate::clock::now_ms;
 use crate::database::{Database, ReadGuard};
 use crate::error::{EngineError, Result};
-use crate::mvcc;
+use crate::mvcc::{self, key_after};
 use crate::pipeline::{CommitOp, CommitReply, TxnWrite};
 use crate::value::{Value, Versionstamp};
 use crate::CommitOutcome;
@@ -53,12 +53,6 @@ impl std::fmt::Debug for Transaction {
             .field("writes", &self.writes.len())
             .finish()
     }
-}
-
-fn key_after(key: &[u8]) -> Vec<u8> {
-    let mut k = key.to_vec();
-    k.push(0);
-    k
 }
 
 impl Transaction {

@@ -8,7 +8,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use strata_engine::{
-    keys_in, Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store,
+    keys_in, show_pairs, Backend, BackendError, BatchOp, Capabilities, Durability, Precondition,
+    Store,
 };
 
 #[derive(Default)]
@@ -74,14 +75,11 @@ impl Store for MemoryStore {
         f: &mut (dyn for<'k, 'v> FnMut(&'k [u8], &'v [u8]) -> bool + Send),
     ) -> Result<usize, BackendError> {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        let mut shown = 0;
-        for (k, v) in keys_in(&map, start, end).take(limit) {
-            shown += 1;
-            if !f(k, v) {
-                break;
-            }
-        }
-        Ok(shown)
+        let pairs = keys_in(&map, start, end).take(limit);
+        Ok(show_pairs(
+            pairs.map(|(k, v)| (k.as_slice(), v.as_slice())),
+            f,
+        ))
     }
 
     async fn apply(

@@ -49,4 +49,26 @@ async fn unclosed_stores_replay_their_journal_and_checkpoints_empty_it() {
     drop(store);
     let store = RedbStore::open_path(&path).unwrap();
     assert_eq!(store.get(b"z").await.unwrap(), Some(b"z".to_vec()));
+    drop(store);
+
+    // A batch only the journal holds (a crash after its sync, before redb wrote anything):
+    // one record in the documented format, then a torn one that must be ignored.
+    let mut payload = vec![1u8];
+    for b in [&b"only-journaled"[..], b"v"] {
+        payload.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        payload.extend_from_slice(b);
+    }
+    let mut record = (payload.len() as u32).to_le_bytes().to_vec();
+    record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    record.extend_from_slice(&payload);
+    let torn = record[..record.len() - 1].to_vec();
+    record.extend_from_slice(&torn);
+    std::fs::write(dir.path().join("t.redb-journal"), &record).unwrap();
+    let store = RedbStore::open_path(&path).unwrap();
+    assert_eq!(
+        store.get(b"only-journaled").await.unwrap(),
+        Some(b"v".to_vec())
+    );
+    assert_eq!(store.get(b"z").await.unwrap(), Some(b"z".to_vec()));
+    assert_eq!(journal_len(dir.path()), 0);
 }

@@ -31,6 +31,7 @@ pub fn suite() -> Suite {
             malformed_restored_versions_are_refused,
             visiting_scans_see_what_copied_scans_see,
             visiting_scans_restart_when_a_delete_lands_during_them,
+            visiting_scans_report_corrupt_records,
         ],
     }
 }
@@ -695,5 +696,51 @@ async fn visiting_scans_restart_when_a_delete_lands_during_them(h: &Harness) -> 
     let expected: Vec<_> = (0..10).map(|i| (skey(i), Some(i))).collect();
     ensure_eq!(c.seen, expected);
     ensure_eq!(copied(&mut t, b"s/", b"s0").await.step("copied")?, expected);
+    Ok(())
+}
+
+/// A latest record that does not decode is a `Corrupt` error for a visiting scan, as for a
+/// copied one, never a skipped entry. The record is written to the store directly while the
+/// database is closed.
+async fn visiting_scans_report_corrupt_records(h: &Harness) -> CaseResult {
+    {
+        let engine = h.engine();
+        let db = engine.open_or_create("default").await.step("open")?;
+        let mut w = AtomicWrite::new();
+        for i in 0..5 {
+            w = w.set(skey(i), Value::u64(i));
+        }
+        db.atomic_write(w).await.step("load")?;
+        db.close().await;
+    }
+    {
+        let store = h.backend().open("default", false).await.step("store")?;
+        store
+            .apply(
+                vec![strata_engine::BatchOp::Put(
+                    strata_engine::layout::latest(&skey(2)),
+                    b"not a record".to_vec(),
+                )],
+                strata_engine::Durability::Sync,
+                None,
+            )
+            .await
+            .step("corrupt")?;
+        store.sync().await.step("sync")?;
+    }
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("reopen")?;
+    let mut t = db.begin().await.step("begin")?;
+    let visited = visit_all(&mut t, b"s/", b"s0", 0).await;
+    ensure!(
+        matches!(visited, Err(EngineError::Corrupt { .. })),
+        "a visiting scan over a corrupt record: {:?}",
+        visited.map(|c| c.seen)
+    );
+    let copied = copied(&mut t, b"s/", b"s0").await;
+    ensure!(
+        matches!(copied, Err(EngineError::Corrupt { .. })),
+        "a copied scan over a corrupt record: {copied:?}"
+    );
     Ok(())
 }
