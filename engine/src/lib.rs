@@ -64,6 +64,6 @@ pub use mvcc::MAX_HISTORY_LOOKUPS;
 pub use names::{validate_name, MAX_NAME_LEN};
 pub use queue::{MessageId, QueueMessage, RestoreMessage, DEFAULT_BACKOFF};
 pub use restore::MAX_RESTORED_VERSION;
-pub use txn::{Transaction, Visitor};
+pub use txn::{SnapshotReader, Transaction, Visitor};
 pub use value::{Encoding, Entry, Value, ValueRef, Versionstamp};
 pub use watch::Watch;

@@ -7,6 +7,7 @@
 //! without entering the pipeline and never conflicts.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::atomic::{check_expiry, check_key, check_value};
 use crate::clock::now_ms;
@@ -35,7 +36,8 @@ pub struct Transaction {
     /// Writes since the last [`Transaction::savepoint`]: each key with what it had before.
     undo: Option<Undo>,
     started: std::time::Instant,
-    _guard: ReadGuard,
+    /// Keeps the snapshot's history, for the transaction and its [`SnapshotReader`]s.
+    guard: Arc<ReadGuard>,
 }
 
 /// What a savepoint needs to put the buffered writes back.
@@ -55,6 +57,61 @@ impl std::fmt::Debug for Transaction {
     }
 }
 
+/// A read version that history no longer covers is the transaction's age, not the caller's
+/// request: retrying from `begin` works, so say so.
+fn too_old(e: EngineError, read_version: u64) -> EngineError {
+    match e {
+        EngineError::VersionTooOld { .. } => EngineError::TransactionTooOld { read_version },
+        other => other,
+    }
+}
+
+/// A transaction's snapshot, readable apart from the transaction (see
+/// [`Transaction::snapshot_reader`]). It keeps the snapshot's history while it lives.
+#[derive(Clone)]
+pub struct SnapshotReader {
+    db: Database,
+    version: u64,
+    _guard: Arc<ReadGuard>,
+}
+
+impl SnapshotReader {
+    /// [`Transaction::scan_each`] at the snapshot, without the transaction's own writes and
+    /// without recording the read: the caller records it with [`Transaction::note_read`].
+    pub async fn scan_each(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        visitor: &mut dyn Visitor,
+    ) -> Result<Option<Vec<u8>>> {
+        let shared = &self.db.shared;
+        let v = self.version;
+        loop {
+            let precise = shared.needs_precise(v);
+            let resume = mvcc::scan_each(
+                &*shared.store,
+                &shared.name,
+                start,
+                end,
+                v,
+                precise,
+                now_ms(),
+                visitor,
+            )
+            .await
+            .map_err(|e| too_old(e, v))?;
+            if precise {
+                return Ok(resume);
+            }
+            shared.refresh().await?;
+            if !shared.needs_precise(v) {
+                return Ok(resume);
+            }
+            visitor.restart();
+        }
+    }
+}
+
 impl Transaction {
     pub(crate) fn new(db: Database, read_version: u64, guard: ReadGuard) -> Self {
         Transaction {
@@ -65,7 +122,7 @@ impl Transaction {
             write_bytes: 0,
             undo: None,
             started: std::time::Instant::now(),
-            _guard: guard,
+            guard: Arc::new(guard),
         }
     }
 
@@ -84,15 +141,9 @@ impl Transaction {
         Ok(())
     }
 
-    /// A read version that history no longer covers is the transaction's age, not the
-    /// caller's request: retrying from `begin` works, so say so.
+    /// See [`too_old`].
     fn retryable(&self, e: EngineError) -> EngineError {
-        match e {
-            EngineError::VersionTooOld { .. } => EngineError::TransactionTooOld {
-                read_version: self.read_version,
-            },
-            other => other,
-        }
+        too_old(e, self.read_version)
     }
 
     /// A buffered write as this transaction's own reads see it: gone once its expiry passed.
@@ -216,6 +267,23 @@ impl Transaction {
         end: &[u8],
         visitor: &mut dyn Visitor,
     ) -> Result<Option<Vec<u8>>> {
+        let Some(reader) = self.snapshot_reader(start, end)? else {
+            return self.scan_each_merged(start, end, visitor).await;
+        };
+        let resume = reader.scan_each(start, end, visitor).await?;
+        self.note_read(start, resume.as_deref().unwrap_or(end))
+            .await?;
+        Ok(resume)
+    }
+
+    /// A reader of this transaction's snapshot over `[start, end)` that works without the
+    /// transaction, so that several parts of one range can be read at once (a parallel
+    /// scan). `None` when the transaction has written in the range: its reads there must
+    /// see its own writes, through [`Transaction::scan_each`].
+    ///
+    /// What a reader reads must be recorded with [`Transaction::note_read`] before the
+    /// transaction commits; otherwise the commit is not checked against it.
+    pub fn snapshot_reader(&self, start: &[u8], end: &[u8]) -> Result<Option<SnapshotReader>> {
         let limits = &self.db.shared.options.limits;
         check_key(limits, start, false)?;
         check_key(limits, end, false)?;
@@ -224,38 +292,19 @@ impl Transaction {
             .range::<[u8], _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
             .next()
             .is_some_and(|(k, _)| end.is_empty() || k.as_slice() < end);
-        if own_write_in_range {
-            return self.scan_each_merged(start, end, visitor).await;
-        }
-        let shared = self.db.shared.clone();
-        let v = self.read_version;
-        let resume = loop {
-            let precise = shared.needs_precise(v);
-            let resume = mvcc::scan_each(
-                &*shared.store,
-                &shared.name,
-                start,
-                end,
-                v,
-                precise,
-                now_ms(),
-                visitor,
-            )
-            .await
-            .map_err(|e| self.retryable(e))?;
-            if precise {
-                break resume;
-            }
-            shared.refresh().await?;
-            if !shared.needs_precise(v) {
-                break resume;
-            }
-            visitor.restart();
-        };
+        Ok((!own_write_in_range).then(|| SnapshotReader {
+            db: self.db.clone(),
+            version: self.read_version,
+            _guard: self.guard.clone(),
+        }))
+    }
+
+    /// Record that `[start, end)` was read at this transaction's snapshot (by a
+    /// [`SnapshotReader`]): the commit fails if another transaction wrote there since.
+    pub async fn note_read(&mut self, start: &[u8], end: &[u8]) -> Result<()> {
         self.still_readable().await?;
-        let read_end = resume.clone().unwrap_or_else(|| end.to_vec());
-        self.reads.push((start.to_vec(), read_end));
-        Ok(resume)
+        self.reads.push((start.to_vec(), end.to_vec()));
+        Ok(())
     }
 
     /// [`Transaction::scan_each`] over a range holding this transaction's own writes: chunks

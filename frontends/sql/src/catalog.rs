@@ -192,6 +192,8 @@ pub struct RowDecoder {
     slots: Vec<Option<usize>>,
     /// A row before its stored values: added defaults, NULL elsewhere.
     defaults: Vec<Datum>,
+    /// The positions that are decoded; the others stay NULL.
+    wanted: Vec<usize>,
 }
 
 impl RowDecoder {
@@ -199,15 +201,21 @@ impl RowDecoder {
         let max_id = def.columns.iter().map(|c| c.id).max().unwrap_or(0) as usize;
         let mut slots = vec![None; max_id + 1];
         let mut defaults = vec![Datum::Null; def.columns.len()];
+        let mut positions = Vec::new();
         for (i, c) in def.columns.iter().enumerate() {
             if wanted(i) {
+                positions.push(i);
                 slots[c.id as usize] = Some(i);
                 if let Some(d) = &c.added_default {
                     defaults[i] = d.0.clone();
                 }
             }
         }
-        RowDecoder { slots, defaults }
+        RowDecoder {
+            slots,
+            defaults,
+            wanted: positions,
+        }
     }
 
     pub fn decode(&self, bytes: &[u8]) -> crate::Result<Vec<Datum>> {
@@ -216,9 +224,17 @@ impl RowDecoder {
         Ok(row)
     }
 
-    /// Decode into `row`, reusing its allocation.
+    /// Decode into `row`, reusing its allocation. A row of the table's width keeps what it
+    /// holds at the positions this decoder skips (callers read only the decoded ones);
+    /// another row is first reset to the defaults.
     pub fn decode_into(&self, bytes: &[u8], row: &mut Vec<Datum>) -> crate::Result<()> {
-        row.clone_from(&self.defaults);
+        if row.len() == self.defaults.len() {
+            for &i in &self.wanted {
+                row[i].clone_from(&self.defaults[i]);
+            }
+        } else {
+            row.clone_from(&self.defaults);
+        }
         crate::codec::decode_row_into(
             bytes,
             |id| self.slots.get(id as usize).copied().flatten(),

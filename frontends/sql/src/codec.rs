@@ -18,8 +18,9 @@
 //! ```
 //!
 //! Within one column every value has the column's type, so mixed-type order never arises in
-//! a key. Rows are stored as tuples too: `(column id, value)` pairs, so adding, dropping and
-//! renaming a column never rewrites a row.
+//! a key. Rows are `(column id, value)` pairs, so adding, dropping and renaming a column never
+//! rewrites a row; they need no order, so they have a compact format of their own
+//! ([`ROW_FORMAT`]).
 //!
 //! All SQL keys start with one byte, [`SQL_PREFIX`], that no KV Connect key starts with, so
 //! SQL tables and Deno KV data can share a database without meeting.
@@ -158,14 +159,7 @@ fn encode_text(out: &mut Vec<u8>, tag: u8, bytes: &[u8]) {
 
 /// The byte pattern of a double that sorts like the number.
 fn float_bits(f: f64) -> u64 {
-    let f = if f == 0.0 {
-        0.0
-    } else if f.is_nan() {
-        f64::NAN
-    } else {
-        f
-    };
-    let bits = f.to_bits();
+    let bits = canonical_float(f).to_bits();
     if bits >> 63 == 1 {
         !bits
     } else {
@@ -333,29 +327,205 @@ pub fn index_key_values(key: &[u8], table: u64, index: u64) -> Result<Vec<Datum>
     }
 }
 
-/// Encode a row: `(column id, value)` pairs. NULLs are written too: a column missing from
-/// a row is one added after the row was written, and reads as its added default.
+/// Encode a row: `(column id, value)` pairs in the row format ([`ROW_FORMAT`]). NULLs are
+/// written too: a column missing from a row is one added after the row was written, and
+/// reads as its added default.
 pub fn encode_row(columns: &[(u32, &Datum)]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(columns.len() * 12);
+    let mut out = Vec::with_capacity(1 + columns.len() * 10);
+    out.push(ROW_FORMAT);
     for (id, v) in columns {
-        encode_datum(&mut out, &Datum::Int(*id as i64));
-        encode_datum(&mut out, v);
+        put_varint(&mut out, *id);
+        encode_value(&mut out, v);
     }
     out
+}
+
+/// The first byte of a row in the row format. Rows written before it are tuples of
+/// `(column id, value)`, and start with the tuple codec's integer tag instead; both decode.
+///
+/// ```text
+/// 01 then, per column: <column id, LEB128> <tag> <body>
+///    NULL/FALSE/TRUE  no body          INTEGER/TIMESTAMP  8 bytes little-endian
+///    DOUBLE           8 bytes, IEEE    DATE               4 bytes little-endian
+///    DECIMAL          16 bytes LE, then the scale
+///    TEXT/BYTES       <length, LEB128> <bytes>
+/// ```
+///
+/// Values need no order here, so they are stored as they are held: fixed widths decode
+/// with one load, and strings step over by their length.
+pub const ROW_FORMAT: u8 = 0x01;
+
+fn put_varint(out: &mut Vec<u8>, mut v: u32) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn take_varint(bytes: &mut &[u8]) -> Result<u32> {
+    let mut v: u32 = 0;
+    for (i, &b) in bytes.iter().enumerate().take(5) {
+        v |= u32::from(b & 0x7F) << (7 * i);
+        if b & 0x80 == 0 {
+            *bytes = &bytes[i + 1..];
+            return Ok(v);
+        }
+    }
+    Err(corrupt("bad length or column id"))
+}
+
+/// A double as rows and keys store it: -0 as 0, every NaN as one.
+fn canonical_float(f: f64) -> f64 {
+    if f == 0.0 {
+        0.0
+    } else if f.is_nan() {
+        f64::NAN
+    } else {
+        f
+    }
+}
+
+fn encode_value(out: &mut Vec<u8>, v: &Datum) {
+    match v {
+        Datum::Null => out.push(NULL),
+        Datum::Bool(false) => out.push(FALSE),
+        Datum::Bool(true) => out.push(TRUE),
+        Datum::Int(i) => {
+            out.push(INT);
+            out.extend_from_slice(&i.to_le_bytes());
+        }
+        Datum::Float(f) => {
+            out.push(FLOAT);
+            out.extend_from_slice(&canonical_float(*f).to_le_bytes());
+        }
+        Datum::Decimal(v, scale) => {
+            out.push(DECIMAL);
+            out.extend_from_slice(&v.to_le_bytes());
+            out.push(*scale as u8);
+        }
+        Datum::Date(d) => {
+            out.push(DATE);
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        Datum::Timestamp(t) => {
+            out.push(TIMESTAMP);
+            out.extend_from_slice(&t.to_le_bytes());
+        }
+        Datum::Text(s) => {
+            out.push(TEXT);
+            put_len(out, s.len());
+            out.extend_from_slice(s.as_bytes());
+        }
+        Datum::Bytes(b) => {
+            out.push(BYTES);
+            put_len(out, b.len());
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+fn put_len(out: &mut Vec<u8>, len: usize) {
+    // Values are far below 4 GiB: the engine's value limit is checked before any commit.
+    put_varint(out, u32::try_from(len).unwrap_or(u32::MAX));
+}
+
+fn take_bytes<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8]> {
+    let len = take_varint(bytes)? as usize;
+    if bytes.len() < len {
+        return Err(corrupt("truncated value"));
+    }
+    let (head, rest) = bytes.split_at(len);
+    *bytes = rest;
+    Ok(head)
+}
+
+/// Decode one value of the row format from the front of `bytes`.
+fn decode_value(bytes: &mut &[u8]) -> Result<Datum> {
+    let Some((&tag, rest)) = bytes.split_first() else {
+        return Err(corrupt("empty value"));
+    };
+    *bytes = rest;
+    Ok(match tag {
+        NULL => Datum::Null,
+        FALSE => Datum::Bool(false),
+        TRUE => Datum::Bool(true),
+        INT => Datum::Int(i64::from_le_bytes(take::<8>(bytes)?)),
+        FLOAT => Datum::Float(f64::from_le_bytes(take::<8>(bytes)?)),
+        DECIMAL => {
+            let v = i128::from_le_bytes(take::<16>(bytes)?);
+            let [scale] = take::<1>(bytes)?;
+            Datum::Decimal(v, scale as i8)
+        }
+        DATE => Datum::Date(i32::from_le_bytes(take::<4>(bytes)?)),
+        TIMESTAMP => Datum::Timestamp(i64::from_le_bytes(take::<8>(bytes)?)),
+        TEXT => {
+            let raw = take_bytes(bytes)?;
+            Datum::Text(
+                std::str::from_utf8(raw)
+                    .map_err(|_| corrupt("text is not UTF-8"))?
+                    .to_owned(),
+            )
+        }
+        BYTES => Datum::Bytes(take_bytes(bytes)?.to_vec()),
+        other => return Err(corrupt(&format!("unknown type tag {other:#x}"))),
+    })
+}
+
+/// Step over one value of the row format.
+fn skip_value(bytes: &mut &[u8]) -> Result<()> {
+    let Some((&tag, rest)) = bytes.split_first() else {
+        return Err(corrupt("empty value"));
+    };
+    *bytes = rest;
+    let fixed = match tag {
+        NULL | FALSE | TRUE => 0,
+        INT | FLOAT | TIMESTAMP => 8,
+        DECIMAL => 17,
+        DATE => 4,
+        TEXT | BYTES => {
+            take_bytes(bytes)?;
+            return Ok(());
+        }
+        other => return Err(corrupt(&format!("unknown type tag {other:#x}"))),
+    };
+    if bytes.len() < fixed {
+        return Err(corrupt("truncated value"));
+    }
+    *bytes = &bytes[fixed..];
+    Ok(())
 }
 
 /// Decode the values of a row that `place` gives a position for (by column id), into
 /// `row` at that position; other values are stepped over.
 pub fn decode_row_into(
+    bytes: &[u8],
+    place: impl Fn(u32) -> Option<usize>,
+    row: &mut [Datum],
+) -> Result<()> {
+    match bytes.split_first() {
+        Some((&ROW_FORMAT, mut rest)) => {
+            while !rest.is_empty() {
+                let id = take_varint(&mut rest)?;
+                match place(id).and_then(|i| row.get_mut(i)) {
+                    Some(slot) => *slot = decode_value(&mut rest)?,
+                    None => skip_value(&mut rest)?,
+                }
+            }
+            Ok(())
+        }
+        _ => decode_tuple_row_into(bytes, place, row),
+    }
+}
+
+/// [`decode_row_into`] for rows written as tuples, before [`ROW_FORMAT`].
+fn decode_tuple_row_into(
     mut bytes: &[u8],
     place: impl Fn(u32) -> Option<usize>,
     row: &mut [Datum],
 ) -> Result<()> {
     while !bytes.is_empty() {
-        let id = match decode_one(&mut bytes)? {
-            Datum::Int(i) => u32::try_from(i).map_err(|_| corrupt("column id"))?,
-            _ => return Err(corrupt("row without column id")),
-        };
+        let id = tuple_column_id(&mut bytes)?;
         match place(id).and_then(|i| row.get_mut(i)) {
             Some(slot) => *slot = decode_one(&mut bytes)?,
             None => skip_one(&mut bytes)?,
@@ -364,15 +534,30 @@ pub fn decode_row_into(
     Ok(())
 }
 
+fn tuple_column_id(bytes: &mut &[u8]) -> Result<u32> {
+    match decode_one(bytes)? {
+        Datum::Int(i) => u32::try_from(i).map_err(|_| corrupt("column id")),
+        _ => Err(corrupt("row without column id")),
+    }
+}
+
 /// Decode a row into `(column id, value)` pairs.
-pub fn decode_row(mut bytes: &[u8]) -> Result<Vec<(u32, Datum)>> {
+pub fn decode_row(bytes: &[u8]) -> Result<Vec<(u32, Datum)>> {
     let mut out = Vec::new();
-    while !bytes.is_empty() {
-        let id = match decode_one(&mut bytes)? {
-            Datum::Int(i) => u32::try_from(i).map_err(|_| corrupt("column id"))?,
-            _ => return Err(corrupt("row without column id")),
-        };
-        out.push((id, decode_one(&mut bytes)?));
+    match bytes.split_first() {
+        Some((&ROW_FORMAT, mut rest)) => {
+            while !rest.is_empty() {
+                let id = take_varint(&mut rest)?;
+                out.push((id, decode_value(&mut rest)?));
+            }
+        }
+        _ => {
+            let mut rest = bytes;
+            while !rest.is_empty() {
+                let id = tuple_column_id(&mut rest)?;
+                out.push((id, decode_one(&mut rest)?));
+            }
+        }
     }
     Ok(out)
 }

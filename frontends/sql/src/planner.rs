@@ -69,6 +69,10 @@ pub struct Context {
     catalog_cache: Arc<crate::tx::CatalogCache>,
     /// Row counts for the planner's statistics.
     counts: crate::stats::CountCache,
+    /// Full scans of tables with at least this many rows read in parallel parts...
+    pub parallel_scan_rows: std::sync::atomic::AtomicU64,
+    /// ... this many.
+    pub scan_parts: std::sync::atomic::AtomicUsize,
 }
 
 impl Context {
@@ -80,6 +84,8 @@ impl Context {
             template: OnceLock::new(),
             catalog_cache: Arc::default(),
             counts: Default::default(),
+            parallel_scan_rows: crate::table::PARALLEL_SCAN_ROWS.into(),
+            scan_parts: crate::table::scan_workers().into(),
         })
     }
 
@@ -168,6 +174,7 @@ impl Context {
     }
 
     async fn lookup(&self, catalog: &str, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        use std::sync::atomic::Ordering::Relaxed;
         let db = self.resolve(catalog).await?;
         let source = self.source(&db).await?;
         if let Some(def) = source.table(name).await? {
@@ -178,7 +185,12 @@ impl Context {
                 .is_some_and(|(d, t)| *d == db && t == name);
             let rows = self.counts.get(&self.open(&db).await?, def.id).await;
             return Ok(Some(Arc::new(
-                SqlTable::new(def, source, keyed).with_rows(rows),
+                SqlTable::new(def, source, keyed)
+                    .with_rows(rows)
+                    .with_parallel_scan(
+                        self.parallel_scan_rows.load(Relaxed),
+                        self.scan_parts.load(Relaxed),
+                    ),
             )));
         }
         if let Some(view) = source.view(name).await? {

@@ -119,6 +119,27 @@ struct Parsed {
 const STATEMENT_CACHE_ENTRIES: usize = 256;
 const STATEMENT_CACHE_MAX_TEXT: usize = 4096;
 
+/// The transaction, once nothing else holds it. The parts of a parallel scan run as tasks
+/// that the end of their statement aborts; the runtime drops them, and their hold on the
+/// transaction, moments after the statement's result is complete.
+async fn sole(mut tx: Arc<tokio::sync::Mutex<Tx>>) -> Result<tokio::sync::Mutex<Tx>> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        match Arc::try_unwrap(tx) {
+            Ok(tx) => return Ok(tx),
+            Err(held) if std::time::Instant::now() < deadline => {
+                tx = held;
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            Err(_) => {
+                return Err(SqlError::Internal(
+                    "transaction still in use at commit".into(),
+                ))
+            }
+        }
+    }
+}
+
 /// Attempts per transaction of an online index build before it gives up on conflicts.
 const BUILD_RETRIES: usize = 64;
 
@@ -158,6 +179,16 @@ impl Session {
             statements: Default::default(),
             last_commit: None,
         }
+    }
+
+    /// Read full scans of tables with at least `rows` rows in up to `parts` parts at once.
+    /// The default is 100,000 rows and one part per core; `parts` below 2 turns it off.
+    /// Each part returns its rows in key order, the parts together do not: only an ORDER
+    /// BY orders a result.
+    pub fn set_parallel_scan(&mut self, rows: u64, parts: usize) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.ctx.parallel_scan_rows.store(rows, Relaxed);
+        self.ctx.scan_parts.store(parts.min(64), Relaxed);
     }
 
     /// The database unqualified names resolve against.
@@ -393,9 +424,7 @@ impl Session {
             std::mem::take(&mut scope.txns)
         };
         for (_, tx) in txns {
-            let tx = Arc::try_unwrap(tx)
-                .map_err(|_| SqlError::Internal("transaction still in use at commit".into()))?
-                .into_inner();
+            let tx = sole(tx).await?.into_inner();
             if let Some(v) = tx.commit().await? {
                 self.last_commit = Some(v);
             }

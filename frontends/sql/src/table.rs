@@ -52,6 +52,10 @@ pub struct SqlTable {
     keyed: bool,
     /// The table's row count, if known (see [`crate::stats`]).
     rows: Option<u64>,
+    /// A full scan reads in parallel parts from this many rows...
+    parallel_scan_rows: u64,
+    /// ... this many of them.
+    scan_parts: usize,
 }
 
 /// `Source` with a `Debug` that DataFusion's plan printing can use.
@@ -76,12 +80,22 @@ impl SqlTable {
             source: SourceDebug(source),
             keyed,
             rows: None,
+            parallel_scan_rows: PARALLEL_SCAN_ROWS,
+            scan_parts: 1,
         }
     }
 
     /// Give the planner the table's row count.
     pub fn with_rows(mut self, rows: Option<u64>) -> Self {
         self.rows = rows;
+        self
+    }
+
+    /// Read a full scan in up to `parts` parallel parts when the table has at least `rows`
+    /// rows.
+    pub fn with_parallel_scan(mut self, rows: u64, parts: usize) -> Self {
+        self.parallel_scan_rows = rows;
+        self.scan_parts = parts;
         self
     }
 }
@@ -146,10 +160,25 @@ impl TableProvider for SqlTable {
             .collect();
         needed.extend(preds.iter().map(|p| p.column));
         let path = access::choose(&self.def, &preds, &needed);
+        let parts = match (&self.source.0, &path) {
+            (Source::Txn(tx), Path::Rows { ranges, full: true })
+                if ranges.len() == 1
+                    && limit.is_none()
+                    && !self.keyed
+                    && self.rows.is_some_and(|n| n >= self.parallel_scan_rows) =>
+            {
+                split_range(tx, &ranges[0], self.scan_parts)
+                    .await
+                    .map_err(external)?
+            }
+            (_, Path::Rows { ranges, .. } | Path::Index { ranges, .. }) => vec![ranges.clone()],
+            (_, Path::Empty) => vec![Vec::new()],
+        };
         Ok(Arc::new(ScanExec::new(
             self.def.clone(),
             self.source.clone(),
             path,
+            parts,
             preds,
             projection,
             limit,
@@ -159,12 +188,87 @@ impl TableProvider for SqlTable {
     }
 }
 
-/// The physical scan: reads key ranges, filters, projects, emits batches.
+/// By default, a full scan of a table with at least this many rows reads it in parts at
+/// once, one per core ([`split_range`]).
+pub(crate) const PARALLEL_SCAN_ROWS: u64 = 100_000;
+/// The most parts a parallel scan has.
+const MAX_SCAN_PARTS: usize = 8;
+
+/// The parts of a parallel scan by default: one per core.
+pub(crate) fn scan_workers() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_SCAN_PARTS)
+}
+
+/// `range` cut into up to `parts` consecutive ranges of about equal key spans, each to be
+/// one partition of the scan. The cuts lie between the range's first and last keys,
+/// interpolated over the first eight bytes where those keys differ: even parts for integer
+/// keys, rougher ones for text. Fewer parts when the keys leave no room.
+async fn split_range(
+    tx: &Mutex<Tx>,
+    (start, end): &(Vec<u8>, Vec<u8>),
+    parts: usize,
+) -> Result<Vec<Vec<(Vec<u8>, Vec<u8>)>>, SqlError> {
+    let whole = || vec![vec![(start.clone(), end.clone())]];
+    if parts < 2 {
+        return Ok(whole());
+    }
+    let (first, last) = {
+        let mut tx = tx.lock().await;
+        let first = tx.scan(start, end, false, 1).await?;
+        let last = tx.scan(start, end, true, 1).await?;
+        (first, last)
+    };
+    let (Some((first, _)), Some((last, _))) = (first.first(), last.first()) else {
+        return Ok(whole());
+    };
+    let mut bounds = vec![start.clone()];
+    bounds.extend(split_points(first, last, parts));
+    bounds.push(end.clone());
+    Ok(bounds
+        .windows(2)
+        .map(|w| vec![(w[0].clone(), w[1].clone())])
+        .collect())
+}
+
+/// Up to `parts - 1` keys in `(first, last]`, ascending, spaced evenly over the eight bytes
+/// after the keys' common prefix.
+fn split_points(first: &[u8], last: &[u8], parts: usize) -> Vec<Vec<u8>> {
+    let common = first.iter().zip(last).take_while(|(a, b)| a == b).count();
+    let word = |key: &[u8]| {
+        let mut w = [0u8; 8];
+        for (slot, b) in w.iter_mut().zip(&key[common..]) {
+            *slot = *b;
+        }
+        u64::from_be_bytes(w)
+    };
+    let (lo, hi) = (word(first), word(last));
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    if hi <= lo || parts < 2 {
+        return out;
+    }
+    for i in 1..parts {
+        let at = lo as u128 + (hi - lo) as u128 * i as u128 / parts as u128;
+        let mut key = first[..common].to_vec();
+        key.extend_from_slice(&(at as u64).to_be_bytes());
+        let after_previous = out.last().map_or(key.as_slice() > first, |p| key > *p);
+        if after_previous && key.as_slice() <= last {
+            out.push(key);
+        }
+    }
+    out
+}
+
+/// The physical scan: reads key ranges, filters, projects, emits batches. Each partition
+/// reads its own ranges (one partition unless [`split_range`] cut a full scan).
 #[derive(Debug)]
 pub struct ScanExec {
     def: Arc<TableDef>,
     source: SourceDebug,
     path: Path,
+    /// The key ranges of each partition, in key order.
+    parts: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
     preds: Vec<Pred>,
     projection: Vec<usize>,
     limit: Option<usize>,
@@ -185,6 +289,7 @@ impl ScanExec {
         def: Arc<TableDef>,
         source: SourceDebug,
         path: Path,
+        parts: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
         preds: Vec<Pred>,
         projection: Vec<usize>,
         limit: Option<usize>,
@@ -205,7 +310,7 @@ impl ScanExec {
         }
         let properties = Arc::new(PlanProperties::new(
             equivalences,
-            Partitioning::UnknownPartitioning(1),
+            Partitioning::UnknownPartitioning(parts.len().max(1)),
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
@@ -213,6 +318,7 @@ impl ScanExec {
             def,
             source,
             path,
+            parts,
             preds,
             projection,
             limit,
@@ -300,6 +406,9 @@ impl DisplayAs for ScanExec {
         if let Some(l) = self.limit {
             write!(f, ", limit={l}")?;
         }
+        if self.parts.len() > 1 {
+            write!(f, ", parts={}", self.parts.len())?;
+        }
         Ok(())
     }
 }
@@ -357,10 +466,7 @@ impl ExecutionPlan for ScanExec {
             decoder,
             def: self.def.clone(),
             source: self.source.0.clone(),
-            ranges: match &self.path {
-                Path::Rows { ranges, .. } | Path::Index { ranges, .. } => ranges.clone(),
-                Path::Empty => Vec::new(),
-            },
+            ranges: self.parts.get(partition).cloned().unwrap_or_default(),
             path: self.path.clone(),
             preds: self.preds.clone(),
             projection: self.projection.clone(),
@@ -446,7 +552,18 @@ impl Scan {
         while sink.rows < cap && next_range < self.ranges.len() {
             let (start, end) = &self.ranges[next_range];
             let from = resume.take().unwrap_or_else(|| start.clone());
-            let stopped_at = tx.lock().await.scan_each(&from, end, &mut sink).await?;
+            // Read without holding the transaction, so the parts of a parallel scan read at
+            // once; a range holding the transaction's own writes is read through it.
+            let reader = tx.lock().await.snapshot_reader(&from, end)?;
+            let stopped_at = match reader {
+                Some(reader) => {
+                    let stopped_at = reader.scan_each(&from, end, &mut sink).await?;
+                    let read_to = stopped_at.as_deref().unwrap_or(end);
+                    tx.lock().await.note_read(&from, read_to).await?;
+                    stopped_at
+                }
+                None => tx.lock().await.scan_each(&from, end, &mut sink).await?,
+            };
             if let Some(e) = sink.error.take() {
                 return Err(e);
             }

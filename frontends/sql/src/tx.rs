@@ -126,6 +126,22 @@ impl Tx {
         Ok(self.txn.scan_each(start, end, visitor).await?)
     }
 
+    /// A reader of this transaction's snapshot over `[start, end)` that runs without the
+    /// transaction's lock, or `None` if the transaction wrote there
+    /// ([`Transaction::snapshot_reader`]). Record what it read with [`Tx::note_read`].
+    pub fn snapshot_reader(
+        &self,
+        start: &[u8],
+        end: &[u8],
+    ) -> Result<Option<strata_engine::SnapshotReader>> {
+        Ok(self.txn.snapshot_reader(start, end)?)
+    }
+
+    /// Record a range a [`Tx::snapshot_reader`] read, for the commit's conflict check.
+    pub async fn note_read(&mut self, start: &[u8], end: &[u8]) -> Result<()> {
+        Ok(self.txn.note_read(start, end).await?)
+    }
+
     fn writable(&self) -> Result<()> {
         if self.read_only {
             return Err(SqlError::InvalidTransactionState(

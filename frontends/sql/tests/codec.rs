@@ -232,3 +232,70 @@ fn rows_decode_any_subset_of_their_columns() {
         assert_eq!(r.is_err(), all.is_err(), "cut at {cut}");
     }
 }
+
+/// Rows written before the row format (tuples of column ids and values) still decode, to
+/// the same values as the row format; the row format is the smaller.
+#[test]
+fn rows_in_the_tuple_format_still_decode() {
+    let values = [
+        Datum::Int(-7),
+        Datum::Text("é\0x".into()),
+        Datum::Null,
+        Datum::Float(2.5),
+        Datum::Date(9_000),
+    ];
+    let pairs: Vec<(u32, &Datum)> = values
+        .iter()
+        .zip([1u32, 2, 3, 200, 70_000])
+        .map(|(v, id)| (id, v))
+        .collect();
+    let mut tuple = Vec::new();
+    for (id, v) in &pairs {
+        tuple.push(Datum::Int(i64::from(*id)));
+        tuple.push((*v).clone());
+    }
+    let old = encode(&tuple);
+    let new = encode_row(&pairs);
+    assert!(
+        new.len() < old.len(),
+        "{} bytes against {}",
+        new.len(),
+        old.len()
+    );
+    let expected: Vec<(u32, Datum)> = pairs.iter().map(|(id, v)| (*id, (*v).clone())).collect();
+    assert_eq!(decode_row(&old).unwrap(), expected);
+    assert_eq!(decode_row(&new).unwrap(), expected);
+    for bytes in [&old, &new] {
+        let mut row = vec![Datum::Null; 2];
+        decode_row_into(
+            bytes,
+            |id| match id {
+                2 => Some(0),
+                70_000 => Some(1),
+                _ => None,
+            },
+            &mut row,
+        )
+        .unwrap();
+        assert_eq!(row, vec![values[1].clone(), values[4].clone()]);
+    }
+}
+
+#[test]
+fn corrupt_rows_are_errors_not_panics() {
+    for bad in [
+        &[0x01u8, 0x05][..],
+        &[0x01, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01],
+        &[0x01, 0x01, 0x20, 10, b'a'],
+        &[0x01, 0x01, 0x10, 1, 2],
+        &[0x01, 0x01, 0x99],
+        &[0x01, 0x01, 0x20, 1, 0xFF],
+    ] {
+        assert!(decode_row(bad).is_err(), "{bad:?}");
+        let mut row = vec![Datum::Null; 2];
+        assert!(
+            decode_row_into(bad, |_| Some(0), &mut row).is_err(),
+            "{bad:?}"
+        );
+    }
+}
