@@ -235,9 +235,10 @@ impl RowDecoder {
         } else {
             row.clone_from(&self.defaults);
         }
-        crate::codec::decode_row_into(
+        crate::codec::decode_some_into(
             bytes,
             |id| self.slots.get(id as usize).copied().flatten(),
+            self.wanted.len(),
             row,
         )
     }

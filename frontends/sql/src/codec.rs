@@ -503,12 +503,33 @@ pub fn decode_row_into(
     place: impl Fn(u32) -> Option<usize>,
     row: &mut [Datum],
 ) -> Result<()> {
+    decode_some_into(bytes, place, usize::MAX, row)
+}
+
+/// [`decode_row_into`] that stops once `wanted` values were decoded: a row holds each
+/// column once, so the rest of it has none that `place` wants.
+pub fn decode_some_into(
+    bytes: &[u8],
+    place: impl Fn(u32) -> Option<usize>,
+    wanted: usize,
+    row: &mut [Datum],
+) -> Result<()> {
     match bytes.split_first() {
         Some((&ROW_FORMAT, mut rest)) => {
-            while !rest.is_empty() {
-                let id = take_varint(&mut rest)?;
+            let mut found = 0;
+            while !rest.is_empty() && found < wanted {
+                let id = match rest.first() {
+                    Some(&b) if b < 0x80 => {
+                        rest = &rest[1..];
+                        u32::from(b)
+                    }
+                    _ => take_varint(&mut rest)?,
+                };
                 match place(id).and_then(|i| row.get_mut(i)) {
-                    Some(slot) => *slot = decode_value(&mut rest)?,
+                    Some(slot) => {
+                        *slot = decode_value(&mut rest)?;
+                        found += 1;
+                    }
                     None => skip_value(&mut rest)?,
                 }
             }

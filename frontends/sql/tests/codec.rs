@@ -1,7 +1,9 @@
 //! The order-preserving key codec (values sort by their encodings, and decode back), and
 //! the conversion of values to column types.
 
-use strata_sql::codec::{decode, decode_row, decode_row_into, encode, encode_row, row_key_pk, Key};
+use strata_sql::codec::{
+    decode, decode_row, decode_row_into, decode_some_into, encode, encode_row, row_key_pk, Key,
+};
 use strata_sql::{Datum, SqlError, SqlType};
 
 fn sorted_by_bytes(values: &[Datum]) -> bool {
@@ -298,4 +300,17 @@ fn corrupt_rows_are_errors_not_panics() {
             "{bad:?}"
         );
     }
+}
+
+/// A reader that wants some columns stops once it has them all: what follows is not read
+/// (a damaged tail goes unnoticed there, and is an error for a reader that needs it).
+#[test]
+fn readers_stop_once_they_have_their_columns() {
+    let (a, b) = (Datum::Int(1), Datum::Text("tail".into()));
+    let mut bytes = encode_row(&[(1, &a), (2, &b)]);
+    bytes.truncate(bytes.len() - 2);
+    let mut row = vec![Datum::Null];
+    decode_some_into(&bytes, |id| (id == 1).then_some(0), 1, &mut row).unwrap();
+    assert_eq!(row, vec![a]);
+    assert!(decode_row_into(&bytes, |id| (id == 1).then_some(0), &mut row).is_err());
 }
