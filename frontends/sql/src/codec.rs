@@ -250,21 +250,27 @@ fn decode_escaped(bytes: &mut &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The bytes after the tag of a value of a fixed width (the same in keys and rows);
+/// `None` for text and bytes.
+fn fixed_width(tag: u8) -> Result<Option<usize>> {
+    Ok(Some(match tag {
+        NULL | FALSE | TRUE => 0,
+        INT | FLOAT | TIMESTAMP => 8,
+        DECIMAL => 17,
+        DATE => 4,
+        TEXT | BYTES => return Ok(None),
+        other => return Err(corrupt(&format!("unknown type tag {other:#x}"))),
+    }))
+}
+
 /// Step over one element at the front of `bytes` without decoding it.
 pub fn skip_one(bytes: &mut &[u8]) -> Result<()> {
     let Some((&tag, rest)) = bytes.split_first() else {
         return Err(corrupt("empty value"));
     };
-    let fixed = match tag {
-        NULL | FALSE | TRUE => 0,
-        INT | FLOAT | TIMESTAMP => 8,
-        DECIMAL => 17,
-        DATE => 4,
-        TEXT | BYTES => {
-            *bytes = walk_escaped(rest, |_, _| {})?;
-            return Ok(());
-        }
-        other => return Err(corrupt(&format!("unknown type tag {other:#x}"))),
+    let Some(fixed) = fixed_width(tag)? else {
+        *bytes = walk_escaped(rest, |_, _| {})?;
+        return Ok(());
     };
     if rest.len() < fixed {
         return Err(corrupt("truncated value"));
@@ -478,16 +484,9 @@ fn skip_value(bytes: &mut &[u8]) -> Result<()> {
         return Err(corrupt("empty value"));
     };
     *bytes = rest;
-    let fixed = match tag {
-        NULL | FALSE | TRUE => 0,
-        INT | FLOAT | TIMESTAMP => 8,
-        DECIMAL => 17,
-        DATE => 4,
-        TEXT | BYTES => {
-            take_bytes(bytes)?;
-            return Ok(());
-        }
-        other => return Err(corrupt(&format!("unknown type tag {other:#x}"))),
+    let Some(fixed) = fixed_width(tag)? else {
+        take_bytes(bytes)?;
+        return Ok(());
     };
     if bytes.len() < fixed {
         return Err(corrupt("truncated value"));
