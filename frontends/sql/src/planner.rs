@@ -377,8 +377,16 @@ pub async fn plan_statement(state: &SessionState, stmt: Statement) -> Result<Log
 /// `REAL`/`FLOAT` casts are double precision (our column types); `?` placeholders are
 /// numbered `$1`, `$2`, … in order.
 pub fn rewrite(stmt: &mut Statement) {
-    if let Statement::Query(q) = stmt {
-        name_columns(&mut q.body);
+    match stmt {
+        Statement::Query(q) => name_columns(&mut q.body),
+        // An INSERT takes its source's columns by position: their names only have to be
+        // unique (`INSERT INTO t SELECT x, x FROM …`).
+        Statement::Insert(ins) => {
+            if let Some(q) = ins.source.as_mut() {
+                name_columns(&mut q.body);
+            }
+        }
+        _ => {}
     }
     let mut placeholder = 0usize;
     let _ = ast::visit_expressions_mut(stmt, |e: &mut Expr| {
