@@ -250,6 +250,15 @@ fn decode_escaped(bytes: &mut &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// The type tag at the front of `bytes`, taken off.
+fn take_tag(bytes: &mut &[u8]) -> Result<u8> {
+    let Some((&tag, rest)) = bytes.split_first() else {
+        return Err(corrupt("empty value"));
+    };
+    *bytes = rest;
+    Ok(tag)
+}
+
 /// The bytes after the tag of a value of a fixed width (the same in keys and rows);
 /// `None` for text and bytes.
 fn fixed_width(tag: u8) -> Result<Option<usize>> {
@@ -281,11 +290,7 @@ pub fn skip_one(bytes: &mut &[u8]) -> Result<()> {
 
 /// Decode one element from the front of `bytes`.
 pub fn decode_one(bytes: &mut &[u8]) -> Result<Datum> {
-    let Some((&tag, rest)) = bytes.split_first() else {
-        return Err(corrupt("empty value"));
-    };
-    *bytes = rest;
-    Ok(match tag {
+    Ok(match take_tag(bytes)? {
         NULL => Datum::Null,
         FALSE => Datum::Bool(false),
         TRUE => Datum::Bool(true),
@@ -448,11 +453,7 @@ fn take_bytes<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8]> {
 
 /// Decode one value of the row format from the front of `bytes`.
 fn decode_value(bytes: &mut &[u8]) -> Result<Datum> {
-    let Some((&tag, rest)) = bytes.split_first() else {
-        return Err(corrupt("empty value"));
-    };
-    *bytes = rest;
-    Ok(match tag {
+    Ok(match take_tag(bytes)? {
         NULL => Datum::Null,
         FALSE => Datum::Bool(false),
         TRUE => Datum::Bool(true),
@@ -480,11 +481,7 @@ fn decode_value(bytes: &mut &[u8]) -> Result<Datum> {
 
 /// Step over one value of the row format.
 fn skip_value(bytes: &mut &[u8]) -> Result<()> {
-    let Some((&tag, rest)) = bytes.split_first() else {
-        return Err(corrupt("empty value"));
-    };
-    *bytes = rest;
-    let Some(fixed) = fixed_width(tag)? else {
+    let Some(fixed) = fixed_width(take_tag(bytes)?)? else {
         take_bytes(bytes)?;
         return Ok(());
     };
