@@ -449,6 +449,15 @@ async fn a_parallel_scan_reads_one_snapshot_and_every_part_is_checked_at_commit(
         ids == expected,
         "ORDER BY id over three parts is not in key order"
     );
+    // The merge of the parts stops after three rows.
+    let first = match exec(&mut a, "SELECT id FROM big ORDER BY id LIMIT 3").await? {
+        Output::Rows(r) => r.rows().step("first ids")?,
+        other => return Err(format!("ORDER BY … LIMIT: {other:?}")),
+    };
+    ensure!(
+        first == expected[..3],
+        "ORDER BY id LIMIT 3 over three parts: {first:?}"
+    );
 
     exec(&mut a, "BEGIN").await?;
     exec(&mut a, "DELETE FROM big WHERE id = 5").await?;

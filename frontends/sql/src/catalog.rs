@@ -192,7 +192,7 @@ pub struct RowDecoder {
     slots: Vec<Option<usize>>,
     /// A row before its stored values: added defaults, NULL elsewhere.
     defaults: Vec<Datum>,
-    /// The positions that are decoded; the others stay NULL.
+    /// The positions that are decoded; a fresh row holds NULL at the others.
     wanted: Vec<usize>,
 }
 
@@ -201,10 +201,10 @@ impl RowDecoder {
         let max_id = def.columns.iter().map(|c| c.id).max().unwrap_or(0) as usize;
         let mut slots = vec![None; max_id + 1];
         let mut defaults = vec![Datum::Null; def.columns.len()];
-        let mut positions = Vec::new();
+        let mut decoded = Vec::new();
         for (i, c) in def.columns.iter().enumerate() {
             if wanted(i) {
-                positions.push(i);
+                decoded.push(i);
                 slots[c.id as usize] = Some(i);
                 if let Some(d) = &c.added_default {
                     defaults[i] = d.0.clone();
@@ -214,7 +214,7 @@ impl RowDecoder {
         RowDecoder {
             slots,
             defaults,
-            wanted: positions,
+            wanted: decoded,
         }
     }
 

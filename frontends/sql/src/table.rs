@@ -81,7 +81,7 @@ impl SqlTable {
             keyed,
             rows: None,
             parallel_scan_rows: PARALLEL_SCAN_ROWS,
-            scan_parts: 1,
+            scan_parts: scan_workers(),
         }
     }
 
