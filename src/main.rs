@@ -33,9 +33,14 @@ struct Cli {
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
 struct SqlArgs {
-    /// A statement (or several separated by `;`) to run; repeat for more.
+    /// A statement (or several separated by `;`) to run; repeat for more. Without any,
+    /// `strata sql` is an interactive shell.
     #[arg(short = 'e', long = "execute")]
     execute: Vec<String>,
+    /// Connect to a server that speaks the PostgreSQL protocol instead of opening the store:
+    /// postgres://user:password@host:port/database.
+    #[arg(long, env = "STRATA_SQL_URL")]
+    url: Option<String>,
     /// The database unqualified names refer to (default: `default`).
     #[arg(long, global = true)]
     database: Option<String>,
@@ -76,7 +81,8 @@ enum SqlAction {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the frontends over the store (KV Connect on 127.0.0.1:4512 by default).
+    /// Serve the frontends over the store: KV Connect on 127.0.0.1:4512 and, with SQL,
+    /// PostgreSQL on 127.0.0.1:5433.
     #[cfg(feature = "kv-connect")]
     Serve(ServeArgs),
     /// Create, list and drop databases.
@@ -141,6 +147,34 @@ struct ServeArgs {
     /// POST every queue message to this URL; a 2xx answer acknowledges it.
     #[arg(long)]
     queue_push: Option<String>,
+    /// Address of the PostgreSQL wire-protocol server (port 0 picks a free port).
+    #[cfg(feature = "sql")]
+    #[arg(long, default_value = "127.0.0.1:5433")]
+    pgwire: String,
+    /// Do not serve the PostgreSQL wire protocol.
+    #[cfg(feature = "sql")]
+    #[arg(long, conflicts_with = "pgwire")]
+    no_pgwire: bool,
+    /// How PostgreSQL clients send the access token: scram (SCRAM-SHA-256, the token never
+    /// crosses the wire) or password (cleartext; use it with TLS).
+    #[cfg(feature = "sql")]
+    #[arg(long, value_enum, default_value = "scram")]
+    pg_auth: PgAuthArg,
+    /// PEM certificate chain for TLS on the PostgreSQL port (with --tls-key).
+    #[cfg(feature = "sql")]
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[cfg(feature = "sql")]
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+#[cfg(feature = "sql")]
+#[derive(Clone, Copy, ValueEnum)]
+enum PgAuthArg {
+    Scram,
+    Password,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -217,6 +251,8 @@ mod copy;
 mod import;
 mod progress;
 #[cfg(feature = "sql")]
+mod repl;
+#[cfg(feature = "sql")]
 mod sql;
 
 type CliResult = Result<(), String>;
@@ -245,6 +281,21 @@ fn show_entry(e: &Entry) -> String {
 }
 
 async fn run(cli: Cli) -> CliResult {
+    #[cfg(feature = "sql")]
+    if let Command::Sql(SqlArgs {
+        url: Some(url),
+        execute,
+        action: None,
+        ..
+    }) = &cli.command
+    {
+        let repl = repl::Repl::remote(url).await?;
+        return if execute.is_empty() {
+            repl.run().await
+        } else {
+            repl.execute(execute).await
+        };
+    }
     let store = match &cli.sqlite_path {
         Some(path) => sqlite_path_store(path)?,
         None => cli.store.clone(),
@@ -342,21 +393,66 @@ async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs) -> CliResult {
         .map_err(|e| format!("cannot listen on {}: {e}", args.kv_connect))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let config = ServerConfig {
-        access_token: token,
+        access_token: token.clone(),
         create_databases: args.create_databases,
         queue_push: args.queue_push,
         ..ServerConfig::default()
     };
     let server = Server::new(engine.clone(), config);
     server.prepare().await.map_err(|e| e.to_string())?;
-    tracing::info!(store = %engine.backend().describe(), "KV Connect server ready");
+    #[cfg(feature = "sql")]
+    let pg = if args.no_pgwire {
+        None
+    } else {
+        let auth = match (&token, args.pg_auth) {
+            (None, _) => strata_pgwire::Auth::Trust,
+            (Some(t), PgAuthArg::Scram) => strata_pgwire::Auth::Scram(t.clone()),
+            (Some(t), PgAuthArg::Password) => strata_pgwire::Auth::Password(t.clone()),
+        };
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(strata_pgwire::tls_from_pem(cert, key)?),
+            _ => None,
+        };
+        let listener = tokio::net::TcpListener::bind(&args.pgwire)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.pgwire))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let server =
+            strata_pgwire::Server::new(engine.clone(), strata_pgwire::Config { auth, tls });
+        Some((server, listener, addr))
+    };
+    tracing::info!(store = %engine.backend().describe(), "servers ready");
     println!("Listening on http://{addr}");
+    #[cfg(feature = "sql")]
+    if let Some((_, _, addr)) = &pg {
+        println!("PostgreSQL on {addr}");
+    }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
-    server
-        .serve(listener, shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let signal = tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let kv = server.serve(listener, until_stopped(stopped.clone()));
+    #[cfg(feature = "sql")]
+    let pg = async {
+        match pg {
+            Some((server, listener, _)) => {
+                server.serve(listener, until_stopped(stopped.clone())).await
+            }
+            None => Ok(()),
+        }
+    };
+    #[cfg(not(feature = "sql"))]
+    let pg = async { Ok::<(), std::io::Error>(()) };
+    let (kv, pg) = tokio::join!(kv, pg);
+    signal.abort();
+    kv.map_err(|e| e.to_string())?;
+    pg.map_err(|e| format!("PostgreSQL server: {e}"))?;
     tracing::info!("shut down");
     Ok(())
 }
@@ -428,9 +524,10 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
                 .await?
             }
             None if args.execute.is_empty() => {
-                return Err(
-                    "nothing to run: give statements with -e \"…\" (or `strata sql check`)".into(),
-                )
+                repl::Repl::embedded(engine.clone(), args.database.as_deref())
+                    .await?
+                    .run()
+                    .await?
             }
             None => sql::execute(engine.clone(), args.database.as_deref(), &args.execute).await?,
         },

@@ -77,40 +77,65 @@ fn print_output(out: Output) -> Result<(), String> {
     Ok(())
 }
 
-/// An aligned text table, with a row count, as psql prints one.
+/// An aligned text table, with a row count, as psql prints one: numbers right-aligned,
+/// a cell of several lines spread over as many lines (EXPLAIN's plans), NULL as `null`.
 pub fn render_table(names: &[String], rows: &[Vec<Datum>]) -> String {
-    let cells: Vec<Vec<String>> = rows
+    let cells: Vec<Vec<Option<String>>> = rows
         .iter()
         .map(|r| {
             r.iter()
-                .map(|d| {
-                    if d.is_null() {
-                        String::new()
-                    } else {
-                        d.to_string()
-                    }
-                })
+                .map(|d| (!d.is_null()).then(|| d.to_string()))
                 .collect()
         })
         .collect();
+    render_cells(names, &cells, "")
+}
+
+/// [`render_table`] over text cells (`None` is NULL, shown as `null`).
+pub fn render_cells(names: &[String], rows: &[Vec<Option<String>>], null: &str) -> String {
+    let text = |c: &Option<String>| c.clone().unwrap_or_else(|| null.to_string());
+    let numeric: Vec<bool> = (0..names.len())
+        .map(|i| {
+            let mut any = false;
+            let all = rows
+                .iter()
+                .all(|r| match r.get(i).and_then(|c| c.as_deref()) {
+                    Some(v) => {
+                        any = true;
+                        v.parse::<f64>().is_ok()
+                    }
+                    None => true,
+                });
+            any && all
+        })
+        .collect();
     let mut widths: Vec<usize> = names.iter().map(|n| n.chars().count()).collect();
-    for row in &cells {
+    for row in rows {
         for (w, c) in widths.iter_mut().zip(row) {
-            *w = (*w).max(c.chars().count());
+            for line in text(c).lines() {
+                *w = (*w).max(line.chars().count());
+            }
         }
     }
+    let pad = |s: &str, w: usize, right: bool| {
+        let n = s.chars().count();
+        let fill = " ".repeat(w.saturating_sub(n));
+        if right {
+            format!(" {fill}{s} ")
+        } else {
+            format!(" {s}{fill} ")
+        }
+    };
     let mut out = String::new();
-    let line = |cols: Vec<String>| cols.join("|");
-    out.push_str(
-        line(
-            names
-                .iter()
-                .zip(&widths)
-                .map(|(n, w)| format!(" {n:w$} "))
-                .collect(),
-        )
-        .trim_end(),
-    );
+    let header: Vec<String> = names
+        .iter()
+        .zip(&widths)
+        .map(|(n, w)| {
+            let left = (w - n.chars().count()) / 2;
+            pad(&format!("{}{n}", " ".repeat(left)), *w, false)
+        })
+        .collect();
+    out.push_str(header.join("|").trim_end());
     out.push('\n');
     out.push_str(
         &widths
@@ -120,17 +145,22 @@ pub fn render_table(names: &[String], rows: &[Vec<Datum>]) -> String {
             .join("+"),
     );
     out.push('\n');
-    for row in &cells {
-        out.push_str(
-            line(
-                row.iter()
-                    .zip(&widths)
-                    .map(|(c, w)| format!(" {c:w$} "))
-                    .collect(),
-            )
-            .trim_end(),
-        );
-        out.push('\n');
+    for row in rows {
+        let lines: Vec<Vec<String>> = row
+            .iter()
+            .map(|c| text(c).lines().map(str::to_string).collect())
+            .collect();
+        let height = lines.iter().map(|l| l.len()).max().unwrap_or(1).max(1);
+        for k in 0..height {
+            let cols: Vec<String> = lines
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(i, (l, w))| pad(l.get(k).map(String::as_str).unwrap_or(""), *w, numeric[i]))
+                .collect();
+            out.push_str(cols.join("|").trim_end());
+            out.push('\n');
+        }
     }
     out.push_str(&format!(
         "({} row{})\n",

@@ -155,7 +155,16 @@ fn serve(
 fn serve_needs_a_token_or_an_explicit_no_auth() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let refused = strata(d, &["serve", "--kv-connect", "127.0.0.1:0"]);
+    let refused = strata(
+        d,
+        &[
+            "serve",
+            "--kv-connect",
+            "127.0.0.1:0",
+            "--pgwire",
+            "127.0.0.1:0",
+        ],
+    );
     assert!(!refused.status.success());
     assert!(
         stderr(&refused).contains("--no-auth"),
@@ -168,6 +177,8 @@ fn serve_needs_a_token_or_an_explicit_no_auth() {
             "serve",
             "--kv-connect",
             "127.0.0.1:0",
+            "--pgwire",
+            "127.0.0.1:0",
             "--access-token",
             "short",
         ],
@@ -177,7 +188,14 @@ fn serve_needs_a_token_or_an_explicit_no_auth() {
 
     let (mut open, line) = serve(
         d,
-        &["serve", "--kv-connect", "127.0.0.1:0", "--no-auth"],
+        &[
+            "serve",
+            "--kv-connect",
+            "127.0.0.1:0",
+            "--pgwire",
+            "127.0.0.1:0",
+            "--no-auth",
+        ],
         &[],
     );
     assert!(line.starts_with("Listening on http://127.0.0.1:"), "{line}");
@@ -200,7 +218,15 @@ fn reference_server_flags_work() {
     let d = dir.path();
     let (mut child, line) = serve(
         d,
-        &["--sqlite-path", "kvdata", "serve", "--addr", "127.0.0.1:0"],
+        &[
+            "--sqlite-path",
+            "kvdata",
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--pgwire",
+            "127.0.0.1:0",
+        ],
         &[("DENO_KV_ACCESS_TOKEN", "reference-token-123")],
     );
     assert!(line.starts_with("Listening on http://"), "{line}");
@@ -216,6 +242,8 @@ fn reference_server_flags_work() {
             "--sqlite-path",
             fixture.to_str().unwrap(),
             "serve",
+            "--pgwire",
+            "127.0.0.1:0",
             "--access-token",
             "reference-token-123",
         ],

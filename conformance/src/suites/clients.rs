@@ -88,6 +88,8 @@ fn skip_or_fail(what: String) -> CaseResult {
 pub struct ServerProcess {
     _child: Child,
     pub url: String,
+    /// The PostgreSQL server's `host:port`.
+    pub pg: String,
 }
 
 /// Start `strata serve` over the harness's store on a free port.
@@ -105,6 +107,8 @@ pub async fn start_server(h: &Harness, extra: &[&str]) -> Result<ServerProcess, 
             "--create-table",
             "serve",
             "--kv-connect",
+            "127.0.0.1:0",
+            "--pgwire",
             "127.0.0.1:0",
             "--access-token",
             TOKEN,
@@ -149,7 +153,20 @@ pub async fn start_server(h: &Harness, extra: &[&str]) -> Result<ServerProcess, 
         .strip_prefix("Listening on ")
         .ok_or_else(|| format!("unexpected first line from strata serve: {line:?}"))?
         .to_string();
-    Ok(ServerProcess { _child: child, url })
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .map_err(|_| "strata serve did not report its PostgreSQL port".to_string())?
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let pg = line
+        .strip_prefix("PostgreSQL on ")
+        .ok_or_else(|| format!("unexpected second line from strata serve: {line:?}"))?
+        .to_string();
+    Ok(ServerProcess {
+        _child: child,
+        url,
+        pg,
+    })
 }
 
 async fn run_client(h: &Harness, client: &str, group: &str) -> CaseResult {

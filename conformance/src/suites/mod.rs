@@ -13,6 +13,7 @@ pub mod limits;
 pub mod linearizability;
 pub mod multi_writer;
 pub mod mvcc;
+pub mod pg_clients;
 pub mod queues;
 pub mod server;
 pub mod sql;
@@ -46,6 +47,7 @@ pub fn all() -> Vec<Suite> {
         clients::deno_suite(),
         clients::node_suite(),
         server::suite(),
+        pg_clients::suite(),
         dynamodb::suite(),
         linearizability::suite(),
     ]

@@ -22,6 +22,7 @@ mod access;
 mod catalog;
 pub mod codec;
 mod ddl;
+mod describe;
 mod dml;
 mod error;
 mod eval;
@@ -37,10 +38,11 @@ mod tx;
 mod types;
 
 pub use catalog::{ColumnDef, IndexDef, TableDef};
+pub use describe::Description;
 pub use error::{Result, SqlError};
 pub use index::CheckReport;
-pub use session::{Output, QueryRows, Session};
-pub use types::{Datum, SqlType};
+pub use session::{Output, Prepared, QueryRows, Session};
+pub use types::{parse_date, parse_timestamp, Datum, SqlType};
 
 pub use datafusion;
 /// The Arrow and DataFusion versions this crate speaks, for embedders that consume batches

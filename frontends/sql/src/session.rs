@@ -84,9 +84,110 @@ impl QueryRows {
     }
 }
 
+/// Statement text parsed once: to run statement by statement (a network client wants one
+/// answer per statement of a multi-statement text), and to describe before running.
+#[derive(Clone)]
+pub struct Prepared {
+    kind: PreparedKind,
+}
+
+#[derive(Clone)]
+enum PreparedKind {
+    Statements(Arc<Parsed>),
+    /// SQLite's `REINDEX <name>`, which sqlparser does not parse.
+    Reindex(String),
+}
+
+impl Prepared {
+    /// Parse `sql` (one or more statements) outside any session.
+    pub fn parse(sql: &str) -> Result<Prepared> {
+        let trimmed = sql.trim_start();
+        if trimmed.len() > 8 && trimmed[..8].eq_ignore_ascii_case("reindex ") {
+            let name = trimmed[8..].trim().trim_end_matches(';').trim();
+            return Ok(Prepared {
+                kind: PreparedKind::Reindex(name.to_string()),
+            });
+        }
+        Ok(Prepared {
+            kind: PreparedKind::Statements(Arc::new(Parsed::new(sql)?)),
+        })
+    }
+
+    /// How many statements the text holds (0 for an empty text).
+    pub fn len(&self) -> usize {
+        match &self.kind {
+            PreparedKind::Statements(p) => p.statements.len(),
+            PreparedKind::Reindex(_) => 1,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Statement `i`, as parsed and rewritten (`None` for REINDEX).
+    pub fn statement(&self, i: usize) -> Option<&Statement> {
+        match &self.kind {
+            PreparedKind::Statements(p) => p.statements.get(i),
+            PreparedKind::Reindex(_) => None,
+        }
+    }
+
+    /// How many parameters (`$1` … `$n`) statement `i` takes.
+    pub fn param_count(&self, i: usize) -> usize {
+        self.statement(i)
+            .map(crate::describe::param_count)
+            .unwrap_or(0)
+    }
+
+    /// The command statement `i` is, named as PostgreSQL names it in a command tag:
+    /// `SELECT`, `INSERT`, `CREATE TABLE`, `BEGIN` …
+    pub fn command(&self, i: usize) -> &'static str {
+        match self.statement(i) {
+            None => "REINDEX",
+            Some(stmt) => command_name(stmt),
+        }
+    }
+}
+
+/// The name of a statement's command, as PostgreSQL's command tags give it.
+fn command_name(stmt: &Statement) -> &'static str {
+    use ast::ObjectType as O;
+    match stmt {
+        Statement::Query(_) => "SELECT",
+        Statement::Insert(_) => "INSERT",
+        Statement::Update(_) => "UPDATE",
+        Statement::Delete(_) => "DELETE",
+        Statement::Explain { .. } => "EXPLAIN",
+        Statement::StartTransaction { .. } => "BEGIN",
+        Statement::Commit { .. } => "COMMIT",
+        Statement::Rollback { .. } => "ROLLBACK",
+        Statement::CreateTable(_) => "CREATE TABLE",
+        Statement::CreateIndex(_) => "CREATE INDEX",
+        Statement::CreateView(_) => "CREATE VIEW",
+        Statement::CreateDatabase { .. } => "CREATE DATABASE",
+        Statement::AlterTable(_) => "ALTER TABLE",
+        Statement::Drop { object_type, .. } => match object_type {
+            O::Table => "DROP TABLE",
+            O::Index => "DROP INDEX",
+            O::View => "DROP VIEW",
+            O::Database => "DROP DATABASE",
+            O::Schema => "DROP SCHEMA",
+            _ => "DROP",
+        },
+        Statement::Analyze(_) => "ANALYZE",
+        Statement::ShowDatabases { .. } | Statement::ShowTables { .. } => "SHOW",
+        Statement::Use(_) | Statement::Set(_) => "SET",
+        _ => "OK",
+    }
+}
+
 /// An explicit transaction (BEGIN … COMMIT).
 struct Explicit {
     read_only: bool,
+    /// A statement failed and the session aborts transactions on errors: only COMMIT
+    /// (which rolls back) and ROLLBACK are accepted.
+    failed: bool,
 }
 
 /// One connection's worth of SQL state: current database, open transaction, planner.
@@ -102,6 +203,11 @@ pub struct Session {
     build_hook: Option<BuildHook>,
     statements: std::collections::HashMap<String, Arc<Parsed>>,
     last_commit: Option<u64>,
+    /// Set while a statement runs. Still set when the next one starts, it means the last
+    /// was abandoned part way (its future dropped: a cancelled query, a client gone).
+    running: bool,
+    /// PostgreSQL's rule: an error inside BEGIN … COMMIT aborts the transaction.
+    abort_on_error: bool,
 }
 
 /// Called after each committed chunk of an online index build, with the chunk's number.
@@ -112,6 +218,17 @@ type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send
 struct Parsed {
     statements: Vec<Statement>,
     as_of: Option<AsOf>,
+}
+
+impl Parsed {
+    fn new(sql: &str) -> Result<Parsed> {
+        let (text, as_of) = split_as_of(sql)?;
+        let mut statements = planner::parse(text)?;
+        for stmt in &mut statements {
+            planner::rewrite(stmt);
+        }
+        Ok(Parsed { statements, as_of })
+    }
 }
 
 /// The statement cache keeps this many texts (then starts over), each at most this long:
@@ -137,6 +254,15 @@ async fn sole(mut tx: Arc<tokio::sync::Mutex<Tx>>) -> Result<tokio::sync::Mutex<
                 ))
             }
         }
+    }
+}
+
+/// A running query plan, aborted if the statement waiting for it goes away.
+struct Running<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for Running<T> {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -178,6 +304,8 @@ impl Session {
             build_hook: None,
             statements: Default::default(),
             last_commit: None,
+            running: false,
+            abort_on_error: false,
         }
     }
 
@@ -202,6 +330,19 @@ impl Session {
         self.last_commit
     }
 
+    /// Follow PostgreSQL's rule for errors inside BEGIN … COMMIT: the transaction is
+    /// aborted, later statements fail with SQLSTATE 25P02 until ROLLBACK, and COMMIT rolls
+    /// back. By default a failed statement is undone and the transaction goes on.
+    pub fn set_abort_on_error(&mut self, on: bool) {
+        self.abort_on_error = on;
+    }
+
+    /// Whether the open transaction was aborted by an error (see
+    /// [`Session::set_abort_on_error`]): COMMIT will roll it back.
+    pub fn transaction_failed(&self) -> bool {
+        self.explicit.as_ref().is_some_and(|e| e.failed)
+    }
+
     /// Whether a BEGIN is open.
     pub fn in_transaction(&self) -> bool {
         self.explicit.is_some()
@@ -214,17 +355,112 @@ impl Session {
 
     /// Run statements with parameters for `$1`/`?` placeholders.
     pub async fn execute_with(&mut self, sql: &str, params: &[Datum]) -> Result<Output> {
-        let trimmed = sql.trim_start();
-        if trimmed.len() > 8 && trimmed[..8].eq_ignore_ascii_case("reindex ") {
-            let name = trimmed[8..].trim().trim_end_matches(';').trim();
-            return self.reindex(name).await;
-        }
-        let parsed = self.parsed(sql)?;
+        let prepared = self.prepare(sql)?;
         let mut last = Output::Done;
-        for stmt in &parsed.statements {
-            last = self.run(stmt, params, parsed.as_of).await?;
+        for i in 0..prepared.len() {
+            last = self.execute_prepared(&prepared, i, params).await?;
         }
         Ok(last)
+    }
+
+    /// Parse `sql` (one or more statements) without running it.
+    /// Statements parsed before (the same text) come from the session's cache.
+    pub fn prepare(&mut self, sql: &str) -> Result<Prepared> {
+        let trimmed = sql.trim_start();
+        if trimmed.len() > 8 && trimmed[..8].eq_ignore_ascii_case("reindex ") {
+            return Prepared::parse(sql);
+        }
+        Ok(Prepared {
+            kind: PreparedKind::Statements(self.parsed(sql)?),
+        })
+    }
+
+    /// Run statement `i` of `prepared` with `params`.
+    pub async fn execute_prepared(
+        &mut self,
+        prepared: &Prepared,
+        i: usize,
+        params: &[Datum],
+    ) -> Result<Output> {
+        self.recover().await;
+        self.running = true;
+        let out = match &prepared.kind {
+            PreparedKind::Reindex(name) => self.reindex(name).await,
+            PreparedKind::Statements(parsed) => match parsed.statements.get(i) {
+                Some(stmt) => self.run(stmt, params, parsed.as_of).await,
+                None => Err(SqlError::Internal(format!("no statement {i}"))),
+            },
+        };
+        self.running = false;
+        out
+    }
+
+    /// The types of statement `i`'s parameters and its result columns, found without
+    /// running it. In a transaction it reads the transaction's snapshot (the schema it
+    /// sees); outside, a snapshot of its own.
+    pub async fn describe(
+        &mut self,
+        prepared: &Prepared,
+        i: usize,
+    ) -> Result<crate::describe::Description> {
+        let (stmt, as_of) = match &prepared.kind {
+            PreparedKind::Reindex(_) => {
+                return Ok(crate::describe::Description {
+                    params: Vec::new(),
+                    columns: None,
+                })
+            }
+            PreparedKind::Statements(parsed) => match parsed.statements.get(i) {
+                Some(stmt) => (stmt, parsed.as_of),
+                None => return Err(SqlError::Internal(format!("no statement {i}"))),
+            },
+        };
+        if !matches!(
+            stmt,
+            Statement::Query(_)
+                | Statement::Explain { .. }
+                | Statement::Insert(_)
+                | Statement::Update(_)
+                | Statement::Delete(_)
+        ) {
+            return crate::describe::describe(self, stmt).await;
+        }
+        self.recover().await;
+        if self.current == "default" {
+            self.ensure_default().await?;
+        }
+        self.running = true;
+        let out = if self.explicit.is_some() {
+            crate::describe::describe(self, stmt).await
+        } else {
+            self.reset_scope(as_of, false);
+            let out = crate::describe::describe(self, stmt).await;
+            self.reset_scope(None, false);
+            out
+        };
+        self.running = false;
+        out
+    }
+
+    /// Undo what an abandoned statement left: inside a transaction, its writes (the
+    /// transaction goes on as before it); outside, its scope.
+    async fn recover(&mut self) {
+        if !self.running {
+            return;
+        }
+        self.running = false;
+        if self.explicit.is_some() {
+            self.rollback_statement().await;
+            if self.abort_on_error {
+                if let Some(e) = self.explicit.as_mut() {
+                    e.failed = true;
+                }
+            }
+        } else {
+            self.reset_scope(None, false);
+            self.purges.clear();
+            self.builds.clear();
+        }
     }
 
     /// `sql` parsed and rewritten to our dialect, from the session's statement cache when
@@ -234,12 +470,7 @@ impl Session {
         if let Some(p) = self.statements.get(sql) {
             return Ok(p.clone());
         }
-        let (text, as_of) = split_as_of(sql)?;
-        let mut statements = planner::parse(text)?;
-        for stmt in &mut statements {
-            planner::rewrite(stmt);
-        }
-        let parsed = Arc::new(Parsed { statements, as_of });
+        let parsed = Arc::new(Parsed::new(sql)?);
         if sql.len() <= STATEMENT_CACHE_MAX_TEXT {
             if self.statements.len() >= STATEMENT_CACHE_ENTRIES {
                 self.statements.clear();
@@ -260,6 +491,7 @@ impl Session {
         }
         match stmt {
             Statement::StartTransaction { modes, .. } => return self.begin(modes),
+            Statement::Commit { .. } if self.transaction_failed() => return self.rollback(),
             Statement::Commit { .. } => return self.commit().await,
             Statement::Rollback {
                 savepoint: None, ..
@@ -268,6 +500,9 @@ impl Session {
         }
         if self.current == "default" {
             self.ensure_default().await?;
+        }
+        if self.transaction_failed() {
+            return Err(SqlError::InFailedTransaction);
         }
         if self.explicit.is_some() {
             if as_of.is_some() {
@@ -283,6 +518,11 @@ impl Session {
             };
             if out.is_err() {
                 self.rollback_statement().await;
+                if self.abort_on_error {
+                    if let Some(e) = self.explicit.as_mut() {
+                        e.failed = true;
+                    }
+                }
             }
             return out;
         }
@@ -445,7 +685,10 @@ impl Session {
             )
         });
         self.reset_scope(None, read_only);
-        self.explicit = Some(Explicit { read_only });
+        self.explicit = Some(Explicit {
+            read_only,
+            failed: false,
+        });
         Ok(Output::Done)
     }
 
@@ -470,6 +713,10 @@ impl Session {
     }
 
     fn rollback(&mut self) -> Result<Output> {
+        if self.explicit.is_none() && self.abort_on_error {
+            // PostgreSQL only warns: a client may roll back after a COMMIT that failed.
+            return Ok(Output::Done);
+        }
         if self.explicit.take().is_none() {
             return Err(SqlError::InvalidTransactionState(
                 "there is no transaction in progress".into(),
@@ -728,7 +975,14 @@ impl Session {
         }
         let schema = Arc::new(plan.schema().as_arrow().clone());
         let physical = self.state.create_physical_plan(&plan).await?;
-        let batches = collect(physical, self.state.task_ctx()).await?;
+        // The plan runs as a task of its own, so that the statement's future stays
+        // responsive: dropping it (a cancelled query, a client gone) aborts the task,
+        // which stops at the plan's next yield point.
+        let mut running = Running(tokio::spawn(collect(physical, self.state.task_ctx())));
+        let batches = match (&mut running.0).await {
+            Ok(result) => result?,
+            Err(e) => return Err(SqlError::Internal(format!("query task failed: {e}"))),
+        };
         Ok((schema, batches))
     }
 
@@ -788,6 +1042,15 @@ impl Session {
         let tx = self.ctx.tx(&db).await?;
         let names = tx.lock().await.table_names().await?;
         single_column("table", names.into_iter().map(Datum::Text).collect())
+    }
+
+    /// Make `name` the current database (as `USE name`). `default` is created on first
+    /// use; any other database must exist.
+    pub async fn set_database(&mut self, name: &str) -> Result<()> {
+        if name == "default" {
+            self.ensure_default().await?;
+        }
+        self.use_database(name).await.map(|_| ())
     }
 
     async fn use_database(&mut self, name: &str) -> Result<Output> {

@@ -1,0 +1,465 @@
+//! `strata sql` as an interactive shell: statements end at `;` and may span lines, results
+//! print as aligned tables (plans line by line), errors are printed and the shell goes on.
+//!
+//! It runs two ways: embedded, over the store (`--store`), or as a client of any server that
+//! speaks the PostgreSQL protocol (`--url postgres://…`), ours first. Meta-commands work
+//! in both: `\d [table]`, `\l`, `\c database`, `\timing`, `\q`, `\?`.
+//!
+//! Line editing and history come from rustyline; the history is kept in
+//! `$STRATA_HISTORY`, else `~/.strata_history`.
+
+use std::time::Instant;
+
+use rustyline::error::ReadlineError;
+use strata::Engine;
+use strata_sql::{Output, Session};
+
+use crate::sql::render_cells;
+
+/// One statement's answer, ready to print.
+struct Answer {
+    columns: Vec<String>,
+    rows: Vec<Vec<Option<String>>>,
+    /// What a statement without rows reports (`INSERT 0 1`, `CREATE TABLE`).
+    tag: Option<String>,
+}
+
+enum Conn {
+    Embedded(Box<Session>),
+    Remote {
+        client: tokio_postgres::Client,
+        config: Box<tokio_postgres::Config>,
+    },
+}
+
+pub struct Repl {
+    conn: Conn,
+    database: String,
+    timing: bool,
+}
+
+const HELP: &str = "\
+Statements end with ; and may span lines.
+  \\d           list tables          \\d NAME   describe a table
+  \\l           list databases       \\c NAME   use another database
+  \\timing      time each statement  \\q        quit
+  \\?           this help";
+
+impl Repl {
+    pub async fn embedded(
+        engine: std::sync::Arc<Engine>,
+        database: Option<&str>,
+    ) -> Result<Repl, String> {
+        let mut session = Session::new(engine);
+        let database = database.unwrap_or("default").to_string();
+        session
+            .set_database(&database)
+            .await
+            .map_err(|e| format!("ERROR:  {e}"))?;
+        Ok(Repl {
+            conn: Conn::Embedded(Box::new(session)),
+            database,
+            timing: false,
+        })
+    }
+
+    pub async fn remote(url: &str) -> Result<Repl, String> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| format!("invalid URL {url:?}: {e}"))?;
+        let client = connect(&config).await?;
+        let database = config.get_dbname().unwrap_or("default").to_string();
+        Ok(Repl {
+            conn: Conn::Remote {
+                client,
+                config: Box::new(config),
+            },
+            database,
+            timing: false,
+        })
+    }
+
+    /// Run each text in order, printing what it returns; fail at the first error.
+    pub async fn execute(mut self, texts: &[String]) -> Result<(), String> {
+        for sql in texts {
+            let (answers, error) = match &mut self.conn {
+                Conn::Embedded(session) => embedded(session, sql).await,
+                Conn::Remote { client, .. } => remote(client, sql).await,
+            };
+            for a in answers {
+                print(&a);
+            }
+            if let Some(e) = error {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Read, run, print until end of input or `\q`.
+    pub async fn run(mut self) -> Result<(), String> {
+        let mut editor = rustyline::DefaultEditor::new().map_err(|e| e.to_string())?;
+        let history = std::env::var_os("STRATA_HISTORY")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".strata_history"))
+            });
+        if let Some(h) = &history {
+            let _ = editor.load_history(h);
+        }
+        let mut buffer = String::new();
+        loop {
+            let prompt = if buffer.is_empty() {
+                format!("{}=> ", self.database)
+            } else {
+                format!("{}-> ", self.database)
+            };
+            let line = match tokio::task::block_in_place(|| editor.readline(&prompt)) {
+                Ok(l) => l,
+                Err(ReadlineError::Interrupted) => {
+                    buffer.clear();
+                    continue;
+                }
+                Err(ReadlineError::Eof) => break,
+                Err(e) => return Err(e.to_string()),
+            };
+            if buffer.is_empty() && line.trim_start().starts_with('\\') {
+                let _ = editor.add_history_entry(line.as_str());
+                if !self.meta(line.trim()).await {
+                    break;
+                }
+                continue;
+            }
+            if !buffer.is_empty() {
+                buffer.push('\n');
+            }
+            buffer.push_str(&line);
+            if complete(&buffer) {
+                let _ = editor.add_history_entry(buffer.as_str());
+                let sql = std::mem::take(&mut buffer);
+                self.statements(&sql).await;
+            }
+        }
+        if let Some(h) = &history {
+            let _ = editor.save_history(h);
+        }
+        Ok(())
+    }
+
+    /// Run a text of statements, printing each answer (or the error, which ends the text).
+    async fn statements(&mut self, sql: &str) {
+        let started = Instant::now();
+        let result = match &mut self.conn {
+            Conn::Embedded(session) => embedded(session, sql).await,
+            Conn::Remote { client, .. } => remote(client, sql).await,
+        };
+        let (answers, error) = result;
+        for a in answers {
+            print(&a);
+        }
+        if let Some(e) = error {
+            println!("{e}");
+        }
+        if self.timing {
+            println!("Time: {:.3} ms", started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+
+    /// A meta-command; `false` means quit.
+    async fn meta(&mut self, line: &str) -> bool {
+        let mut words = line.split_whitespace();
+        let command = words.next().unwrap_or("");
+        let arg = words.next();
+        match (command, arg) {
+            ("\\q", _) => return false,
+            ("\\?", _) => println!("{HELP}"),
+            ("\\timing", _) => {
+                self.timing = !self.timing;
+                println!("Timing is {}.", if self.timing { "on" } else { "off" });
+            }
+            ("\\l", _) => self.statements("SHOW DATABASES").await,
+            ("\\d", None) => self.statements("SHOW TABLES").await,
+            ("\\d", Some(table)) => self.describe(table).await,
+            ("\\c", Some(db)) => self.use_database(db).await,
+            _ => println!("invalid command {line:?}; \\? lists the commands"),
+        }
+        true
+    }
+
+    async fn use_database(&mut self, db: &str) {
+        let result = match &mut self.conn {
+            Conn::Embedded(session) => session
+                .set_database(db)
+                .await
+                .map_err(|e| format!("ERROR:  {e}")),
+            Conn::Remote { client, config } => {
+                let mut next = (**config).clone();
+                next.dbname(db);
+                match connect(&next).await {
+                    Ok(c) => {
+                        *client = c;
+                        **config = next;
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.database = db.to_string();
+                println!("You are now connected to database \"{db}\".");
+            }
+            Err(e) => println!("{e}"),
+        }
+    }
+
+    /// `\d table`: its columns and types.
+    async fn describe(&mut self, table: &str) {
+        let sql = format!("SELECT * FROM {table} LIMIT 0");
+        let columns: Result<Vec<(String, String)>, String> = match &mut self.conn {
+            Conn::Embedded(session) => match session.prepare(&sql) {
+                Ok(p) => session
+                    .describe(&p, 0)
+                    .await
+                    .map(|d| {
+                        d.columns
+                            .map(|s| {
+                                s.fields()
+                                    .iter()
+                                    .map(|f| (f.name().clone(), type_name(f.data_type())))
+                                    .collect()
+                            })
+                            .unwrap_or_default()
+                    })
+                    .map_err(|e| format!("ERROR:  {e}")),
+                Err(e) => Err(format!("ERROR:  {e}")),
+            },
+            Conn::Remote { client, .. } => client
+                .prepare(&sql)
+                .await
+                .map(|s| {
+                    s.columns()
+                        .iter()
+                        .map(|c| (c.name().to_string(), c.type_().name().to_string()))
+                        .collect()
+                })
+                .map_err(|e| pg_error(&e)),
+        };
+        match columns {
+            Ok(cols) => {
+                println!("Table \"{table}\"");
+                print(&Answer {
+                    columns: vec!["Column".into(), "Type".into()],
+                    rows: cols
+                        .into_iter()
+                        .map(|(n, t)| vec![Some(n), Some(t)])
+                        .collect(),
+                    tag: None,
+                });
+            }
+            Err(e) => println!("{e}"),
+        }
+    }
+}
+
+async fn connect(config: &tokio_postgres::Config) -> Result<tokio_postgres::Client, String> {
+    let (client, connection) = config
+        .connect(tokio_postgres::NoTls)
+        .await
+        .map_err(|e| pg_error(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            eprintln!("connection lost: {e}");
+        }
+    });
+    Ok(client)
+}
+
+fn pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!(
+            "{}:  {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
+        None => format!("ERROR:  {e}"),
+    }
+}
+
+fn type_name(t: &strata_sql::arrow::datatypes::DataType) -> String {
+    use strata_sql::arrow::datatypes::DataType as D;
+    match t {
+        D::Int64 | D::Int32 | D::Int16 => "bigint".into(),
+        D::Float64 | D::Float32 => "double precision".into(),
+        D::Utf8 | D::LargeUtf8 | D::Utf8View => "text".into(),
+        D::Boolean => "boolean".into(),
+        D::Binary | D::LargeBinary => "bytea".into(),
+        D::Date32 => "date".into(),
+        D::Timestamp(..) => "timestamp".into(),
+        D::Decimal128(p, s) => format!("numeric({p},{s})"),
+        other => other.to_string(),
+    }
+}
+
+fn print(a: &Answer) {
+    if a.columns.is_empty() {
+        if let Some(tag) = &a.tag {
+            println!("{tag}");
+        }
+        return;
+    }
+    print!("{}", render_cells(&a.columns, &a.rows, ""));
+    println!();
+}
+
+async fn embedded(session: &mut Session, sql: &str) -> (Vec<Answer>, Option<String>) {
+    let mut answers = Vec::new();
+    let prepared = match session.prepare(sql) {
+        Ok(p) => p,
+        Err(e) => {
+            return (
+                answers,
+                Some(format!("ERROR:  {e} (SQLSTATE {})", e.sqlstate())),
+            )
+        }
+    };
+    for i in 0..prepared.len() {
+        match session.execute_prepared(&prepared, i, &[]).await {
+            Ok(Output::Rows(rows)) => match rows.rows() {
+                Ok(values) => answers.push(Answer {
+                    columns: rows.column_names(),
+                    rows: values
+                        .iter()
+                        .map(|r| {
+                            r.iter()
+                                .map(|d| (!d.is_null()).then(|| d.to_string()))
+                                .collect()
+                        })
+                        .collect(),
+                    tag: None,
+                }),
+                Err(e) => return (answers, Some(format!("ERROR:  {e}"))),
+            },
+            Ok(Output::Affected { rows }) => answers.push(Answer {
+                columns: Vec::new(),
+                rows: Vec::new(),
+                tag: Some(match prepared.command(i) {
+                    "INSERT" => format!("INSERT 0 {rows}"),
+                    c => format!("{c} {rows}"),
+                }),
+            }),
+            Ok(Output::Done) => answers.push(Answer {
+                columns: Vec::new(),
+                rows: Vec::new(),
+                tag: Some(prepared.command(i).to_string()),
+            }),
+            Err(e) => {
+                return (
+                    answers,
+                    Some(format!("ERROR:  {e} (SQLSTATE {})", e.sqlstate())),
+                )
+            }
+        }
+    }
+    (answers, None)
+}
+
+async fn remote(client: &tokio_postgres::Client, sql: &str) -> (Vec<Answer>, Option<String>) {
+    use tokio_postgres::SimpleQueryMessage as M;
+    let messages = match client.simple_query(sql).await {
+        Ok(m) => m,
+        Err(e) => return (Vec::new(), Some(pg_error(&e))),
+    };
+    let mut answers = Vec::new();
+    let mut current = Answer {
+        columns: Vec::new(),
+        rows: Vec::new(),
+        tag: None,
+    };
+    for m in messages {
+        match m {
+            M::RowDescription(cols) => {
+                current.columns = cols.iter().map(|c| c.name().to_string()).collect();
+            }
+            M::Row(row) => current.rows.push(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            ),
+            M::CommandComplete(n) => {
+                current.tag = Some(format!("OK {n}"));
+                answers.push(std::mem::replace(
+                    &mut current,
+                    Answer {
+                        columns: Vec::new(),
+                        rows: Vec::new(),
+                        tag: None,
+                    },
+                ));
+            }
+            _ => {}
+        }
+    }
+    (answers, None)
+}
+
+/// Whether `text` ends a statement: a `;` outside quotes and comments, then only blanks.
+fn complete(text: &str) -> bool {
+    let mut last_semicolon_end = None;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        match c {
+            '\'' | '"' => {
+                for (_, d) in chars.by_ref() {
+                    if d == c {
+                        break;
+                    }
+                }
+            }
+            '-' if chars.peek().map(|(_, d)| *d) == Some('-') => {
+                for (_, d) in chars.by_ref() {
+                    if d == '\n' {
+                        break;
+                    }
+                }
+            }
+            '/' if chars.peek().map(|(_, d)| *d) == Some('*') => {
+                chars.next();
+                let mut star = false;
+                for (_, d) in chars.by_ref() {
+                    if star && d == '/' {
+                        break;
+                    }
+                    star = d == '*';
+                }
+            }
+            ';' => last_semicolon_end = Some(i + 1),
+            _ => {}
+        }
+    }
+    match last_semicolon_end {
+        Some(end) => text[end..].trim().is_empty() || text[end..].trim_start().starts_with("--"),
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::complete;
+
+    #[test]
+    fn a_statement_ends_at_a_semicolon_outside_quotes_and_comments() {
+        assert!(complete("SELECT 1;"));
+        assert!(complete("SELECT 1;  "));
+        assert!(complete("SELECT\n1\n;"));
+        assert!(!complete("SELECT 1"));
+        assert!(!complete("SELECT ';'"));
+        assert!(complete("SELECT ';';"));
+        assert!(!complete("SELECT 1 -- ;"));
+        assert!(!complete("SELECT /* ; */ 1"));
+        assert!(complete("SELECT \"a;b\" FROM t;"));
+        assert!(complete("SELECT 1; -- done"));
+    }
+}
