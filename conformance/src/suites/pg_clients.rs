@@ -161,8 +161,10 @@ async fn run_psql(
     password: Option<&str>,
 ) -> Result<String, String> {
     let (host, port) = split_addr(&server.pg)?;
-    let mut cmd = Command::new("psql");
-    cmd.args(["-X", "-h", &host, "-p", &port, "-U", "strata"])
+    // One stream for output and errors, so that errors appear where they happen.
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "exec psql \"$@\" 2>&1", "psql"])
+        .args(["-X", "-h", &host, "-p", &port, "-U", "strata"])
         .args(args)
         .current_dir(dir)
         .env_remove("PGPASSWORD")

@@ -57,8 +57,15 @@ pub fn sql_error(e: SqlError) -> PgWireError {
 }
 
 /// Protocol errors with the codes PostgreSQL gives them where the library's differ.
-pub fn protocol(e: PgWireError) -> PgWireError {
+pub fn protocol(e: PgWireError, user: Option<&str>) -> PgWireError {
     match e {
+        PgWireError::InvalidPassword(_) => fatal(
+            "28P01",
+            format!(
+                "password authentication failed for user \"{}\"",
+                user.unwrap_or_default()
+            ),
+        ),
         PgWireError::PortalNotFound(name) => {
             user_error("34000", format!("portal \"{name}\" does not exist"))
         }

@@ -148,7 +148,8 @@ impl Connection {
             )
             .await
             {
-                process_error(&mut socket, error::protocol(e), extended).await?;
+                let user = socket.metadata().get(pgwire::api::METADATA_USER).cloned();
+                process_error(&mut socket, error::protocol(e, user.as_deref()), extended).await?;
             }
         }
         Ok(())
