@@ -89,7 +89,12 @@ def pgbench(port, workload, clients, logdir):
         with open(path, "w") as f:
             f.write(SCRIPTS[workload])
         args += ["-f", path]
-    out = run(args + ["bench"]).stdout
+    done = subprocess.run(args + ["bench"], capture_output=True, text=True)
+    if done.returncode != 0:
+        reason = next((l for l in done.stderr.splitlines() if "error" in l.lower()), "failed")
+        print(f"{workload} c={clients} on port {port}: {reason}", file=sys.stderr)
+        return float("nan"), float("nan"), float("nan"), reason
+    out = done.stdout
     tps = next(float(l.split("=")[1].split()[0]) for l in out.splitlines() if l.startswith("tps"))
     lat = []
     for name in os.listdir(logdir):

@@ -50,7 +50,7 @@ pub fn node_suite() -> Suite {
 
 pub const TOKEN: &str = "conformance-token-0123456789";
 
-fn clients_dir() -> PathBuf {
+pub(crate) fn clients_dir() -> PathBuf {
     std::env::var_os("STRATA_CLIENTS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("clients"))
@@ -76,7 +76,7 @@ pub fn strata_bin() -> Result<PathBuf, String> {
     ))
 }
 
-fn skip_or_fail(what: String) -> CaseResult {
+pub(crate) fn skip_or_fail(what: String) -> CaseResult {
     if std::env::var_os("STRATA_REQUIRE_CLIENTS").is_some() {
         Err(what)
     } else {

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use crate::suites::clients::{start_server, ServerProcess, TOKEN};
+use crate::suites::clients::{clients_dir, skip_or_fail, start_server, ServerProcess, TOKEN};
 use crate::{BackendKind, Case, CaseResult, Harness, Suite};
 
 pub fn suite() -> Suite {
@@ -50,18 +50,7 @@ pub fn suite() -> Suite {
 }
 
 fn pg_dir() -> PathBuf {
-    std::env::var_os("STRATA_CLIENTS_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("clients"))
-        .join("pg")
-}
-
-fn skip_or_fail(what: String) -> CaseResult {
-    if std::env::var_os("STRATA_REQUIRE_CLIENTS").is_some() {
-        Err(what)
-    } else {
-        Err(format!("SKIP: {what}"))
-    }
+    clients_dir().join("pg")
 }
 
 /// The external clients run on the embedded backends; on DynamoDB the server code they
