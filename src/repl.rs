@@ -82,10 +82,7 @@ impl Repl {
     /// Run each text in order, printing what it returns; fail at the first error.
     pub async fn execute(mut self, texts: &[String]) -> Result<(), String> {
         for sql in texts {
-            let (answers, error) = match &mut self.conn {
-                Conn::Embedded(session) => embedded(session, sql).await,
-                Conn::Remote { client, .. } => remote(client, sql).await,
-            };
+            let (answers, error) = self.answers(sql).await;
             for a in answers {
                 print(&a);
             }
@@ -149,11 +146,7 @@ impl Repl {
     /// Run a text of statements, printing each answer (or the error, which ends the text).
     async fn statements(&mut self, sql: &str) {
         let started = Instant::now();
-        let result = match &mut self.conn {
-            Conn::Embedded(session) => embedded(session, sql).await,
-            Conn::Remote { client, .. } => remote(client, sql).await,
-        };
-        let (answers, error) = result;
+        let (answers, error) = self.answers(sql).await;
         for a in answers {
             print(&a);
         }
@@ -162,6 +155,14 @@ impl Repl {
         }
         if self.timing {
             println!("Time: {:.3} ms", started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+
+    /// What a text of statements answers, up to the error that ends it.
+    async fn answers(&mut self, sql: &str) -> (Vec<Answer>, Option<String>) {
+        match &mut self.conn {
+            Conn::Embedded(session) => embedded(session, sql).await,
+            Conn::Remote { client, .. } => remote(client, sql).await,
         }
     }
 

@@ -385,6 +385,16 @@ async fn bad_extended_protocol_input_gets_error_responses() {
     parse.extend_from_slice(&0u16.to_be_bytes());
     let got = exchange(&addr, &[msg(b'P', &parse), sync].concat()).await;
     assert_eq!(error_codes(&got), ["42601"]);
+    // A message longer than the limit is refused from its header, before its body.
+    let mut huge = vec![b'Q'];
+    huge.extend_from_slice(&((64u32 << 20) + 5).to_be_bytes());
+    huge.extend_from_slice(b"SELECT 1");
+    assert_eq!(error_codes(&exchange(&addr, &huge).await), ["54000"]);
+    // A message whose fields do not fit its length is refused, not decoded.
+    let mut short = vec![b'E'];
+    short.extend_from_slice(&6u32.to_be_bytes());
+    short.extend_from_slice(b"\0\0");
+    assert_eq!(error_codes(&exchange(&addr, &short).await), ["08P01"]);
     assert_eq!(PANICS.load(Ordering::SeqCst), 0);
 }
 

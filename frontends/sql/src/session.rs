@@ -101,9 +101,7 @@ enum PreparedKind {
 impl Prepared {
     /// Parse `sql` (one or more statements) outside any session.
     pub fn parse(sql: &str) -> Result<Prepared> {
-        let trimmed = sql.trim_start();
-        if trimmed.len() > 8 && trimmed[..8].eq_ignore_ascii_case("reindex ") {
-            let name = trimmed[8..].trim().trim_end_matches(';').trim();
+        if let Some(name) = reindex_target(sql) {
             return Ok(Prepared {
                 kind: PreparedKind::Reindex(name.to_string()),
             });
@@ -148,6 +146,14 @@ impl Prepared {
             Some(stmt) => command_name(stmt),
         }
     }
+}
+
+/// `REINDEX name` (SQLite's, which sqlparser does not parse): the name.
+fn reindex_target(sql: &str) -> Option<&str> {
+    let trimmed = sql.trim_start();
+    let head = trimmed.get(..8)?;
+    head.eq_ignore_ascii_case("reindex ")
+        .then(|| trimmed[8..].trim().trim_end_matches(';').trim())
 }
 
 /// The name of a statement's command, as PostgreSQL's command tags give it.
@@ -366,8 +372,7 @@ impl Session {
     /// Parse `sql` (one or more statements) without running it.
     /// Statements parsed before (the same text) come from the session's cache.
     pub fn prepare(&mut self, sql: &str) -> Result<Prepared> {
-        let trimmed = sql.trim_start();
-        if trimmed.len() > 8 && trimmed[..8].eq_ignore_ascii_case("reindex ") {
+        if reindex_target(sql).is_some() {
             return Prepared::parse(sql);
         }
         Ok(Prepared {
