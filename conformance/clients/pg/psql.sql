@@ -48,6 +48,22 @@ INSERT INTO notes VALUES (1, 4, 'see item four');
 SELECT n.note, i.name FROM notes n JOIN "default".public.items i ON i.id = n.item;
 \c default
 
+-- psql's catalog commands
+CREATE TABLE parts (id INTEGER PRIMARY KEY, item INTEGER REFERENCES items(id),
+  qty INTEGER DEFAULT 1 CHECK (qty > 0), label VARCHAR(20));
+CREATE INDEX parts_item ON parts (item);
+CREATE VIEW cheap AS SELECT id, name FROM items WHERE price < 10;
+\l
+\dt
+\d
+\di
+\dv
+\d items
+\d parts
+\d cheap
+\d parts_item
+\d no_such_relation
+
 -- Errors
 SELEC 1;
 INSERT INTO items (id, name, code) VALUES (9, 'x', 'A-1');

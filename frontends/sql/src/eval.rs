@@ -87,7 +87,27 @@ pub fn eval(
     batch: &RecordBatch,
     schema: &DFSchema,
 ) -> Result<Vec<Datum>> {
-    let logical = state.create_logical_expr(&expr.to_string(), schema)?;
+    let mut logical = state.create_logical_expr(&expr.to_string(), schema)?;
+    use datafusion::common::tree_node::TreeNode;
+    if logical.exists(|e| {
+        Ok(matches!(
+            e,
+            datafusion::logical_expr::Expr::ScalarFunction(_)
+        ))
+    })? {
+        // Functions such as now() only have a value once simplified against the statement's
+        // start time; the planner does that for queries, this does it for expressions.
+        let context = datafusion::logical_expr::simplify::SimplifyContext::builder()
+            .with_schema(Arc::new(schema.clone()))
+            .with_config_options(state.config_options().clone());
+        let context = match state.execution_props().query_execution_start_time {
+            Some(t) => context.with_query_execution_start_time(Some(t)),
+            None => context.with_current_time(),
+        }
+        .build();
+        logical = datafusion::optimizer::simplify_expressions::ExprSimplifier::new(context)
+            .simplify(logical)?;
+    }
     let physical = state.create_physical_expr(logical, schema)?;
     let value = physical.evaluate(batch)?;
     let array = value.into_array(batch.num_rows())?;

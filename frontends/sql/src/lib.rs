@@ -29,6 +29,7 @@ mod eval;
 mod explain;
 mod fastpath;
 mod index;
+mod pg_catalog;
 mod planner;
 mod session;
 mod stats;

@@ -73,6 +73,10 @@ pub struct Context {
     pub parallel_scan_rows: std::sync::atomic::AtomicU64,
     /// ... this many.
     pub scan_parts: std::sync::atomic::AtomicUsize,
+    /// The `pg_catalog` tables of the statement running (built on first use).
+    pub(crate) pg: StdMutex<Option<Arc<crate::pg_catalog::Snapshot>>>,
+    /// The session's current database.
+    current: StdMutex<Option<String>>,
 }
 
 impl Context {
@@ -86,6 +90,8 @@ impl Context {
             counts: Default::default(),
             parallel_scan_rows: crate::table::PARALLEL_SCAN_ROWS.into(),
             scan_parts: crate::table::scan_workers().into(),
+            pg: StdMutex::new(None),
+            current: StdMutex::new(None),
         })
     }
 
@@ -96,6 +102,24 @@ impl Context {
     /// The session's planner state (set once the session is built).
     pub fn template(&self) -> Option<&SessionState> {
         self.template.get()
+    }
+
+    /// Note the session's current database.
+    pub fn set_current(&self, db: &str) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(db.to_string());
+    }
+
+    /// The session's current database.
+    pub fn current_database(&self) -> Option<String> {
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The catalog name of the session's current database.
+    pub fn current_catalog(&self) -> Option<String> {
+        self.current_database().map(|d| catalog_name(&d))
     }
 
     fn scope(&self) -> std::sync::MutexGuard<'_, Scope> {
@@ -173,7 +197,11 @@ impl Context {
         }
     }
 
-    async fn lookup(&self, catalog: &str, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+    pub(crate) async fn lookup(
+        &self,
+        catalog: &str,
+        name: &str,
+    ) -> Result<Option<Arc<dyn TableProvider>>> {
         use std::sync::atomic::Ordering::Relaxed;
         let db = self.resolve(catalog).await?;
         let source = self.source(&db).await?;
@@ -377,6 +405,7 @@ pub async fn plan_statement(state: &SessionState, stmt: Statement) -> Result<Log
 /// `REAL`/`FLOAT` casts are double precision (our column types); `?` placeholders are
 /// numbered `$1`, `$2`, … in order.
 pub fn rewrite(stmt: &mut Statement) {
+    crate::pg_catalog::prune_empty(stmt);
     match stmt {
         Statement::Query(q) => name_columns(&mut q.body),
         // An INSERT takes its source's columns by position: their names only have to be
@@ -447,6 +476,7 @@ fn name_columns(body: &mut ast::SetExpr) {
 }
 
 pub fn rewrite_expr(e: &mut Expr, placeholder: &mut usize) {
+    crate::pg_catalog::rewrite_expr(e);
     match e {
         // Unary plus does nothing, on any type (SQLite).
         Expr::UnaryOp {
@@ -485,6 +515,19 @@ pub fn rewrite_expr(e: &mut Expr, placeholder: &mut usize) {
                 null_treatment: None,
                 over: None,
                 within_group: vec![],
+            });
+        }
+        // A scalar subquery yields its first row (SQLite's rule): saying so lets the
+        // planner accept a correlated one that does not aggregate.
+        Expr::Subquery(q)
+            if q.limit_clause.is_none()
+                && q.fetch.is_none()
+                && matches!(q.body.as_ref(), ast::SetExpr::Select(s) if !crate::pg_catalog::aggregates(s)) =>
+        {
+            q.limit_clause = Some(ast::LimitClause::LimitOffset {
+                limit: Some(Expr::value(ast::Value::Number("1".into(), false))),
+                offset: None,
+                limit_by: vec![],
             });
         }
         Expr::Cast { data_type, .. } => {
@@ -565,16 +608,23 @@ impl std::fmt::Debug for DbCatalog {
 
 impl CatalogProvider for DbCatalog {
     fn schema_names(&self) -> Vec<String> {
-        vec![SCHEMA.to_string()]
+        vec![SCHEMA.to_string(), crate::pg_catalog::SCHEMA.to_string()]
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
-        (name == SCHEMA).then(|| {
-            Arc::new(DbSchema {
+        if name == SCHEMA {
+            Some(Arc::new(DbSchema {
                 ctx: self.ctx.clone(),
                 catalog: self.name.clone(),
-            }) as Arc<dyn SchemaProvider>
-        })
+            }))
+        } else if name.eq_ignore_ascii_case(crate::pg_catalog::SCHEMA) {
+            Some(Arc::new(crate::pg_catalog::PgSchema {
+                ctx: self.ctx.clone(),
+                catalog: self.name.clone(),
+            }))
+        } else {
+            None
+        }
     }
 }
 
@@ -596,7 +646,20 @@ impl SchemaProvider for DbSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        self.ctx.lookup(&self.catalog, name).await.map_err(external)
+        match self
+            .ctx
+            .lookup(&self.catalog, name)
+            .await
+            .map_err(external)?
+        {
+            // PostgreSQL finds the system catalogs without a schema name.
+            None if crate::pg_catalog::is_table(name) => {
+                crate::pg_catalog::provider(&self.ctx, &self.catalog, name)
+                    .await
+                    .map_err(external)
+            }
+            found => Ok(found),
+        }
     }
 
     fn table_exist(&self, _name: &str) -> bool {

@@ -21,6 +21,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::common::ParamValues;
 use datafusion::execution::context::SessionState;
 use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::execution::FunctionRegistry;
 use datafusion::physical_plan::collect;
 use datafusion::prelude::SessionConfig;
 use datafusion::sql::sqlparser::ast::{
@@ -293,12 +294,17 @@ impl Session {
             // large enough that repeated passes cost more than they save.
             opts.optimizer.max_passes = 1;
         }
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_config(config)
             .with_default_features()
             .with_catalog_list(Arc::new(Catalogs(ctx.clone())))
             .with_optimizer_rule(Arc::new(crate::subquery::ApplySubqueries::new(&ctx)))
             .build();
+        for f in crate::pg_catalog::functions(&ctx) {
+            // Replaces a built-in of the same name (`version`): PostgreSQL's answer.
+            let _ = state.register_udf(Arc::new(f));
+        }
+        ctx.set_current("default");
         ctx.set_template(state.clone());
         Session {
             ctx,
@@ -388,6 +394,13 @@ impl Session {
         params: &[Datum],
     ) -> Result<Output> {
         self.recover().await;
+        if self.explicit.is_none() {
+            // now() and CURRENT_TIMESTAMP are the transaction's start (BEGIN's, inside one).
+            let config = self.state.config_options().clone();
+            self.state
+                .execution_props_mut()
+                .mark_start_execution(config);
+        }
         self.running = true;
         let out = match &prepared.kind {
             PreparedKind::Reindex(name) => self.reindex(name).await,
@@ -615,6 +628,7 @@ impl Session {
     }
 
     fn reset_scope(&self, as_of: Option<AsOf>, read_only: bool) {
+        self.ctx.pg_forget();
         let mut scope = self.ctx.scope.lock().unwrap_or_else(|p| p.into_inner());
         *scope = Scope {
             as_of,
@@ -1065,6 +1079,7 @@ impl Session {
             self.ctx.resolve(name).await?
         };
         self.ctx.remember(&db);
+        self.ctx.set_current(&db);
         self.current = db.clone();
         self.state
             .config_mut()

@@ -266,25 +266,12 @@ impl Tx {
 
     /// Names of every table, in order.
     pub async fn table_names(&mut self) -> Result<Vec<String>> {
-        self.names_under(Key::Table("")).await
-    }
-
-    async fn names_under(&mut self, empty: Key<'_>) -> Result<Vec<String>> {
-        // `Key::Table("")` is the kind byte followed by an empty text: the kind prefix is
-        // everything before the text tag.
-        let mut prefix = empty.encode();
-        prefix.truncate(prefix.len() - 2);
-        let end = strata_engine::prefix_end(&prefix);
+        let (prefix, end) = names_range(Key::Table(""));
         let mut out = Vec::new();
         let mut start = prefix.clone();
         loop {
             let chunk = self.scan(&start, &end, false, SCAN_CHUNK).await?;
-            for (k, _) in &chunk {
-                let mut rest = &k[prefix.len()..];
-                if let crate::Datum::Text(name) = crate::codec::decode_one(&mut rest)? {
-                    out.push(name);
-                }
-            }
+            decode_names(&prefix, &chunk, &mut out)?;
             match resume_after(&chunk) {
                 Some(next) => start = next,
                 None => return Ok(out),
@@ -347,6 +334,26 @@ pub fn decode_u64(b: &[u8]) -> Result<u64> {
 fn parse_json<T: serde::de::DeserializeOwned>(bytes: &[u8], name: &str) -> Result<T> {
     serde_json::from_slice(bytes)
         .map_err(|e| SqlError::Internal(format!("corrupt catalog entry {name:?}: {e}")))
+}
+
+/// The key range holding every catalog entry of `empty`'s kind (`Key::Table("")`: tables):
+/// the kind prefix is everything before the empty name's text tag.
+fn names_range(empty: Key<'_>) -> (Vec<u8>, Vec<u8>) {
+    let mut prefix = empty.encode();
+    prefix.truncate(prefix.len() - 2);
+    let end = strata_engine::prefix_end(&prefix);
+    (prefix, end)
+}
+
+/// The names of the catalog entries in `chunk`, whose keys start with `prefix`.
+fn decode_names(prefix: &[u8], chunk: &[(Vec<u8>, Vec<u8>)], out: &mut Vec<String>) -> Result<()> {
+    for (k, _) in chunk {
+        let mut rest = &k[prefix.len()..];
+        if let crate::Datum::Text(name) = crate::codec::decode_one(&mut rest)? {
+            out.push(name);
+        }
+    }
+    Ok(())
 }
 
 /// Where a statement reads a database from.
@@ -415,6 +422,32 @@ impl Source {
             Source::Version(..) => match self.get(&Key::Table(name).encode()).await? {
                 Some(bytes) => Ok(Some(Arc::new(parse_json::<TableDef>(&bytes, name)?))),
                 None => Ok(None),
+            },
+        }
+    }
+
+    /// Names of every table (`Key::Table("")`) or view (`Key::View("")`), in order.
+    pub async fn names(&self, kind: Key<'_>) -> Result<Vec<String>> {
+        let (prefix, end) = names_range(kind);
+        let mut out = Vec::new();
+        let mut start = prefix.clone();
+        loop {
+            let chunk = self.scan(&start, &end, false, SCAN_CHUNK).await?;
+            decode_names(&prefix, &chunk, &mut out)?;
+            match resume_after(&chunk) {
+                Some(next) => start = next,
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// The schema version this source reads.
+    pub async fn schema_version(&self) -> Result<u64> {
+        match self {
+            Source::Txn(tx) => tx.lock().await.schema_version().await,
+            Source::Version(..) => match self.get(&Key::SchemaVersion.encode()).await? {
+                Some(b) => decode_u64(&b),
+                None => Ok(0),
             },
         }
     }
