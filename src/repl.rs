@@ -40,10 +40,19 @@ pub struct Repl {
 
 const HELP: &str = "\
 Statements end with ; and may span lines.
-  \\d           list tables          \\d NAME   describe a table
+  \\d           list relations       \\d NAME   describe a table, view or index
+  \\dt \\di \\dv  list tables, indexes, views
   \\l           list databases       \\c NAME   use another database
   \\timing      time each statement  \\q        quit
   \\?           this help";
+
+/// The relations `\d` lists (`relkind`s), and their type names.
+const RELATIONS: &str = "SELECT n.nspname AS \"Schema\", c.relname AS \"Name\", \
+     CASE c.relkind WHEN 'r' THEN 'table' WHEN 'v' THEN 'view' WHEN 'm' THEN 'materialized view' \
+       WHEN 'i' THEN 'index' WHEN 'S' THEN 'sequence' WHEN 'p' THEN 'partitioned table' END AS \"Type\" \
+     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname <> 'pg_catalog' AND n.nspname <> 'information_schema' \
+       AND n.nspname !~ '^pg_toast' AND c.relkind IN ";
 
 impl Repl {
     pub async fn embedded(
@@ -178,9 +187,31 @@ impl Repl {
                 self.timing = !self.timing;
                 println!("Timing is {}.", if self.timing { "on" } else { "off" });
             }
-            ("\\l", _) => self.statements("SHOW DATABASES").await,
-            ("\\d", None) => self.statements("SHOW TABLES").await,
-            ("\\d", Some(table)) => self.describe(table).await,
+            ("\\l", _) => {
+                self.statements(
+                    "SELECT datname AS \"Name\", pg_catalog.pg_get_userbyid(datdba) AS \"Owner\", \
+                     pg_catalog.pg_encoding_to_char(encoding) AS \"Encoding\" \
+                     FROM pg_catalog.pg_database ORDER BY 1",
+                )
+                .await
+            }
+            ("\\d", None) => {
+                self.statements(&format!("{RELATIONS} ('r','p','v','m','S') ORDER BY 1, 2"))
+                    .await
+            }
+            ("\\dt", _) => {
+                self.statements(&format!("{RELATIONS} ('r','p') ORDER BY 1, 2"))
+                    .await
+            }
+            ("\\dv", _) => {
+                self.statements(&format!("{RELATIONS} ('v','m') ORDER BY 1, 2"))
+                    .await
+            }
+            ("\\di", _) => {
+                self.statements(&format!("{RELATIONS} ('i') ORDER BY 1, 2"))
+                    .await
+            }
+            ("\\d", Some(name)) => self.describe(name).await,
             ("\\c", Some(db)) => self.use_database(db).await,
             _ => println!("invalid command {line:?}; \\? lists the commands"),
         }
@@ -215,51 +246,47 @@ impl Repl {
         }
     }
 
-    /// `\d table`: its columns and types.
-    async fn describe(&mut self, table: &str) {
-        let sql = format!("SELECT * FROM {table} LIMIT 0");
-        let columns: Result<Vec<(String, String)>, String> = match &mut self.conn {
-            Conn::Embedded(session) => match session.prepare(&sql) {
-                Ok(p) => session
-                    .describe(&p, 0)
-                    .await
-                    .map(|d| {
-                        d.columns
-                            .map(|s| {
-                                s.fields()
-                                    .iter()
-                                    .map(|f| (f.name().clone(), type_name(f.data_type())))
-                                    .collect()
-                            })
-                            .unwrap_or_default()
-                    })
-                    .map_err(|e| format!("ERROR:  {e}")),
-                Err(e) => Err(format!("ERROR:  {e}")),
-            },
-            Conn::Remote { client, .. } => client
-                .prepare(&sql)
-                .await
-                .map(|s| {
-                    s.columns()
-                        .iter()
-                        .map(|c| (c.name().to_string(), c.type_().name().to_string()))
-                        .collect()
-                })
-                .map_err(|e| pg_error(&e)),
-        };
-        match columns {
-            Ok(cols) => {
-                println!("Table \"{table}\"");
-                print(&Answer {
-                    columns: vec!["Column".into(), "Type".into()],
-                    rows: cols
-                        .into_iter()
-                        .map(|(n, t)| vec![Some(n), Some(t)])
-                        .collect(),
-                    tag: None,
-                });
+    /// `\d name`: a relation's columns (types, NOT NULL, defaults) and its indexes, read
+    /// from `pg_catalog` (so it works against any PostgreSQL server too).
+    async fn describe(&mut self, name: &str) {
+        let literal = format!("'{}'", name.replace('\'', "''"));
+        let kind = format!(
+            "SELECT CASE c.relkind WHEN 'r' THEN 'Table' WHEN 'v' THEN 'View' WHEN 'i' THEN 'Index' \
+             ELSE 'Relation' END FROM pg_catalog.pg_class c \
+             WHERE c.oid = pg_catalog.to_regclass({literal})"
+        );
+        let title = match self.answers(&kind).await {
+            (answers, None) => answers
+                .first()
+                .and_then(|a| a.rows.first())
+                .and_then(|r| r.first().cloned().flatten()),
+            (_, Some(e)) => {
+                println!("{e}");
+                return;
             }
-            Err(e) => println!("{e}"),
+        };
+        let Some(title) = title else {
+            println!("Did not find any relation named \"{name}\".");
+            return;
+        };
+        println!("{title} \"{name}\"");
+        self.statements(&format!(
+            "SELECT a.attname AS \"Column\", pg_catalog.format_type(a.atttypid, a.atttypmod) AS \"Type\", \
+               CASE WHEN a.attnotnull THEN 'not null' ELSE '' END AS \"Nullable\", \
+               (SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid) FROM pg_catalog.pg_attrdef d \
+                 WHERE d.adrelid = a.attrelid AND d.adnum = a.attnum) AS \"Default\" \
+             FROM pg_catalog.pg_attribute a \
+             WHERE a.attrelid = {literal}::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum"
+        ))
+        .await;
+        if title == "Table" {
+            self.statements(&format!(
+                "SELECT c.relname AS \"Index\", pg_catalog.pg_get_indexdef(i.indexrelid) AS \"Definition\" \
+                 FROM pg_catalog.pg_index i JOIN pg_catalog.pg_class c ON c.oid = i.indexrelid \
+                 WHERE i.indrelid = {literal}::regclass ORDER BY i.indisprimary DESC, 1"
+            ))
+            .await;
         }
     }
 }
@@ -286,21 +313,6 @@ fn pg_error(e: &tokio_postgres::Error) -> String {
             db.code().code()
         ),
         None => format!("ERROR:  {e}"),
-    }
-}
-
-fn type_name(t: &strata_sql::arrow::datatypes::DataType) -> String {
-    use strata_sql::arrow::datatypes::DataType as D;
-    match t {
-        D::Int64 | D::Int32 | D::Int16 => "bigint".into(),
-        D::Float64 | D::Float32 => "double precision".into(),
-        D::Utf8 | D::LargeUtf8 | D::Utf8View => "text".into(),
-        D::Boolean => "boolean".into(),
-        D::Binary | D::LargeBinary => "bytea".into(),
-        D::Date32 => "date".into(),
-        D::Timestamp(..) => "timestamp".into(),
-        D::Decimal128(p, s) => format!("numeric({p},{s})"),
-        other => other.to_string(),
     }
 }
 

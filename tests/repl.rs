@@ -168,13 +168,16 @@ fn the_sql_shell_is_usable_at_a_terminal() {
     t.expect("Time: ");
     t.expect("     42");
     t.enter("\\d", "default=> ");
-    t.expect(" t\n(1 row)");
+    t.expect(" public | t    | table\n(1 row)");
     t.enter("\\d t", "default=> ");
     t.expect("Table \"t\"");
     t.expect(" name   | text");
+    t.expect("CREATE UNIQUE INDEX t_pkey ON public.t USING btree (id)");
+    t.enter("\\d nosuch", "default=> ");
+    t.expect("Did not find any relation named \"nosuch\".");
     t.enter("CREATE DATABASE other;", "default=> ");
     t.enter("\\l", "default=> ");
-    t.expect(" other\n");
+    t.expect(" other   | strata");
     t.enter("\\c other", "other=> ");
     t.expect("You are now connected to database \"other\".");
     // History: the up arrow brings back the last line, then the ones before it.

@@ -10,6 +10,9 @@
 //! * the error paths: bad SQL (42601), a unique violation (23505), a NOT NULL violation
 //!   (23502), an unknown database (3D000), a wrong password (28P01) and no password.
 //!
+//! psql also connects over TLS (a certificate made when the case runs), verifying the
+//! server's certificate and sending the token as a cleartext password inside TLS.
+//!
 //! The scripts live in `conformance/clients/pg/`. psql's is a golden script: its output
 //! must equal `psql.expected` (regenerate with `STRATA_REGENERATE=1`).
 
@@ -44,6 +47,10 @@ pub fn suite() -> Suite {
             Case {
                 name: "psql",
                 run: |h| Box::pin(script_case(h, "psql")),
+            },
+            Case {
+                name: "psql_tls",
+                run: |h| Box::pin(psql_tls_case(h)),
             },
         ],
     }
@@ -102,14 +109,7 @@ async fn script_case(h: &Harness, client: &str) -> CaseResult {
             ("node".into(), vec!["node_pg.mjs".into()])
         }
         _ => {
-            let ok = Command::new("psql")
-                .arg("--version")
-                .stdout(Stdio::null())
-                .status()
-                .await
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if !ok {
+            if !psql_installed().await {
                 return skip_or_fail("psql is not installed (Debian postgresql-client)".into());
             }
             return psql_case(h, &dir).await;
@@ -242,6 +242,101 @@ async fn psql_case(h: &Harness, dir: &std::path::Path) -> CaseResult {
     .await?;
     if !unknown.contains("database \"nosuchdb\" does not exist") {
         return Err(format!("an unknown database: {unknown}"));
+    }
+    Ok(())
+}
+
+async fn psql_installed() -> bool {
+    Command::new("psql")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .await
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// psql over TLS: `sslmode=verify-full` against a certificate for 127.0.0.1 made now, with
+/// the cleartext password authentication TLS makes safe.
+async fn psql_tls_case(h: &Harness) -> CaseResult {
+    embedded_only(h, "psql")?;
+    if !psql_installed().await {
+        return skip_or_fail("psql is not installed (Debian postgresql-client)".into());
+    }
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .map_err(|e| format!("make a certificate: {e}"))?;
+    let dir = h.dir().join("tls");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let (cert_path, key_path) = (dir.join("server.crt"), dir.join("server.key"));
+    std::fs::write(&cert_path, cert.cert.pem()).map_err(|e| e.to_string())?;
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).map_err(|e| e.to_string())?;
+    let server = start_server(
+        h,
+        &[
+            "--tls-cert",
+            &cert_path.to_string_lossy(),
+            "--tls-key",
+            &key_path.to_string_lossy(),
+            "--pg-auth",
+            "password",
+        ],
+    )
+    .await?;
+    let verified = format!(
+        "dbname=default sslmode=verify-full sslrootcert={}",
+        cert_path.display()
+    );
+    let out = run_psql(
+        &server,
+        &pg_dir(),
+        &[
+            "-d",
+            &verified,
+            "-A",
+            "-t",
+            "-c",
+            "SELECT 'over tls'",
+            "-c",
+            "\\conninfo",
+        ],
+        Some(TOKEN),
+    )
+    .await?;
+    if !out.contains("over tls") || !out.contains("SSL connection (protocol: TLSv1.3") {
+        return Err(format!("psql over TLS: {out}"));
+    }
+    let wrong = run_psql(
+        &server,
+        &pg_dir(),
+        &["-d", &verified, "-c", "SELECT 1"],
+        Some("not-the-token-at-all"),
+    )
+    .await?;
+    if !wrong.contains("password authentication failed") {
+        return Err(format!("a wrong password over TLS: {wrong}"));
+    }
+    // A client that trusts another certificate authority refuses the server.
+    let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()])
+        .map_err(|e| format!("make a certificate: {e}"))?;
+    let other_path = dir.join("other.crt");
+    std::fs::write(&other_path, other.cert.pem()).map_err(|e| e.to_string())?;
+    let untrusted = run_psql(
+        &server,
+        &pg_dir(),
+        &[
+            "-d",
+            &format!(
+                "dbname=default sslmode=verify-full sslrootcert={}",
+                other_path.display()
+            ),
+            "-c",
+            "SELECT 1",
+        ],
+        Some(TOKEN),
+    )
+    .await?;
+    if !untrusted.contains("certificate verify failed") {
+        return Err(format!("an untrusted certificate: {untrusted}"));
     }
     Ok(())
 }

@@ -6,6 +6,13 @@
 //! the layout the protocol documents (lengths, counts, terminated strings), and releases
 //! only checked messages. A message that fails the check, or is longer than the limit,
 //! ends the connection with an error instead; nothing of it reaches a decoder.
+//!
+//! It also coalesces the answers. The protocol library flushes after every message it
+//! sends; a prepared statement's round trip (Bind, Describe, Execute, Sync) would cost four
+//! writes, and the client four wake-ups. Here writes collect in a buffer that goes out in
+//! one write when the server next waits for the client (a read that has to go to the
+//! socket), when it grows past [`OUT_HIGH`], and when the connection closes — so every
+//! answer a client waits for is on the wire before the server waits in turn.
 
 use std::io;
 use std::pin::Pin;
@@ -18,6 +25,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 pub const MAX_MESSAGE: usize = 64 << 20;
 /// The largest startup message (PostgreSQL's own limit).
 const MAX_STARTUP: usize = 10_000;
+/// Answers are written out once this many bytes wait (and whenever the server waits).
+pub const OUT_HIGH: usize = 64 << 10;
 
 /// Why a message was refused.
 #[derive(Debug)]
@@ -52,6 +61,8 @@ pub struct Guarded<S> {
     checked: usize,
     /// Past the startup message: every message now starts with its type byte.
     typed: bool,
+    /// Answers not yet written to `inner`.
+    out: BytesMut,
 }
 
 impl<S> Guarded<S> {
@@ -62,6 +73,7 @@ impl<S> Guarded<S> {
             buf: pending,
             checked: 0,
             typed: false,
+            out: BytesMut::new(),
         }
     }
 
@@ -237,7 +249,27 @@ impl Reader<'_> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
+impl<S: AsyncWrite + Unpin> Guarded<S> {
+    /// Write every waiting answer to the socket and flush it.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        while !self.out.is_empty() {
+            match Pin::new(&mut self.inner).poll_write(cx, &self.out) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Ready(Ok(0)) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::WriteZero,
+                        "the client stopped reading",
+                    )))
+                }
+                Poll::Ready(Ok(n)) => self.out.advance(n),
+            }
+        }
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Guarded<S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -254,6 +286,14 @@ impl<S: AsyncRead + Unpin> AsyncRead for Guarded<S> {
             }
             if this.check_next()? {
                 continue;
+            }
+            // The server is about to wait for the client: everything it answered goes out
+            // first.
+            if !this.out.is_empty() {
+                match this.poll_drain(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    other => return other,
+                }
             }
             // Need more bytes.
             this.buf.reserve(8192);
@@ -282,15 +322,34 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Guarded<S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let this = &mut *self;
+        if this.out.len() >= OUT_HIGH {
+            match this.poll_drain(cx) {
+                Poll::Ready(Ok(())) => {}
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        this.out.extend_from_slice(buf);
+        Poll::Ready(Ok(buf.len()))
     }
 
+    /// Writes out only past [`OUT_HIGH`]; the rest waits for the next read (see the module
+    /// comment) or the close.
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        if this.out.len() >= OUT_HIGH {
+            return this.poll_drain(cx);
+        }
+        Poll::Ready(Ok(()))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
+        let this = &mut *self;
+        match this.poll_drain(cx) {
+            Poll::Ready(Ok(())) => Pin::new(&mut this.inner).poll_shutdown(cx),
+            other => other,
+        }
     }
 }
 

@@ -74,10 +74,7 @@ impl Connection {
         socket: tokio::net::TcpStream,
         tls: Option<pgwire::tokio::TlsAcceptor>,
     ) -> std::io::Result<()> {
-        use futures::StreamExt;
-        use pgwire::api::{ClientInfo, PgWireConnectionState};
-        use pgwire::messages::PgWireFrontendMessage;
-        use pgwire::tokio::server::{negotiate_tls, process_error, process_message};
+        use pgwire::tokio::server::negotiate_tls;
         use tokio_util::codec::{Framed, FramedParts};
 
         let startup_deadline = tokio::time::sleep(STARTUP_TIMEOUT);
@@ -95,6 +92,27 @@ impl Connection {
         let mut fresh = FramedParts::new(guarded, parts.codec);
         fresh.write_buf = parts.write_buf;
         let mut socket = Framed::from_parts(fresh);
+        let served = self.serve(&mut socket, startup_deadline).await;
+        // Whatever is still buffered (a last answer, a FATAL error) goes out before the
+        // close; a client already gone cannot take it.
+        let _ = futures::SinkExt::close(&mut socket).await;
+        served
+    }
+
+    /// Answer checked messages until the client leaves, or a broken message ends it.
+    async fn serve(
+        &self,
+        socket: &mut tokio_util::codec::Framed<
+            guard::Guarded<pgwire::tokio::server::MaybeTls>,
+            pgwire::tokio::server::PgWireMessageServerCodec<Arc<handler::Statement>>,
+        >,
+        mut startup_deadline: std::pin::Pin<&mut tokio::time::Sleep>,
+    ) -> std::io::Result<()> {
+        use futures::StreamExt;
+        use pgwire::api::{ClientInfo, PgWireConnectionState};
+        use pgwire::messages::PgWireFrontendMessage;
+        use pgwire::tokio::server::{process_error, process_message};
+
         let copy = Arc::new(pgwire::api::NoopHandler);
         loop {
             let starting = matches!(
@@ -118,7 +136,7 @@ impl Connection {
                         e.get_ref().and_then(|r| r.downcast_ref::<guard::Refused>())
                     {
                         let _ = process_error(
-                            &mut socket,
+                            &mut *socket,
                             error::fatal(refused.sqlstate, refused.message.clone()),
                             false,
                         )
@@ -127,8 +145,9 @@ impl Connection {
                     break;
                 }
                 Some(Err(e)) => {
-                    let _ = process_error(&mut socket, error::fatal("08P01", e.to_string()), false)
-                        .await;
+                    let _ =
+                        process_error(&mut *socket, error::fatal("08P01", e.to_string()), false)
+                            .await;
                     break;
                 }
                 None => break,
@@ -139,7 +158,7 @@ impl Connection {
             let extended = message.is_extended_query();
             if let Err(e) = process_message(
                 message,
-                &mut socket,
+                &mut *socket,
                 self.startup.clone(),
                 self.handler.clone(),
                 self.handler.clone(),
@@ -149,7 +168,7 @@ impl Connection {
             .await
             {
                 let user = socket.metadata().get(pgwire::api::METADATA_USER).cloned();
-                process_error(&mut socket, error::protocol(e, user.as_deref()), extended).await?;
+                process_error(&mut *socket, error::protocol(e, user.as_deref()), extended).await?;
             }
         }
         Ok(())

@@ -235,12 +235,13 @@ pub async fn select(s: &mut Session, stmt: &Statement, params: &[Datum]) -> Resu
     else {
         return Ok(None);
     };
-    if s.ctx
-        .scope
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .as_of
-        .is_some()
+    if crate::pg_catalog::names_catalog(name)
+        || s.ctx
+            .scope
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_of
+            .is_some()
     {
         return Ok(None);
     }

@@ -1367,30 +1367,12 @@ impl ScalarUDFImpl for PgFn {
             .upgrade()
             .ok_or_else(|| DataFusionError::Execution("session closed".into()))?;
         let returns = args.return_field.data_type().clone();
-        let rows = args.number_rows;
-        let mut out = Vec::with_capacity(rows);
-        for r in 0..rows {
-            let values = args
-                .args
-                .iter()
-                .map(|a| match a {
-                    ColumnarValue::Scalar(s) => Ok(s.clone()),
-                    ColumnarValue::Array(arr) => ScalarValue::try_from_array(arr, r),
-                })
-                .collect::<DfResult<Vec<_>>>()?;
-            let v = (self.body)(&ctx, &values)?;
-            out.push(if v.is_null() {
-                ScalarValue::try_from(&returns)?
-            } else {
-                v.cast_to(&returns)?
-            });
+        let mut out = Vec::with_capacity(args.number_rows);
+        for r in 0..args.number_rows {
+            let v = (self.body)(&ctx, &crate::subquery::row_args(&args.args, r)?)?;
+            out.push(if v.is_null() { v } else { v.cast_to(&returns)? });
         }
-        if out.is_empty() {
-            return Ok(ColumnarValue::Array(
-                datafusion::arrow::array::new_empty_array(&returns),
-            ));
-        }
-        Ok(ColumnarValue::Array(ScalarValue::iter_to_array(out)?))
+        crate::subquery::column(out, &returns)
     }
 }
 
@@ -2059,14 +2041,19 @@ fn reads_empty(s: &ast::Select) -> bool {
     })
 }
 
+/// Whether `name` is qualified with `pg_catalog` (`pg_catalog.t`, `db.pg_catalog.t`).
+pub fn names_catalog(name: &ObjectName) -> bool {
+    let parts = &name.0;
+    parts.len() >= 2 && is_pg_catalog(&parts[parts.len() - 2])
+}
+
 fn is_empty_table(t: &TableFactor) -> bool {
     let TableFactor::Table { name, .. } = t else {
         return false;
     };
-    let parts = &name.0;
-    parts.len() >= 2
-        && is_pg_catalog(&parts[parts.len() - 2])
-        && parts
+    names_catalog(name)
+        && name
+            .0
             .last()
             .and_then(|p| p.as_ident())
             .is_some_and(|i| EMPTY.contains(&i.value.to_ascii_lowercase().as_str()))

@@ -1131,6 +1131,11 @@ impl Session {
     /// The engine database and table a (possibly qualified) table name names.
     pub(crate) async fn table_name(&self, name: &ObjectName) -> Result<(String, String)> {
         let parts: Vec<String> = name.0.iter().map(ident_text).collect();
+        if crate::pg_catalog::names_catalog(name) {
+            return Err(SqlError::Unsupported(format!(
+                "{name} is a system catalog: it can be read, not changed"
+            )));
+        }
         match parts.as_slice() {
             [t] => Ok((self.current.clone(), t.clone())),
             [s, t] if s == SCHEMA => Ok((self.current.clone(), t.clone())),

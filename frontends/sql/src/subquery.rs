@@ -211,14 +211,7 @@ impl ScalarUDFImpl for Apply {
         let rows = args.number_rows;
         let mut out = Vec::with_capacity(rows);
         for r in 0..rows {
-            let values = args
-                .args
-                .iter()
-                .map(|a| match a {
-                    ColumnarValue::Scalar(s) => Ok(s.clone()),
-                    ColumnarValue::Array(arr) => ScalarValue::try_from_array(arr, r),
-                })
-                .collect::<DfResult<Vec<_>>>()?;
+            let values = row_args(&args.args, r)?;
             let cached = self
                 .cache
                 .lock()
@@ -237,18 +230,33 @@ impl ScalarUDFImpl for Apply {
             };
             out.push(v);
         }
-        let null = ScalarValue::try_from(&self.returns)?;
-        let typed: Vec<ScalarValue> = out
-            .into_iter()
-            .map(|v| if v.is_null() { null.clone() } else { v })
-            .collect();
-        if typed.is_empty() {
-            return Ok(ColumnarValue::Array(
-                datafusion::arrow::array::new_empty_array(&self.returns),
-            ));
-        }
-        Ok(ColumnarValue::Array(ScalarValue::iter_to_array(typed)?))
+        column(out, &self.returns)
     }
+}
+
+/// The arguments of a function for row `r`, as scalars.
+pub(crate) fn row_args(args: &[ColumnarValue], r: usize) -> DfResult<Vec<ScalarValue>> {
+    args.iter()
+        .map(|a| match a {
+            ColumnarValue::Scalar(s) => Ok(s.clone()),
+            ColumnarValue::Array(arr) => ScalarValue::try_from_array(arr, r),
+        })
+        .collect()
+}
+
+/// A function's values, one per row, as a column of type `returns` (NULLs of that type).
+pub(crate) fn column(values: Vec<ScalarValue>, returns: &DataType) -> DfResult<ColumnarValue> {
+    let null = ScalarValue::try_from(returns)?;
+    let typed: Vec<ScalarValue> = values
+        .into_iter()
+        .map(|v| if v.is_null() { null.clone() } else { v })
+        .collect();
+    if typed.is_empty() {
+        return Ok(ColumnarValue::Array(
+            datafusion::arrow::array::new_empty_array(returns),
+        ));
+    }
+    Ok(ColumnarValue::Array(ScalarValue::iter_to_array(typed)?))
 }
 
 impl Apply {

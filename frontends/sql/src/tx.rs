@@ -266,17 +266,7 @@ impl Tx {
 
     /// Names of every table, in order.
     pub async fn table_names(&mut self) -> Result<Vec<String>> {
-        let (prefix, end) = names_range(Key::Table(""));
-        let mut out = Vec::new();
-        let mut start = prefix.clone();
-        loop {
-            let chunk = self.scan(&start, &end, false, SCAN_CHUNK).await?;
-            decode_names(&prefix, &chunk, &mut out)?;
-            match resume_after(&chunk) {
-                Some(next) => start = next,
-                None => return Ok(out),
-            }
-        }
+        names_of(self, Key::Table("")).await
     }
 
     pub async fn schema_version(&mut self) -> Result<u64> {
@@ -345,15 +335,41 @@ fn names_range(empty: Key<'_>) -> (Vec<u8>, Vec<u8>) {
     (prefix, end)
 }
 
-/// The names of the catalog entries in `chunk`, whose keys start with `prefix`.
-fn decode_names(prefix: &[u8], chunk: &[(Vec<u8>, Vec<u8>)], out: &mut Vec<String>) -> Result<()> {
-    for (k, _) in chunk {
-        let mut rest = &k[prefix.len()..];
-        if let crate::Datum::Text(name) = crate::codec::decode_one(&mut rest)? {
-            out.push(name);
+/// Reads a key range a chunk at a time: a transaction, or a source.
+trait ChunkScan {
+    async fn chunk(&mut self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+}
+
+impl ChunkScan for Tx {
+    async fn chunk(&mut self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan(start, end, false, SCAN_CHUNK).await
+    }
+}
+
+impl ChunkScan for &Source {
+    async fn chunk(&mut self, start: &[u8], end: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.scan(start, end, false, SCAN_CHUNK).await
+    }
+}
+
+/// The names of the catalog entries of `empty`'s kind, in order.
+async fn names_of(scan: &mut impl ChunkScan, empty: Key<'_>) -> Result<Vec<String>> {
+    let (prefix, end) = names_range(empty);
+    let mut out = Vec::new();
+    let mut start = prefix.clone();
+    loop {
+        let chunk = scan.chunk(&start, &end).await?;
+        for (k, _) in &chunk {
+            let mut rest = &k[prefix.len()..];
+            if let crate::Datum::Text(name) = crate::codec::decode_one(&mut rest)? {
+                out.push(name);
+            }
+        }
+        match resume_after(&chunk) {
+            Some(next) => start = next,
+            None => return Ok(out),
         }
     }
-    Ok(())
 }
 
 /// Where a statement reads a database from.
@@ -428,17 +444,7 @@ impl Source {
 
     /// Names of every table (`Key::Table("")`) or view (`Key::View("")`), in order.
     pub async fn names(&self, kind: Key<'_>) -> Result<Vec<String>> {
-        let (prefix, end) = names_range(kind);
-        let mut out = Vec::new();
-        let mut start = prefix.clone();
-        loop {
-            let chunk = self.scan(&start, &end, false, SCAN_CHUNK).await?;
-            decode_names(&prefix, &chunk, &mut out)?;
-            match resume_after(&chunk) {
-                Some(next) => start = next,
-                None => return Ok(out),
-            }
-        }
+        names_of(&mut &*self, kind).await
     }
 
     /// The schema version this source reads.

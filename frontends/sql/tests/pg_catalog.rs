@@ -1,23 +1,9 @@
 //! PostgreSQL's system catalogs over a session: what psql and drivers read.
 
-use std::sync::Arc;
-
-use strata_engine::{Engine, EngineConfig};
 use strata_sql::{Datum, Output, Session};
 
-fn engine() -> Engine {
-    Engine::new(
-        Arc::new(strata_backend_memory::MemoryBackend::new()),
-        EngineConfig::default(),
-    )
-}
-
-async fn rows(s: &mut Session, sql: &str) -> Vec<Vec<Datum>> {
-    match s.execute(sql).await {
-        Ok(Output::Rows(r)) => r.rows().unwrap(),
-        other => panic!("{sql}: {other:?}"),
-    }
-}
+mod common;
+use common::{engine, rows};
 
 fn text(v: &str) -> Datum {
     Datum::Text(v.into())
@@ -200,6 +186,23 @@ async fn oids_are_stable_and_follow_ddl() {
         )
         .await,
         vec![vec![Datum::Int(0)]]
+    );
+    // The catalogs are read-only; a point query on one is still a query of the catalog.
+    for sql in [
+        "INSERT INTO pg_catalog.pg_class (oid) VALUES (1)",
+        "DELETE FROM pg_catalog.pg_class WHERE oid = 1",
+        "DROP TABLE pg_catalog.pg_class",
+    ] {
+        let err = s.execute(sql).await.unwrap_err();
+        assert!(err.to_string().contains("system catalog"), "{sql}: {err}");
+    }
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT c.relname FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass('items')"
+        )
+        .await,
+        vec![vec![text("items")]]
     );
     // An unknown name is an error, as in PostgreSQL.
     let err = s.execute("SELECT 'nope'::regclass").await.unwrap_err();

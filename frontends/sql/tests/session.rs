@@ -2,22 +2,11 @@
 
 use std::sync::Arc;
 
-use strata_engine::{Engine, EngineConfig};
+use strata_engine::Engine;
 use strata_sql::{Datum, Output, Session};
 
-fn engine() -> Engine {
-    Engine::new(
-        Arc::new(strata_backend_memory::MemoryBackend::new()),
-        EngineConfig::default(),
-    )
-}
-
-async fn rows(s: &mut Session, sql: &str) -> Vec<Vec<Datum>> {
-    match s.execute(sql).await {
-        Ok(Output::Rows(r)) => r.rows().unwrap(),
-        other => panic!("{sql}: {other:?}"),
-    }
-}
+mod common;
+use common::{engine, rows};
 
 #[tokio::test]
 async fn create_insert_select_update_delete() {
