@@ -480,3 +480,63 @@ async fn malformed_and_truncated_messages_never_hurt_the_server() {
         .unwrap();
     assert_eq!(PANICS.load(Ordering::SeqCst), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn portals_return_rows_in_the_batches_the_client_asks_for() {
+    let addr = server(Auth::Trust).await;
+    let mut client = connect(&addr, None).await.unwrap();
+    let tx = client.transaction().await.unwrap();
+    let portal = tx
+        .bind(
+            "SELECT x FROM generate_series(1, 5) AS t(x) ORDER BY x",
+            &[],
+        )
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    let mut batches = Vec::new();
+    loop {
+        let rows = tx.query_portal(&portal, 2).await.unwrap();
+        batches.push(rows.len());
+        if rows.is_empty() {
+            break;
+        }
+        seen.extend(rows.iter().map(|r| r.get::<_, i64>(0)));
+    }
+    assert_eq!(seen, vec![1, 2, 3, 4, 5]);
+    assert_eq!(batches, vec![2, 2, 1, 0]);
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_results_and_pipelined_statements_arrive_whole() {
+    let addr = server(Auth::Trust).await;
+    let client = connect(&addr, None).await.unwrap();
+    // Far more than the server buffers before writing.
+    let rows = client
+        .query(
+            "SELECT x, repeat('y', 1000) AS pad FROM generate_series(1, 2000) AS t(x) ORDER BY x",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2000);
+    assert_eq!(rows[1999].get::<_, i64>(0), 2000);
+    assert_eq!(rows[0].get::<_, String>(1).len(), 1000);
+    // Many statements in flight at once on one connection: every answer comes back.
+    // A parameter cast to a type takes that type.
+    let statement = client.prepare("SELECT $1::BIGINT + 1").await.unwrap();
+    assert_eq!(statement.params(), &[tokio_postgres::types::Type::INT8]);
+    let answers = futures::future::join_all((0..200i64).map(|i| {
+        let (client, statement) = (&client, &statement);
+        async move {
+            client
+                .query_one(statement, &[&i])
+                .await
+                .unwrap()
+                .get::<_, i64>(0)
+        }
+    }))
+    .await;
+    assert_eq!(answers, (1..=200).collect::<Vec<i64>>());
+}

@@ -62,6 +62,7 @@ pub fn param_count(stmt: &Statement) -> usize {
 pub(crate) async fn describe(s: &mut Session, stmt: &Statement) -> Result<Description> {
     let count = param_count(stmt);
     let mut params: Vec<Option<DataType>> = vec![None; count];
+    casts(stmt, &mut params);
     let columns = match stmt {
         Statement::Query(_) | Statement::Explain { .. } => {
             let plan = planner::plan_statement(&s.state, stmt.clone()).await?;
@@ -237,6 +238,25 @@ fn assignments(def: &TableDef, list: &[ast::Assignment], params: &mut [Option<Da
         }
         comparisons(def, &a.value, params);
     }
+}
+
+/// A parameter cast to a type (`$1::BIGINT`, `CAST($1 AS DATE)`) has that type, as in
+/// PostgreSQL: the client's own declaration of it.
+fn casts(stmt: &Statement, params: &mut [Option<DataType>]) {
+    let _ = ast::visit_expressions(stmt, |e: &Expr| {
+        if let Expr::Cast {
+            expr, data_type, ..
+        } = e
+        {
+            if let (Some(n), Ok(ty)) = (
+                placeholder(expr),
+                crate::types::SqlType::from_ast(data_type),
+            ) {
+                set(params, n, ty.arrow_type());
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
 }
 
 /// Parameters compared with a column of `def` anywhere in `e`.
