@@ -546,7 +546,40 @@ const COLUMNS: &[(&str, &str)] = &[
         "pg_sequence",
         "seqrelid:i seqtypid:i seqstart:i seqincrement:i seqmax:i seqmin:i",
     ),
+    // The SQL standard's views, for tools that read them instead.
+    (
+        "information_schema.schemata",
+        "catalog_name schema_name schema_owner",
+    ),
+    (
+        "information_schema.tables",
+        "table_catalog table_schema table_name table_type is_insertable_into",
+    ),
+    (
+        "information_schema.columns",
+        "table_catalog table_schema table_name column_name ordinal_position:i column_default \
+         is_nullable data_type character_maximum_length:i numeric_precision:i numeric_scale:i \
+         datetime_precision:i udt_name is_identity is_generated",
+    ),
+    (
+        "information_schema.views",
+        "table_catalog table_schema table_name view_definition",
+    ),
+    (
+        "information_schema.table_constraints",
+        "constraint_catalog constraint_schema constraint_name table_catalog table_schema \
+         table_name constraint_type",
+    ),
+    (
+        "information_schema.key_column_usage",
+        "constraint_catalog constraint_schema constraint_name table_catalog table_schema \
+         table_name column_name ordinal_position:i",
+    ),
 ];
+
+/// The other schema of system views, and the prefix its tables have in [`COLUMNS`].
+pub const INFORMATION_SCHEMA: &str = "information_schema";
+const INFO: &str = "information_schema.";
 
 /// The catalogs that are always empty (see the module comment).
 const EMPTY: &[&str] = &[
@@ -565,9 +598,29 @@ const EMPTY: &[&str] = &[
     "pg_extension",
 ];
 
-/// Whether `name` is a table of `pg_catalog`.
+/// Whether `name` is a table of `pg_catalog` (or, written `information_schema.name`, of
+/// `information_schema`).
 pub fn is_table(name: &str) -> bool {
     COLUMNS.iter().any(|(t, _)| *t == name)
+}
+
+/// The standard's name for a column type (`information_schema.columns.data_type`).
+fn standard_type(oid: i64) -> &'static str {
+    match oid {
+        16 => "boolean",
+        17 => "bytea",
+        20 => "bigint",
+        21 => "smallint",
+        23 => "integer",
+        700 => "real",
+        701 => "double precision",
+        1042 => "character",
+        1043 => "character varying",
+        1082 => "date",
+        1114 => "timestamp without time zone",
+        1700 => "numeric",
+        _ => "text",
+    }
 }
 
 fn builder(table: &str) -> Builder {
@@ -960,6 +1013,118 @@ async fn build(ctx: &Context, catalog: &str) -> Result<Snapshot> {
             V::B(false),
         ]);
     }
+    let mut info_tables = builder("information_schema.tables");
+    let mut info_columns = builder("information_schema.columns");
+    let mut info_views = builder("information_schema.views");
+    let mut info_constraints = builder("information_schema.table_constraints");
+    let mut info_keys = builder("information_schema.key_column_usage");
+    let public = || s("public");
+    for t in &defs {
+        info_tables.push(vec![
+            s(db.clone()),
+            public(),
+            s(t.name.clone()),
+            s("BASE TABLE"),
+            s("YES"),
+        ]);
+        for (i, c) in t.columns.iter().enumerate() {
+            let (oid, _) = sql_type(&c.ty);
+            let (length, precision, scale) = match &c.ty {
+                SqlType::Varchar(n) | SqlType::Char(n) => (V::I(*n as i64), V::N, V::N),
+                SqlType::Decimal { precision, scale } => {
+                    (V::N, V::I(*precision as i64), V::I(*scale as i64))
+                }
+                SqlType::SmallInt => (V::N, V::I(16), V::I(0)),
+                SqlType::Integer => (V::N, V::I(32), V::I(0)),
+                SqlType::BigInt => (V::N, V::I(64), V::I(0)),
+                SqlType::Real => (V::N, V::I(24), V::N),
+                SqlType::Double => (V::N, V::I(53), V::N),
+                _ => (V::N, V::N, V::N),
+            };
+            let udt = TYPES
+                .iter()
+                .find(|ty| ty.oid == oid)
+                .map_or("text", |ty| ty.name);
+            info_columns.push(vec![
+                s(db.clone()),
+                public(),
+                s(t.name.clone()),
+                s(c.name.clone()),
+                V::I(i as i64 + 1),
+                c.default.clone().map_or(V::N, s),
+                s(if c.nullable { "YES" } else { "NO" }),
+                s(standard_type(oid)),
+                length,
+                precision,
+                scale,
+                if matches!(c.ty, SqlType::Timestamp) {
+                    V::I(6)
+                } else {
+                    V::N
+                },
+                s(udt),
+                s("NO"),
+                s("NEVER"),
+            ]);
+        }
+        let mut constraint = |name: &str, kind: &str, columns: &[u32]| {
+            info_constraints.push(vec![
+                s(db.clone()),
+                public(),
+                s(name),
+                s(db.clone()),
+                public(),
+                s(t.name.clone()),
+                s(kind),
+            ]);
+            for (k, id) in columns.iter().enumerate() {
+                if let Some((_, c)) = t.column_by_id(*id) {
+                    info_keys.push(vec![
+                        s(db.clone()),
+                        public(),
+                        s(name),
+                        s(db.clone()),
+                        public(),
+                        s(t.name.clone()),
+                        s(c.name.clone()),
+                        V::I(k as i64 + 1),
+                    ]);
+                }
+            }
+        };
+        if !t.primary_key.is_empty() {
+            constraint(&t.pk_name, "PRIMARY KEY", &t.primary_key);
+        }
+        for ix in t.indexes.iter().filter(|ix| ix.unique) {
+            constraint(&ix.name, "UNIQUE", &ix.columns);
+        }
+        for check in &t.checks {
+            constraint(&check.name, "CHECK", &[]);
+        }
+        for fk in &t.foreign_keys {
+            constraint(&fk.name, "FOREIGN KEY", &fk.columns);
+        }
+    }
+    for (view, _) in &views {
+        info_tables.push(vec![
+            s(db.clone()),
+            public(),
+            s(view.name.clone()),
+            s("VIEW"),
+            s("NO"),
+        ]);
+        info_views.push(vec![
+            s(db.clone()),
+            public(),
+            s(view.name.clone()),
+            s(view.sql.clone()),
+        ]);
+    }
+    let mut info_schemata = builder("information_schema.schemata");
+    for schema in ["public", SCHEMA, INFORMATION_SCHEMA] {
+        info_schemata.push(vec![s(db.clone()), s(schema), s(OWNER)]);
+    }
+
     for (view, schema) in &views {
         let oid = named_oid("view", &[&view.name]);
         snap.relations.insert(oid, view.name.clone());
@@ -1137,6 +1302,12 @@ async fn build(ctx: &Context, catalog: &str) -> Result<Snapshot> {
         ("pg_user", user),
         ("pg_tablespace", tablespace),
         ("pg_settings", settings),
+        ("information_schema.schemata", info_schemata),
+        ("information_schema.tables", info_tables),
+        ("information_schema.columns", info_columns),
+        ("information_schema.views", info_views),
+        ("information_schema.table_constraints", info_constraints),
+        ("information_schema.key_column_usage", info_keys),
     ] {
         snap.tables.insert(name.to_string(), b.finish());
     }
@@ -1268,10 +1439,26 @@ impl Context {
 // ---------------------------------------------------------------------------------------
 // The schema
 
-/// `pg_catalog` in one database.
+/// `pg_catalog` (or `information_schema`) in one database.
 pub struct PgSchema {
     pub ctx: Arc<Context>,
     pub catalog: String,
+    /// `pg_catalog` or `information_schema`.
+    pub schema: &'static str,
+}
+
+impl PgSchema {
+    /// The key of `name` of this schema in [`COLUMNS`].
+    fn key(&self, name: &str) -> String {
+        if self.schema == INFORMATION_SCHEMA {
+            format!("{INFO}{name}")
+        } else if name.contains('.') {
+            // Not a name of this schema.
+            String::new()
+        } else {
+            name.to_string()
+        }
+    }
 }
 
 impl std::fmt::Debug for PgSchema {
@@ -1300,17 +1487,26 @@ pub async fn provider(
 #[async_trait]
 impl SchemaProvider for PgSchema {
     fn table_names(&self) -> Vec<String> {
-        COLUMNS.iter().map(|(t, _)| t.to_string()).collect()
+        COLUMNS
+            .iter()
+            .filter_map(
+                |(t, _)| match (self.schema == INFORMATION_SCHEMA, t.strip_prefix(INFO)) {
+                    (true, Some(name)) => Some(name.to_string()),
+                    (false, None) => Some(t.to_string()),
+                    _ => None,
+                },
+            )
+            .collect()
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        provider(&self.ctx, &self.catalog, name)
+        provider(&self.ctx, &self.catalog, &self.key(name))
             .await
             .map_err(DataFusionError::from)
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        is_table(name)
+        is_table(&self.key(name))
     }
 }
 
@@ -2041,17 +2237,23 @@ fn reads_empty(s: &ast::Select) -> bool {
     })
 }
 
-/// Whether `name` is qualified with `pg_catalog` (`pg_catalog.t`, `db.pg_catalog.t`).
+/// Whether `name` is qualified with `pg_catalog` or `information_schema` (`pg_catalog.t`,
+/// `db.information_schema.t`).
 pub fn names_catalog(name: &ObjectName) -> bool {
     let parts = &name.0;
-    parts.len() >= 2 && is_pg_catalog(&parts[parts.len() - 2])
+    parts.len() >= 2
+        && parts[parts.len() - 2].as_ident().is_some_and(|i| {
+            i.value.eq_ignore_ascii_case(SCHEMA) || i.value.eq_ignore_ascii_case(INFORMATION_SCHEMA)
+        })
 }
 
 fn is_empty_table(t: &TableFactor) -> bool {
     let TableFactor::Table { name, .. } = t else {
         return false;
     };
-    names_catalog(name)
+    let parts = &name.0;
+    parts.len() >= 2
+        && is_pg_catalog(&parts[parts.len() - 2])
         && name
             .0
             .last()

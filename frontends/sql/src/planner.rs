@@ -608,7 +608,11 @@ impl std::fmt::Debug for DbCatalog {
 
 impl CatalogProvider for DbCatalog {
     fn schema_names(&self) -> Vec<String> {
-        vec![SCHEMA.to_string(), crate::pg_catalog::SCHEMA.to_string()]
+        vec![
+            SCHEMA.to_string(),
+            crate::pg_catalog::SCHEMA.to_string(),
+            crate::pg_catalog::INFORMATION_SCHEMA.to_string(),
+        ]
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
@@ -621,6 +625,13 @@ impl CatalogProvider for DbCatalog {
             Some(Arc::new(crate::pg_catalog::PgSchema {
                 ctx: self.ctx.clone(),
                 catalog: self.name.clone(),
+                schema: crate::pg_catalog::SCHEMA,
+            }))
+        } else if name.eq_ignore_ascii_case(crate::pg_catalog::INFORMATION_SCHEMA) {
+            Some(Arc::new(crate::pg_catalog::PgSchema {
+                ctx: self.ctx.clone(),
+                catalog: self.name.clone(),
+                schema: crate::pg_catalog::INFORMATION_SCHEMA,
             }))
         } else {
             None

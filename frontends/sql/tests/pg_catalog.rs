@@ -320,3 +320,87 @@ async fn now_is_the_transaction_start_in_values_and_defaults() {
     assert_eq!(got[1][1], got[3][1]);
     assert_eq!(got[1][1], got[1][2]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn information_schema_lists_tables_columns_and_constraints() {
+    let mut s = Session::new(engine());
+    schema(&mut s).await;
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT table_name, table_type FROM information_schema.tables \
+             WHERE table_schema = 'public' ORDER BY 1"
+        )
+        .await,
+        vec![
+            vec![text("cheap"), text("VIEW")],
+            vec![text("items"), text("BASE TABLE")],
+            vec![text("parts"), text("BASE TABLE")],
+        ]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT column_name, data_type, is_nullable, character_maximum_length, \
+               numeric_precision, numeric_scale, column_default \
+             FROM information_schema.columns WHERE table_name = 'items' ORDER BY ordinal_position"
+        )
+        .await,
+        vec![
+            vec![
+                text("id"),
+                text("integer"),
+                text("NO"),
+                Datum::Null,
+                Datum::Int(32),
+                Datum::Int(0),
+                Datum::Null
+            ],
+            vec![
+                text("name"),
+                text("text"),
+                text("NO"),
+                Datum::Null,
+                Datum::Null,
+                Datum::Null,
+                Datum::Null
+            ],
+            vec![
+                text("price"),
+                text("numeric"),
+                text("YES"),
+                Datum::Null,
+                Datum::Int(10),
+                Datum::Int(2),
+                text("0")
+            ],
+            vec![
+                text("code"),
+                text("character varying"),
+                text("YES"),
+                Datum::Int(8),
+                Datum::Null,
+                Datum::Null,
+                Datum::Null
+            ],
+        ]
+    );
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT tc.constraint_type, k.column_name FROM information_schema.table_constraints tc \
+             JOIN information_schema.key_column_usage k ON k.constraint_name = tc.constraint_name \
+             WHERE tc.table_name = 'parts' ORDER BY 1"
+        )
+        .await,
+        vec![
+            vec![text("FOREIGN KEY"), text("item")],
+            vec![text("PRIMARY KEY"), text("id")],
+        ]
+    );
+    let err = s
+        .execute("DELETE FROM information_schema.tables")
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("system catalog"), "{err}");
+}
