@@ -195,22 +195,10 @@ impl Repl {
                 )
                 .await
             }
-            ("\\d", None) => {
-                self.statements(&format!("{RELATIONS} ('r','p','v','m','S') ORDER BY 1, 2"))
-                    .await
-            }
-            ("\\dt", _) => {
-                self.statements(&format!("{RELATIONS} ('r','p') ORDER BY 1, 2"))
-                    .await
-            }
-            ("\\dv", _) => {
-                self.statements(&format!("{RELATIONS} ('v','m') ORDER BY 1, 2"))
-                    .await
-            }
-            ("\\di", _) => {
-                self.statements(&format!("{RELATIONS} ('i') ORDER BY 1, 2"))
-                    .await
-            }
+            ("\\d", None) => self.relations("'r','p','v','m','S'").await,
+            ("\\dt", _) => self.relations("'r','p'").await,
+            ("\\dv", _) => self.relations("'v','m'").await,
+            ("\\di", _) => self.relations("'i'").await,
             ("\\d", Some(name)) => self.describe(name).await,
             ("\\c", Some(db)) => self.use_database(db).await,
             _ => println!("invalid command {line:?}; \\? lists the commands"),
@@ -244,6 +232,12 @@ impl Repl {
             }
             Err(e) => println!("{e}"),
         }
+    }
+
+    /// The relations of the kinds (`relkind`s) listed, as `\d` and its kin show them.
+    async fn relations(&mut self, kinds: &str) {
+        self.statements(&format!("{RELATIONS} ({kinds}) ORDER BY 1, 2"))
+            .await
     }
 
     /// `\d name`: a relation's columns (types, NOT NULL, defaults) and its indexes, read

@@ -175,6 +175,14 @@ fn the_sql_shell_is_usable_at_a_terminal() {
     t.expect("CREATE UNIQUE INDEX t_pkey ON public.t USING btree (id)");
     t.enter("\\d nosuch", "default=> ");
     t.expect("Did not find any relation named \"nosuch\".");
+    t.enter("CREATE VIEW tv AS SELECT id FROM t;", "default=> ");
+    t.enter("CREATE TABLE u (x INTEGER);", "default=> ");
+    t.enter("\\dt", "default=> ");
+    t.expect(" public | u    | table\n(2 rows)");
+    t.enter("\\dv", "default=> ");
+    t.expect(" public | tv   | view\n(1 row)");
+    t.enter("\\di", "default=> ");
+    t.expect(" public | t_pkey | index\n(1 row)");
     t.enter("CREATE DATABASE other;", "default=> ");
     t.enter("\\l", "default=> ");
     t.expect(" other   | strata");

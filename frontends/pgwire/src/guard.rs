@@ -393,4 +393,84 @@ mod tests {
         assert!(check_startup(&startup[..startup.len() - 1]).is_err());
         assert!(check_startup(&80877103i32.to_be_bytes()).is_ok());
     }
+
+    /// A socket that keeps each write it is given, with nothing to read.
+    #[derive(Default)]
+    struct Recorder {
+        writes: Vec<Vec<u8>>,
+        shut: bool,
+    }
+
+    impl AsyncRead for Recorder {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    impl AsyncWrite for Recorder {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.writes.push(buf.to_vec());
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.shut = true;
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn write(g: &mut Guarded<Recorder>, cx: &mut Context<'_>, bytes: &[u8]) {
+        assert!(matches!(
+            Pin::new(&mut *g).poll_write(cx, bytes),
+            Poll::Ready(Ok(n)) if n == bytes.len()
+        ));
+        assert!(matches!(
+            Pin::new(&mut *g).poll_flush(cx),
+            Poll::Ready(Ok(()))
+        ));
+    }
+
+    #[test]
+    fn answers_wait_for_the_next_read_or_the_limit_or_the_close() {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut g = Guarded::new(Recorder::default(), BytesMut::new());
+        // Three answers, each flushed: nothing reaches the socket yet...
+        for m in [b"1\0\0\0\x04".as_slice(), b"2\0\0\0\x04", b"Z\0\0\0\x05I"] {
+            write(&mut g, &mut cx, m);
+        }
+        assert!(g.inner.writes.is_empty());
+        // ...until the server waits for the client: then all of them, in one write.
+        let mut space = [0u8; 16];
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut g).poll_read(&mut cx, &mut buf).is_pending());
+        assert_eq!(
+            g.inner.writes,
+            vec![b"1\0\0\0\x042\0\0\0\x04Z\0\0\0\x05I".to_vec()]
+        );
+        // A large answer goes out once the limit is reached, without waiting for a read.
+        write(&mut g, &mut cx, &vec![b'D'; OUT_HIGH]);
+        assert_eq!(g.inner.writes.len(), 2);
+        assert_eq!(g.inner.writes[1].len(), OUT_HIGH);
+        // What is left goes out at the close.
+        write(&mut g, &mut cx, b"C");
+        assert_eq!(g.inner.writes.len(), 2);
+        assert!(matches!(
+            Pin::new(&mut g).poll_shutdown(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(g.inner.writes.last().unwrap(), b"C");
+        assert!(g.inner.shut);
+    }
 }

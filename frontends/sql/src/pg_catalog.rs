@@ -27,7 +27,7 @@ use std::ops::ControlFlow;
 use std::sync::{Arc, Weak};
 
 use async_trait::async_trait;
-use datafusion::arrow::array::{ArrayRef, BooleanArray, Float64Array, Int64Array, StringArray};
+use datafusion::arrow::array::ArrayRef;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::catalog::{SchemaProvider, TableProvider};
@@ -355,62 +355,47 @@ impl Builder {
     }
 
     fn push(&mut self, row: Vec<V>) {
-        debug_assert_eq!(row.len(), self.fields.len());
         self.rows.push(row);
     }
 
-    fn finish(self) -> RecordBatch {
+    /// The table. Rows are written in this file; one of the wrong width is a bug, reported
+    /// as an internal error rather than a short table.
+    fn finish(self, table: &str) -> Result<RecordBatch> {
+        if let Some(row) = self.rows.iter().find(|r| r.len() != self.fields.len()) {
+            return Err(SqlError::Internal(format!(
+                "{table}: a row of {} values for {} columns",
+                row.len(),
+                self.fields.len()
+            )));
+        }
         let schema = Arc::new(Schema::new(
             self.fields
                 .iter()
                 .map(|(name, ty)| Field::new(name.as_str(), dtype(*ty), true))
                 .collect::<Vec<_>>(),
         ));
-        let columns: Vec<ArrayRef> = self
+        let columns = self
             .fields
             .iter()
             .enumerate()
-            .map(|(i, (_, ty))| -> ArrayRef {
-                let cells = self.rows.iter().map(|r| &r[i]);
-                match ty {
-                    'i' => Arc::new(
-                        cells
-                            .map(|v| match v {
-                                V::I(n) => Some(*n),
-                                _ => None,
-                            })
-                            .collect::<Int64Array>(),
-                    ),
-                    'b' => Arc::new(
-                        cells
-                            .map(|v| match v {
-                                V::B(b) => Some(*b),
-                                _ => None,
-                            })
-                            .collect::<BooleanArray>(),
-                    ),
-                    'f' => Arc::new(
-                        cells
-                            .map(|v| match v {
-                                V::F(f) => Some(*f),
-                                _ => None,
-                            })
-                            .collect::<Float64Array>(),
-                    ),
-                    _ => Arc::new(
-                        cells
-                            .map(|v| match v {
-                                V::S(t) => Some(t.as_str()),
-                                _ => None,
-                            })
-                            .collect::<StringArray>(),
-                    ),
+            .map(|(i, (_, ty))| {
+                let null = ScalarValue::try_from(&dtype(*ty))?;
+                let cells = self.rows.iter().map(|r| match &r[i] {
+                    V::I(n) => ScalarValue::Int64(Some(*n)),
+                    V::S(t) => ScalarValue::Utf8(Some(t.clone())),
+                    V::B(b) => ScalarValue::Boolean(Some(*b)),
+                    V::F(f) => ScalarValue::Float64(Some(*f)),
+                    V::N => null.clone(),
+                });
+                if self.rows.is_empty() {
+                    Ok(datafusion::arrow::array::new_empty_array(&dtype(*ty)))
+                } else {
+                    ScalarValue::iter_to_array(cells)
                 }
             })
-            .collect();
-        // The columns are built from the schema above, one per field, of its type.
-        RecordBatch::try_new(schema.clone(), columns)
-            .unwrap_or_else(|_| RecordBatch::new_empty(schema))
+            .collect::<DfResult<Vec<ArrayRef>>>()?;
+        RecordBatch::try_new(schema, columns)
+            .map_err(|e| SqlError::Internal(format!("{table}: {e}")))
     }
 }
 
@@ -638,8 +623,10 @@ pub struct Snapshot {
     catalog: String,
     version: u64,
     tables: HashMap<String, RecordBatch>,
-    /// Relation names by oid, and back.
+    /// Relation names by oid.
     relations: HashMap<i64, String>,
+    /// `pg_get_viewdef` by view oid.
+    view_defs: HashMap<i64, String>,
     /// `pg_get_indexdef` by index oid: the statement and the key columns.
     index_defs: HashMap<i64, (String, Vec<String>)>,
     /// `pg_get_constraintdef` by constraint oid.
@@ -654,15 +641,17 @@ impl Snapshot {
     }
 
     fn oid_of(&self, relation: &str) -> Option<i64> {
-        let name = relation
-            .strip_prefix("public.")
-            .unwrap_or(relation)
-            .trim_matches('"');
-        self.relations
-            .iter()
-            .find(|(_, n)| n.as_str() == name)
-            .map(|(o, _)| *o)
+        oid_named(&self.relations, relation)
     }
+}
+
+/// The oid of `name` (schema-qualified or quoted, as casts write it) in `names`.
+fn oid_named(names: &HashMap<i64, String>, name: &str) -> Option<i64> {
+    let name = name.rsplit('.').next().unwrap_or(name).trim_matches('"');
+    names
+        .iter()
+        .find(|(_, n)| n.as_str() == name)
+        .map(|(o, _)| *o)
 }
 
 /// Build the catalog tables of `catalog` (a DataFusion catalog name).
@@ -694,6 +683,7 @@ async fn build(ctx: &Context, catalog: &str) -> Result<Snapshot> {
         version,
         tables: HashMap::new(),
         relations: HashMap::new(),
+        view_defs: HashMap::new(),
         index_defs: HashMap::new(),
         constraint_defs: HashMap::new(),
         types: TYPES.iter().map(|t| (t.oid, t.name.to_string())).collect(),
@@ -1128,6 +1118,7 @@ async fn build(ctx: &Context, catalog: &str) -> Result<Snapshot> {
     for (view, schema) in &views {
         let oid = named_oid("view", &[&view.name]);
         snap.relations.insert(oid, view.name.clone());
+        snap.view_defs.insert(oid, view.sql.clone());
         let fields = schema
             .as_ref()
             .map(|s| s.fields().to_vec())
@@ -1309,10 +1300,11 @@ async fn build(ctx: &Context, catalog: &str) -> Result<Snapshot> {
         ("information_schema.table_constraints", info_constraints),
         ("information_schema.key_column_usage", info_keys),
     ] {
-        snap.tables.insert(name.to_string(), b.finish());
+        snap.tables.insert(name.to_string(), b.finish(name)?);
     }
     for name in EMPTY.iter().chain(["pg_proc", "pg_sequence"].iter()) {
-        snap.tables.insert(name.to_string(), builder(name).finish());
+        snap.tables
+            .insert(name.to_string(), builder(name).finish(name)?);
     }
     Ok(snap)
 }
@@ -1412,28 +1404,6 @@ impl Context {
     pub(crate) fn pg_forget(&self) {
         *self.pg.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
-
-    /// The snapshot the catalog functions read: this statement's, or one built now for the
-    /// current database.
-    fn pg_for_functions(&self) -> DfResult<Arc<Snapshot>> {
-        if let Some(s) = self.pg_cached() {
-            return Ok(s);
-        }
-        let catalog = self
-            .template()
-            .map(|s| s.config().options().catalog.default_catalog.clone())
-            .unwrap_or_default();
-        let catalog = self.current_catalog().unwrap_or(catalog);
-        let handle = tokio::runtime::Handle::try_current()
-            .map_err(|_| DataFusionError::Execution("catalog functions need a runtime".into()))?;
-        if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-            return Err(DataFusionError::NotImplemented(
-                "catalog functions outside a query on the system catalogs need a multi-threaded runtime".into(),
-            ));
-        }
-        tokio::task::block_in_place(|| handle.block_on(self.pg_snapshot(&catalog)))
-            .map_err(DataFusionError::from)
-    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1513,7 +1483,32 @@ impl SchemaProvider for PgSchema {
 // ---------------------------------------------------------------------------------------
 // Functions
 
-type Body = dyn Fn(&Context, &[ScalarValue]) -> DfResult<ScalarValue> + Send + Sync;
+/// What a catalog function runs with: the session, and the catalog its statement reads by
+/// default (the current database's).
+struct Call<'a> {
+    ctx: &'a Context,
+    catalog: &'a str,
+}
+
+impl Call<'_> {
+    /// The catalog tables the function reads: the statement's, or ones built now.
+    fn snapshot(&self) -> DfResult<Arc<Snapshot>> {
+        if let Some(s) = self.ctx.pg_cached().filter(|s| s.catalog == self.catalog) {
+            return Ok(s);
+        }
+        crate::subquery::block_on(self.ctx.pg_snapshot(self.catalog))?
+            .map_err(DataFusionError::from)
+    }
+
+    /// The current database.
+    fn database(&self) -> String {
+        self.ctx
+            .known_database(self.catalog)
+            .unwrap_or_else(|| self.catalog.to_string())
+    }
+}
+
+type Body = dyn Fn(&Call<'_>, &[ScalarValue]) -> DfResult<ScalarValue> + Send + Sync;
 
 /// A catalog function, evaluated one row at a time (catalog results are small).
 struct PgFn {
@@ -1562,10 +1557,14 @@ impl ScalarUDFImpl for PgFn {
             .ctx
             .upgrade()
             .ok_or_else(|| DataFusionError::Execution("session closed".into()))?;
+        let call = Call {
+            ctx: &ctx,
+            catalog: &args.config_options.catalog.default_catalog,
+        };
         let returns = args.return_field.data_type().clone();
         let mut out = Vec::with_capacity(args.number_rows);
         for r in 0..args.number_rows {
-            let v = (self.body)(&ctx, &crate::subquery::row_args(&args.args, r)?)?;
+            let v = (self.body)(&call, &crate::subquery::row_args(&args.args, r)?)?;
             out.push(if v.is_null() { v } else { v.cast_to(&returns)? });
         }
         crate::subquery::column(out, &returns)
@@ -1630,6 +1629,17 @@ fn reg_lookup(
             SqlError::UndefinedObject { kind, name: t },
         ))),
     }
+}
+
+/// `::regclass` and its kin over one table of names: a name (or an oid written as text)
+/// becomes its oid, an oid its name (or itself, written as text, when it has none).
+fn reg(v: &ScalarValue, kind: &'static str, names: &HashMap<i64, String>) -> DfResult<ScalarValue> {
+    if is_text(v) {
+        return reg_lookup(v, kind, |n| oid_named(names, n));
+    }
+    Ok(utf8(int(v).map(|o| {
+        names.get(&o).cloned().unwrap_or_else(|| o.to_string())
+    })))
 }
 
 fn is_text(v: &ScalarValue) -> bool {
@@ -1735,11 +1745,11 @@ pub fn functions(ctx: &Arc<Context>) -> Vec<ScalarUDF> {
             "pg_get_indexdef",
             &[1, 3],
             texts,
-            Box::new(|ctx, a| {
+            Box::new(|call, a| {
                 let Some(oid) = int(&a[0]) else {
                     return Ok(utf8(None));
                 };
-                let snap = ctx.pg_for_functions()?;
+                let snap = call.snapshot()?;
                 let column = a.get(1).and_then(int).unwrap_or(0);
                 Ok(utf8(snap.index_defs.get(&oid).and_then(|(def, cols)| {
                     if column == 0 {
@@ -1754,37 +1764,25 @@ pub fn functions(ctx: &Arc<Context>) -> Vec<ScalarUDF> {
             "pg_get_constraintdef",
             &[1, 2],
             texts,
-            Box::new(|ctx, a| {
+            Box::new(|call, a| {
                 let Some(oid) = int(&a[0]) else {
                     return Ok(utf8(None));
                 };
-                Ok(utf8(
-                    ctx.pg_for_functions()?.constraint_defs.get(&oid).cloned(),
-                ))
+                Ok(utf8(call.snapshot()?.constraint_defs.get(&oid).cloned()))
             }),
         ),
         f(
             "pg_get_viewdef",
             &[1, 2],
             texts,
-            Box::new(|ctx, a| {
-                let snap = ctx.pg_for_functions()?;
+            Box::new(|call, a| {
+                let snap = call.snapshot()?;
                 let oid = if is_text(&a[0]) {
                     text(&a[0]).and_then(|t| snap.oid_of(&t))
                 } else {
                     int(&a[0])
                 };
-                let Some(name) = oid.and_then(|o| snap.relations.get(&o)) else {
-                    return Ok(utf8(None));
-                };
-                let views = snap.table("pg_views");
-                Ok(utf8(views.and_then(|b| {
-                    let names = b.column(1).as_any().downcast_ref::<StringArray>()?.clone();
-                    let defs = b.column(3).as_any().downcast_ref::<StringArray>()?.clone();
-                    (0..b.num_rows())
-                        .find(|&r| names.value(r) == name)
-                        .map(|r| defs.value(r).to_string())
-                })))
+                Ok(utf8(oid.and_then(|o| snap.view_defs.get(&o)).cloned()))
             }),
         ),
         f(
@@ -1887,7 +1885,7 @@ pub fn functions(ctx: &Arc<Context>) -> Vec<ScalarUDF> {
             "current_database",
             &[0],
             texts,
-            Box::new(|ctx, _| Ok(utf8(ctx.current_database()))),
+            Box::new(|call, _| Ok(utf8(Some(call.database())))),
         ),
         f(
             "version",
@@ -1920,25 +1918,14 @@ pub fn functions(ctx: &Arc<Context>) -> Vec<ScalarUDF> {
             "regclass",
             &[1],
             reg_returns,
-            Box::new(|ctx, a| {
-                let snap = ctx.pg_for_functions()?;
-                if is_text(&a[0]) {
-                    return reg_lookup(&a[0], "relation", |n| snap.oid_of(n));
-                }
-                Ok(utf8(int(&a[0]).map(|o| {
-                    snap.relations
-                        .get(&o)
-                        .cloned()
-                        .unwrap_or_else(|| o.to_string())
-                })))
-            }),
+            Box::new(|call, a| reg(&a[0], "relation", &call.snapshot()?.relations)),
         ),
         f(
             "to_regclass",
             &[1],
             int8,
-            Box::new(|ctx, a| {
-                let snap = ctx.pg_for_functions()?;
+            Box::new(|call, a| {
+                let snap = call.snapshot()?;
                 Ok(ScalarValue::Int64(
                     text(&a[0]).and_then(|t| snap.oid_of(&t)),
                 ))
@@ -1948,15 +1935,10 @@ pub fn functions(ctx: &Arc<Context>) -> Vec<ScalarUDF> {
             "regtype",
             &[1],
             reg_returns,
-            Box::new(|ctx, a| {
-                let snap = ctx.pg_for_functions()?;
+            Box::new(|call, a| {
+                let snap = call.snapshot()?;
                 if is_text(&a[0]) {
-                    return reg_lookup(&a[0], "type", |n| {
-                        snap.types
-                            .iter()
-                            .find(|(_, t)| t.as_str() == n)
-                            .map(|(o, _)| *o)
-                    });
+                    return reg_lookup(&a[0], "type", |n| oid_named(&snap.types, n));
                 }
                 Ok(utf8(int(&a[0]).and_then(|o| format_type(o, -1))))
             }),
@@ -1965,39 +1947,18 @@ pub fn functions(ctx: &Arc<Context>) -> Vec<ScalarUDF> {
             "regnamespace",
             &[1],
             reg_returns,
-            Box::new(|ctx, a| {
-                let snap = ctx.pg_for_functions()?;
-                if is_text(&a[0]) {
-                    return reg_lookup(&a[0], "schema", |n| {
-                        snap.namespaces
-                            .iter()
-                            .find(|(_, t)| t.as_str() == n)
-                            .map(|(o, _)| *o)
-                    });
-                }
-                Ok(utf8(int(&a[0]).map(|o| {
-                    snap.namespaces
-                        .get(&o)
-                        .cloned()
-                        .unwrap_or_else(|| o.to_string())
-                })))
-            }),
+            Box::new(|call, a| reg(&a[0], "schema", &call.snapshot()?.namespaces)),
         ),
         f(
             "regrole",
             &[1],
             reg_returns,
             Box::new(|_, a| {
-                if is_text(&a[0]) {
-                    return reg_lookup(&a[0], "role", |n| (n == OWNER).then_some(OWNER_OID));
-                }
-                Ok(utf8(int(&a[0]).map(|o| {
-                    if o == OWNER_OID {
-                        OWNER.into()
-                    } else {
-                        o.to_string()
-                    }
-                })))
+                reg(
+                    &a[0],
+                    "role",
+                    &HashMap::from([(OWNER_OID, OWNER.to_string())]),
+                )
             }),
         ),
         f(
@@ -2207,20 +2168,17 @@ fn empty_names(body: &SetExpr) -> Option<Vec<String>> {
     }
 }
 
+fn grouped(s: &ast::Select) -> bool {
+    !matches!(&s.group_by, ast::GroupByExpr::Expressions(v, _) if v.is_empty())
+}
+
 /// Whether `s` groups or aggregates its input.
 pub fn aggregates(s: &ast::Select) -> bool {
-    !matches!(&s.group_by, ast::GroupByExpr::Expressions(v, _) if v.is_empty())
-        || s.having.is_some()
-        || s.projection.iter().any(has_aggregate)
+    grouped(s) || s.having.is_some() || s.projection.iter().any(has_aggregate)
 }
 
 fn reads_empty(s: &ast::Select) -> bool {
-    let grouped = !matches!(&s.group_by, ast::GroupByExpr::Expressions(v, _) if v.is_empty());
-    if !grouped && aggregates(s) {
-        // One row even over no input.
-        return false;
-    }
-    s.from.iter().any(|twj| {
+    let empty_input = s.from.iter().any(|twj| {
         let mut empty = is_empty_table(&twj.relation);
         for j in &twj.joins {
             use ast::JoinOperator as J;
@@ -2234,7 +2192,10 @@ fn reads_empty(s: &ast::Select) -> bool {
             };
         }
         empty
-    })
+    });
+    // Groups of no rows are no groups; an aggregate without GROUP BY has one row even over
+    // no input.
+    empty_input && (grouped(s) || !aggregates(s))
 }
 
 /// Whether `name` is qualified with `pg_catalog` or `information_schema` (`pg_catalog.t`,

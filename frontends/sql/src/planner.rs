@@ -75,8 +75,6 @@ pub struct Context {
     pub scan_parts: std::sync::atomic::AtomicUsize,
     /// The `pg_catalog` tables of the statement running (built on first use).
     pub(crate) pg: StdMutex<Option<Arc<crate::pg_catalog::Snapshot>>>,
-    /// The session's current database.
-    current: StdMutex<Option<String>>,
 }
 
 impl Context {
@@ -91,7 +89,6 @@ impl Context {
             parallel_scan_rows: crate::table::PARALLEL_SCAN_ROWS.into(),
             scan_parts: crate::table::scan_workers().into(),
             pg: StdMutex::new(None),
-            current: StdMutex::new(None),
         })
     }
 
@@ -102,24 +99,6 @@ impl Context {
     /// The session's planner state (set once the session is built).
     pub fn template(&self) -> Option<&SessionState> {
         self.template.get()
-    }
-
-    /// Note the session's current database.
-    pub fn set_current(&self, db: &str) {
-        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(db.to_string());
-    }
-
-    /// The session's current database.
-    pub fn current_database(&self) -> Option<String> {
-        self.current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-    }
-
-    /// The catalog name of the session's current database.
-    pub fn current_catalog(&self) -> Option<String> {
-        self.current_database().map(|d| catalog_name(&d))
     }
 
     fn scope(&self) -> std::sync::MutexGuard<'_, Scope> {
@@ -138,13 +117,16 @@ impl Context {
         known.retain(|k| k != db);
     }
 
+    /// The engine database a catalog name stands for, among those seen so far.
+    pub fn known_database(&self, catalog: &str) -> Option<String> {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.iter().find(|k| catalog_name(k) == catalog).cloned()
+    }
+
     /// The engine database a catalog name stands for.
     pub async fn resolve(&self, catalog: &str) -> Result<String> {
-        {
-            let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(db) = known.iter().find(|k| catalog_name(k) == catalog) {
-                return Ok(db.clone());
-            }
+        if let Some(db) = self.known_database(catalog) {
+            return Ok(db);
         }
         let all = self.engine.list_databases().await?;
         let found = all.iter().find(|k| catalog_name(k) == catalog).cloned();

@@ -304,7 +304,6 @@ impl Session {
             // Replaces a built-in of the same name (`version`): PostgreSQL's answer.
             let _ = state.register_udf(Arc::new(f));
         }
-        ctx.set_current("default");
         ctx.set_template(state.clone());
         Session {
             ctx,
@@ -1079,7 +1078,6 @@ impl Session {
             self.ctx.resolve(name).await?
         };
         self.ctx.remember(&db);
-        self.ctx.set_current(&db);
         self.current = db.clone();
         self.state
             .config_mut()

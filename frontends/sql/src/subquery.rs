@@ -329,22 +329,25 @@ fn run_blocking(
     ctx: &Context,
     plan: LogicalPlan,
 ) -> DfResult<Vec<datafusion::arrow::record_batch::RecordBatch>> {
-    let handle = tokio::runtime::Handle::try_current().map_err(|_| {
-        DataFusionError::NotImplemented("correlated subqueries outside a tokio runtime".into())
-    })?;
-    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
-        return Err(DataFusionError::NotImplemented(
-            "this correlated subquery needs a multi-threaded tokio runtime".into(),
-        ));
-    }
     let state = ctx
         .template()
         .ok_or_else(|| DataFusionError::Internal("planner not ready".into()))?
         .clone();
-    tokio::task::block_in_place(|| {
-        handle.block_on(async move {
-            let physical = state.create_physical_plan(&plan).await?;
-            datafusion::physical_plan::collect(physical, state.task_ctx()).await
-        })
-    })
+    block_on(async move {
+        let physical = state.create_physical_plan(&plan).await?;
+        datafusion::physical_plan::collect(physical, state.task_ctx()).await
+    })?
+}
+
+/// Run `work` to completion from inside a synchronous function evaluation (a correlated
+/// subquery, a catalog function that reads the catalog).
+pub(crate) fn block_on<F: std::future::Future>(work: F) -> DfResult<F::Output> {
+    let handle = tokio::runtime::Handle::try_current()
+        .map_err(|_| DataFusionError::NotImplemented("this query needs a tokio runtime".into()))?;
+    if handle.runtime_flavor() != tokio::runtime::RuntimeFlavor::MultiThread {
+        return Err(DataFusionError::NotImplemented(
+            "this query (a correlated subquery or a catalog function) needs a multi-threaded tokio runtime".into(),
+        ));
+    }
+    Ok(tokio::task::block_in_place(|| handle.block_on(work)))
 }

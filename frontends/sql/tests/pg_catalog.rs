@@ -207,15 +207,43 @@ async fn oids_are_stable_and_follow_ddl() {
     // An unknown name is an error, as in PostgreSQL.
     let err = s.execute("SELECT 'nope'::regclass").await.unwrap_err();
     assert!(err.to_string().contains("nope"), "{err}");
-    // A user table shadows nothing: `pg_class` unqualified is still the catalog...
-    assert!(!rows(&mut s, "SELECT relname FROM pg_class")
+    // Unqualified, a table of one's own takes precedence over a catalog of that name;
+    // qualified, the catalog is still there.
+    s.execute("CREATE TABLE pg_views (x INTEGER PRIMARY KEY)")
         .await
-        .is_empty());
-    // ...and every database lists the others.
+        .unwrap();
+    s.execute("INSERT INTO pg_views VALUES (7)").await.unwrap();
+    assert_eq!(
+        rows(&mut s, "SELECT * FROM pg_views").await,
+        vec![vec![Datum::Int(7)]]
+    );
+    assert_eq!(
+        rows(&mut s, "SELECT viewname FROM pg_catalog.pg_views").await,
+        vec![vec![text("cheap")]]
+    );
+    // Every database lists the others.
     s.execute("CREATE DATABASE other").await.unwrap();
     assert_eq!(
         rows(&mut s, "SELECT datname FROM pg_database ORDER BY 1").await,
         vec![vec![text("default")], vec![text("other")]]
+    );
+    // The catalog functions read the current database's catalog.
+    s.set_database("other").await.unwrap();
+    assert_eq!(
+        rows(
+            &mut s,
+            "SELECT current_database(), to_regclass('items'), pg_catalog.pg_get_viewdef('cheap')"
+        )
+        .await,
+        vec![vec![text("other"), Datum::Null, Datum::Null]]
+    );
+    s.set_database("default").await.unwrap();
+    assert_eq!(
+        rows(&mut s, "SELECT current_database(), pg_get_viewdef('cheap')").await,
+        vec![vec![
+            text("default"),
+            text("SELECT id, name FROM items WHERE price < 10")
+        ]]
     );
 }
 
