@@ -1,7 +1,8 @@
 //! A backend wrapper that stops one chosen store call until the test lets it go: how the
 //! suites force an interleaving (a read paused between two of its requests, a commit paused
 //! after its batch reached the store but before it was published) without sleeping. It also
-//! counts batch writes and can make each one slower (a slow disk, for group commit).
+//! counts batch writes and can make each one slower (a slow disk, for group commit) or fail
+//! (a disk error).
 //!
 //! ```text
 //! let gate = Gate::new();
@@ -48,6 +49,7 @@ pub struct Gate {
     armed: Arc<Mutex<Vec<Armed>>>,
     applies: Arc<AtomicUsize>,
     apply_delay_us: Arc<AtomicU64>,
+    failing_applies: Arc<AtomicUsize>,
 }
 
 /// One armed stop: wait for a call to reach it, then let it go.
@@ -91,6 +93,11 @@ impl Gate {
     pub fn slow_applies(&self, delay: Duration) {
         self.apply_delay_us
             .store(delay.as_micros() as u64, Ordering::SeqCst);
+    }
+
+    /// Make the next `n` batch writes fail (with an I/O error) without reaching the store.
+    pub fn fail_applies(&self, n: usize) {
+        self.failing_applies.store(n, Ordering::SeqCst);
     }
 
     /// Stop the next call at `point` whose key (a read's key or range start; ignored for
@@ -179,6 +186,13 @@ impl Store for GatedStore {
     ) -> Result<(), BackendError> {
         self.gate.pass(Point::ApplyBefore, &[]).await;
         self.gate.applies.fetch_add(1, Ordering::SeqCst);
+        let failing = &self.gate.failing_applies;
+        if failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
+            return Err(BackendError::Io("injected write failure".into()));
+        }
         let delay = self.gate.apply_delay_us.load(Ordering::SeqCst);
         if delay > 0 {
             tokio::time::sleep(Duration::from_micros(delay)).await;

@@ -32,6 +32,14 @@ impl BatchOp {
             BatchOp::Put(k, _) | BatchOp::Delete(k) => k,
         }
     }
+
+    /// The value a put writes (`None` for a delete).
+    pub fn value(&self) -> Option<&[u8]> {
+        match self {
+            BatchOp::Put(_, v) => Some(v),
+            BatchOp::Delete(_) => None,
+        }
+    }
 }
 
 /// Whether a batch must be on stable storage before `apply` returns.

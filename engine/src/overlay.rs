@@ -1,8 +1,10 @@
 //! The commit pipeline's view of the store while it resolves a group: the store as applied,
-//! plus the writes of commits earlier in the same group, with savepoints so that a commit
-//! that fails half-way leaves nothing behind.
+//! plus the batch of the group before it if that is still being applied (the *base*), plus
+//! the writes of commits earlier in the same group, with savepoints so that a commit that
+//! fails half-way leaves nothing behind.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::backend::{BatchOp, Store};
 use crate::error::Result;
@@ -12,6 +14,8 @@ type UndoRecord = (Vec<u8>, Option<Option<Vec<u8>>>);
 
 pub(crate) struct Overlay<'a> {
     store: &'a dyn Store,
+    /// The previous group's batch, sorted by key, if the store does not hold it yet.
+    base: Option<Arc<Vec<BatchOp>>>,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     undo: Vec<UndoRecord>,
     /// Values read ahead from the store in one request (see [`Overlay::prefetch`]).
@@ -19,18 +23,39 @@ pub(crate) struct Overlay<'a> {
 }
 
 impl<'a> Overlay<'a> {
-    pub(crate) fn new(store: &'a dyn Store) -> Self {
+    pub(crate) fn new(store: &'a dyn Store, base: Option<Arc<Vec<BatchOp>>>) -> Self {
         Overlay {
             store,
+            base,
             pending: BTreeMap::new(),
             undo: Vec::new(),
             fetched: Default::default(),
         }
     }
 
+    /// The base's ops in `[start, end)` (an empty `end` is unbounded).
+    fn base_in(&self, start: &[u8], end: &[u8]) -> &[BatchOp] {
+        let Some(base) = &self.base else { return &[] };
+        let from = base.partition_point(|op| op.key() < start);
+        let to = match end.is_empty() {
+            true => base.len(),
+            false => base.partition_point(|op| op.key() < end),
+        };
+        &base[from..to.max(from)]
+    }
+
+    fn base_get(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        let base = self.base.as_ref()?;
+        let at = base.binary_search_by(|op| op.key().cmp(key)).ok()?;
+        Some(base[at].value().map(<[u8]>::to_vec))
+    }
+
     pub(crate) async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         if let Some(v) = self.pending.get(key) {
             return Ok(v.clone());
+        }
+        if let Some(v) = self.base_get(key) {
+            return Ok(v);
         }
         if let Some(v) = self.fetched.get(key) {
             return Ok(v.clone());
@@ -42,7 +67,11 @@ impl<'a> Overlay<'a> {
     pub(crate) async fn prefetch(&mut self, keys: Vec<Vec<u8>>) -> Result<()> {
         let keys: Vec<Vec<u8>> = keys
             .into_iter()
-            .filter(|k| !self.pending.contains_key(k) && !self.fetched.contains_key(k))
+            .filter(|k| {
+                !self.pending.contains_key(k)
+                    && !self.fetched.contains_key(k)
+                    && self.base_get(k).is_none()
+            })
             .collect();
         if keys.is_empty() {
             return Ok(());
@@ -61,9 +90,17 @@ impl<'a> Overlay<'a> {
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
         let local: Vec<(&Vec<u8>, &Option<Vec<u8>>)> =
             crate::backend::keys_in(&self.pending, start, end).collect();
-        let deletes = local.iter().filter(|(_, v)| v.is_none()).count();
+        let base = self.base_in(start, end);
+        let deletes = local.iter().filter(|(_, v)| v.is_none()).count()
+            + base.iter().filter(|op| op.value().is_none()).count();
         let stored = self.store.scan(start, end, false, limit + deletes).await?;
         let mut merged: BTreeMap<Vec<u8>, Vec<u8>> = stored.into_iter().collect();
+        for op in base {
+            match op {
+                BatchOp::Put(k, v) => merged.insert(k.clone(), v.clone()),
+                BatchOp::Delete(k) => merged.remove(k),
+            };
+        }
         for (k, v) in local {
             match v {
                 Some(v) => merged.insert(k.clone(), v.clone()),

@@ -20,6 +20,17 @@
 //! error; it does not disturb the rest of its group. If the apply fails, every commit of the
 //! group fails: none is acknowledged, none is visible.
 //!
+//! On a store this process writes alone, groups overlap: while one group's batch is being
+//! applied (written, synced), the commits that arrive meanwhile are resolved into the next
+//! group, against the store plus that batch (the overlay's *base*), and checked for
+//! conflicts against its writes. The next group goes to the log the moment the previous one
+//! is published, so the log is kept busy and each group's resolution costs no extra
+//! latency. Batches still reach the log one at a time, in version order, and no commit is
+//! answered before the group ahead of it. Should a batch fail to apply, the group resolved
+//! over it is resolved again from the store. On a store shared with other processes each
+//! group is applied and published before the next is resolved, since another process may
+//! commit in between.
+//!
 //! The rest lives beside it: what each kind of commit writes in [`crate::resolve`]; the
 //! expiry sweep and garbage collection in [`crate::maintenance`]; restores in
 //! [`crate::restore`]; and, when several processes share the store, catching up with their
@@ -27,11 +38,12 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::atomic::{AtomicWrite, CommitOutcome, MutationKind};
-use crate::backend::{BackendError, Precondition};
+use crate::backend::{BackendError, BatchOp, Precondition, Store};
 use crate::clock::now_ms;
 use crate::conflict::ConflictTracker;
 use crate::database::Shared;
@@ -144,7 +156,33 @@ impl Pipeline {
     }
 
     pub(crate) async fn run(mut self) {
-        let mut shutdown = self.shared.shutdown.subscribe();
+        let shutdown = self.shared.shutdown.subscribe();
+        if self.shared.multi_process {
+            self.run_serial(shutdown).await;
+        } else {
+            self.run_pipelined(shutdown).await;
+        }
+        self.rx.close();
+        while let Ok(r) = self.rx.try_recv() {
+            let _ = r.reply.send(Err(EngineError::ShuttingDown));
+        }
+    }
+
+    /// Up to `room` more requests that are already waiting, after `first`.
+    fn take_waiting(&mut self, first: CommitRequest, room: usize) -> Vec<CommitRequest> {
+        let mut taken = vec![first];
+        while taken.len() < room {
+            match self.rx.try_recv() {
+                Ok(r) => taken.push(r),
+                Err(_) => break,
+            }
+        }
+        taken
+    }
+
+    /// A store shared with other processes: each group is resolved, applied and published
+    /// before the next one starts, since another process may commit in between.
+    async fn run_serial(&mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let max = self.shared.config.max_group_commits.max(1);
         loop {
             let first = tokio::select! {
@@ -153,19 +191,152 @@ impl Pipeline {
                 _ = shutdown.wait_for(|s| *s) => None,
             };
             let Some(first) = first else { break };
-            let mut group = vec![first];
-            while group.len() < max {
-                match self.rx.try_recv() {
-                    Ok(r) => group.push(r),
-                    Err(_) => break,
-                }
-            }
+            let group = self.take_waiting(first, max);
             self.run_group(group).await;
         }
-        self.rx.close();
-        while let Ok(r) = self.rx.try_recv() {
-            let _ = r.reply.send(Err(EngineError::ShuttingDown));
+    }
+
+    /// A store this process writes alone: the next group is resolved while the previous
+    /// one is being applied (its batch is the next group's [`Overlay`] base), and handed to
+    /// the log as soon as the previous one is published. Entries still reach the log one at
+    /// a time, in version order, and every group is answered after the one before it.
+    async fn run_pipelined(&mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let store = self.shared.store.clone();
+        let max = self.shared.config.max_group_commits.max(1);
+        let mut applying: Option<Applying> = None;
+        let mut next: Option<Waiting<'_>> = None;
+        let mut closing = false;
+        loop {
+            let Some(current) = applying.as_mut() else {
+                if let Some(waiting) = next.take() {
+                    applying = self.dispatch(waiting);
+                    continue;
+                }
+                if closing {
+                    break;
+                }
+                let first = tokio::select! {
+                    biased;
+                    r = self.rx.recv() => r,
+                    _ = shutdown.wait_for(|s| *s) => None,
+                };
+                let Some(first) = first else { break };
+                let requests = self.take_waiting(first, max);
+                let mut waiting = Waiting::new(Group::new(&*store, None, self.next_version));
+                self.join(&mut waiting, requests).await;
+                next = Some(waiting);
+                continue;
+            };
+            let room = max.saturating_sub(next.as_ref().map_or(0, |w| w.requests.len()));
+            tokio::select! {
+                biased;
+                done = &mut current.task => {
+                    let outcome = done.unwrap_or_else(|e| {
+                        Err(EngineError::Backend(BackendError::Other(format!(
+                            "the commit log's task failed: {e}"
+                        ))))
+                    });
+                    let Some(done) = applying.take() else { continue };
+                    if !self.settle(done, outcome) {
+                        // The next group was resolved over a batch that did not apply.
+                        if let Some(waiting) = next.take() {
+                            next = Some(self.resolve_again(&*store, waiting).await);
+                        }
+                    }
+                }
+                r = self.rx.recv(), if room > 0 && !closing => match r {
+                    Some(first) => {
+                        let requests = self.take_waiting(first, room);
+                        let base = current.base.clone();
+                        let version = self.next_version;
+                        let waiting = next.get_or_insert_with(|| {
+                            Waiting::new(Group::new(&*store, Some(base), version))
+                        });
+                        self.join(waiting, requests).await;
+                    }
+                    None => closing = true,
+                },
+                // (The watch guard it returns must not live on into the other arms' awaits.)
+                _ = async { shutdown.wait_for(|s| *s).await.is_ok() }, if !closing => closing = true,
+            }
         }
+    }
+
+    /// Resolve requests into the waiting group. If the store cannot be read, they are
+    /// answered with the error at once and the group is left as it was.
+    async fn join<'s>(&mut self, waiting: &mut Waiting<'s>, requests: Vec<CommitRequest>) {
+        let (catch_ups, requests): (Vec<_>, Vec<_>) = requests
+            .into_iter()
+            .partition(|r| matches!(r.op, CommitOp::CatchUp));
+        for r in catch_ups {
+            // Alone on its store, this process has nothing to learn.
+            let _ = r.reply.send(Ok(CommitReply::Done));
+        }
+        let ops: Vec<&CommitOp> = requests.iter().map(|r| &r.op).collect();
+        match self.resolve(&mut waiting.group, &ops).await {
+            Ok(()) => waiting.requests.extend(requests),
+            Err(e) => {
+                for r in requests {
+                    let _ = r.reply.send(Err(group_failure(&e)));
+                }
+            }
+        }
+    }
+
+    /// Resolve a waiting group again from the store alone.
+    async fn resolve_again<'s>(
+        &mut self,
+        store: &'s dyn Store,
+        waiting: Waiting<'s>,
+    ) -> Waiting<'s> {
+        let mut again = Waiting::new(Group::new(store, None, self.next_version));
+        self.join(&mut again, waiting.requests).await;
+        again
+    }
+
+    /// Seal a group and hand its batch to the log, on its own task. A group that writes
+    /// nothing is answered at once.
+    fn dispatch(&mut self, waiting: Waiting<'_>) -> Option<Applying> {
+        let Waiting { requests, group } = waiting;
+        let mut sealed = self.seal(group, None);
+        let Some(entry) = sealed.entry.take() else {
+            answer(requests, sealed.results);
+            return None;
+        };
+        // The next group is checked against this one's writes before they apply.
+        self.conflicts.merge(std::mem::take(&mut sealed.pending));
+        let base = Arc::new(entry.ops.clone());
+        let log = self.shared.log.clone();
+        let task = tokio::spawn(async move { log.append(entry).await });
+        Some(Applying {
+            task,
+            requests,
+            sealed,
+            base,
+            dispatched: Instant::now(),
+        })
+    }
+
+    /// Answer a group whose batch the log finished with; whether it applied.
+    fn settle(&mut self, applying: Applying, outcome: Result<()>) -> bool {
+        let Applying {
+            requests,
+            sealed,
+            dispatched,
+            ..
+        } = applying;
+        let (results, applied) = match outcome {
+            Ok(()) => (self.publish(sealed, dispatched.elapsed()), true),
+            Err(e) => {
+                tracing::error!(database = %self.shared.name, error = %e, "commit group failed to apply");
+                (
+                    requests.iter().map(|_| Err(group_failure(&e))).collect(),
+                    false,
+                )
+            }
+        };
+        answer(requests, results);
+        applied
     }
 
     async fn run_group(&mut self, group: Vec<CommitRequest>) {
@@ -225,9 +396,7 @@ impl Pipeline {
                 }
             }
         };
-        for (req, res) in group.into_iter().zip(results) {
-            let _ = req.reply.send(res);
-        }
+        answer(group, results);
     }
 
     /// Resolve, sequence and apply a group once. Check failures and invalid ops are part of
@@ -236,30 +405,65 @@ impl Pipeline {
         &mut self,
         group: &[CommitRequest],
     ) -> Result<Vec<Result<CommitReply>>, GroupError> {
-        let started = std::time::Instant::now();
         let shared = self.shared.clone();
         let store = shared.store.clone();
-        let mut ov = Overlay::new(&*store);
-        let now = now_ms();
-        let mut results: Vec<Result<CommitReply>> = Vec::with_capacity(group.len());
-        let mut touched: Vec<Vec<u8>> = Vec::new();
-        let mut queue_changed = false;
-        let mut deleted_at = 0u64;
-        let mut new_horizon = None;
-        let start_version = self.next_version;
-        let mut pending = PendingWrites::default();
-        // Every latest record the group will read, in one store request.
-        ov.prefetch(group.iter().flat_map(|r| r.op.latest_keys()).collect())
+        let mut resolving = Group::new(&*store, None, self.next_version);
+        let ops: Vec<&CommitOp> = group.iter().map(|r| &r.op).collect();
+        self.resolve(&mut resolving, &ops)
             .await
             .map_err(GroupError::Failed)?;
+        let token = shared.multi_process.then(group_token);
+        let mut sealed = self.seal(resolving, token);
+        let Some(entry) = sealed.entry.take() else {
+            return Ok(sealed.results);
+        };
+        let appending = Instant::now();
+        match (token, sealed.version) {
+            (Some(token), Some(last_version)) => {
+                let start_version = sealed.start_version;
+                match self.append_shared(entry, token, last_version).await {
+                    Settled::Applied => {}
+                    Settled::NotApplied => {
+                        self.next_version = start_version;
+                        return Err(GroupError::Stale);
+                    }
+                    Settled::Failed(e) => {
+                        // Nothing applied: leave no gap in the versions, which other
+                        // processes would read as collected history.
+                        self.next_version = start_version;
+                        return Err(GroupError::Failed(e));
+                    }
+                    Settled::Unknown(e) => {
+                        // If it applied after all, the next group's batch fails its
+                        // condition and this process learns it like any other writer's.
+                        self.next_version = start_version;
+                        return Err(GroupError::Unknown(e));
+                    }
+                }
+            }
+            _ => shared.log.append(entry).await.map_err(GroupError::Failed)?,
+        }
+        Ok(self.publish(sealed, appending.elapsed()))
+    }
 
-        for req in group {
+    /// Resolve more commits into a group: every latest record they read in one store
+    /// request, then each commit in turn, at the next version. A commit that fails is
+    /// rolled back to its savepoint, with its error as its result. `Err`: the store could
+    /// not be read, and nothing was resolved.
+    async fn resolve(&mut self, group: &mut Group<'_>, ops: &[&CommitOp]) -> Result<()> {
+        let started = Instant::now();
+        let shared = self.shared.clone();
+        group
+            .ov
+            .prefetch(ops.iter().flat_map(|op| op.latest_keys()).collect())
+            .await?;
+        for op in ops {
             let first_version = self.next_version;
             if let CommitOp::Restore {
                 entries,
                 newer_than,
                 ..
-            } = &req.op
+            } = op
             {
                 // Restored records keep their versionstamps; the commit that writes them
                 // must be newer than all of them.
@@ -271,54 +475,82 @@ impl Pipeline {
                     .max(*newer_than);
                 self.next_version = self.next_version.max(newest.saturating_add(1));
             }
-            let savepoint = ov.savepoint();
+            let savepoint = group.ov.savepoint();
             let mut cx = Resolve {
-                ov: &mut ov,
+                ov: &mut group.ov,
                 shared: &shared,
                 version: self.next_version,
-                now,
+                now: group.now,
                 touched: Vec::new(),
                 deleted: false,
                 queue_changed: false,
                 horizon: None,
             };
-            match cx.resolve(&req.op, &self.conflicts, &pending).await {
+            match cx.resolve(op, &self.conflicts, &group.pending).await {
                 Ok(r) => {
                     let Resolve {
-                        touched: t,
+                        touched,
                         deleted,
-                        queue_changed: q,
+                        queue_changed,
                         horizon,
                         version,
                         ..
                     } = cx;
                     if r.sequenced {
-                        pending.record(version, t.clone());
+                        group.pending.record(version, touched.clone());
                         self.next_version += 1;
                         if deleted {
-                            deleted_at = version;
+                            group.deleted_at = version;
                         }
                     }
-                    touched.extend(t);
-                    queue_changed |= q;
-                    new_horizon = new_horizon.or(horizon);
-                    results.push(Ok(r.reply));
+                    group.touched.extend(touched);
+                    group.queue_changed |= queue_changed;
+                    group.horizon = group.horizon.or(horizon);
+                    group.results.push(Ok(r.reply));
                 }
                 Err(e) => {
-                    ov.rollback(savepoint);
+                    group.ov.rollback(savepoint);
                     self.next_version = first_version;
-                    results.push(Err(e));
+                    group.results.push(Err(e));
                 }
             }
         }
+        group.resolving += started.elapsed();
+        Ok(())
+    }
 
+    /// Close a group: its version record, commit time and (on a shared store) write
+    /// record, and the batch for the log (none if the group writes nothing).
+    fn seal(&mut self, group: Group<'_>, token: Option<u64>) -> Sealed {
+        let Group {
+            mut ov,
+            now,
+            start_version,
+            results,
+            touched,
+            queue_changed,
+            deleted_at,
+            horizon,
+            pending,
+            resolving,
+        } = group;
+        let mut sealed = Sealed {
+            entry: None,
+            results,
+            touched,
+            queue_changed,
+            start_version,
+            version: None,
+            pending,
+            resolving,
+        };
         if ov.is_empty() && self.next_version == start_version {
-            return Ok(results);
+            return sealed;
         }
         // Only commits are timed: the collector's clock, which must not see its own
         // collections as new commits (that would keep it collecting forever).
         let commits = self.next_version > start_version;
-        if shared.multi_process && !commits {
+        if self.shared.multi_process && !commits {
             // On a shared store every write — maintenance included — takes a version, so
             // that the version record orders it with every other process's writes (two
             // collectors cannot both move the horizon, a sweep cannot undo a newer write).
@@ -326,12 +558,12 @@ impl Pipeline {
         }
         let last_version = self.next_version - 1;
         let versioned = last_version >= start_version;
-        if let Some(h) = new_horizon {
+        if let Some(h) = horizon {
             ov.put(layout::META_HORIZON.to_vec(), h.to_be_bytes().to_vec());
         }
         let mut precondition = None;
-        let token = shared.multi_process.then(group_token);
         if versioned {
+            sealed.version = Some(last_version);
             ov.put(
                 layout::META_VERSION.to_vec(),
                 last_version.to_be_bytes().to_vec(),
@@ -343,9 +575,9 @@ impl Pipeline {
                 let record = WriteRecord {
                     first_version: start_version,
                     deleted: deleted_at > 0,
-                    queue_changed,
+                    queue_changed: sealed.queue_changed,
                     token,
-                    keys: touched.clone(),
+                    keys: sealed.touched.clone(),
                 };
                 for (chunk, bytes) in record.encode().into_iter().enumerate() {
                     ov.put(layout::writes(last_version, chunk as u16), bytes);
@@ -359,56 +591,117 @@ impl Pipeline {
         if deleted_at > 0 {
             // Before the batch reaches the store: readers at older versions read precisely
             // from the moment the delete may be visible.
-            shared.last_delete.fetch_max(deleted_at, Ordering::SeqCst);
+            self.shared
+                .last_delete
+                .fetch_max(deleted_at, Ordering::SeqCst);
         }
-        let resolved = std::time::Instant::now();
-        let entry = LogEntry {
+        sealed.entry = Some(LogEntry {
             version: last_version,
             ops: ov.into_ops(),
-            durability: shared.options.durability,
+            durability: self.shared.options.durability,
             precondition,
-        };
-        match token {
-            None => shared.log.append(entry).await.map_err(GroupError::Failed)?,
-            Some(token) => match self.append_shared(entry, token, last_version).await {
-                Settled::Applied => {}
-                Settled::NotApplied => {
-                    self.next_version = start_version;
-                    return Err(GroupError::Stale);
-                }
-                Settled::Failed(e) => {
-                    // Nothing applied: leave no gap in the versions, which other processes
-                    // would read as collected history.
-                    self.next_version = start_version;
-                    return Err(GroupError::Failed(e));
-                }
-                Settled::Unknown(e) => {
-                    // If it applied after all, the next group's batch fails its condition
-                    // and this process learns it like any other writer's commit.
-                    self.next_version = start_version;
-                    return Err(GroupError::Unknown(e));
-                }
-            },
-        }
-        let stats = &shared.stats;
+        });
+        sealed
+    }
+
+    /// A group's batch applied: count it, take in its writes for conflict checks (if they
+    /// are not already), advance the applied version and wake watchers. Its results.
+    fn publish(&mut self, sealed: Sealed, applying: Duration) -> Vec<Result<CommitReply>> {
+        let stats = &self.shared.stats;
         stats.groups.fetch_add(1, Ordering::Relaxed);
         stats
             .commits
-            .fetch_add(group.len() as u64, Ordering::Relaxed);
-        let nanos = |d: std::time::Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            .fetch_add(sealed.results.len() as u64, Ordering::Relaxed);
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         stats
             .resolve_ns
-            .fetch_add(nanos(resolved - started), Ordering::Relaxed);
+            .fetch_add(nanos(sealed.resolving), Ordering::Relaxed);
         stats
             .append_ns
-            .fetch_add(nanos(resolved.elapsed()), Ordering::Relaxed);
-        self.conflicts.merge(pending);
-        if versioned {
-            self.stored_version = Some(last_version);
-            shared.applied.send_replace(last_version);
+            .fetch_add(nanos(applying), Ordering::Relaxed);
+        self.conflicts.merge(sealed.pending);
+        if let Some(version) = sealed.version {
+            self.stored_version = Some(version);
+            self.shared.applied.send_replace(version);
         }
-        shared.publish(&touched, queue_changed);
-        Ok(results)
+        self.shared.publish(&sealed.touched, sealed.queue_changed);
+        sealed.results
+    }
+}
+
+/// A group of commits being resolved: the store as the group sees it, and what its
+/// commits did so far.
+struct Group<'s> {
+    ov: Overlay<'s>,
+    now: u64,
+    start_version: u64,
+    results: Vec<Result<CommitReply>>,
+    touched: Vec<Vec<u8>>,
+    queue_changed: bool,
+    deleted_at: u64,
+    horizon: Option<u64>,
+    pending: PendingWrites,
+    resolving: Duration,
+}
+
+impl<'s> Group<'s> {
+    fn new(store: &'s dyn Store, base: Option<Arc<Vec<BatchOp>>>, start_version: u64) -> Self {
+        Group {
+            ov: Overlay::new(store, base),
+            now: now_ms(),
+            start_version,
+            results: Vec::new(),
+            touched: Vec::new(),
+            queue_changed: false,
+            deleted_at: 0,
+            horizon: None,
+            pending: PendingWrites::default(),
+            resolving: Duration::ZERO,
+        }
+    }
+}
+
+/// A sealed group: its batch, and what publishing it takes.
+struct Sealed {
+    entry: Option<LogEntry>,
+    results: Vec<Result<CommitReply>>,
+    touched: Vec<Vec<u8>>,
+    queue_changed: bool,
+    start_version: u64,
+    /// The database version once the batch applies (`None`: it takes no version).
+    version: Option<u64>,
+    pending: PendingWrites,
+    resolving: Duration,
+}
+
+/// The requests of the group being resolved while the one before it applies.
+struct Waiting<'s> {
+    requests: Vec<CommitRequest>,
+    group: Group<'s>,
+}
+
+impl<'s> Waiting<'s> {
+    fn new(group: Group<'s>) -> Self {
+        Waiting {
+            requests: Vec::new(),
+            group,
+        }
+    }
+}
+
+/// A group whose batch the log is applying.
+struct Applying {
+    task: tokio::task::JoinHandle<Result<()>>,
+    requests: Vec<CommitRequest>,
+    sealed: Sealed,
+    /// The batch: the next group's overlay base until it applies.
+    base: Arc<Vec<BatchOp>>,
+    dispatched: Instant,
+}
+
+fn answer(requests: Vec<CommitRequest>, results: Vec<Result<CommitReply>>) {
+    for (req, res) in requests.into_iter().zip(results) {
+        let _ = req.reply.send(res);
     }
 }
 

@@ -3,9 +3,9 @@
 //! The embedded default backend: one redb file per database (`<dir>/<name>.redb`), one
 //! table of byte keys to byte values. Each engine batch is one redb write transaction, so it
 //! is atomic. Durability comes from a commit journal beside the file
-//! (`<name>.redb-journal`, see [`journal`]): a batch is appended to the journal, synced
-//! there for `Durability::Sync` (at least once a second for `Async`), and committed to redb
-//! without a sync of its own. Checkpoints commit redb durably and empty the journal; opening
+//! (`<name>.redb-journal`, see [`journal`]): a batch is written to the journal, synced
+//! there for `Durability::Sync` (at least once a second for `Async`) while it is written
+//! into redb, and committed to redb without a sync of its own. Checkpoints commit redb durably and empty the journal; opening
 //! a store replays it.
 //!
 //! Reads run inline on the caller's thread: a redb point read is a few page-cache lookups,
@@ -16,7 +16,7 @@ mod journal;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use journal::Journal;
 
@@ -53,11 +53,12 @@ pub struct RedbStore {
 
 /// The write side: the journal, locked for the whole of each write.
 struct Writer {
-    journal: Mutex<Journal>,
-    /// A journal sync failed, or a batch reached the journal but redb did not commit it and
-    /// the journal could not forget it: further writes could build on a state that differs
-    /// from what a reopen replays, so they are refused until the database is reopened.
-    broken: AtomicBool,
+    journal: Arc<tokio::sync::Mutex<Journal>>,
+    /// A journal sync failed (redb may hold a batch that is not durable), or a batch reached
+    /// the journal but redb did not commit it and the journal could not forget it: reads
+    /// could see, and writes build on, a state that differs from what a reopen replays, so
+    /// both are refused until the database is reopened.
+    broken: Arc<AtomicBool>,
 }
 
 /// `Async` batches are synced to the journal at least this often (while commits keep
@@ -77,15 +78,17 @@ const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_secs(
 /// cached under the same lock, so it is either opened after the write's commit or dropped
 /// by it: a read that starts after a write returned sees the write. Dropping it also keeps
 /// a snapshot from pinning the pages later writes free.
-#[derive(Default)]
 struct Reader {
     cached: std::sync::Mutex<Option<Snapshot>>,
+    /// Shared with the writer (see [`Writer::broken`]).
+    broken: Arc<AtomicBool>,
 }
 
 type Snapshot = Arc<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>;
 
 impl Reader {
     fn snapshot(&self, db: &redb::Database) -> Result<Snapshot, BackendError> {
+        check_broken(&self.broken)?;
         let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(table) = cached.as_ref() {
             return Ok(table.clone());
@@ -152,15 +155,24 @@ impl RedbStore {
         }
         tx.commit().map_err(err)?;
         journal.clear()?;
+        let broken = Arc::new(AtomicBool::new(false));
         Ok(RedbStore {
             db: Arc::new(db),
-            reader: Arc::default(),
+            reader: Arc::new(Reader {
+                cached: Default::default(),
+                broken: broken.clone(),
+            }),
             writer: Arc::new(Writer {
-                journal: Mutex::new(journal),
-                broken: AtomicBool::new(false),
+                journal: Arc::new(tokio::sync::Mutex::new(journal)),
+                broken,
             }),
             _lock: lock,
         })
+    }
+
+    /// Bytes of batches the journal holds: written since the last checkpoint.
+    pub async fn journaled_bytes(&self) -> Result<u64, BackendError> {
+        Ok(self.writer.lock().await?.len())
     }
 
     /// The underlying redb database (for benchmarks that compare against raw redb).
@@ -237,83 +249,27 @@ impl Store for RedbStore {
         durability: Durability,
         precondition: Option<Precondition>,
     ) -> Result<(), BackendError> {
-        let db = self.db.clone();
-        let writer = self.writer.clone();
-        let reader = self.reader.clone();
-        tokio::task::spawn_blocking(move || {
-            let r = writer.apply(&db, &ops, durability, precondition);
-            // Whatever the outcome, the next read opens a new snapshot.
-            reader.invalidate();
-            r
-        })
-        .await
-        .map_err(|e| BackendError::Other(format!("redb writer task failed: {e}")))?
-    }
-
-    async fn sync(&self) -> Result<(), BackendError> {
-        let db = self.db.clone();
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut journal = writer.lock()?;
-            checkpoint(&db, &mut journal)
-        })
-        .await
-        .map_err(|e| BackendError::Other(format!("redb writer task failed: {e}")))?
-    }
-}
-
-impl Writer {
-    fn lock(&self) -> Result<std::sync::MutexGuard<'_, Journal>, BackendError> {
-        if self.broken.load(Ordering::SeqCst) {
-            return Err(BackendError::Io(
-                "an earlier write failed after reaching the journal; reopen the database".into(),
-            ));
-        }
-        Ok(self.journal.lock().unwrap_or_else(|e| e.into_inner()))
-    }
-
-    fn apply(
-        &self,
-        db: &redb::Database,
-        ops: &[BatchOp],
-        durability: Durability,
-        precondition: Option<Precondition>,
-    ) -> Result<(), BackendError> {
-        let mut journal = self.lock()?;
-        let mut tx = db.begin_write().map_err(err)?;
-        tx.set_durability(redb::Durability::None).map_err(err)?;
-        {
-            let mut table = tx.open_table(TABLE).map_err(err)?;
-            if let Some(p) = precondition {
-                let cur = table
-                    .get(p.key.as_slice())
-                    .map_err(err)?
-                    .map(|v| v.value().to_vec());
-                if cur != p.expected {
-                    return Err(BackendError::PreconditionFailed);
-                }
-            }
-            write_ops(&mut table, ops)?;
-        }
-        // Journal first: redb commits only what a reopen would replay.
+        let mut journal = self.writer.lock().await?;
         let before = journal.len();
-        let journaled = journal.append(ops).and_then(|()| {
-            if durability == Durability::Sync || journal.last_sync.elapsed() >= ASYNC_SYNC_INTERVAL
-            {
-                journal.sync().inspect_err(|_| {
-                    // After a failed sync, what reached the disk is unknown: only a reopen,
-                    // which replays the journal, tells.
-                    self.broken.store(true, Ordering::SeqCst);
-                })
-            } else {
-                Ok(())
-            }
-        });
-        let committed = journaled.and_then(|()| tx.commit().map_err(err));
-        if let Err(e) = committed {
+        // On this thread: a journal write and redb's in-memory work, no waiting on the disk.
+        let (syncing, committed) =
+            self.writer
+                .write(&self.db, &mut journal, &ops, durability, precondition)?;
+        // Whatever the outcome, the next read opens a new snapshot.
+        self.reader.invalidate();
+        let synced = match syncing {
+            Some(pending) => journal.wait_sync(pending).await.inspect_err(|_| {
+                // What reached the disk is unknown, and redb may hold the batch: only a
+                // reopen, which replays the journal, tells what is durable. Until then the
+                // store refuses reads and writes.
+                self.writer.broken.store(true, Ordering::SeqCst);
+            }),
+            None => Ok(()),
+        };
+        if let Err(e) = synced.and(committed) {
             // The batch failed: the journal must forget it too.
             if journal.cut(before).is_err() {
-                self.broken.store(true, Ordering::SeqCst);
+                self.writer.broken.store(true, Ordering::SeqCst);
             }
             return Err(e);
         }
@@ -322,9 +278,82 @@ impl Writer {
         {
             // The batch is durable in the journal already; a failed checkpoint is retried
             // after the next write.
-            let _ = checkpoint(db, &mut journal);
+            let db = self.db.clone();
+            let _ = tokio::task::spawn_blocking(move || checkpoint(&db, &mut journal)).await;
         }
         Ok(())
+    }
+
+    async fn sync(&self) -> Result<(), BackendError> {
+        let db = self.db.clone();
+        let mut journal = self.writer.lock().await?;
+        tokio::task::spawn_blocking(move || checkpoint(&db, &mut journal))
+            .await
+            .map_err(|e| BackendError::Other(format!("redb writer task failed: {e}")))?
+    }
+}
+
+/// The journal, locked for the whole of a write (its sync included) or a checkpoint.
+type JournalGuard = tokio::sync::OwnedMutexGuard<Journal>;
+
+impl Writer {
+    async fn lock(&self) -> Result<JournalGuard, BackendError> {
+        check_broken(&self.broken)?;
+        Ok(self.journal.clone().lock_owned().await)
+    }
+
+    /// Write a batch's journal record, start its sync, and write and commit the batch in
+    /// redb, without durability, while the record syncs: redb makes a batch durable only
+    /// at a checkpoint, which follows a write only once its record is synced. `Err`:
+    /// nothing was written. Otherwise the sync in progress, if the batch is synced now,
+    /// and whether the journal write and the redb commit succeeded.
+    fn write(
+        &self,
+        db: &redb::Database,
+        journal: &mut Journal,
+        ops: &[BatchOp],
+        durability: Durability,
+        precondition: Option<Precondition>,
+    ) -> Result<WriteStarted, BackendError> {
+        let mut tx = db.begin_write().map_err(err)?;
+        tx.set_durability(redb::Durability::None).map_err(err)?;
+        let mut table = tx.open_table(TABLE).map_err(err)?;
+        if let Some(p) = precondition {
+            let cur = table
+                .get(p.key.as_slice())
+                .map_err(err)?
+                .map(|v| v.value().to_vec());
+            if cur != p.expected {
+                return Err(BackendError::PreconditionFailed);
+            }
+        }
+        let sync =
+            durability == Durability::Sync || journal.last_sync.elapsed() >= ASYNC_SYNC_INTERVAL;
+        let syncing = journal.append(ops).and_then(|()| match sync {
+            true => journal.start_sync(),
+            false => Ok(None),
+        });
+        Ok(match syncing {
+            Ok(pending) => {
+                let written = write_ops(&mut table, ops);
+                drop(table);
+                (pending, written.and_then(|()| tx.commit().map_err(err)))
+            }
+            Err(e) => (None, Err(e)),
+        })
+    }
+}
+
+/// A write under way: its journal sync, and the outcome of the rest.
+type WriteStarted = (Option<journal::PendingSync>, Result<(), BackendError>);
+
+/// Refuse reads and writes once a write failed in a way only a reopen can settle.
+fn check_broken(broken: &AtomicBool) -> Result<(), BackendError> {
+    match broken.load(Ordering::SeqCst) {
+        false => Ok(()),
+        true => Err(BackendError::Io(
+            "an earlier write failed after reaching the journal; reopen the database".into(),
+        )),
     }
 }
 

@@ -4,10 +4,6 @@
 use strata_backend_redb::RedbStore;
 use strata_engine::{BatchOp, Durability, Store};
 
-fn journal_len(dir: &std::path::Path) -> u64 {
-    std::fs::metadata(dir.join("t.redb-journal")).unwrap().len()
-}
-
 #[tokio::test]
 async fn unclosed_stores_replay_their_journal_and_checkpoints_empty_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -25,12 +21,15 @@ async fn unclosed_stores_replay_their_journal_and_checkpoints_empty_it() {
         };
         store.apply(ops, durability, None).await.unwrap();
     }
-    assert!(journal_len(dir.path()) > 0, "durable batches are journaled");
+    assert!(
+        store.journaled_bytes().await.unwrap() > 0,
+        "durable batches are journaled"
+    );
     drop(store);
 
     // Reopened without a close: the journal is replayed into redb and emptied.
     let store = RedbStore::open_path(&path).unwrap();
-    assert_eq!(journal_len(dir.path()), 0);
+    assert_eq!(store.journaled_bytes().await.unwrap(), 0);
     let all = store.scan(b"", b"", false, 100).await.unwrap();
     assert_eq!(all, vec![(vec![b'k', 9], vec![9])]);
 
@@ -43,9 +42,9 @@ async fn unclosed_stores_replay_their_journal_and_checkpoints_empty_it() {
         )
         .await
         .unwrap();
-    assert!(journal_len(dir.path()) > 0);
+    assert!(store.journaled_bytes().await.unwrap() > 0);
     store.sync().await.unwrap();
-    assert_eq!(journal_len(dir.path()), 0);
+    assert_eq!(store.journaled_bytes().await.unwrap(), 0);
     drop(store);
     let store = RedbStore::open_path(&path).unwrap();
     assert_eq!(store.get(b"z").await.unwrap(), Some(b"z".to_vec()));
@@ -53,22 +52,46 @@ async fn unclosed_stores_replay_their_journal_and_checkpoints_empty_it() {
 
     // A batch only the journal holds (a crash after its sync, before redb wrote anything):
     // one record in the documented format, then a torn one that must be ignored.
-    let mut payload = vec![1u8];
-    for b in [&b"only-journaled"[..], b"v"] {
-        payload.extend_from_slice(&(b.len() as u32).to_le_bytes());
-        payload.extend_from_slice(b);
-    }
-    let mut record = (payload.len() as u32).to_le_bytes().to_vec();
-    record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    record.extend_from_slice(&payload);
-    let torn = record[..record.len() - 1].to_vec();
-    record.extend_from_slice(&torn);
-    std::fs::write(dir.path().join("t.redb-journal"), &record).unwrap();
+    let record = |key: &[u8], epoch: Option<u64>| {
+        let mut payload = vec![1u8];
+        for b in [key, b"v"] {
+            payload.extend_from_slice(&(b.len() as u32).to_le_bytes());
+            payload.extend_from_slice(b);
+        }
+        let mut checked = match epoch {
+            Some(e) => e.to_le_bytes().to_vec(),
+            None => Vec::new(),
+        };
+        checked.extend_from_slice(&payload);
+        let mut record = (payload.len() as u32).to_le_bytes().to_vec();
+        record.extend_from_slice(&crc32fast::hash(&checked).to_le_bytes());
+        record.extend_from_slice(&checked);
+        let torn = record[..record.len() - 1].to_vec();
+        record.extend_from_slice(&torn);
+        record
+    };
+    let mut file = b"strata-journal\0\x02".to_vec();
+    file.extend_from_slice(&7u64.to_le_bytes());
+    file.extend_from_slice(&record(b"only-journaled", Some(7)));
+    // A whole record of another epoch after the torn one is not reached either.
+    file.extend_from_slice(&record(b"stale", Some(6)));
+    std::fs::write(dir.path().join("t.redb-journal"), &file).unwrap();
     let store = RedbStore::open_path(&path).unwrap();
     assert_eq!(
         store.get(b"only-journaled").await.unwrap(),
         Some(b"v".to_vec())
     );
+    assert_eq!(store.get(b"stale").await.unwrap(), None);
     assert_eq!(store.get(b"z").await.unwrap(), Some(b"z".to_vec()));
-    assert_eq!(journal_len(dir.path()), 0);
+    assert_eq!(store.journaled_bytes().await.unwrap(), 0);
+    drop(store);
+
+    // A journal of the earlier format (no header, records without an epoch) is replayed.
+    std::fs::write(dir.path().join("t.redb-journal"), record(b"earlier", None)).unwrap();
+    let store = RedbStore::open_path(&path).unwrap();
+    assert_eq!(store.get(b"earlier").await.unwrap(), Some(b"v".to_vec()));
+    assert_eq!(
+        store.get(b"only-journaled").await.unwrap(),
+        Some(b"v".to_vec())
+    );
 }
