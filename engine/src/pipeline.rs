@@ -168,6 +168,18 @@ impl Pipeline {
         }
     }
 
+    /// Wait for a request; `None` once the database shuts down or every sender is gone.
+    async fn next_request(
+        &mut self,
+        shutdown: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Option<CommitRequest> {
+        tokio::select! {
+            biased;
+            r = self.rx.recv() => r,
+            _ = shutdown.wait_for(|s| *s) => None,
+        }
+    }
+
     /// Up to `room` more requests that are already waiting, after `first`.
     fn take_waiting(&mut self, first: CommitRequest, room: usize) -> Vec<CommitRequest> {
         let mut taken = vec![first];
@@ -185,12 +197,9 @@ impl Pipeline {
     async fn run_serial(&mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let max = self.shared.config.max_group_commits.max(1);
         loop {
-            let first = tokio::select! {
-                biased;
-                r = self.rx.recv() => r,
-                _ = shutdown.wait_for(|s| *s) => None,
+            let Some(first) = self.next_request(&mut shutdown).await else {
+                break;
             };
-            let Some(first) = first else { break };
             let group = self.take_waiting(first, max);
             self.run_group(group).await;
         }
@@ -215,12 +224,9 @@ impl Pipeline {
                 if closing {
                     break;
                 }
-                let first = tokio::select! {
-                    biased;
-                    r = self.rx.recv() => r,
-                    _ = shutdown.wait_for(|s| *s) => None,
+                let Some(first) = self.next_request(&mut shutdown).await else {
+                    break;
                 };
-                let Some(first) = first else { break };
                 let requests = self.take_waiting(first, max);
                 let mut waiting = Waiting::new(Group::new(&*store, None, self.next_version));
                 self.join(&mut waiting, requests).await;

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use strata_engine::{AtomicWrite, CommitOutcome, Engine, Value};
+use strata_engine::{AtomicWrite, CommitOutcome, Database, Engine, Value};
 
 use crate::gate::{Gate, Point};
 use crate::{cases, ensure, ensure_eq, u64_at, CaseResult, Harness, Step, Suite};
@@ -26,9 +26,9 @@ pub fn suite() -> Suite {
     }
 }
 
-async fn concurrent_commits_share_writes(h: &Harness) -> CaseResult {
-    let gate = Gate::new();
-    gate.slow_applies(Duration::from_millis(5));
+/// An engine whose backend passes `gate`, without background tasks (so that every batch
+/// write is the test's), and its "default" database (which lives as long as the engine).
+async fn gated_database(h: &Harness, gate: &Gate) -> Result<(Engine, Database), String> {
     let engine = Engine::new(
         gate.wrap(h.backend()),
         strata_engine::EngineConfig {
@@ -37,6 +37,13 @@ async fn concurrent_commits_share_writes(h: &Harness) -> CaseResult {
         },
     );
     let db = engine.open_or_create("default").await.step("open")?;
+    Ok((engine, db))
+}
+
+async fn concurrent_commits_share_writes(h: &Harness) -> CaseResult {
+    let gate = Gate::new();
+    gate.slow_applies(Duration::from_millis(5));
+    let (_engine, db) = gated_database(h, &gate).await?;
     let before = gate.applies();
     let commits = 64u64;
     let mut handles = Vec::new();
@@ -74,14 +81,7 @@ async fn a_group_resolved_over_a_failed_batch_is_resolved_again(h: &Harness) -> 
         return Ok(());
     }
     let gate = Gate::new();
-    let engine = Engine::new(
-        gate.wrap(h.backend()),
-        strata_engine::EngineConfig {
-            background_tasks: false,
-            ..Harness::config()
-        },
-    );
-    let db = engine.open_or_create("default").await.step("open")?;
+    let (_engine, db) = gated_database(h, &gate).await?;
     db.atomic_write(AtomicWrite::new().set(b"a".to_vec(), Value::u64(1)))
         .await
         .step("first write")?;
