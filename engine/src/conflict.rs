@@ -72,20 +72,34 @@ impl ConflictTracker {
         self.prune();
     }
 
+    /// Forget commits no transaction can still be checked against: those at or below
+    /// `floor`, the oldest version a transaction of this process may still read at (see
+    /// `Shared::read_floor`). With short transactions that keeps the tracker to the commits
+    /// of the last few moments, however long the window.
+    pub(crate) fn forget_through(&mut self, floor: u64) {
+        while self.log.front().is_some_and(|(v, _, _)| *v <= floor) {
+            self.pop_oldest();
+        }
+    }
+
     fn prune(&mut self) {
         let now = Instant::now();
-        while let Some((version, at, _)) = self.log.front() {
+        while let Some((_, at, _)) = self.log.front() {
             let expired = now.duration_since(*at) > self.window;
             if !expired && self.tracked_keys <= MAX_TRACKED_KEYS {
                 break;
             }
-            let version = *version;
-            if let Some((_, _, keys)) = self.log.pop_front() {
-                self.tracked_keys -= keys.len();
-                for k in keys {
-                    if self.newest_write.get(&k) == Some(&version) {
-                        self.newest_write.remove(&k);
-                    }
+            self.pop_oldest();
+        }
+    }
+
+    /// Forget the oldest commit: transactions that read before it cannot be checked now.
+    fn pop_oldest(&mut self) {
+        if let Some((version, _, keys)) = self.log.pop_front() {
+            self.tracked_keys -= keys.len();
+            for k in keys {
+                if self.newest_write.get(&k) == Some(&version) {
+                    self.newest_write.remove(&k);
                 }
             }
             self.oldest_checkable = self.oldest_checkable.max(version);
@@ -115,6 +129,25 @@ mod tests {
         );
         assert!(t.check(4, &[r(b"c", b"d")]).is_ok(), "outside the range");
         assert!(t.check(4, &[r(b"a", b"b")]).is_ok(), "end is exclusive");
+    }
+
+    #[test]
+    fn commits_at_or_below_the_read_floor_are_forgotten() {
+        let mut t = ConflictTracker::new(0, Duration::from_secs(60));
+        t.record(5, vec![b"b".to_vec()]);
+        t.record(6, vec![b"c".to_vec()]);
+        t.record(7, vec![b"b".to_vec()]);
+        t.forget_through(6);
+        assert_eq!(t.tracked_keys, 1);
+        assert!(
+            matches!(t.check(5, &[]), Err(EngineError::TransactionTooOld { .. })),
+            "a transaction that read before a forgotten commit cannot be checked"
+        );
+        assert!(
+            t.check(6, &[r(b"a", b"z")]).is_err(),
+            "the write at 7 is kept"
+        );
+        assert!(t.check(7, &[r(b"a", b"z")]).is_ok());
     }
 
     #[test]

@@ -192,6 +192,31 @@ impl Shared {
     /// Hold `version` readable until the guard drops.
     pub(crate) fn hold(self: &Arc<Self>, version: u64) -> Result<ReadGuard> {
         let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        self.hold_locked(&mut reads, version)
+    }
+
+    /// Hold the newest published version readable: it and its guard, taken under one lock
+    /// so that [`Shared::read_floor`] never passes a transaction being begun.
+    pub(crate) fn hold_latest(self: &Arc<Self>) -> Result<(u64, ReadGuard)> {
+        let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        let version = self.latest();
+        Ok((version, self.hold_locked(&mut reads, version)?))
+    }
+
+    /// The oldest version a transaction of this process may still read at, and so commit
+    /// from: the oldest read held, or with none, the newest published version (where the
+    /// next transaction begins). Conflict checks need no commit at or below it.
+    pub(crate) fn read_floor(&self) -> u64 {
+        let reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        let latest = self.latest();
+        reads
+            .active
+            .keys()
+            .next()
+            .map_or(latest, |&v| v.min(latest))
+    }
+
+    fn hold_locked(self: &Arc<Self>, reads: &mut ReadRegistry, version: u64) -> Result<ReadGuard> {
         let horizon = self.horizon.load(Ordering::SeqCst);
         if version < horizon {
             return Err(EngineError::VersionTooOld {
@@ -725,8 +750,7 @@ impl Database {
             return Err(EngineError::ShuttingDown);
         }
         self.shared.refresh().await?;
-        let v = self.shared.latest();
-        let guard = self.shared.hold(v)?;
+        let (v, guard) = self.shared.hold_latest()?;
         Ok(Transaction::new(self.clone(), v, guard))
     }
 

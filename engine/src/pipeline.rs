@@ -311,6 +311,7 @@ impl Pipeline {
         };
         // The next group is checked against this one's writes before they apply.
         self.conflicts.merge(std::mem::take(&mut sealed.pending));
+        self.conflicts.forget_through(self.shared.read_floor());
         let base = Arc::new(entry.ops.clone());
         let log = self.shared.log.clone();
         let task = tokio::spawn(async move { log.append(entry).await });
@@ -626,6 +627,7 @@ impl Pipeline {
             .append_ns
             .fetch_add(nanos(applying), Ordering::Relaxed);
         self.conflicts.merge(sealed.pending);
+        self.conflicts.forget_through(self.shared.read_floor());
         if let Some(version) = sealed.version {
             self.stored_version = Some(version);
             self.shared.applied.send_replace(version);
