@@ -306,12 +306,11 @@ impl Pipeline {
         let Waiting { requests, group } = waiting;
         let mut sealed = self.seal(group, None);
         let Some(entry) = sealed.entry.take() else {
-            answer(requests, sealed.results);
+            answer(requests, sealed.tally.results);
             return None;
         };
         // The next group is checked against this one's writes before they apply.
-        self.conflicts.merge(std::mem::take(&mut sealed.pending));
-        self.conflicts.forget_through(self.shared.read_floor());
+        self.track(std::mem::take(&mut sealed.tally.pending));
         let base = Arc::new(entry.ops.clone());
         let log = self.shared.log.clone();
         let task = tokio::spawn(async move { log.append(entry).await });
@@ -422,12 +421,12 @@ impl Pipeline {
         let token = shared.multi_process.then(group_token);
         let mut sealed = self.seal(resolving, token);
         let Some(entry) = sealed.entry.take() else {
-            return Ok(sealed.results);
+            return Ok(sealed.tally.results);
         };
         let appending = Instant::now();
         match (token, sealed.version) {
             (Some(token), Some(last_version)) => {
-                let start_version = sealed.start_version;
+                let start_version = sealed.tally.start_version;
                 match self.append_shared(entry, token, last_version).await {
                     Settled::Applied => {}
                     Settled::NotApplied => {
@@ -493,7 +492,7 @@ impl Pipeline {
                 queue_changed: false,
                 horizon: None,
             };
-            match cx.resolve(op, &self.conflicts, &group.pending).await {
+            match cx.resolve(op, &self.conflicts, &group.tally.pending).await {
                 Ok(r) => {
                     let Resolve {
                         touched,
@@ -504,25 +503,25 @@ impl Pipeline {
                         ..
                     } = cx;
                     if r.sequenced {
-                        group.pending.record(version, touched.clone());
+                        group.tally.pending.record(version, touched.clone());
                         self.next_version += 1;
                         if deleted {
                             group.deleted_at = version;
                         }
                     }
-                    group.touched.extend(touched);
-                    group.queue_changed |= queue_changed;
+                    group.tally.touched.extend(touched);
+                    group.tally.queue_changed |= queue_changed;
                     group.horizon = group.horizon.or(horizon);
-                    group.results.push(Ok(r.reply));
+                    group.tally.results.push(Ok(r.reply));
                 }
                 Err(e) => {
                     group.ov.rollback(savepoint);
                     self.next_version = first_version;
-                    group.results.push(Err(e));
+                    group.tally.results.push(Err(e));
                 }
             }
         }
-        group.resolving += started.elapsed();
+        group.tally.resolving += started.elapsed();
         Ok(())
     }
 
@@ -532,24 +531,15 @@ impl Pipeline {
         let Group {
             mut ov,
             now,
-            start_version,
-            results,
-            touched,
-            queue_changed,
             deleted_at,
             horizon,
-            pending,
-            resolving,
+            tally,
         } = group;
+        let start_version = tally.start_version;
         let mut sealed = Sealed {
             entry: None,
-            results,
-            touched,
-            queue_changed,
-            start_version,
             version: None,
-            pending,
-            resolving,
+            tally,
         };
         if ov.is_empty() && self.next_version == start_version {
             return sealed;
@@ -582,9 +572,9 @@ impl Pipeline {
                 let record = WriteRecord {
                     first_version: start_version,
                     deleted: deleted_at > 0,
-                    queue_changed: sealed.queue_changed,
+                    queue_changed: sealed.tally.queue_changed,
                     token,
-                    keys: sealed.touched.clone(),
+                    keys: sealed.tally.touched.clone(),
                 };
                 for (chunk, bytes) in record.encode().into_iter().enumerate() {
                     ov.put(layout::writes(last_version, chunk as u16), bytes);
@@ -611,6 +601,16 @@ impl Pipeline {
         sealed
     }
 
+    /// Take a group's writes into the conflict tracker, and let it forget what no open
+    /// transaction can need any more.
+    fn track(&mut self, pending: PendingWrites) {
+        if pending.is_empty() {
+            return;
+        }
+        self.conflicts.merge(pending);
+        self.conflicts.forget_through(self.shared.read_floor());
+    }
+
     /// A group's batch applied: count it, take in its writes for conflict checks (if they
     /// are not already), advance the applied version and wake watchers. Its results.
     fn publish(&mut self, sealed: Sealed, applying: Duration) -> Vec<Result<CommitReply>> {
@@ -618,23 +618,33 @@ impl Pipeline {
         stats.groups.fetch_add(1, Ordering::Relaxed);
         stats
             .commits
-            .fetch_add(sealed.results.len() as u64, Ordering::Relaxed);
+            .fetch_add(sealed.tally.results.len() as u64, Ordering::Relaxed);
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         stats
             .resolve_ns
-            .fetch_add(nanos(sealed.resolving), Ordering::Relaxed);
+            .fetch_add(nanos(sealed.tally.resolving), Ordering::Relaxed);
         stats
             .append_ns
             .fetch_add(nanos(applying), Ordering::Relaxed);
-        self.conflicts.merge(sealed.pending);
-        self.conflicts.forget_through(self.shared.read_floor());
+        self.track(sealed.tally.pending);
         if let Some(version) = sealed.version {
             self.stored_version = Some(version);
             self.shared.applied.send_replace(version);
         }
-        self.shared.publish(&sealed.touched, sealed.queue_changed);
-        sealed.results
+        self.shared
+            .publish(&sealed.tally.touched, sealed.tally.queue_changed);
+        sealed.tally.results
     }
+}
+
+/// What a group's commits did, from its first resolution to its answers.
+struct Tally {
+    start_version: u64,
+    results: Vec<Result<CommitReply>>,
+    touched: Vec<Vec<u8>>,
+    queue_changed: bool,
+    pending: PendingWrites,
+    resolving: Duration,
 }
 
 /// A group of commits being resolved: the store as the group sees it, and what its
@@ -642,14 +652,9 @@ impl Pipeline {
 struct Group<'s> {
     ov: Overlay<'s>,
     now: u64,
-    start_version: u64,
-    results: Vec<Result<CommitReply>>,
-    touched: Vec<Vec<u8>>,
-    queue_changed: bool,
     deleted_at: u64,
     horizon: Option<u64>,
-    pending: PendingWrites,
-    resolving: Duration,
+    tally: Tally,
 }
 
 impl<'s> Group<'s> {
@@ -657,14 +662,16 @@ impl<'s> Group<'s> {
         Group {
             ov: Overlay::new(store, base),
             now: now_ms(),
-            start_version,
-            results: Vec::new(),
-            touched: Vec::new(),
-            queue_changed: false,
             deleted_at: 0,
             horizon: None,
-            pending: PendingWrites::default(),
-            resolving: Duration::ZERO,
+            tally: Tally {
+                start_version,
+                results: Vec::new(),
+                touched: Vec::new(),
+                queue_changed: false,
+                pending: PendingWrites::default(),
+                resolving: Duration::ZERO,
+            },
         }
     }
 }
@@ -672,14 +679,9 @@ impl<'s> Group<'s> {
 /// A sealed group: its batch, and what publishing it takes.
 struct Sealed {
     entry: Option<LogEntry>,
-    results: Vec<Result<CommitReply>>,
-    touched: Vec<Vec<u8>>,
-    queue_changed: bool,
-    start_version: u64,
     /// The database version once the batch applies (`None`: it takes no version).
     version: Option<u64>,
-    pending: PendingWrites,
-    resolving: Duration,
+    tally: Tally,
 }
 
 /// The requests of the group being resolved while the one before it applies.
@@ -732,6 +734,10 @@ pub(crate) struct PendingWrites {
 }
 
 impl PendingWrites {
+    fn is_empty(&self) -> bool {
+        self.log.is_empty()
+    }
+
     fn record(&mut self, version: u64, keys: Vec<Vec<u8>>) {
         for k in &keys {
             self.keys.insert(k.clone(), version);

@@ -267,7 +267,8 @@ impl Store for RedbStore {
             None => Ok(()),
         };
         if let Err(e) = synced.and(committed) {
-            // The batch failed: the journal must forget it too.
+            // The batch failed: the journal must forget it too (a write and a sync on this
+            // thread; only on this failure path).
             if journal.cut(before).is_err() {
                 self.writer.broken.store(true, Ordering::SeqCst);
             }

@@ -320,6 +320,7 @@ fn format_type(oid: i64, typmod: i64) -> Option<String> {
 // Tables
 
 /// One value of a catalog row.
+#[derive(Clone)]
 enum V {
     I(i64),
     S(String),
@@ -1058,27 +1059,21 @@ async fn build(ctx: &Context, catalog: &str) -> Result<Snapshot> {
             ]);
         }
         let mut constraint = |name: &str, kind: &str, columns: &[u32]| {
-            info_constraints.push(vec![
+            // Both catalogs start with the constraint's and the table's qualified names.
+            let names = vec![
                 s(db.clone()),
                 public(),
                 s(name),
                 s(db.clone()),
                 public(),
                 s(t.name.clone()),
-                s(kind),
-            ]);
+            ];
+            info_constraints.push([names.clone(), vec![s(kind)]].concat());
             for (k, id) in columns.iter().enumerate() {
                 if let Some((_, c)) = t.column_by_id(*id) {
-                    info_keys.push(vec![
-                        s(db.clone()),
-                        public(),
-                        s(name),
-                        s(db.clone()),
-                        public(),
-                        s(t.name.clone()),
-                        s(c.name.clone()),
-                        V::I(k as i64 + 1),
-                    ]);
+                    info_keys.push(
+                        [names.clone(), vec![s(c.name.clone()), V::I(k as i64 + 1)]].concat(),
+                    );
                 }
             }
         };
