@@ -236,6 +236,8 @@ impl Store for RedbStore {
         for r in range.take(limit) {
             let (k, v) = r.map_err(err)?;
             shown += 1;
+            prefetch_ahead(k.value());
+            prefetch_ahead(v.value());
             if !f(k.value(), v.value()) {
                 break;
             }
@@ -417,3 +419,20 @@ impl Backend for RedbBackend {
         remove_database_files(&database_path(&self.dir, name, EXT), &[journal::SUFFIX])
     }
 }
+
+/// Ask the CPU to load the memory a little past `entry`. A leaf holds its keys one after
+/// another, and its values likewise, so a range scan reads on from there: loading ahead
+/// keeps the scan from stalling on each entry. A hint only, never a read (it cannot fault).
+#[inline(always)]
+fn prefetch_ahead(entry: &[u8]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        let at = entry.as_ptr().wrapping_add(PREFETCH_DISTANCE);
+        // SAFETY: a prefetch is a hint; it does not dereference the pointer.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(at.cast()) };
+    }
+}
+
+/// How far ahead of an entry [`prefetch_ahead`] loads, in bytes.
+const PREFETCH_DISTANCE: usize = 320;

@@ -13,7 +13,7 @@ use datafusion::logical_expr::{Expr, Operator};
 
 use crate::catalog::{IndexDef, TableDef};
 use crate::codec::{self, Key};
-use crate::types::{Datum, SqlType};
+use crate::types::{Datum, DatumRef, SqlType};
 
 /// One simple predicate on the column at `column` (a position in the table's columns).
 #[derive(Debug, Clone, PartialEq)]
@@ -36,8 +36,9 @@ pub enum Test {
 /// Most key ranges one IN-list expansion may produce.
 const MAX_RANGES: usize = 4096;
 
-/// The simple predicate `e` states, if it is one.
-pub fn simple(def: &TableDef, e: &Expr) -> Option<Vec<Pred>> {
+/// The simple predicate `e` states, if it is one. A placeholder `$n` stands for
+/// `params[n - 1]` (a cached plan binds other values: see [`crate::table::ScanExec`]).
+pub fn simple(def: &TableDef, e: &Expr, params: &[Datum]) -> Option<Vec<Pred>> {
     let col = |e: &Expr| -> Option<usize> {
         match e {
             Expr::Column(c) => def.column_index(&c.name),
@@ -47,13 +48,18 @@ pub fn simple(def: &TableDef, e: &Expr) -> Option<Vec<Pred>> {
     let lit = |e: &Expr, column: usize| -> Option<Datum> {
         match e {
             Expr::Literal(v, _) => exact_literal(&def.columns[column].ty, v),
+            Expr::Placeholder(p) => {
+                let n: usize = p.id.strip_prefix('$')?.parse().ok()?;
+                let v = params.get(n.checked_sub(1)?)?.to_scalar();
+                exact_literal(&def.columns[column].ty, &v)
+            }
             _ => None,
         }
     };
     match e {
         Expr::BinaryExpr(b) if b.op == Operator::And => {
-            let mut l = simple(def, &b.left)?;
-            l.extend(simple(def, &b.right)?);
+            let mut l = simple(def, &b.left, params)?;
+            l.extend(simple(def, &b.right, params)?);
             Some(l)
         }
         Expr::BinaryExpr(b) => {
@@ -132,53 +138,61 @@ fn exact_literal(ty: &SqlType, v: &datafusion::common::ScalarValue) -> Option<Da
 /// Compare two values of one column's type (NULLs excluded by the caller). Doubles compare
 /// numerically with -0 = 0 and NaN above everything, as the key codec orders them.
 pub fn compare(a: &Datum, b: &Datum) -> Ordering {
+    compare_refs(a.as_ref(), b.as_ref())
+}
+
+/// [`compare`] of borrowed values.
+pub fn compare_refs(a: DatumRef<'_>, b: DatumRef<'_>) -> Ordering {
     match (a, b) {
-        (Datum::Int(x), Datum::Int(y)) => x.cmp(y),
-        (Datum::Float(x), Datum::Float(y)) => {
+        (DatumRef::Int(x), DatumRef::Int(y)) => x.cmp(&y),
+        (DatumRef::Float(x), DatumRef::Float(y)) => {
             let norm = |f: f64| if f == 0.0 { 0.0 } else { f };
-            norm(*x).total_cmp(&norm(*y))
+            norm(x).total_cmp(&norm(y))
         }
-        (Datum::Int(x), Datum::Float(y)) => (*x as f64).total_cmp(y),
-        (Datum::Float(x), Datum::Int(y)) => x.total_cmp(&(*y as f64)),
-        (Datum::Decimal(x, _), Datum::Decimal(y, _)) => x.cmp(y),
-        (Datum::Text(x), Datum::Text(y)) => x.as_bytes().cmp(y.as_bytes()),
-        (Datum::Bytes(x), Datum::Bytes(y)) => x.cmp(y),
-        (Datum::Bool(x), Datum::Bool(y)) => x.cmp(y),
-        (Datum::Date(x), Datum::Date(y)) => x.cmp(y),
-        (Datum::Timestamp(x), Datum::Timestamp(y)) => x.cmp(y),
-        _ => codec::encode(std::slice::from_ref(a)).cmp(&codec::encode(std::slice::from_ref(b))),
+        (DatumRef::Int(x), DatumRef::Float(y)) => (x as f64).total_cmp(&y),
+        (DatumRef::Float(x), DatumRef::Int(y)) => x.total_cmp(&(y as f64)),
+        (DatumRef::Decimal(x, _), DatumRef::Decimal(y, _)) => x.cmp(&y),
+        (DatumRef::Text(x), DatumRef::Text(y)) => x.as_bytes().cmp(y.as_bytes()),
+        (DatumRef::Bytes(x), DatumRef::Bytes(y)) => x.cmp(y),
+        (DatumRef::Bool(x), DatumRef::Bool(y)) => x.cmp(&y),
+        (DatumRef::Date(x), DatumRef::Date(y)) => x.cmp(&y),
+        (DatumRef::Timestamp(x), DatumRef::Timestamp(y)) => x.cmp(&y),
+        _ => codec::encode(&[a.to_datum()]).cmp(&codec::encode(&[b.to_datum()])),
     }
 }
 
 impl Pred {
     /// Whether a row passes (SQL semantics: a comparison with NULL is not true).
     pub fn holds(&self, row: &[Datum]) -> bool {
-        let v = &row[self.column];
+        self.holds_for(row[self.column].as_ref())
+    }
+
+    /// Whether a row whose value in this predicate's column is `v` passes.
+    pub fn holds_for(&self, v: DatumRef<'_>) -> bool {
+        let cmp = |x: &Datum| compare_refs(v, x.as_ref());
         match &self.test {
             Test::IsNull => v.is_null(),
             Test::IsNotNull => !v.is_null(),
             _ if v.is_null() => false,
-            Test::Eq(x) => !x.is_null() && compare(v, x) == Ordering::Equal,
-            Test::In(xs) => xs
-                .iter()
-                .any(|x| !x.is_null() && compare(v, x) == Ordering::Equal),
+            Test::Eq(x) => !x.is_null() && cmp(x) == Ordering::Equal,
+            Test::In(xs) => xs.iter().any(|x| !x.is_null() && cmp(x) == Ordering::Equal),
             Test::Lower(x, incl) => {
                 !x.is_null() && {
-                    let o = compare(v, x);
+                    let o = cmp(x);
                     o == Ordering::Greater || (*incl && o == Ordering::Equal)
                 }
             }
             Test::Upper(x, incl) => {
                 !x.is_null() && {
-                    let o = compare(v, x);
+                    let o = cmp(x);
                     o == Ordering::Less || (*incl && o == Ordering::Equal)
                 }
             }
             Test::Between(lo, hi) => {
                 !lo.is_null()
                     && !hi.is_null()
-                    && compare(v, lo) != Ordering::Less
-                    && compare(v, hi) != Ordering::Greater
+                    && cmp(lo) != Ordering::Less
+                    && cmp(hi) != Ordering::Greater
             }
         }
     }

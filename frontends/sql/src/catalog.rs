@@ -242,6 +242,27 @@ impl RowDecoder {
             row,
         )
     }
+
+    /// [`RowDecoder::decode_into`] reading the values in place: `row` becomes the row's
+    /// values (NULL at the positions this decoder skips). False, with `row` unspecified,
+    /// for a row in the tuple format, which only [`RowDecoder::decode_into`] reads.
+    pub fn read_into<'a>(
+        &'a self,
+        bytes: &'a [u8],
+        row: &mut Vec<crate::types::DatumRef<'a>>,
+    ) -> crate::Result<bool> {
+        row.clear();
+        row.resize(self.defaults.len(), crate::types::DatumRef::Null);
+        for &i in &self.wanted {
+            row[i] = self.defaults[i].as_ref();
+        }
+        crate::codec::read_some_into(
+            bytes,
+            |id| self.slots.get(id as usize).copied().flatten(),
+            self.wanted.len(),
+            row,
+        )
+    }
 }
 
 /// A view: a name for a query.

@@ -26,7 +26,7 @@
 //! SQL tables and Deno KV data can share a database without meeting.
 
 use crate::error::{Result, SqlError};
-use crate::types::Datum;
+use crate::types::{Datum, DatumRef};
 
 /// The first byte of every key the SQL layer writes.
 pub const SQL_PREFIX: u8 = 0xF0;
@@ -453,28 +453,28 @@ fn take_bytes<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8]> {
 
 /// Decode one value of the row format from the front of `bytes`.
 fn decode_value(bytes: &mut &[u8]) -> Result<Datum> {
+    read_value(bytes).map(DatumRef::to_datum)
+}
+
+/// Read one value of the row format from the front of `bytes`, in place.
+fn read_value<'a>(bytes: &mut &'a [u8]) -> Result<DatumRef<'a>> {
     Ok(match take_tag(bytes)? {
-        NULL => Datum::Null,
-        FALSE => Datum::Bool(false),
-        TRUE => Datum::Bool(true),
-        INT => Datum::Int(i64::from_le_bytes(take::<8>(bytes)?)),
-        FLOAT => Datum::Float(f64::from_le_bytes(take::<8>(bytes)?)),
+        NULL => DatumRef::Null,
+        FALSE => DatumRef::Bool(false),
+        TRUE => DatumRef::Bool(true),
+        INT => DatumRef::Int(i64::from_le_bytes(take::<8>(bytes)?)),
+        FLOAT => DatumRef::Float(f64::from_le_bytes(take::<8>(bytes)?)),
         DECIMAL => {
             let v = i128::from_le_bytes(take::<16>(bytes)?);
             let [scale] = take::<1>(bytes)?;
-            Datum::Decimal(v, scale as i8)
+            DatumRef::Decimal(v, scale as i8)
         }
-        DATE => Datum::Date(i32::from_le_bytes(take::<4>(bytes)?)),
-        TIMESTAMP => Datum::Timestamp(i64::from_le_bytes(take::<8>(bytes)?)),
-        TEXT => {
-            let raw = take_bytes(bytes)?;
-            Datum::Text(
-                std::str::from_utf8(raw)
-                    .map_err(|_| corrupt("text is not UTF-8"))?
-                    .to_owned(),
-            )
-        }
-        BYTES => Datum::Bytes(take_bytes(bytes)?.to_vec()),
+        DATE => DatumRef::Date(i32::from_le_bytes(take::<4>(bytes)?)),
+        TIMESTAMP => DatumRef::Timestamp(i64::from_le_bytes(take::<8>(bytes)?)),
+        TEXT => DatumRef::Text(
+            std::str::from_utf8(take_bytes(bytes)?).map_err(|_| corrupt("text is not UTF-8"))?,
+        ),
+        BYTES => DatumRef::Bytes(take_bytes(bytes)?),
         other => return Err(corrupt(&format!("unknown type tag {other:#x}"))),
     })
 }
@@ -511,28 +511,72 @@ pub fn decode_some_into(
     row: &mut [Datum],
 ) -> Result<()> {
     match bytes.split_first() {
-        Some((&ROW_FORMAT, mut rest)) => {
-            let mut found = 0;
-            while !rest.is_empty() && found < wanted {
-                let id = match rest.first() {
-                    Some(&b) if b < 0x80 => {
-                        rest = &rest[1..];
-                        u32::from(b)
-                    }
-                    _ => take_varint(&mut rest)?,
-                };
-                match place(id).and_then(|i| row.get_mut(i)) {
-                    Some(slot) => {
-                        *slot = decode_value(&mut rest)?;
-                        found += 1;
-                    }
-                    None => skip_value(&mut rest)?,
+        Some((&ROW_FORMAT, rest)) => walk_row(rest, place, wanted, |i, rest| {
+            Ok(match row.get_mut(i) {
+                Some(slot) => {
+                    *slot = decode_value(rest)?;
+                    true
                 }
-            }
-            Ok(())
-        }
+                None => false,
+            })
+        }),
         _ => decode_tuple_row_into(bytes, place, row),
     }
+}
+
+/// [`decode_some_into`] reading values in place, for rows of the current format; false,
+/// with `row` untouched, for a row in the tuple format (which only [`decode_some_into`]
+/// reads).
+pub fn read_some_into<'a>(
+    bytes: &'a [u8],
+    place: impl Fn(u32) -> Option<usize>,
+    wanted: usize,
+    row: &mut [DatumRef<'a>],
+) -> Result<bool> {
+    let Some((&ROW_FORMAT, rest)) = bytes.split_first() else {
+        return Ok(false);
+    };
+    walk_row(rest, place, wanted, |i, rest| {
+        Ok(match row.get_mut(i) {
+            Some(slot) => {
+                *slot = read_value(rest)?;
+                true
+            }
+            None => false,
+        })
+    })?;
+    Ok(true)
+}
+
+/// Walk the columns of a row of the current format (after its format byte). `take` reads
+/// the value of each column `place` gives a position for, and says whether it kept it;
+/// other values are stepped over. Stops once `wanted` values were kept.
+fn walk_row<'a>(
+    mut rest: &'a [u8],
+    place: impl Fn(u32) -> Option<usize>,
+    wanted: usize,
+    mut take: impl FnMut(usize, &mut &'a [u8]) -> Result<bool>,
+) -> Result<()> {
+    let mut found = 0;
+    while !rest.is_empty() && found < wanted {
+        let id = match rest.first() {
+            Some(&b) if b < 0x80 => {
+                rest = &rest[1..];
+                u32::from(b)
+            }
+            _ => take_varint(&mut rest)?,
+        };
+        let kept = match place(id) {
+            Some(i) => take(i, &mut rest)?,
+            None => false,
+        };
+        if kept {
+            found += 1;
+        } else {
+            skip_value(&mut rest)?;
+        }
+    }
+    Ok(())
 }
 
 /// [`decode_row_into`] for rows written as tuples, before [`ROW_FORMAT`].

@@ -30,6 +30,7 @@ mod explain;
 mod fastpath;
 mod index;
 mod pg_catalog;
+mod plan_cache;
 mod planner;
 mod session;
 mod stats;
@@ -42,7 +43,7 @@ pub use catalog::{ColumnDef, IndexDef, TableDef};
 pub use describe::Description;
 pub use error::{Result, SqlError};
 pub use index::CheckReport;
-pub use session::{Output, Prepared, QueryRows, Session};
+pub use session::{Output, PlanCacheCounts, Prepared, QueryRows, Session};
 pub use types::{parse_date, parse_timestamp, Datum, SqlType};
 
 pub use datafusion;

@@ -48,6 +48,9 @@ pub struct Scope {
     pub read_only: bool,
     /// The (database, table) whose provider also returns each row's key (UPDATE, DELETE).
     pub keyed: Option<(String, String)>,
+    /// Values for the placeholders of a statement planned with them in place (the plan
+    /// cache): the providers push down predicates on them.
+    pub params: Arc<[crate::types::Datum]>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -188,14 +191,19 @@ impl Context {
         let db = self.resolve(catalog).await?;
         let source = self.source(&db).await?;
         if let Some(def) = source.table(name).await? {
-            let keyed = self
-                .scope()
-                .keyed
-                .as_ref()
-                .is_some_and(|(d, t)| *d == db && t == name);
+            let (keyed, params) = {
+                let scope = self.scope();
+                let keyed = scope
+                    .keyed
+                    .as_ref()
+                    .is_some_and(|(d, t)| *d == db && t == name);
+                (keyed, scope.params.clone())
+            };
             let rows = self.counts.get(&self.open(&db).await?, def.id).await;
             return Ok(Some(Arc::new(
                 SqlTable::new(def, source, keyed)
+                    .with_params(params)
+                    .with_database(&db)
                     .with_rows(rows)
                     .with_parallel_scan(
                         self.parallel_scan_rows.load(Relaxed),

@@ -215,6 +215,19 @@ pub struct Session {
     running: bool,
     /// PostgreSQL's rule: an error inside BEGIN … COMMIT aborts the transaction.
     abort_on_error: bool,
+    /// The statement running, as the plan cache finds it (statement `i` of a parsed text),
+    /// unless it reads `AS OF`.
+    cache_slot: Option<(Arc<Parsed>, usize)>,
+    /// Queries run from a cached plan, and plans made to be cached.
+    pub(crate) plan_cache: PlanCacheCounts,
+}
+
+/// What the plan cache did in a session: runs from a cached plan (`hits`) and plans made
+/// to be kept (`planned`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanCacheCounts {
+    pub hits: u64,
+    pub planned: u64,
 }
 
 /// Called after each committed chunk of an online index build, with the chunk's number.
@@ -225,6 +238,8 @@ type BoxFuture<T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send
 struct Parsed {
     statements: Vec<Statement>,
     as_of: Option<AsOf>,
+    /// The cached plans of the statements that are queries.
+    plans: crate::plan_cache::Plans,
 }
 
 impl Parsed {
@@ -234,7 +249,11 @@ impl Parsed {
         for stmt in &mut statements {
             planner::rewrite(stmt);
         }
-        Ok(Parsed { statements, as_of })
+        Ok(Parsed {
+            statements,
+            as_of,
+            plans: Default::default(),
+        })
     }
 }
 
@@ -317,6 +336,8 @@ impl Session {
             last_commit: None,
             running: false,
             abort_on_error: false,
+            cache_slot: None,
+            plan_cache: PlanCacheCounts::default(),
         }
     }
 
@@ -328,6 +349,11 @@ impl Session {
         use std::sync::atomic::Ordering::Relaxed;
         self.ctx.parallel_scan_rows.store(rows, Relaxed);
         self.ctx.scan_parts.store(parts.min(64), Relaxed);
+    }
+
+    /// What the plan cache has done in this session.
+    pub fn plan_cache_counts(&self) -> PlanCacheCounts {
+        self.plan_cache
     }
 
     /// The database unqualified names resolve against.
@@ -404,7 +430,14 @@ impl Session {
         let out = match &prepared.kind {
             PreparedKind::Reindex(name) => self.reindex(name).await,
             PreparedKind::Statements(parsed) => match parsed.statements.get(i) {
-                Some(stmt) => self.run(stmt, params, parsed.as_of).await,
+                Some(stmt) => {
+                    if parsed.as_of.is_none() {
+                        self.cache_slot = Some((parsed.clone(), i));
+                    }
+                    let out = self.run(stmt, params, parsed.as_of).await;
+                    self.cache_slot = None;
+                    out
+                }
                 None => Err(SqlError::Internal(format!("no statement {i}"))),
             },
         };
@@ -899,7 +932,12 @@ impl Session {
                 if let Some(out) = crate::fastpath::select(self, stmt, params).await? {
                     return Ok(out);
                 }
-                Box::pin(self.query(stmt.clone(), params)).await
+                match self.cache_slot.clone() {
+                    Some((parsed, i)) => {
+                        Box::pin(self.query_cached(&parsed.plans, i, stmt, params)).await
+                    }
+                    None => Box::pin(self.query(stmt.clone(), params)).await,
+                }
             }
             Statement::Explain { .. } => Box::pin(self.query(stmt.clone(), params)).await,
             Statement::Insert(insert) => {
@@ -993,15 +1031,22 @@ impl Session {
         }
         let schema = Arc::new(plan.schema().as_arrow().clone());
         let physical = self.state.create_physical_plan(&plan).await?;
+        Ok((schema, self.collect_plan(physical).await?))
+    }
+
+    /// Run a physical plan to the end.
+    pub(crate) async fn collect_plan(
+        &self,
+        physical: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    ) -> Result<Vec<RecordBatch>> {
         // The plan runs as a task of its own, so that the statement's future stays
         // responsive: dropping it (a cancelled query, a client gone) aborts the task,
         // which stops at the plan's next yield point.
         let mut running = Running(tokio::spawn(collect(physical, self.state.task_ctx())));
-        let batches = match (&mut running.0).await {
-            Ok(result) => result?,
-            Err(e) => return Err(SqlError::Internal(format!("query task failed: {e}"))),
-        };
-        Ok((schema, batches))
+        match (&mut running.0).await {
+            Ok(result) => Ok(result?),
+            Err(e) => Err(SqlError::Internal(format!("query task failed: {e}"))),
+        }
     }
 
     async fn create_database(&mut self, name: &ObjectName, if_not_exists: bool) -> Result<Output> {

@@ -37,7 +37,7 @@ use crate::catalog::TableDef;
 use crate::codec::{self, Key};
 use crate::error::SqlError;
 use crate::tx::{Source, Tx, SCAN_CHUNK};
-use crate::types::{ColumnBuilder, Datum, SqlType};
+use crate::types::{ColumnBuilder, Datum, DatumRef, SqlType};
 
 pub(crate) fn external(e: SqlError) -> DataFusionError {
     DataFusionError::External(Box::new(e))
@@ -56,6 +56,11 @@ pub struct SqlTable {
     parallel_scan_rows: u64,
     /// ... this many of them.
     scan_parts: usize,
+    /// The statement's parameter values, when it is planned with its placeholders in place
+    /// (for the plan cache): `$n` in a pushed-down predicate stands for `params[n - 1]`.
+    params: Arc<[Datum]>,
+    /// The engine database the table is in (a cached plan binds its scans by it).
+    db: Option<Arc<str>>,
 }
 
 /// `Source` with a `Debug` that DataFusion's plan printing can use.
@@ -82,7 +87,21 @@ impl SqlTable {
             rows: None,
             parallel_scan_rows: PARALLEL_SCAN_ROWS,
             scan_parts: scan_workers(),
+            params: Arc::new([]),
+            db: None,
         }
+    }
+
+    /// Name the engine database the table is in.
+    pub fn with_database(mut self, db: &str) -> Self {
+        self.db = Some(db.into());
+        self
+    }
+
+    /// Plan with these values for the placeholders in pushed-down predicates.
+    pub fn with_params(mut self, params: Arc<[Datum]>) -> Self {
+        self.params = params;
+        self
     }
 
     /// Give the planner the table's row count.
@@ -130,7 +149,7 @@ impl TableProvider for SqlTable {
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
         Ok(filters
             .iter()
-            .map(|f| match access::simple(&self.def, f) {
+            .map(|f| match access::simple(&self.def, f, &self.params) {
                 Some(_) => TableProviderFilterPushDown::Exact,
                 None => TableProviderFilterPushDown::Unsupported,
             })
@@ -144,9 +163,15 @@ impl TableProvider for SqlTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        // Exactly the filters DataFusion pushed down as exact (the others it evaluates).
+        let filters: Vec<Expr> = filters
+            .iter()
+            .filter(|f| access::simple(&self.def, f, &self.params).is_some())
+            .cloned()
+            .collect();
         let preds: Vec<Pred> = filters
             .iter()
-            .filter_map(|f| access::simple(&self.def, f))
+            .filter_map(|f| access::simple(&self.def, f, &self.params))
             .flatten()
             .collect();
         let projection: Vec<usize> = match projection {
@@ -176,10 +201,11 @@ impl TableProvider for SqlTable {
         };
         Ok(Arc::new(ScanExec::new(
             self.def.clone(),
-            self.source.clone(),
+            self.db.clone(),
+            Some(self.source.clone()),
             path,
             parts,
-            preds,
+            Predicates { filters, preds },
             projection,
             limit,
             self.keyed,
@@ -262,13 +288,19 @@ fn split_points(first: &[u8], last: &[u8], parts: usize) -> Vec<Vec<u8>> {
 
 /// The physical scan: reads key ranges, filters, projects, emits batches. Each partition
 /// reads its own ranges (one partition unless [`split_range`] cut a full scan).
+///
+/// A scan in a cached plan is kept unbound (no source); each run of the plan binds a copy
+/// to the statement's transaction and parameter values ([`ScanExec::bind`]).
 #[derive(Debug)]
 pub struct ScanExec {
     def: Arc<TableDef>,
-    source: SourceDebug,
+    db: Option<Arc<str>>,
+    source: Option<SourceDebug>,
     path: Path,
     /// The key ranges of each partition, in key order.
     parts: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    /// The pushed-down filters as planned (placeholders and all), to bind again.
+    filters: Vec<Expr>,
     preds: Vec<Pred>,
     projection: Vec<usize>,
     limit: Option<usize>,
@@ -283,14 +315,21 @@ pub struct ScanExec {
 /// a filter it knows nothing about.
 const SELECTIVITY: f64 = 0.2;
 
+/// A scan's pushed-down filters, and the predicates they state for the values bound.
+struct Predicates {
+    filters: Vec<Expr>,
+    preds: Vec<Pred>,
+}
+
 impl ScanExec {
     #[allow(clippy::too_many_arguments)]
     fn new(
         def: Arc<TableDef>,
-        source: SourceDebug,
+        db: Option<Arc<str>>,
+        source: Option<SourceDebug>,
         path: Path,
         parts: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
-        preds: Vec<Pred>,
+        Predicates { filters, preds }: Predicates,
         projection: Vec<usize>,
         limit: Option<usize>,
         keyed: bool,
@@ -316,9 +355,11 @@ impl ScanExec {
         ));
         ScanExec {
             def,
+            db,
             source,
             path,
             parts,
+            filters,
             preds,
             projection,
             limit,
@@ -328,6 +369,86 @@ impl ScanExec {
             keyed,
             rows,
         }
+    }
+
+    /// The engine database this scan reads, if its table was named with one.
+    pub(crate) fn database(&self) -> Option<&str> {
+        self.db.as_deref()
+    }
+
+    /// This scan without its source, for a plan cache to keep: a kept source would hold the
+    /// statement's transaction open.
+    pub(crate) fn unbound(&self) -> ScanExec {
+        self.rebuilt(
+            None,
+            self.parts.clone(),
+            self.path.clone(),
+            self.preds.clone(),
+        )
+    }
+
+    /// A copy of this scan that reads `source` with `params` for the placeholders, or
+    /// `None` when those values need another plan: a pushed-down filter is no longer
+    /// simple (the value has another type), or the access path would change the scan's
+    /// partitions or the order it promises.
+    pub(crate) fn bind(&self, source: Source, params: &[Datum]) -> Option<ScanExec> {
+        let mut preds = Vec::new();
+        for f in &self.filters {
+            preds.extend(access::simple(&self.def, f, params)?);
+        }
+        let mut needed: Vec<usize> = self
+            .projection
+            .iter()
+            .copied()
+            .filter(|&i| i < self.def.columns.len())
+            .collect();
+        needed.extend(preds.iter().map(|p| p.column));
+        let path = access::choose(&self.def, &preds, &needed);
+        let parts = match &path {
+            // A parallel full scan: the cuts of the whole table still cover it.
+            Path::Rows { ranges, full: true }
+                if self.parts.len() > 1 && self.path == path && ranges.len() == 1 =>
+            {
+                self.parts.clone()
+            }
+            Path::Rows { ranges, .. } | Path::Index { ranges, .. } => vec![ranges.clone()],
+            Path::Empty => vec![Vec::new()],
+        };
+        if parts.len().max(1) != self.parts.len().max(1) {
+            return None;
+        }
+        let bound = self.rebuilt(Some(SourceDebug(source)), parts, path, preds);
+        // The plan above relies on the order this scan promised when planned (no rows
+        // keep any order).
+        let promised = self.properties.equivalence_properties().output_ordering();
+        let keeps_order = promised.is_none()
+            || bound.path == Path::Empty
+            || bound.properties.equivalence_properties().output_ordering() == promised;
+        keeps_order.then_some(bound)
+    }
+
+    fn rebuilt(
+        &self,
+        source: Option<SourceDebug>,
+        parts: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+        path: Path,
+        preds: Vec<Pred>,
+    ) -> ScanExec {
+        ScanExec::new(
+            self.def.clone(),
+            self.db.clone(),
+            source,
+            path,
+            parts,
+            Predicates {
+                filters: self.filters.clone(),
+                preds,
+            },
+            self.projection.clone(),
+            self.limit,
+            self.keyed,
+            self.rows,
+        )
     }
 
     /// The rows this scan is expected to return: the table's row count, cut by each
@@ -462,10 +583,15 @@ impl ExecutionPlan for ScanExec {
         let decoder = crate::catalog::RowDecoder::new(&self.def, |i| {
             self.projection.contains(&i) || self.preds.iter().any(|p| p.column == i)
         });
+        let Some(source) = &self.source else {
+            return Err(DataFusionError::Internal(
+                "a cached plan ran without being bound".into(),
+            ));
+        };
         let scan = Scan {
             decoder,
             def: self.def.clone(),
-            source: self.source.0.clone(),
+            source: source.0.clone(),
             ranges: self.parts.get(partition).cloned().unwrap_or_default(),
             path: self.path.clone(),
             preds: self.preds.clone(),
@@ -645,6 +771,29 @@ impl Scan {
         Ok(true)
     }
 
+    /// [`Scan::emit`] of a table row read in place from its stored bytes: no value is
+    /// copied until it reaches a builder. `None` for a row in the tuple format, which only
+    /// [`Scan::emit`] takes.
+    fn emit_stored<'a>(
+        &'a self,
+        key: &'a [u8],
+        value: &'a [u8],
+        row: &mut Vec<DatumRef<'a>>,
+        builders: &mut [ColumnBuilder],
+    ) -> Result<Option<bool>, SqlError> {
+        if !self.decoder.read_into(value, row)? {
+            return Ok(None);
+        }
+        if !self.preds.iter().all(|p| p.holds_for(row[p.column])) {
+            return Ok(Some(false));
+        }
+        for (b, &i) in builders.iter_mut().zip(&self.projection) {
+            // The position after the columns is the row key's (a keyed scan).
+            b.push_ref(row.get(i).copied().unwrap_or(DatumRef::Bytes(key)))?;
+        }
+        Ok(Some(true))
+    }
+
     fn finish(
         &self,
         rows: usize,
@@ -747,6 +896,8 @@ struct BatchSink<'a> {
     builders: Vec<ColumnBuilder>,
     /// The row being decoded, reused.
     row: Vec<Datum>,
+    /// The allocation of the row read in place ([`Scan::emit_stored`]), reused.
+    values: Vec<DatumRef<'static>>,
     cap: usize,
     rows: usize,
     read: usize,
@@ -761,6 +912,7 @@ impl<'a> BatchSink<'a> {
             scan,
             builders: scan.builders(cap),
             row: Vec::with_capacity(scan.def.columns.len() + 1),
+            values: Vec::with_capacity(scan.def.columns.len()),
             cap,
             rows: 0,
             read: 0,
@@ -770,6 +922,25 @@ impl<'a> BatchSink<'a> {
     }
 
     fn take(&mut self, key: &[u8], value: &[u8]) -> Result<(), SqlError> {
+        if matches!(self.scan.path, Path::Rows { .. }) {
+            let mut values = reuse(std::mem::take(&mut self.values));
+            let passed = self
+                .scan
+                .emit_stored(key, value, &mut values, &mut self.builders);
+            self.values = reuse(values);
+            match passed? {
+                Some(true) => self.rows += 1,
+                Some(false) => {}
+                // A row in the tuple format: decoded the older way.
+                None => {
+                    self.scan.decoder.decode_into(value, &mut self.row)?;
+                    if self.scan.emit(key, &mut self.row, &mut self.builders)? {
+                        self.rows += 1;
+                    }
+                }
+            }
+            return Ok(());
+        }
         if !self.scan.lent_row(key, value, &mut self.row)? {
             return Err(SqlError::Internal(
                 "an index scan lent an entry without its row".into(),
@@ -800,4 +971,11 @@ impl Visitor for BatchSink<'_> {
     fn restart(&mut self) {
         self.redo = true;
     }
+}
+
+/// An empty vector of borrowed values that reuses `v`'s allocation for a new borrow (the
+/// collect runs in place: both element types have one layout).
+fn reuse<'b>(mut v: Vec<DatumRef<'_>>) -> Vec<DatumRef<'b>> {
+    v.clear();
+    v.into_iter().map(|_| DatumRef::Null).collect()
 }

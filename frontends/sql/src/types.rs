@@ -382,9 +382,58 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// A [`Datum`] borrowed where it lies: in a stored row, or in an owned `Datum`. Scans
+/// read rows into these, so filtering and building columns allocate nothing per value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum DatumRef<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Decimal(i128, i8),
+    Text(&'a str),
+    Bytes(&'a [u8]),
+    Date(i32),
+    Timestamp(i64),
+}
+
+impl DatumRef<'_> {
+    pub fn is_null(&self) -> bool {
+        matches!(self, DatumRef::Null)
+    }
+
+    pub fn to_datum(self) -> Datum {
+        match self {
+            DatumRef::Null => Datum::Null,
+            DatumRef::Bool(v) => Datum::Bool(v),
+            DatumRef::Int(v) => Datum::Int(v),
+            DatumRef::Float(v) => Datum::Float(v),
+            DatumRef::Decimal(v, s) => Datum::Decimal(v, s),
+            DatumRef::Text(v) => Datum::Text(v.to_owned()),
+            DatumRef::Bytes(v) => Datum::Bytes(v.to_vec()),
+            DatumRef::Date(v) => Datum::Date(v),
+            DatumRef::Timestamp(v) => Datum::Timestamp(v),
+        }
+    }
+}
+
 impl Datum {
     pub fn is_null(&self) -> bool {
         matches!(self, Datum::Null)
+    }
+
+    pub fn as_ref(&self) -> DatumRef<'_> {
+        match self {
+            Datum::Null => DatumRef::Null,
+            Datum::Bool(v) => DatumRef::Bool(*v),
+            Datum::Int(v) => DatumRef::Int(*v),
+            Datum::Float(v) => DatumRef::Float(*v),
+            Datum::Decimal(v, s) => DatumRef::Decimal(*v, *s),
+            Datum::Text(v) => DatumRef::Text(v),
+            Datum::Bytes(v) => DatumRef::Bytes(v),
+            Datum::Date(v) => DatumRef::Date(*v),
+            Datum::Timestamp(v) => DatumRef::Timestamp(*v),
+        }
     }
 
     pub fn type_name(&self) -> &'static str {
@@ -576,27 +625,33 @@ impl ColumnBuilder {
 
     /// Append a stored value; a value of another type than the column's is a corrupt row.
     pub fn push(&mut self, d: &Datum) -> Result<()> {
+        self.push_ref(d.as_ref())
+    }
+
+    /// [`ColumnBuilder::push`] of a borrowed value.
+    pub fn push_ref(&mut self, d: DatumRef<'_>) -> Result<()> {
         match (self, d) {
-            (ColumnBuilder::Bool(b), Datum::Null) => b.append_null(),
-            (ColumnBuilder::Int(b), Datum::Null) => b.append_null(),
-            (ColumnBuilder::Float(b), Datum::Null) => b.append_null(),
-            (ColumnBuilder::Decimal(b, ..), Datum::Null) => b.append_null(),
-            (ColumnBuilder::Text(b), Datum::Null) => b.append_null(),
-            (ColumnBuilder::Bytes(b), Datum::Null) => b.append_null(),
-            (ColumnBuilder::Date(b), Datum::Null) => b.append_null(),
-            (ColumnBuilder::Timestamp(b), Datum::Null) => b.append_null(),
-            (ColumnBuilder::Bool(b), Datum::Bool(v)) => b.append_value(*v),
-            (ColumnBuilder::Int(b), Datum::Int(v)) => b.append_value(*v),
-            (ColumnBuilder::Float(b), Datum::Float(v)) => b.append_value(*v),
-            (ColumnBuilder::Float(b), Datum::Int(v)) => b.append_value(*v as f64),
-            (ColumnBuilder::Decimal(b, ..), Datum::Decimal(v, _)) => b.append_value(*v),
-            (ColumnBuilder::Text(b), Datum::Text(v)) => b.append_value(v),
-            (ColumnBuilder::Bytes(b), Datum::Bytes(v)) => b.append_value(v),
-            (ColumnBuilder::Date(b), Datum::Date(v)) => b.append_value(*v),
-            (ColumnBuilder::Timestamp(b), Datum::Timestamp(v)) => b.append_value(*v),
+            (ColumnBuilder::Bool(b), DatumRef::Null) => b.append_null(),
+            (ColumnBuilder::Int(b), DatumRef::Null) => b.append_null(),
+            (ColumnBuilder::Float(b), DatumRef::Null) => b.append_null(),
+            (ColumnBuilder::Decimal(b, ..), DatumRef::Null) => b.append_null(),
+            (ColumnBuilder::Text(b), DatumRef::Null) => b.append_null(),
+            (ColumnBuilder::Bytes(b), DatumRef::Null) => b.append_null(),
+            (ColumnBuilder::Date(b), DatumRef::Null) => b.append_null(),
+            (ColumnBuilder::Timestamp(b), DatumRef::Null) => b.append_null(),
+            (ColumnBuilder::Bool(b), DatumRef::Bool(v)) => b.append_value(v),
+            (ColumnBuilder::Int(b), DatumRef::Int(v)) => b.append_value(v),
+            (ColumnBuilder::Float(b), DatumRef::Float(v)) => b.append_value(v),
+            (ColumnBuilder::Float(b), DatumRef::Int(v)) => b.append_value(v as f64),
+            (ColumnBuilder::Decimal(b, ..), DatumRef::Decimal(v, _)) => b.append_value(v),
+            (ColumnBuilder::Text(b), DatumRef::Text(v)) => b.append_value(v),
+            (ColumnBuilder::Bytes(b), DatumRef::Bytes(v)) => b.append_value(v),
+            (ColumnBuilder::Date(b), DatumRef::Date(v)) => b.append_value(v),
+            (ColumnBuilder::Timestamp(b), DatumRef::Timestamp(v)) => b.append_value(v),
             (_, d) => {
                 return Err(SqlError::Internal(format!(
-                    "stored value {d} does not match its column's type"
+                    "stored value {} does not match its column's type",
+                    d.to_datum()
                 )))
             }
         }

@@ -1,0 +1,236 @@
+//! The plan cache: a query run again reuses its plan, and a reused plan answers exactly as a
+//! fresh one would: other parameter values, new data, a changed schema, another
+//! transaction.
+
+use strata_sql::{Datum, Output, PlanCacheCounts, Session};
+
+mod common;
+use common::{engine, rows};
+
+async fn with(s: &mut Session, sql: &str, params: &[Datum]) -> Vec<Vec<Datum>> {
+    match s.execute_with(sql, params).await {
+        Ok(Output::Rows(r)) => r.rows().unwrap(),
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
+fn ints(rows: &[Vec<Datum>]) -> Vec<i64> {
+    rows.iter()
+        .map(|r| match r[0] {
+            Datum::Int(i) => i,
+            ref other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+async fn session_with_rows(n: i64) -> Session {
+    let mut s = Session::new(engine());
+    s.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k INTEGER, note TEXT)")
+        .await
+        .unwrap();
+    s.execute("CREATE INDEX t_k ON t (k)").await.unwrap();
+    let values: Vec<String> = (1..=n)
+        .map(|i| format!("({i}, {}, 'n{i}')", i % 10))
+        .collect();
+    s.execute(&format!("INSERT INTO t VALUES {}", values.join(",")))
+        .await
+        .unwrap();
+    s
+}
+
+const RANGE: &str = "SELECT id FROM t WHERE id >= $1 AND id < $2 ORDER BY id";
+
+#[tokio::test]
+async fn a_range_query_is_planned_once_and_bound_to_each_runs_values() {
+    let mut s = session_with_rows(100).await;
+    let before = s.plan_cache_counts();
+    for (lo, hi) in [(10, 15), (90, 200), (50, 50), (-5, 3)] {
+        let got = ints(&with(&mut s, RANGE, &[Datum::Int(lo), Datum::Int(hi)]).await);
+        let want: Vec<i64> = (lo.max(1)..hi.min(101)).collect();
+        assert_eq!(got, want, "[{lo}, {hi})");
+    }
+    let after = s.plan_cache_counts();
+    assert_eq!(after.planned - before.planned, 1, "{after:?}");
+    assert_eq!(after.hits - before.hits, 3, "{after:?}");
+}
+
+#[tokio::test]
+async fn a_cached_plan_reads_each_runs_own_transaction() {
+    let mut s = session_with_rows(10).await;
+    let count = "SELECT count(*) FROM t WHERE k = $1";
+    assert_eq!(
+        with(&mut s, count, &[Datum::Int(3)]).await[0][0],
+        Datum::Int(1)
+    );
+    // Committed since: the next run sees it.
+    s.execute("INSERT INTO t VALUES (13, 3, 'x'), (23, 3, 'y')")
+        .await
+        .unwrap();
+    assert_eq!(
+        with(&mut s, count, &[Datum::Int(3)]).await[0][0],
+        Datum::Int(3)
+    );
+    // Inside a transaction, its own writes; COMMIT is not held up by the cached plan.
+    s.execute("BEGIN").await.unwrap();
+    s.execute("DELETE FROM t WHERE id = 13").await.unwrap();
+    assert_eq!(
+        with(&mut s, count, &[Datum::Int(3)]).await[0][0],
+        Datum::Int(2)
+    );
+    s.execute("COMMIT").await.unwrap();
+    s.execute("BEGIN").await.unwrap();
+    s.execute("INSERT INTO t VALUES (33, 3, 'z')")
+        .await
+        .unwrap();
+    assert_eq!(
+        with(&mut s, count, &[Datum::Int(3)]).await[0][0],
+        Datum::Int(3)
+    );
+    s.execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        with(&mut s, count, &[Datum::Int(3)]).await[0][0],
+        Datum::Int(2)
+    );
+    assert!(
+        s.plan_cache_counts().hits >= 4,
+        "{:?}",
+        s.plan_cache_counts()
+    );
+}
+
+#[tokio::test]
+async fn a_schema_change_plans_again() {
+    let mut s = session_with_rows(5).await;
+    let all = "SELECT * FROM t WHERE id >= $1 ORDER BY id";
+    assert_eq!(with(&mut s, all, &[Datum::Int(1)]).await[0].len(), 3);
+    s.execute("ALTER TABLE t ADD COLUMN extra INTEGER DEFAULT 7")
+        .await
+        .unwrap();
+    let got = with(&mut s, all, &[Datum::Int(1)]).await;
+    assert_eq!(
+        got[0],
+        vec![
+            Datum::Int(1),
+            Datum::Int(1),
+            Datum::Text("n1".into()),
+            Datum::Int(7)
+        ]
+    );
+    // A table dropped and made again with another shape.
+    s.execute("DROP TABLE t").await.unwrap();
+    s.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, k TEXT)")
+        .await
+        .unwrap();
+    s.execute("INSERT INTO t VALUES (1, 'one'), (2, 'two')")
+        .await
+        .unwrap();
+    let got = with(&mut s, all, &[Datum::Int(1)]).await;
+    assert_eq!(
+        got,
+        vec![
+            vec![Datum::Int(1), Datum::Text("one".into())],
+            vec![Datum::Int(2), Datum::Text("two".into())],
+        ]
+    );
+    assert_eq!(s.plan_cache_counts().planned, 3);
+}
+
+#[tokio::test]
+async fn values_of_another_type_are_planned_for_as_before() {
+    let mut s = session_with_rows(20).await;
+    let below = "SELECT id FROM t WHERE id < $1 ORDER BY id";
+    assert_eq!(
+        ints(&with(&mut s, below, &[Datum::Int(3)]).await),
+        vec![1, 2]
+    );
+    // 2.5 is no integer key: the cached plan does not fit, and a fresh plan compares as
+    // SQL does.
+    assert_eq!(
+        ints(&with(&mut s, below, &[Datum::Float(2.5)]).await),
+        vec![1, 2]
+    );
+    assert_eq!(
+        ints(&with(&mut s, below, &[Datum::Null]).await),
+        Vec::<i64>::new()
+    );
+    assert_eq!(
+        ints(&with(&mut s, below, &[Datum::Int(4)]).await),
+        vec![1, 2, 3]
+    );
+    // Through an index, with an IN list.
+    let by_k = "SELECT id FROM t WHERE k IN ($1, $2) ORDER BY id";
+    assert_eq!(
+        ints(&with(&mut s, by_k, &[Datum::Int(1), Datum::Int(2)]).await),
+        vec![1, 2, 11, 12]
+    );
+    assert_eq!(
+        ints(&with(&mut s, by_k, &[Datum::Int(9), Datum::Int(9)]).await),
+        vec![9, 19]
+    );
+}
+
+#[tokio::test]
+async fn what_a_plan_fixes_when_planned_is_not_cached() {
+    let mut s = session_with_rows(5).await;
+    let start = s.plan_cache_counts();
+    for sql in [
+        // now() is folded into the plan.
+        "SELECT count(*) FROM t WHERE now() > TIMESTAMP '2000-01-01 00:00:00'",
+        // An uncorrelated subquery is run while planning.
+        "SELECT id FROM t WHERE id IN (SELECT id FROM t WHERE k = 1)",
+        // Catalog tables are snapshots.
+        "SELECT count(*) FROM pg_catalog.pg_class",
+    ] {
+        for _ in 0..3 {
+            rows(&mut s, sql).await;
+        }
+    }
+    // A placeholder outside the pushed-down predicates cannot be bound later.
+    for i in 0..3 {
+        let got = with(
+            &mut s,
+            "SELECT id + $1 FROM t WHERE id = 2",
+            &[Datum::Int(i)],
+        )
+        .await;
+        assert_eq!(got, vec![vec![Datum::Int(2 + i)]]);
+    }
+    assert_eq!(s.plan_cache_counts(), start);
+    // Inserts made since are seen by the uncached ones too.
+    s.execute("INSERT INTO t VALUES (101, 1, 'n')")
+        .await
+        .unwrap();
+    assert_eq!(
+        ints(
+            &with(
+                &mut s,
+                "SELECT id FROM t WHERE id IN (SELECT id FROM t WHERE k = 1) ORDER BY id",
+                &[]
+            )
+            .await
+        ),
+        vec![1, 101]
+    );
+}
+
+#[tokio::test]
+async fn a_cached_parallel_scan_covers_rows_added_since() {
+    let mut s = session_with_rows(40).await;
+    s.set_parallel_scan(10, 2);
+    let total = "SELECT count(*), sum(id) FROM t";
+    assert_eq!(with(&mut s, total, &[]).await[0][0], Datum::Int(40));
+    s.execute("INSERT INTO t VALUES (1000, 0, 'far'), (-1000, 0, 'before')")
+        .await
+        .unwrap();
+    assert_eq!(
+        with(&mut s, total, &[]).await[0],
+        vec![Datum::Int(42), Datum::Int(820)]
+    );
+    assert_eq!(
+        s.plan_cache_counts(),
+        PlanCacheCounts {
+            hits: 1,
+            planned: 1
+        }
+    );
+}
