@@ -19,6 +19,7 @@ pub mod server;
 pub mod sql;
 pub mod sql_crash;
 pub mod transactions;
+pub mod typed;
 pub mod watch;
 
 /// Build a case list from async fns `fn(&Harness) -> CaseResult`.
@@ -44,6 +45,7 @@ pub fn all() -> Vec<Suite> {
         multi_writer::suite(),
         sql::suite(),
         sql_crash::suite(),
+        typed::suite(),
         clients::deno_suite(),
         clients::node_suite(),
         server::suite(),

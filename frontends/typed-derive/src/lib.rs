@@ -1,0 +1,137 @@
+//! `#[record(tree = "...", version = N[, versioned])]`: makes a type a typed-KV record.
+//!
+//! On a struct or enum it adds the derives a record needs (rkyv's `Archive`, `Serialize`
+//! and `Deserialize`, with bytecheck validation of the archived form, and serde's, for the
+//! generic viewer) and implements `strata_typed::Record`: the tree the type lives in, its
+//! schema version, whether its tree keeps released revisions, and the rkyv calls for the
+//! type (written out for the concrete type, so users never meet rkyv's generic bounds).
+//!
+//! ```ignore
+//! #[strata_typed::record(tree = "parts", version = 1, versioned)]
+//! pub struct Part { pub name: String, pub stock: u32 }
+//! ```
+
+use proc_macro::TokenStream;
+use quote::quote;
+use syn::parse::Parser;
+use syn::punctuated::Punctuated;
+use syn::{parse_macro_input, DeriveInput, Expr, ExprLit, Lit, Meta, Token};
+
+#[proc_macro_attribute]
+pub fn record(args: TokenStream, item: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(item as DeriveInput);
+    match expand(args.into(), input) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+struct Args {
+    tree: String,
+    version: u32,
+    versioned: bool,
+}
+
+fn parse_args(args: proc_macro2::TokenStream) -> syn::Result<Args> {
+    let metas = Punctuated::<Meta, Token![,]>::parse_terminated.parse2(args.clone())?;
+    let mut tree = None;
+    let mut version = None;
+    let mut versioned = false;
+    for meta in metas {
+        match &meta {
+            Meta::Path(p) if p.is_ident("versioned") => versioned = true,
+            Meta::NameValue(nv) if nv.path.is_ident("tree") => match &nv.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Str(s), ..
+                }) => tree = Some(s.value()),
+                other => return Err(syn::Error::new_spanned(other, "tree = \"name\"")),
+            },
+            Meta::NameValue(nv) if nv.path.is_ident("version") => match &nv.value {
+                Expr::Lit(ExprLit {
+                    lit: Lit::Int(i), ..
+                }) => version = Some(i.base10_parse::<u32>()?),
+                other => return Err(syn::Error::new_spanned(other, "version = <integer>")),
+            },
+            other => {
+                return Err(syn::Error::new_spanned(
+                    other,
+                    "expected `tree = \"name\"`, `version = N` or `versioned`",
+                ))
+            }
+        }
+    }
+    let tree = tree.ok_or_else(|| syn::Error::new_spanned(&args, "missing `tree = \"name\"`"))?;
+    if tree.is_empty() || tree.bytes().any(|b| b == 0) {
+        return Err(syn::Error::new_spanned(
+            &args,
+            "a tree name is not empty and has no NUL byte",
+        ));
+    }
+    Ok(Args {
+        tree,
+        version: version.unwrap_or(1),
+        versioned,
+    })
+}
+
+fn expand(
+    args: proc_macro2::TokenStream,
+    input: DeriveInput,
+) -> syn::Result<proc_macro2::TokenStream> {
+    let Args {
+        tree,
+        version,
+        versioned,
+    } = parse_args(args)?;
+    if !input.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &input.generics,
+            "a record type has no generic parameters",
+        ));
+    }
+    let name = &input.ident;
+    Ok(quote! {
+        #[derive(
+            ::strata_typed::rkyv::Archive,
+            ::strata_typed::rkyv::Serialize,
+            ::strata_typed::rkyv::Deserialize,
+            ::strata_typed::serde::Serialize,
+            ::strata_typed::serde::Deserialize,
+        )]
+        #[rkyv(crate = ::strata_typed::rkyv)]
+        #[serde(crate = "::strata_typed::serde")]
+        #input
+
+        impl ::strata_typed::Record for #name {
+            const TREE: &'static str = #tree;
+            const SCHEMA_VERSION: u32 = #version;
+            const VERSIONED: bool = #versioned;
+            type Archived = ::strata_typed::rkyv::Archived<Self>;
+
+            fn to_archive(
+                &self,
+            ) -> ::std::result::Result<
+                ::strata_typed::rkyv::util::AlignedVec,
+                ::strata_typed::rkyv::rancor::Error,
+            > {
+                ::strata_typed::rkyv::to_bytes::<::strata_typed::rkyv::rancor::Error>(self)
+            }
+
+            fn access(
+                bytes: &[u8],
+            ) -> ::std::result::Result<&Self::Archived, ::strata_typed::rkyv::rancor::Error> {
+                ::strata_typed::rkyv::access::<Self::Archived, ::strata_typed::rkyv::rancor::Error>(
+                    bytes,
+                )
+            }
+
+            fn from_archived(
+                archived: &Self::Archived,
+            ) -> ::std::result::Result<Self, ::strata_typed::rkyv::rancor::Error> {
+                ::strata_typed::rkyv::deserialize::<Self, ::strata_typed::rkyv::rancor::Error>(
+                    archived,
+                )
+            }
+        }
+    })
+}

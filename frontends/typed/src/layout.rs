@@ -1,0 +1,111 @@
+//! Where typed records live in the engine keyspace, and the envelope around each archive.
+
+/// The first byte of every key the typed layer writes (SQL uses `0xF0`; KV Connect keys
+/// start with a tuple type byte below `0x30`).
+pub const PREFIX: u8 = 0xF1;
+
+const RECORD: u8 = 0x01;
+const CREATED: u8 = 0x02;
+const NEXT_ID: u8 = 0x03;
+
+/// The start of every key of one kind in `tree`.
+fn tree_prefix(kind: u8, tree: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(tree.len() + 16);
+    k.push(PREFIX);
+    k.push(kind);
+    k.extend_from_slice(tree.as_bytes());
+    k.push(0);
+    k
+}
+
+pub(crate) fn record(tree: &str, id: u64, revision: u32) -> Vec<u8> {
+    let mut k = tree_prefix(RECORD, tree);
+    k.extend_from_slice(&id.to_be_bytes());
+    k.extend_from_slice(&revision.to_be_bytes());
+    k
+}
+
+pub(crate) fn created(tree: &str, id: u64, revision: u32) -> Vec<u8> {
+    let mut k = tree_prefix(CREATED, tree);
+    k.extend_from_slice(&id.to_be_bytes());
+    k.extend_from_slice(&revision.to_be_bytes());
+    k
+}
+
+pub(crate) fn next_id(tree: &str) -> Vec<u8> {
+    tree_prefix(NEXT_ID, tree)
+}
+
+/// The range of every record of `tree` (`[start, end)`).
+pub(crate) fn records(tree: &str) -> (Vec<u8>, Vec<u8>) {
+    let start = tree_prefix(RECORD, tree);
+    let end = strata_engine::prefix_end(&start);
+    (start, end)
+}
+
+/// The range of every revision of record `id` of `tree`.
+pub(crate) fn revisions(tree: &str, id: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut start = tree_prefix(RECORD, tree);
+    start.extend_from_slice(&id.to_be_bytes());
+    let end = strata_engine::prefix_end(&start);
+    (start, end)
+}
+
+/// `(id, revision)` of a record key of `tree`.
+pub(crate) fn parse_record(tree: &str, key: &[u8]) -> Option<(u64, u32)> {
+    let rest = key.strip_prefix(tree_prefix(RECORD, tree).as_slice())?;
+    let (id, revision) = rest.split_first_chunk::<8>()?;
+    let revision: [u8; 4] = revision.try_into().ok()?;
+    Some((u64::from_be_bytes(*id), u32::from_be_bytes(revision)))
+}
+
+/// The envelope: `STRT`, the format (1), flags, a reserved byte, the schema version (u32
+/// LE), 5 reserved bytes; then the archive, 16-byte aligned like the header.
+pub(crate) const HEADER: usize = 16;
+const MAGIC: &[u8; 4] = b"STRT";
+const FORMAT: u8 = 1;
+/// Flag: the revision is released.
+pub(crate) const RELEASED: u8 = 1;
+
+/// The header of a stored record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    pub flags: u8,
+    pub schema_version: u32,
+}
+
+pub(crate) fn envelope(header: Header, archive: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(HEADER + archive.len());
+    v.extend_from_slice(MAGIC);
+    v.push(FORMAT);
+    v.push(header.flags);
+    v.push(0);
+    v.extend_from_slice(&header.schema_version.to_le_bytes());
+    v.extend_from_slice(&[0; 5]);
+    debug_assert_eq!(v.len(), HEADER);
+    v.extend_from_slice(archive);
+    v
+}
+
+/// The header and archive of a stored record, or what is wrong with it.
+pub(crate) fn open(bytes: &[u8]) -> Result<(Header, &[u8]), String> {
+    if bytes.len() < HEADER {
+        return Err(format!("{} bytes is too short for a record", bytes.len()));
+    }
+    let (head, archive) = bytes.split_at(HEADER);
+    if &head[..4] != MAGIC {
+        return Err("not a typed record (bad magic)".into());
+    }
+    if head[4] != FORMAT {
+        return Err(format!("unknown record format {}", head[4]));
+    }
+    let mut version = [0u8; 4];
+    version.copy_from_slice(&head[7..11]);
+    Ok((
+        Header {
+            flags: head[5],
+            schema_version: u32::from_le_bytes(version),
+        },
+        archive,
+    ))
+}

@@ -1,0 +1,65 @@
+//! # strata-typed
+//!
+//! Rust types stored as they are, with rkyv, in named trees of a Strata database.
+//!
+//! A record type is marked with [`record`]: `#[record(tree = "parts", version = 1)]`. That
+//! gives it the rkyv and serde derives and implements [`Record`]: the tree it lives in, its
+//! schema version, and whether its tree keeps released revisions. A [`Tree<T>`] reads and
+//! writes records of `T`, each under a [`Key<T>`]: an id and a revision. A key of one tree
+//! cannot be used with another (`Key<Part>` is not `Key<Stock>`), and a key that travelled
+//! without its type ([`RawKey`]) is checked against the tree's name when it comes back.
+//!
+//! Reads of one record hand the archived form to a closure without deserializing it
+//! ([`Tree::with`]); the bytes are validated first (bytecheck), since storage is not trusted:
+//! a corrupt record is [`Error::Corrupt`], never garbage or a panic. Every record carries its
+//! type's schema version; a record of another version than the code's is
+//! [`Error::SchemaVersion`], naming both.
+//!
+//! ## Layout
+//!
+//! Every key starts with [`layout::PREFIX`] (`0xF1`), which no KV Connect or SQL key starts
+//! with, so typed trees share a database with the other frontends:
+//!
+//! ```text
+//! F1 01 <tree> 00 <id: u64 BE> <revision: u32 BE>   the record (envelope + rkyv archive)
+//! F1 02 <tree> 00 <id> <revision>                   written once, when it was created
+//! F1 03 <tree> 00                                   the tree's next id
+//! ```
+//!
+//! The record's value is a 16-byte envelope header (magic `STRT`, format, flags, schema
+//! version) followed by the archive, so the archive starts 16-byte aligned.
+
+mod error;
+mod key;
+pub mod layout;
+mod tree;
+
+pub use error::{Error, Result};
+pub use key::{Key, RawKey};
+pub use strata_typed_derive::record;
+pub use tree::{Meta, RevisionState, Tree};
+
+#[doc(hidden)]
+pub use rkyv;
+#[doc(hidden)]
+pub use serde;
+
+/// A type stored in a tree. Implemented by [`record`]; not by hand.
+pub trait Record: Sized + Send + Sync + 'static {
+    /// The tree's name.
+    const TREE: &'static str;
+    /// The version of the type's schema, stored with every record.
+    const SCHEMA_VERSION: u32;
+    /// Whether the tree keeps revisions: drafts, released (immutable) revisions, and new
+    /// drafts from released ones. Otherwise every record is revision 0.
+    const VERSIONED: bool;
+    /// The archived form, read in place.
+    type Archived;
+
+    #[doc(hidden)]
+    fn to_archive(&self) -> std::result::Result<rkyv::util::AlignedVec, rkyv::rancor::Error>;
+    #[doc(hidden)]
+    fn access(bytes: &[u8]) -> std::result::Result<&Self::Archived, rkyv::rancor::Error>;
+    #[doc(hidden)]
+    fn from_archived(archived: &Self::Archived) -> std::result::Result<Self, rkyv::rancor::Error>;
+}

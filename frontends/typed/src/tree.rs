@@ -1,0 +1,478 @@
+//! [`Tree<T>`]: the records of one type.
+
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
+
+use strata_engine::{Database, Encoding, EngineError, Transaction, Value, Versionstamp};
+
+use crate::layout::{self, Header, RELEASED};
+use crate::{Error, Key, Record, Result};
+
+/// The value encoding of typed records.
+const ENCODING: Encoding = Encoding::Custom(0x20);
+
+/// How often a write is tried again after losing a conflict to a concurrent one.
+const RETRIES: usize = 32;
+
+/// Run `body` (a block using `tx: &mut Transaction`, ending in a `Result`) in a
+/// transaction and commit it; again from the start when the commit loses a conflict.
+macro_rules! in_transaction {
+    ($db:expr, |$tx:ident| $body:block) => {{
+        let mut attempt = 0usize;
+        loop {
+            let mut txn = $db.begin().await?;
+            let out = {
+                let $tx = &mut txn;
+                async { $body }.await?
+            };
+            match txn.commit().await {
+                Ok(_) => break Ok::<_, Error>(out),
+                Err(EngineError::Conflict) if attempt < RETRIES => {
+                    attempt += 1;
+                    backoff(attempt).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }};
+}
+
+/// Ids a tree handle reserves at a time (see [`Tree::insert`]).
+const ID_BLOCK: u64 = 32;
+
+/// The records of type `T` in one database.
+///
+/// A handle and its clones share a block of reserved ids, so inserts through it do not
+/// contend on the tree's id counter: only reserving the next block does.
+pub struct Tree<T> {
+    db: Database,
+    /// Reserved ids not yet used: `[next, end)`.
+    ids: Arc<Mutex<(u64, u64)>>,
+    kind: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Tree<T> {
+    fn clone(&self) -> Self {
+        Tree {
+            db: self.db.clone(),
+            ids: self.ids.clone(),
+            kind: PhantomData,
+        }
+    }
+}
+
+/// Where a revision stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevisionState {
+    /// In a tree without revisions: the one record there is.
+    Current,
+    /// May change.
+    Draft,
+    /// Never changes again.
+    Released,
+}
+
+/// What is known about a record besides its value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Meta {
+    /// The commit that created it.
+    pub created: Versionstamp,
+    /// The commit that last wrote it.
+    pub modified: Versionstamp,
+    /// The schema version it was written at.
+    pub schema_version: u32,
+    pub state: RevisionState,
+}
+
+impl<T: Record> Tree<T> {
+    /// The tree of `T` in `db`.
+    pub fn open(db: Database) -> Self {
+        Tree {
+            db,
+            ids: Arc::new(Mutex::new((0, 0))),
+            kind: PhantomData,
+        }
+    }
+
+    /// A fresh id: from the handle's reserved block, reserving the next block of the tree's
+    /// counter when it is used up. Ids are unique and never reused; ids reserved by a handle
+    /// that goes away are skipped.
+    async fn fresh_id(&self) -> Result<u64> {
+        {
+            let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+            if ids.0 < ids.1 {
+                ids.0 += 1;
+                return Ok(ids.0 - 1);
+            }
+        }
+        let first = in_transaction!(self.db, |tx| { reserve_ids::<T>(tx, ID_BLOCK).await })?;
+        let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
+        if ids.0 < ids.1 {
+            // Another insert through this handle reserved a block meanwhile: use that one
+            // (the block just reserved is skipped).
+            ids.0 += 1;
+            return Ok(ids.0 - 1);
+        }
+        *ids = (first + 1, first + ID_BLOCK);
+        Ok(first)
+    }
+
+    /// Store `value` as a new record; its key. In a versioned tree it is draft revision 1.
+    pub async fn insert(&self, value: &T) -> Result<Key<T>> {
+        let bytes = encode(value, 0)?;
+        let revision = u32::from(T::VERSIONED);
+        let id = self.fresh_id().await?;
+        in_transaction!(self.db, |tx| {
+            tx.set(
+                &layout::record(T::TREE, id, revision),
+                record_value(bytes.clone()),
+            )?;
+            tx.set(
+                &layout::created(T::TREE, id, revision),
+                Value::bytes(Vec::new()),
+            )?;
+            Ok::<_, Error>(Key::new(id, revision))
+        })
+    }
+
+    /// The record under `key`, deserialized.
+    pub async fn get(&self, key: Key<T>) -> Result<Option<T>> {
+        self.with(key, |archived| T::from_archived(archived))
+            .await?
+            .transpose()
+            .map_err(|e| Error::Corrupt {
+                key: key.raw(),
+                detail: e.to_string(),
+            })
+    }
+
+    /// Call `f` with the record under `key` in its archived form, validated but not
+    /// deserialized.
+    pub async fn with<R>(
+        &self,
+        key: Key<T>,
+        f: impl FnOnce(&T::Archived) -> R,
+    ) -> Result<Option<R>> {
+        let Some(entry) = self
+            .db
+            .get(&layout::record(T::TREE, key.id(), key.revision()))
+            .await?
+        else {
+            return Ok(None);
+        };
+        let (_, archive) = open::<T>(key, &entry.value.data)?;
+        with_archive::<T, R>(key, archive, f).map(Some)
+    }
+
+    /// Replace the record under `key`. A released revision is refused.
+    pub async fn update(&self, key: Key<T>, value: &T) -> Result<()> {
+        let bytes = encode(value, 0)?;
+        in_transaction!(self.db, |tx| {
+            let at = layout::record(T::TREE, key.id(), key.revision());
+            let header = stored_header::<T>(tx, key, &at).await?;
+            if header.flags & RELEASED != 0 {
+                return Err(Error::Released(key.raw()));
+            }
+            tx.set(&at, record_value(bytes.clone()))?;
+            Ok::<_, Error>(())
+        })
+    }
+
+    /// Remove the record under `key`; false if there was none. A released revision is
+    /// refused.
+    pub async fn remove(&self, key: Key<T>) -> Result<bool> {
+        in_transaction!(self.db, |tx| {
+            let at = layout::record(T::TREE, key.id(), key.revision());
+            let header = match stored_header::<T>(tx, key, &at).await {
+                Ok(h) => h,
+                Err(Error::NotFound(_)) => return Ok(false),
+                Err(e) => return Err(e),
+            };
+            if header.flags & RELEASED != 0 {
+                return Err(Error::Released(key.raw()));
+            }
+            tx.delete(&at)?;
+            tx.delete(&layout::created(T::TREE, key.id(), key.revision()))?;
+            Ok::<_, Error>(true)
+        })
+    }
+
+    /// Release draft `key`: from now on it never changes. Needs a versioned tree.
+    pub async fn release(&self, key: Key<T>) -> Result<()> {
+        versioned::<T>()?;
+        in_transaction!(self.db, |tx| {
+            let at = layout::record(T::TREE, key.id(), key.revision());
+            let Some(stored) = tx.get(&at).await? else {
+                return Err(Error::NotFound(key.raw()));
+            };
+            let (header, archive) = open::<T>(key, &stored.data)?;
+            if header.flags & RELEASED != 0 {
+                return Ok(());
+            }
+            let released = Header {
+                flags: header.flags | RELEASED,
+                ..header
+            };
+            tx.set(&at, record_value(layout::envelope(released, archive)))?;
+            Ok::<_, Error>(())
+        })
+    }
+
+    /// Draft revision n + 1 of released revision `key` (n), holding `value`. Revision n
+    /// stays as it is, so whatever points at it stays valid.
+    pub async fn draft_next(&self, key: Key<T>, value: &T) -> Result<Key<T>> {
+        versioned::<T>()?;
+        let bytes = encode(value, 0)?;
+        in_transaction!(self.db, |tx| {
+            let at = layout::record(T::TREE, key.id(), key.revision());
+            let header = stored_header::<T>(tx, key, &at).await?;
+            if header.flags & RELEASED == 0 {
+                return Err(Error::Revision(format!(
+                    "record {} is a draft: release it before drafting the next revision",
+                    key.raw()
+                )));
+            }
+            let next = key.revision().checked_add(1).ok_or_else(|| {
+                Error::Revision(format!("record {} has no next revision", key.raw()))
+            })?;
+            let next_at = layout::record(T::TREE, key.id(), next);
+            if tx.get(&next_at).await?.is_some() {
+                return Err(Error::Revision(format!(
+                    "revision {next} of {}/{} exists already",
+                    T::TREE,
+                    key.id()
+                )));
+            }
+            tx.set(&next_at, record_value(bytes.clone()))?;
+            tx.set(
+                &layout::created(T::TREE, key.id(), next),
+                Value::bytes(Vec::new()),
+            )?;
+            Ok::<_, Error>(Key::new(key.id(), next))
+        })
+    }
+
+    /// Every revision of record `id`, oldest first.
+    pub async fn revisions(&self, id: u64) -> Result<Vec<Key<T>>> {
+        let (start, end) = layout::revisions(T::TREE, id);
+        self.keys_in(&start, &end).await
+    }
+
+    /// Every key of the tree, in key order.
+    pub async fn keys(&self) -> Result<Vec<Key<T>>> {
+        let (start, end) = layout::records(T::TREE);
+        self.keys_in(&start, &end).await
+    }
+
+    /// Call `f` with every record of the tree, in key order, archived and validated, at
+    /// one snapshot; `f` returns false to stop.
+    pub async fn for_each(
+        &self,
+        mut f: impl FnMut(Key<T>, &T::Archived) -> bool + Send,
+    ) -> Result<()> {
+        let (start, end) = layout::records(T::TREE);
+        let mut tx = self.db.begin().await?;
+        let mut visitor = Each::<T, _> {
+            f: &mut f,
+            error: None,
+            kind: PhantomData,
+        };
+        tx.scan_each(&start, &end, &mut visitor).await?;
+        match visitor.error {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The record's metadata, if it exists.
+    pub async fn meta(&self, key: Key<T>) -> Result<Option<Meta>> {
+        let keys = [
+            layout::record(T::TREE, key.id(), key.revision()),
+            layout::created(T::TREE, key.id(), key.revision()),
+        ];
+        let mut found = self
+            .db
+            .get_many(&keys, strata_engine::ReadAt::Latest)
+            .await?
+            .into_iter();
+        let (Some(Some(record)), Some(created)) = (found.next(), found.next()) else {
+            return Ok(None);
+        };
+        let (header, _) = open_any(key.raw(), &record.value.data)?;
+        let state = match (T::VERSIONED, header.flags & RELEASED != 0) {
+            (false, _) => RevisionState::Current,
+            (true, false) => RevisionState::Draft,
+            (true, true) => RevisionState::Released,
+        };
+        Ok(Some(Meta {
+            created: created.map_or(record.versionstamp, |c| c.versionstamp),
+            modified: record.versionstamp,
+            schema_version: header.schema_version,
+            state,
+        }))
+    }
+
+    async fn keys_in(&self, start: &[u8], end: &[u8]) -> Result<Vec<Key<T>>> {
+        let mut tx = self.db.begin().await?;
+        let mut out = Vec::new();
+        let mut from = start.to_vec();
+        loop {
+            let chunk = tx.scan(&from, end, false, 1024).await?;
+            for (k, _) in &chunk {
+                if let Some((id, revision)) = layout::parse_record(T::TREE, k) {
+                    out.push(Key::new(id, revision));
+                }
+            }
+            match chunk.last() {
+                Some((k, _)) if chunk.len() == 1024 => {
+                    from = k.clone();
+                    from.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+}
+
+/// Visits the records of a scan, validating each.
+struct Each<'f, T, F> {
+    f: &'f mut F,
+    error: Option<Error>,
+    kind: PhantomData<fn() -> T>,
+}
+
+impl<T: Record, F: FnMut(Key<T>, &T::Archived) -> bool + Send> strata_engine::Visitor
+    for Each<'_, T, F>
+{
+    fn visit(&mut self, key: &[u8], value: strata_engine::ValueRef<'_>) -> bool {
+        let Some((id, revision)) = layout::parse_record(T::TREE, key) else {
+            return true;
+        };
+        let key = Key::<T>::new(id, revision);
+        let step = open::<T>(key, value.data)
+            .and_then(|(_, archive)| with_archive::<T, bool>(key, archive, |a| (self.f)(key, a)));
+        match step {
+            Ok(go_on) => go_on,
+            Err(e) => {
+                self.error = Some(e);
+                false
+            }
+        }
+    }
+
+    fn restart(&mut self) {}
+}
+
+fn versioned<T: Record>() -> Result<()> {
+    if T::VERSIONED {
+        Ok(())
+    } else {
+        Err(Error::Revision(format!(
+            "tree {:?} keeps no revisions (declare it `versioned`)",
+            T::TREE
+        )))
+    }
+}
+
+fn encode<T: Record>(value: &T, flags: u8) -> Result<Vec<u8>> {
+    let archive = value.to_archive().map_err(|e| Error::Encode {
+        tree: T::TREE,
+        detail: e.to_string(),
+    })?;
+    Ok(layout::envelope(
+        Header {
+            flags,
+            schema_version: T::SCHEMA_VERSION,
+        },
+        &archive,
+    ))
+}
+
+fn record_value(bytes: Vec<u8>) -> Value {
+    Value {
+        encoding: ENCODING,
+        data: bytes,
+    }
+}
+
+/// The header of a stored record, whatever its schema version.
+fn open_any(key: crate::RawKey, bytes: &[u8]) -> Result<(Header, &[u8])> {
+    layout::open(bytes).map_err(|detail| Error::Corrupt { key, detail })
+}
+
+/// The header and archive of a stored record of `T`, at `T`'s schema version.
+fn open<T: Record>(key: Key<T>, bytes: &[u8]) -> Result<(Header, &[u8])> {
+    let (header, archive) = open_any(key.raw(), bytes)?;
+    if header.schema_version != T::SCHEMA_VERSION {
+        return Err(Error::SchemaVersion {
+            key: key.raw(),
+            stored: header.schema_version,
+            code: T::SCHEMA_VERSION,
+        });
+    }
+    Ok((header, archive))
+}
+
+/// The header of the record at `at` read in `tx`, or `NotFound`.
+async fn stored_header<T: Record>(tx: &mut Transaction, key: Key<T>, at: &[u8]) -> Result<Header> {
+    let Some(stored) = tx.get(at).await? else {
+        return Err(Error::NotFound(key.raw()));
+    };
+    Ok(open::<T>(key, &stored.data)?.0)
+}
+
+/// Validate `archive` as a `T` and call `f` with it. The archive is read in place when it
+/// lies 16-byte aligned (as stored records do), else from an aligned copy.
+fn with_archive<T: Record, R>(
+    key: Key<T>,
+    archive: &[u8],
+    f: impl FnOnce(&T::Archived) -> R,
+) -> Result<R> {
+    let corrupt = |e: rkyv::rancor::Error| Error::Corrupt {
+        key: key.raw(),
+        detail: e.to_string(),
+    };
+    if (archive.as_ptr() as usize).is_multiple_of(16) {
+        return T::access(archive).map(f).map_err(corrupt);
+    }
+    let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(archive.len());
+    aligned.extend_from_slice(archive);
+    T::access(&aligned).map(f).map_err(corrupt)
+}
+
+/// Reserve `count` ids of the tree's counter; the first.
+async fn reserve_ids<T: Record>(tx: &mut Transaction, count: u64) -> Result<u64> {
+    let at = layout::next_id(T::TREE);
+    let id = match tx.get(&at).await? {
+        Some(v) if v.data.len() == 8 => {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&v.data);
+            u64::from_le_bytes(b)
+        }
+        Some(_) => {
+            return Err(Error::Corrupt {
+                key: crate::RawKey {
+                    tree: T::TREE.to_string(),
+                    id: 0,
+                    revision: 0,
+                },
+                detail: "the tree's id counter is not 8 bytes".into(),
+            })
+        }
+        None => 1,
+    };
+    tx.set(&at, Value::bytes((id + count).to_le_bytes().to_vec()))?;
+    Ok(id)
+}
+
+/// Wait a little before attempt `attempt` again: longer after each conflict, with jitter so
+/// that writers that collided do not collide again.
+async fn backoff(attempt: usize) {
+    use std::hash::{BuildHasher, Hasher};
+    let jitter = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+        % 1000;
+    let base = 100u64 << attempt.min(6);
+    tokio::time::sleep(std::time::Duration::from_micros(base + jitter)).await;
+}
