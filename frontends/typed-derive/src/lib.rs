@@ -30,6 +30,8 @@ struct Args {
     tree: String,
     version: u32,
     versioned: bool,
+    /// The record type of the previous schema version, which this one is made `From`.
+    previous: Option<syn::Path>,
 }
 
 fn parse_args(args: proc_macro2::TokenStream) -> syn::Result<Args> {
@@ -37,6 +39,7 @@ fn parse_args(args: proc_macro2::TokenStream) -> syn::Result<Args> {
     let mut tree = None;
     let mut version = None;
     let mut versioned = false;
+    let mut previous = None;
     for meta in metas {
         match &meta {
             Meta::Path(p) if p.is_ident("versioned") => versioned = true,
@@ -52,10 +55,14 @@ fn parse_args(args: proc_macro2::TokenStream) -> syn::Result<Args> {
                 }) => version = Some(i.base10_parse::<u32>()?),
                 other => return Err(syn::Error::new_spanned(other, "version = <integer>")),
             },
+            Meta::NameValue(nv) if nv.path.is_ident("previous") => match &nv.value {
+                Expr::Path(p) => previous = Some(p.path.clone()),
+                other => return Err(syn::Error::new_spanned(other, "previous = path::To::Type")),
+            },
             other => {
                 return Err(syn::Error::new_spanned(
                     other,
-                    "expected `tree = \"name\"`, `version = N` or `versioned`",
+                    "expected `tree = \"name\"`, `version = N`, `versioned` or `previous = Type`",
                 ))
             }
         }
@@ -71,6 +78,7 @@ fn parse_args(args: proc_macro2::TokenStream) -> syn::Result<Args> {
         tree,
         version: version.unwrap_or(1),
         versioned,
+        previous,
     })
 }
 
@@ -82,6 +90,7 @@ fn expand(
         tree,
         version,
         versioned,
+        previous,
     } = parse_args(args)?;
     if !input.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
@@ -90,6 +99,34 @@ fn expand(
         ));
     }
     let name = &input.ident;
+    // Reading an older version: through the previous type, then `From` it.
+    let read_older = match &previous {
+        Some(prev) => quote! {
+            fn read_version(
+                stored: u32,
+                archive: &[u8],
+            ) -> ::std::option::Option<
+                ::std::result::Result<Self, ::strata_typed::rkyv::rancor::Error>,
+            > {
+                const _: () = assert!(
+                    <#prev as ::strata_typed::Record>::SCHEMA_VERSION < #version,
+                    "the previous version's schema version must be lower",
+                );
+                if stored == #version {
+                    return ::std::option::Option::Some(
+                        <Self as ::strata_typed::Record>::access(archive)
+                            .and_then(<Self as ::strata_typed::Record>::from_archived),
+                    );
+                }
+                if stored > #version {
+                    return ::std::option::Option::None;
+                }
+                <#prev as ::strata_typed::Record>::read_version(stored, archive)
+                    .map(|r| r.map(<Self as ::std::convert::From<#prev>>::from))
+            }
+        },
+        None => quote! {},
+    };
     Ok(quote! {
         #[derive(
             ::strata_typed::rkyv::Archive,
@@ -132,6 +169,8 @@ fn expand(
                     archived,
                 )
             }
+
+            #read_older
         }
     })
 }

@@ -37,7 +37,7 @@ mod tree;
 pub use error::{Error, Result};
 pub use key::{Key, RawKey};
 pub use strata_typed_derive::record;
-pub use tree::{Meta, RevisionState, Tree};
+pub use tree::{Meta, RevisionState, Tree, MIGRATE_CHUNK};
 
 #[doc(hidden)]
 pub use rkyv;
@@ -62,4 +62,15 @@ pub trait Record: Sized + Send + Sync + 'static {
     fn access(bytes: &[u8]) -> std::result::Result<&Self::Archived, rkyv::rancor::Error>;
     #[doc(hidden)]
     fn from_archived(archived: &Self::Archived) -> std::result::Result<Self, rkyv::rancor::Error>;
+
+    /// `archive` (aligned), written at schema version `stored`, as a `Self`: read directly
+    /// at this version, through the declared previous versions (`previous = Type`, and
+    /// `From<Type>`) at an older one. `None`: no declared way from that version.
+    fn read_version(
+        stored: u32,
+        archive: &[u8],
+    ) -> Option<std::result::Result<Self, rkyv::rancor::Error>> {
+        (stored == Self::SCHEMA_VERSION)
+            .then(|| Self::access(archive).and_then(Self::from_archived))
+    }
 }

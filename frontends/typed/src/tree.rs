@@ -37,6 +37,9 @@ macro_rules! in_transaction {
     }};
 }
 
+/// Records rewritten per transaction by [`Tree::migrate`].
+pub const MIGRATE_CHUNK: usize = 256;
+
 /// Ids a tree handle reserves at a time (see [`Tree::insert`]).
 const ID_BLOCK: u64 = 32;
 
@@ -160,8 +163,7 @@ impl<T: Record> Tree<T> {
         else {
             return Ok(None);
         };
-        let (_, archive) = open::<T>(key, &entry.value.data)?;
-        with_archive::<T, R>(key, archive, f).map(Some)
+        with_stored::<T, R>(key, &entry.value.data, f).map(Some)
     }
 
     /// Replace the record under `key`. A released revision is refused.
@@ -209,6 +211,7 @@ impl<T: Record> Tree<T> {
             if header.flags & RELEASED != 0 {
                 return Ok(());
             }
+            // Released as stored, at the schema version it was written at.
             let released = Header {
                 flags: header.flags | RELEASED,
                 ..header
@@ -284,6 +287,39 @@ impl<T: Record> Tree<T> {
         }
     }
 
+    /// Rewrite every record written at an older schema version at this one, through the
+    /// declared migrations; how many were rewritten. Records keep their release state.
+    /// Works in transactions of [`MIGRATE_CHUNK`] records, calling `progress(done, total)`
+    /// after each; a record written by newer code stops it with [`Error::SchemaVersion`].
+    pub async fn migrate(&self, mut progress: impl FnMut(u64, u64)) -> Result<u64> {
+        let keys = self.keys().await?;
+        let total = keys.len() as u64;
+        let mut rewritten = 0;
+        let mut done = 0;
+        for chunk in keys.chunks(MIGRATE_CHUNK) {
+            rewritten += in_transaction!(self.db, |tx| {
+                let mut n = 0u64;
+                for &key in chunk {
+                    let at = layout::record(T::TREE, key.id(), key.revision());
+                    let Some(stored) = tx.get(&at).await? else {
+                        continue;
+                    };
+                    let (header, archive) = open::<T>(key, &stored.data)?;
+                    if header.schema_version == T::SCHEMA_VERSION {
+                        continue;
+                    }
+                    let value = upgraded::<T>(key, header.schema_version, archive)?;
+                    tx.set(&at, record_value(encode(&value, header.flags)?))?;
+                    n += 1;
+                }
+                Ok::<_, Error>(n)
+            })?;
+            done += chunk.len() as u64;
+            progress(done, total);
+        }
+        Ok(rewritten)
+    }
+
     /// The record's metadata, if it exists.
     pub async fn meta(&self, key: Key<T>) -> Result<Option<Meta>> {
         let keys = [
@@ -349,8 +385,7 @@ impl<T: Record, F: FnMut(Key<T>, &T::Archived) -> bool + Send> strata_engine::Vi
             return true;
         };
         let key = Key::<T>::new(id, revision);
-        let step = open::<T>(key, value.data)
-            .and_then(|(_, archive)| with_archive::<T, bool>(key, archive, |a| (self.f)(key, a)));
+        let step = with_stored::<T, bool>(key, value.data, |a| (self.f)(key, a));
         match step {
             Ok(go_on) => go_on,
             Err(e) => {
@@ -400,10 +435,12 @@ fn open_any(key: crate::RawKey, bytes: &[u8]) -> Result<(Header, &[u8])> {
     layout::open(bytes).map_err(|detail| Error::Corrupt { key, detail })
 }
 
-/// The header and archive of a stored record of `T`, at `T`'s schema version.
+/// The header and archive of a stored record of `T`, written at `T`'s schema version or an
+/// older one (code never writes over what newer code wrote: it would lose what it cannot
+/// see).
 fn open<T: Record>(key: Key<T>, bytes: &[u8]) -> Result<(Header, &[u8])> {
     let (header, archive) = open_any(key.raw(), bytes)?;
-    if header.schema_version != T::SCHEMA_VERSION {
+    if header.schema_version > T::SCHEMA_VERSION {
         return Err(Error::SchemaVersion {
             key: key.raw(),
             stored: header.schema_version,
@@ -419,6 +456,49 @@ async fn stored_header<T: Record>(tx: &mut Transaction, key: Key<T>, at: &[u8]) 
         return Err(Error::NotFound(key.raw()));
     };
     Ok(open::<T>(key, &stored.data)?.0)
+}
+
+/// Call `f` with a stored record as a `T`: in place when it was written at `T`'s schema
+/// version, else upgraded through the declared migrations (and archived again).
+fn with_stored<T: Record, R>(
+    key: Key<T>,
+    bytes: &[u8],
+    f: impl FnOnce(&T::Archived) -> R,
+) -> Result<R> {
+    let (header, archive) = open_any(key.raw(), bytes)?;
+    if header.schema_version == T::SCHEMA_VERSION {
+        return with_archive::<T, R>(key, archive, f);
+    }
+    let value = upgraded::<T>(key, header.schema_version, archive)?;
+    let again = value.to_archive().map_err(|e| Error::Encode {
+        tree: T::TREE,
+        detail: e.to_string(),
+    })?;
+    with_archive::<T, R>(key, &again, f)
+}
+
+/// A record written at schema version `stored` (not `T`'s), as a `T` through the declared
+/// migrations; a typed error naming both versions when there is no way.
+fn upgraded<T: Record>(key: Key<T>, stored: u32, archive: &[u8]) -> Result<T> {
+    let read = if (archive.as_ptr() as usize).is_multiple_of(16) {
+        T::read_version(stored, archive)
+    } else {
+        let mut aligned = rkyv::util::AlignedVec::<16>::with_capacity(archive.len());
+        aligned.extend_from_slice(archive);
+        T::read_version(stored, &aligned)
+    };
+    match read {
+        Some(Ok(value)) => Ok(value),
+        Some(Err(e)) => Err(Error::Corrupt {
+            key: key.raw(),
+            detail: format!("as schema version {stored}: {e}"),
+        }),
+        None => Err(Error::SchemaVersion {
+            key: key.raw(),
+            stored,
+            code: T::SCHEMA_VERSION,
+        }),
+    }
 }
 
 /// Validate `archive` as a `T` and call `f` with it. The archive is read in place when it
