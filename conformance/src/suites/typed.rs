@@ -3,8 +3,12 @@
 //! written at another schema version or with corrupt bytes is a typed error, and
 //! everything survives a restart.
 
+use std::time::Duration;
 use strata_engine::Value;
-use strata_typed::{record, Error, Key, RevisionState, Tree};
+
+use strata_typed::{record, Error, Key, RevisionState, Tree, Wait};
+
+const HOUR: Duration = Duration::from_secs(3600);
 
 use crate::{cases, ensure, ensure_eq, CaseResult, Harness, Step, Suite};
 
@@ -20,6 +24,7 @@ pub fn suite() -> Suite {
             released_revisions_never_change,
             other_schema_versions_and_corrupt_bytes_are_typed_errors,
             records_survive_a_restart,
+            check_outs_are_exclusive_and_survive_a_restart,
         ],
     }
 }
@@ -64,7 +69,7 @@ fn stock(part: &str, quantity: i64) -> Stock {
 async fn records_round_trip_and_read_in_place(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("typed").await.step("open")?;
-    let tree = Tree::<Stock>::open(db);
+    let tree = Tree::<Stock>::open(db).as_user("ann");
     let mut keys = Vec::new();
     for i in 0..20 {
         keys.push(
@@ -79,6 +84,11 @@ async fn records_round_trip_and_read_in_place(h: &Harness) -> CaseResult {
         .await
         .step("with")?;
     ensure_eq!(quantity, Some(7));
+    for k in [keys[0], keys[7]] {
+        tree.check_out(k.id(), HOUR, Wait::No)
+            .await
+            .step("check out")?;
+    }
     tree.update(keys[7], &stock("p7", 70))
         .await
         .step("update")?;
@@ -124,12 +134,15 @@ async fn concurrent_inserts_get_distinct_ids(h: &Harness) -> CaseResult {
 async fn released_revisions_never_change(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("typed").await.step("open")?;
-    let tree = Tree::<Drawing>::open(db);
+    let tree = Tree::<Drawing>::open(db).as_user("ann");
     let draft = Drawing {
         title: "frame".into(),
         sheets: 2,
     };
     let v1 = tree.insert(&draft).await.step("insert")?;
+    tree.check_out(v1.id(), HOUR, Wait::No)
+        .await
+        .step("check out")?;
     tree.release(v1).await.step("release")?;
     let changed = Drawing {
         title: "frame".into(),
@@ -212,4 +225,59 @@ async fn records_survive_a_restart(h: &Harness) -> CaseResult {
         "ids are never reused: {next:?} after {k:?}"
     );
     Ok(())
+}
+
+async fn check_outs_are_exclusive_and_survive_a_restart(h: &Harness) -> CaseResult {
+    let k = {
+        let engine = h.engine();
+        let db = engine.open_or_create("typed").await.step("open")?;
+        let ann = Tree::<Stock>::open(db.clone()).as_user("ann");
+        let bob = Tree::<Stock>::open(db).as_user("bob");
+        let k = ann.insert(&stock("held", 1)).await.step("insert")?;
+        ann.check_out(k.id(), HOUR, Wait::No)
+            .await
+            .step("ann checks out")?;
+        match bob.check_out(k.id(), HOUR, Wait::No).await {
+            Err(Error::CheckedOut { holder, .. }) => ensure_eq!(holder, "ann"),
+            other => return Err(format!("bob's check-out: {other:?}")),
+        }
+        ensure!(
+            matches!(
+                bob.update(k, &stock("held", 2)).await,
+                Err(Error::NotCheckedOut { .. })
+            ),
+            "bob's update without the check-out"
+        );
+        if !h.kind.persistent() {
+            ann.check_in(k.id()).await.step("ann checks in")?;
+            bob.check_out(k.id(), HOUR, Wait::No)
+                .await
+                .step("bob checks out")?;
+            bob.update(k, &stock("held", 3)).await.step("bob updates")?;
+            return Ok(());
+        }
+        engine.close().await;
+        k
+    };
+    // The lease outlives the server process.
+    let engine = h.engine();
+    let db = engine.database("typed").await.step("reopen")?;
+    let ann = Tree::<Stock>::open(db.clone()).as_user("ann");
+    let bob = Tree::<Stock>::open(db).as_user("bob");
+    ensure!(
+        bob.check_out(k.id(), HOUR, Wait::No).await.is_err(),
+        "the lease was lost in the restart"
+    );
+    ann.update(k, &stock("held", 2)).await.step("ann updates")?;
+    ann.check_in(k.id()).await.step("ann checks in")?;
+    bob.check_out(k.id(), HOUR, Wait::No)
+        .await
+        .step("bob checks out")?;
+    bob.update(k, &stock("held", 3)).await.step("bob updates")?;
+    ensure_eq!(tree_quantity(&bob, k).await?, 3);
+    Ok(())
+}
+
+async fn tree_quantity(tree: &Tree<Stock>, k: Key<Stock>) -> Result<i64, String> {
+    Ok(tree.get(k).await.step("get")?.ok_or("missing")?.quantity)
 }

@@ -35,6 +35,22 @@ pub enum Error {
     #[error("{0}")]
     Revision(String),
 
+    /// Someone else holds the record's check-out (or is ahead in the queue for it).
+    #[error("record {key} is checked out by {holder:?} until {until_ms} ms since the epoch")]
+    CheckedOut {
+        key: RawKey,
+        holder: String,
+        until_ms: u64,
+    },
+
+    /// A change to a record needs its check-out, held by the tree handle's user.
+    #[error("record {key} is not checked out by {user:?}: check it out before changing it")]
+    NotCheckedOut { key: RawKey, user: String },
+
+    /// Check-outs belong to a user: open the tree with [`crate::Tree::as_user`].
+    #[error("tree {0:?} was opened without a user; check-outs need one (Tree::as_user)")]
+    NoUser(&'static str),
+
     #[error("could not encode a record of tree {tree:?}: {detail}")]
     Encode { tree: &'static str, detail: String },
 }

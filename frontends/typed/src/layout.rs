@@ -7,6 +7,7 @@ pub const PREFIX: u8 = 0xF1;
 const RECORD: u8 = 0x01;
 const CREATED: u8 = 0x02;
 const NEXT_ID: u8 = 0x03;
+const LEASE: u8 = 0x04;
 
 /// The start of every key of one kind in `tree`.
 fn tree_prefix(kind: u8, tree: &str) -> Vec<u8> {
@@ -29,6 +30,13 @@ pub(crate) fn created(tree: &str, id: u64, revision: u32) -> Vec<u8> {
     let mut k = tree_prefix(CREATED, tree);
     k.extend_from_slice(&id.to_be_bytes());
     k.extend_from_slice(&revision.to_be_bytes());
+    k
+}
+
+/// The check-out of record `id` (all its revisions).
+pub(crate) fn lease(tree: &str, id: u64) -> Vec<u8> {
+    let mut k = tree_prefix(LEASE, tree);
+    k.extend_from_slice(&id.to_be_bytes());
     k
 }
 

@@ -24,16 +24,51 @@
 //! F1 01 <tree> 00 <id: u64 BE> <revision: u32 BE>   the record (envelope + rkyv archive)
 //! F1 02 <tree> 00 <id> <revision>                   written once, when it was created
 //! F1 03 <tree> 00                                   the tree's next id
+//! F1 04 <tree> 00 <id>                              the record's check-out (JSON)
 //! ```
+//!
+//! ## Check-out
+//!
+//! Changing a record (update, remove, release, next draft) needs its check-out: a lease
+//! held by the tree handle's user ([`Tree::as_user`]), stored in the database like the
+//! record, so it survives restarts. [`Tree::check_out`] takes it, or queues for it (first
+//! come, first served) and waits; [`Tree::check_in`] gives it back; a lease not given back
+//! expires and passes to the next in line. The write and the lease check are one
+//! transaction, so a change commits only while its writer holds the record.
 //!
 //! The record's value is a 16-byte envelope header (magic `STRT`, format, flags, schema
 //! version) followed by the archive, so the archive starts 16-byte aligned.
 
+/// Run `body` (a block using `tx: &mut Transaction`, ending in a `Result`) in a
+/// transaction and commit it; again from the start when the commit loses a conflict.
+macro_rules! in_transaction {
+    ($db:expr, |$tx:ident| $body:block) => {{
+        let mut attempt = 0usize;
+        loop {
+            let mut txn = $db.begin().await?;
+            let out = {
+                let $tx = &mut txn;
+                async { $body }.await?
+            };
+            match txn.commit().await {
+                Ok(_) => break Ok::<_, $crate::Error>(out),
+                Err(strata_engine::EngineError::Conflict) if attempt < $crate::tree::RETRIES => {
+                    attempt += 1;
+                    $crate::tree::backoff(attempt).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }};
+}
+
+mod checkout;
 mod error;
 mod key;
 pub mod layout;
 mod tree;
 
+pub use checkout::{Lease, Wait};
 pub use error::{Error, Result};
 pub use key::{Key, RawKey};
 pub use strata_typed_derive::record;

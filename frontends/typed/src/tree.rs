@@ -3,8 +3,9 @@
 use std::marker::PhantomData;
 use std::sync::{Arc, Mutex};
 
-use strata_engine::{Database, Encoding, EngineError, Transaction, Value, Versionstamp};
+use strata_engine::{Database, Encoding, Transaction, Value, Versionstamp};
 
+use crate::checkout::ensure_held;
 use crate::layout::{self, Header, RELEASED};
 use crate::{Error, Key, Record, Result};
 
@@ -12,30 +13,7 @@ use crate::{Error, Key, Record, Result};
 const ENCODING: Encoding = Encoding::Custom(0x20);
 
 /// How often a write is tried again after losing a conflict to a concurrent one.
-const RETRIES: usize = 32;
-
-/// Run `body` (a block using `tx: &mut Transaction`, ending in a `Result`) in a
-/// transaction and commit it; again from the start when the commit loses a conflict.
-macro_rules! in_transaction {
-    ($db:expr, |$tx:ident| $body:block) => {{
-        let mut attempt = 0usize;
-        loop {
-            let mut txn = $db.begin().await?;
-            let out = {
-                let $tx = &mut txn;
-                async { $body }.await?
-            };
-            match txn.commit().await {
-                Ok(_) => break Ok::<_, Error>(out),
-                Err(EngineError::Conflict) if attempt < RETRIES => {
-                    attempt += 1;
-                    backoff(attempt).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
-    }};
-}
+pub(crate) const RETRIES: usize = 32;
 
 /// Records rewritten per transaction by [`Tree::migrate`].
 pub const MIGRATE_CHUNK: usize = 256;
@@ -51,6 +29,10 @@ pub struct Tree<T> {
     db: Database,
     /// Reserved ids not yet used: `[next, end)`.
     ids: Arc<Mutex<(u64, u64)>>,
+    /// Who changes records through this handle (check-outs are theirs).
+    user: Option<Arc<str>>,
+    /// Milliseconds since the epoch, for leases.
+    clock: Arc<dyn Fn() -> u64 + Send + Sync>,
     kind: PhantomData<fn() -> T>,
 }
 
@@ -59,6 +41,8 @@ impl<T> Clone for Tree<T> {
         Tree {
             db: self.db.clone(),
             ids: self.ids.clone(),
+            user: self.user.clone(),
+            clock: self.clock.clone(),
             kind: PhantomData,
         }
     }
@@ -93,8 +77,36 @@ impl<T: Record> Tree<T> {
         Tree {
             db,
             ids: Arc::new(Mutex::new((0, 0))),
+            user: None,
+            clock: Arc::new(strata_engine::now_ms),
             kind: PhantomData,
         }
+    }
+
+    /// This handle acting for `user`: the check-outs it takes are theirs, and its changes
+    /// need them.
+    pub fn as_user(mut self, user: &str) -> Self {
+        self.user = Some(user.into());
+        self
+    }
+
+    /// This handle reading lease times from `clock` (milliseconds since the epoch) instead
+    /// of the system clock: for simulations and tests that move time themselves.
+    pub fn with_clock(mut self, clock: impl Fn() -> u64 + Send + Sync + 'static) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    pub(crate) fn user(&self) -> Result<&str> {
+        self.user.as_deref().ok_or(Error::NoUser(T::TREE))
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        (self.clock)()
+    }
+
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
     }
 
     /// A fresh id: from the handle's reserved block, reserving the next block of the tree's
@@ -166,12 +178,15 @@ impl<T: Record> Tree<T> {
         with_stored::<T, R>(key, &entry.value.data, f).map(Some)
     }
 
-    /// Replace the record under `key`. A released revision is refused.
+    /// Replace the record under `key`. Needs its check-out; a released revision is
+    /// refused.
     pub async fn update(&self, key: Key<T>, value: &T) -> Result<()> {
         let bytes = encode(value, 0)?;
+        let user = self.user()?;
         in_transaction!(self.db, |tx| {
             let at = layout::record(T::TREE, key.id(), key.revision());
             let header = stored_header::<T>(tx, key, &at).await?;
+            ensure_held(tx, key, user, self.now_ms()).await?;
             if header.flags & RELEASED != 0 {
                 return Err(Error::Released(key.raw()));
             }
@@ -180,9 +195,10 @@ impl<T: Record> Tree<T> {
         })
     }
 
-    /// Remove the record under `key`; false if there was none. A released revision is
-    /// refused.
+    /// Remove the record under `key`; false if there was none. Needs its check-out; a
+    /// released revision is refused.
     pub async fn remove(&self, key: Key<T>) -> Result<bool> {
+        let user = self.user()?;
         in_transaction!(self.db, |tx| {
             let at = layout::record(T::TREE, key.id(), key.revision());
             let header = match stored_header::<T>(tx, key, &at).await {
@@ -190,6 +206,7 @@ impl<T: Record> Tree<T> {
                 Err(Error::NotFound(_)) => return Ok(false),
                 Err(e) => return Err(e),
             };
+            ensure_held(tx, key, user, self.now_ms()).await?;
             if header.flags & RELEASED != 0 {
                 return Err(Error::Released(key.raw()));
             }
@@ -199,14 +216,17 @@ impl<T: Record> Tree<T> {
         })
     }
 
-    /// Release draft `key`: from now on it never changes. Needs a versioned tree.
+    /// Release draft `key`: from now on it never changes. Needs a versioned tree and the
+    /// record's check-out.
     pub async fn release(&self, key: Key<T>) -> Result<()> {
         versioned::<T>()?;
+        let user = self.user()?;
         in_transaction!(self.db, |tx| {
             let at = layout::record(T::TREE, key.id(), key.revision());
             let Some(stored) = tx.get(&at).await? else {
                 return Err(Error::NotFound(key.raw()));
             };
+            ensure_held(tx, key, user, self.now_ms()).await?;
             let (header, archive) = open::<T>(key, &stored.data)?;
             if header.flags & RELEASED != 0 {
                 return Ok(());
@@ -221,14 +241,16 @@ impl<T: Record> Tree<T> {
         })
     }
 
-    /// Draft revision n + 1 of released revision `key` (n), holding `value`. Revision n
-    /// stays as it is, so whatever points at it stays valid.
+    /// Draft revision n + 1 of released revision `key` (n), holding `value`. Needs the
+    /// record's check-out. Revision n stays as it is, so whatever points at it stays valid.
     pub async fn draft_next(&self, key: Key<T>, value: &T) -> Result<Key<T>> {
         versioned::<T>()?;
         let bytes = encode(value, 0)?;
+        let user = self.user()?;
         in_transaction!(self.db, |tx| {
             let at = layout::record(T::TREE, key.id(), key.revision());
             let header = stored_header::<T>(tx, key, &at).await?;
+            ensure_held(tx, key, user, self.now_ms()).await?;
             if header.flags & RELEASED == 0 {
                 return Err(Error::Revision(format!(
                     "record {} is a draft: release it before drafting the next revision",
@@ -547,7 +569,7 @@ async fn reserve_ids<T: Record>(tx: &mut Transaction, count: u64) -> Result<u64>
 
 /// Wait a little before attempt `attempt` again: longer after each conflict, with jitter so
 /// that writers that collided do not collide again.
-async fn backoff(attempt: usize) {
+pub(crate) async fn backoff(attempt: usize) {
     use std::hash::{BuildHasher, Hasher};
     let jitter = std::collections::hash_map::RandomState::new()
         .build_hasher()

@@ -140,8 +140,15 @@ async fn earlier_code_gets_a_typed_error_for_later_records() {
         })
         .await
         .unwrap();
-    let old = Tree::<v1::Part>::open(db.clone());
+    let old = Tree::<v1::Part>::open(db.clone()).as_user("ann");
     let k1 = Key::<v1::Part>::new(k.id(), k.revision());
+    old.check_out(
+        k.id(),
+        std::time::Duration::from_secs(3600),
+        strata_typed::Wait::No,
+    )
+    .await
+    .unwrap();
     for result in [
         old.get(k1).await.map(|_| ()),
         old.with(k1, |_| ()).await.map(|_| ()),
@@ -172,7 +179,7 @@ async fn earlier_code_gets_a_typed_error_for_later_records() {
 #[tokio::test]
 async fn migrate_rewrites_a_tree_at_the_current_version() {
     let db = database().await;
-    let old = Tree::<v1::Part>::open(db.clone());
+    let old = Tree::<v1::Part>::open(db.clone()).as_user("ann");
     let mut keys = Vec::new();
     for i in 0..600 {
         keys.push(
@@ -184,6 +191,13 @@ async fn migrate_rewrites_a_tree_at_the_current_version() {
             .unwrap(),
         );
     }
+    old.check_out(
+        keys[5].id(),
+        std::time::Duration::from_secs(3600),
+        strata_typed::Wait::No,
+    )
+    .await
+    .unwrap();
     old.release(keys[5]).await.unwrap();
     let new = Tree::<Part>::open(db.clone());
     let mut reports = Vec::new();

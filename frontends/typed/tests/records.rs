@@ -3,8 +3,12 @@
 
 use std::sync::Arc;
 
+use std::time::Duration;
 use strata_engine::{Database, Engine, EngineConfig, Value};
-use strata_typed::{record, Error, Key, RawKey, RevisionState, Tree};
+
+use strata_typed::{record, Error, Key, RawKey, RevisionState, Tree, Wait};
+
+const HOUR: Duration = Duration::from_secs(3600);
 
 #[record(tree = "parts", version = 1)]
 #[derive(Debug, Clone, PartialEq)]
@@ -55,7 +59,7 @@ fn part(name: &str, stock: u32) -> Part {
 
 #[tokio::test]
 async fn insert_get_update_remove() {
-    let parts = Tree::<Part>::open(database().await);
+    let parts = Tree::<Part>::open(database().await).as_user("ann");
     let a = parts.insert(&part("bolt", 10)).await.unwrap();
     let b = parts.insert(&part("nut", 20)).await.unwrap();
     assert_ne!(a, b);
@@ -68,6 +72,8 @@ async fn insert_get_update_remove() {
     let name_len = parts.with(b, |p| p.name.len()).await.unwrap();
     assert_eq!(name_len, Some(3));
 
+    parts.check_out(a.id(), HOUR, Wait::No).await.unwrap();
+    parts.check_out(b.id(), HOUR, Wait::No).await.unwrap();
     parts.update(a, &part("bolt", 9)).await.unwrap();
     assert_eq!(parts.get(a).await.unwrap().unwrap().stock, 9);
     assert!(parts.remove(b).await.unwrap());
@@ -117,7 +123,7 @@ async fn iterate_in_place_and_stop_early() {
 #[tokio::test]
 async fn released_revisions_never_change() {
     let db = database().await;
-    let boms = Tree::<Bom>::open(db.clone());
+    let boms = Tree::<Bom>::open(db.clone()).as_user("ann");
     let v1 = boms
         .insert(&Bom {
             product: "table".into(),
@@ -126,6 +132,7 @@ async fn released_revisions_never_change() {
         .await
         .unwrap();
     assert_eq!(v1.revision(), 1);
+    boms.check_out(v1.id(), HOUR, Wait::No).await.unwrap();
     assert_eq!(
         boms.meta(v1).await.unwrap().unwrap().state,
         RevisionState::Draft
@@ -171,7 +178,7 @@ async fn released_revisions_never_change() {
         Err(Error::Revision(_))
     ));
     // Revisions need a versioned tree.
-    let parts = Tree::<Part>::open(db);
+    let parts = Tree::<Part>::open(db).as_user("ann");
     let k = parts.insert(&part("bolt", 1)).await.unwrap();
     assert!(matches!(parts.release(k).await, Err(Error::Revision(_))));
 }
@@ -179,8 +186,9 @@ async fn released_revisions_never_change() {
 #[tokio::test]
 async fn metadata_names_the_commits() {
     let db = database().await;
-    let parts = Tree::<Part>::open(db.clone());
+    let parts = Tree::<Part>::open(db.clone()).as_user("ann");
     let k = parts.insert(&part("bolt", 1)).await.unwrap();
+    parts.check_out(k.id(), HOUR, Wait::No).await.unwrap();
     let m1 = parts.meta(k).await.unwrap().unwrap();
     assert_eq!(m1.created, m1.modified);
     assert_eq!(m1.schema_version, 1);

@@ -1,0 +1,250 @@
+//! Check-out and check-in: durable leases on records, with a fair queue of waiters.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use strata_engine::{Transaction, Value};
+
+use crate::{layout, Error, Key, RawKey, Record, Result, Tree};
+
+/// How long [`Tree::check_out`] waits for a record someone else holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Fail at once with [`Error::CheckedOut`].
+    No,
+    /// Queue and wait up to this long.
+    Up(Duration),
+}
+
+/// A check-out held: by whom, and until when (milliseconds since the epoch) unless renewed
+/// or given back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub holder: String,
+    pub until_ms: u64,
+}
+
+/// The stored check-out of one record.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct LeaseRecord {
+    holder: Option<String>,
+    until_ms: u64,
+    /// Who waits for it, in arrival order, each until when.
+    waiters: Vec<Waiter>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Waiter {
+    who: String,
+    until_ms: u64,
+}
+
+impl LeaseRecord {
+    /// The holder, if the lease is held at `now`.
+    fn held_by(&self, now: u64) -> Option<&str> {
+        self.holder.as_deref().filter(|_| self.until_ms > now)
+    }
+}
+
+pub(crate) async fn read_lease(
+    tx: &mut Transaction,
+    tree: &'static str,
+    id: u64,
+) -> Result<LeaseRecord> {
+    match tx.get(&layout::lease(tree, id)).await? {
+        None => Ok(LeaseRecord::default()),
+        Some(v) => serde_json::from_slice(&v.data).map_err(|e| Error::Corrupt {
+            key: RawKey {
+                tree: tree.to_string(),
+                id,
+                revision: 0,
+            },
+            detail: format!("check-out record: {e}"),
+        }),
+    }
+}
+
+fn write_lease(tx: &mut Transaction, tree: &str, id: u64, rec: &LeaseRecord) -> Result<()> {
+    let at = layout::lease(tree, id);
+    if rec.holder.is_none() && rec.waiters.is_empty() {
+        tx.delete(&at)?;
+        return Ok(());
+    }
+    let bytes = serde_json::to_vec(rec).map_err(|e| Error::Encode {
+        tree: "check-out",
+        detail: e.to_string(),
+    })?;
+    tx.set(&at, Value::bytes(bytes))?;
+    Ok(())
+}
+
+/// Fail unless `user` holds record `key`'s check-out at `now` (read in `tx`, so the change
+/// being made commits only if that still holds).
+pub(crate) async fn ensure_held<T: Record>(
+    tx: &mut Transaction,
+    key: Key<T>,
+    user: &str,
+    now: u64,
+) -> Result<()> {
+    let rec = read_lease(tx, T::TREE, key.id()).await?;
+    if rec.held_by(now) == Some(user) {
+        return Ok(());
+    }
+    Err(Error::NotCheckedOut {
+        key: key.raw(),
+        user: user.to_string(),
+    })
+}
+
+/// What one attempt at a check-out did.
+enum Attempt {
+    Taken(Lease),
+    /// Held (or promised to someone ahead in the queue): by whom, until when.
+    Busy {
+        holder: String,
+        until_ms: u64,
+    },
+}
+
+impl<T: Record> Tree<T> {
+    /// Check out record `id` for this handle's user, for `lease`: the user may then change
+    /// it. Checking out a record one holds renews the lease. When someone else holds it,
+    /// fail at once or queue and wait (`wait`); a free record goes to the first in the
+    /// queue, so waiters are served in arrival order. A lease that is not given back
+    /// expires, and the record passes on.
+    pub async fn check_out(&self, id: u64, lease: Duration, wait: Wait) -> Result<Lease> {
+        let user = self.user()?.to_string();
+        let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
+        let deadline = match wait {
+            Wait::No => None,
+            Wait::Up(d) => Some(
+                self.now_ms()
+                    .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            ),
+        };
+        let db = self.database().clone();
+        let mut watch = None;
+        loop {
+            let now = self.now_ms();
+            let queue_until = deadline.filter(|d| *d > now);
+            let attempt = in_transaction!(db, |tx| {
+                let mut rec = read_lease(tx, T::TREE, id).await?;
+                rec.waiters.retain(|w| w.until_ms > now || w.who == user);
+                let free = match rec.held_by(now) {
+                    None => true,
+                    Some(h) => h == user,
+                };
+                let first = rec.waiters.first().is_none_or(|w| w.who == user);
+                if free && first {
+                    rec.holder = Some(user.clone());
+                    rec.until_ms = now.saturating_add(lease_ms);
+                    rec.waiters.retain(|w| w.who != user);
+                    write_lease(tx, T::TREE, id, &rec)?;
+                    return Ok(Attempt::Taken(Lease {
+                        holder: user.clone(),
+                        until_ms: rec.until_ms,
+                    }));
+                }
+                let (holder, until_ms) = match rec.held_by(now) {
+                    Some(h) if h != user => (h.to_string(), rec.until_ms),
+                    _ => {
+                        let w = rec.waiters.iter().find(|w| w.who != user);
+                        (
+                            w.map(|w| w.who.clone()).unwrap_or_default(),
+                            w.map_or(now, |w| w.until_ms),
+                        )
+                    }
+                };
+                match queue_until {
+                    Some(until) => match rec.waiters.iter_mut().find(|w| w.who == user) {
+                        Some(w) => w.until_ms = until,
+                        None => rec.waiters.push(Waiter {
+                            who: user.clone(),
+                            until_ms: until,
+                        }),
+                    },
+                    None => rec.waiters.retain(|w| w.who != user),
+                }
+                write_lease(tx, T::TREE, id, &rec)?;
+                Ok::<_, Error>(Attempt::Busy { holder, until_ms })
+            })?;
+            let (holder, until_ms) = match attempt {
+                Attempt::Taken(lease) => return Ok(lease),
+                Attempt::Busy { holder, until_ms } => (holder, until_ms),
+            };
+            let Some(until) = queue_until else {
+                return Err(Error::CheckedOut {
+                    key: RawKey {
+                        tree: T::TREE.to_string(),
+                        id,
+                        revision: 0,
+                    },
+                    holder,
+                    until_ms,
+                });
+            };
+            // Wait for the check-out to change, or for the holder's lease or our wait to
+            // run out, whichever comes first.
+            let watch = match &mut watch {
+                Some(w) => w,
+                None => {
+                    let mut w = db.watch(vec![layout::lease(T::TREE, id)])?;
+                    w.next().await?;
+                    watch.insert(w)
+                }
+            };
+            let wake = until.min(until_ms.max(now + 1));
+            let pause = Duration::from_millis(wake.saturating_sub(self.now_ms()).max(1));
+            let _ = tokio::time::timeout(pause, watch.next()).await;
+        }
+    }
+
+    /// Give back record `id`'s check-out, held by this handle's user. The first waiter may
+    /// then take it.
+    pub async fn check_in(&self, id: u64) -> Result<()> {
+        let user = self.user()?.to_string();
+        let db = self.database().clone();
+        let now = self.now_ms();
+        in_transaction!(db, |tx| {
+            let mut rec = read_lease(tx, T::TREE, id).await?;
+            if rec.held_by(now) != Some(user.as_str()) {
+                return Err(Error::NotCheckedOut {
+                    key: RawKey {
+                        tree: T::TREE.to_string(),
+                        id,
+                        revision: 0,
+                    },
+                    user: user.clone(),
+                });
+            }
+            rec.holder = None;
+            rec.until_ms = 0;
+            write_lease(tx, T::TREE, id, &rec)?;
+            Ok::<_, Error>(())
+        })
+    }
+
+    /// Who waits for record `id`'s check-out, first in line first.
+    pub async fn queue(&self, id: u64) -> Result<Vec<String>> {
+        let now = self.now_ms();
+        let mut tx = self.database().begin().await?;
+        let rec = read_lease(&mut tx, T::TREE, id).await?;
+        Ok(rec
+            .waiters
+            .into_iter()
+            .filter(|w| w.until_ms > now)
+            .map(|w| w.who)
+            .collect())
+    }
+
+    /// Who holds record `id`'s check-out now, if anyone.
+    pub async fn checked_out_by(&self, id: u64) -> Result<Option<Lease>> {
+        let now = self.now_ms();
+        let mut tx = self.database().begin().await?;
+        let rec = read_lease(&mut tx, T::TREE, id).await?;
+        Ok(rec.held_by(now).map(|h| Lease {
+            holder: h.to_string(),
+            until_ms: rec.until_ms,
+        }))
+    }
+}
