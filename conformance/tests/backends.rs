@@ -27,7 +27,8 @@ matrix!(
     crash,
     multi_writer,
     sql,
-    sql_crash
+    sql_crash,
+    typed
 );
 
 #[test]
@@ -46,6 +47,7 @@ fn every_suite_is_in_the_matrix() {
         "multi_writer",
         "sql",
         "sql_crash",
+        "typed",
     ];
     let all: Vec<&str> = strata_conformance::suites::all()
         .iter()

@@ -178,13 +178,7 @@ impl TableProvider for SqlTable {
             Some(p) => p.clone(),
             None => (0..self.schema.fields().len()).collect(),
         };
-        let mut needed: Vec<usize> = projection
-            .iter()
-            .copied()
-            .filter(|&i| i < self.def.columns.len())
-            .collect();
-        needed.extend(preds.iter().map(|p| p.column));
-        let path = access::choose(&self.def, &preds, &needed);
+        let path = access_path(&self.def, &projection, &preds);
         let parts = match (&self.source.0, &path) {
             (Source::Txn(tx), Path::Rows { ranges, full: true })
                 if ranges.len() == 1
@@ -212,6 +206,18 @@ impl TableProvider for SqlTable {
             self.rows,
         )))
     }
+}
+
+/// How a scan outputting `projection` (positions; the one past the columns is the row key)
+/// and filtering on `preds` reads its table.
+fn access_path(def: &TableDef, projection: &[usize], preds: &[Pred]) -> Path {
+    let mut needed: Vec<usize> = projection
+        .iter()
+        .copied()
+        .filter(|&i| i < def.columns.len())
+        .collect();
+    needed.extend(preds.iter().map(|p| p.column));
+    access::choose(def, preds, &needed)
 }
 
 /// By default, a full scan of a table with at least this many rows reads it in parts at
@@ -396,14 +402,7 @@ impl ScanExec {
         for f in &self.filters {
             preds.extend(access::simple(&self.def, f, params)?);
         }
-        let mut needed: Vec<usize> = self
-            .projection
-            .iter()
-            .copied()
-            .filter(|&i| i < self.def.columns.len())
-            .collect();
-        needed.extend(preds.iter().map(|p| p.column));
-        let path = access::choose(&self.def, &preds, &needed);
+        let path = access_path(&self.def, &self.projection, &preds);
         let parts = match &path {
             // A parallel full scan: the cuts of the whole table still cover it.
             Path::Rows { ranges, full: true }

@@ -109,6 +109,19 @@ impl<T: Record> Tree<T> {
         &self.db
     }
 
+    /// The key and header of record `key`, read in `tx`, which `user` has checked out.
+    async fn held_record(
+        &self,
+        tx: &mut Transaction,
+        key: Key<T>,
+        user: &str,
+    ) -> Result<(Vec<u8>, Header)> {
+        let at = layout::record(T::TREE, key.id(), key.revision());
+        let header = stored_header::<T>(tx, key, &at).await?;
+        ensure_held(tx, key, user, self.now_ms()).await?;
+        Ok((at, header))
+    }
+
     /// A fresh id: from the handle's reserved block, reserving the next block of the tree's
     /// counter when it is used up. Ids are unique and never reused; ids reserved by a handle
     /// that goes away are skipped.
@@ -184,9 +197,7 @@ impl<T: Record> Tree<T> {
         let bytes = encode(value, 0)?;
         let user = self.user()?;
         in_transaction!(self.db, |tx| {
-            let at = layout::record(T::TREE, key.id(), key.revision());
-            let header = stored_header::<T>(tx, key, &at).await?;
-            ensure_held(tx, key, user, self.now_ms()).await?;
+            let (at, header) = self.held_record(tx, key, user).await?;
             if header.flags & RELEASED != 0 {
                 return Err(Error::Released(key.raw()));
             }
@@ -248,9 +259,7 @@ impl<T: Record> Tree<T> {
         let bytes = encode(value, 0)?;
         let user = self.user()?;
         in_transaction!(self.db, |tx| {
-            let at = layout::record(T::TREE, key.id(), key.revision());
-            let header = stored_header::<T>(tx, key, &at).await?;
-            ensure_held(tx, key, user, self.now_ms()).await?;
+            let (_, header) = self.held_record(tx, key, user).await?;
             if header.flags & RELEASED == 0 {
                 return Err(Error::Revision(format!(
                     "record {} is a draft: release it before drafting the next revision",
