@@ -1,0 +1,212 @@
+//! Typed KV benchmarks: reads of one record from a tree (in place, and deserialized) side by
+//! side with a raw redb point read of the same bytes, and durable insert throughput.
+//!
+//! Run with `cargo bench --bench typed` (see `docs/benchmarks.md`). Knobs, from the
+//! environment: `TYPED_BENCH_SECONDS` (default 3) per read workload, `TYPED_BENCH_RECORDS`
+//! (default 10000) records in the tree.
+//!
+//! Workloads, each over the same records with random ids:
+//!
+//! * `raw redb point read`: a read transaction, the table, one `get`, the bytes touched
+//!   (what the record's bytes cost straight from redb, with no engine above it); and the
+//!   same `get` in a read transaction and table held open (redb's floor).
+//! * `Tree::with`: the record validated (bytecheck) and read in place, one field summed.
+//! * `Tree::get`: the record validated and deserialized.
+//! * `insert`: one durable insert per transaction, one client.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redb::{ReadableDatabase, TableDefinition};
+use strata_backend_redb::RedbBackend;
+use strata_engine::{Engine, EngineConfig};
+use strata_typed::{record, Key, Tree};
+
+#[record(tree = "parts", version = 1)]
+#[derive(Debug, Clone, PartialEq)]
+pub struct Part {
+    pub number: String,
+    pub description: String,
+    pub stock: u32,
+    pub serials: Vec<u64>,
+}
+
+const RAW: TableDefinition<&[u8], &[u8]> = TableDefinition::new("raw");
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// xorshift64: a cheap, deterministic stream of pseudo-random numbers.
+struct XorShift(u64);
+
+impl XorShift {
+    fn below(&mut self, n: u64) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x % n
+    }
+}
+
+fn part(i: u64) -> Part {
+    Part {
+        number: format!("P-{i:06}"),
+        description: format!("part number {i}, steel, zinc plated"),
+        stock: (i % 1000) as u32,
+        serials: (0..8).map(|s| i * 8 + s).collect(),
+    }
+}
+
+/// The median time of one operation: `batch` operations timed together, repeated for
+/// `secs`.
+fn per_op(secs: f64, batch: u64, mut run: impl FnMut(u64)) -> Duration {
+    run(batch); // warm-up
+    let mut times = Vec::new();
+    let start = Instant::now();
+    while start.elapsed().as_secs_f64() < secs {
+        let t = Instant::now();
+        run(batch);
+        times.push(t.elapsed() / batch as u32);
+    }
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn main() {
+    let secs: f64 = env_or("TYPED_BENCH_SECONDS", 3.0);
+    let n: u64 = env_or("TYPED_BENCH_RECORDS", 10_000);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = Engine::new(
+        Arc::new(RedbBackend::new(dir.path().join("strata"))),
+        EngineConfig::default(),
+    );
+    let db = rt
+        .block_on(engine.open_or_create("typed"))
+        .expect("database");
+    let tree = Tree::<Part>::open(db);
+
+    println!("inserting {n} records (durable, one per transaction) ...");
+    let start = Instant::now();
+    let keys: Vec<Key<Part>> = rt.block_on(async {
+        let mut keys = Vec::with_capacity(n as usize);
+        for i in 0..n {
+            keys.push(tree.insert(&part(i)).await.expect("insert"));
+        }
+        keys
+    });
+    let insert = start.elapsed() / n as u32;
+
+    // The same bytes in a plain redb table, under the same keys.
+    let raw_db = redb::Database::create(dir.path().join("raw.redb")).expect("raw redb");
+    {
+        let w = raw_db.begin_write().expect("write");
+        {
+            let mut t = w.open_table(RAW).expect("table");
+            for (i, k) in keys.iter().enumerate() {
+                let bytes = rt
+                    .block_on(tree.with(*k, |_| ()))
+                    .expect("read")
+                    .map(|_| ());
+                assert!(bytes.is_some());
+                let value = strata_typed::rkyv::to_bytes::<strata_typed::rkyv::rancor::Error>(
+                    &part(i as u64),
+                )
+                .expect("archive");
+                t.insert(k.id().to_be_bytes().as_slice(), value.as_slice())
+                    .expect("insert");
+            }
+        }
+        w.commit().expect("commit");
+    }
+
+    let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let raw = per_op(secs, 1000, |batch| {
+        let mut sum = 0u64;
+        for _ in 0..batch {
+            let k = keys[rng.below(n) as usize];
+            let r = raw_db.begin_read().expect("read");
+            let t = r.open_table(RAW).expect("table");
+            let v = t.get(k.id().to_be_bytes().as_slice()).expect("get").expect("present");
+            sum += v.value().len() as u64;
+        }
+        std::hint::black_box(sum);
+    });
+    let held = {
+        let r = raw_db.begin_read().expect("read");
+        let t = r.open_table(RAW).expect("table");
+        per_op(secs, 1000, |batch| {
+            let mut sum = 0u64;
+            for _ in 0..batch {
+                let k = keys[rng.below(n) as usize];
+                let v = t
+                    .get(k.id().to_be_bytes().as_slice())
+                    .expect("get")
+                    .expect("present");
+                sum += v.value().len() as u64;
+            }
+            std::hint::black_box(sum);
+        })
+    };
+    let with = per_op(secs, 1000, |batch| {
+        rt.block_on(async {
+            let mut sum = 0u64;
+            for _ in 0..batch {
+                let k = keys[rng.below(n) as usize];
+                sum += tree
+                    .with(k, |p| u64::from(p.stock.to_native()))
+                    .await
+                    .expect("with")
+                    .expect("present");
+            }
+            std::hint::black_box(sum);
+        })
+    });
+    let get = per_op(secs, 1000, |batch| {
+        rt.block_on(async {
+            let mut sum = 0u64;
+            for _ in 0..batch {
+                let k = keys[rng.below(n) as usize];
+                sum += u64::from(tree.get(k).await.expect("get").expect("present").stock);
+            }
+            std::hint::black_box(sum);
+        })
+    });
+
+    let ratio = |d: Duration| d.as_secs_f64() / raw.as_secs_f64();
+    println!();
+    println!("| workload | time per operation | vs raw redb read | floor |");
+    println!("|---|---:|---:|---|");
+    println!("| raw redb point read | {:.2} µs | 1.00× | |", raw.as_secs_f64() * 1e6);
+    println!(
+        "| raw redb get, read transaction and table held open | {:.2} µs | {:.2}× | |",
+        held.as_secs_f64() * 1e6,
+        ratio(held)
+    );
+    println!(
+        "| `Tree::with` (validated, in place) | {:.2} µs | {:.2}× | ≤ 1.5× a raw redb read: {} |",
+        with.as_secs_f64() * 1e6,
+        ratio(with),
+        if ratio(with) <= 1.5 { "met" } else { "**not met**" }
+    );
+    println!(
+        "| `Tree::get` (validated, deserialized) | {:.2} µs | {:.2}× | |",
+        get.as_secs_f64() * 1e6,
+        ratio(get)
+    );
+    println!(
+        "| insert (durable, one per transaction) | {:.1} µs, {:.0}/s | | |",
+        insert.as_secs_f64() * 1e6,
+        1.0 / insert.as_secs_f64()
+    );
+}
