@@ -137,7 +137,10 @@ fn main() {
             let k = keys[rng.below(n) as usize];
             let r = raw_db.begin_read().expect("read");
             let t = r.open_table(RAW).expect("table");
-            let v = t.get(k.id().to_be_bytes().as_slice()).expect("get").expect("present");
+            let v = t
+                .get(k.id().to_be_bytes().as_slice())
+                .expect("get")
+                .expect("present");
             sum += v.value().len() as u64;
         }
         std::hint::black_box(sum);
@@ -187,7 +190,10 @@ fn main() {
     println!();
     println!("| workload | time per operation | vs raw redb read | floor |");
     println!("|---|---:|---:|---|");
-    println!("| raw redb point read | {:.2} µs | 1.00× | |", raw.as_secs_f64() * 1e6);
+    println!(
+        "| raw redb point read | {:.2} µs | 1.00× | |",
+        raw.as_secs_f64() * 1e6
+    );
     println!(
         "| raw redb get, read transaction and table held open | {:.2} µs | {:.2}× | |",
         held.as_secs_f64() * 1e6,
@@ -197,7 +203,11 @@ fn main() {
         "| `Tree::with` (validated, in place) | {:.2} µs | {:.2}× | ≤ 1.5× a raw redb read: {} |",
         with.as_secs_f64() * 1e6,
         ratio(with),
-        if ratio(with) <= 1.5 { "met" } else { "**not met**" }
+        if ratio(with) <= 1.5 {
+            "met"
+        } else {
+            "**not met**"
+        }
     );
     println!(
         "| `Tree::get` (validated, deserialized) | {:.2} µs | {:.2}× | |",
