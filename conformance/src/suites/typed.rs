@@ -6,7 +6,7 @@
 use std::time::Duration;
 use strata_engine::Value;
 
-use strata_typed::{record, Error, Key, RevisionState, Tree, Wait};
+use strata_typed::{record, Error, Key, NameIndex, RevisionState, Tree, Wait};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -25,6 +25,7 @@ pub fn suite() -> Suite {
             other_schema_versions_and_corrupt_bytes_are_typed_errors,
             records_survive_a_restart,
             check_outs_are_exclusive_and_survive_a_restart,
+            indexes_follow_writes,
         ],
     }
 }
@@ -280,4 +281,28 @@ async fn check_outs_are_exclusive_and_survive_a_restart(h: &Harness) -> CaseResu
 
 async fn tree_quantity(tree: &Tree<Stock>, k: Key<Stock>) -> Result<i64, String> {
     Ok(tree.get(k).await.step("get")?.ok_or("missing")?.quantity)
+}
+
+async fn indexes_follow_writes(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("typed").await.step("open")?;
+    let parts = || NameIndex::<Stock>::new("part", |s: &ArchivedStock| s.part.as_str());
+    let tree = Tree::<Stock>::open(db).as_user("ann").with_indexer(parts());
+    let ix = parts();
+    let a = tree.insert(&stock("Hex Bolt M6", 1)).await.step("insert")?;
+    let b = tree.insert(&stock("hex nut M6", 1)).await.step("insert")?;
+    ensure_eq!(ix.loose(&tree, "HEX BOLT m6").await.step("loose")?, vec![a]);
+    ensure_eq!(ix.similar(&tree, "hex").await.step("similar")?, vec![a, b]);
+    tree.check_out(b.id(), HOUR, Wait::No)
+        .await
+        .step("check out")?;
+    tree.update(b, &stock("Lock nut M6", 1))
+        .await
+        .step("update")?;
+    ensure_eq!(ix.similar(&tree, "hex").await.step("similar")?, vec![a]);
+    ensure!(tree.remove(b).await.step("remove")?, "removed");
+    ensure_eq!(ix.similar(&tree, "m6").await.step("similar")?, vec![a]);
+    ensure_eq!(tree.rebuild_index("part").await.step("rebuild")?, 1);
+    ensure_eq!(ix.exact(&tree, "Hex Bolt M6").await.step("exact")?, vec![a]);
+    Ok(())
 }

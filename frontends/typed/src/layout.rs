@@ -8,6 +8,7 @@ const RECORD: u8 = 0x01;
 const CREATED: u8 = 0x02;
 const NEXT_ID: u8 = 0x03;
 const LEASE: u8 = 0x04;
+const INDEX: u8 = 0x05;
 
 /// The start of every key of one kind in `tree`.
 fn tree_prefix(kind: u8, tree: &str) -> Vec<u8> {
@@ -31,6 +32,11 @@ pub(crate) fn created(tree: &str, id: u64, revision: u32) -> Vec<u8> {
     k.extend_from_slice(&id.to_be_bytes());
     k.extend_from_slice(&revision.to_be_bytes());
     k
+}
+
+/// The start of every index entry of `tree` (see [`crate::index`]).
+pub(crate) fn index_base(tree: &str) -> Vec<u8> {
+    tree_prefix(INDEX, tree)
 }
 
 /// The check-out of record `id` (all its revisions).

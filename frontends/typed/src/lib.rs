@@ -25,6 +25,7 @@
 //! F1 02 <tree> 00 <id> <revision>                   written once, when it was created
 //! F1 03 <tree> 00                                   the tree's next id
 //! F1 04 <tree> 00 <id>                              the record's check-out (JSON)
+//! F1 05 <tree> 00 <index> 00 <term> 00 01 <id> <rev>  an index entry (see [`index`])
 //! ```
 //!
 //! ## Check-out
@@ -64,12 +65,14 @@ macro_rules! in_transaction {
 
 mod checkout;
 mod error;
+pub mod index;
 mod key;
 pub mod layout;
 mod tree;
 
 pub use checkout::{Lease, Wait};
 pub use error::{Error, Result};
+pub use index::{Indexer, NameIndex};
 pub use key::{Key, RawKey};
 pub use strata_typed_derive::record;
 pub use tree::{Meta, RevisionState, Tree, MIGRATE_CHUNK};

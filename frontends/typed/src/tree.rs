@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use strata_engine::{Database, Encoding, Transaction, Value, Versionstamp};
 
 use crate::checkout::ensure_held;
+use crate::index::{self, Indexer};
 use crate::layout::{self, Header, RELEASED};
 use crate::{Error, Key, Record, Result};
 
@@ -33,6 +34,8 @@ pub struct Tree<T> {
     user: Option<Arc<str>>,
     /// Milliseconds since the epoch, for leases.
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
+    /// Kept on every write through this handle.
+    indexers: Arc<Vec<Arc<dyn Indexer<T>>>>,
     kind: PhantomData<fn() -> T>,
 }
 
@@ -43,6 +46,7 @@ impl<T> Clone for Tree<T> {
             ids: self.ids.clone(),
             user: self.user.clone(),
             clock: self.clock.clone(),
+            indexers: self.indexers.clone(),
             kind: PhantomData,
         }
     }
@@ -79,6 +83,7 @@ impl<T: Record> Tree<T> {
             ids: Arc::new(Mutex::new((0, 0))),
             user: None,
             clock: Arc::new(strata_engine::now_ms),
+            indexers: Arc::new(Vec::new()),
             kind: PhantomData,
         }
     }
@@ -115,11 +120,138 @@ impl<T: Record> Tree<T> {
         tx: &mut Transaction,
         key: Key<T>,
         user: &str,
-    ) -> Result<(Vec<u8>, Header)> {
+    ) -> Result<(Vec<u8>, Header, Vec<u8>)> {
         let at = layout::record(T::TREE, key.id(), key.revision());
-        let header = stored_header::<T>(tx, key, &at).await?;
+        let (header, stored) = stored_record::<T>(tx, key, &at).await?;
         ensure_held(tx, key, user, self.now_ms()).await?;
-        Ok((at, header))
+        Ok((at, header, stored))
+    }
+
+    /// This handle maintaining `indexer`'s entries on every write (see [`crate::index`]).
+    /// Every handle that writes the tree should carry the same indexers;
+    /// [`Tree::rebuild_index`] repairs an index after writes without it.
+    pub fn with_indexer(mut self, indexer: impl Indexer<T>) -> Self {
+        let mut all = (*self.indexers).clone();
+        all.push(Arc::new(indexer));
+        self.indexers = Arc::new(all);
+        self
+    }
+
+    /// The index entries of record `key` holding `bytes` (a stored record), by every
+    /// indexer of this handle.
+    fn index_entries(&self, key: Key<T>, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+        if self.indexers.is_empty() {
+            return Ok(Vec::new());
+        }
+        with_stored::<T, _>(key, bytes, |archived| {
+            let mut entries = Vec::new();
+            for ix in self.indexers.iter() {
+                for term in ix.terms(archived) {
+                    entries.push(index::entry(ix.name(), &term, key));
+                }
+            }
+            entries
+        })
+    }
+
+    /// Replace index entries `old` with `new` in `tx`.
+    fn reindex(tx: &mut Transaction, old: &[Vec<u8>], new: &[Vec<u8>]) -> Result<()> {
+        for e in old.iter().filter(|e| !new.contains(e)) {
+            tx.delete(e)?;
+        }
+        for e in new.iter().filter(|e| !old.contains(e)) {
+            tx.set(e, Value::bytes(Vec::new()))?;
+        }
+        Ok(())
+    }
+
+    /// The records whose `index` holds exactly `term`, in key order.
+    pub async fn find(&self, index: &str, term: &[u8]) -> Result<Vec<Key<T>>> {
+        let start = index::term_prefix(T::TREE, index, term, true);
+        self.entries_from(&start).await
+    }
+
+    /// The records whose `index` holds a term starting with `prefix`, each once per
+    /// matching term, in term order.
+    pub async fn find_prefix(&self, index: &str, prefix: &[u8]) -> Result<Vec<Key<T>>> {
+        let start = index::term_prefix(T::TREE, index, prefix, false);
+        self.entries_from(&start).await
+    }
+
+    async fn entries_from(&self, start: &[u8]) -> Result<Vec<Key<T>>> {
+        let end = strata_engine::prefix_end(start);
+        let mut tx = self.db.begin().await?;
+        let mut out = Vec::new();
+        let mut from = start.to_vec();
+        loop {
+            let chunk = tx.scan(&from, &end, false, 1024).await?;
+            out.extend(chunk.iter().filter_map(|(k, _)| index::entry_key::<T>(k)));
+            match chunk.last() {
+                Some((k, _)) if chunk.len() == 1024 => {
+                    from = k.clone();
+                    from.push(0);
+                }
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// Write index `name` again from every record of the tree (with this handle's indexer
+    /// of that name), in transactions of [`MIGRATE_CHUNK`] records; how many records were
+    /// indexed.
+    pub async fn rebuild_index(&self, name: &str) -> Result<u64> {
+        let Some(ix) = self.indexers.iter().find(|ix| ix.name() == name).cloned() else {
+            return Err(Error::Revision(format!(
+                "this handle of tree {:?} has no index {name:?}",
+                T::TREE
+            )));
+        };
+        // Clear the old entries, a chunk per transaction.
+        let start = index::index_prefix(T::TREE, name);
+        let end = strata_engine::prefix_end(&start);
+        loop {
+            let cleared = in_transaction!(self.db, |tx| {
+                let chunk = tx.scan(&start, &end, false, 1024).await?;
+                for (k, _) in &chunk {
+                    tx.delete(k)?;
+                }
+                Ok::<_, Error>(chunk.len())
+            })?;
+            if cleared < 1024 {
+                break;
+            }
+        }
+        let only = Tree::<T> {
+            indexers: Arc::new(vec![ix]),
+            ..self.clone()
+        };
+        let keys = self.keys().await?;
+        for chunk in keys.chunks(MIGRATE_CHUNK) {
+            in_transaction!(self.db, |tx| {
+                for &key in chunk {
+                    let at = layout::record(T::TREE, key.id(), key.revision());
+                    let Some(stored) = tx.get(&at).await? else {
+                        continue;
+                    };
+                    for e in only.index_entries(key, &stored.data)? {
+                        tx.set(&e, Value::bytes(Vec::new()))?;
+                    }
+                }
+                Ok::<_, Error>(())
+            })?;
+        }
+        Ok(keys.len() as u64)
+    }
+
+    /// The newest revision of record `id`, if it has any.
+    pub async fn latest(&self, id: u64) -> Result<Option<Key<T>>> {
+        let (start, end) = layout::revisions(T::TREE, id);
+        let mut tx = self.db.begin().await?;
+        let last = tx.scan(&start, &end, true, 1).await?;
+        Ok(last
+            .first()
+            .and_then(|(k, _)| layout::parse_record(T::TREE, k))
+            .map(|(id, revision)| Key::new(id, revision)))
     }
 
     /// A fresh id: from the handle's reserved block, reserving the next block of the tree's
@@ -150,11 +282,13 @@ impl<T: Record> Tree<T> {
         let bytes = encode(value, 0)?;
         let revision = u32::from(T::VERSIONED);
         let id = self.fresh_id().await?;
+        let entries = self.index_entries(Key::new(id, revision), &bytes)?;
         in_transaction!(self.db, |tx| {
             tx.set(
                 &layout::record(T::TREE, id, revision),
                 record_value(bytes.clone()),
             )?;
+            Self::reindex(tx, &[], &entries)?;
             tx.set(
                 &layout::created(T::TREE, id, revision),
                 Value::bytes(Vec::new()),
@@ -196,11 +330,13 @@ impl<T: Record> Tree<T> {
     pub async fn update(&self, key: Key<T>, value: &T) -> Result<()> {
         let bytes = encode(value, 0)?;
         let user = self.user()?;
+        let entries = self.index_entries(key, &bytes)?;
         in_transaction!(self.db, |tx| {
-            let (at, header) = self.held_record(tx, key, user).await?;
+            let (at, header, old) = self.held_record(tx, key, user).await?;
             if header.flags & RELEASED != 0 {
                 return Err(Error::Released(key.raw()));
             }
+            Self::reindex(tx, &self.index_entries(key, &old)?, &entries)?;
             tx.set(&at, record_value(bytes.clone()))?;
             Ok::<_, Error>(())
         })
@@ -212,8 +348,8 @@ impl<T: Record> Tree<T> {
         let user = self.user()?;
         in_transaction!(self.db, |tx| {
             let at = layout::record(T::TREE, key.id(), key.revision());
-            let header = match stored_header::<T>(tx, key, &at).await {
-                Ok(h) => h,
+            let (header, old) = match stored_record::<T>(tx, key, &at).await {
+                Ok(found) => found,
                 Err(Error::NotFound(_)) => return Ok(false),
                 Err(e) => return Err(e),
             };
@@ -221,6 +357,7 @@ impl<T: Record> Tree<T> {
             if header.flags & RELEASED != 0 {
                 return Err(Error::Released(key.raw()));
             }
+            Self::reindex(tx, &self.index_entries(key, &old)?, &[])?;
             tx.delete(&at)?;
             tx.delete(&layout::created(T::TREE, key.id(), key.revision()))?;
             Ok::<_, Error>(true)
@@ -259,7 +396,7 @@ impl<T: Record> Tree<T> {
         let bytes = encode(value, 0)?;
         let user = self.user()?;
         in_transaction!(self.db, |tx| {
-            let (_, header) = self.held_record(tx, key, user).await?;
+            let (_, header, _) = self.held_record(tx, key, user).await?;
             if header.flags & RELEASED == 0 {
                 return Err(Error::Revision(format!(
                     "record {} is a draft: release it before drafting the next revision",
@@ -277,6 +414,8 @@ impl<T: Record> Tree<T> {
                     key.id()
                 )));
             }
+            let next_key = Key::new(key.id(), next);
+            Self::reindex(tx, &[], &self.index_entries(next_key, &bytes)?)?;
             tx.set(&next_at, record_value(bytes.clone()))?;
             tx.set(
                 &layout::created(T::TREE, key.id(), next),
@@ -481,12 +620,17 @@ fn open<T: Record>(key: Key<T>, bytes: &[u8]) -> Result<(Header, &[u8])> {
     Ok((header, archive))
 }
 
-/// The header of the record at `at` read in `tx`, or `NotFound`.
-async fn stored_header<T: Record>(tx: &mut Transaction, key: Key<T>, at: &[u8]) -> Result<Header> {
+/// The header and bytes of the record at `at` read in `tx`, or `NotFound`.
+async fn stored_record<T: Record>(
+    tx: &mut Transaction,
+    key: Key<T>,
+    at: &[u8],
+) -> Result<(Header, Vec<u8>)> {
     let Some(stored) = tx.get(at).await? else {
         return Err(Error::NotFound(key.raw()));
     };
-    Ok(open::<T>(key, &stored.data)?.0)
+    let header = open::<T>(key, &stored.data)?.0;
+    Ok((header, stored.data))
 }
 
 /// Call `f` with a stored record as a `T`: in place when it was written at `T`'s schema
