@@ -129,6 +129,7 @@ impl<T: Record> Tree<T> {
             let queue_until = deadline.filter(|d| *d > now);
             let attempt = in_transaction!(db, |tx| {
                 let mut rec = read_lease(tx, T::TREE, id).await?;
+                let before = serde_json::to_vec(&rec).unwrap_or_default();
                 rec.waiters.retain(|w| w.until_ms > now || w.who == user);
                 let free = match rec.held_by(now) {
                     None => true,
@@ -165,7 +166,11 @@ impl<T: Record> Tree<T> {
                     },
                     None => rec.waiters.retain(|w| w.who != user),
                 }
-                write_lease(tx, T::TREE, id, &rec)?;
+                // Only a change is written: a waiter that rewrote its unchanged place on
+                // every wake-up would wake the others, and they it, without end.
+                if serde_json::to_vec(&rec).unwrap_or_default() != before {
+                    write_lease(tx, T::TREE, id, &rec)?;
+                }
                 Ok::<_, Error>(Attempt::Busy { holder, until_ms })
             })?;
             let (holder, until_ms) = match attempt {
