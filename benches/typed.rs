@@ -63,6 +63,36 @@ fn part(i: u64) -> Part {
     }
 }
 
+/// One read of a record from a tree, giving a number from it.
+type ReadFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = u64> + 'a>>;
+
+/// The median time of one read of a random record through `read`.
+fn tree_reads<'t>(
+    secs: f64,
+    rt: &tokio::runtime::Runtime,
+    random_key: &mut impl FnMut() -> Key<Part>,
+    read: impl Fn(Key<Part>) -> ReadFuture<'t>,
+) -> Duration {
+    per_op(secs, 1000, |batch| {
+        rt.block_on(async {
+            let mut sum = 0u64;
+            for _ in 0..batch {
+                sum += read(random_key()).await;
+            }
+            std::hint::black_box(sum);
+        })
+    })
+}
+
+/// The length of record `k`'s bytes in the raw table.
+fn raw_len(t: &redb::ReadOnlyTable<&[u8], &[u8]>, k: Key<Part>) -> u64 {
+    let v = t
+        .get(k.id().to_be_bytes().as_slice())
+        .expect("get")
+        .expect("present");
+    v.value().len() as u64
+}
+
 /// The median time of one operation: `batch` operations timed together, repeated for
 /// `secs`.
 fn per_op(secs: f64, batch: u64, mut run: impl FnMut(u64)) -> Duration {
@@ -107,18 +137,13 @@ fn main() {
     });
     let insert = start.elapsed() / n as u32;
 
-    // The same bytes in a plain redb table, under the same keys.
+    // The same records' archives in a plain redb table, under the same ids.
     let raw_db = redb::Database::create(dir.path().join("raw.redb")).expect("raw redb");
     {
         let w = raw_db.begin_write().expect("write");
         {
             let mut t = w.open_table(RAW).expect("table");
             for (i, k) in keys.iter().enumerate() {
-                let bytes = rt
-                    .block_on(tree.with(*k, |_| ()))
-                    .expect("read")
-                    .map(|_| ());
-                assert!(bytes.is_some());
                 let value = strata_typed::rkyv::to_bytes::<strata_typed::rkyv::rancor::Error>(
                     &part(i as u64),
                 )
@@ -131,58 +156,37 @@ fn main() {
     }
 
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+    let mut random_key = move || keys[rng.below(n) as usize];
+    // Each read returns a number from the record, summed so that no read is optimized away.
     let raw = per_op(secs, 1000, |batch| {
-        let mut sum = 0u64;
-        for _ in 0..batch {
-            let k = keys[rng.below(n) as usize];
-            let r = raw_db.begin_read().expect("read");
-            let t = r.open_table(RAW).expect("table");
-            let v = t
-                .get(k.id().to_be_bytes().as_slice())
-                .expect("get")
-                .expect("present");
-            sum += v.value().len() as u64;
-        }
+        let sum: u64 = (0..batch)
+            .map(|_| {
+                let r = raw_db.begin_read().expect("read");
+                let t = r.open_table(RAW).expect("table");
+                raw_len(&t, random_key())
+            })
+            .sum();
         std::hint::black_box(sum);
     });
     let held = {
         let r = raw_db.begin_read().expect("read");
         let t = r.open_table(RAW).expect("table");
         per_op(secs, 1000, |batch| {
-            let mut sum = 0u64;
-            for _ in 0..batch {
-                let k = keys[rng.below(n) as usize];
-                let v = t
-                    .get(k.id().to_be_bytes().as_slice())
-                    .expect("get")
-                    .expect("present");
-                sum += v.value().len() as u64;
-            }
+            let sum: u64 = (0..batch).map(|_| raw_len(&t, random_key())).sum();
             std::hint::black_box(sum);
         })
     };
-    let with = per_op(secs, 1000, |batch| {
-        rt.block_on(async {
-            let mut sum = 0u64;
-            for _ in 0..batch {
-                let k = keys[rng.below(n) as usize];
-                sum += tree
-                    .with(k, |p| u64::from(p.stock.to_native()))
-                    .await
-                    .expect("with")
-                    .expect("present");
-            }
-            std::hint::black_box(sum);
+    let tree = &tree;
+    let with = tree_reads(secs, &rt, &mut random_key, |k| {
+        Box::pin(async move {
+            let stock = tree.with(k, |p| p.stock.to_native()).await;
+            u64::from(stock.expect("with").expect("present"))
         })
     });
-    let get = per_op(secs, 1000, |batch| {
-        rt.block_on(async {
-            let mut sum = 0u64;
-            for _ in 0..batch {
-                let k = keys[rng.below(n) as usize];
-                sum += u64::from(tree.get(k).await.expect("get").expect("present").stock);
-            }
-            std::hint::black_box(sum);
+    let get = tree_reads(secs, &rt, &mut random_key, |k| {
+        Box::pin(async move {
+            let part = tree.get(k).await.expect("get").expect("present");
+            u64::from(part.stock)
         })
     });
 

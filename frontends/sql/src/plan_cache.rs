@@ -119,11 +119,13 @@ impl Session {
                 self.run_plan(plan, schema).await
             }
             // Not cacheable, or failed: planned the usual way, which also gives the error
-            // the statement deserves. A statement that was cached keeps its plan for the
-            // values it fits (these values, of another type, could not be bound).
-            Ok(None) | Err(_) => {
+            // the statement deserves. It is remembered as uncacheable unless it was cached
+            // before (it keeps that plan for the values it fits) or the failure may pass (a
+            // conflict is no property of the statement).
+            planned => {
+                let transient = matches!(&planned, Err(e) if e.is_retryable());
                 let out = self.query(stmt.clone(), params).await;
-                if out.is_ok() && !tried {
+                if out.is_ok() && !tried && !transient {
                     plans.set(i, Slot::Uncacheable);
                 }
                 out
@@ -200,10 +202,11 @@ impl Session {
         }
         let mut sources = Vec::with_capacity(cached.versions.len());
         for (db, version) in &cached.versions {
-            if self.schema_version(db).await? != *version {
+            let tx = self.ctx.tx(db).await?;
+            if tx.lock().await.schema_version().await? != *version {
                 return Ok(None);
             }
-            sources.push((db.as_str(), Source::Txn(self.ctx.tx(db).await?)));
+            sources.push((db.as_str(), Source::Txn(tx)));
         }
         let mut bound = true;
         let plan = cached

@@ -153,10 +153,13 @@ async fn values_of_another_type_are_planned_for_as_before() {
         ints(&with(&mut s, below, &[Datum::Null]).await),
         Vec::<i64>::new()
     );
+    let before = s.plan_cache_counts();
     assert_eq!(
         ints(&with(&mut s, below, &[Datum::Int(4)]).await),
         vec![1, 2, 3]
     );
+    // The plan kept for integers is still used after a value that needed another.
+    assert_eq!(s.plan_cache_counts().hits, before.hits + 1);
     // Through an index, with an IN list.
     let by_k = "SELECT id FROM t WHERE k IN ($1, $2) ORDER BY id";
     assert_eq!(
@@ -218,6 +221,8 @@ async fn a_cached_parallel_scan_covers_rows_added_since() {
     let mut s = session_with_rows(40).await;
     s.set_parallel_scan(10, 2);
     let total = "SELECT count(*), sum(id) FROM t";
+    let plan = format!("{:?}", with(&mut s, &format!("EXPLAIN {total}"), &[]).await);
+    assert!(plan.contains("parts=2"), "the scan is not parallel: {plan}");
     assert_eq!(with(&mut s, total, &[]).await[0][0], Datum::Int(40));
     s.execute("INSERT INTO t VALUES (1000, 0, 'far'), (-1000, 0, 'before')")
         .await

@@ -51,6 +51,10 @@ pub enum Error {
     #[error("tree {0:?} was opened without a user; check-outs need one (Tree::as_user)")]
     NoUser(&'static str),
 
+    /// No indexer of that name was given to this tree handle.
+    #[error("this handle of tree {tree:?} has no index {index:?} (see Tree::with_indexer)")]
+    UnknownIndex { tree: &'static str, index: String },
+
     #[error("could not encode a record of tree {tree:?}: {detail}")]
     Encode { tree: &'static str, detail: String },
 }

@@ -168,32 +168,16 @@ impl<T: Record> Tree<T> {
     /// The records whose `index` holds exactly `term`, in key order.
     pub async fn find(&self, index: &str, term: &[u8]) -> Result<Vec<Key<T>>> {
         let start = index::term_prefix(T::TREE, index, term, true);
-        self.entries_from(&start).await
+        let end = strata_engine::prefix_end(&start);
+        self.keys_in(&start, &end, index::entry_key::<T>).await
     }
 
     /// The records whose `index` holds a term starting with `prefix`, each once per
     /// matching term, in term order.
     pub async fn find_prefix(&self, index: &str, prefix: &[u8]) -> Result<Vec<Key<T>>> {
         let start = index::term_prefix(T::TREE, index, prefix, false);
-        self.entries_from(&start).await
-    }
-
-    async fn entries_from(&self, start: &[u8]) -> Result<Vec<Key<T>>> {
-        let end = strata_engine::prefix_end(start);
-        let mut tx = self.db.begin().await?;
-        let mut out = Vec::new();
-        let mut from = start.to_vec();
-        loop {
-            let chunk = tx.scan(&from, &end, false, 1024).await?;
-            out.extend(chunk.iter().filter_map(|(k, _)| index::entry_key::<T>(k)));
-            match chunk.last() {
-                Some((k, _)) if chunk.len() == 1024 => {
-                    from = k.clone();
-                    from.push(0);
-                }
-                _ => return Ok(out),
-            }
-        }
+        let end = strata_engine::prefix_end(&start);
+        self.keys_in(&start, &end, index::entry_key::<T>).await
     }
 
     /// Write index `name` again from every record of the tree (with this handle's indexer
@@ -201,10 +185,10 @@ impl<T: Record> Tree<T> {
     /// indexed.
     pub async fn rebuild_index(&self, name: &str) -> Result<u64> {
         let Some(ix) = self.indexers.iter().find(|ix| ix.name() == name).cloned() else {
-            return Err(Error::Revision(format!(
-                "this handle of tree {:?} has no index {name:?}",
-                T::TREE
-            )));
+            return Err(Error::UnknownIndex {
+                tree: T::TREE,
+                index: name.to_string(),
+            });
         };
         // Clear the old entries, a chunk per transaction.
         let start = index::index_prefix(T::TREE, name);
@@ -248,10 +232,7 @@ impl<T: Record> Tree<T> {
         let (start, end) = layout::revisions(T::TREE, id);
         let mut tx = self.db.begin().await?;
         let last = tx.scan(&start, &end, true, 1).await?;
-        Ok(last
-            .first()
-            .and_then(|(k, _)| layout::parse_record(T::TREE, k))
-            .map(|(id, revision)| Key::new(id, revision)))
+        Ok(last.first().and_then(|(k, _)| record_key::<T>(k)))
     }
 
     /// A fresh id: from the handle's reserved block, reserving the next block of the tree's
@@ -428,13 +409,13 @@ impl<T: Record> Tree<T> {
     /// Every revision of record `id`, oldest first.
     pub async fn revisions(&self, id: u64) -> Result<Vec<Key<T>>> {
         let (start, end) = layout::revisions(T::TREE, id);
-        self.keys_in(&start, &end).await
+        self.keys_in(&start, &end, record_key::<T>).await
     }
 
     /// Every key of the tree, in key order.
     pub async fn keys(&self) -> Result<Vec<Key<T>>> {
         let (start, end) = layout::records(T::TREE);
-        self.keys_in(&start, &end).await
+        self.keys_in(&start, &end, record_key::<T>).await
     }
 
     /// Call `f` with every record of the tree, in key order, archived and validated, at
@@ -518,17 +499,20 @@ impl<T: Record> Tree<T> {
         }))
     }
 
-    async fn keys_in(&self, start: &[u8], end: &[u8]) -> Result<Vec<Key<T>>> {
+    /// The record keys that `parse` reads from the entries of `[start, end)` (records or
+    /// index entries), in key order, at one snapshot.
+    async fn keys_in(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        parse: fn(&[u8]) -> Option<Key<T>>,
+    ) -> Result<Vec<Key<T>>> {
         let mut tx = self.db.begin().await?;
         let mut out = Vec::new();
         let mut from = start.to_vec();
         loop {
             let chunk = tx.scan(&from, end, false, 1024).await?;
-            for (k, _) in &chunk {
-                if let Some((id, revision)) = layout::parse_record(T::TREE, k) {
-                    out.push(Key::new(id, revision));
-                }
-            }
+            out.extend(chunk.iter().filter_map(|(k, _)| parse(k)));
             match chunk.last() {
                 Some((k, _)) if chunk.len() == 1024 => {
                     from = k.clone();
@@ -538,6 +522,11 @@ impl<T: Record> Tree<T> {
             }
         }
     }
+}
+
+/// The key of a record entry of `T`'s tree.
+fn record_key<T: Record>(entry: &[u8]) -> Option<Key<T>> {
+    layout::parse_record(T::TREE, entry).map(|(id, revision)| Key::new(id, revision))
 }
 
 /// Visits the records of a scan, validating each.
@@ -551,10 +540,9 @@ impl<T: Record, F: FnMut(Key<T>, &T::Archived) -> bool + Send> strata_engine::Vi
     for Each<'_, T, F>
 {
     fn visit(&mut self, key: &[u8], value: strata_engine::ValueRef<'_>) -> bool {
-        let Some((id, revision)) = layout::parse_record(T::TREE, key) else {
+        let Some(key) = record_key::<T>(key) else {
             return true;
         };
-        let key = Key::<T>::new(id, revision);
         let step = with_stored::<T, bool>(key, value.data, |a| (self.f)(key, a));
         match step {
             Ok(go_on) => go_on,

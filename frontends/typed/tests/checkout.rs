@@ -5,8 +5,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_engine::{Database, Engine, EngineConfig};
 use strata_typed::{record, Error, Tree, Wait};
+
+mod common;
+use common::database;
 
 #[record(tree = "machines", version = 1)]
 #[derive(Debug, Clone, PartialEq)]
@@ -17,14 +19,6 @@ pub struct Machine {
 
 const HOUR: Duration = Duration::from_secs(3600);
 const LONG_WAIT: Wait = Wait::Up(Duration::from_secs(600));
-
-async fn database() -> Database {
-    let engine: &'static Engine = Box::leak(Box::new(Engine::new(
-        Arc::new(strata_backend_memory::MemoryBackend::new()),
-        EngineConfig::default(),
-    )));
-    engine.open_or_create("typed").await.unwrap()
-}
 
 fn machine(hours: u64) -> Machine {
     Machine {

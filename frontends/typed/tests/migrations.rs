@@ -2,10 +2,10 @@
 //! wrote through migrations declared next to the type; code at an earlier version reading
 //! later data gets an error naming both versions; `migrate` rewrites a tree.
 
-use std::sync::Arc;
-
-use strata_engine::{Database, Engine, EngineConfig};
 use strata_typed::{record, Error, Key, RevisionState, Tree};
+
+mod common;
+use common::database;
 
 /// Version 1: a part with a name and a count.
 mod v1 {
@@ -65,14 +65,6 @@ impl From<v2::Part> for Part {
             bin: old.bin.unwrap_or_else(|| "unassigned".into()),
         }
     }
-}
-
-async fn database() -> Database {
-    let engine: &'static Engine = Box::leak(Box::new(Engine::new(
-        Arc::new(strata_backend_memory::MemoryBackend::new()),
-        EngineConfig::default(),
-    )));
-    engine.open_or_create("typed").await.unwrap()
 }
 
 #[tokio::test]

@@ -1,12 +1,13 @@
 //! Records in typed trees over the in-memory backend: keys, reads in place, updates,
 //! revisions and releases, metadata, and stored bytes that are not what the code expects.
 
-use std::sync::Arc;
-
 use std::time::Duration;
-use strata_engine::{Database, Engine, EngineConfig, Value};
+use strata_engine::{Database, Value};
 
 use strata_typed::{record, Error, Key, RawKey, RevisionState, Tree, Wait};
+
+mod common;
+use common::database;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -37,16 +38,6 @@ mod later {
         pub tags: Vec<String>,
         pub location: Option<String>,
     }
-}
-
-/// A database of a fresh in-memory engine; the engine lives as long as the test (a
-/// dropped engine shuts its databases down).
-async fn database() -> Database {
-    let engine: &'static Engine = Box::leak(Box::new(Engine::new(
-        Arc::new(strata_backend_memory::MemoryBackend::new()),
-        EngineConfig::default(),
-    )));
-    engine.open_or_create("typed").await.unwrap()
 }
 
 fn part(name: &str, stock: u32) -> Part {
