@@ -25,7 +25,7 @@ pub struct Lease {
 }
 
 /// The stored check-out of one record.
-#[derive(Debug, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub(crate) struct LeaseRecord {
     holder: Option<String>,
     until_ms: u64,
@@ -33,7 +33,7 @@ pub(crate) struct LeaseRecord {
     waiters: Vec<Waiter>,
 }
 
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Waiter {
     who: String,
     until_ms: u64,
@@ -43,6 +43,28 @@ impl LeaseRecord {
     /// The holder, if the lease is held at `now`.
     fn held_by(&self, now: u64) -> Option<&str> {
         self.holder.as_deref().filter(|_| self.until_ms > now)
+    }
+
+    /// Who stands between `user` and the record at `now`, and until when: its holder, or
+    /// else the first other waiter.
+    fn in_the_way(&self, user: &str, now: u64) -> (String, u64) {
+        match self.held_by(now) {
+            Some(h) if h != user => (h.to_string(), self.until_ms),
+            _ => self
+                .waiters
+                .iter()
+                .find(|w| w.who != user)
+                .map_or((String::new(), now), |w| (w.who.clone(), w.until_ms)),
+        }
+    }
+}
+
+/// Record `id` of `tree`, as errors about its check-out name it.
+fn record(tree: &str, id: u64) -> RawKey {
+    RawKey {
+        tree: tree.to_string(),
+        id,
+        revision: 0,
     }
 }
 
@@ -54,11 +76,7 @@ pub(crate) async fn read_lease(
     match tx.get(&layout::lease(tree, id)).await? {
         None => Ok(LeaseRecord::default()),
         Some(v) => serde_json::from_slice(&v.data).map_err(|e| Error::Corrupt {
-            key: RawKey {
-                tree: tree.to_string(),
-                id,
-                revision: 0,
-            },
+            key: record(tree, id),
             detail: format!("check-out record: {e}"),
         }),
     }
@@ -129,7 +147,7 @@ impl<T: Record> Tree<T> {
             let queue_until = deadline.filter(|d| *d > now);
             let attempt = in_transaction!(db, |tx| {
                 let mut rec = read_lease(tx, T::TREE, id).await?;
-                let before = serde_json::to_vec(&rec).unwrap_or_default();
+                let before = rec.clone();
                 rec.waiters.retain(|w| w.until_ms > now || w.who == user);
                 let free = match rec.held_by(now) {
                     None => true,
@@ -146,16 +164,7 @@ impl<T: Record> Tree<T> {
                         until_ms: rec.until_ms,
                     }));
                 }
-                let (holder, until_ms) = match rec.held_by(now) {
-                    Some(h) if h != user => (h.to_string(), rec.until_ms),
-                    _ => {
-                        let w = rec.waiters.iter().find(|w| w.who != user);
-                        (
-                            w.map(|w| w.who.clone()).unwrap_or_default(),
-                            w.map_or(now, |w| w.until_ms),
-                        )
-                    }
-                };
+                let (holder, until_ms) = rec.in_the_way(&user, now);
                 match queue_until {
                     Some(until) => match rec.waiters.iter_mut().find(|w| w.who == user) {
                         Some(w) => w.until_ms = until,
@@ -168,7 +177,7 @@ impl<T: Record> Tree<T> {
                 }
                 // Only a change is written: a waiter that rewrote its unchanged place on
                 // every wake-up would wake the others, and they it, without end.
-                if serde_json::to_vec(&rec).unwrap_or_default() != before {
+                if rec != before {
                     write_lease(tx, T::TREE, id, &rec)?;
                 }
                 Ok::<_, Error>(Attempt::Busy { holder, until_ms })
@@ -179,11 +188,7 @@ impl<T: Record> Tree<T> {
             };
             let Some(until) = queue_until else {
                 return Err(Error::CheckedOut {
-                    key: RawKey {
-                        tree: T::TREE.to_string(),
-                        id,
-                        revision: 0,
-                    },
+                    key: record(T::TREE, id),
                     holder,
                     until_ms,
                 });
@@ -214,11 +219,7 @@ impl<T: Record> Tree<T> {
             let mut rec = read_lease(tx, T::TREE, id).await?;
             if rec.held_by(now) != Some(user.as_str()) {
                 return Err(Error::NotCheckedOut {
-                    key: RawKey {
-                        tree: T::TREE.to_string(),
-                        id,
-                        revision: 0,
-                    },
+                    key: record(T::TREE, id),
                     user: user.clone(),
                 });
             }

@@ -155,6 +155,19 @@ async fn waiters_are_served_in_arrival_order() {
         tokio::spawn(async move { carol.check_out(k.id(), HOUR, LONG_WAIT).await })
     };
     until(|| async { ann.queue(k.id()).await.unwrap() == ["bob", "carol"] }).await;
+    // Queued waiters leave the check-out record alone: were each to rewrite its place when
+    // woken, they would wake each other without end.
+    let mut lease_key = vec![strata_typed::layout::PREFIX, 0x04];
+    lease_key.extend_from_slice(b"machines\0");
+    lease_key.extend_from_slice(&k.id().to_be_bytes());
+    let written = db.get(&lease_key).await.unwrap().unwrap().versionstamp;
+    for _ in 0..1000 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(
+        db.get(&lease_key).await.unwrap().unwrap().versionstamp,
+        written
+    );
     // A newcomer that does not wait is refused.
     let dave = Tree::<Machine>::open(db.clone()).as_user("dave");
     assert!(dave.check_out(k.id(), HOUR, Wait::No).await.is_err());
