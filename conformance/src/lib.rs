@@ -347,6 +347,57 @@ pub async fn u64_at(db: &strata_engine::Database, key: &[u8]) -> Result<Option<u
         .and_then(|e| e.value.as_u64()))
 }
 
+/// Makes writers and a reader overlap on any machine: the reader counts each pass
+/// ([`Pace::pass`]), and each writer, every few steps, waits for a pass newer than the last
+/// it saw ([`Pace::every`]). Without it a fast store can finish every write before the
+/// reader's first pass. A writer never waits on a reader that is gone.
+pub struct Pace {
+    passes: tokio::sync::watch::Sender<u64>,
+}
+
+/// A writer's side of a [`Pace`].
+pub struct Paced {
+    passes: tokio::sync::watch::Receiver<u64>,
+    seen: u64,
+}
+
+impl Default for Pace {
+    fn default() -> Self {
+        Pace {
+            passes: tokio::sync::watch::channel(0).0,
+        }
+    }
+}
+
+impl Pace {
+    /// One more reader pass done.
+    pub fn pass(&self) {
+        self.passes.send_modify(|n| *n += 1);
+    }
+
+    /// A writer's handle.
+    pub fn writer(&self) -> Paced {
+        Paced {
+            passes: self.passes.subscribe(),
+            seen: 0,
+        }
+    }
+}
+
+impl Paced {
+    /// At every `every`-th `step` (the first included), wait for a reader pass newer than
+    /// the last one seen.
+    pub async fn every(&mut self, step: u64, every: u64) {
+        if !step.is_multiple_of(every.max(1)) {
+            return;
+        }
+        let seen = self.seen;
+        if let Ok(n) = self.passes.wait_for(|n| *n > seen).await {
+            self.seen = *n;
+        }
+    }
+}
+
 /// Wait up to `timeout` for `probe` to return true.
 pub async fn eventually<F, Fut>(timeout: Duration, mut probe: F) -> bool
 where

@@ -10,7 +10,7 @@ use strata_engine::{
 
 use crate::gate::{Gate, Point};
 use crate::suites::kv::committed;
-use crate::{cases, ensure, ensure_eq, u64_at, CaseResult, Harness, Step, Suite};
+use crate::{cases, ensure, ensure_eq, u64_at, CaseResult, Harness, Pace, Step, Suite};
 
 pub fn suite() -> Suite {
     Suite {
@@ -253,10 +253,13 @@ async fn latest_reads_stay_consistent_under_deletes(h: &Harness) -> CaseResult {
     };
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
+    let pace = Pace::default();
     let writer = {
         let db = db.clone();
+        let mut paced = pace.writer();
         tokio::spawn(async move {
             for i in 0..rounds {
+                paced.every(i, 10).await;
                 let w = if i % 2 == 0 {
                     AtomicWrite::new()
                         .set(b"p/a".to_vec(), Value::u64(i))
@@ -288,6 +291,7 @@ async fn latest_reads_stay_consistent_under_deletes(h: &Harness) -> CaseResult {
             s.ranges[0]
         );
         reads += 1;
+        pace.pass();
     }
     writer.await.map_err(|e| e.to_string())?.step("writer")?;
     ensure!(reads > 0, "no reads overlapped the writes");
@@ -307,10 +311,13 @@ async fn transaction_reads_stay_consistent_under_deletes(h: &Harness) -> CaseRes
     db.atomic_write(AtomicWrite::new().delete(b"seed".to_vec()))
         .await
         .step("seed")?;
+    let pace = Pace::default();
     let writer = {
         let db = db.clone();
+        let mut paced = pace.writer();
         tokio::spawn(async move {
             for i in 0..rounds * 3 / 2 {
+                paced.every(i, 10).await;
                 let k = i % 5;
                 let (a, b) = (
                     format!("p/{k}/a").into_bytes(),
@@ -348,6 +355,7 @@ async fn transaction_reads_stay_consistent_under_deletes(h: &Harness) -> CaseRes
         }
         t.rollback();
         reads += 1;
+        pace.pass();
     }
     writer.await.map_err(|e| e.to_string())?.step("writer")?;
     ensure!(reads > 0, "no reads overlapped the writes");

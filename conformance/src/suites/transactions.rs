@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use strata_engine::{AtomicWrite, CommitOutcome, Database, EngineError, Value};
 
-use crate::{cases, ensure, ensure_eq, u64_at, CaseResult, Harness, Step, Suite};
+use crate::{cases, ensure, ensure_eq, u64_at, CaseResult, Harness, Pace, Step, Suite};
 
 pub fn suite() -> Suite {
     Suite {
@@ -386,12 +386,15 @@ async fn concurrent_bank_transfers_keep_the_total(h: &Harness) -> CaseResult {
         crate::BackendKind::Dynamodb => 8,
         _ => 30,
     };
+    let pace = Pace::default();
     let mut handles = Vec::new();
     for task in 0..8u64 {
         let db = db.clone();
+        let mut paced = pace.writer();
         handles.push(tokio::spawn(async move {
             let mut x = task * 7919 + 1;
-            for _ in 0..rounds {
+            for step in 0..rounds {
+                paced.every(step, 10).await;
                 x ^= x << 13;
                 x ^= x >> 7;
                 x ^= x << 17;
@@ -425,6 +428,7 @@ async fn concurrent_bank_transfers_keep_the_total(h: &Harness) -> CaseResult {
         let sum = total(db.clone()).await.step("audit")?;
         ensure_eq!(sum, accounts * 100);
         audits += 1;
+        pace.pass();
     }
     for h in handles {
         h.await.map_err(|e| e.to_string())?.step("transfer task")?;
