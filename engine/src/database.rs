@@ -112,6 +112,9 @@ pub(crate) struct Shared {
     /// hold and a collection never pass each other; read without the lock by point reads,
     /// which check it after reading instead of holding.
     pub horizon: AtomicU64,
+    /// The change feed is complete after this version; [`crate::feed::FEED_OFF`] while the
+    /// database has none.
+    pub feed_from: AtomicU64,
     pub watchers: Mutex<HashMap<Vec<u8>, Vec<Weak<Notify>>>>,
     pub queue_ready: Notify,
     pub commits: mpsc::Sender<CommitRequest>,
@@ -413,6 +416,37 @@ impl Database {
             }
         }
         let horizon = read_u64(store.get(layout::META_HORIZON).await?)?;
+        let feed_from = match store.get(layout::META_FEED).await? {
+            Some(b) => layout::be_u64(&b).ok_or_else(|| corrupt("bad change-feed record"))?,
+            None if !(multi_process || created && options.change_feed) => crate::feed::FEED_OFF,
+            None => {
+                // On a shared store every group's write record is kept anyway, so the feed
+                // is always on: a new database's from its beginning, one created before the
+                // feed existed from now. Conditional, as another process may be opening it
+                // too.
+                let from = if created { 0 } else { version };
+                let write = store
+                    .apply(
+                        vec![BatchOp::Put(
+                            layout::META_FEED.to_vec(),
+                            from.to_be_bytes().to_vec(),
+                        )],
+                        Durability::Sync,
+                        Some(Precondition {
+                            key: layout::META_FEED.to_vec(),
+                            expected: None,
+                        }),
+                    )
+                    .await;
+                match write {
+                    Ok(()) => from,
+                    Err(BackendError::PreconditionFailed) => {
+                        read_u64(store.get(layout::META_FEED).await?)?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
 
         let (tx, rx) = mpsc::channel(4096);
         let shared = Arc::new(Shared {
@@ -429,6 +463,7 @@ impl Database {
             last_delete: AtomicU64::new(version),
             stats: PipelineCounters::default(),
             horizon: AtomicU64::new(horizon),
+            feed_from: AtomicU64::new(feed_from),
             reads: Mutex::new(ReadRegistry {
                 active: BTreeMap::new(),
             }),

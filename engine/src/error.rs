@@ -52,6 +52,10 @@ pub enum EngineError {
     #[error("version {requested} is older than the oldest readable version {oldest} (history retention window)")]
     VersionTooOld { requested: u64, oldest: u64 },
 
+    /// A change-feed consumer fell further behind than the feed keeps.
+    #[error("the changes after version {after} are no longer kept (the feed starts after version {oldest}); read a snapshot and follow the feed from its version")]
+    ChangesTruncated { after: u64, oldest: u64 },
+
     #[error("version {requested} has not been committed yet (latest is {latest})")]
     VersionInFuture { requested: u64, latest: u64 },
 

@@ -11,8 +11,8 @@
 //! | queue message | `q` message-id | [`crate::queue`] message record |
 //! | queue ready index | `r` ready-at-ms message-id | empty |
 //! | commit times | `t` version | commit time in ms |
-//! | write sets | `w` version chunk | keys a group wrote (only when several processes share a store) |
-//! | meta | `m` name | version, horizon, database id, options |
+//! | write sets | `w` version chunk | keys a group's commits wrote, how, and at which version: the change feed ([`crate::feed`]) |
+//! | meta | `m` name | version, horizon, database id, options, where the change feed starts |
 //!
 //! Integers are big-endian so that byte order is numeric order. History keys escape the user
 //! key (`00` → `00 ff`) and end it with `00 00`, so that all versions of one key are
@@ -38,6 +38,8 @@ pub const META_VERSION: &[u8] = b"mversion";
 pub const META_HORIZON: &[u8] = b"mhorizon";
 pub const META_ID: &[u8] = b"mid";
 pub const META_OPTIONS: &[u8] = b"moptions";
+/// The version the change feed starts after (databases created before it had none).
+pub const META_FEED: &[u8] = b"mfeed";
 
 fn prefixed(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
     let len = 1 + parts.iter().map(|p| p.len()).sum::<usize>();

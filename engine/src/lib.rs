@@ -25,6 +25,7 @@ mod database;
 mod engine;
 mod error;
 mod expiry;
+mod feed;
 pub mod files;
 pub mod layout;
 mod limits;
@@ -57,6 +58,7 @@ pub use database::{
 };
 pub use engine::Engine;
 pub use error::{EngineError, Result};
+pub use feed::{Change, ChangeKind, Changes};
 pub use limits::{DatabaseOptions, EngineConfig, Limits};
 pub use listener::{ListenOptions, Listener};
 pub use log::{CommitLog, CommitLogFactory, LocalLog, LogEntry};

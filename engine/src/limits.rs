@@ -93,6 +93,11 @@ pub struct DatabaseOptions {
     pub durability: Durability,
     /// How long older versions stay readable (time travel), in milliseconds.
     pub history_retention_ms: u64,
+    /// Keep a change feed from creation on ([`crate::Database::changes`]). A database
+    /// without one can start it later with [`crate::Database::enable_change_feed`]; on a
+    /// store several processes share it is always kept.
+    #[serde(default)]
+    pub change_feed: bool,
 }
 
 impl Default for DatabaseOptions {
@@ -101,6 +106,7 @@ impl Default for DatabaseOptions {
             limits: Limits::default(),
             durability: Durability::Sync,
             history_retention_ms: 60_000,
+            change_feed: false,
         }
     }
 }

@@ -19,6 +19,7 @@ use std::sync::atomic::Ordering;
 
 use crate::backend::BackendError;
 use crate::error::{EngineError, Result};
+use crate::feed::WriteRecord;
 use crate::layout;
 use crate::log::LogEntry;
 use crate::mvcc::Cursor;
@@ -72,7 +73,7 @@ impl Pipeline {
             let Some((version, _)) = layout::parse_versioned(&k) else {
                 continue;
             };
-            let Some(rec) = WriteRecord::decode(&v) else {
+            let Some(rec) = WriteRecord::decode(&v, version) else {
                 return Err(EngineError::Corrupt {
                     database: shared.name.clone(),
                     detail: "bad write record".into(),
@@ -83,8 +84,9 @@ impl Pipeline {
                 shared.last_delete.fetch_max(version, Ordering::SeqCst);
             }
             queue_changed |= rec.queue_changed;
-            self.conflicts.record(version, rec.keys.clone());
-            touched.extend(rec.keys);
+            let keys: Vec<Vec<u8>> = rec.entries.into_iter().map(|w| w.key).collect();
+            self.conflicts.record(version, keys.clone());
+            touched.extend(keys);
         }
         if covered_from.is_none_or(|f| f > known + 1) {
             // Some commits' write sets are gone (garbage-collected): nothing older can be
@@ -154,123 +156,9 @@ impl Pipeline {
             return Ok(None);
         }
         let own = match store.get(&layout::writes(last_version, 0)).await? {
-            Some(raw) => WriteRecord::decode(&raw).is_some_and(|r| r.token == token),
+            Some(raw) => WriteRecord::decode(&raw, last_version).is_some_and(|r| r.token == token),
             None => false,
         };
         Ok(Some(own))
-    }
-}
-
-/// The keys one commit group wrote, stored under `w` version chunk when several processes
-/// share a database, so that the others can learn them.
-pub(crate) struct WriteRecord {
-    pub first_version: u64,
-    pub deleted: bool,
-    pub queue_changed: bool,
-    /// Names the batch, so that its own process recognises it after a lost answer.
-    pub token: u64,
-    pub keys: Vec<Vec<u8>>,
-}
-
-/// Bytes of keys per write-record chunk (a store item holds at most a few hundred KiB).
-const WRITE_CHUNK: usize = 256 * 1024;
-
-const DELETED: u8 = 1;
-const QUEUE_CHANGED: u8 = 2;
-const HAS_TOKEN: u8 = 4;
-
-impl WriteRecord {
-    /// Chunks of at most [`WRITE_CHUNK`] bytes of keys, each with the full header.
-    pub(crate) fn encode(&self) -> Vec<Vec<u8>> {
-        let header = |b: &mut Vec<u8>| {
-            let flags = HAS_TOKEN
-                | if self.deleted { DELETED } else { 0 }
-                | if self.queue_changed { QUEUE_CHANGED } else { 0 };
-            b.push(flags);
-            b.extend_from_slice(&self.first_version.to_be_bytes());
-            b.extend_from_slice(&self.token.to_be_bytes());
-        };
-        let mut chunks = Vec::new();
-        let mut cur = Vec::new();
-        header(&mut cur);
-        let header_len = cur.len();
-        for k in &self.keys {
-            if cur.len() + k.len() + 4 > WRITE_CHUNK && cur.len() > header_len {
-                chunks.push(std::mem::take(&mut cur));
-                header(&mut cur);
-            }
-            cur.extend_from_slice(&(k.len() as u32).to_be_bytes());
-            cur.extend_from_slice(k);
-        }
-        chunks.push(cur);
-        chunks
-    }
-
-    pub(crate) fn decode(b: &[u8]) -> Option<WriteRecord> {
-        let flags = *b.first()?;
-        let first_version = layout::be_u64(b.get(1..9)?)?;
-        let (token, mut rest) = if flags & HAS_TOKEN != 0 {
-            (layout::be_u64(b.get(9..17)?)?, &b[17..])
-        } else {
-            (0, &b[9..])
-        };
-        let mut keys = Vec::new();
-        while !rest.is_empty() {
-            let n = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-            keys.push(rest.get(4..4 + n)?.to_vec());
-            rest = &rest[4 + n..];
-        }
-        Some(WriteRecord {
-            first_version,
-            deleted: flags & DELETED != 0,
-            queue_changed: flags & QUEUE_CHANGED != 0,
-            token,
-            keys,
-        })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn write_records_round_trip_in_chunks() {
-        let keys: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 10_000]).collect();
-        let rec = WriteRecord {
-            first_version: 7,
-            deleted: true,
-            queue_changed: false,
-            token: 99,
-            keys: keys.clone(),
-        };
-        let chunks = rec.encode();
-        assert!(chunks.len() > 1, "400 KB of keys take several chunks");
-        let mut back = Vec::new();
-        for c in &chunks {
-            assert!(c.len() <= WRITE_CHUNK + 17);
-            let d = WriteRecord::decode(c).unwrap();
-            assert_eq!(
-                (d.first_version, d.deleted, d.queue_changed, d.token),
-                (7, true, false, 99)
-            );
-            back.extend(d.keys);
-        }
-        assert_eq!(back, keys);
-    }
-
-    #[test]
-    fn write_records_without_a_token_still_decode() {
-        let mut old = vec![DELETED | QUEUE_CHANGED];
-        old.extend_from_slice(&5u64.to_be_bytes());
-        old.extend_from_slice(&3u32.to_be_bytes());
-        old.extend_from_slice(b"abc");
-        let d = WriteRecord::decode(&old).unwrap();
-        assert_eq!(
-            (d.first_version, d.token, d.keys),
-            (5, 0, vec![b"abc".to_vec()])
-        );
-        assert!(d.deleted && d.queue_changed);
-        assert!(WriteRecord::decode(&old[..6]).is_none());
     }
 }

@@ -48,9 +48,10 @@ use crate::clock::now_ms;
 use crate::conflict::ConflictTracker;
 use crate::database::Shared;
 use crate::error::{EngineError, Result};
+use crate::feed::{ChangeKind, WriteRecord, Written, FEED_OFF};
 use crate::layout;
 use crate::log::LogEntry;
-use crate::multi_writer::{group_token, Settled, WriteRecord};
+use crate::multi_writer::{group_token, Settled};
 use crate::overlay::Overlay;
 use crate::queue::{MessageId, QueueMessage, RestoreMessage};
 use crate::resolve::Resolve;
@@ -80,6 +81,8 @@ pub(crate) enum CommitOp {
         lease: u64,
     },
     Gc,
+    /// Start the change feed (see [`crate::feed`]).
+    EnableFeed,
     /// Learn commits other processes made (multi-process stores).
     CatchUp,
     Restore {
@@ -488,6 +491,7 @@ impl Pipeline {
                 version: self.next_version,
                 now: group.now,
                 touched: Vec::new(),
+                marks: Vec::new(),
                 deleted: false,
                 queue_changed: false,
                 horizon: None,
@@ -496,6 +500,7 @@ impl Pipeline {
                 Ok(r) => {
                     let Resolve {
                         touched,
+                        marks,
                         deleted,
                         queue_changed,
                         horizon,
@@ -503,6 +508,12 @@ impl Pipeline {
                         ..
                     } = cx;
                     if r.sequenced {
+                        let offset = group.tally.touched.len();
+                        group.tally.feed.extend(
+                            marks
+                                .iter()
+                                .filter_map(|m| Some((offset + m.at, m.kind()?, version))),
+                        );
                         group.tally.pending.record(version, touched.clone());
                         self.next_version += 1;
                         if deleted {
@@ -568,17 +579,32 @@ impl Pipeline {
             if commits {
                 ov.put(layout::times(last_version), now.to_be_bytes().to_vec());
             }
-            if let Some(token) = token {
+            let feed_on = self.shared.feed_from.load(Ordering::SeqCst) != FEED_OFF;
+            if token.is_some() || (feed_on && !sealed.tally.feed.is_empty()) {
+                // The change feed, and on a shared store how other processes learn this
+                // group's writes.
+                let touched = &sealed.tally.touched;
                 let record = WriteRecord {
                     first_version: start_version,
                     deleted: deleted_at > 0,
                     queue_changed: sealed.tally.queue_changed,
-                    token,
-                    keys: sealed.tally.touched.clone(),
+                    token: token.unwrap_or(0),
+                    entries: sealed
+                        .tally
+                        .feed
+                        .iter()
+                        .map(|&(at, kind, version)| Written {
+                            key: touched[at].clone(),
+                            kind,
+                            version,
+                        })
+                        .collect(),
                 };
                 for (chunk, bytes) in record.encode().into_iter().enumerate() {
                     ov.put(layout::writes(last_version, chunk as u16), bytes);
                 }
+            }
+            if token.is_some() {
                 precondition = Some(Precondition {
                     key: layout::META_VERSION.to_vec(),
                     expected: self.stored_version.map(|v| v.to_be_bytes().to_vec()),
@@ -642,6 +668,9 @@ struct Tally {
     start_version: u64,
     results: Vec<Result<CommitReply>>,
     touched: Vec<Vec<u8>>,
+    /// The change feed's entries: a key (by its place in `touched`), what its commit did
+    /// to it, and the commit's version.
+    feed: Vec<(usize, ChangeKind, u64)>,
     queue_changed: bool,
     pending: PendingWrites,
     resolving: Duration,
@@ -668,6 +697,7 @@ impl<'s> Group<'s> {
                 start_version,
                 results: Vec::new(),
                 touched: Vec::new(),
+                feed: Vec::new(),
                 queue_changed: false,
                 pending: PendingWrites::default(),
                 resolving: Duration::ZERO,

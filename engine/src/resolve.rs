@@ -10,12 +10,14 @@ use crate::atomic::{AtomicWrite, CommitOutcome, MutationKind};
 use crate::conflict::ConflictTracker;
 use crate::database::Shared;
 use crate::error::{EngineError, Result};
+use crate::feed::{Before, Mark, FEED_OFF};
 use crate::layout::{self, Record, READY};
 use crate::mvcc::decode;
 use crate::overlay::Overlay;
 use crate::pipeline::{CommitOp, CommitReply, PendingWrites, Resolved};
 use crate::queue::{MessageId, MessageRecord, QueueMessage, DEFAULT_BACKOFF};
 use crate::value::{Value, Versionstamp};
+use std::sync::atomic::Ordering;
 
 /// One commit being resolved within its group.
 pub(crate) struct Resolve<'o, 's> {
@@ -24,6 +26,9 @@ pub(crate) struct Resolve<'o, 's> {
     pub(crate) version: u64,
     pub(crate) now: u64,
     pub(crate) touched: Vec<Vec<u8>>,
+    /// For the change feed: each key's first write in this commit, by its place in
+    /// `touched`.
+    pub(crate) marks: Vec<Mark>,
     pub(crate) deleted: bool,
     pub(crate) queue_changed: bool,
     pub(crate) horizon: Option<u64>,
@@ -103,6 +108,24 @@ impl Resolve<'_, '_> {
                 })
             }
             CommitOp::Gc => self.gc().await,
+            CommitOp::EnableFeed => {
+                // Resolved in the pipeline's order: every group sealed after this one
+                // records its changes, and none before it did (past this version).
+                let from = self.version - 1;
+                let shared = self.shared;
+                if shared
+                    .feed_from
+                    .compare_exchange(FEED_OFF, from, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+                {
+                    self.ov
+                        .put(layout::META_FEED.to_vec(), from.to_be_bytes().to_vec());
+                }
+                Ok(Resolved {
+                    reply: CommitReply::Done,
+                    sequenced: false,
+                })
+            }
             CommitOp::CatchUp => Ok(Resolved {
                 reply: CommitReply::Done,
                 sequenced: false,
@@ -131,6 +154,29 @@ impl Resolve<'_, '_> {
         if old.is_none() && new.is_none() {
             return Ok(());
         }
+        let rewrite = old
+            .as_ref()
+            .is_some_and(|(r, _)| r.version() == self.version);
+        if rewrite {
+            // The commit wrote this key before: its first write's mark says how the commit
+            // found it.
+            let marks = &mut self.marks;
+            let touched = &self.touched;
+            if let Some(m) = marks.iter_mut().rev().find(|m| touched[m.at] == key) {
+                m.after = new.is_some();
+            }
+        } else {
+            let before = match &old {
+                None => Before::Absent,
+                Some((r, _)) if r.is_live(self.now) => Before::Live,
+                Some(_) => Before::Expired,
+            };
+            self.marks.push(Mark {
+                at: self.touched.len(),
+                before,
+                after: new.is_some(),
+            });
+        }
         if let Some((old, raw)) = &old {
             // A key written twice by one commit keeps only its pre-commit version as history.
             if old.version() != self.version {
@@ -153,7 +199,9 @@ impl Resolve<'_, '_> {
                 self.deleted = true;
             }
         }
-        self.touched.push(key.to_vec());
+        if !rewrite {
+            self.touched.push(key.to_vec());
+        }
         Ok(())
     }
 

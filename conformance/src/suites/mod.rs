@@ -7,6 +7,7 @@ pub mod crash;
 pub mod databases;
 pub mod dynamodb;
 pub mod expiry;
+pub mod feed;
 pub mod group_commit;
 pub mod kv;
 pub mod limits;
@@ -37,6 +38,7 @@ pub fn all() -> Vec<Suite> {
         mvcc::suite(),
         transactions::suite(),
         watch::suite(),
+        feed::suite(),
         expiry::suite(),
         queues::suite(),
         databases::suite(),

@@ -26,6 +26,7 @@ pub fn suite() -> Suite {
             reads_see_the_other_writers_commits,
             transactions_conflict_across_writers,
             watchers_hear_the_other_writer,
+            one_feed_orders_both_writers_commits,
             queue_leases_are_exclusive_across_writers,
             another_writers_collection_fails_old_reads_clearly,
             snapshots_never_mix_states_across_writers,
@@ -191,6 +192,34 @@ async fn watchers_hear_the_other_writer(h: &Harness) -> CaseResult {
         .map_err(|_| "no notification")?
         .step("next")?;
     ensure_eq!(next[0].as_ref().and_then(|e| e.value.as_u64()), Some(5));
+    Ok(())
+}
+
+async fn one_feed_orders_both_writers_commits(h: &Harness) -> CaseResult {
+    let (a, b) = (engine(h), engine(h));
+    let da = a.open_or_create("shared").await.step("open a")?;
+    let db = b.open_or_create("shared").await.step("open b")?;
+    let start = da.version();
+    let mut written = Vec::new();
+    for i in 0..10u64 {
+        let d = if i % 2 == 0 { &da } else { &db };
+        let key = format!("f{i}").into_bytes();
+        let v = vs(d
+            .atomic_write(AtomicWrite::new().set(key.clone(), Value::u64(i)))
+            .await
+            .step("write")?)?;
+        written.push((v.version(), key));
+    }
+    // Each process's feed holds both processes' commits, in one order.
+    for d in [&da, &db] {
+        let page = d.changes(start, 1_000).await.step("changes")?;
+        let seen: Vec<(u64, Vec<u8>)> = page
+            .changes
+            .into_iter()
+            .map(|c| (c.version, c.key))
+            .collect();
+        ensure_eq!(seen, written);
+    }
     Ok(())
 }
 

@@ -39,6 +39,7 @@ impl ApiError {
                 | EngineError::InvalidMutation(_)
                 | EngineError::InvalidRequest(_)
                 | EngineError::VersionTooOld { .. }
+                | EngineError::ChangesTruncated { .. }
                 | EngineError::VersionInFuture { .. } => StatusCode::BAD_REQUEST,
                 EngineError::DatabaseNotFound(_) => StatusCode::NOT_FOUND,
                 EngineError::DatabaseExists(_)
