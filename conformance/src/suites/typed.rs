@@ -6,7 +6,7 @@
 use std::time::Duration;
 use strata_engine::Value;
 
-use strata_typed::{record, Error, Key, NameIndex, RevisionState, Tree, Wait};
+use strata_typed::{record, Error, EventKind, Events, Key, NameIndex, RevisionState, Tree, Wait};
 
 const HOUR: Duration = Duration::from_secs(3600);
 
@@ -26,6 +26,7 @@ pub fn suite() -> Suite {
             records_survive_a_restart,
             check_outs_are_exclusive_and_survive_a_restart,
             indexes_follow_writes,
+            events_follow_commits_and_resume_after_a_restart,
         ],
     }
 }
@@ -304,5 +305,73 @@ async fn indexes_follow_writes(h: &Harness) -> CaseResult {
     ensure_eq!(ix.similar(&tree, "m6").await.step("similar")?, vec![a]);
     ensure_eq!(tree.rebuild_index("part").await.step("rebuild")?, 1);
     ensure_eq!(ix.exact(&tree, "Hex Bolt M6").await.step("exact")?, vec![a]);
+    Ok(())
+}
+
+async fn events_follow_commits_and_resume_after_a_restart(h: &Harness) -> CaseResult {
+    let (k, seen, cursor) = {
+        let engine = h.engine();
+        let db = engine.open_or_create("typed").await.step("open")?;
+        let tree = Tree::<Drawing>::open(db.clone()).as_user("ann");
+        let from = tree.cursor().await.step("cursor")?;
+        let mut events = tree.events(from);
+        let k = tree
+            .insert(&Drawing {
+                title: "frame".into(),
+                sheets: 2,
+            })
+            .await
+            .step("insert")?;
+        tree.check_out(k.id(), HOUR, Wait::No)
+            .await
+            .step("check out")?;
+        tree.release(k).await.step("release")?;
+        let mut seen = Vec::new();
+        for _ in 0..3 {
+            let e = tokio::time::timeout(Duration::from_secs(10), events.next())
+                .await
+                .map_err(|_| "an event did not arrive")?
+                .step("next")?;
+            seen.push(e);
+        }
+        let kinds: Vec<EventKind> = seen.iter().map(|e| e.kind.clone()).collect();
+        ensure_eq!(kinds[0], EventKind::Created { revision: 1 });
+        ensure!(
+            matches!(&kinds[1], EventKind::CheckOut { holder: Some(h), .. } if h == "ann"),
+            "check-out event: {:?}",
+            kinds[1]
+        );
+        ensure_eq!(kinds[2], EventKind::Released { revision: 1 });
+        ensure!(
+            events.try_next().await.step("more")?.is_none(),
+            "three commits, three events"
+        );
+        let cursor = seen[2].cursor;
+        engine.close().await;
+        (k, seen, cursor)
+    };
+    let engine = h.engine();
+    let db = engine.open_or_create("typed").await.step("reopen")?;
+    let tree = Tree::<Drawing>::open(db.clone()).as_user("ann");
+    let next = tree
+        .draft_next(
+            k,
+            &Drawing {
+                title: "frame r2".into(),
+                sheets: 3,
+            },
+        )
+        .await
+        .step("draft next")?;
+    let mut resumed = Events::all(db, cursor);
+    let e = resumed
+        .try_next()
+        .await
+        .step("resume")?
+        .ok_or("missed the new draft")?;
+    if h.kind.persistent() {
+        ensure_eq!(e.key::<Drawing>(), Some(next));
+        ensure!(e.cursor > seen[2].cursor, "after the stored cursor");
+    }
     Ok(())
 }

@@ -40,6 +40,11 @@ struct Waiter {
 }
 
 impl LeaseRecord {
+    /// The holder as stored (even if the lease has run out since), and until when.
+    pub(crate) fn holding(&self) -> (Option<&str>, u64) {
+        (self.holder.as_deref(), self.until_ms)
+    }
+
     /// The holder, if the lease is held at `now`.
     fn held_by(&self, now: u64) -> Option<&str> {
         self.holder.as_deref().filter(|_| self.until_ms > now)

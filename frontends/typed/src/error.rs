@@ -55,6 +55,10 @@ pub enum Error {
     #[error("this handle of tree {tree:?} has no index {index:?} (see Tree::with_indexer)")]
     UnknownIndex { tree: &'static str, index: String },
 
+    /// An event cursor that is not `version.within`.
+    #[error("{0:?} is not an event cursor (expected version.within, as Cursor displays it)")]
+    BadCursor(String),
+
     #[error("could not encode a record of tree {tree:?}: {detail}")]
     Encode { tree: &'static str, detail: String },
 }

@@ -73,6 +73,39 @@ pub(crate) fn parse_record(tree: &str, key: &[u8]) -> Option<(u64, u32)> {
     Some((u64::from_be_bytes(*id), u32::from_be_bytes(revision)))
 }
 
+/// What a typed key is about, as [`parse_any`] finds it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    Record { revision: u32 },
+    Lease,
+}
+
+/// A record or check-out key, taken apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Parsed<'k> {
+    pub tree: &'k str,
+    pub id: u64,
+    pub kind: Kind,
+}
+
+/// The tree, id and kind of a record or check-out key of any tree; `None` for every other
+/// key.
+pub(crate) fn parse_any(key: &[u8]) -> Option<Parsed<'_>> {
+    let (&kind, rest) = key.strip_prefix(&[PREFIX])?.split_first()?;
+    let end = rest.iter().position(|&b| b == 0)?;
+    let tree = std::str::from_utf8(&rest[..end]).ok()?;
+    let body = &rest[end + 1..];
+    let id = u64::from_be_bytes(*body.first_chunk::<8>()?);
+    let kind = match (kind, &body[8..]) {
+        (RECORD, rev) => Kind::Record {
+            revision: u32::from_be_bytes(rev.try_into().ok()?),
+        },
+        (LEASE, []) => Kind::Lease,
+        _ => return None,
+    };
+    Some(Parsed { tree, id, kind })
+}
+
 /// The envelope: `STRT`, the format (1), flags, a reserved byte, the schema version (u32
 /// LE), 5 reserved bytes; then the archive, 16-byte aligned like the header.
 pub(crate) const HEADER: usize = 16;

@@ -45,6 +45,7 @@
 macro_rules! in_transaction {
     ($db:expr, |$tx:ident| $body:block) => {{
         let mut attempt = 0usize;
+        $crate::events::ensure_feed(&$db).await?;
         loop {
             let mut txn = $db.begin().await?;
             let out = {
@@ -65,6 +66,7 @@ macro_rules! in_transaction {
 
 mod checkout;
 mod error;
+pub mod events;
 pub mod index;
 mod key;
 pub mod layout;
@@ -72,6 +74,7 @@ mod tree;
 
 pub use checkout::{Lease, Wait};
 pub use error::{Error, Result};
+pub use events::{Cursor, Event, EventKind, Events};
 pub use index::{Indexer, NameIndex};
 pub use key::{Key, RawKey};
 pub use strata_typed_derive::record;

@@ -289,6 +289,19 @@ impl<T: Record> Tree<T> {
             })
     }
 
+    /// This tree's events after `from` (see [`crate::events`]). To follow the tree from
+    /// its current state, read it, then subscribe from [`Tree::cursor`] taken before.
+    pub fn events(&self, from: crate::Cursor) -> crate::Events {
+        crate::Events::new(self.db.clone(), Some(T::TREE.to_string()), from)
+    }
+
+    /// A cursor at the database's current version: events after it are those of commits
+    /// not yet made.
+    pub async fn cursor(&self) -> Result<crate::Cursor> {
+        crate::events::ensure_feed(&self.db).await?;
+        Ok(crate::Cursor::after(self.db.version()))
+    }
+
     /// Call `f` with the record under `key` in its archived form, validated but not
     /// deserialized.
     pub async fn with<R>(
