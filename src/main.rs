@@ -168,6 +168,23 @@ struct ServeArgs {
     #[cfg(feature = "sql")]
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Serve typed KV sync (gRPC) for replicas on this address (port 0 picks a free port).
+    #[cfg(feature = "typed")]
+    #[arg(long, requires = "typed_tokens")]
+    typed: Option<String>,
+    /// Who may sync typed trees: USER:TOKEN, repeated or comma-separated (also
+    /// STRATA_TYPED_TOKENS).
+    #[cfg(feature = "typed")]
+    #[arg(
+        long = "typed-token",
+        env = "STRATA_TYPED_TOKENS",
+        value_delimiter = ','
+    )]
+    typed_tokens: Vec<String>,
+    /// The database typed trees are served from.
+    #[cfg(feature = "typed")]
+    #[arg(long, default_value = "typed")]
+    typed_database: String,
 }
 
 #[cfg(feature = "sql")]
@@ -421,11 +438,31 @@ async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs) -> CliResult {
             strata_pgwire::Server::new(engine.clone(), strata_pgwire::Config { auth, tls });
         Some((server, listener, addr))
     };
+    #[cfg(feature = "typed")]
+    let typed = match &args.typed {
+        None => None,
+        Some(at) => {
+            let tokens = strata_typed::sync::Tokens::parse(&args.typed_tokens)?;
+            let db = engine
+                .open_or_create(&args.typed_database)
+                .await
+                .map_err(|e| e.to_string())?;
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| format!("cannot listen on {at}: {e}"))?;
+            let addr = listener.local_addr().map_err(|e| e.to_string())?;
+            Some((db, tokens, listener, addr))
+        }
+    };
     tracing::info!(store = %engine.backend().describe(), "servers ready");
     println!("Listening on http://{addr}");
     #[cfg(feature = "sql")]
     if let Some((_, _, addr)) = &pg {
         println!("PostgreSQL on {addr}");
+    }
+    #[cfg(feature = "typed")]
+    if let Some((_, _, _, addr)) = &typed {
+        println!("Typed sync on http://{addr}");
     }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
@@ -449,10 +486,23 @@ async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs) -> CliResult {
     };
     #[cfg(not(feature = "sql"))]
     let pg = async { Ok::<(), std::io::Error>(()) };
-    let (kv, pg) = tokio::join!(kv, pg);
+    #[cfg(feature = "typed")]
+    let typed = async {
+        match typed {
+            Some((db, tokens, listener, _)) => {
+                strata_typed::sync::serve(db, tokens, listener, until_stopped(stopped.clone()))
+                    .await
+            }
+            None => Ok(()),
+        }
+    };
+    #[cfg(not(feature = "typed"))]
+    let typed = async { Ok::<(), String>(()) };
+    let (kv, pg, typed) = tokio::join!(kv, pg, typed);
     signal.abort();
     kv.map_err(|e| e.to_string())?;
     pg.map_err(|e| format!("PostgreSQL server: {e}"))?;
+    typed?;
     tracing::info!("shut down");
     Ok(())
 }

@@ -89,6 +89,16 @@ enum Internal {
         #[arg(long)]
         dir: PathBuf,
     },
+    /// (internal) A client process of the typed_sync suite: a replica driven over stdin.
+    #[command(hide = true)]
+    TypedClient {
+        #[arg(long)]
+        replica: PathBuf,
+        #[arg(long)]
+        server: String,
+        #[arg(long)]
+        token: String,
+    },
     /// (internal) The child process of the crash suite: commit until killed.
     #[command(hide = true)]
     CrashWriter {
@@ -141,6 +151,11 @@ fn main() -> ExitCode {
             *ops,
             out.as_deref(),
         ))),
+        Some(Internal::TypedClient {
+            replica,
+            server,
+            token,
+        }) => Some(rt.block_on(suites::typed_sync::client(replica, server, token))),
         _ => None,
     };
     if let Some(r) = child {

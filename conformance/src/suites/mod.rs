@@ -21,6 +21,7 @@ pub mod sql;
 pub mod sql_crash;
 pub mod transactions;
 pub mod typed;
+pub mod typed_sync;
 pub mod watch;
 
 /// Build a case list from async fns `fn(&Harness) -> CaseResult`.
@@ -51,6 +52,7 @@ pub fn all() -> Vec<Suite> {
         clients::deno_suite(),
         clients::node_suite(),
         server::suite(),
+        typed_sync::suite(),
         pg_clients::suite(),
         dynamodb::suite(),
         linearizability::suite(),

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use strata_engine::{Transaction, Value};
+use strata_engine::{Database, Transaction, Value};
 
 use crate::{layout, Error, Key, RawKey, Record, Result, Tree};
 
@@ -46,7 +46,7 @@ impl LeaseRecord {
     }
 
     /// The holder, if the lease is held at `now`.
-    fn held_by(&self, now: u64) -> Option<&str> {
+    pub(crate) fn held_by(&self, now: u64) -> Option<&str> {
         self.holder.as_deref().filter(|_| self.until_ms > now)
     }
 
@@ -73,11 +73,7 @@ fn record(tree: &str, id: u64) -> RawKey {
     }
 }
 
-pub(crate) async fn read_lease(
-    tx: &mut Transaction,
-    tree: &'static str,
-    id: u64,
-) -> Result<LeaseRecord> {
+pub(crate) async fn read_lease(tx: &mut Transaction, tree: &str, id: u64) -> Result<LeaseRecord> {
     match tx.get(&layout::lease(tree, id)).await? {
         None => Ok(LeaseRecord::default()),
         Some(v) => serde_json::from_slice(&v.data).map_err(|e| Error::Corrupt {
@@ -129,6 +125,110 @@ enum Attempt {
     },
 }
 
+/// Check out record `id` of `tree` in `db` for `user` (see [`Tree::check_out`]), waiting
+/// up to `wait_ms` (0: not at all), with `clock` the time in milliseconds.
+pub(crate) async fn check_out(
+    db: &Database,
+    tree: &str,
+    id: u64,
+    user: &str,
+    lease_ms: u64,
+    wait_ms: u64,
+    clock: &(dyn Fn(()) -> u64 + Send + Sync),
+) -> Result<Lease> {
+    let user = user.to_string();
+    let deadline = (wait_ms > 0).then(|| clock(()).saturating_add(wait_ms));
+    let mut watch = None;
+    loop {
+        let now = clock(());
+        let queue_until = deadline.filter(|d| *d > now);
+        let attempt = in_transaction!(db, |tx| {
+            let mut rec = read_lease(tx, tree, id).await?;
+            let before = rec.clone();
+            rec.waiters.retain(|w| w.until_ms > now || w.who == user);
+            let free = match rec.held_by(now) {
+                None => true,
+                Some(h) => h == user,
+            };
+            let first = rec.waiters.first().is_none_or(|w| w.who == user);
+            if free && first {
+                rec.holder = Some(user.clone());
+                rec.until_ms = now.saturating_add(lease_ms);
+                rec.waiters.retain(|w| w.who != user);
+                write_lease(tx, tree, id, &rec)?;
+                return Ok(Attempt::Taken(Lease {
+                    holder: user.clone(),
+                    until_ms: rec.until_ms,
+                }));
+            }
+            let (holder, until_ms) = rec.in_the_way(&user, now);
+            match queue_until {
+                Some(until) => match rec.waiters.iter_mut().find(|w| w.who == user) {
+                    Some(w) => w.until_ms = until,
+                    None => rec.waiters.push(Waiter {
+                        who: user.clone(),
+                        until_ms: until,
+                    }),
+                },
+                None => rec.waiters.retain(|w| w.who != user),
+            }
+            // Only a change is written: a waiter that rewrote its unchanged place on
+            // every wake-up would wake the others, and they it, without end.
+            if rec != before {
+                write_lease(tx, tree, id, &rec)?;
+            }
+            Ok::<_, Error>(Attempt::Busy { holder, until_ms })
+        })?;
+        let (holder, until_ms) = match attempt {
+            Attempt::Taken(lease) => return Ok(lease),
+            Attempt::Busy { holder, until_ms } => (holder, until_ms),
+        };
+        let Some(until) = queue_until else {
+            return Err(Error::CheckedOut {
+                key: record(tree, id),
+                holder,
+                until_ms,
+            });
+        };
+        // Wait for the check-out to change, or for the holder's lease or our wait to run
+        // out, whichever comes first.
+        let watch = match &mut watch {
+            Some(w) => w,
+            None => {
+                let mut w = db.watch(vec![layout::lease(tree, id)])?;
+                w.next().await?;
+                watch.insert(w)
+            }
+        };
+        let wake = until.min(until_ms.max(now + 1));
+        let pause = Duration::from_millis(wake.saturating_sub(clock(())).max(1));
+        let _ = tokio::time::timeout(pause, watch.next()).await;
+    }
+}
+
+/// Give back record `id` of `tree`, held by `user` at `now`.
+pub(crate) async fn check_in(
+    db: &Database,
+    tree: &str,
+    id: u64,
+    user: &str,
+    now: u64,
+) -> Result<()> {
+    in_transaction!(db, |tx| {
+        let mut rec = read_lease(tx, tree, id).await?;
+        if rec.held_by(now) != Some(user) {
+            return Err(Error::NotCheckedOut {
+                key: record(tree, id),
+                user: user.to_string(),
+            });
+        }
+        rec.holder = None;
+        rec.until_ms = 0;
+        write_lease(tx, tree, id, &rec)?;
+        Ok::<_, Error>(())
+    })
+}
+
 impl<T: Record> Tree<T> {
     /// Check out record `id` for this handle's user, for `lease`: the user may then change
     /// it. Checking out a record one holds renews the lease. When someone else holds it,
@@ -138,101 +238,34 @@ impl<T: Record> Tree<T> {
     pub async fn check_out(&self, id: u64, lease: Duration, wait: Wait) -> Result<Lease> {
         let user = self.user()?.to_string();
         let lease_ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);
-        let deadline = match wait {
-            Wait::No => None,
-            Wait::Up(d) => Some(
-                self.now_ms()
-                    .saturating_add(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            ),
+        let wait_ms = match wait {
+            Wait::No => 0,
+            Wait::Up(d) => u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1),
         };
-        let db = self.database().clone();
-        let mut watch = None;
-        loop {
-            let now = self.now_ms();
-            let queue_until = deadline.filter(|d| *d > now);
-            let attempt = in_transaction!(db, |tx| {
-                let mut rec = read_lease(tx, T::TREE, id).await?;
-                let before = rec.clone();
-                rec.waiters.retain(|w| w.until_ms > now || w.who == user);
-                let free = match rec.held_by(now) {
-                    None => true,
-                    Some(h) => h == user,
-                };
-                let first = rec.waiters.first().is_none_or(|w| w.who == user);
-                if free && first {
-                    rec.holder = Some(user.clone());
-                    rec.until_ms = now.saturating_add(lease_ms);
-                    rec.waiters.retain(|w| w.who != user);
-                    write_lease(tx, T::TREE, id, &rec)?;
-                    return Ok(Attempt::Taken(Lease {
-                        holder: user.clone(),
-                        until_ms: rec.until_ms,
-                    }));
-                }
-                let (holder, until_ms) = rec.in_the_way(&user, now);
-                match queue_until {
-                    Some(until) => match rec.waiters.iter_mut().find(|w| w.who == user) {
-                        Some(w) => w.until_ms = until,
-                        None => rec.waiters.push(Waiter {
-                            who: user.clone(),
-                            until_ms: until,
-                        }),
-                    },
-                    None => rec.waiters.retain(|w| w.who != user),
-                }
-                // Only a change is written: a waiter that rewrote its unchanged place on
-                // every wake-up would wake the others, and they it, without end.
-                if rec != before {
-                    write_lease(tx, T::TREE, id, &rec)?;
-                }
-                Ok::<_, Error>(Attempt::Busy { holder, until_ms })
-            })?;
-            let (holder, until_ms) = match attempt {
-                Attempt::Taken(lease) => return Ok(lease),
-                Attempt::Busy { holder, until_ms } => (holder, until_ms),
-            };
-            let Some(until) = queue_until else {
-                return Err(Error::CheckedOut {
-                    key: record(T::TREE, id),
-                    holder,
-                    until_ms,
-                });
-            };
-            // Wait for the check-out to change, or for the holder's lease or our wait to
-            // run out, whichever comes first.
-            let watch = match &mut watch {
-                Some(w) => w,
-                None => {
-                    let mut w = db.watch(vec![layout::lease(T::TREE, id)])?;
-                    w.next().await?;
-                    watch.insert(w)
-                }
-            };
-            let wake = until.min(until_ms.max(now + 1));
-            let pause = Duration::from_millis(wake.saturating_sub(self.now_ms()).max(1));
-            let _ = tokio::time::timeout(pause, watch.next()).await;
+        if let Some(up) = self.upstream() {
+            return up.check_out(T::TREE, id, lease_ms, wait_ms).await;
         }
+        let clock = |_: ()| self.now_ms();
+        check_out(
+            self.database(),
+            T::TREE,
+            id,
+            &user,
+            lease_ms,
+            wait_ms,
+            &clock,
+        )
+        .await
     }
 
     /// Give back record `id`'s check-out, held by this handle's user. The first waiter may
     /// then take it.
     pub async fn check_in(&self, id: u64) -> Result<()> {
         let user = self.user()?.to_string();
-        let db = self.database().clone();
-        let now = self.now_ms();
-        in_transaction!(db, |tx| {
-            let mut rec = read_lease(tx, T::TREE, id).await?;
-            if rec.held_by(now) != Some(user.as_str()) {
-                return Err(Error::NotCheckedOut {
-                    key: record(T::TREE, id),
-                    user: user.clone(),
-                });
-            }
-            rec.holder = None;
-            rec.until_ms = 0;
-            write_lease(tx, T::TREE, id, &rec)?;
-            Ok::<_, Error>(())
-        })
+        if let Some(up) = self.upstream() {
+            return up.check_in(T::TREE, id).await;
+        }
+        check_in(self.database(), T::TREE, id, &user, self.now_ms()).await
     }
 
     /// Who waits for record `id`'s check-out, first in line first.

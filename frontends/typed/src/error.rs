@@ -55,6 +55,23 @@ pub enum Error {
     #[error("this handle of tree {tree:?} has no index {index:?} (see Tree::with_indexer)")]
     UnknownIndex { tree: &'static str, index: String },
 
+    /// A replica inserts with ids its server reserved for it, and has none left.
+    #[error("this replica has no ids left for new records of tree {0:?}: connect to the server (sync) to reserve more")]
+    NoIds(&'static str),
+
+    /// A replica's server is not the one it was made from.
+    #[error("the server is {found}, but this replica belongs to server {expected}: refusing to sync with another server")]
+    WrongServer { expected: String, found: String },
+
+    /// The server could not be reached, or refused a call.
+    #[error("sync: {0}")]
+    Sync(String),
+
+    /// The server refused a record this replica wrote (its local copy was replaced by the
+    /// server's).
+    #[error("the server refused record {key}: {reason}")]
+    Refused { key: RawKey, reason: String },
+
     /// An event cursor that is not `version.within`.
     #[error("{0:?} is not an event cursor (expected version.within, as Cursor displays it)")]
     BadCursor(String),

@@ -9,6 +9,16 @@ const CREATED: u8 = 0x02;
 const NEXT_ID: u8 = 0x03;
 const LEASE: u8 = 0x04;
 const INDEX: u8 = 0x05;
+/// A replica's ids reserved by its server, per tree.
+const GRANTS: u8 = 0x06;
+/// A replica's records written locally and not yet pushed to its server.
+const DIRTY: u8 = 0x07;
+#[cfg_attr(not(feature = "sync"), allow(dead_code))]
+/// A replica's own state (its server, how far it has pulled).
+const REPLICA: u8 = 0x08;
+#[cfg_attr(not(feature = "sync"), allow(dead_code))]
+/// A server's record of which ids it reserved for which client.
+const GRANTED: u8 = 0x09;
 
 /// The start of every key of one kind in `tree`.
 fn tree_prefix(kind: u8, tree: &str) -> Vec<u8> {
@@ -48,6 +58,72 @@ pub(crate) fn lease(tree: &str, id: u64) -> Vec<u8> {
 
 pub(crate) fn next_id(tree: &str) -> Vec<u8> {
     tree_prefix(NEXT_ID, tree)
+}
+
+/// A replica's unused ids of `tree`, reserved for it by its server.
+pub(crate) fn grants(tree: &str) -> Vec<u8> {
+    tree_prefix(GRANTS, tree)
+}
+
+/// The marker of a record key a replica wrote and has not pushed.
+pub(crate) fn dirty(record_key: &[u8]) -> Vec<u8> {
+    let mut k = vec![PREFIX, DIRTY];
+    k.extend_from_slice(record_key);
+    k
+}
+
+#[cfg_attr(not(feature = "sync"), allow(dead_code))]
+/// Every dirty marker, and the record key of one.
+pub(crate) fn dirty_range() -> (Vec<u8>, Vec<u8>) {
+    let start = vec![PREFIX, DIRTY];
+    let end = strata_engine::prefix_end(&start);
+    (start, end)
+}
+
+#[cfg_attr(not(feature = "sync"), allow(dead_code))]
+pub(crate) fn dirty_record(marker: &[u8]) -> Option<&[u8]> {
+    marker.strip_prefix(&[PREFIX, DIRTY])
+}
+
+#[cfg_attr(not(feature = "sync"), allow(dead_code))]
+/// A replica's own state entry `name`.
+pub(crate) fn replica_state(name: &str) -> Vec<u8> {
+    let mut k = vec![PREFIX, REPLICA];
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+#[cfg_attr(not(feature = "sync"), allow(dead_code))]
+/// A server's grant of ids of `tree` starting at `start`.
+pub(crate) fn granted(tree: &str, start: u64) -> Vec<u8> {
+    let mut k = tree_prefix(GRANTED, tree);
+    k.extend_from_slice(&start.to_be_bytes());
+    k
+}
+
+#[cfg_attr(not(feature = "sync"), allow(dead_code))]
+/// The server's grants of `tree` starting at or before `id` (the last one may hold it).
+pub(crate) fn granted_through(tree: &str, id: u64) -> (Vec<u8>, Vec<u8>) {
+    (
+        tree_prefix(GRANTED, tree),
+        granted(tree, id.saturating_add(1)),
+    )
+}
+
+#[cfg_attr(not(feature = "sync"), allow(dead_code))]
+/// Whether a key is one a server shares with its replicas: records, creation markers and
+/// check-outs (not index entries, counters or a replica's own state).
+pub(crate) fn is_shared(key: &[u8]) -> bool {
+    matches!(key, [PREFIX, RECORD | CREATED | LEASE, ..])
+}
+
+#[cfg_attr(not(feature = "sync"), allow(dead_code))]
+/// The ranges of every key a server shares with its replicas.
+pub(crate) fn shared_ranges() -> Vec<(Vec<u8>, Vec<u8>)> {
+    [RECORD, CREATED, LEASE]
+        .into_iter()
+        .map(|kind| (vec![PREFIX, kind], vec![PREFIX, kind + 1]))
+        .collect()
 }
 
 /// The range of every record of `tree` (`[start, end)`).

@@ -70,7 +70,10 @@ pub mod events;
 pub mod index;
 mod key;
 pub mod layout;
+#[cfg(feature = "sync")]
+pub mod sync;
 mod tree;
+mod upstream;
 
 pub use checkout::{Lease, Wait};
 pub use error::{Error, Result};

@@ -8,10 +8,11 @@ use strata_engine::{Database, Encoding, Transaction, Value, Versionstamp};
 use crate::checkout::ensure_held;
 use crate::index::{self, Indexer};
 use crate::layout::{self, Header, RELEASED};
+use crate::upstream::{take_granted_id, Upstream};
 use crate::{Error, Key, Record, Result};
 
 /// The value encoding of typed records.
-const ENCODING: Encoding = Encoding::Custom(0x20);
+pub(crate) const ENCODING: Encoding = Encoding::Custom(0x20);
 
 /// How often a write is tried again after losing a conflict to a concurrent one.
 pub(crate) const RETRIES: usize = 32;
@@ -36,6 +37,8 @@ pub struct Tree<T> {
     clock: Arc<dyn Fn() -> u64 + Send + Sync>,
     /// Kept on every write through this handle.
     indexers: Arc<Vec<Arc<dyn Indexer<T>>>>,
+    /// On a replica: its server (check-outs, and ids from its reservations).
+    upstream: Option<Arc<dyn Upstream>>,
     kind: PhantomData<fn() -> T>,
 }
 
@@ -47,6 +50,7 @@ impl<T> Clone for Tree<T> {
             user: self.user.clone(),
             clock: self.clock.clone(),
             indexers: self.indexers.clone(),
+            upstream: self.upstream.clone(),
             kind: PhantomData,
         }
     }
@@ -84,8 +88,28 @@ impl<T: Record> Tree<T> {
             user: None,
             clock: Arc::new(strata_engine::now_ms),
             indexers: Arc::new(Vec::new()),
+            upstream: None,
             kind: PhantomData,
         }
+    }
+
+    /// This handle on a replica of `upstream`'s trees.
+    #[cfg_attr(not(feature = "sync"), allow(dead_code))]
+    pub(crate) fn with_upstream(mut self, upstream: Arc<dyn Upstream>) -> Self {
+        self.upstream = Some(upstream);
+        self
+    }
+
+    pub(crate) fn upstream(&self) -> Option<&Arc<dyn Upstream>> {
+        self.upstream.as_ref()
+    }
+
+    /// On a replica: mark the record at `at` as written here, to be pushed.
+    fn touch(&self, tx: &mut Transaction, at: &[u8]) -> Result<()> {
+        if self.upstream.is_some() {
+            tx.set(&layout::dirty(at), Value::bytes(Vec::new()))?;
+        }
+        Ok(())
     }
 
     /// This handle acting for `user`: the check-outs it takes are theirs, and its changes
@@ -246,7 +270,7 @@ impl<T: Record> Tree<T> {
                 return Ok(ids.0 - 1);
             }
         }
-        let first = in_transaction!(self.db, |tx| { reserve_ids::<T>(tx, ID_BLOCK).await })?;
+        let first = in_transaction!(self.db, |tx| { reserve_ids(tx, T::TREE, ID_BLOCK).await })?;
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         if ids.0 < ids.1 {
             // Another insert through this handle reserved a block meanwhile: use that one
@@ -262,13 +286,20 @@ impl<T: Record> Tree<T> {
     pub async fn insert(&self, value: &T) -> Result<Key<T>> {
         let bytes = encode(value, 0)?;
         let revision = u32::from(T::VERSIONED);
-        let id = self.fresh_id().await?;
-        let entries = self.index_entries(Key::new(id, revision), &bytes)?;
+        // A replica takes its server's reserved ids, in the insert's own transaction.
+        let reserved = match self.upstream {
+            None => Some(self.fresh_id().await?),
+            Some(_) => None,
+        };
         in_transaction!(self.db, |tx| {
-            tx.set(
-                &layout::record(T::TREE, id, revision),
-                record_value(bytes.clone()),
-            )?;
+            let id = match reserved {
+                Some(id) => id,
+                None => take_granted_id(tx, T::TREE).await?,
+            };
+            let entries = self.index_entries(Key::new(id, revision), &bytes)?;
+            let at = layout::record(T::TREE, id, revision);
+            tx.set(&at, record_value(bytes.clone()))?;
+            self.touch(tx, &at)?;
             Self::reindex(tx, &[], &entries)?;
             tx.set(
                 &layout::created(T::TREE, id, revision),
@@ -332,6 +363,7 @@ impl<T: Record> Tree<T> {
             }
             Self::reindex(tx, &self.index_entries(key, &old)?, &entries)?;
             tx.set(&at, record_value(bytes.clone()))?;
+            self.touch(tx, &at)?;
             Ok::<_, Error>(())
         })
     }
@@ -353,6 +385,7 @@ impl<T: Record> Tree<T> {
             }
             Self::reindex(tx, &self.index_entries(key, &old)?, &[])?;
             tx.delete(&at)?;
+            self.touch(tx, &at)?;
             tx.delete(&layout::created(T::TREE, key.id(), key.revision()))?;
             Ok::<_, Error>(true)
         })
@@ -379,6 +412,7 @@ impl<T: Record> Tree<T> {
                 ..header
             };
             tx.set(&at, record_value(layout::envelope(released, archive)))?;
+            self.touch(tx, &at)?;
             Ok::<_, Error>(())
         })
     }
@@ -411,6 +445,7 @@ impl<T: Record> Tree<T> {
             let next_key = Key::new(key.id(), next);
             Self::reindex(tx, &[], &self.index_entries(next_key, &bytes)?)?;
             tx.set(&next_at, record_value(bytes.clone()))?;
+            self.touch(tx, &next_at)?;
             tx.set(
                 &layout::created(T::TREE, key.id(), next),
                 Value::bytes(Vec::new()),
@@ -474,6 +509,7 @@ impl<T: Record> Tree<T> {
                     }
                     let value = upgraded::<T>(key, header.schema_version, archive)?;
                     tx.set(&at, record_value(encode(&value, header.flags)?))?;
+                    self.touch(tx, &at)?;
                     n += 1;
                 }
                 Ok::<_, Error>(n)
@@ -697,8 +733,8 @@ fn with_archive<T: Record, R>(
 }
 
 /// Reserve `count` ids of the tree's counter; the first.
-async fn reserve_ids<T: Record>(tx: &mut Transaction, count: u64) -> Result<u64> {
-    let at = layout::next_id(T::TREE);
+pub(crate) async fn reserve_ids(tx: &mut Transaction, tree: &str, count: u64) -> Result<u64> {
+    let at = layout::next_id(tree);
     let id = match tx.get(&at).await? {
         Some(v) if v.data.len() == 8 => {
             let mut b = [0u8; 8];
@@ -708,7 +744,7 @@ async fn reserve_ids<T: Record>(tx: &mut Transaction, count: u64) -> Result<u64>
         Some(_) => {
             return Err(Error::Corrupt {
                 key: crate::RawKey {
-                    tree: T::TREE.to_string(),
+                    tree: tree.to_string(),
                     id: 0,
                     revision: 0,
                 },
@@ -717,7 +753,15 @@ async fn reserve_ids<T: Record>(tx: &mut Transaction, count: u64) -> Result<u64>
         }
         None => 1,
     };
-    tx.set(&at, Value::bytes((id + count).to_le_bytes().to_vec()))?;
+    let next = id.checked_add(count).ok_or_else(|| Error::Corrupt {
+        key: crate::RawKey {
+            tree: tree.to_string(),
+            id,
+            revision: 0,
+        },
+        detail: "the tree's ids are exhausted".into(),
+    })?;
+    tx.set(&at, Value::bytes(next.to_le_bytes().to_vec()))?;
     Ok(id)
 }
 

@@ -1,0 +1,594 @@
+//! The sync server: a database's typed trees, served to replicas over gRPC.
+//!
+//! The server does not know the record types; it keeps the rules that need none. A record
+//! a replica pushes is applied only when the replica's user holds its check-out here (or,
+//! for a new record, when its id is one this server reserved for that user), a released
+//! revision is never replaced, and a next revision needs the previous one released. Each
+//! pushed record is applied or refused on its own, and a refusal carries the server's
+//! value, which the replica takes back.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use strata_engine::{Database, EngineError, ReadAt, Transaction, Value};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::proto::sync_server::{Sync, SyncServer};
+use super::proto::{
+    CheckInReply, CheckInRequest, CheckOutReply, CheckOutRequest, Entry, HelloReply, HelloRequest,
+    PullBatch, PullRequest, PushReply, PushRequest, Refused, ReserveIdsReply, ReserveIdsRequest,
+};
+use crate::checkout::{self, read_lease};
+use crate::layout::{self, Kind, RELEASED};
+use crate::tree::{reserve_ids, ENCODING};
+use crate::{Error, RawKey};
+
+/// Most ids one reservation may ask for.
+pub const MAX_RESERVATION: u64 = 1 << 20;
+/// Most records one push may carry.
+pub const MAX_PUSH: usize = 10_000;
+/// Entries per pull batch (a batch is one message; a record is at most 64 KiB).
+const BATCH: usize = 256;
+
+/// Who may sync: each token names its user.
+#[derive(Clone, Default)]
+pub struct Tokens(HashMap<String, String>);
+
+impl std::fmt::Debug for Tokens {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secrets.
+        f.debug_struct("Tokens")
+            .field("users", &self.0.values().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Tokens {
+    /// Tokens from `USER:TOKEN` specifications.
+    pub fn parse<S: AsRef<str>>(specs: &[S]) -> std::result::Result<Self, String> {
+        let mut map = HashMap::new();
+        for spec in specs {
+            let spec = spec.as_ref();
+            let (user, token) = spec
+                .split_once(':')
+                .ok_or_else(|| "a typed token is USER:TOKEN".to_string())?;
+            if user.is_empty() || token.len() < 8 {
+                return Err(format!(
+                    "typed token for {user:?}: the user must be named and the token at least 8 characters"
+                ));
+            }
+            if map.insert(token.to_string(), user.to_string()).is_some() {
+                return Err(format!(
+                    "two users share one typed token (the second is {user:?})"
+                ));
+            }
+        }
+        if map.is_empty() {
+            return Err("typed sync needs at least one USER:TOKEN".into());
+        }
+        Ok(Tokens(map))
+    }
+
+    fn user(&self, token: &str) -> Option<&str> {
+        self.0.get(token).map(String::as_str)
+    }
+}
+
+/// The gRPC service over one database.
+#[derive(Clone)]
+pub struct SyncService {
+    db: Database,
+    tokens: Arc<Tokens>,
+}
+
+impl SyncService {
+    pub fn new(db: Database, tokens: Tokens) -> Self {
+        SyncService {
+            db,
+            tokens: Arc::new(tokens),
+        }
+    }
+
+    /// The service, ready to add to a tonic server.
+    pub fn into_server(self) -> SyncServer<Self> {
+        SyncServer::new(self)
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(64 << 20)
+    }
+
+    fn user<T>(&self, req: &Request<T>) -> std::result::Result<String, Status> {
+        let header = req
+            .metadata()
+            .get("authorization")
+            .ok_or_else(|| Status::unauthenticated("missing authorization: Bearer <token>"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| Status::unauthenticated("authorization is not Bearer <token>"))?;
+        self.tokens
+            .user(token)
+            .map(str::to_string)
+            .ok_or_else(|| Status::unauthenticated("unknown token"))
+    }
+}
+
+/// Serve `db`'s typed trees on `addr` until `shutdown` completes.
+pub async fn serve(
+    db: Database,
+    tokens: Tokens,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::result::Result<(), String> {
+    crate::events::ensure_feed(&db)
+        .await
+        .map_err(|e| e.to_string())?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    tonic::transport::Server::builder()
+        .add_service(SyncService::new(db, tokens).into_server())
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|e| format!("typed sync server: {e}"))
+}
+
+pub(crate) fn status(e: Error) -> Status {
+    match &e {
+        Error::Engine(EngineError::Conflict) => Status::aborted(e.to_string()),
+        Error::Engine(EngineError::ShuttingDown) => Status::unavailable(e.to_string()),
+        Error::Engine(EngineError::Backend(b)) if b.is_transient() => {
+            Status::unavailable(e.to_string())
+        }
+        Error::Engine(EngineError::LimitExceeded { .. } | EngineError::InvalidRequest(_)) => {
+            Status::invalid_argument(e.to_string())
+        }
+        Error::Engine(EngineError::ChangesTruncated { .. }) => Status::out_of_range(e.to_string()),
+        Error::Engine(_) | Error::Corrupt { .. } | Error::Encode { .. } => {
+            Status::internal(e.to_string())
+        }
+        Error::CheckedOut {
+            key,
+            holder,
+            until_ms,
+        } => {
+            let mut s = Status::failed_precondition(e.to_string());
+            let meta = s.metadata_mut();
+            for (name, value) in [
+                ("x-strata-key", key.to_string()),
+                ("x-strata-holder", holder.clone()),
+                ("x-strata-until-ms", until_ms.to_string()),
+            ] {
+                if let Ok(v) = value.parse() {
+                    meta.insert(name, v);
+                }
+            }
+            s
+        }
+        Error::NotCheckedOut { .. } => Status::permission_denied(e.to_string()),
+        _ => Status::invalid_argument(e.to_string()),
+    }
+}
+
+fn check_tree(tree: &str) -> std::result::Result<(), Status> {
+    if tree.is_empty() || tree.len() > 255 || tree.contains('\0') {
+        return Err(Status::invalid_argument(format!(
+            "{tree:?} is not a tree name (1 to 255 bytes, no NUL)"
+        )));
+    }
+    Ok(())
+}
+
+/// Which ids a server reserved for whom.
+#[derive(Debug, Serialize, Deserialize)]
+struct Grant {
+    user: String,
+    end: u64,
+}
+
+type PullStream = Pin<Box<dyn Stream<Item = std::result::Result<PullBatch, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Sync for SyncService {
+    async fn hello(
+        &self,
+        req: Request<HelloRequest>,
+    ) -> std::result::Result<Response<HelloReply>, Status> {
+        let user = self.user(&req)?;
+        let client = req.into_inner().client;
+        tracing::info!(%user, %client, "typed replica connected");
+        Ok(Response::new(HelloReply {
+            server_id: self.db.id().to_string(),
+            user,
+            version: self.db.version(),
+        }))
+    }
+
+    async fn reserve_ids(
+        &self,
+        req: Request<ReserveIdsRequest>,
+    ) -> std::result::Result<Response<ReserveIdsReply>, Status> {
+        let user = self.user(&req)?;
+        let ReserveIdsRequest { tree, count } = req.into_inner();
+        check_tree(&tree)?;
+        if count == 0 || count > MAX_RESERVATION {
+            return Err(Status::invalid_argument(format!(
+                "reserve 1 to {MAX_RESERVATION} ids at a time, not {count}"
+            )));
+        }
+        let db = &self.db;
+        let start = async {
+            in_transaction!(db, |tx| {
+                let start = reserve_ids(tx, &tree, count).await?;
+                let grant = Grant {
+                    user: user.clone(),
+                    end: start + count,
+                };
+                let bytes = serde_json::to_vec(&grant).map_err(|e| Error::Encode {
+                    tree: "grant",
+                    detail: e.to_string(),
+                })?;
+                tx.set(&layout::granted(&tree, start), Value::bytes(bytes))?;
+                Ok::<_, Error>(start)
+            })
+        }
+        .await
+        .map_err(status)?;
+        Ok(Response::new(ReserveIdsReply {
+            start,
+            end: start + count,
+        }))
+    }
+
+    type PullStream = PullStream;
+
+    async fn pull(
+        &self,
+        req: Request<PullRequest>,
+    ) -> std::result::Result<Response<Self::PullStream>, Status> {
+        self.user(&req)?;
+        let PullRequest { after, follow } = req.into_inner();
+        let (tx, rx) = mpsc::channel(8);
+        let db = self.db.clone();
+        tokio::spawn(async move {
+            if let Err(e) = stream_changes(&db, after, follow, &tx).await {
+                let _ = tx.send(Err(e)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
+    async fn push(
+        &self,
+        req: Request<PushRequest>,
+    ) -> std::result::Result<Response<PushReply>, Status> {
+        let user = self.user(&req)?;
+        let records = req.into_inner().records;
+        if records.len() > MAX_PUSH {
+            return Err(Status::invalid_argument(format!(
+                "push at most {MAX_PUSH} records at a time, not {}",
+                records.len()
+            )));
+        }
+        let db = &self.db;
+        let refused = async {
+            in_transaction!(db, |tx| {
+                let mut refused = Vec::new();
+                for r in &records {
+                    if let Some(reason) = apply_pushed(tx, &user, r).await? {
+                        let current = tx.get(&r.key).await?;
+                        refused.push(Refused {
+                            key: r.key.clone(),
+                            reason,
+                            exists: current.is_some(),
+                            current: current.map(|v| v.data).unwrap_or_default(),
+                        });
+                    }
+                }
+                Ok::<_, Error>(refused)
+            })
+        }
+        .await
+        .map_err(status)?;
+        Ok(Response::new(PushReply {
+            version: self.db.version(),
+            refused,
+        }))
+    }
+
+    async fn check_out(
+        &self,
+        req: Request<CheckOutRequest>,
+    ) -> std::result::Result<Response<CheckOutReply>, Status> {
+        let user = self.user(&req)?;
+        let CheckOutRequest {
+            tree,
+            id,
+            lease_ms,
+            wait_ms,
+        } = req.into_inner();
+        check_tree(&tree)?;
+        if lease_ms == 0 {
+            return Err(Status::invalid_argument("a check-out needs a lease time"));
+        }
+        let clock = |_: ()| strata_engine::now_ms();
+        let lease = checkout::check_out(&self.db, &tree, id, &user, lease_ms, wait_ms, &clock)
+            .await
+            .map_err(status)?;
+        let (entry, version) = lease_entry(&self.db, &tree, id).await.map_err(status)?;
+        Ok(Response::new(CheckOutReply {
+            holder: lease.holder,
+            until_ms: lease.until_ms,
+            lease: Some(entry),
+            version,
+        }))
+    }
+
+    async fn check_in(
+        &self,
+        req: Request<CheckInRequest>,
+    ) -> std::result::Result<Response<CheckInReply>, Status> {
+        let user = self.user(&req)?;
+        let CheckInRequest { tree, id } = req.into_inner();
+        check_tree(&tree)?;
+        checkout::check_in(&self.db, &tree, id, &user, strata_engine::now_ms())
+            .await
+            .map_err(status)?;
+        let (entry, version) = lease_entry(&self.db, &tree, id).await.map_err(status)?;
+        Ok(Response::new(CheckInReply {
+            lease: Some(entry),
+            version,
+        }))
+    }
+}
+
+/// The check-out record of `id` as stored now, and the version it was read at.
+async fn lease_entry(db: &Database, tree: &str, id: u64) -> crate::Result<(Entry, u64)> {
+    let key = layout::lease(tree, id);
+    let mut tx = db.begin().await?;
+    let value = tx.get(&key).await?;
+    Ok((
+        Entry {
+            key,
+            deleted: value.is_none(),
+            value: value.map(|v| v.data).unwrap_or_default(),
+        },
+        tx.read_version(),
+    ))
+}
+
+/// Apply one pushed record for `user`, or say why not.
+async fn apply_pushed(
+    tx: &mut Transaction,
+    user: &str,
+    r: &Entry,
+) -> crate::Result<Option<String>> {
+    let Some(parsed) = layout::parse_any(&r.key) else {
+        return Ok(Some("not a record key".into()));
+    };
+    let Kind::Record { revision } = parsed.kind else {
+        return Ok(Some(
+            "check-outs change only through check-out and check-in".into(),
+        ));
+    };
+    let (tree, id) = (parsed.tree, parsed.id);
+    if !r.deleted {
+        if let Err(e) = layout::open(&r.value) {
+            return Ok(Some(format!("not a record: {e}")));
+        }
+    }
+    let now = strata_engine::now_ms();
+    let holds = |rec: &checkout::LeaseRecord| rec.held_by(now) == Some(user);
+    let current = tx.get(&r.key).await?;
+    match &current {
+        Some(cur) => {
+            if !holds(&read_lease(tx, tree, id).await?) {
+                return Ok(Some(format!("not checked out by {user:?}")));
+            }
+            if released(&cur.data) {
+                if !r.deleted && r.value == cur.data {
+                    return Ok(None);
+                }
+                return Ok(Some("the revision is released".into()));
+            }
+        }
+        None if r.deleted => return Ok(None),
+        None if revision >= 2 => {
+            // The next revision of a released one.
+            let prev = tx.get(&layout::record(tree, id, revision - 1)).await?;
+            if !prev.is_some_and(|p| released(&p.data)) {
+                return Ok(Some(format!(
+                    "revision {} is not released, so revision {revision} cannot be drafted",
+                    revision - 1
+                )));
+            }
+            if !holds(&read_lease(tx, tree, id).await?) {
+                return Ok(Some(format!("not checked out by {user:?}")));
+            }
+        }
+        None => {
+            // A new record: its id must be one reserved for this user.
+            let (start, end) = layout::granted_through(tree, id);
+            let grant = tx.scan(&start, &end, true, 1).await?;
+            let mine = grant.first().and_then(|(k, v)| {
+                let g: Grant = serde_json::from_slice(&v.data).ok()?;
+                let from = u64::from_be_bytes(k.get(k.len() - 8..)?.try_into().ok()?);
+                (from <= id && id < g.end && g.user == user).then_some(())
+            });
+            if mine.is_none() {
+                return Ok(Some(format!(
+                    "id {id} of tree {tree:?} was not reserved for {user:?}"
+                )));
+            }
+        }
+    }
+    let created = layout::created(tree, id, revision);
+    if r.deleted {
+        tx.delete(&r.key)?;
+        tx.delete(&created)?;
+    } else {
+        tx.set(
+            &r.key,
+            Value {
+                encoding: ENCODING,
+                data: r.value.clone(),
+            },
+        )?;
+        if current.is_none() {
+            tx.set(&created, Value::bytes(Vec::new()))?;
+        }
+    }
+    Ok(None)
+}
+
+fn released(stored: &[u8]) -> bool {
+    layout::open(stored).is_ok_and(|(h, _)| h.flags & RELEASED != 0)
+}
+
+/// Send the shared keys changed after `after` (everything, when the feed no longer reaches
+/// back that far), then, when `follow`, every later change as it commits.
+async fn stream_changes(
+    db: &Database,
+    after: u64,
+    follow: bool,
+    out: &mpsc::Sender<std::result::Result<PullBatch, Status>>,
+) -> std::result::Result<(), Status> {
+    let reachable = |at: u64| {
+        at > 0 && at <= db.version() && db.oldest_change_cursor().is_some_and(|o| at >= o)
+    };
+    let mut at = after;
+    if !reachable(at) {
+        at = snapshot(db, out).await?;
+    }
+    let mut sent = at;
+    loop {
+        let page = match db.changes(at, BATCH).await {
+            Ok(page) => page,
+            Err(EngineError::ChangesTruncated { .. }) => {
+                at = snapshot(db, out).await?;
+                sent = at;
+                continue;
+            }
+            Err(e) => return Err(status(e.into())),
+        };
+        let mut keys: Vec<Vec<u8>> = page
+            .changes
+            .into_iter()
+            .map(|c| c.key)
+            .filter(|k| layout::is_shared(k))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        let caught_up = page.through == at;
+        if !keys.is_empty() || (caught_up && sent < page.through) {
+            let values = db
+                .get_many(&keys, ReadAt::Version(page.through))
+                .await
+                .map_err(|e| status(e.into()))?;
+            let entries = keys
+                .into_iter()
+                .zip(values)
+                .map(|(key, v)| Entry {
+                    key,
+                    deleted: v.is_none(),
+                    value: v.map(|e| e.value.data).unwrap_or_default(),
+                })
+                .collect();
+            let batch = PullBatch {
+                through: page.through,
+                reset: false,
+                entries,
+            };
+            if out.send(Ok(batch)).await.is_err() {
+                return Ok(());
+            }
+            sent = page.through;
+        }
+        at = page.through;
+        if caught_up {
+            if !follow {
+                return Ok(());
+            }
+            tokio::select! {
+                r = db.wait_for_version(at + 1) => r.map_err(|e| status(e.into()))?,
+                _ = out.closed() => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Send every shared key as of one version, marked as the whole state; that version.
+async fn snapshot(
+    db: &Database,
+    out: &mpsc::Sender<std::result::Result<PullBatch, Status>>,
+) -> std::result::Result<u64, Status> {
+    let fail = |e: EngineError| status(e.into());
+    let mut tx = db.begin().await.map_err(fail)?;
+    let version = tx.read_version();
+    let mut first = true;
+    let mut batch = Vec::new();
+    for (start, end) in layout::shared_ranges() {
+        let mut from = start;
+        loop {
+            let rows = tx.scan(&from, &end, false, BATCH).await.map_err(fail)?;
+            let full = rows.len() == BATCH;
+            for (key, v) in rows {
+                from = key.clone();
+                from.push(0);
+                batch.push(Entry {
+                    key,
+                    value: v.data,
+                    deleted: false,
+                });
+                if batch.len() == BATCH {
+                    send_part(out, &mut first, &mut batch, 0).await?;
+                }
+            }
+            if !full {
+                break;
+            }
+        }
+    }
+    send_part(out, &mut first, &mut batch, version).await?;
+    Ok(version)
+}
+
+/// One batch of a snapshot: the first resets the replica, the last (`through` > 0) ends it.
+async fn send_part(
+    out: &mpsc::Sender<std::result::Result<PullBatch, Status>>,
+    first: &mut bool,
+    batch: &mut Vec<Entry>,
+    through: u64,
+) -> std::result::Result<(), Status> {
+    let b = PullBatch {
+        through,
+        reset: std::mem::take(first),
+        entries: std::mem::take(batch),
+    };
+    out.send(Ok(b))
+        .await
+        .map_err(|_| Status::cancelled("the replica went away"))
+}
+
+/// The key of a record named in a refusal.
+pub(crate) fn raw_key(key: &[u8]) -> RawKey {
+    match layout::parse_any(key) {
+        Some(p) => RawKey {
+            tree: p.tree.to_string(),
+            id: p.id,
+            revision: match p.kind {
+                Kind::Record { revision } => revision,
+                Kind::Lease => 0,
+            },
+        },
+        None => RawKey {
+            tree: String::new(),
+            id: 0,
+            revision: 0,
+        },
+    }
+}
