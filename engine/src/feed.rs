@@ -131,7 +131,8 @@ const WRITE_CHUNK: usize = 256 * 1024;
 const DELETED: u8 = 1;
 const QUEUE_CHANGED: u8 = 2;
 const HAS_TOKEN: u8 = 4;
-/// Each key is followed by its change kind and its commit's offset from `first_version`.
+/// Each key is followed by its change kind and its commit's offset from `first_version`
+/// (u64: a restore inside a group may move versions far ahead).
 /// Records without it (written before the feed existed) list keys only.
 const FEED: u8 = 8;
 
@@ -152,7 +153,7 @@ impl WriteRecord {
         header(&mut cur);
         let header_len = cur.len();
         for w in &self.entries {
-            if cur.len() + w.key.len() + 9 > WRITE_CHUNK && cur.len() > header_len {
+            if cur.len() + w.key.len() + 13 > WRITE_CHUNK && cur.len() > header_len {
                 chunks.push(std::mem::take(&mut cur));
                 header(&mut cur);
             }
@@ -160,7 +161,7 @@ impl WriteRecord {
             cur.extend_from_slice(&(w.key.len() as u32).to_be_bytes());
             cur.extend_from_slice(&w.key);
             cur.push(w.kind.code());
-            cur.extend_from_slice(&(offset.min(u64::from(u32::MAX)) as u32).to_be_bytes());
+            cur.extend_from_slice(&offset.to_be_bytes());
         }
         chunks.push(cur);
         chunks
@@ -183,9 +184,9 @@ impl WriteRecord {
             rest = &rest[4 + n..];
             let (kind, version) = if feed {
                 let kind = ChangeKind::from_code(*rest.first()?)?;
-                let offset = u32::from_be_bytes(rest.get(1..5)?.try_into().ok()?);
-                rest = &rest[5..];
-                (kind, first_version.checked_add(u64::from(offset))?)
+                let offset = u64::from_be_bytes(rest.get(1..9)?.try_into().ok()?);
+                rest = &rest[9..];
+                (kind, first_version.checked_add(offset)?)
             } else {
                 (ChangeKind::Changed, last_version)
             };
@@ -349,7 +350,7 @@ mod tests {
         assert!(chunks.len() > 1, "400 KB of keys take several chunks");
         let mut back = Vec::new();
         for c in &chunks {
-            assert!(c.len() <= WRITE_CHUNK + 17);
+            assert!(c.len() <= WRITE_CHUNK + 21);
             let d = WriteRecord::decode(c, 9).unwrap();
             assert_eq!(
                 (d.first_version, d.deleted, d.queue_changed, d.token),

@@ -154,17 +154,22 @@ impl Resolve<'_, '_> {
         if old.is_none() && new.is_none() {
             return Ok(());
         }
-        let rewrite = old
+        // Whether this commit wrote the key before: its record is this commit's, or this
+        // commit deleted something (perhaps this key) already.
+        let earlier = if old
             .as_ref()
-            .is_some_and(|(r, _)| r.version() == self.version);
-        if rewrite {
-            // The commit wrote this key before: its first write's mark says how the commit
-            // found it.
-            let marks = &mut self.marks;
+            .is_some_and(|(r, _)| r.version() == self.version)
+            || (old.is_none() && self.deleted)
+        {
             let touched = &self.touched;
-            if let Some(m) = marks.iter_mut().rev().find(|m| touched[m.at] == key) {
-                m.after = new.is_some();
-            }
+            self.marks.iter().rposition(|m| touched[m.at] == key)
+        } else {
+            None
+        };
+        let rewrite = earlier.is_some();
+        if let Some(i) = earlier {
+            // Its first write's mark says how the commit found it.
+            self.marks[i].after = new.is_some();
         } else {
             let before = match &old {
                 None => Before::Absent,

@@ -111,18 +111,21 @@ async fn a_commit_s_writes_to_one_key_net_out(h: &Harness) -> CaseResult {
     let db = engine.open_or_create("default").await.step("open")?;
     db.enable_change_feed().await.step("enable")?;
     set(&db, b"old", 1).await?;
+    set(&db, b"replaced", 1).await?;
     let start = db.version();
     let sum = |k: &[u8]| Mutation {
         key: k.to_vec(),
         kind: MutationKind::Sum(Value::u64(1)),
     };
-    // Created twice over, changed twice over, created then deleted: one change, one change,
-    // none.
+    // Created twice over, changed twice over, deleted then set again, created then deleted:
+    // one change each for the first three, none for the last.
     let w = AtomicWrite::new()
         .mutate(sum(b"fresh"))
         .mutate(sum(b"fresh"))
         .mutate(sum(b"old"))
         .mutate(sum(b"old"))
+        .delete(b"replaced".to_vec())
+        .set(b"replaced".to_vec(), Value::u64(2))
         .set(b"gone".to_vec(), Value::u64(1))
         .delete(b"gone".to_vec());
     db.atomic_write(w).await.step("write")?;
@@ -132,6 +135,7 @@ async fn a_commit_s_writes_to_one_key_net_out(h: &Harness) -> CaseResult {
         vec![
             (&b"fresh"[..], ChangeKind::Created),
             (&b"old"[..], ChangeKind::Changed),
+            (&b"replaced"[..], ChangeKind::Changed),
         ]
     );
     ensure_eq!(

@@ -32,6 +32,7 @@ pub fn suite() -> Suite {
             records_reach_the_other_client,
             inserts_made_offline_sync_when_the_server_is_back,
             check_outs_contend_between_clients,
+            a_check_out_edits_the_latest_revision,
             events_arrive_at_the_other_client,
             a_server_restart_keeps_the_leases,
             a_killed_client_keeps_its_unpushed_writes,
@@ -290,6 +291,33 @@ async fn check_outs_contend_between_clients(h: &Harness) -> CaseResult {
     Ok(())
 }
 
+async fn a_check_out_edits_the_latest_revision(h: &Harness) -> CaseResult {
+    let Setup {
+        server: _server,
+        mut ann,
+        mut bob,
+        ..
+    } = setup(h).await?;
+    let id = id_of(&ann.ok("insert bolt 1").await?)?;
+    ann.ok("sync").await?;
+    bob.ok("sync").await?;
+    bob.ok(&format!("checkout {id} 0")).await?;
+    bob.ok(&format!("rename {id} bolt-m6")).await?;
+    bob.ok("sync").await?;
+    bob.ok(&format!("checkin {id}")).await?;
+    // Ann has not pulled since: her check-out brings Bob's revision, and her edit keeps it.
+    ann.ok(&format!("checkout {id} 0")).await?;
+    ann.ok(&format!("update {id} 7")).await?;
+    ensure_eq!(ann.ok("sync").await?["pushed"], json!(1));
+    bob.ok("sync").await?;
+    let got = bob.ok(&format!("get {id}")).await?;
+    ensure_eq!(
+        (got["part"].clone(), got["quantity"].clone()),
+        (json!("bolt-m6"), json!(7))
+    );
+    Ok(())
+}
+
 async fn events_arrive_at_the_other_client(h: &Harness) -> CaseResult {
     let Setup {
         server: _server,
@@ -457,6 +485,16 @@ pub async fn client(replica: &Path, server: &str, token: &str) -> Result<(), Str
                         .await?
                         .ok_or(strata_typed::Error::NotFound(k.raw()))?;
                     s.quantity = num(2)? as i64;
+                    tree.update(k, &s).await?;
+                    json!(true)
+                }
+                "rename" => {
+                    let k = key(num(1)?);
+                    let mut s = tree
+                        .get(k)
+                        .await?
+                        .ok_or(strata_typed::Error::NotFound(k.raw()))?;
+                    s.part = words.get(2).copied().unwrap_or_default().to_string();
                     tree.update(k, &s).await?;
                     json!(true)
                 }

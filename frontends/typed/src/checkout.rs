@@ -206,6 +206,20 @@ pub(crate) async fn check_out(
     }
 }
 
+/// Take `user` out of the queue for record `id` of `tree` (a waiter that went away).
+#[cfg_attr(not(feature = "sync"), allow(dead_code))]
+pub(crate) async fn leave_queue(db: &Database, tree: &str, id: u64, user: &str) -> Result<()> {
+    in_transaction!(db, |tx| {
+        let mut rec = read_lease(tx, tree, id).await?;
+        let before = rec.waiters.len();
+        rec.waiters.retain(|w| w.who != user);
+        if rec.waiters.len() != before {
+            write_lease(tx, tree, id, &rec)?;
+        }
+        Ok::<_, Error>(())
+    })
+}
+
 /// Give back record `id` of `tree`, held by `user` at `now`.
 pub(crate) async fn check_in(
     db: &Database,

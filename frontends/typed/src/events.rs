@@ -17,7 +17,7 @@ use std::collections::VecDeque;
 use std::fmt;
 use std::str::FromStr;
 
-use strata_engine::{Change, ChangeKind, Database, ReadAt};
+use strata_engine::{Change, ChangeKind, Database, EngineError, ReadAt};
 
 use crate::checkout::LeaseRecord;
 use crate::layout::{self, Kind, RELEASED};
@@ -164,8 +164,10 @@ impl Events {
         }
     }
 
-    /// Turn a page of changes into events, numbering each within its commit.
+    /// Turn a page of changes into events, numbering each within its commit. All or
+    /// nothing: a page that fails is read again whole.
     async fn take(&mut self, changes: Vec<Change>) -> Result<()> {
+        let mut page = Vec::new();
         let mut within = None::<(u64, u32)>;
         for c in changes {
             let Some(parsed) = layout::parse_any(&c.key) else {
@@ -186,7 +188,7 @@ impl Events {
                 // Handed out before the subscriber resumed.
                 continue;
             }
-            self.pending.push_back(Event {
+            page.push(Event {
                 version: c.version,
                 cursor: Cursor {
                     version: c.version,
@@ -197,6 +199,7 @@ impl Events {
                 kind,
             });
         }
+        self.pending.extend(page);
         Ok(())
     }
 
@@ -233,11 +236,24 @@ impl Events {
     /// A key's value at `version` and just before it.
     async fn at_and_before(&self, key: &[u8], version: u64) -> Result<[Option<Vec<u8>>; 2]> {
         let keys = [key.to_vec()];
-        let now = self.db.get_many(&keys, ReadAt::Version(version)).await?;
+        // History older than the retention window is gone: so is the feed's reach.
+        let gone = |e: EngineError| match e {
+            EngineError::VersionTooOld { oldest, .. } => EngineError::ChangesTruncated {
+                after: version.saturating_sub(1),
+                oldest,
+            },
+            e => e,
+        };
+        let now = self
+            .db
+            .get_many(&keys, ReadAt::Version(version))
+            .await
+            .map_err(gone)?;
         let before = self
             .db
             .get_many(&keys, ReadAt::Version(version - 1))
-            .await?;
+            .await
+            .map_err(gone)?;
         let bytes =
             |mut v: Vec<Option<strata_engine::Entry>>| v.pop().flatten().map(|e| e.value.data);
         Ok([bytes(now), bytes(before)])

@@ -86,6 +86,21 @@ pub(crate) fn dirty_record(marker: &[u8]) -> Option<&[u8]> {
 }
 
 #[cfg_attr(not(feature = "sync"), allow(dead_code))]
+/// The dirty marker that keeps a replica's own version of shared key `key`: a record's
+/// own, and for a creation marker its record's (check-outs are the server's alone).
+#[cfg_attr(not(feature = "sync"), allow(dead_code))]
+pub(crate) fn dirty_guard(key: &[u8]) -> Option<Vec<u8>> {
+    match key {
+        [PREFIX, RECORD, ..] => Some(dirty(key)),
+        [PREFIX, CREATED, rest @ ..] => {
+            let mut record = vec![PREFIX, RECORD];
+            record.extend_from_slice(rest);
+            Some(dirty(&record))
+        }
+        _ => None,
+    }
+}
+
 /// A replica's own state entry `name`.
 pub(crate) fn replica_state(name: &str) -> Vec<u8> {
     let mut k = vec![PREFIX, REPLICA];
@@ -136,6 +151,15 @@ pub(crate) fn records(tree: &str) -> (Vec<u8>, Vec<u8>) {
 /// The range of every revision of record `id` of `tree`.
 pub(crate) fn revisions(tree: &str, id: u64) -> (Vec<u8>, Vec<u8>) {
     let mut start = tree_prefix(RECORD, tree);
+    start.extend_from_slice(&id.to_be_bytes());
+    let end = strata_engine::prefix_end(&start);
+    (start, end)
+}
+
+/// The range of the creation markers of every revision of record `id` of `tree`.
+#[cfg_attr(not(feature = "sync"), allow(dead_code))]
+pub(crate) fn creations(tree: &str, id: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut start = tree_prefix(CREATED, tree);
     start.extend_from_slice(&id.to_be_bytes());
     let end = strata_engine::prefix_end(&start);
     (start, end)

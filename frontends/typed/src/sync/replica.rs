@@ -13,7 +13,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use strata_engine::{Database, Transaction, Value};
+use strata_engine::{Database, ReadAt, ReadRange, Transaction, Value};
 use tokio_stream::StreamExt;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::interceptor::InterceptedService;
@@ -26,7 +26,7 @@ use super::proto::{
     CheckInRequest, CheckOutRequest, Entry, HelloRequest, PullBatch, PullRequest, PushRequest,
     ReserveIdsRequest,
 };
-use super::server::{raw_key, MAX_PUSH};
+use super::server::{raw_key, MAX_BATCH_BYTES, MAX_PUSH};
 use crate::layout;
 use crate::tree::ENCODING;
 use crate::upstream::{read_grants, write_grants, BoxFuture, Upstream};
@@ -295,6 +295,11 @@ impl Replica {
             if let Ok(mut conn) = self.inner.conn.try_lock() {
                 *conn = None;
             }
+            return Error::Sync(format!(
+                "server {} unreachable: {}",
+                self.inner.options.server,
+                s.message()
+            ));
         }
         from_status(s)
     }
@@ -317,12 +322,19 @@ impl Replica {
             if markers.is_empty() {
                 return Ok(());
             }
+            // One push is applied in one server transaction: keep it within its limit.
             let mut records = Vec::with_capacity(markers.len());
+            let mut bytes = 0;
             for (marker, _) in &markers {
                 let Some(key) = layout::dirty_record(marker) else {
                     continue;
                 };
                 let value = tx.get(key).await?;
+                let size = key.len() + value.as_ref().map_or(0, |v| v.data.len()) + 16;
+                if !records.is_empty() && bytes + size > MAX_BATCH_BYTES {
+                    break;
+                }
+                bytes += size;
                 records.push(Entry {
                     key: key.to_vec(),
                     deleted: value.is_none(),
@@ -330,6 +342,7 @@ impl Replica {
                 });
             }
             drop(tx);
+            let partial = records.len() < markers.len();
             let reply = client
                 .push(PushRequest {
                     records: records.clone(),
@@ -345,27 +358,31 @@ impl Replica {
             let settled = in_transaction!(db, |tx| {
                 let mut out = (0usize, Vec::new());
                 for r in &records {
+                    // Unless the record was written again meanwhile (that write is pushed
+                    // next time).
+                    let now = tx.get(&r.key).await?;
+                    let same = match &now {
+                        None => r.deleted,
+                        Some(v) => !r.deleted && v.data == r.value,
+                    };
                     match refused.get(&r.key) {
                         Some(no) => {
-                            // The server's value wins.
-                            if no.exists {
-                                set_shared(tx, &r.key, no.current.clone())?;
-                            } else {
-                                tx.delete(&r.key)?;
+                            if same {
+                                // The server's value wins.
+                                if no.exists {
+                                    set_shared(tx, &r.key, no.current.clone())?;
+                                } else {
+                                    tx.delete(&r.key)?;
+                                }
+                                tx.delete(&layout::dirty(&r.key))?;
                             }
-                            tx.delete(&layout::dirty(&r.key))?;
                             out.1.push(Error::Refused {
                                 key: raw_key(&r.key),
                                 reason: no.reason.clone(),
                             });
                         }
                         None => {
-                            // Accepted: clean, unless written again meanwhile.
-                            let now = tx.get(&r.key).await?;
-                            let same = match &now {
-                                None => r.deleted,
-                                Some(v) => !r.deleted && v.data == r.value,
-                            };
+                            // Accepted: clean.
                             if same {
                                 tx.delete(&layout::dirty(&r.key))?;
                             }
@@ -377,7 +394,7 @@ impl Replica {
             })?;
             report.pushed += settled.0;
             report.refused.extend(settled.1);
-            if markers.len() < MAX_PUSH {
+            if !partial && markers.len() < MAX_PUSH {
                 return Ok(());
             }
         }
@@ -428,20 +445,23 @@ impl Replica {
     /// yet pushed (those are the replica's until the server answers them).
     async fn apply(&self, batch: PullBatch) -> Result<()> {
         let db = &self.inner.db;
+        // A reset: the server's whole state follows. Entries it does not carry are dropped
+        // once it is all here (those not written since the reset began), so that a
+        // replica cut off half-way keeps its old state rather than half of the new one.
+        let reset_from = db.version();
         in_transaction!(db, |tx| {
             if batch.reset {
-                for (start, end) in layout::shared_ranges() {
-                    for (key, _) in tx.scan(&start, &end, false, usize::MAX).await? {
-                        if tx.get(&layout::dirty(&key)).await?.is_none() {
-                            tx.delete(&key)?;
-                        }
-                    }
-                }
                 set_state(tx, "cursor", &0u64.to_be_bytes())?;
+                set_state(tx, "reset", &reset_from.to_be_bytes())?;
             }
             for e in &batch.entries {
-                if !layout::is_shared(&e.key) || tx.get(&layout::dirty(&e.key)).await?.is_some() {
+                if !layout::is_shared(&e.key) {
                     continue;
+                }
+                if let Some(guard) = layout::dirty_guard(&e.key) {
+                    if tx.get(&guard).await?.is_some() {
+                        continue;
+                    }
                 }
                 if e.deleted {
                     tx.delete(&e.key)?;
@@ -452,6 +472,66 @@ impl Replica {
             if batch.through > 0 {
                 set_state(tx, "cursor", &batch.through.to_be_bytes())?;
             }
+            Ok::<_, Error>(())
+        })?;
+        if batch.through > 0 {
+            self.finish_reset().await?;
+        }
+        Ok(())
+    }
+
+    /// After the last batch of a reset: drop the server entries the reset did not carry.
+    async fn finish_reset(&self) -> Result<()> {
+        let db = &self.inner.db;
+        let Some(from) = read_state(db, "reset")
+            .await?
+            .and_then(|b| b.try_into().ok())
+            .map(u64::from_be_bytes)
+        else {
+            return Ok(());
+        };
+        for (start, end) in layout::shared_ranges() {
+            let mut at = start;
+            loop {
+                let read = db
+                    .snapshot_read(
+                        &[ReadRange::new(at.clone(), end.clone(), 512)],
+                        ReadAt::Latest,
+                    )
+                    .await?;
+                let entries = read.ranges.into_iter().next().unwrap_or_default();
+                let full = entries.len() == 512;
+                let stale: Vec<Vec<u8>> = entries
+                    .iter()
+                    .filter(|e| e.versionstamp.version() <= from)
+                    .map(|e| e.key.clone())
+                    .collect();
+                if let Some(last) = entries.last() {
+                    at = last.key.clone();
+                    at.push(0);
+                }
+                in_transaction!(db, |tx| {
+                    for key in &stale {
+                        if let Some(guard) = layout::dirty_guard(key) {
+                            if tx.get(&guard).await?.is_some() {
+                                continue;
+                            }
+                        }
+                        // Only if not written since it was read.
+                        let now = db.get(key).await?;
+                        if now.is_some_and(|e| e.versionstamp.version() <= from) {
+                            tx.delete(key)?;
+                        }
+                    }
+                    Ok::<_, Error>(())
+                })?;
+                if !full {
+                    break;
+                }
+            }
+        }
+        in_transaction!(db, |tx| {
+            tx.delete(&layout::replica_state("reset"))?;
             Ok::<_, Error>(())
         })
     }
@@ -494,6 +574,13 @@ impl Upstream for Replica {
                 .map_err(|s| self.failed(s))?
                 .into_inner();
             self.store_lease(reply.lease).await?;
+            // The server's latest revisions: what the check-out's edits start from.
+            self.apply(PullBatch {
+                through: 0,
+                reset: false,
+                entries: reply.records,
+            })
+            .await?;
             Ok(Lease {
                 holder: reply.holder,
                 until_ms: reply.until_ms,

@@ -31,8 +31,17 @@ use crate::{Error, RawKey};
 pub const MAX_RESERVATION: u64 = 1 << 20;
 /// Most records one push may carry.
 pub const MAX_PUSH: usize = 10_000;
-/// Entries per pull batch (a batch is one message; a record is at most 64 KiB).
+/// Entries per pull batch at most.
 const BATCH: usize = 256;
+/// Bytes of keys and values per pull batch or push at most (each is applied in one
+/// transaction, which may write 10 MiB by default).
+pub const MAX_BATCH_BYTES: usize = 4 << 20;
+/// The longest check-out lease a replica may ask for (a week).
+pub const MAX_LEASE_MS: u64 = 7 * 24 * 3600 * 1000;
+/// The longest a replica may wait in line for a check-out (ten minutes).
+pub const MAX_WAIT_MS: u64 = 600_000;
+/// How long a replica may take to receive one batch before its pull is ended.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Who may sync: each token names its user.
 #[derive(Clone, Default)]
@@ -312,19 +321,34 @@ impl Sync for SyncService {
             wait_ms,
         } = req.into_inner();
         check_tree(&tree)?;
-        if lease_ms == 0 {
-            return Err(Status::invalid_argument("a check-out needs a lease time"));
+        if lease_ms == 0 || lease_ms > MAX_LEASE_MS || wait_ms > MAX_WAIT_MS {
+            return Err(Status::invalid_argument(format!(
+                "a check-out lease is 1 to {MAX_LEASE_MS} ms, and a wait at most {MAX_WAIT_MS} ms"
+            )));
         }
         let clock = |_: ()| strata_engine::now_ms();
+        // A replica that goes away while waiting leaves the queue, rather than holding its
+        // place (and the record) until its wait runs out.
+        let mut leave = LeaveQueue {
+            db: self.db.clone(),
+            tree: tree.clone(),
+            id,
+            user: user.clone(),
+            armed: wait_ms > 0,
+        };
         let lease = checkout::check_out(&self.db, &tree, id, &user, lease_ms, wait_ms, &clock)
             .await
             .map_err(status)?;
-        let (entry, version) = lease_entry(&self.db, &tree, id).await.map_err(status)?;
+        leave.armed = false;
+        let (entry, version, records) = lease_entry(&self.db, &tree, id, true)
+            .await
+            .map_err(status)?;
         Ok(Response::new(CheckOutReply {
             holder: lease.holder,
             until_ms: lease.until_ms,
             lease: Some(entry),
             version,
+            records,
         }))
     }
 
@@ -338,7 +362,9 @@ impl Sync for SyncService {
         checkout::check_in(&self.db, &tree, id, &user, strata_engine::now_ms())
             .await
             .map_err(status)?;
-        let (entry, version) = lease_entry(&self.db, &tree, id).await.map_err(status)?;
+        let (entry, version, _) = lease_entry(&self.db, &tree, id, false)
+            .await
+            .map_err(status)?;
         Ok(Response::new(CheckInReply {
             lease: Some(entry),
             version,
@@ -346,11 +372,29 @@ impl Sync for SyncService {
     }
 }
 
-/// The check-out record of `id` as stored now, and the version it was read at.
-async fn lease_entry(db: &Database, tree: &str, id: u64) -> crate::Result<(Entry, u64)> {
+/// The check-out record of `id` as stored now, the version it was read at, and (with
+/// `records`) every revision of the record and its creation markers at that version.
+async fn lease_entry(
+    db: &Database,
+    tree: &str,
+    id: u64,
+    records: bool,
+) -> crate::Result<(Entry, u64, Vec<Entry>)> {
     let key = layout::lease(tree, id);
     let mut tx = db.begin().await?;
     let value = tx.get(&key).await?;
+    let mut revisions = Vec::new();
+    if records {
+        for (start, end) in [layout::revisions(tree, id), layout::creations(tree, id)] {
+            for (key, v) in tx.scan(&start, &end, false, usize::MAX).await? {
+                revisions.push(Entry {
+                    key,
+                    value: v.data,
+                    deleted: false,
+                });
+            }
+        }
+    }
     Ok((
         Entry {
             key,
@@ -358,7 +402,36 @@ async fn lease_entry(db: &Database, tree: &str, id: u64) -> crate::Result<(Entry
             value: value.map(|v| v.data).unwrap_or_default(),
         },
         tx.read_version(),
+        revisions,
     ))
+}
+
+/// Takes a waiter that went away out of a check-out's queue.
+struct LeaveQueue {
+    db: Database,
+    tree: String,
+    id: u64,
+    user: String,
+    armed: bool,
+}
+
+impl Drop for LeaveQueue {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let (db, tree, id, user) = (
+            self.db.clone(),
+            std::mem::take(&mut self.tree),
+            self.id,
+            std::mem::take(&mut self.user),
+        );
+        tokio::spawn(async move {
+            if let Err(e) = checkout::leave_queue(&db, &tree, id, &user).await {
+                tracing::warn!(%tree, id, %user, error = %e, "could not take a waiter out of a queue");
+            }
+        });
+    }
 }
 
 /// Apply one pushed record for `user`, or say why not.
@@ -385,14 +458,13 @@ async fn apply_pushed(
     let holds = |rec: &checkout::LeaseRecord| rec.held_by(now) == Some(user);
     let current = tx.get(&r.key).await?;
     match &current {
+        // Already so (a push sent again after its answer was lost).
+        Some(cur) if !r.deleted && cur.data == r.value => return Ok(None),
         Some(cur) => {
             if !holds(&read_lease(tx, tree, id).await?) {
                 return Ok(Some(format!("not checked out by {user:?}")));
             }
             if released(&cur.data) {
-                if !r.deleted && r.value == cur.data {
-                    return Ok(None);
-                }
                 return Ok(Some("the revision is released".into()));
             }
         }
@@ -411,12 +483,17 @@ async fn apply_pushed(
             }
         }
         None => {
-            // A new record: its id must be one reserved for this user.
+            // A new record: its id must be one reserved for this user, and nobody else may
+            // hold it (the holder may have removed it).
+            let lease = read_lease(tx, tree, id).await?;
+            if lease.held_by(now).is_some_and(|h| h != user) {
+                return Ok(Some(format!("record {id} is checked out by someone else")));
+            }
             let (start, end) = layout::granted_through(tree, id);
             let grant = tx.scan(&start, &end, true, 1).await?;
             let mine = grant.first().and_then(|(k, v)| {
                 let g: Grant = serde_json::from_slice(&v.data).ok()?;
-                let from = u64::from_be_bytes(k.get(k.len() - 8..)?.try_into().ok()?);
+                let from = u64::from_be_bytes(k.get(k.len().checked_sub(8)?..)?.try_into().ok()?);
                 (from <= id && id < g.end && g.user == user).then_some(())
             });
             if mine.is_none() {
@@ -449,6 +526,55 @@ fn released(stored: &[u8]) -> bool {
     layout::open(stored).is_ok_and(|(h, _)| h.flags & RELEASED != 0)
 }
 
+/// Batches of entries for a replica, each within [`BATCH`] entries and
+/// [`MAX_BATCH_BYTES`]; every batch but a step's last has `through` 0.
+struct Sender<'a> {
+    out: &'a mpsc::Sender<std::result::Result<PullBatch, Status>>,
+    entries: Vec<Entry>,
+    bytes: usize,
+    reset: bool,
+}
+
+impl<'a> Sender<'a> {
+    fn new(out: &'a mpsc::Sender<std::result::Result<PullBatch, Status>>) -> Self {
+        Sender {
+            out,
+            entries: Vec::new(),
+            bytes: 0,
+            reset: false,
+        }
+    }
+
+    async fn push(&mut self, e: Entry) -> std::result::Result<(), Status> {
+        let size = e.key.len() + e.value.len() + 16;
+        if !self.entries.is_empty()
+            && (self.entries.len() == BATCH || self.bytes + size > MAX_BATCH_BYTES)
+        {
+            self.flush(0).await?;
+        }
+        self.bytes += size;
+        self.entries.push(e);
+        Ok(())
+    }
+
+    /// Send what is gathered (even nothing, when `through` ends a step).
+    async fn flush(&mut self, through: u64) -> std::result::Result<(), Status> {
+        let batch = PullBatch {
+            through,
+            reset: std::mem::take(&mut self.reset),
+            entries: std::mem::take(&mut self.entries),
+        };
+        self.bytes = 0;
+        match tokio::time::timeout(SEND_TIMEOUT, self.out.send(Ok(batch))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Status::cancelled("the replica went away")),
+            Err(_) => Err(Status::deadline_exceeded(
+                "the replica did not take a batch within a minute",
+            )),
+        }
+    }
+}
+
 /// Send the shared keys changed after `after` (everything, when the feed no longer reaches
 /// back that far), then, when `follow`, every later change as it commits.
 async fn stream_changes(
@@ -460,16 +586,17 @@ async fn stream_changes(
     let reachable = |at: u64| {
         at > 0 && at <= db.version() && db.oldest_change_cursor().is_some_and(|o| at >= o)
     };
+    let mut send = Sender::new(out);
     let mut at = after;
     if !reachable(at) {
-        at = snapshot(db, out).await?;
+        at = snapshot(db, &mut send).await?;
     }
     let mut sent = at;
     loop {
         let page = match db.changes(at, BATCH).await {
             Ok(page) => page,
             Err(EngineError::ChangesTruncated { .. }) => {
-                at = snapshot(db, out).await?;
+                at = snapshot(db, &mut send).await?;
                 sent = at;
                 continue;
             }
@@ -485,27 +612,22 @@ async fn stream_changes(
         keys.dedup();
         let caught_up = page.through == at;
         if !keys.is_empty() || (caught_up && sent < page.through) {
-            let values = db
-                .get_many(&keys, ReadAt::Version(page.through))
-                .await
-                .map_err(|e| status(e.into()))?;
-            let entries = keys
-                .into_iter()
-                .zip(values)
-                .map(|(key, v)| Entry {
-                    key,
-                    deleted: v.is_none(),
-                    value: v.map(|e| e.value.data).unwrap_or_default(),
-                })
-                .collect();
-            let batch = PullBatch {
-                through: page.through,
-                reset: false,
-                entries,
-            };
-            if out.send(Ok(batch)).await.is_err() {
-                return Ok(());
+            // The changed keys as of the page's end: one consistent state.
+            for chunk in keys.chunks(BATCH) {
+                let values = db
+                    .get_many(chunk, ReadAt::Version(page.through))
+                    .await
+                    .map_err(|e| status(e.into()))?;
+                for (key, v) in chunk.iter().zip(values) {
+                    send.push(Entry {
+                        key: key.clone(),
+                        deleted: v.is_none(),
+                        value: v.map(|e| e.value.data).unwrap_or_default(),
+                    })
+                    .await?;
+                }
             }
+            send.flush(page.through).await?;
             sent = page.through;
         }
         at = page.through;
@@ -522,15 +644,11 @@ async fn stream_changes(
 }
 
 /// Send every shared key as of one version, marked as the whole state; that version.
-async fn snapshot(
-    db: &Database,
-    out: &mpsc::Sender<std::result::Result<PullBatch, Status>>,
-) -> std::result::Result<u64, Status> {
+async fn snapshot(db: &Database, send: &mut Sender<'_>) -> std::result::Result<u64, Status> {
     let fail = |e: EngineError| status(e.into());
     let mut tx = db.begin().await.map_err(fail)?;
     let version = tx.read_version();
-    let mut first = true;
-    let mut batch = Vec::new();
+    send.reset = true;
     for (start, end) in layout::shared_ranges() {
         let mut from = start;
         loop {
@@ -539,39 +657,20 @@ async fn snapshot(
             for (key, v) in rows {
                 from = key.clone();
                 from.push(0);
-                batch.push(Entry {
+                send.push(Entry {
                     key,
                     value: v.data,
                     deleted: false,
-                });
-                if batch.len() == BATCH {
-                    send_part(out, &mut first, &mut batch, 0).await?;
-                }
+                })
+                .await?;
             }
             if !full {
                 break;
             }
         }
     }
-    send_part(out, &mut first, &mut batch, version).await?;
+    send.flush(version).await?;
     Ok(version)
-}
-
-/// One batch of a snapshot: the first resets the replica, the last (`through` > 0) ends it.
-async fn send_part(
-    out: &mpsc::Sender<std::result::Result<PullBatch, Status>>,
-    first: &mut bool,
-    batch: &mut Vec<Entry>,
-    through: u64,
-) -> std::result::Result<(), Status> {
-    let b = PullBatch {
-        through,
-        reset: std::mem::take(first),
-        entries: std::mem::take(batch),
-    };
-    out.send(Ok(b))
-        .await
-        .map_err(|_| Status::cancelled("the replica went away"))
 }
 
 /// The key of a record named in a refusal.
