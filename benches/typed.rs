@@ -16,6 +16,10 @@
 //! * `commit to event`: a subscriber waits on the tree's events while a writer inserts, one
 //!   durable insert at a time; the time from the start of each insert, and from its
 //!   acknowledgement, to the subscriber holding its event (p50 and p99).
+//! * `commit to event between replicas`: a sync server and two replicas (each its own redb
+//!   store) in this process, talking gRPC over loopback TCP, both following the server. One
+//!   replica inserts, one record at a time; the time from the start of the insert to the
+//!   other replica's subscriber holding its event (p50 and p99).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -194,6 +198,7 @@ fn main() {
     });
 
     let (from_start, from_ack) = rt.block_on(commit_to_event(tree, (secs * 300.0) as usize));
+    let across = rt.block_on(between_replicas((secs * 100.0) as usize));
 
     let ratio = |d: Duration| d.as_secs_f64() / raw.as_secs_f64();
     println!();
@@ -240,6 +245,78 @@ fn main() {
         ms(from_ack[0]),
         ms(from_ack[1])
     );
+    println!(
+        "| commit on one replica to the event on another, over loopback (p50 / p99) | {:.3} / {:.3} ms | | p50 ≤ 5 ms: {} |",
+        ms(across[0]),
+        ms(across[1]),
+        if ms(across[0]) <= 5.0 { "met" } else { "**not met**" }
+    );
+}
+
+/// A redb-backed database in `dir`.
+async fn redb_database(dir: &std::path::Path) -> strata_engine::Database {
+    let engine = Box::leak(Box::new(Engine::new(
+        Arc::new(RedbBackend::new(dir)),
+        EngineConfig::default(),
+    )));
+    engine.open_or_create("typed").await.expect("database")
+}
+
+/// `inserts` records inserted on one replica, one at a time, each waited for as an event on
+/// another replica: p50 and p99 of the time from the insert's start to the event.
+async fn between_replicas(inserts: usize) -> [Duration; 2] {
+    use strata_typed::sync::{serve, Replica, ReplicaOptions, Tokens};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server_db = redb_database(&dir.path().join("server")).await;
+    let tokens = Tokens::parse(&["ann:ann-token-1234", "bob:bob-token-5678"]).expect("tokens");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("listen");
+    let url = format!("http://{}", listener.local_addr().expect("address"));
+    tokio::spawn(serve(server_db, tokens, listener, std::future::pending()));
+    let replica = |name: &'static str, token: &'static str| {
+        let (url, path) = (url.clone(), dir.path().join(name));
+        async move {
+            let mut options = ReplicaOptions::new(url, token);
+            options.reserve = inserts as u64 + 16;
+            let r = Replica::open(redb_database(&path).await, options)
+                .await
+                .expect("replica");
+            r.tree::<Part>();
+            r.sync().await.expect("first sync");
+            r
+        }
+    };
+    let ann = replica("ann", "ann-token-1234").await;
+    let bob = replica("bob", "bob-token-5678").await;
+    let theirs = bob.tree::<Part>();
+    let mut events = theirs.events(theirs.cursor().await.expect("cursor"));
+    let (arrived_tx, mut arrived) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(e) = events.next().await {
+            let _ = arrived_tx.send((e.id, Instant::now()));
+        }
+    });
+    let following = [ann.follow(), bob.follow()];
+    let mine = ann.tree::<Part>();
+    let mut times = Vec::with_capacity(inserts);
+    for i in 0..inserts {
+        let start = Instant::now();
+        let id = mine.insert(&part(i as u64)).await.expect("insert").id();
+        loop {
+            let (got, at) = arrived.recv().await.expect("events");
+            if got == id {
+                times.push(at - start);
+                break;
+            }
+        }
+    }
+    for f in following {
+        f.abort();
+    }
+    times.sort();
+    let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
+    [pct(0.5), pct(0.99)]
 }
 
 /// `inserts` durable inserts, one at a time, while a subscriber follows the tree's events:

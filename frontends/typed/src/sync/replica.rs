@@ -211,6 +211,8 @@ impl Replica {
     }
 
     async fn follow_once(&self) -> Result<()> {
+        // Read before the first sync: a write committed after it wakes the loop below.
+        let mut local = self.inner.db.version();
         self.sync().await?;
         let mut client = self.connect().await?;
         let after = self.cursor().await?;
@@ -222,7 +224,6 @@ impl Replica {
             .await
             .map_err(|s| self.failed(s))?
             .into_inner();
-        let mut local = self.inner.db.version();
         loop {
             tokio::select! {
                 batch = stream.next() => match batch {
@@ -235,6 +236,7 @@ impl Replica {
                     if self.dirty().await? > 0 {
                         let _one = self.inner.syncing.lock().await;
                         self.push(&mut client, &mut SyncReport::default()).await?;
+                        self.reserve(&mut client).await?;
                     }
                 }
             }
@@ -591,6 +593,13 @@ impl Upstream for Replica {
     fn check_in<'a>(&'a self, tree: &'a str, id: u64) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let mut client = self.connect().await?;
+            // What was changed under the check-out goes to the server while it is still
+            // held; giving it back first would have the server refuse the changes.
+            let mut pushed = SyncReport::default();
+            {
+                let _one = self.inner.syncing.lock().await;
+                self.push(&mut client, &mut pushed).await?;
+            }
             let reply = client
                 .check_in(CheckInRequest {
                     tree: tree.to_string(),
@@ -599,7 +608,16 @@ impl Upstream for Replica {
                 .await
                 .map_err(|s| self.failed(s))?
                 .into_inner();
-            self.store_lease(reply.lease).await
+            self.store_lease(reply.lease).await?;
+            let (records, _) = layout::revisions(tree, id);
+            match pushed
+                .refused
+                .into_iter()
+                .find(|e| matches!(e, Error::Refused { key, .. } if layout::record(&key.tree, key.id, key.revision).starts_with(&records)))
+            {
+                Some(refusal) => Err(refusal),
+                None => Ok(()),
+            }
         })
     }
 }

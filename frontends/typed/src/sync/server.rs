@@ -136,7 +136,17 @@ pub async fn serve(
     crate::events::ensure_feed(&db)
         .await
         .map_err(|e| e.to_string())?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Small messages both ways: without TCP_NODELAY, delayed acknowledgements add tens of
+    // milliseconds to some round trips.
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |s| {
+            if let Ok(s) = &s {
+                let _ = s.set_nodelay(true);
+            }
+            s
+        },
+    );
     tonic::transport::Server::builder()
         .add_service(SyncService::new(db, tokens).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
