@@ -77,9 +77,11 @@ async fn main() -> Result<(), Error> {
     let (_ann_engine, ann) = workstation(dir.path(), "ann", "ann-secret-1", &url).await?;
     let (_bob_engine, bob) = workstation(dir.path(), "bob", "bob-secret-2", &url).await?;
 
-    // Ann records a part. The name index lives on her replica, kept with every write.
+    // Ann records a part. The name index lives on her replica, kept with every write, hers
+    // or pulled from the server.
     let names = NameIndex::<Part>::new("name", |p| p.name.as_str());
-    let parts: Tree<Part> = ann.tree::<Part>().with_indexer(names.clone());
+    ann.index(names.clone());
+    let parts: Tree<Part> = ann.tree::<Part>();
     let bolt = parts
         .insert(&Part {
             number: "B-0620".into(),

@@ -11,6 +11,12 @@ use crate::layout::{self, Header, RELEASED};
 use crate::upstream::{take_granted_id, Upstream};
 use crate::{Error, Key, Record, Result};
 
+/// Keeps one tree's indexes for a record written by other means: `(tx, id, revision, old
+/// bytes, new bytes)`.
+pub(crate) type Reindexer = Arc<
+    dyn Fn(&mut Transaction, u64, u32, Option<&[u8]>, Option<&[u8]>) -> Result<()> + Send + Sync,
+>;
+
 /// The value encoding of typed records.
 pub(crate) const ENCODING: Encoding = Encoding::Custom(0x20);
 
@@ -102,6 +108,29 @@ impl<T: Record> Tree<T> {
 
     pub(crate) fn upstream(&self) -> Option<&Arc<dyn Upstream>> {
         self.upstream.as_ref()
+    }
+
+    /// This handle with `indexers` (a replica's registered ones).
+    #[cfg_attr(not(feature = "sync"), allow(dead_code))]
+    pub(crate) fn with_indexers(mut self, indexers: Vec<Arc<dyn Indexer<T>>>) -> Self {
+        self.indexers = Arc::new(indexers);
+        self
+    }
+
+    /// Keeps this handle's indexes for a record written by other means (a replica applying
+    /// its server's changes): the record `(id, revision)` went from `old` to `new` bytes.
+    /// A record this code cannot read (a later schema version, corrupt bytes) has no terms.
+    #[cfg_attr(not(feature = "sync"), allow(dead_code))]
+    pub(crate) fn reindexer(&self) -> Reindexer {
+        let me = self.clone();
+        Arc::new(move |tx, id, revision, old, new| {
+            let key = Key::<T>::new(id, revision);
+            let terms = |b: Option<&[u8]>| {
+                b.and_then(|b| me.index_entries(key, b).ok())
+                    .unwrap_or_default()
+            };
+            Self::reindex(tx, &terms(old), &terms(new))
+        })
     }
 
     /// On a replica: mark the record at `at` as written here, to be pushed.

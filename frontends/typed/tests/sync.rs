@@ -111,3 +111,55 @@ async fn checking_in_publishes_the_changes_first() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_indexes_what_it_pulls() {
+    let tokens = Tokens::parse(&["ann:ann-token-1234", "bob:bob-token-5678"]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(serve(
+        database().await,
+        tokens,
+        listener,
+        std::future::pending(),
+    ));
+    let ann = replica(&url, "ann-token-1234").await;
+    let bob = replica(&url, "bob-token-5678").await;
+    let labels = strata_typed::NameIndex::<Bin>::new("label", |b| b.label.as_str());
+    bob.index(labels.clone());
+    let mine = ann.tree::<Bin>();
+    let k = mine
+        .insert(&Bin {
+            label: "Shelf A1".into(),
+        })
+        .await
+        .unwrap();
+    ann.sync().await.unwrap();
+    bob.sync().await.unwrap();
+    let theirs = bob.tree::<Bin>();
+    assert_eq!(labels.loose(&theirs, "shelf a1").await.unwrap(), vec![k]);
+    // A change pulled later moves the entry.
+    mine.check_out(k.id(), Duration::from_secs(60), strata_typed::Wait::No)
+        .await
+        .unwrap();
+    mine.update(
+        k,
+        &Bin {
+            label: "Shelf B2".into(),
+        },
+    )
+    .await
+    .unwrap();
+    mine.check_in(k.id()).await.unwrap();
+    bob.sync().await.unwrap();
+    assert!(labels.loose(&theirs, "shelf a1").await.unwrap().is_empty());
+    assert_eq!(labels.loose(&theirs, "shelf b2").await.unwrap(), vec![k]);
+    // Bob's own writes keep it too.
+    let own = theirs
+        .insert(&Bin {
+            label: "Shelf C3".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(labels.exact(&theirs, "Shelf C3").await.unwrap(), vec![own]);
+}

@@ -9,7 +9,8 @@
 //! The replica remembers its server's identity (the server database's id) on first contact
 //! and refuses any other server afterwards.
 
-use std::collections::BTreeSet;
+use std::any::Any;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -28,9 +29,9 @@ use super::proto::{
 };
 use super::server::{raw_key, MAX_BATCH_BYTES, MAX_PUSH};
 use crate::layout;
-use crate::tree::ENCODING;
+use crate::tree::{Reindexer, ENCODING};
 use crate::upstream::{read_grants, write_grants, BoxFuture, Upstream};
-use crate::{Error, Lease, Record, Result, Tree};
+use crate::{Error, Indexer, Lease, Record, Result, Tree};
 
 /// Where a replica's server is and how it signs in.
 #[derive(Debug, Clone)]
@@ -71,6 +72,10 @@ pub struct SyncReport {
 
 type Client = SyncClient<InterceptedService<Channel, Bearer>>;
 
+/// One tree's registered indexers (a `Vec<Arc<dyn Indexer<T>>>`), and what keeps their
+/// entries for records the server sends.
+type Registered = (Box<dyn Any + Send + Sync>, Reindexer);
+
 #[derive(Clone)]
 struct Bearer(MetadataValue<Ascii>);
 
@@ -97,6 +102,9 @@ struct Inner {
     user: RwLock<Option<Arc<str>>>,
     /// Trees opened on this replica: ids are reserved for them.
     trees: Mutex<BTreeSet<&'static str>>,
+    /// Indexers registered per tree: each tree's typed list (a `Vec<Arc<dyn Indexer<T>>>`)
+    /// and what keeps its entries for records the server sends.
+    indexers: Mutex<HashMap<&'static str, Registered>>,
     /// One push or pull at a time.
     syncing: tokio::sync::Mutex<()>,
 }
@@ -120,6 +128,7 @@ impl Replica {
                 conn: tokio::sync::Mutex::new(None),
                 user: RwLock::new(user),
                 trees: Mutex::new(BTreeSet::new()),
+                indexers: Mutex::new(HashMap::new()),
                 syncing: tokio::sync::Mutex::new(()),
             }),
         })
@@ -140,14 +149,47 @@ impl Replica {
             .map(str::to_string)
     }
 
-    /// The tree of `T` on this replica, acting for the replica's user.
+    /// Keep `indexer`'s index of `T`'s tree on this replica: for every write through this
+    /// replica's trees, and for every record pulled from the server. Register indexers
+    /// before the first sync (or `rebuild_index` after registering).
+    pub fn index<T: Record>(&self, indexer: impl Indexer<T>) {
+        let mut all = self
+            .inner
+            .indexers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let mut list: Vec<Arc<dyn Indexer<T>>> = all
+            .get(T::TREE)
+            .and_then(|(typed, _)| typed.downcast_ref::<Vec<Arc<dyn Indexer<T>>>>())
+            .cloned()
+            .unwrap_or_default();
+        list.push(Arc::new(indexer));
+        let reindex = Tree::<T>::open(self.inner.db.clone())
+            .with_indexers(list.clone())
+            .reindexer();
+        all.insert(T::TREE, (Box::new(list), reindex));
+    }
+
+    /// The tree of `T` on this replica, acting for the replica's user, keeping the indexes
+    /// registered with [`Replica::index`].
     pub fn tree<T: Record>(&self) -> Tree<T> {
         self.inner
             .trees
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(T::TREE);
-        let tree = Tree::open(self.inner.db.clone()).with_upstream(Arc::new(self.clone()));
+        let indexers = self
+            .inner
+            .indexers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(T::TREE)
+            .and_then(|(typed, _)| typed.downcast_ref::<Vec<Arc<dyn Indexer<T>>>>())
+            .cloned()
+            .unwrap_or_default();
+        let tree = Tree::open(self.inner.db.clone())
+            .with_indexers(indexers)
+            .with_upstream(Arc::new(self.clone()));
         match self.user() {
             Some(u) => tree.as_user(&u),
             None => tree,
@@ -371,11 +413,8 @@ impl Replica {
                         Some(no) => {
                             if same {
                                 // The server's value wins.
-                                if no.exists {
-                                    set_shared(tx, &r.key, no.current.clone())?;
-                                } else {
-                                    tx.delete(&r.key)?;
-                                }
+                                self.write_shared(tx, &r.key, no.exists.then_some(&no.current))
+                                    .await?;
                                 tx.delete(&layout::dirty(&r.key))?;
                             }
                             out.1.push(Error::Refused {
@@ -465,11 +504,8 @@ impl Replica {
                         continue;
                     }
                 }
-                if e.deleted {
-                    tx.delete(&e.key)?;
-                } else {
-                    set_shared(tx, &e.key, e.value.clone())?;
-                }
+                self.write_shared(tx, &e.key, (!e.deleted).then_some(&e.value))
+                    .await?;
             }
             if batch.through > 0 {
                 set_state(tx, "cursor", &batch.through.to_be_bytes())?;
@@ -522,7 +558,7 @@ impl Replica {
                         // Only if not written since it was read.
                         let now = db.get(key).await?;
                         if now.is_some_and(|e| e.versionstamp.version() <= from) {
-                            tx.delete(key)?;
+                            self.write_shared(tx, key, None).await?;
                         }
                     }
                     Ok::<_, Error>(())
@@ -536,6 +572,41 @@ impl Replica {
             tx.delete(&layout::replica_state("reset"))?;
             Ok::<_, Error>(())
         })
+    }
+
+    /// Write a server entry (`None`: delete it), keeping the replica's indexes of a record.
+    async fn write_shared(
+        &self,
+        tx: &mut Transaction,
+        key: &[u8],
+        value: Option<&Vec<u8>>,
+    ) -> Result<()> {
+        let reindex = match layout::parse_any(key) {
+            Some(layout::Parsed {
+                tree,
+                id,
+                kind: layout::Kind::Record { revision },
+            }) => self
+                .inner
+                .indexers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(tree)
+                .map(|(_, r)| (r.clone(), id, revision)),
+            _ => None,
+        };
+        let old = match &reindex {
+            Some(_) => tx.get(key).await?.map(|v| v.data),
+            None => None,
+        };
+        match value {
+            Some(v) => set_shared(tx, key, v.clone())?,
+            None => tx.delete(key)?,
+        }
+        if let Some((reindex, id, revision)) = reindex {
+            reindex(tx, id, revision, old.as_deref(), value.map(Vec::as_slice))?;
+        }
+        Ok(())
     }
 
     /// Store a check-out record the server sent.
