@@ -32,6 +32,9 @@ struct Args {
     versioned: bool,
     /// The record type of the previous schema version, which this one is made `From`.
     previous: Option<syn::Path>,
+    /// Records at this version are also stored in the previous version's form (made
+    /// `From<&Self>`), which code at the previous version reads.
+    compatible: bool,
 }
 
 fn parse_args(args: proc_macro2::TokenStream) -> syn::Result<Args> {
@@ -40,9 +43,11 @@ fn parse_args(args: proc_macro2::TokenStream) -> syn::Result<Args> {
     let mut version = None;
     let mut versioned = false;
     let mut previous = None;
+    let mut compatible = false;
     for meta in metas {
         match &meta {
             Meta::Path(p) if p.is_ident("versioned") => versioned = true,
+            Meta::Path(p) if p.is_ident("compatible") => compatible = true,
             Meta::NameValue(nv) if nv.path.is_ident("tree") => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Str(s), ..
@@ -62,7 +67,7 @@ fn parse_args(args: proc_macro2::TokenStream) -> syn::Result<Args> {
             other => {
                 return Err(syn::Error::new_spanned(
                     other,
-                    "expected `tree = \"name\"`, `version = N`, `versioned` or `previous = Type`",
+                    "expected `tree = \"name\"`, `version = N`, `versioned`, `previous = Type` or `compatible`",
                 ))
             }
         }
@@ -74,11 +79,18 @@ fn parse_args(args: proc_macro2::TokenStream) -> syn::Result<Args> {
             "a tree name is not empty and has no NUL byte",
         ));
     }
+    if compatible && previous.is_none() {
+        return Err(syn::Error::new_spanned(
+            &args,
+            "`compatible` needs `previous = Type`: the version whose code reads these records",
+        ));
+    }
     Ok(Args {
         tree,
         version: version.unwrap_or(1),
         versioned,
         previous,
+        compatible,
     })
 }
 
@@ -91,6 +103,7 @@ fn expand(
         version,
         versioned,
         previous,
+        compatible,
     } = parse_args(args)?;
     if !input.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
@@ -126,6 +139,26 @@ fn expand(
             }
         },
         None => quote! {},
+    };
+    // Declared compatible: also archived as the previous version.
+    let compat = match (&previous, compatible) {
+        (Some(prev), true) => quote! {
+            fn compat_archive(
+                &self,
+            ) -> ::std::option::Option<
+                ::std::result::Result<
+                    (u32, ::strata_typed::rkyv::util::AlignedVec),
+                    ::strata_typed::rkyv::rancor::Error,
+                >,
+            > {
+                let older: #prev = <#prev as ::std::convert::From<&Self>>::from(self);
+                ::std::option::Option::Some(
+                    <#prev as ::strata_typed::Record>::to_archive(&older)
+                        .map(|a| (<#prev as ::strata_typed::Record>::SCHEMA_VERSION, a)),
+                )
+            }
+        },
+        _ => quote! {},
     };
     Ok(quote! {
         #[derive(
@@ -171,6 +204,7 @@ fn expand(
             }
 
             #read_older
+            #compat
         }
     })
 }

@@ -213,6 +213,8 @@ const MAGIC: &[u8; 4] = b"STRT";
 const FORMAT: u8 = 1;
 /// Flag: the revision is released.
 pub(crate) const RELEASED: u8 = 1;
+/// Flag: a compat section follows the archive (see [`envelope_with`]).
+pub(crate) const COMPAT: u8 = 2;
 
 /// The header of a stored record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -221,38 +223,84 @@ pub(crate) struct Header {
     pub schema_version: u32,
 }
 
-pub(crate) fn envelope(header: Header, archive: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(HEADER + archive.len());
+/// The envelope, with (when `compat` is given) the record also archived at an earlier
+/// schema version after the archive: header bytes 11..15 hold the archive's length, and
+/// the compat section starts at the next 16-byte boundary: that version (u32 LE), 12
+/// reserved bytes, the compat archive.
+pub(crate) fn envelope_with(
+    header: Header,
+    archive: &[u8],
+    compat: Option<(u32, &[u8])>,
+) -> Vec<u8> {
+    let flags = match compat {
+        Some(_) => header.flags | COMPAT,
+        None => header.flags & !COMPAT,
+    };
+    let mut v = Vec::with_capacity(HEADER + archive.len() + compat.map_or(0, |c| c.1.len() + 32));
     v.extend_from_slice(MAGIC);
     v.push(FORMAT);
-    v.push(header.flags);
+    v.push(flags);
     v.push(0);
     v.extend_from_slice(&header.schema_version.to_le_bytes());
-    v.extend_from_slice(&[0; 5]);
+    let main_len = match compat {
+        Some(_) => u32::try_from(archive.len()).unwrap_or(u32::MAX),
+        None => 0,
+    };
+    v.extend_from_slice(&main_len.to_le_bytes());
+    v.push(0);
     debug_assert_eq!(v.len(), HEADER);
     v.extend_from_slice(archive);
+    if let Some((version, older)) = compat {
+        v.resize(v.len().next_multiple_of(16), 0);
+        v.extend_from_slice(&version.to_le_bytes());
+        v.extend_from_slice(&[0; 12]);
+        v.extend_from_slice(older);
+    }
+    v
+}
+
+/// The same stored record with `flags` (the compat flag kept as stored).
+pub(crate) fn with_flags(bytes: &[u8], flags: u8) -> Vec<u8> {
+    let mut v = bytes.to_vec();
+    if let Some(f) = v.get_mut(5) {
+        *f = (flags & !COMPAT) | (*f & COMPAT);
+    }
     v
 }
 
 /// The header and archive of a stored record, or what is wrong with it.
 pub(crate) fn open(bytes: &[u8]) -> Result<(Header, &[u8]), String> {
+    Ok(open_all(bytes)?.0)
+}
+
+/// The header and archive of a stored record, and its compat section (the earlier schema
+/// version and the archive at it), if it has one.
+#[allow(clippy::type_complexity)]
+pub(crate) fn open_all(bytes: &[u8]) -> Result<((Header, &[u8]), Option<(u32, &[u8])>), String> {
     if bytes.len() < HEADER {
         return Err(format!("{} bytes is too short for a record", bytes.len()));
     }
-    let (head, archive) = bytes.split_at(HEADER);
+    let (head, rest) = bytes.split_at(HEADER);
     if &head[..4] != MAGIC {
         return Err("not a typed record (bad magic)".into());
     }
     if head[4] != FORMAT {
         return Err(format!("unknown record format {}", head[4]));
     }
-    let mut version = [0u8; 4];
-    version.copy_from_slice(&head[7..11]);
-    Ok((
-        Header {
-            flags: head[5],
-            schema_version: u32::from_le_bytes(version),
-        },
-        archive,
-    ))
+    let le = |at: usize| u32::from_le_bytes([head[at], head[at + 1], head[at + 2], head[at + 3]]);
+    let header = Header {
+        flags: head[5],
+        schema_version: le(7),
+    };
+    if header.flags & COMPAT == 0 {
+        return Ok(((header, rest), None));
+    }
+    let bad = || "the compat section lies outside the record".to_string();
+    let main_len = le(11) as usize;
+    let archive = rest.get(..main_len).ok_or_else(bad)?;
+    let section = HEADER + main_len.next_multiple_of(16);
+    let compat = bytes.get(section..section + 16).ok_or_else(bad)?;
+    let version = u32::from_le_bytes([compat[0], compat[1], compat[2], compat[3]]);
+    let older = bytes.get(section + 16..).ok_or_else(bad)?;
+    Ok(((header, archive), Some((version, older))))
 }

@@ -107,6 +107,16 @@ pub trait Record: Sized + Send + Sync + 'static {
     #[doc(hidden)]
     fn from_archived(archived: &Self::Archived) -> std::result::Result<Self, rkyv::rancor::Error>;
 
+    /// With `compatible`: the record in the previous version's form, and that version, stored
+    /// beside its own archive for code at that version to read.
+    #[doc(hidden)]
+    #[allow(clippy::type_complexity)]
+    fn compat_archive(
+        &self,
+    ) -> Option<std::result::Result<(u32, rkyv::util::AlignedVec), rkyv::rancor::Error>> {
+        None
+    }
+
     /// `archive` (aligned), written at schema version `stored`, as a `Self`: read directly
     /// at this version, through the declared previous versions (`previous = Type`, and
     /// `From<Type>`) at an older one. `None`: no declared way from that version.

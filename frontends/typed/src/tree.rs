@@ -431,16 +431,13 @@ impl<T: Record> Tree<T> {
                 return Err(Error::NotFound(key.raw()));
             };
             ensure_held(tx, key, user, self.now_ms()).await?;
-            let (header, archive) = open::<T>(key, &stored.data)?;
+            let (header, _) = open::<T>(key, &stored.data)?;
             if header.flags & RELEASED != 0 {
                 return Ok(());
             }
             // Released as stored, at the schema version it was written at.
-            let released = Header {
-                flags: header.flags | RELEASED,
-                ..header
-            };
-            tx.set(&at, record_value(layout::envelope(released, archive)))?;
+            let released = layout::with_flags(&stored.data, header.flags | RELEASED);
+            tx.set(&at, record_value(released))?;
             self.touch(tx, &at)?;
             Ok::<_, Error>(())
         })
@@ -537,7 +534,7 @@ impl<T: Record> Tree<T> {
                         continue;
                     }
                     let value = upgraded::<T>(key, header.schema_version, archive)?;
-                    tx.set(&at, record_value(encode(&value, header.flags)?))?;
+                    tx.set(&at, record_value(encode(&value, header.flags & RELEASED)?))?;
                     self.touch(tx, &at)?;
                     n += 1;
                 }
@@ -650,12 +647,21 @@ fn encode<T: Record>(value: &T, flags: u8) -> Result<Vec<u8>> {
         tree: T::TREE,
         detail: e.to_string(),
     })?;
-    Ok(layout::envelope(
-        Header {
-            flags,
-            schema_version: T::SCHEMA_VERSION,
-        },
+    let header = Header {
+        flags,
+        schema_version: T::SCHEMA_VERSION,
+    };
+    let compat = match value.compat_archive() {
+        None => None,
+        Some(c) => Some(c.map_err(|e| Error::Encode {
+            tree: T::TREE,
+            detail: format!("as the compatible earlier version: {e}"),
+        })?),
+    };
+    Ok(layout::envelope_with(
+        header,
         &archive,
+        compat.as_ref().map(|(v, a)| (*v, a.as_slice())),
     ))
 }
 
@@ -706,9 +712,16 @@ fn with_stored<T: Record, R>(
     bytes: &[u8],
     f: impl FnOnce(&T::Archived) -> R,
 ) -> Result<R> {
-    let (header, archive) = open_any(key.raw(), bytes)?;
+    let ((header, archive), compat) = layout::open_all(bytes).map_err(|detail| Error::Corrupt {
+        key: key.raw(),
+        detail,
+    })?;
     if header.schema_version == T::SCHEMA_VERSION {
         return with_archive::<T, R>(key, archive, f);
+    }
+    // Written by later code that declared itself compatible with this version.
+    if let Some((_, older)) = compat.filter(|(v, _)| *v == T::SCHEMA_VERSION) {
+        return with_archive::<T, R>(key, older, f);
     }
     let value = upgraded::<T>(key, header.schema_version, archive)?;
     let again = value.to_archive().map_err(|e| Error::Encode {
