@@ -110,6 +110,31 @@ enum Command {
     #[cfg(feature = "sqlite")]
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Look into typed trees without their record types.
+    #[cfg(feature = "typed")]
+    #[command(subcommand)]
+    Typed(TypedCommand),
+}
+
+#[cfg(feature = "typed")]
+#[derive(Subcommand)]
+enum TypedCommand {
+    /// Every tree: records, released revisions, schema versions, size, check-outs.
+    Trees {
+        #[arg(long, default_value = "typed")]
+        db: String,
+    },
+    /// A tree's records (or one record's revisions): schema version, state, size, who holds
+    /// the check-out. One JSON object per line.
+    Show {
+        tree: String,
+        /// Only this record's revisions.
+        id: Option<u64>,
+        #[arg(long, default_value = "typed")]
+        db: String,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
 }
 
 #[cfg(feature = "sqlite")]
@@ -629,6 +654,59 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
                     .map(|v| v.to_hex())
                     .unwrap_or_else(|| "-".into())
             );
+        }
+        #[cfg(feature = "typed")]
+        Command::Typed(TypedCommand::Trees { db }) => {
+            let db = engine.database(&db).await.map_err(e)?;
+            let trees = strata_typed::inspect::trees(&db)
+                .await
+                .map_err(|x| x.to_string())?;
+            if trees.is_empty() {
+                eprintln!("no typed trees in database {}", db.name());
+            }
+            println!(
+                "{:<24} {:>10} {:>10} {:>12} {:>12}  schema versions",
+                "tree", "records", "released", "checked out", "bytes"
+            );
+            for t in trees {
+                let versions: Vec<String> = t
+                    .schema_versions
+                    .iter()
+                    .map(|(v, n)| format!("v{v}: {n}"))
+                    .collect();
+                let corrupt = if t.corrupt > 0 {
+                    format!(", {} corrupt", t.corrupt)
+                } else {
+                    String::new()
+                };
+                println!(
+                    "{:<24} {:>10} {:>10} {:>12} {:>12}  {}{corrupt}",
+                    t.tree,
+                    t.records,
+                    t.released,
+                    t.checked_out,
+                    t.bytes,
+                    versions.join(", ")
+                );
+            }
+        }
+        #[cfg(feature = "typed")]
+        Command::Typed(TypedCommand::Show {
+            tree,
+            id,
+            db,
+            limit,
+        }) => {
+            let db = engine.database(&db).await.map_err(e)?;
+            let records = strata_typed::inspect::records(&db, &tree, id, limit.max(1))
+                .await
+                .map_err(|x| x.to_string())?;
+            if records.is_empty() {
+                return Err(format!("no records of tree {tree:?}"));
+            }
+            for r in records {
+                println!("{}", serde_json::to_string(&r).map_err(|x| x.to_string())?);
+            }
         }
         Command::Kv(KvCommand::Get { key, db }) => {
             let db = engine.database(&db).await.map_err(e)?;

@@ -85,7 +85,6 @@ pub(crate) fn dirty_record(marker: &[u8]) -> Option<&[u8]> {
     marker.strip_prefix(&[PREFIX, DIRTY])
 }
 
-#[cfg_attr(not(feature = "sync"), allow(dead_code))]
 /// The dirty marker that keeps a replica's own version of shared key `key`: a record's
 /// own, and for a creation marker its record's (check-outs are the server's alone).
 #[cfg_attr(not(feature = "sync"), allow(dead_code))]
@@ -102,6 +101,7 @@ pub(crate) fn dirty_guard(key: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// A replica's own state entry `name`.
+#[cfg_attr(not(feature = "sync"), allow(dead_code))]
 pub(crate) fn replica_state(name: &str) -> Vec<u8> {
     let mut k = vec![PREFIX, REPLICA];
     k.extend_from_slice(name.as_bytes());

@@ -68,6 +68,7 @@ mod checkout;
 mod error;
 pub mod events;
 pub mod index;
+pub mod inspect;
 mod key;
 pub mod layout;
 #[cfg(feature = "sync")]
