@@ -33,8 +33,8 @@ async fn replica(url: &str, token: &str) -> Replica {
     r
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn followed_replicas_hear_each_other() {
+/// A server on a free loopback port, and Ann's and Bob's replicas of it, synced once.
+async fn two_replicas() -> (Replica, Replica) {
     let tokens = Tokens::parse(&["ann:ann-token-1234", "bob:bob-token-5678"]).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -44,8 +44,15 @@ async fn followed_replicas_hear_each_other() {
         listener,
         std::future::pending(),
     ));
-    let ann = replica(&url, "ann-token-1234").await;
-    let bob = replica(&url, "bob-token-5678").await;
+    (
+        replica(&url, "ann-token-1234").await,
+        replica(&url, "bob-token-5678").await,
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followed_replicas_hear_each_other() {
+    let (ann, bob) = two_replicas().await;
     let theirs = bob.tree::<Bin>();
     let mut events = theirs.events(theirs.cursor().await.unwrap());
     let following = [ann.follow(), bob.follow()];
@@ -75,17 +82,7 @@ async fn followed_replicas_hear_each_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checking_in_publishes_the_changes_first() {
-    let tokens = Tokens::parse(&["ann:ann-token-1234", "bob:bob-token-5678"]).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(
-        database().await,
-        tokens,
-        listener,
-        std::future::pending(),
-    ));
-    let ann = replica(&url, "ann-token-1234").await;
-    let bob = replica(&url, "bob-token-5678").await;
+    let (ann, bob) = two_replicas().await;
     let mine = ann.tree::<Bin>();
     let k = mine.insert(&Bin { label: "A1".into() }).await.unwrap();
     ann.sync().await.unwrap();
@@ -114,17 +111,7 @@ async fn checking_in_publishes_the_changes_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_indexes_what_it_pulls() {
-    let tokens = Tokens::parse(&["ann:ann-token-1234", "bob:bob-token-5678"]).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(
-        database().await,
-        tokens,
-        listener,
-        std::future::pending(),
-    ));
-    let ann = replica(&url, "ann-token-1234").await;
-    let bob = replica(&url, "bob-token-5678").await;
+    let (ann, bob) = two_replicas().await;
     let labels = strata_typed::NameIndex::<Bin>::new("label", |b| b.label.as_str());
     bob.index(labels.clone());
     let mine = ann.tree::<Bin>();
