@@ -192,6 +192,18 @@ async fn setup(h: &Harness) -> Result<Setup, String> {
     })
 }
 
+/// Ann inserts a record (`insert PART QTY`) and both sync: its id.
+async fn shared_record(
+    ann: &mut ClientProcess,
+    bob: &mut ClientProcess,
+    insert: &str,
+) -> Result<u64, String> {
+    let id = id_of(&ann.ok(insert).await?)?;
+    ann.ok("sync").await?;
+    bob.ok("sync").await?;
+    Ok(id)
+}
+
 fn addr(url: &str) -> &str {
     url.trim_start_matches("http://")
 }
@@ -254,9 +266,7 @@ async fn check_outs_contend_between_clients(h: &Harness) -> CaseResult {
         mut bob,
         ..
     } = setup(h).await?;
-    let id = id_of(&ann.ok("insert washer 100").await?)?;
-    ann.ok("sync").await?;
-    bob.ok("sync").await?;
+    let id = shared_record(&mut ann, &mut bob, "insert washer 100").await?;
     ann.ok(&format!("checkout {id} 0")).await?;
     let e = bob.err(&format!("checkout {id} 0")).await?;
     ensure!(
@@ -298,9 +308,7 @@ async fn a_check_out_edits_the_latest_revision(h: &Harness) -> CaseResult {
         mut bob,
         ..
     } = setup(h).await?;
-    let id = id_of(&ann.ok("insert bolt 1").await?)?;
-    ann.ok("sync").await?;
-    bob.ok("sync").await?;
+    let id = shared_record(&mut ann, &mut bob, "insert bolt 1").await?;
     bob.ok(&format!("checkout {id} 0")).await?;
     bob.ok(&format!("rename {id} bolt-m6")).await?;
     bob.ok("sync").await?;
