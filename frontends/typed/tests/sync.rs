@@ -150,3 +150,130 @@ async fn a_replica_indexes_what_it_pulls() {
         .unwrap();
     assert_eq!(labels.exact(&theirs, "Shelf C3").await.unwrap(), vec![own]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_clear_statuses() {
+    use strata_typed::sync::proto::{
+        sync_client::SyncClient, CheckOutRequest, Entry, HelloRequest, PushRequest,
+        ReserveIdsRequest,
+    };
+    use tonic::Code;
+
+    let tokens = Tokens::parse(&["ann:ann-token-1234"]).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(serve(
+        database().await,
+        tokens,
+        listener,
+        std::future::pending(),
+    ));
+    let channel = tonic::transport::Endpoint::from_shared(url)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut raw = SyncClient::new(channel);
+    fn signed<M>(msg: M) -> tonic::Request<M> {
+        let mut r = tonic::Request::new(msg);
+        r.metadata_mut()
+            .insert("authorization", "Bearer ann-token-1234".parse().unwrap());
+        r
+    }
+
+    // No token, a wrong one, a malformed header.
+    let e = raw.hello(HelloRequest::default()).await.unwrap_err();
+    assert_eq!(e.code(), Code::Unauthenticated);
+    let mut wrong = tonic::Request::new(HelloRequest::default());
+    wrong
+        .metadata_mut()
+        .insert("authorization", "Bearer nope-nope-nope".parse().unwrap());
+    assert_eq!(
+        raw.hello(wrong).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    let mut basic = tonic::Request::new(HelloRequest::default());
+    basic
+        .metadata_mut()
+        .insert("authorization", "Basic YW5uOng=".parse().unwrap());
+    assert_eq!(
+        raw.hello(basic).await.unwrap_err().code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        raw.hello(signed(HelloRequest::default()))
+            .await
+            .unwrap()
+            .into_inner()
+            .user,
+        "ann"
+    );
+
+    // Reservations: no ids, too many, a tree name with NUL, an empty one.
+    for (tree, count) in [("bins", 0), ("bins", u64::MAX), ("a\0b", 1), ("", 1)] {
+        let e = raw
+            .reserve_ids(signed(ReserveIdsRequest {
+                tree: tree.into(),
+                count,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{tree:?} {count}: {e}");
+    }
+
+    // Check-outs: no lease time, a wait beyond the limit.
+    for (lease_ms, wait_ms) in [(0, 0), (1000, u64::MAX)] {
+        let e = raw
+            .check_out(signed(CheckOutRequest {
+                tree: "bins".into(),
+                id: 1,
+                lease_ms,
+                wait_ms,
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+    }
+
+    // Pushes: each bad record is refused on its own, with a reason; nothing is written.
+    let garbage = vec![
+        Entry {
+            key: b"not a typed key".to_vec(),
+            value: b"x".to_vec(),
+            deleted: false,
+        },
+        Entry {
+            key: vec![0xF1, 0x04, b'b', 0, 0, 0, 0, 0, 0, 0, 0, 1],
+            value: b"{}".to_vec(),
+            deleted: false,
+        },
+        Entry {
+            key: vec![0xF1, 0x01, b'b', 0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0],
+            value: b"STRT but not a record".to_vec(),
+            deleted: false,
+        },
+        Entry {
+            key: vec![0xF1, 0x01, b'b', 0, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0],
+            value: {
+                let mut v = b"STRT\x01\x00\x00\x01\x00\x00\x00".to_vec();
+                v.resize(32, 0);
+                v
+            },
+            deleted: false,
+        },
+    ];
+    let reply = raw
+        .push(signed(PushRequest {
+            records: garbage.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    let reasons: Vec<&str> = reply.refused.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(reasons.len(), garbage.len(), "{reasons:?}");
+    assert!(reasons[0].contains("not a record key"), "{reasons:?}");
+    assert!(reasons[1].contains("check-outs change only"), "{reasons:?}");
+    assert!(reasons[2].contains("not a record"), "{reasons:?}");
+    assert!(reasons[3].contains("was not reserved"), "{reasons:?}");
+    assert!(reply.refused.iter().all(|r| !r.exists));
+}
