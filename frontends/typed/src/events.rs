@@ -20,7 +20,7 @@ use std::str::FromStr;
 use strata_engine::{Change, ChangeKind, Database, EngineError, ReadAt};
 
 use crate::checkout::LeaseRecord;
-use crate::layout::{self, Kind, RELEASED};
+use crate::layout::{self, Kind};
 use crate::{Error, Key, Record, Result};
 
 /// Changes read from the feed per request.
@@ -261,9 +261,7 @@ impl Events {
 }
 
 fn released(stored: Option<&[u8]>) -> bool {
-    stored
-        .and_then(|b| layout::open(b).ok())
-        .is_some_and(|(h, _)| h.flags & RELEASED != 0)
+    stored.is_some_and(layout::is_released)
 }
 
 /// Who held a check-out record and until when (`None` for no record).

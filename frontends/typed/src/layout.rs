@@ -259,6 +259,11 @@ pub(crate) fn envelope_with(
     v
 }
 
+/// Whether stored bytes are a released revision (garbage is not).
+pub(crate) fn is_released(bytes: &[u8]) -> bool {
+    open(bytes).is_ok_and(|(h, _)| h.flags & RELEASED != 0)
+}
+
 /// The same stored record with `flags` (the compat flag kept as stored).
 pub(crate) fn with_flags(bytes: &[u8], flags: u8) -> Vec<u8> {
     let mut v = bytes.to_vec();

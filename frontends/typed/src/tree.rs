@@ -665,7 +665,7 @@ fn encode<T: Record>(value: &T, flags: u8) -> Result<Vec<u8>> {
     ))
 }
 
-fn record_value(bytes: Vec<u8>) -> Value {
+pub(crate) fn record_value(bytes: Vec<u8>) -> Value {
     Value {
         encoding: ENCODING,
         data: bytes,

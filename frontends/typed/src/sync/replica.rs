@@ -29,7 +29,7 @@ use super::proto::{
 };
 use super::server::{raw_key, MAX_BATCH_BYTES, MAX_PUSH};
 use crate::layout;
-use crate::tree::{Reindexer, ENCODING};
+use crate::tree::{record_value, Reindexer};
 use crate::upstream::{read_grants, write_grants, BoxFuture, Upstream};
 use crate::{Error, Indexer, Lease, Record, Result, Tree};
 
@@ -610,19 +610,19 @@ impl Replica {
     }
 
     /// Store a check-out record the server sent.
-    async fn store_lease(&self, entry: Option<Entry>) -> Result<()> {
-        let Some(e) = entry.filter(|e| layout::is_shared(&e.key)) else {
+    /// Store the check-out record the server sent, and with it `records` (the record's
+    /// revisions), in one transaction.
+    async fn store_lease(&self, lease: Option<Entry>, mut records: Vec<Entry>) -> Result<()> {
+        let Some(e) = lease.filter(|e| layout::is_shared(&e.key)) else {
             return Err(Error::Sync("the server sent no check-out record".into()));
         };
-        let db = &self.inner.db;
-        in_transaction!(db, |tx| {
-            if e.deleted {
-                tx.delete(&e.key)?;
-            } else {
-                tx.set(&e.key, Value::bytes(e.value.clone()))?;
-            }
-            Ok::<_, Error>(())
+        records.push(e);
+        self.apply(PullBatch {
+            through: 0,
+            reset: false,
+            entries: records,
         })
+        .await
     }
 }
 
@@ -646,14 +646,8 @@ impl Upstream for Replica {
                 .await
                 .map_err(|s| self.failed(s))?
                 .into_inner();
-            self.store_lease(reply.lease).await?;
-            // The server's latest revisions: what the check-out's edits start from.
-            self.apply(PullBatch {
-                through: 0,
-                reset: false,
-                entries: reply.records,
-            })
-            .await?;
+            // With the server's latest revisions: what the check-out's edits start from.
+            self.store_lease(reply.lease, reply.records).await?;
             Ok(Lease {
                 holder: reply.holder,
                 until_ms: reply.until_ms,
@@ -679,13 +673,11 @@ impl Upstream for Replica {
                 .await
                 .map_err(|s| self.failed(s))?
                 .into_inner();
-            self.store_lease(reply.lease).await?;
-            let (records, _) = layout::revisions(tree, id);
-            match pushed
-                .refused
-                .into_iter()
-                .find(|e| matches!(e, Error::Refused { key, .. } if layout::record(&key.tree, key.id, key.revision).starts_with(&records)))
-            {
+            self.store_lease(reply.lease, Vec::new()).await?;
+            // A refusal of this record's changes is the check-in's answer.
+            match pushed.refused.into_iter().find(
+                |e| matches!(e, Error::Refused { key, .. } if key.tree == tree && key.id == id),
+            ) {
                 Some(refusal) => Err(refusal),
                 None => Ok(()),
             }
@@ -695,20 +687,14 @@ impl Upstream for Replica {
 
 /// Write a server entry: records with the typed encoding, the rest as bytes.
 fn set_shared(tx: &mut Transaction, key: &[u8], value: Vec<u8>) -> Result<()> {
-    let encoding = match layout::parse_any(key) {
+    let value = match layout::parse_any(key) {
         Some(layout::Parsed {
             kind: layout::Kind::Record { .. },
             ..
-        }) => ENCODING,
-        _ => strata_engine::Encoding::Bytes,
+        }) => record_value(value),
+        _ => Value::bytes(value),
     };
-    tx.set(
-        key,
-        Value {
-            encoding,
-            data: value,
-        },
-    )?;
+    tx.set(key, value)?;
     Ok(())
 }
 

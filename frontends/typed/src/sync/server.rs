@@ -23,8 +23,8 @@ use super::proto::{
     PullBatch, PullRequest, PushReply, PushRequest, Refused, ReserveIdsReply, ReserveIdsRequest,
 };
 use crate::checkout::{self, read_lease};
-use crate::layout::{self, Kind, RELEASED};
-use crate::tree::{reserve_ids, ENCODING};
+use crate::layout::{self, Kind};
+use crate::tree::{record_value, reserve_ids};
 use crate::{Error, RawKey};
 
 /// Most ids one reservation may ask for.
@@ -474,7 +474,7 @@ async fn apply_pushed(
             if !holds(&read_lease(tx, tree, id).await?) {
                 return Ok(Some(format!("not checked out by {user:?}")));
             }
-            if released(&cur.data) {
+            if layout::is_released(&cur.data) {
                 return Ok(Some("the revision is released".into()));
             }
         }
@@ -482,7 +482,7 @@ async fn apply_pushed(
         None if revision >= 2 => {
             // The next revision of a released one.
             let prev = tx.get(&layout::record(tree, id, revision - 1)).await?;
-            if !prev.is_some_and(|p| released(&p.data)) {
+            if !prev.is_some_and(|p| layout::is_released(&p.data)) {
                 return Ok(Some(format!(
                     "revision {} is not released, so revision {revision} cannot be drafted",
                     revision - 1
@@ -518,22 +518,12 @@ async fn apply_pushed(
         tx.delete(&r.key)?;
         tx.delete(&created)?;
     } else {
-        tx.set(
-            &r.key,
-            Value {
-                encoding: ENCODING,
-                data: r.value.clone(),
-            },
-        )?;
+        tx.set(&r.key, record_value(r.value.clone()))?;
         if current.is_none() {
             tx.set(&created, Value::bytes(Vec::new()))?;
         }
     }
     Ok(None)
-}
-
-fn released(stored: &[u8]) -> bool {
-    layout::open(stored).is_ok_and(|(h, _)| h.flags & RELEASED != 0)
 }
 
 /// Batches of entries for a replica, each within [`BATCH`] entries and
