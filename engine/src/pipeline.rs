@@ -485,6 +485,8 @@ impl Pipeline {
                 self.next_version = self.next_version.max(newest.saturating_add(1));
             }
             let savepoint = group.ov.savepoint();
+            // Read per commit: an EnableFeed earlier in this group turns it on.
+            let feed = shared.multi_process || shared.feed_from.load(Ordering::Relaxed) != FEED_OFF;
             let mut cx = Resolve {
                 ov: &mut group.ov,
                 shared: &shared,
@@ -492,6 +494,7 @@ impl Pipeline {
                 now: group.now,
                 touched: Vec::new(),
                 marks: Vec::new(),
+                feed,
                 deleted: false,
                 queue_changed: false,
                 horizon: None,

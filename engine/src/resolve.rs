@@ -29,6 +29,8 @@ pub(crate) struct Resolve<'o, 's> {
     /// For the change feed: each key's first write in this commit, by its place in
     /// `touched`.
     pub(crate) marks: Vec<Mark>,
+    /// Whether the database keeps a change feed (else no marks are made).
+    pub(crate) feed: bool,
     pub(crate) deleted: bool,
     pub(crate) queue_changed: bool,
     pub(crate) horizon: Option<u64>,
@@ -154,9 +156,12 @@ impl Resolve<'_, '_> {
         if old.is_none() && new.is_none() {
             return Ok(());
         }
-        // Whether this commit wrote the key before: its record is this commit's, or this
-        // commit deleted something (perhaps this key) already.
-        let earlier = if old
+        // For the change feed (only while one is kept: this is the commit path): whether
+        // this commit wrote the key before, as its record is this commit's or this commit
+        // deleted something (perhaps this key) already.
+        let earlier = if !self.feed {
+            None
+        } else if old
             .as_ref()
             .is_some_and(|(r, _)| r.version() == self.version)
             || (old.is_none() && self.deleted)
@@ -170,7 +175,7 @@ impl Resolve<'_, '_> {
         if let Some(i) = earlier {
             // Its first write's mark says how the commit found it.
             self.marks[i].after = new.is_some();
-        } else {
+        } else if self.feed {
             let before = match &old {
                 None => Before::Absent,
                 Some((r, _)) if r.is_live(self.now) => Before::Live,

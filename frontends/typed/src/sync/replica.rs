@@ -198,9 +198,14 @@ impl Replica {
 
     /// Records written here and not yet accepted by the server.
     pub async fn dirty(&self) -> Result<usize> {
+        self.count_dirty(usize::MAX).await
+    }
+
+    /// Dirty records, counted up to `limit`.
+    async fn count_dirty(&self, limit: usize) -> Result<usize> {
         let (s, e) = layout::dirty_range();
         let mut tx = self.inner.db.begin().await?;
-        Ok(tx.scan(&s, &e, false, usize::MAX).await?.len())
+        Ok(tx.scan(&s, &e, false, limit).await?.len())
     }
 
     /// Exchange changes with the server: push what was written here, reserve ids for the
@@ -275,7 +280,8 @@ impl Replica {
                 r = self.inner.db.wait_for_version(local + 1) => {
                     r?;
                     local = self.inner.db.version();
-                    if self.dirty().await? > 0 {
+                    // After every local commit (pulled ones too): one key read.
+                    if self.count_dirty(1).await? > 0 {
                         let _one = self.inner.syncing.lock().await;
                         self.push(&mut client, &mut SyncReport::default()).await?;
                         self.reserve(&mut client).await?;
