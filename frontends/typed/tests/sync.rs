@@ -33,8 +33,8 @@ async fn replica(url: &str, token: &str) -> Replica {
     r
 }
 
-/// A server on a free loopback port, and Ann's and Bob's replicas of it, synced once.
-async fn two_replicas() -> (Replica, Replica) {
+/// A server for Ann and Bob on a free loopback port: its URL.
+async fn server() -> String {
     let tokens = Tokens::parse(&["ann:ann-token-1234", "bob:bob-token-5678"]).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
@@ -44,6 +44,12 @@ async fn two_replicas() -> (Replica, Replica) {
         listener,
         std::future::pending(),
     ));
+    url
+}
+
+/// A server, and Ann's and Bob's replicas of it, synced once.
+async fn two_replicas() -> (Replica, Replica) {
+    let url = server().await;
     (
         replica(&url, "ann-token-1234").await,
         replica(&url, "bob-token-5678").await,
@@ -159,15 +165,7 @@ async fn bad_requests_get_clear_statuses() {
     };
     use tonic::Code;
 
-    let tokens = Tokens::parse(&["ann:ann-token-1234"]).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(
-        database().await,
-        tokens,
-        listener,
-        std::future::pending(),
-    ));
+    let url = server().await;
     let channel = tonic::transport::Endpoint::from_shared(url)
         .unwrap()
         .connect()
@@ -276,4 +274,42 @@ async fn bad_requests_get_clear_statuses() {
     assert!(reasons[2].contains("not a record"), "{reasons:?}");
     assert!(reasons[3].contains("was not reserved"), "{reasons:?}");
     assert!(reply.refused.iter().all(|r| !r.exists));
+
+    // More records than one push may carry.
+    let e = raw
+        .push(signed(PushRequest {
+            records: vec![garbage[0].clone(); strata_typed::sync::MAX_PUSH + 1],
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_changes_travel_in_pieces_within_a_transaction() {
+    let (ann, bob) = two_replicas().await;
+    let mine = ann.tree::<Bin>();
+    // 12 MiB of records: more than one transaction may write (10 MiB), three times what
+    // one push or one pull batch carries.
+    let big = "x".repeat(60_000);
+    let mut keys = Vec::new();
+    for i in 0..200 {
+        keys.push(
+            mine.insert(&Bin {
+                label: format!("{i}{big}"),
+            })
+            .await
+            .unwrap(),
+        );
+    }
+    let pushed = ann.sync().await.unwrap();
+    assert_eq!((pushed.pushed, pushed.refused.len()), (200, 0));
+    assert_eq!(ann.dirty().await.unwrap(), 0);
+    let pulled = bob.sync().await.unwrap();
+    assert!(pulled.pulled >= 200, "{pulled:?}");
+    let theirs = bob.tree::<Bin>();
+    for (i, k) in keys.iter().enumerate() {
+        let label = theirs.with(*k, |b| b.label.len()).await.unwrap();
+        assert_eq!(label, Some(format!("{i}").len() + big.len()));
+    }
 }
