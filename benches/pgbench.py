@@ -119,7 +119,7 @@ def main():
                  "start"])
     strata = subprocess.Popen(
         [STRATA, "--store", f"redb:{work}/strata", "serve", "--no-auth", "--kv-connect",
-         "127.0.0.1:0", "--pgwire", f"127.0.0.1:{STRATA_PORT}"],
+         "127.0.0.1:0", "--pgwire", f"127.0.0.1:{STRATA_PORT}", "--no-rest"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_port(PG_PORT, "postgres")

@@ -81,8 +81,8 @@ enum SqlAction {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Serve the frontends over the store: KV Connect on 127.0.0.1:4512 and, with SQL,
-    /// PostgreSQL on 127.0.0.1:5433.
+    /// Serve the frontends over the store: KV Connect on 127.0.0.1:4512, PostgreSQL on
+    /// 127.0.0.1:5433 and the REST API on 127.0.0.1:4200.
     #[cfg(feature = "kv-connect")]
     Serve(ServeArgs),
     /// Create, list and drop databases.
@@ -193,6 +193,18 @@ struct ServeArgs {
     #[cfg(feature = "sql")]
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
+    /// Address of the REST API (port 0 picks a free port).
+    #[cfg(feature = "rest")]
+    #[arg(long, default_value = strata_rest::DEFAULT_ADDR)]
+    rest: String,
+    /// Do not serve the REST API.
+    #[cfg(feature = "rest")]
+    #[arg(long, conflicts_with = "rest")]
+    no_rest: bool,
+    /// Roll back a transaction opened over REST after this many seconds without a request.
+    #[cfg(feature = "rest")]
+    #[arg(long, default_value_t = 30)]
+    rest_transaction_timeout: u64,
     /// Serve typed KV sync (gRPC) for replicas on this address (port 0 picks a free port).
     #[cfg(feature = "typed")]
     #[arg(long, requires = "typed_tokens")]
@@ -479,11 +491,35 @@ async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs) -> CliResult {
             Some((db, tokens, listener, addr))
         }
     };
+    #[cfg(feature = "rest")]
+    let rest = if args.no_rest {
+        None
+    } else {
+        let listener = tokio::net::TcpListener::bind(&args.rest)
+            .await
+            .map_err(|e| format!("cannot listen on {}: {e}", args.rest))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let config = strata_rest::Config {
+            access_token: token.clone(),
+            transaction_idle_timeout: std::time::Duration::from_secs(
+                args.rest_transaction_timeout.max(1),
+            ),
+        };
+        Some((
+            strata_rest::Server::new(engine.clone(), config),
+            listener,
+            addr,
+        ))
+    };
     tracing::info!(store = %engine.backend().describe(), "servers ready");
     println!("Listening on http://{addr}");
     #[cfg(feature = "sql")]
     if let Some((_, _, addr)) = &pg {
         println!("PostgreSQL on {addr}");
+    }
+    #[cfg(feature = "rest")]
+    if let Some((_, _, addr)) = &rest {
+        println!("REST on http://{addr}");
     }
     #[cfg(feature = "typed")]
     if let Some((_, _, _, addr)) = &typed {
@@ -511,6 +547,17 @@ async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs) -> CliResult {
     };
     #[cfg(not(feature = "sql"))]
     let pg = async { Ok::<(), std::io::Error>(()) };
+    #[cfg(feature = "rest")]
+    let rest = async {
+        match rest {
+            Some((server, listener, _)) => {
+                server.serve(listener, until_stopped(stopped.clone())).await
+            }
+            None => Ok(()),
+        }
+    };
+    #[cfg(not(feature = "rest"))]
+    let rest = async { Ok::<(), std::io::Error>(()) };
     #[cfg(feature = "typed")]
     let typed = async {
         match typed {
@@ -523,10 +570,11 @@ async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs) -> CliResult {
     };
     #[cfg(not(feature = "typed"))]
     let typed = async { Ok::<(), String>(()) };
-    let (kv, pg, typed) = tokio::join!(kv, pg, typed);
+    let (kv, pg, rest, typed) = tokio::join!(kv, pg, rest, typed);
     signal.abort();
     kv.map_err(|e| e.to_string())?;
     pg.map_err(|e| format!("PostgreSQL server: {e}"))?;
+    rest.map_err(|e| format!("REST server: {e}"))?;
     typed?;
     tracing::info!("shut down");
     Ok(())

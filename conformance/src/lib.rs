@@ -325,6 +325,19 @@ macro_rules! ensure_eq {
             ));
         }
     }};
+    ($a:expr, $b:expr, $($fmt:tt)+) => {{
+        let (a, b) = (&$a, &$b);
+        if a != b {
+            return Err(format!(
+                "expected {:?} == {:?}: {} (at {}:{})",
+                a,
+                b,
+                format!($($fmt)+),
+                file!(),
+                line!()
+            ));
+        }
+    }};
 }
 
 /// Turn an engine result into a case error that names the step.

@@ -128,6 +128,7 @@ pub(crate) struct Shared {
 pub(crate) struct PipelineCounters {
     pub groups: AtomicU64,
     pub commits: AtomicU64,
+    pub conflicts: AtomicU64,
     pub resolve_ns: AtomicU64,
     pub append_ns: AtomicU64,
 }
@@ -140,6 +141,8 @@ pub struct PipelineStats {
     pub groups: u64,
     /// Commit requests those groups carried, failed checks and conflicts included.
     pub commits: u64,
+    /// Commit requests refused with a retryable conflict.
+    pub conflicts: u64,
     /// Time spent resolving groups: conflict checks, atomic checks, building the batch.
     pub resolve: std::time::Duration,
     /// Time spent appending groups to the log: the backend write and its sync.
@@ -512,6 +515,7 @@ impl Database {
         PipelineStats {
             groups: c.groups.load(Ordering::Relaxed),
             commits: c.commits.load(Ordering::Relaxed),
+            conflicts: c.conflicts.load(Ordering::Relaxed),
             resolve: std::time::Duration::from_nanos(c.resolve_ns.load(Ordering::Relaxed)),
             append: std::time::Duration::from_nanos(c.append_ns.load(Ordering::Relaxed)),
         }

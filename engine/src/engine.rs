@@ -98,6 +98,20 @@ impl Engine {
         Ok(db)
     }
 
+    /// The databases open in this engine now (opened by a request, not merely stored), by
+    /// name: what a metrics scrape reports on without opening anything.
+    pub fn open_databases(&self) -> Vec<Database> {
+        let mut dbs: Vec<Database> = self
+            .open
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        dbs.sort_by(|a, b| a.name().cmp(b.name()));
+        dbs
+    }
+
     /// An existing database, opened on first use.
     pub async fn database(&self, name: &str) -> Result<Database> {
         self.open_db(name, None).await

@@ -74,7 +74,55 @@ pub enum EngineError {
     Backend(#[from] BackendError),
 }
 
+/// What kind of answer an error is, for a frontend that maps errors to protocol statuses:
+/// each frontend turns a class into its own status in one place, so that every frontend
+/// answers the same condition the same way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The request is wrong: fix it before sending it again.
+    Invalid,
+    /// The request is over a limit of the database.
+    TooLarge,
+    /// What the request names does not exist.
+    NotFound,
+    /// What the request would create exists already.
+    Exists,
+    /// Another writer got there first: retry the transaction from its start.
+    Conflict,
+    /// The commit may or may not have been applied: read before retrying.
+    InDoubt,
+    /// The store is locked by another process.
+    Locked,
+    /// The store cannot answer now (shutting down, unreachable): retry later.
+    Unavailable,
+    /// The store failed or holds corrupt data.
+    Internal,
+}
+
 impl EngineError {
+    /// What kind of answer this error is.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            EngineError::InvalidName { .. }
+            | EngineError::InvalidMutation(_)
+            | EngineError::InvalidRequest(_)
+            | EngineError::VersionTooOld { .. }
+            | EngineError::ChangesTruncated { .. }
+            | EngineError::VersionInFuture { .. } => ErrorClass::Invalid,
+            EngineError::LimitExceeded { .. } => ErrorClass::TooLarge,
+            EngineError::DatabaseNotFound(_) => ErrorClass::NotFound,
+            EngineError::DatabaseExists(_) => ErrorClass::Exists,
+            EngineError::Conflict
+            | EngineError::TransactionTooOld { .. }
+            | EngineError::LeaseLost(_) => ErrorClass::Conflict,
+            EngineError::CommitResultUnknown { .. } => ErrorClass::InDoubt,
+            EngineError::ShuttingDown => ErrorClass::Unavailable,
+            EngineError::Backend(BackendError::Locked(_)) => ErrorClass::Locked,
+            EngineError::Backend(b) if b.is_transient() => ErrorClass::Unavailable,
+            EngineError::Backend(_) | EngineError::Corrupt { .. } => ErrorClass::Internal,
+        }
+    }
+
     /// Whether retrying the same operation (a transaction from its start) may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {

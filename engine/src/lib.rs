@@ -57,7 +57,7 @@ pub use database::{
     MAX_VISIBILITY_MS,
 };
 pub use engine::Engine;
-pub use error::{EngineError, Result};
+pub use error::{EngineError, ErrorClass, Result};
 pub use feed::{Change, ChangeKind, Changes};
 pub use limits::{DatabaseOptions, EngineConfig, Limits};
 pub use listener::{ListenOptions, Listener};

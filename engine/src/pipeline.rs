@@ -648,6 +648,22 @@ impl Pipeline {
         stats
             .commits
             .fetch_add(sealed.tally.results.len() as u64, Ordering::Relaxed);
+        let conflicts = sealed
+            .tally
+            .results
+            .iter()
+            .filter(|r| {
+                matches!(
+                    r,
+                    Err(EngineError::Conflict | EngineError::TransactionTooOld { .. })
+                )
+            })
+            .count();
+        if conflicts > 0 {
+            stats
+                .conflicts
+                .fetch_add(conflicts as u64, Ordering::Relaxed);
+        }
         let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         stats
             .resolve_ns

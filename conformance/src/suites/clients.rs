@@ -90,6 +90,8 @@ pub struct ServerProcess {
     pub url: String,
     /// The PostgreSQL server's `host:port`.
     pub pg: String,
+    /// The REST API's `http://host:port`.
+    pub rest: String,
 }
 
 /// Start `strata serve` over the harness's store on a free port.
@@ -109,6 +111,8 @@ pub async fn start_server(h: &Harness, extra: &[&str]) -> Result<ServerProcess, 
             "--kv-connect",
             "127.0.0.1:0",
             "--pgwire",
+            "127.0.0.1:0",
+            "--rest",
             "127.0.0.1:0",
             "--access-token",
             TOKEN,
@@ -162,10 +166,20 @@ pub async fn start_server(h: &Harness, extra: &[&str]) -> Result<ServerProcess, 
         .strip_prefix("PostgreSQL on ")
         .ok_or_else(|| format!("unexpected second line from strata serve: {line:?}"))?
         .to_string();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .map_err(|_| "strata serve did not report its REST port".to_string())?
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    let rest = line
+        .strip_prefix("REST on ")
+        .ok_or_else(|| format!("unexpected third line from strata serve: {line:?}"))?
+        .to_string();
     Ok(ServerProcess {
         _child: child,
         url,
         pg,
+        rest,
     })
 }
 

@@ -16,6 +16,7 @@ pub mod multi_writer;
 pub mod mvcc;
 pub mod pg_clients;
 pub mod queues;
+pub mod rest;
 pub mod server;
 pub mod sql;
 pub mod sql_crash;
@@ -54,6 +55,7 @@ pub fn all() -> Vec<Suite> {
         server::suite(),
         typed_sync::suite(),
         pg_clients::suite(),
+        rest::suite(),
         dynamodb::suite(),
         linearizability::suite(),
     ]

@@ -64,7 +64,13 @@ async fn start(h: &Harness, store_dir: &Path, at: Option<&str>) -> Result<TypedS
     };
     let mut child = Command::new(&bin)
         .args(["--store", &store, "--create-table", "serve"])
-        .args(["--kv-connect", "127.0.0.1:0", "--no-auth", "--no-pgwire"])
+        .args([
+            "--kv-connect",
+            "127.0.0.1:0",
+            "--no-auth",
+            "--no-pgwire",
+            "--no-rest",
+        ])
         .args(["--typed", at.unwrap_or("127.0.0.1:0")])
         .args(["--typed-token", &format!("{ANN},{BOB}")])
         .env_remove("STRATA_ACCESS_TOKEN")

@@ -6,7 +6,7 @@
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use strata_engine::{BackendError, EngineError};
+use strata_engine::{EngineError, ErrorClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -33,28 +33,17 @@ impl ApiError {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Engine(e) => match e {
-                EngineError::InvalidName { .. }
-                | EngineError::LimitExceeded { .. }
-                | EngineError::InvalidMutation(_)
-                | EngineError::InvalidRequest(_)
-                | EngineError::VersionTooOld { .. }
-                | EngineError::ChangesTruncated { .. }
-                | EngineError::VersionInFuture { .. } => StatusCode::BAD_REQUEST,
-                EngineError::DatabaseNotFound(_) => StatusCode::NOT_FOUND,
-                EngineError::DatabaseExists(_)
-                | EngineError::Conflict
-                | EngineError::TransactionTooOld { .. }
-                | EngineError::LeaseLost(_) => StatusCode::CONFLICT,
+            ApiError::Engine(e) => match e.class() {
+                ErrorClass::Invalid | ErrorClass::TooLarge => StatusCode::BAD_REQUEST,
+                ErrorClass::NotFound => StatusCode::NOT_FOUND,
                 // Clients retry 5xx on their own, which could apply a commit twice: an
                 // in-doubt commit is a 4xx, so the caller reads before it retries.
-                EngineError::CommitResultUnknown { .. } => StatusCode::CONFLICT,
-                EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-                EngineError::Backend(BackendError::Locked(_)) => StatusCode::CONFLICT,
-                EngineError::Backend(b) if b.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
-                EngineError::Backend(_) | EngineError::Corrupt { .. } => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
+                ErrorClass::Exists
+                | ErrorClass::Conflict
+                | ErrorClass::InDoubt
+                | ErrorClass::Locked => StatusCode::CONFLICT,
+                ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }
     }

@@ -1132,6 +1132,26 @@ impl Session {
         Ok(Output::Done)
     }
 
+    /// The tables of the current database, by name, read now.
+    pub async fn tables(&mut self) -> Result<Vec<String>> {
+        if self.current == "default" {
+            self.ensure_default().await?;
+        }
+        let database = self.ctx.open(&self.current).await?;
+        let mut tx = Tx::begin(database, true).await?;
+        tx.table_names().await
+    }
+
+    /// The definition of `table` in the current database, read now; `None` if it has none.
+    pub async fn table_def(&mut self, table: &str) -> Result<Option<crate::catalog::TableDef>> {
+        if self.current == "default" {
+            self.ensure_default().await?;
+        }
+        let database = self.ctx.open(&self.current).await?;
+        let mut tx = Tx::begin(database, true).await?;
+        Ok(tx.table(table).await?.map(|def| (*def).clone()))
+    }
+
     /// The row count the planner sees for `table` in the current database, read now;
     /// `None` when the table has none (created before row counts, never analyzed).
     pub async fn row_count(&mut self, table: &str) -> Result<Option<u64>> {

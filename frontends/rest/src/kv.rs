@@ -1,0 +1,249 @@
+//! KV access beside SQL: get, set, delete and list printable keys of a database.
+//!
+//! A key is the UTF-8 bytes of its text, the keys `strata kv` reads and writes. Keys
+//! starting at byte `0xF0` (a character from U+10000 up) belong to the SQL and typed layers,
+//! which keep their tables and trees in the same keyspace, so they are refused here and never
+//! listed: a KV write cannot reach a table's rows.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use strata_engine::{
+    AtomicWrite, Database, Encoding, Entry, Mutation, MutationKind, ReadAt, ReadRange, Value,
+};
+
+use crate::error::{RestError, Result};
+
+/// The first key byte the layers above KV use.
+const LAYER_KEYS: u8 = 0xF0;
+
+/// A key and its value.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KvEntry {
+    pub key: String,
+    /// A string (`text`, or base64 for `bytes`), or a number (`u64`).
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+    /// `text` (UTF-8), `bytes` (base64 in `value`), `u64`, or `v8` (base64; written by Deno).
+    pub encoding: String,
+    /// The 10-byte versionstamp of the key's last write, in hex.
+    pub versionstamp: String,
+    /// When the key expires, in ms since the Unix epoch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
+}
+
+/// The body of a KV set.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct KvSet {
+    /// A string, or a non-negative integer with `encoding: "u64"`.
+    #[schema(value_type = Object)]
+    pub value: serde_json::Value,
+    /// `text` (the default), `bytes` (`value` is base64) or `u64`.
+    #[serde(default)]
+    pub encoding: Option<String>,
+    /// Delete the key this many milliseconds from now.
+    #[serde(default)]
+    pub expire_in_ms: Option<u64>,
+}
+
+/// The answer to a KV write.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KvWritten {
+    /// The versionstamp of the commit.
+    pub versionstamp: String,
+}
+
+/// A page of a KV listing.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct KvPage {
+    pub entries: Vec<KvEntry>,
+    /// Pass as `after` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+/// The query of a KV listing.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct KvList {
+    /// Only keys starting with this text.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Continue after this key (the `next` of the previous page).
+    #[serde(default)]
+    pub after: Option<String>,
+    /// At most this many entries (default 100, at most the database's read limit).
+    #[serde(default)]
+    pub limit: Option<usize>,
+    /// Largest keys first.
+    #[serde(default)]
+    pub reverse: Option<bool>,
+}
+
+/// A key from its text: printable and below the layers' keys.
+pub fn key(text: &str) -> Result<Vec<u8>> {
+    if text.is_empty() {
+        return Err(RestError::bad("a key cannot be empty"));
+    }
+    if text.chars().any(char::is_control) {
+        return Err(RestError::bad(
+            "a key over HTTP is printable text: control characters are not allowed",
+        ));
+    }
+    if text.as_bytes()[0] >= LAYER_KEYS {
+        return Err(RestError::bad(
+            "keys starting with a character from U+10000 up are kept for SQL tables and \
+             typed trees",
+        ));
+    }
+    Ok(text.as_bytes().to_vec())
+}
+
+fn entry(e: Entry) -> KvEntry {
+    let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
+    let (value, encoding) = match e.value.encoding {
+        Encoding::U64 => match e.value.as_u64() {
+            Some(n) => (serde_json::Value::from(n), "u64"),
+            None => (serde_json::Value::String(b64(&e.value.data)), "bytes"),
+        },
+        Encoding::Bytes => match std::str::from_utf8(&e.value.data) {
+            Ok(s) => (serde_json::Value::String(s.to_string()), "text"),
+            Err(_) => (serde_json::Value::String(b64(&e.value.data)), "bytes"),
+        },
+        Encoding::V8 => (serde_json::Value::String(b64(&e.value.data)), "v8"),
+        Encoding::Custom(_) => (serde_json::Value::String(b64(&e.value.data)), "bytes"),
+    };
+    KvEntry {
+        key: String::from_utf8_lossy(&e.key).into_owned(),
+        value,
+        encoding: encoding.to_string(),
+        versionstamp: e.versionstamp.to_string(),
+        expires_at: e.expires_at,
+    }
+}
+
+pub async fn get(db: &Database, text: &str) -> Result<KvEntry> {
+    let k = key(text)?;
+    match db.get(&k).await? {
+        Some(e) => Ok(entry(e)),
+        None => Err(RestError::not_found(format!("key {text:?} is not set"))),
+    }
+}
+
+pub async fn set(db: &Database, text: &str, body: KvSet) -> Result<KvWritten> {
+    let k = key(text)?;
+    let value = match (body.encoding.as_deref().unwrap_or("text"), &body.value) {
+        ("text", serde_json::Value::String(s)) => Value::bytes(s.as_bytes().to_vec()),
+        ("bytes", serde_json::Value::String(s)) => Value::bytes(
+            base64::engine::general_purpose::STANDARD
+                .decode(s)
+                .map_err(|e| RestError::bad(format!("value is not base64: {e}")))?,
+        ),
+        ("u64", serde_json::Value::Number(n)) => match n.as_u64() {
+            Some(n) => Value::u64(n),
+            None => return Err(RestError::bad("a u64 value is an integer from 0 to 2^64-1")),
+        },
+        ("text" | "bytes", _) => return Err(RestError::bad("value is a string")),
+        ("u64", _) => return Err(RestError::bad("a u64 value is a JSON integer")),
+        (other, _) => {
+            return Err(RestError::bad(format!(
+                "unknown encoding {other:?}: text, bytes or u64"
+            )))
+        }
+    };
+    let expires_at = match body.expire_in_ms {
+        Some(ms) => Some(
+            strata_engine::now_ms()
+                .checked_add(ms.max(1))
+                .ok_or_else(|| RestError::bad("expire_in_ms is too large"))?,
+        ),
+        None => None,
+    };
+    let m = Mutation {
+        key: k,
+        kind: MutationKind::Set { value, expires_at },
+    };
+    written(db.atomic_write(AtomicWrite::new().mutate(m)).await?)
+}
+
+pub async fn delete(db: &Database, text: &str) -> Result<KvWritten> {
+    let k = key(text)?;
+    written(db.atomic_write(AtomicWrite::new().delete(k)).await?)
+}
+
+fn written(outcome: strata_engine::CommitOutcome) -> Result<KvWritten> {
+    match outcome.versionstamp() {
+        Some(vs) => Ok(KvWritten {
+            versionstamp: vs.to_string(),
+        }),
+        None => Err(RestError::Engine(strata_engine::EngineError::Conflict)),
+    }
+}
+
+pub async fn list(db: &Database, q: KvList) -> Result<KvPage> {
+    let max = db.options().limits.max_read_entries;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > max {
+        return Err(RestError::bad(format!("limit is from 1 to {max}")));
+    }
+    let prefix = match q.prefix.as_deref() {
+        None | Some("") => Vec::new(),
+        Some(p) => key(p)?,
+    };
+    let reverse = q.reverse.unwrap_or(false);
+    let mut start = prefix.clone();
+    let mut end = prefix_end(&prefix);
+    if let Some(after) = q.after.as_deref() {
+        let after = key(after)?;
+        if reverse {
+            end = after;
+        } else {
+            start = after;
+            start.push(0);
+        }
+    }
+    // One more than asked, to know whether a next page exists.
+    let mut range = ReadRange::new(start, end, (limit + 1).min(max));
+    range.reverse = reverse;
+    let read = db.snapshot_read(&[range], ReadAt::Latest).await?;
+    let mut entries: Vec<Entry> = read.ranges.into_iter().flatten().collect();
+    let more = entries.len() > limit;
+    entries.truncate(limit);
+    let next = match (more, entries.last()) {
+        (true, Some(e)) => Some(String::from_utf8_lossy(&e.key).into_owned()),
+        _ => None,
+    };
+    Ok(KvPage {
+        entries: entries.into_iter().map(entry).collect(),
+        next,
+    })
+}
+
+/// The end of the keys starting with `prefix`, never past the KV keys.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![LAYER_KEYS]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_printable_and_below_the_layers() {
+        assert_eq!(key("users/alice").unwrap(), b"users/alice");
+        assert!(key("").is_err());
+        assert!(key("a\nb").is_err());
+        assert!(key("\u{1F600}smile").is_err());
+        assert!(key("é").is_ok());
+        assert_eq!(prefix_end(b""), vec![LAYER_KEYS]);
+        assert_eq!(prefix_end(b"ab"), b"ac".to_vec());
+    }
+}
