@@ -24,6 +24,9 @@ pub use strata_backend_memory as memory;
 pub use strata_backend_redb as redb;
 #[cfg(feature = "sqlite")]
 pub use strata_backend_sqlite as sqlite;
+/// The REST API: its server, its typed client (`strata::rest::Client`) and db.toml.
+#[cfg(feature = "rest")]
+pub use strata_rest as rest;
 
 /// The store used when none is named.
 pub const DEFAULT_STORE: &str = "redb:./strata-data";

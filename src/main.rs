@@ -17,8 +17,9 @@ use strata::{Engine, EngineConfig, StoreUrl, DEFAULT_STORE};
 )]
 struct Cli {
     /// Where the data lives: memory:, redb:<dir>, sqlite:<dir> or dynamodb:<table>?endpoint=<url>&region=<r>.
-    #[arg(long, global = true, env = "STRATA_STORE", default_value = DEFAULT_STORE)]
-    store: String,
+    /// (Default: the [store] of db.toml for serve and bootstrap, else redb:./strata-data.)
+    #[arg(long, global = true, env = "STRATA_STORE")]
+    store: Option<String>,
     /// Create the DynamoDB table of a dynamodb: store if it does not exist.
     #[arg(long, global = true)]
     create_table: bool,
@@ -110,6 +111,23 @@ enum Command {
     #[cfg(feature = "sqlite")]
     #[command(subcommand)]
     Import(ImportCommand),
+    /// Write a commented starter db.toml (databases, tables, indexes, addresses, auth).
+    #[cfg(feature = "rest")]
+    Init {
+        /// Where to write it.
+        #[arg(default_value = "db.toml")]
+        path: std::path::PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Create the databases, tables and indexes db.toml declares, without serving.
+    #[cfg(feature = "rest")]
+    Bootstrap {
+        /// The configuration file (default: ./db.toml, then ~/.config/strata/db.toml).
+        #[arg(long)]
+        config: Option<std::path::PathBuf>,
+    },
     /// Look into typed trees without their record types.
     #[cfg(feature = "typed")]
     #[command(subcommand)]
@@ -153,13 +171,14 @@ enum ImportCommand {
 #[cfg(feature = "kv-connect")]
 #[derive(clap::Args)]
 struct ServeArgs {
-    /// Address of the KV Connect server (port 0 picks a free port).
-    #[arg(
-        long = "kv-connect",
-        visible_alias = "addr",
-        default_value = "127.0.0.1:4512"
-    )]
-    kv_connect: String,
+    /// The configuration file to bootstrap from and take defaults from (default: ./db.toml,
+    /// then ~/.config/strata/db.toml, if present).
+    #[cfg(feature = "rest")]
+    #[arg(long)]
+    config: Option<std::path::PathBuf>,
+    /// Address of the KV Connect server (port 0 picks a free port) [default: 127.0.0.1:4512].
+    #[arg(long = "kv-connect", visible_alias = "addr")]
+    kv_connect: Option<String>,
     /// The token clients must send (also STRATA_ACCESS_TOKEN or DENO_KV_ACCESS_TOKEN).
     #[arg(long, env = "STRATA_ACCESS_TOKEN")]
     access_token: Option<String>,
@@ -172,10 +191,11 @@ struct ServeArgs {
     /// POST every queue message to this URL; a 2xx answer acknowledges it.
     #[arg(long)]
     queue_push: Option<String>,
-    /// Address of the PostgreSQL wire-protocol server (port 0 picks a free port).
+    /// Address of the PostgreSQL wire-protocol server (port 0 picks a free port)
+    /// [default: 127.0.0.1:5433].
     #[cfg(feature = "sql")]
-    #[arg(long, default_value = "127.0.0.1:5433")]
-    pgwire: String,
+    #[arg(long)]
+    pgwire: Option<String>,
     /// Do not serve the PostgreSQL wire protocol.
     #[cfg(feature = "sql")]
     #[arg(long, conflicts_with = "pgwire")]
@@ -193,10 +213,10 @@ struct ServeArgs {
     #[cfg(feature = "sql")]
     #[arg(long, requires = "tls_cert")]
     tls_key: Option<std::path::PathBuf>,
-    /// Address of the REST API (port 0 picks a free port).
+    /// Address of the REST API (port 0 picks a free port) [default: 127.0.0.1:4200].
     #[cfg(feature = "rest")]
-    #[arg(long, default_value = strata_rest::DEFAULT_ADDR)]
-    rest: String,
+    #[arg(long)]
+    rest: Option<String>,
     /// Do not serve the REST API.
     #[cfg(feature = "rest")]
     #[arg(long, conflicts_with = "rest")]
@@ -350,9 +370,18 @@ async fn run(cli: Cli) -> CliResult {
             repl.execute(execute).await
         };
     }
-    let store = match &cli.sqlite_path {
-        Some(path) => sqlite_path_store(path)?,
-        None => cli.store.clone(),
+    #[cfg(feature = "rest")]
+    if let Command::Init { path, force } = &cli.command {
+        return init_config(path, *force);
+    }
+    let file = config_file(&cli.command)?;
+    let store = match (&cli.sqlite_path, &cli.store) {
+        (Some(path), _) => sqlite_path_store(path)?,
+        (None, Some(store)) => store.clone(),
+        (None, None) => file
+            .store
+            .clone()
+            .unwrap_or_else(|| DEFAULT_STORE.to_string()),
     };
     let url: StoreUrl = store.parse().map_err(|e| format!("{e}"))?;
     let backend = url
@@ -393,7 +422,10 @@ async fn run(cli: Cli) -> CliResult {
     #[cfg(feature = "kv-connect")]
     if let Command::Serve(args) = cli.command {
         let engine = std::sync::Arc::new(Engine::new(backend, EngineConfig::default()));
-        let result = serve(engine.clone(), args).await;
+        let result = match file.bootstrap(&engine).await {
+            Ok(()) => serve(engine.clone(), args, file).await,
+            Err(e) => Err(e),
+        };
         engine.close().await;
         return result;
     }
@@ -404,7 +436,11 @@ async fn run(cli: Cli) -> CliResult {
             ..EngineConfig::default()
         },
     ));
-    let result = command(&engine, cli.command).await;
+    let result = match cli.command {
+        #[cfg(feature = "rest")]
+        Command::Bootstrap { .. } => file.bootstrap(&engine).await,
+        command => self::command(&engine, command).await,
+    };
     engine.close().await;
     result
 }
@@ -425,13 +461,126 @@ fn sqlite_path_store(path: &std::path::Path) -> Result<String, String> {
     Ok(format!("sqlite:{}", path.display()))
 }
 
+/// What db.toml says, for the commands that read it (`serve`, `bootstrap`): the store,
+/// the addresses and token that flags did not give, and what to bootstrap.
+struct FileConfig {
+    store: Option<String>,
+    kv_connect: Option<String>,
+    pgwire: Option<String>,
+    rest: Option<String>,
+    typed: Option<String>,
+    /// The token `[auth]` gives, or why it cannot be had (read only when serving needs it).
+    token: Result<Option<String>, String>,
+    #[cfg(feature = "rest")]
+    toml: Option<strata_rest::config::DbToml>,
+}
+
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            store: None,
+            kv_connect: None,
+            pgwire: None,
+            rest: None,
+            typed: None,
+            token: Ok(None),
+            #[cfg(feature = "rest")]
+            toml: None,
+        }
+    }
+}
+
+#[cfg(feature = "rest")]
+fn config_file(command: &Command) -> Result<FileConfig, String> {
+    use strata_rest::config::DbToml;
+    let toml = match command {
+        #[cfg(feature = "kv-connect")]
+        Command::Serve(a) => DbToml::find(a.config.as_deref()).map_err(|e| e.to_string())?,
+        Command::Bootstrap { config } => Some(
+            DbToml::find(config.as_deref())
+                .map_err(|e| e.to_string())?
+                .ok_or("no db.toml here or in ~/.config/strata: write one with `strata init`, or pass --config FILE")?,
+        ),
+        _ => None,
+    };
+    let Some(toml) = toml else {
+        return Ok(FileConfig::default());
+    };
+    if let Some(p) = &toml.path {
+        eprintln!("configuration: {}", p.display());
+    }
+    Ok(FileConfig {
+        store: toml.store.url.clone(),
+        kv_connect: toml.frontends.kv_connect.clone(),
+        pgwire: toml.frontends.pgwire.clone(),
+        rest: toml.rest_addr(),
+        typed: toml.frontends.typed.clone(),
+        token: toml.access_token().map_err(|e| e.to_string()),
+        toml: Some(toml),
+    })
+}
+
+#[cfg(not(feature = "rest"))]
+fn config_file(_: &Command) -> Result<FileConfig, String> {
+    Ok(FileConfig::default())
+}
+
+impl FileConfig {
+    /// Create what the file declares and is missing, saying what was made.
+    async fn bootstrap(&self, engine: &std::sync::Arc<Engine>) -> CliResult {
+        #[cfg(feature = "rest")]
+        if let Some(toml) = &self.toml {
+            let done = strata_rest::config::bootstrap(engine, toml)
+                .await
+                .map_err(|e| e.to_string())?;
+            for db in &done.databases_created {
+                eprintln!("created database {db}");
+            }
+            for s in &done.statements {
+                eprintln!("created {s}");
+            }
+            if done.databases_created.is_empty() && done.statements.is_empty() {
+                eprintln!("bootstrap: everything declared exists already");
+            }
+        }
+        let _ = engine;
+        Ok(())
+    }
+}
+
+#[cfg(feature = "rest")]
+fn init_config(path: &std::path::Path, force: bool) -> CliResult {
+    if path.exists() && !force {
+        return Err(format!(
+            "{} exists; pass --force to replace it",
+            path.display()
+        ));
+    }
+    std::fs::write(path, strata_rest::config::STARTER)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!(
+        "wrote {}: edit it, then `strata bootstrap` or `strata serve`",
+        path.display()
+    );
+    Ok(())
+}
+
 #[cfg(feature = "kv-connect")]
-async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs) -> CliResult {
+async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs, file: FileConfig) -> CliResult {
     use strata_kv_connect::{Server, ServerConfig};
     let token = args
         .access_token
         .or_else(|| std::env::var("DENO_KV_ACCESS_TOKEN").ok())
         .filter(|t| !t.is_empty());
+    let token = match token {
+        Some(t) => Some(t),
+        None if args.no_auth => None,
+        None => file.token?,
+    };
+    let kv_addr = args
+        .kv_connect
+        .or(file.kv_connect)
+        .unwrap_or_else(|| "127.0.0.1:4512".into());
     if token.is_none() && !args.no_auth {
         return Err("refusing to serve without an access token: pass --access-token (or set STRATA_ACCESS_TOKEN), \
                     or --no-auth to serve without authentication"
@@ -442,9 +591,9 @@ async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs) -> CliResult {
             return Err("the access token must be at least 12 characters".into());
         }
     }
-    let listener = tokio::net::TcpListener::bind(&args.kv_connect)
+    let listener = tokio::net::TcpListener::bind(&kv_addr)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.kv_connect))?;
+        .map_err(|e| format!("cannot listen on {kv_addr}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let config = ServerConfig {
         access_token: token.clone(),
@@ -455,7 +604,12 @@ async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs) -> CliResult {
     let server = Server::new(engine.clone(), config);
     server.prepare().await.map_err(|e| e.to_string())?;
     #[cfg(feature = "sql")]
-    let pg = if args.no_pgwire {
+    let pg_addr = args
+        .pgwire
+        .or(file.pgwire)
+        .unwrap_or_else(|| "127.0.0.1:5433".into());
+    #[cfg(feature = "sql")]
+    let pg = if args.no_pgwire || pg_addr == "off" {
         None
     } else {
         let auth = match (&token, args.pg_auth) {
@@ -467,16 +621,16 @@ async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs) -> CliResult {
             (Some(cert), Some(key)) => Some(strata_pgwire::tls_from_pem(cert, key)?),
             _ => None,
         };
-        let listener = tokio::net::TcpListener::bind(&args.pgwire)
+        let listener = tokio::net::TcpListener::bind(&pg_addr)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", args.pgwire))?;
+            .map_err(|e| format!("cannot listen on {pg_addr}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let server =
             strata_pgwire::Server::new(engine.clone(), strata_pgwire::Config { auth, tls });
         Some((server, listener, addr))
     };
     #[cfg(feature = "typed")]
-    let typed = match &args.typed {
+    let typed = match args.typed.or(file.typed).filter(|a| a != "off") {
         None => None,
         Some(at) => {
             let tokens = strata_typed::sync::Tokens::parse(&args.typed_tokens)?;
@@ -484,7 +638,7 @@ async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs) -> CliResult {
                 .open_or_create(&args.typed_database)
                 .await
                 .map_err(|e| e.to_string())?;
-            let listener = tokio::net::TcpListener::bind(at)
+            let listener = tokio::net::TcpListener::bind(&at)
                 .await
                 .map_err(|e| format!("cannot listen on {at}: {e}"))?;
             let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -492,12 +646,17 @@ async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs) -> CliResult {
         }
     };
     #[cfg(feature = "rest")]
-    let rest = if args.no_rest {
+    let rest_addr = args
+        .rest
+        .or(file.rest)
+        .unwrap_or_else(|| strata_rest::DEFAULT_ADDR.into());
+    #[cfg(feature = "rest")]
+    let rest = if args.no_rest || rest_addr == "off" {
         None
     } else {
-        let listener = tokio::net::TcpListener::bind(&args.rest)
+        let listener = tokio::net::TcpListener::bind(&rest_addr)
             .await
-            .map_err(|e| format!("cannot listen on {}: {e}", args.rest))?;
+            .map_err(|e| format!("cannot listen on {rest_addr}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let config = strata_rest::Config {
             access_token: token.clone(),
@@ -612,6 +771,10 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
         }
         Command::Copy { .. } => {
             return Err("copy is handled before the store is opened for commands".into())
+        }
+        #[cfg(feature = "rest")]
+        Command::Init { .. } | Command::Bootstrap { .. } => {
+            return Err("init and bootstrap are handled before other commands".into())
         }
         #[cfg(feature = "sql")]
         Command::Sql(args) => match args.action {

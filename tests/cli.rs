@@ -412,3 +412,78 @@ fn sql_import_loads_a_csv_in_chunks_and_reports_bad_rows() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("expected"), "{}", stderr(&out));
 }
+
+/// `strata init` writes a starter db.toml; `strata bootstrap` creates what it declares and,
+/// run again, nothing; `strata serve` loads it, bootstraps, and serves its tables over REST
+/// at the address it names.
+#[cfg(all(feature = "rest", feature = "kv-connect"))]
+#[test]
+fn db_toml_is_initialised_bootstrapped_and_served() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    assert!(strata(d, &["init"]).status.success());
+    let again = strata(d, &["init"]);
+    assert!(!again.status.success() && stderr(&again).contains("--force"));
+    let text = std::fs::read_to_string(d.join("db.toml")).unwrap();
+    let text = text
+        .replace("port = 4200", "port = 0")
+        .replace("127.0.0.1:4512", "127.0.0.1:0")
+        .replace("127.0.0.1:5433", "127.0.0.1:0");
+    std::fs::write(d.join("db.toml"), text).unwrap();
+
+    let first = strata(d, &["bootstrap"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("created app.users"),
+        "{}",
+        stderr(&first)
+    );
+    let second = strata(d, &["bootstrap"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        stderr(&second).contains("everything declared exists already"),
+        "{}",
+        stderr(&second)
+    );
+
+    let bad = d.join("bad.toml");
+    std::fs::write(&bad, "[databases.a.tables.t]\nsql = \"DROP TABLE t\"\n").unwrap();
+    let refused = strata(d, &["bootstrap", "--config", bad.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("line 2")
+            && stderr(&refused).contains("databases.a.tables.t.sql"),
+        "{}",
+        stderr(&refused)
+    );
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .current_dir(d)
+        .env_remove("STRATA_STORE")
+        .env_remove("DENO_KV_ACCESS_TOKEN")
+        .env("STRATA_ACCESS_TOKEN", "db-toml-token-123")
+        .arg("serve")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let rest = loop {
+        let line = lines.next().expect("serve prints its addresses").unwrap();
+        if let Some(url) = line.strip_prefix("REST on ") {
+            break url.to_string();
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let tables = rt.block_on(async {
+        let c = strata::rest::Client::new(&rest, Some("db-toml-token-123".into())).unwrap();
+        c.tables("app").await
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(tables.unwrap(), vec!["users".to_string()]);
+}

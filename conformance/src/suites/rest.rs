@@ -7,7 +7,7 @@ use hyper::{Method, StatusCode};
 use serde_json::{json, Value};
 use strata_rest::{Client, ClientError};
 
-use crate::suites::clients::{start_server, ServerProcess, TOKEN};
+use crate::suites::clients::{skip_or_fail, start_server, ServerProcess, TOKEN};
 use crate::{cases, ensure, ensure_eq, BackendKind, CaseResult, Harness, Step, Suite};
 
 pub fn suite() -> Suite {
@@ -27,6 +27,7 @@ pub fn suite() -> Suite {
             limits_answer_413,
             auth_metrics_and_openapi,
             concurrent_inserts_all_succeed,
+            schemathesis_finds_nothing,
         ],
     }
 }
@@ -804,5 +805,59 @@ async fn concurrent_inserts_all_succeed(h: &Harness) -> CaseResult {
         .await
         .step("count")?;
     ensure_eq!(rows.rows, vec![vec![json!(clients * each)]]);
+    Ok(())
+}
+
+/// schemathesis (PyPI, pinned by the test command) generates requests for every operation of
+/// `/openapi.json`, valid and invalid, with a fixed seed: no answer may be a 5xx, and every
+/// answer must be declared by the document and match its schema.
+async fn schemathesis_finds_nothing(h: &Harness) -> CaseResult {
+    if h.kind == BackendKind::Dynamodb {
+        return Err("SKIP: schemathesis checks the HTTP layer, which is the same on every backend; the embedded backends run it".into());
+    }
+    let program = match std::env::var_os("STRATA_SCHEMATHESIS") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::path::PathBuf::from("schemathesis"),
+    };
+    let (s, c) = server(h).await?;
+    // Something for the generated requests to find.
+    c.create_database("0").await.step("create")?;
+    c.execute("0", "CREATE TABLE t (id INTEGER PRIMARY KEY)", &[])
+        .await
+        .step("ddl")?;
+    let out = tokio::process::Command::new(&program)
+        .args(["run", &format!("{}/openapi.json", s.rest)])
+        .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
+        .args([
+            "--checks",
+            "not_a_server_error,status_code_conformance,content_type_conformance,\
+             response_schema_conformance,response_headers_conformance",
+        ])
+        .args(["--max-examples", "30", "--seed", "1", "--no-color"])
+        .output()
+        .await;
+    let out = match out {
+        Ok(o) => o,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return skip_or_fail(format!(
+                "{} is not installed (pip install schemathesis==4.32.5)",
+                program.display()
+            ))
+        }
+        Err(e) => return Err(format!("run {}: {e}", program.display())),
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success(),
+        "schemathesis found failures:\n{}\n{}",
+        text,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        text.contains("16/16"),
+        "every operation was selected:\n{text}"
+    );
+    // The server is still fine.
+    c.health().await.step("health")?;
     Ok(())
 }

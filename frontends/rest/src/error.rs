@@ -25,9 +25,12 @@ pub enum RestError {
     /// The body or the SQL text is over its limit.
     #[error("{0}")]
     TooLarge(String),
-    /// The method is not one this path answers.
-    #[error("{0}")]
-    MethodNotAllowed(String),
+    /// The method is not one this path answers; `allow` lists the ones it does.
+    #[error("{message}")]
+    MethodNotAllowed {
+        message: String,
+        allow: &'static str,
+    },
     #[error(transparent)]
     Sql(#[from] SqlError),
     #[error(transparent)]
@@ -61,7 +64,7 @@ impl RestError {
             RestError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             RestError::NotFound(_) => StatusCode::NOT_FOUND,
             RestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            RestError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            RestError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             RestError::Engine(e) => class_status(e.class()),
             RestError::Sql(e) => match e {
                 SqlError::Engine(e) => class_status(e.class()),
@@ -125,7 +128,14 @@ impl IntoResponse for RestError {
             error: self.to_string(),
             retryable: self.retryable(),
         };
-        (status, Json(body)).into_response()
+        let mut res = (status, Json(body)).into_response();
+        if let RestError::MethodNotAllowed { allow, .. } = self {
+            res.headers_mut().insert(
+                axum::http::header::ALLOW,
+                axum::http::HeaderValue::from_static(allow),
+            );
+        }
+        res
     }
 }
 

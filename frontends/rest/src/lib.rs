@@ -22,6 +22,7 @@
 //! transactions), [`result`] (rows as JSON).
 
 mod client;
+pub mod config;
 pub mod error;
 mod kv;
 mod metrics;

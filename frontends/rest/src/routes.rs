@@ -29,6 +29,7 @@ pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DbName {
     /// Letters, digits, `-`, `_` and `/` between segments; at most 128 characters.
+    #[schema(pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128)]
     pub name: String,
 }
 
@@ -43,6 +44,7 @@ pub struct Dropped {
 #[serde(deny_unknown_fields)]
 pub struct SqlRequest {
     /// One SQL statement (a trailing `;` is fine), at most 10 MiB.
+    #[schema(min_length = 1)]
     pub sql: String,
     /// Values for the placeholders `$1`, `$2`, … (or `?`), in order: null, booleans,
     /// numbers and strings.
@@ -51,6 +53,7 @@ pub struct SqlRequest {
     pub params: Vec<serde_json::Value>,
     /// Run inside this open transaction (from `POST /db/{name}/tx`).
     #[serde(default)]
+    #[schema(pattern = r"^[0-9a-f]{32}$")]
     pub tx: Option<String>,
 }
 
@@ -188,7 +191,7 @@ async fn execute(
     Ok(session.execute_prepared(&prepared, 0, params).await?)
 }
 
-#[utoipa::path(get, path = "/health", tag = "server",
+#[utoipa::path(get, path = "/health", tag = "server", security(()),
     responses((status = 200, description = "The server is up", body = Health)))]
 pub async fn health() -> Json<Health> {
     Json(Health {
@@ -216,7 +219,7 @@ pub async fn create_database(State(app): State<Arc<App>>, body: Body) -> Result<
 }
 
 #[utoipa::path(delete, path = "/db/{name}", tag = "databases",
-    params(("name" = String, Path, description = "The database")),
+    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128)),
     responses((status = 200, description = "Dropped", body = Dropped),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -232,7 +235,7 @@ pub async fn drop_database(app: &App, name: &str) -> Result<Response> {
 }
 
 #[utoipa::path(post, path = "/db/{name}/execute", tag = "sql", request_body = SqlRequest,
-    params(("name" = String, Path, description = "The database")),
+    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128)),
     responses((status = 200, description = "The statement ran", body = Affected),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -251,7 +254,7 @@ pub async fn execute_sql(app: &App, name: &str, body: Body) -> Result<Response> 
 }
 
 #[utoipa::path(post, path = "/db/{name}/query/oltp", tag = "sql", request_body = SqlRequest,
-    params(("name" = String, Path, description = "The database")),
+    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128)),
     responses((status = 200, description = "The rows", body = ResultSet),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
@@ -282,7 +285,7 @@ fn rows(out: Output) -> ResultSet {
 }
 
 #[utoipa::path(get, path = "/db/{name}/tables", tag = "sql",
-    params(("name" = String, Path, description = "The database")),
+    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128)),
     responses((status = 200, description = "The tables, by name", body = Vec<String>),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -293,8 +296,8 @@ pub async fn tables(app: &App, name: &str) -> Result<Response> {
 }
 
 #[utoipa::path(get, path = "/db/{name}/schema/{table}", tag = "sql",
-    params(("name" = String, Path, description = "The database"),
-        ("table" = String, Path, description = "The table")),
+    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128),
+        ("table" = String, Path, description = "The table", pattern = r"^[A-Za-z0-9_]{1,128}$")),
     responses((status = 200, description = "A row (name, type) per column", body = ResultSet),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -324,7 +327,7 @@ pub async fn schema(app: &App, name: &str, table: &str) -> Result<Response> {
 }
 
 #[utoipa::path(post, path = "/db/{name}/tx", tag = "transactions",
-    params(("name" = String, Path, description = "The database")),
+    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128)),
     responses((status = 201, description = "Opened", body = TxOpened),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -339,7 +342,7 @@ pub async fn begin(app: &App, name: &str) -> Result<Response> {
 }
 
 #[utoipa::path(post, path = "/tx/{id}/commit", tag = "transactions",
-    params(("id" = String, Path, description = "The transaction")),
+    params(("id" = String, Path, description = "The transaction", pattern = r"^[0-9a-f]{32}$")),
     responses((status = 200, description = "Committed", body = TxEnded),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "Not open (ended, or rolled back when idle)", body = ErrorBody),
@@ -350,7 +353,7 @@ pub async fn commit(State(app): State<Arc<App>>, Path(id): Path<String>) -> Resu
 }
 
 #[utoipa::path(post, path = "/tx/{id}/rollback", tag = "transactions",
-    params(("id" = String, Path, description = "The transaction")),
+    params(("id" = String, Path, description = "The transaction", pattern = r"^[0-9a-f]{32}$")),
     responses((status = 200, description = "Rolled back", body = TxEnded),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn rollback(
@@ -383,8 +386,8 @@ async fn end(app: &App, id: String, how: &str) -> Result<Json<TxEnded>> {
 }
 
 #[utoipa::path(get, path = "/db/{name}/kv/{key}", tag = "kv",
-    params(("name" = String, Path, description = "The database"),
-        ("key" = String, Path, description = "The key (percent-encode `/`)")),
+    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128),
+        ("key" = String, Path, description = "The key (percent-encode `/`)", min_length = 1)),
     responses((status = 200, description = "The entry", body = KvEntry),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -395,8 +398,8 @@ pub async fn kv_get(app: &App, name: &str, key: &str) -> Result<Response> {
 }
 
 #[utoipa::path(put, path = "/db/{name}/kv/{key}", tag = "kv", request_body = KvSet,
-    params(("name" = String, Path, description = "The database"),
-        ("key" = String, Path, description = "The key (percent-encode `/`)")),
+    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128),
+        ("key" = String, Path, description = "The key (percent-encode `/`)", min_length = 1)),
     responses((status = 200, description = "Written", body = KvWritten),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
@@ -409,8 +412,8 @@ pub async fn kv_set(app: &App, name: &str, key: &str, body: Body) -> Result<Resp
 }
 
 #[utoipa::path(delete, path = "/db/{name}/kv/{key}", tag = "kv",
-    params(("name" = String, Path, description = "The database"),
-        ("key" = String, Path, description = "The key (percent-encode `/`)")),
+    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128),
+        ("key" = String, Path, description = "The key (percent-encode `/`)", min_length = 1)),
     responses((status = 200, description = "Deleted (or was not set)", body = KvWritten),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -421,7 +424,7 @@ pub async fn kv_delete(app: &App, name: &str, key: &str) -> Result<Response> {
 }
 
 #[utoipa::path(get, path = "/db/{name}/kv", tag = "kv",
-    params(("name" = String, Path, description = "The database"), KvList),
+    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128), KvList),
     responses((status = 200, description = "A page of entries", body = KvPage),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -471,6 +474,16 @@ impl DbRoute {
         Ok(route)
     }
 
+    /// The methods the route answers.
+    pub fn allow(&self) -> &'static str {
+        match self {
+            DbRoute::Database(_) => "DELETE",
+            DbRoute::Execute(_) | DbRoute::QueryOltp(_) | DbRoute::Begin(_) => "POST",
+            DbRoute::Tables(_) | DbRoute::Schema(..) | DbRoute::KvList(_) => "GET",
+            DbRoute::KvItem(..) => "GET, PUT, DELETE",
+        }
+    }
+
     /// The route's label in metrics, and its database.
     pub fn label(&self) -> (&'static str, &str) {
         match self {
@@ -517,10 +530,10 @@ pub async fn db_dispatch(State(app): State<Arc<App>>, req: Request) -> Response 
         (DbRoute::KvItem(n, k), &Method::GET) => kv_get(&app, n, k).await,
         (DbRoute::KvItem(n, k), &Method::PUT) => kv_set(&app, n, k, body).await,
         (DbRoute::KvItem(n, k), &Method::DELETE) => kv_delete(&app, n, k).await,
-        (r, m) => Err(RestError::MethodNotAllowed(format!(
-            "{m} is not an operation of {}",
-            r.label().0
-        ))),
+        (r, m) => Err(RestError::MethodNotAllowed {
+            message: format!("{m} is not an operation of {}", r.label().0),
+            allow: r.allow(),
+        }),
     };
     answer.unwrap_or_else(IntoResponse::into_response)
 }
