@@ -86,9 +86,16 @@ enum Command {
     /// 127.0.0.1:5433 and the REST API on 127.0.0.1:4200.
     #[cfg(feature = "kv-connect")]
     Serve(ServeArgs),
-    /// Create, list and drop databases.
-    #[command(subcommand)]
-    Db(DbCommand),
+    /// Create, list and drop databases (of the store, or of a running server with --url).
+    Db {
+        /// Manage the databases of the server whose REST API is at this URL
+        /// (http://host:4200), sending STRATA_ACCESS_TOKEN if set, instead of opening the store.
+        #[cfg(feature = "rest")]
+        #[arg(long, env = "STRATA_URL")]
+        url: Option<String>,
+        #[command(subcommand)]
+        command: DbCommand,
+    },
     /// Read and write keys (printable UTF-8 keys).
     #[command(subcommand)]
     Kv(KvCommand),
@@ -374,6 +381,14 @@ async fn run(cli: Cli) -> CliResult {
     if let Command::Init { path, force } = &cli.command {
         return init_config(path, *force);
     }
+    #[cfg(feature = "rest")]
+    if let Command::Db {
+        url: Some(url),
+        command,
+    } = &cli.command
+    {
+        return remote_db(url, command).await;
+    }
     let file = config_file(&cli.command)?;
     let store = match (&cli.sqlite_path, &cli.store) {
         (Some(path), _) => sqlite_path_store(path)?,
@@ -546,6 +561,41 @@ impl FileConfig {
         let _ = engine;
         Ok(())
     }
+}
+
+/// `strata db … --url`: the same commands against a running server's REST API.
+#[cfg(feature = "rest")]
+async fn remote_db(url: &str, command: &DbCommand) -> CliResult {
+    let token = std::env::var("STRATA_ACCESS_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty());
+    let client = strata::rest::Client::new(url, token).map_err(|e| e.to_string())?;
+    let e = |e: strata::rest::ClientError| e.to_string();
+    match command {
+        DbCommand::Create {
+            name,
+            durability,
+            history_retention_ms,
+        } => {
+            if !matches!(durability, DurabilityArg::Sync) || *history_retention_ms != 60_000 {
+                return Err("a server creates databases with its default options; \
+                            run `strata db create` on the server's store to choose them"
+                    .into());
+            }
+            client.create_database(name).await.map_err(e)?;
+            eprintln!("created database {name}");
+        }
+        DbCommand::List => {
+            for name in client.list_databases().await.map_err(e)? {
+                println!("{name}");
+            }
+        }
+        DbCommand::Drop { name } => {
+            client.drop_database(name).await.map_err(e)?;
+            eprintln!("dropped database {name}");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(feature = "rest")]
@@ -817,11 +867,15 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
             }
             None => sql::execute(engine.clone(), args.database.as_deref(), &args.execute).await?,
         },
-        Command::Db(DbCommand::Create {
-            name,
-            durability,
-            history_retention_ms,
-        }) => {
+        Command::Db {
+            command:
+                DbCommand::Create {
+                    name,
+                    durability,
+                    history_retention_ms,
+                },
+            ..
+        } => {
             let options = DatabaseOptions {
                 durability: match durability {
                     DurabilityArg::Sync => Durability::Sync,
@@ -836,12 +890,18 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
                 .map_err(e)?;
             eprintln!("created database {name}");
         }
-        Command::Db(DbCommand::List) => {
+        Command::Db {
+            command: DbCommand::List,
+            ..
+        } => {
             for name in engine.list_databases().await.map_err(e)? {
                 println!("{name}");
             }
         }
-        Command::Db(DbCommand::Drop { name }) => {
+        Command::Db {
+            command: DbCommand::Drop { name },
+            ..
+        } => {
             engine.drop_database(&name).await.map_err(e)?;
             eprintln!("dropped database {name}");
         }

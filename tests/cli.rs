@@ -483,7 +483,30 @@ fn db_toml_is_initialised_bootstrapped_and_served() {
         let c = strata::rest::Client::new(&rest, Some("db-toml-token-123".into())).unwrap();
         c.tables("app").await
     });
+    // `strata db … --url` manages the running server's databases.
+    let remote = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .current_dir(d)
+            .env("STRATA_ACCESS_TOKEN", "db-toml-token-123")
+            .args(["db", "--url", &rest])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(remote(&["create", "remote1"]).status.success());
+    let listed = remote(&["list"]);
+    let dropped = remote(&["drop", "remote1"]);
+    let missing = remote(&["drop", "remote1"]);
     child.kill().unwrap();
     child.wait().unwrap();
     assert_eq!(tables.unwrap(), vec!["users".to_string()]);
+    let listed = stdout(&listed);
+    let names: Vec<&str> = listed.lines().collect();
+    assert!(
+        names.contains(&"app") && names.contains(&"remote1"),
+        "{names:?}"
+    );
+    assert!(dropped.status.success(), "{}", stderr(&dropped));
+    assert!(!missing.status.success());
+    assert!(stderr(&missing).contains("404"), "{}", stderr(&missing));
 }

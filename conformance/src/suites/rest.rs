@@ -38,6 +38,15 @@ async fn server(h: &Harness) -> Result<(ServerProcess, Client), String> {
     Ok((server, client))
 }
 
+/// Create `db` and run `statements` in it.
+async fn database_with(c: &Client, db: &str, statements: &[&str]) -> Result<(), String> {
+    c.create_database(db).await.step(db)?;
+    for sql in statements {
+        c.execute(db, sql, &[]).await.step(sql)?;
+    }
+    Ok(())
+}
+
 /// A raw request's status and JSON body.
 async fn raw(
     c: &Client,
@@ -69,7 +78,7 @@ async fn databases_are_created_listed_and_dropped(h: &Harness) -> CaseResult {
         "{body}"
     );
     // Nested names work in paths, encoded or not.
-    c.create_database("project/mydb").await.step("nested")?;
+    database_with(&c, "project/mydb", &[]).await?;
     let list = c.list_databases().await.step("list")?;
     ensure!(
         list.contains(&"shop".to_string()) && list.contains(&"project/mydb".to_string()),
@@ -114,7 +123,7 @@ async fn databases_are_created_listed_and_dropped(h: &Harness) -> CaseResult {
 
 async fn statements_run_with_the_compatible_shapes(h: &Harness) -> CaseResult {
     let (_s, c) = server(h).await?;
-    c.create_database("app").await.step("create")?;
+    database_with(&c, "app", &[]).await?;
     let ddl = "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT, score DOUBLE, photo BLOB)";
     let (status, body) = raw(
         &c,
@@ -222,10 +231,7 @@ async fn statements_run_with_the_compatible_shapes(h: &Harness) -> CaseResult {
 
 async fn reads_and_writes_keep_to_their_endpoints(h: &Harness) -> CaseResult {
     let (_s, c) = server(h).await?;
-    c.create_database("rw").await.step("create")?;
-    c.execute("rw", "CREATE TABLE t (id INTEGER PRIMARY KEY)", &[])
-        .await
-        .step("ddl")?;
+    database_with(&c, "rw", &["CREATE TABLE t (id INTEGER PRIMARY KEY)"]).await?;
     let cases: &[(&str, &str, &str)] = &[
         ("/db/rw/query/oltp", "INSERT INTO t VALUES (1)", "execute"),
         ("/query", "DELETE FROM rw.public.t", "execute"),
@@ -260,17 +266,15 @@ async fn reads_and_writes_keep_to_their_endpoints(h: &Harness) -> CaseResult {
 
 async fn errors_have_their_statuses(h: &Harness) -> CaseResult {
     let (_s, c) = server(h).await?;
-    c.create_database("err").await.step("create")?;
-    c.execute(
+    database_with(
+        &c,
         "err",
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
-        &[],
+        &[
+            "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT NOT NULL)",
+            "INSERT INTO t VALUES (1, 'a')",
+        ],
     )
-    .await
-    .step("ddl")?;
-    c.execute("err", "INSERT INTO t VALUES (1, 'a')", &[])
-        .await
-        .step("insert")?;
+    .await?;
     let post = |path: &'static str, body: Value| {
         let c = c.clone();
         async move { raw(&c, Method::POST, path, Some(body)).await }
@@ -406,17 +410,15 @@ async fn cross_database_queries_join(h: &Harness) -> CaseResult {
 
 async fn transactions_commit_roll_back_and_conflict(h: &Harness) -> CaseResult {
     let (_s, c) = server(h).await?;
-    c.create_database("bank").await.step("create")?;
-    c.execute(
+    database_with(
+        &c,
         "bank",
-        "CREATE TABLE acct (id INTEGER PRIMARY KEY, bal INTEGER)",
-        &[],
+        &[
+            "CREATE TABLE acct (id INTEGER PRIMARY KEY, bal INTEGER)",
+            "INSERT INTO acct VALUES (1, 100), (2, 0)",
+        ],
     )
-    .await
-    .step("ddl")?;
-    c.execute("bank", "INSERT INTO acct VALUES (1, 100), (2, 0)", &[])
-        .await
-        .step("rows")?;
+    .await?;
     let count = |sql: &'static str| {
         let c = c.clone();
         async move {
@@ -528,7 +530,7 @@ async fn transactions_commit_roll_back_and_conflict(h: &Harness) -> CaseResult {
         vec![vec![json!(91)]]
     );
     // A transaction on one database cannot run statements on another.
-    c.create_database("other").await.step("other")?;
+    database_with(&c, "other", &[]).await?;
     let t = c.begin("bank").await.step("begin t")?;
     let e = c
         .query_oltp_in("other", "SELECT 1", &[], Some(&t.tx))
@@ -547,13 +549,15 @@ async fn transactions_commit_roll_back_and_conflict(h: &Harness) -> CaseResult {
 
 async fn kv_sits_beside_sql(h: &Harness) -> CaseResult {
     let (_s, c) = server(h).await?;
-    c.create_database("mixed").await.step("create")?;
-    c.execute("mixed", "CREATE TABLE t (id INTEGER PRIMARY KEY)", &[])
-        .await
-        .step("ddl")?;
-    c.execute("mixed", "INSERT INTO t VALUES (1)", &[])
-        .await
-        .step("row")?;
+    database_with(
+        &c,
+        "mixed",
+        &[
+            "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+            "INSERT INTO t VALUES (1)",
+        ],
+    )
+    .await?;
     c.kv_set("mixed", "users/ann", "admin").await.step("set")?;
     c.kv_set("mixed", "users/bob", "viewer").await.step("set")?;
     c.kv_set("mixed", "config", "on").await.step("set")?;
@@ -625,7 +629,7 @@ async fn limits_answer_413(h: &Harness) -> CaseResult {
         return Err("SKIP: the limits are checked before the store is reached; the embedded backends cover them".into());
     }
     let (_s, c) = server(h).await?;
-    c.create_database("big").await.step("create")?;
+    database_with(&c, "big", &[]).await?;
     // SQL text over 10 MiB in a body under 16 MiB.
     let sql = format!("SELECT '{}'", "x".repeat(10 * 1024 * 1024 + 1));
     let (status, body) = raw(
@@ -704,13 +708,15 @@ async fn auth_metrics_and_openapi(h: &Harness) -> CaseResult {
         "an unauthorized create did nothing"
     );
 
-    c.create_database("m").await.step("create")?;
-    c.execute("m", "CREATE TABLE t (id INTEGER PRIMARY KEY)", &[])
-        .await
-        .step("ddl")?;
-    c.execute("m", "INSERT INTO t VALUES (1)", &[])
-        .await
-        .step("insert")?;
+    database_with(
+        &c,
+        "m",
+        &[
+            "CREATE TABLE t (id INTEGER PRIMARY KEY)",
+            "INSERT INTO t VALUES (1)",
+        ],
+    )
+    .await?;
     let (status, _) = c
         .request(Method::GET, "/metrics", None)
         .await
@@ -770,14 +776,12 @@ async fn metrics_text(base: &str) -> Result<String, String> {
 
 async fn concurrent_inserts_all_succeed(h: &Harness) -> CaseResult {
     let (_s, c) = server(h).await?;
-    c.create_database("ins").await.step("create")?;
-    c.execute(
+    database_with(
+        &c,
         "ins",
-        "CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)",
-        &[],
+        &["CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)"],
     )
-    .await
-    .step("ddl")?;
+    .await?;
     let clients = 32;
     let each = if h.kind == BackendKind::Dynamodb {
         2
@@ -821,10 +825,7 @@ async fn schemathesis_finds_nothing(h: &Harness) -> CaseResult {
     };
     let (s, c) = server(h).await?;
     // Something for the generated requests to find.
-    c.create_database("0").await.step("create")?;
-    c.execute("0", "CREATE TABLE t (id INTEGER PRIMARY KEY)", &[])
-        .await
-        .step("ddl")?;
+    database_with(&c, "0", &["CREATE TABLE t (id INTEGER PRIMARY KEY)"]).await?;
     let out = tokio::process::Command::new(&program)
         .args(["run", &format!("{}/openapi.json", s.rest)])
         .args(["-H", &format!("Authorization: Bearer {TOKEN}")])
