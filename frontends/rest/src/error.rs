@@ -129,6 +129,14 @@ impl IntoResponse for RestError {
             retryable: self.retryable(),
         };
         let mut res = (status, Json(body)).into_response();
+        // A body refused before it was read whole leaves the rest of it on the connection:
+        // close it, so that no client sends its next request after the unread bytes.
+        if matches!(self, RestError::TooLarge(_)) {
+            res.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+        }
         if let RestError::MethodNotAllowed { allow, .. } = self {
             res.headers_mut().insert(
                 axum::http::header::ALLOW,
