@@ -157,30 +157,30 @@ pub async fn start_server(h: &Harness, extra: &[&str]) -> Result<ServerProcess, 
         .strip_prefix("Listening on ")
         .ok_or_else(|| format!("unexpected first line from strata serve: {line:?}"))?
         .to_string();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .map_err(|_| "strata serve did not report its PostgreSQL port".to_string())?
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default();
-    let pg = line
-        .strip_prefix("PostgreSQL on ")
-        .ok_or_else(|| format!("unexpected second line from strata serve: {line:?}"))?
-        .to_string();
-    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-        .await
-        .map_err(|_| "strata serve did not report its REST port".to_string())?
-        .map_err(|e| e.to_string())?
-        .unwrap_or_default();
-    let rest = line
-        .strip_prefix("REST on ")
-        .ok_or_else(|| format!("unexpected third line from strata serve: {line:?}"))?
-        .to_string();
+    // Then one line per further server, in this order.
+    let pg = address(&mut lines, "PostgreSQL on ").await?;
+    let rest = address(&mut lines, "REST on ").await?;
     Ok(ServerProcess {
         _child: child,
         url,
         pg,
         rest,
     })
+}
+
+/// The address on the next line `strata serve` prints, which starts with `prefix`.
+async fn address(
+    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    prefix: &str,
+) -> Result<String, String> {
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .map_err(|_| format!("strata serve did not print {prefix:?} within 30 s"))?
+        .map_err(|e| e.to_string())?
+        .unwrap_or_default();
+    line.strip_prefix(prefix)
+        .map(str::to_string)
+        .ok_or_else(|| format!("expected {prefix:?} from strata serve, got {line:?}"))
 }
 
 async fn run_client(h: &Harness, client: &str, group: &str) -> CaseResult {

@@ -225,8 +225,8 @@ pub async fn create_database(State(app): State<Arc<App>>, body: Body) -> Result<
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn drop_database(app: &App, name: &str) -> Result<Response> {
     db_name(name)?;
-    app.sessions.forget(name);
     app.engine().drop_database(name).await?;
+    // After the drop: a session a request gives back meanwhile is forgotten too.
     app.sessions.forget(name);
     Ok(Json(Dropped {
         dropped: name.to_string(),
