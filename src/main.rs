@@ -26,6 +26,9 @@ struct Cli {
     /// Serve this SQLite file's directory (drop-in flag of the reference KV Connect server).
     #[arg(long, global = true, hide = true)]
     sqlite_path: Option<std::path::PathBuf>,
+    /// Where a server keeps its pid and log files (default: the store's data directory).
+    #[arg(long, global = true, env = "STRATA_RUN_DIR")]
+    run_dir: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,8 +41,9 @@ struct SqlArgs {
     /// `strata sql` is an interactive shell.
     #[arg(short = 'e', long = "execute")]
     execute: Vec<String>,
-    /// Connect to a server that speaks the PostgreSQL protocol instead of opening the store:
-    /// postgres://user:password@host:port/database.
+    /// Connect to a server instead of opening the store: postgres://user:password@host:port/db
+    /// for the PostgreSQL protocol, or http://host:4200 for a Strata server's REST API
+    /// (with --database, and STRATA_ACCESS_TOKEN if it needs one).
     #[arg(long, env = "STRATA_SQL_URL")]
     url: Option<String>,
     /// The database unqualified names refer to (default: `default`).
@@ -86,6 +90,24 @@ enum Command {
     /// 127.0.0.1:5433 and the REST API on 127.0.0.1:4200.
     #[cfg(feature = "kv-connect")]
     Serve(ServeArgs),
+    /// Whether a server is running from the data directory, where it listens, and whether
+    /// its REST API answers (exit status 3 when none is running).
+    Status,
+    /// Stop the server running from the data directory: it finishes requests in flight.
+    Stop {
+        /// How long to wait for it to exit, in seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Print the log of a server started with `serve --detach`.
+    Logs {
+        /// Go on printing what the server writes until interrupted.
+        #[arg(short, long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(short = 'n', long)]
+        lines: Option<usize>,
+    },
     /// Create, list and drop databases (of the store, or of a running server with --url).
     Db {
         /// Manage the databases of the server whose REST API is at this URL
@@ -178,6 +200,10 @@ enum ImportCommand {
 #[cfg(feature = "kv-connect")]
 #[derive(clap::Args)]
 struct ServeArgs {
+    /// Run in the background, with the pid and log files (strata.pid, strata.log) in the
+    /// data directory; `strata status`, `strata logs` and `strata stop` find it there.
+    #[arg(long)]
+    detach: bool,
     /// The configuration file to bootstrap from and take defaults from (default: ./db.toml,
     /// then ~/.config/strata/db.toml, if present).
     #[cfg(feature = "rest")]
@@ -328,6 +354,7 @@ enum KvCommand {
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod copy;
+mod daemon;
 #[cfg(feature = "sqlite")]
 mod import;
 mod progress;
@@ -367,10 +394,24 @@ async fn run(cli: Cli) -> CliResult {
         url: Some(url),
         execute,
         action: None,
-        ..
+        database,
     }) = &cli.command
     {
-        let repl = repl::Repl::remote(url).await?;
+        let repl = if url.starts_with("http://") || url.starts_with("https://") {
+            #[cfg(feature = "rest")]
+            {
+                let token = std::env::var("STRATA_ACCESS_TOKEN")
+                    .ok()
+                    .filter(|t| !t.is_empty());
+                repl::Repl::rest(url, database.as_deref(), token).await?
+            }
+            #[cfg(not(feature = "rest"))]
+            return Err(
+                "this build of strata has no REST client; rebuild with `--features rest`".into(),
+            );
+        } else {
+            repl::Repl::remote(url).await?
+        };
         return if execute.is_empty() {
             repl.run().await
         } else {
@@ -399,6 +440,43 @@ async fn run(cli: Cli) -> CliResult {
             .unwrap_or_else(|| DEFAULT_STORE.to_string()),
     };
     let url: StoreUrl = store.parse().map_err(|e| format!("{e}"))?;
+    match &cli.command {
+        Command::Status => {
+            return status(&daemon::RunDir::require(cli.run_dir.as_deref(), &url)?).await
+        }
+        Command::Stop { timeout } => {
+            let run = daemon::RunDir::require(cli.run_dir.as_deref(), &url)?;
+            return match run.stop(std::time::Duration::from_secs(*timeout))? {
+                Some(pid) => {
+                    eprintln!("stopped the server (pid {pid})");
+                    Ok(())
+                }
+                None => {
+                    eprintln!("no server is running");
+                    Ok(())
+                }
+            };
+        }
+        Command::Logs { follow, lines } => {
+            return daemon::RunDir::require(cli.run_dir.as_deref(), &url)?
+                .print_log(*lines, *follow)
+        }
+        #[cfg(feature = "kv-connect")]
+        Command::Serve(args) if args.detach => {
+            let run = daemon::RunDir::require(cli.run_dir.as_deref(), &url)?;
+            let info = run.detach()?;
+            println!("strata is serving in the background (pid {})", info.pid);
+            print_addresses(&info);
+            println!("  log         {}", run.log_file().display());
+            return Ok(());
+        }
+        _ => {}
+    }
+    let run_dir = daemon::RunDir::resolve(cli.run_dir.as_deref(), &url);
+    #[cfg(feature = "kv-connect")]
+    if let (Command::Serve(_), Some(run)) = (&cli.command, &run_dir) {
+        run.ensure_free()?;
+    }
     let backend = url
         .open(cli.create_table)
         .await
@@ -438,7 +516,7 @@ async fn run(cli: Cli) -> CliResult {
     if let Command::Serve(args) = cli.command {
         let engine = std::sync::Arc::new(Engine::new(backend, EngineConfig::default()));
         let result = match file.bootstrap(&engine).await {
-            Ok(()) => serve(engine.clone(), args, file).await,
+            Ok(()) => serve(engine.clone(), args, file, run_dir, &store).await,
             Err(e) => Err(e),
         };
         engine.close().await;
@@ -511,6 +589,10 @@ fn config_file(command: &Command) -> Result<FileConfig, String> {
     let toml = match command {
         #[cfg(feature = "kv-connect")]
         Command::Serve(a) => DbToml::find(a.config.as_deref()).map_err(|e| e.to_string())?,
+        // They find the server where `serve` would put it: in the file's store.
+        Command::Status | Command::Stop { .. } | Command::Logs { .. } => {
+            DbToml::find(None).map_err(|e| e.to_string())?
+        }
         Command::Bootstrap { config } => Some(
             DbToml::find(config.as_deref())
                 .map_err(|e| e.to_string())?
@@ -616,7 +698,13 @@ fn init_config(path: &std::path::Path, force: bool) -> CliResult {
 }
 
 #[cfg(feature = "kv-connect")]
-async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs, file: FileConfig) -> CliResult {
+async fn serve(
+    engine: std::sync::Arc<Engine>,
+    args: ServeArgs,
+    file: FileConfig,
+    run_dir: Option<daemon::RunDir>,
+    store: &str,
+) -> CliResult {
     use strata_kv_connect::{Server, ServerConfig};
     let token = args
         .access_token
@@ -736,6 +824,23 @@ async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs, file: FileConfig
     }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
+    let mut addresses = vec![("kv-connect".to_string(), format!("http://{addr}"))];
+    #[cfg(feature = "sql")]
+    if let Some((_, _, addr)) = &pg {
+        addresses.push(("postgres".into(), addr.to_string()));
+    }
+    #[cfg(feature = "rest")]
+    if let Some((_, _, addr)) = &rest {
+        addresses.push(("rest".into(), format!("http://{addr}")));
+    }
+    #[cfg(feature = "typed")]
+    if let Some((_, _, _, addr)) = &typed {
+        addresses.push(("typed".into(), format!("http://{addr}")));
+    }
+    let _pid_file = match &run_dir {
+        Some(run) => Some(run.claim(store, addresses)?),
+        None => None,
+    };
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
@@ -789,6 +894,45 @@ async fn serve(engine: std::sync::Arc<Engine>, args: ServeArgs, file: FileConfig
     Ok(())
 }
 
+/// The frontends' addresses, one per line, as `status` and `serve --detach` show them.
+fn print_addresses(info: &daemon::ServerInfo) {
+    for (name, addr) in &info.addresses {
+        let label = match name.as_str() {
+            "kv-connect" => "KV Connect",
+            "postgres" => "PostgreSQL",
+            "rest" => "REST",
+            "typed" => "Typed sync",
+            other => other,
+        };
+        println!("  {label:<11} {addr}");
+    }
+}
+
+/// `strata status`: exits 3 (the LSB "not running" status) when no server runs.
+async fn status(run: &daemon::RunDir) -> CliResult {
+    let Some(info) = run.running()? else {
+        println!("not running");
+        std::process::exit(3);
+    };
+    println!("running (pid {}, up {})", info.pid, info.uptime());
+    if !info.store.is_empty() {
+        println!("  store       {}", info.store);
+    }
+    print_addresses(&info);
+    #[cfg(feature = "rest")]
+    if let Some(rest) = info.address("rest") {
+        let health = match strata::rest::Client::new(rest, None) {
+            Ok(client) => match client.health().await {
+                Ok(h) => h.status,
+                Err(e) => format!("not answering: {e}"),
+            },
+            Err(e) => e.to_string(),
+        };
+        println!("  health      {health}");
+    }
+    Ok(())
+}
+
 #[cfg(feature = "kv-connect")]
 async fn shutdown_signal() {
     let ctrl_c = async {
@@ -821,6 +965,9 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
         }
         Command::Copy { .. } => {
             return Err("copy is handled before the store is opened for commands".into())
+        }
+        Command::Status | Command::Stop { .. } | Command::Logs { .. } => {
+            return Err("status, stop and logs are handled before the store is opened".into())
         }
         #[cfg(feature = "rest")]
         Command::Init { .. } | Command::Bootstrap { .. } => {
@@ -1050,6 +1197,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_max_level(tracing::Level::INFO)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,9 +1,12 @@
 //! `strata sql` as an interactive shell: statements end at `;` and may span lines, results
 //! print as aligned tables (plans line by line), errors are printed and the shell goes on.
 //!
-//! It runs two ways: embedded, over the store (`--store`), or as a client of any server that
-//! speaks the PostgreSQL protocol (`--url postgres://…`), ours first. Meta-commands work
-//! in both: `\d [table]`, `\l`, `\c database`, `\timing`, `\q`, `\?`.
+//! It runs three ways: embedded, over the store (`--store`); as a client of any server that
+//! speaks the PostgreSQL protocol (`--url postgres://…`), ours first; or as a client of a
+//! Strata server's REST API (`--url http://…`), where each statement is one request, reads
+//! go to `query/oltp` and writes to `execute`, and BEGIN … COMMIT becomes an HTTP
+//! transaction. Meta-commands work in all three: `\d [table]`, `\l`, `\c database`,
+//! `\timing`, `\q`, `\?`.
 //!
 //! Line editing and history come from rustyline; the history is kept in
 //! `$STRATA_HISTORY`, else `~/.strata_history`.
@@ -29,6 +32,12 @@ enum Conn {
     Remote {
         client: tokio_postgres::Client,
         config: Box<tokio_postgres::Config>,
+    },
+    #[cfg(feature = "rest")]
+    Rest {
+        client: Box<strata::rest::Client>,
+        /// The HTTP transaction BEGIN opened, until COMMIT or ROLLBACK.
+        tx: Option<String>,
     },
 }
 
@@ -88,6 +97,29 @@ impl Repl {
         })
     }
 
+    /// A client of the REST API at `url` (`http://host:port`), working in `database`.
+    #[cfg(feature = "rest")]
+    pub async fn rest(
+        url: &str,
+        database: Option<&str>,
+        token: Option<String>,
+    ) -> Result<Repl, String> {
+        let client = strata::rest::Client::new(url, token).map_err(|e| format!("ERROR:  {e}"))?;
+        let database = database.unwrap_or("default").to_string();
+        client
+            .tables(&database)
+            .await
+            .map_err(|e| format!("ERROR:  {e}"))?;
+        Ok(Repl {
+            conn: Conn::Rest {
+                client: Box::new(client),
+                tx: None,
+            },
+            database,
+            timing: false,
+        })
+    }
+
     /// Run each text in order, printing what it returns; fail at the first error.
     pub async fn execute(mut self, texts: &[String]) -> Result<(), String> {
         for sql in texts {
@@ -96,10 +128,23 @@ impl Repl {
                 print(&a);
             }
             if let Some(e) = error {
+                self.finish().await;
                 return Err(e);
             }
         }
+        self.finish().await;
         Ok(())
+    }
+
+    /// Roll back a REST transaction left open (a server would, after its idle timeout).
+    async fn finish(&mut self) {
+        #[cfg(feature = "rest")]
+        if let Conn::Rest { client, tx } = &mut self.conn {
+            if let Some(id) = tx.take() {
+                let _ = client.rollback(&id).await;
+                eprintln!("WARNING:  the open transaction was rolled back");
+            }
+        }
     }
 
     /// Read, run, print until end of input or `\q`.
@@ -149,6 +194,7 @@ impl Repl {
         if let Some(h) = &history {
             let _ = editor.save_history(h);
         }
+        self.finish().await;
         Ok(())
     }
 
@@ -172,6 +218,8 @@ impl Repl {
         match &mut self.conn {
             Conn::Embedded(session) => embedded(session, sql).await,
             Conn::Remote { client, .. } => remote(client, sql).await,
+            #[cfg(feature = "rest")]
+            Conn::Rest { client, tx } => over_rest(client, &self.database, tx, sql).await,
         }
     }
 
@@ -224,6 +272,15 @@ impl Repl {
                     Err(e) => Err(e),
                 }
             }
+            #[cfg(feature = "rest")]
+            Conn::Rest { client, tx } => match tx {
+                Some(_) => Err("ERROR:  a transaction is open: COMMIT or ROLLBACK it first".into()),
+                None => client
+                    .tables(db)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| format!("ERROR:  {e}")),
+            },
         };
         match result {
             Ok(()) => {
@@ -412,9 +469,135 @@ async fn remote(client: &tokio_postgres::Client, sql: &str) -> (Vec<Answer>, Opt
     (answers, None)
 }
 
+/// Run statements one request each over the REST API.
+#[cfg(feature = "rest")]
+async fn over_rest(
+    client: &strata::rest::Client,
+    database: &str,
+    tx: &mut Option<String>,
+    sql: &str,
+) -> (Vec<Answer>, Option<String>) {
+    let refused = |e: strata::rest::ClientError| format!("ERROR:  {e}");
+    let mut answers = Vec::new();
+    for statement in split(sql) {
+        let words: Vec<String> = statement
+            .split_whitespace()
+            .take(2)
+            .map(|w| w.trim_end_matches(';').to_ascii_uppercase())
+            .collect();
+        let head = words.first().map(String::as_str).unwrap_or("");
+        let tag = |t: &str| Answer {
+            columns: Vec::new(),
+            rows: Vec::new(),
+            tag: Some(t.to_string()),
+        };
+        let done = match head {
+            "BEGIN" | "START" if tx.is_some() => {
+                Err("ERROR:  there is already a transaction in progress".to_string())
+            }
+            "BEGIN" | "START" => client.begin(database).await.map_err(refused).map(|opened| {
+                *tx = Some(opened.tx);
+                tag("BEGIN")
+            }),
+            "COMMIT" | "END" | "ROLLBACK" | "ABORT" => match tx.take() {
+                None => Err("WARNING:  there is no transaction in progress".to_string()),
+                Some(id) if head == "COMMIT" || head == "END" => client
+                    .commit(&id)
+                    .await
+                    .map_err(refused)
+                    .map(|_| tag("COMMIT")),
+                Some(id) => client
+                    .rollback(&id)
+                    .await
+                    .map_err(refused)
+                    .map(|_| tag("ROLLBACK")),
+            },
+            "SELECT" | "WITH" | "VALUES" | "TABLE" | "SHOW" | "EXPLAIN" => client
+                .query_oltp_in(database, statement, &[], tx.as_deref())
+                .await
+                .map_err(refused)
+                .map(|set| Answer {
+                    columns: set.columns.iter().map(|c| c.name.clone()).collect(),
+                    rows: set
+                        .rows
+                        .iter()
+                        .map(|r| r.iter().map(json_text).collect())
+                        .collect(),
+                    tag: None,
+                }),
+            _ => client
+                .execute_in(database, statement, &[], tx.as_deref())
+                .await
+                .map_err(refused)
+                .map(|done| {
+                    let n = done.affected;
+                    tag(&match head {
+                        "INSERT" => format!("INSERT 0 {n}"),
+                        "UPDATE" | "DELETE" | "MERGE" => format!("{head} {n}"),
+                        _ => words.join(" "),
+                    })
+                }),
+        };
+        match done {
+            Ok(a) => answers.push(a),
+            Err(e) => return (answers, Some(e)),
+        }
+    }
+    (answers, None)
+}
+
+/// A JSON result value as the shell prints it: NULL is empty, strings without quotes.
+#[cfg(feature = "rest")]
+fn json_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// The statements of a text, split at each `;` outside quotes and comments (comment-only
+/// pieces dropped).
+fn split(text: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    for end in semicolons(text) {
+        pieces.push(&text[start..end]);
+        start = end + 1;
+    }
+    pieces.push(&text[start..]);
+    pieces
+        .into_iter()
+        .map(str::trim)
+        .filter(|p| !only_comments(p))
+        .collect()
+}
+
+/// Whether a text holds nothing but blanks and comments.
+fn only_comments(mut text: &str) -> bool {
+    loop {
+        text = text.trim_start();
+        if let Some(rest) = text.strip_prefix("--") {
+            text = rest.split_once('\n').map(|(_, r)| r).unwrap_or("");
+        } else if let Some(rest) = text.strip_prefix("/*") {
+            text = rest.split_once("*/").map(|(_, r)| r).unwrap_or("");
+        } else {
+            return text.is_empty();
+        }
+    }
+}
+
 /// Whether `text` ends a statement: a `;` outside quotes and comments, then only blanks.
 fn complete(text: &str) -> bool {
-    let mut last_semicolon_end = None;
+    match semicolons(text).last() {
+        Some(&at) => only_comments(&text[at + 1..]),
+        None => false,
+    }
+}
+
+/// Where the `;`s outside quotes and comments are.
+fn semicolons(text: &str) -> Vec<usize> {
+    let mut found = Vec::new();
     let mut chars = text.char_indices().peekable();
     while let Some((i, c)) = chars.next() {
         match c {
@@ -442,19 +625,16 @@ fn complete(text: &str) -> bool {
                     star = d == '*';
                 }
             }
-            ';' => last_semicolon_end = Some(i + 1),
+            ';' => found.push(i),
             _ => {}
         }
     }
-    match last_semicolon_end {
-        Some(end) => text[end..].trim().is_empty() || text[end..].trim_start().starts_with("--"),
-        None => false,
-    }
+    found
 }
 
 #[cfg(test)]
 mod tests {
-    use super::complete;
+    use super::{complete, split};
 
     #[test]
     fn a_statement_ends_at_a_semicolon_outside_quotes_and_comments() {
@@ -468,5 +648,16 @@ mod tests {
         assert!(!complete("SELECT /* ; */ 1"));
         assert!(complete("SELECT \"a;b\" FROM t;"));
         assert!(complete("SELECT 1; -- done"));
+    }
+
+    #[test]
+    fn a_text_splits_into_its_statements() {
+        assert_eq!(split("SELECT 1; SELECT 2;"), vec!["SELECT 1", "SELECT 2"]);
+        assert_eq!(split("SELECT ';'; -- done"), vec!["SELECT ';'"]);
+        assert_eq!(
+            split("INSERT INTO t VALUES ('a;b') /* ; */; SELECT 1"),
+            vec!["INSERT INTO t VALUES ('a;b') /* ; */", "SELECT 1"]
+        );
+        assert!(split(" ; -- nothing\n").is_empty());
     }
 }

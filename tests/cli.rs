@@ -510,3 +510,152 @@ fn db_toml_is_initialised_bootstrapped_and_served() {
     assert!(!missing.status.success());
     assert!(stderr(&missing).contains("404"), "{}", stderr(&missing));
 }
+
+/// `strata serve --detach` returns once the server is ready and leaves it running in the
+/// background; `status` finds it through the pid file in the data directory, `logs` prints
+/// its output, `stop` ends it gracefully, and the data is there on the next start.
+#[cfg(all(feature = "rest", feature = "kv-connect"))]
+#[test]
+fn a_detached_server_is_found_logged_and_stopped() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_strata"))
+            .current_dir(d)
+            .env_remove("STRATA_STORE")
+            .env_remove("STRATA_RUN_DIR")
+            .env_remove("STRATA_ACCESS_TOKEN")
+            .env_remove("DENO_KV_ACCESS_TOKEN")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    /// Stops the server if the test ends early.
+    struct Stop<'a>(&'a std::path::Path);
+    impl Drop for Stop<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new(env!("CARGO_BIN_EXE_strata"))
+                .current_dir(self.0)
+                .env_remove("STRATA_STORE")
+                .env_remove("STRATA_RUN_DIR")
+                .args(["stop", "--timeout", "20"])
+                .output();
+        }
+    }
+    let detach = [
+        "serve",
+        "--detach",
+        "--no-auth",
+        "--kv-connect",
+        "127.0.0.1:0",
+        "--pgwire",
+        "127.0.0.1:0",
+        "--rest",
+        "127.0.0.1:0",
+    ];
+    let rest_of = |status: &str| -> String {
+        let line = status
+            .lines()
+            .find(|l| l.trim_start().starts_with("REST "))
+            .unwrap_or_else(|| panic!("no REST address in {status}"));
+        line.split_whitespace().last().unwrap().to_string()
+    };
+
+    let none = run(&["status"]);
+    assert_eq!(none.status.code(), Some(3), "{}", stdout(&none));
+    assert!(stdout(&none).contains("not running"));
+
+    let started = run(&detach);
+    assert!(started.status.success(), "{}", stderr(&started));
+    let _stop = Stop(d);
+    assert!(stdout(&started).contains("in the background (pid"));
+    let pid: u32 = std::fs::read_to_string(d.join("strata-data/strata.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_ne!(pid, 0);
+
+    let status = run(&["status"]);
+    assert!(status.status.success(), "{}", stderr(&status));
+    let text = stdout(&status);
+    assert!(text.contains(&format!("running (pid {pid}")), "{text}");
+    assert!(text.contains("health      ok"), "{text}");
+    let rest = rest_of(&text);
+
+    let twice = run(&detach);
+    assert!(!twice.status.success());
+    assert!(
+        stderr(&twice).contains("already running"),
+        "{}",
+        stderr(&twice)
+    );
+
+    let created = run(&["db", "--url", &rest, "create", "kept"]);
+    assert!(created.status.success(), "{}", stderr(&created));
+
+    // `strata sql --url http://…` speaks the REST API: a request per statement, BEGIN …
+    // ROLLBACK as an HTTP transaction.
+    let sql = run(&[
+        "sql",
+        "--url",
+        &rest,
+        "--database",
+        "kept",
+        "-e",
+        "CREATE TABLE t (id INT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (1, 'one')",
+        "-e",
+        "BEGIN; DELETE FROM t; ROLLBACK; SELECT v FROM t",
+    ]);
+    assert!(sql.status.success(), "{}", stderr(&sql));
+    let out = stdout(&sql);
+    for expected in ["INSERT 0 1", "DELETE 1", "ROLLBACK", " one", "(1 row)"] {
+        assert!(out.contains(expected), "{expected:?} in {out}");
+    }
+    let bad = run(&[
+        "sql",
+        "--url",
+        &rest,
+        "--database",
+        "kept",
+        "-e",
+        "SELECT nope",
+    ]);
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("HTTP 400"), "{}", stderr(&bad));
+
+    let logs = run(&["logs"]);
+    assert!(
+        stdout(&logs).contains("REST on http://"),
+        "{}",
+        stdout(&logs)
+    );
+    let last = run(&["logs", "-n", "1"]);
+    assert_eq!(stdout(&last).lines().count(), 1, "{}", stdout(&last));
+
+    let stopped = run(&["stop"]);
+    assert!(stopped.status.success(), "{}", stderr(&stopped));
+    assert!(stderr(&stopped).contains(&format!("pid {pid}")));
+    assert!(!d.join("strata-data/strata.pid").exists());
+    assert_eq!(run(&["status"]).status.code(), Some(3));
+    assert!(stdout(&run(&["logs"])).contains("shut down"));
+    let again = run(&["stop"]);
+    assert!(again.status.success() && stderr(&again).contains("no server is running"));
+
+    // The database created over REST is there after the restart.
+    let restarted = run(&detach);
+    assert!(restarted.status.success(), "{}", stderr(&restarted));
+    let rest = rest_of(&stdout(&restarted));
+    let listed = run(&["db", "--url", &rest, "list"]);
+    assert!(
+        stdout(&listed).lines().any(|l| l == "kept"),
+        "{}",
+        stdout(&listed)
+    );
+    assert!(run(&["stop"]).status.success());
+
+    // A store without a data directory needs --run-dir for its run files.
+    let memory = run(&["--store", "memory:", "serve", "--detach", "--no-auth"]);
+    assert!(!memory.status.success());
+    assert!(stderr(&memory).contains("--run-dir"), "{}", stderr(&memory));
+}
