@@ -19,7 +19,7 @@ use crate::mvcc;
 use crate::pipeline::{CommitOp, CommitReply, CommitRequest, Pipeline};
 use crate::queue::{MessageId, QueueMessage, RestoreMessage};
 use crate::txn::Transaction;
-use crate::value::{Entry, Versionstamp};
+use crate::value::{Entry, Value, Versionstamp};
 use crate::watch::Watch;
 
 /// How far an `async` database's version jumps when it is reopened: more commits than can
@@ -131,6 +131,22 @@ pub(crate) struct PipelineCounters {
     pub conflicts: AtomicU64,
     pub resolve_ns: AtomicU64,
     pub append_ns: AtomicU64,
+}
+
+/// A queued or dead-lettered message, for inspection.
+#[derive(Debug, Clone)]
+pub struct QueueEntry {
+    pub id: MessageId,
+    /// When it is (next) deliverable, ms since the epoch; for a dead letter, when the queue
+    /// gave up on it.
+    pub ready_at: u64,
+    /// Deliveries made so far.
+    pub attempts: u32,
+    /// Delivered and not yet acknowledged, with its lease running.
+    pub leased: bool,
+    pub payload: Value,
+    /// Where the payload goes (went, for a dead letter) once deliveries are exhausted.
+    pub dead_letter_keys: Vec<Vec<u8>>,
 }
 
 /// What the commit pipeline of a database has done since it opened: how well commits share
@@ -855,13 +871,71 @@ impl Database {
 
     /// Messages waiting or leased.
     pub async fn queue_len(&self) -> Result<usize> {
-        let (s, e) = layout::family(layout::QUEUE);
+        self.count_family(layout::QUEUE).await
+    }
+
+    /// Messages the queue gave up on (kept until the database is dropped).
+    pub async fn dead_letter_count(&self) -> Result<usize> {
+        self.count_family(layout::DEAD).await
+    }
+
+    async fn count_family(&self, prefix: u8) -> Result<usize> {
+        let (s, e) = layout::family(prefix);
         let mut n = 0;
         let mut cursor = mvcc::Cursor::new(&*self.shared.store, s, e, false, 1024);
         while cursor.next().await?.is_some() {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Up to `limit` queued messages, in the order they were enqueued.
+    pub async fn queued(&self, limit: usize) -> Result<Vec<QueueEntry>> {
+        self.queue_entries(layout::QUEUE, false, limit).await
+    }
+
+    /// Up to `limit` dead-lettered messages, the newest first; `ready_at` is when each was
+    /// given up on.
+    pub async fn dead_letters(&self, limit: usize) -> Result<Vec<QueueEntry>> {
+        self.queue_entries(layout::DEAD, true, limit).await
+    }
+
+    async fn queue_entries(
+        &self,
+        prefix: u8,
+        newest_first: bool,
+        limit: usize,
+    ) -> Result<Vec<QueueEntry>> {
+        let (s, e) = layout::family(prefix);
+        let mut cursor =
+            mvcc::Cursor::new(&*self.shared.store, s, e, newest_first, limit.min(1024));
+        let now = now_ms();
+        let mut out = Vec::new();
+        while out.len() < limit {
+            let Some((key, raw)) = cursor.next().await? else {
+                break;
+            };
+            let corrupt = || EngineError::Corrupt {
+                database: self.shared.name.clone(),
+                detail: "undecodable queue message".into(),
+            };
+            let rec = crate::queue::MessageRecord::decode(&raw).ok_or_else(corrupt)?;
+            let id = key
+                .len()
+                .checked_sub(12)
+                .and_then(|at| <[u8; 12]>::try_from(&key[at..]).ok())
+                .map(MessageId)
+                .ok_or_else(corrupt)?;
+            out.push(QueueEntry {
+                id,
+                leased: prefix == layout::QUEUE && rec.lease != 0 && rec.ready_at > now,
+                ready_at: rec.ready_at,
+                attempts: rec.attempts,
+                payload: rec.payload,
+                dead_letter_keys: rec.dead_letter_keys,
+            });
+        }
+        Ok(out)
     }
 
     /// When the next message becomes ready (ms since the epoch), if any is queued.

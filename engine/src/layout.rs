@@ -10,6 +10,7 @@
 //! | expiry index | `x` expires-at-ms key | empty |
 //! | queue message | `q` message-id | [`crate::queue`] message record |
 //! | queue ready index | `r` ready-at-ms message-id | empty |
+//! | dead letters | `d` version message-id | the message record as it was dead-lettered, `ready_at` = when |
 //! | commit times | `t` version | commit time in ms |
 //! | write sets | `w` version chunk | keys a group's commits wrote, how, and at which version: the change feed ([`crate::feed`]) |
 //! | meta | `m` name | version, horizon, database id, options, where the change feed starts |
@@ -33,6 +34,7 @@ pub const READY: u8 = b'r';
 pub const TIMES: u8 = b't';
 pub const META: u8 = b'm';
 pub const WRITES: u8 = b'w';
+pub const DEAD: u8 = b'd';
 
 pub const META_VERSION: &[u8] = b"mversion";
 pub const META_HORIZON: &[u8] = b"mhorizon";
@@ -162,6 +164,11 @@ pub fn writes(version: u64, chunk: u16) -> Vec<u8> {
 
 pub fn queue_message(id: &[u8]) -> Vec<u8> {
     prefixed(QUEUE, &[id])
+}
+
+/// A dead-lettered message, under the version of the commit that gave up on it.
+pub fn dead_letter(version: u64, id: &[u8]) -> Vec<u8> {
+    prefixed(DEAD, &[&version.to_be_bytes(), id])
 }
 
 pub fn ready(ready_at: u64, id: &[u8]) -> Vec<u8> {

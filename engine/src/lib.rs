@@ -53,7 +53,7 @@ pub use backend::{
 };
 pub use clock::now_ms;
 pub use database::{
-    prefix_end, Database, PipelineStats, ReadAt, ReadRange, Snapshot, SnapshotRead,
+    prefix_end, Database, PipelineStats, QueueEntry, ReadAt, ReadRange, Snapshot, SnapshotRead,
     MAX_VISIBILITY_MS,
 };
 pub use engine::Engine;

@@ -329,6 +329,14 @@ impl Resolve<'_, '_> {
             self.write_key(k, Some(r)).await?;
         }
         self.ov.delete(layout::queue_message(&id.0));
+        // Kept so that an operator can see what failed, how often, and where it went.
+        let logged = MessageRecord {
+            ready_at: self.now,
+            lease: 0,
+            ..rec
+        };
+        self.ov
+            .put(layout::dead_letter(self.version, &id.0), logged.encode());
         tracing::debug!(database = %self.shared.name, message = %id, "queue message dead-lettered");
         Ok(())
     }

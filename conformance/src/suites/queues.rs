@@ -24,6 +24,7 @@ pub fn suite() -> Suite {
             expired_leases_exhaust_the_schedule_too,
             messages_survive_restart,
             listener_retries_then_acks,
+            queued_and_dead_lettered_messages_are_listed,
         ],
     }
 }
@@ -267,5 +268,71 @@ async fn listener_retries_then_acks(h: &Harness) -> CaseResult {
     ensure!(drained, "acked messages are removed");
     listener.stop().await;
     ensure_eq!(calls.load(Ordering::SeqCst), 3);
+    Ok(())
+}
+
+/// What an operator inspects: the messages waiting or leased, in enqueue order, and the
+/// messages the queue gave up on, newest first, with their attempts and dead-letter keys.
+async fn queued_and_dead_lettered_messages_are_listed(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    let poison = |payload: &[u8], key: &[u8]| {
+        let mut e = msg(payload);
+        e.backoff_schedule = Some(vec![]);
+        e.dead_letter_keys = vec![key.to_vec()];
+        e
+    };
+    db.atomic_write(
+        AtomicWrite::new()
+            .enqueue(poison(b"first", b"dead/1"))
+            .enqueue(poison(b"second", b"dead/2")),
+    )
+    .await
+    .step("enqueue")?;
+    let queued = db.queued(10).await.step("queued")?;
+    ensure_eq!(queued.len(), 2);
+    ensure_eq!(queued[0].payload.data, b"first".to_vec());
+    ensure_eq!(queued[1].payload.data, b"second".to_vec());
+    ensure!(
+        queued.iter().all(|m| m.attempts == 0 && !m.leased),
+        "none delivered yet"
+    );
+    ensure_eq!(
+        db.queued(1).await.step("queued")?.len(),
+        1,
+        "the limit holds"
+    );
+
+    let leased = db.lease(2, Duration::from_secs(30)).await.step("lease")?;
+    ensure_eq!(leased.len(), 2);
+    let queued = db.queued(10).await.step("queued")?;
+    ensure!(
+        queued.iter().all(|m| m.attempts == 1 && m.leased),
+        "both show their running lease"
+    );
+    ensure_eq!(db.dead_letter_count().await.step("count")?, 0);
+    for m in &leased {
+        db.nack(m.id, m.lease).await.step("nack")?;
+    }
+    ensure!(
+        db.queued(10).await.step("queued")?.is_empty(),
+        "nothing left queued"
+    );
+    let dead = db.dead_letters(10).await.step("dead letters")?;
+    ensure_eq!(dead.len(), 2);
+    ensure_eq!(db.dead_letter_count().await.step("count")?, 2);
+    ensure_eq!(dead[0].payload.data, b"second".to_vec(), "newest first");
+    ensure_eq!(dead[0].dead_letter_keys, vec![b"dead/2".to_vec()]);
+    ensure_eq!(dead[1].payload.data, b"first".to_vec());
+    ensure!(
+        dead.iter().all(|m| m.attempts == 1 && !m.leased),
+        "one delivery each"
+    );
+    ensure_eq!(dead[1].id, leased[0].id);
+    // The payloads went to their keys as before.
+    ensure!(
+        db.get(b"dead/1").await.step("get")?.is_some(),
+        "the payload is at its key"
+    );
     Ok(())
 }

@@ -28,6 +28,7 @@ pub fn suite() -> Suite {
             auth_metrics_and_openapi,
             concurrent_inserts_all_succeed,
             schemathesis_finds_nothing,
+            the_console_works_in_a_browser,
         ],
     }
 }
@@ -877,10 +878,73 @@ async fn schemathesis_finds_nothing(h: &Harness) -> CaseResult {
         String::from_utf8_lossy(&out.stderr)
     );
     ensure!(
-        text.contains("16/16"),
+        text.contains("17/17"),
         "every operation was selected:\n{text}"
     );
     // The server is still fine.
     c.health().await.step("health")?;
+    Ok(())
+}
+
+/// The web console at `/ui`, in Debian's Chromium driven by playwright-core (npm, pinned in
+/// `conformance/clients`): `clients/console/console.mjs` signs in, creates a database and a
+/// table, inserts, queries, explains, browses rows, KV and a queue with a dead letter,
+/// watches the metrics and drops a database. Its screenshots are kept in
+/// `STRATA_ARTIFACTS` (default `target/artifacts/console-<backend>`).
+async fn the_console_works_in_a_browser(h: &Harness) -> CaseResult {
+    if h.kind == BackendKind::Dynamodb {
+        return Err(
+            "SKIP: the console is the same page over the same API on every backend; \
+                    the embedded backends drive it in a browser"
+                .into(),
+        );
+    }
+    let dir = crate::suites::clients::clients_dir();
+    if !dir
+        .join("node_modules/playwright-core/package.json")
+        .is_file()
+    {
+        return skip_or_fail(format!(
+            "playwright-core is not installed in {} (run npm ci there)",
+            dir.display()
+        ));
+    }
+    let chromium = std::env::var_os("CHROMIUM")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| "/usr/bin/chromium".into());
+    if !chromium.is_file() {
+        return skip_or_fail(format!(
+            "{} is not installed (apt-get install chromium)",
+            chromium.display()
+        ));
+    }
+    let artifacts = match std::env::var_os("STRATA_ARTIFACTS") {
+        Some(p) => std::path::PathBuf::from(p),
+        None => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/artifacts"),
+    }
+    .join(format!("console-{}", h.kind.name()));
+    let (s, _) = server(h).await?;
+    let out = tokio::process::Command::new("node")
+        .current_dir(&dir)
+        .arg("console/console.mjs")
+        .env("STRATA_REST_URL", &s.rest)
+        .env("STRATA_KV_URL", &s.url)
+        .env("STRATA_TOKEN", TOKEN)
+        .env("STRATA_ARTIFACTS", &artifacts)
+        .env("CHROMIUM", &chromium)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| format!("run node: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    ensure!(
+        out.status.success() && stdout.contains("console: all steps passed"),
+        "the console failed in the browser:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        artifacts.join("console-table.png").is_file(),
+        "the screenshot is kept"
+    );
     Ok(())
 }

@@ -100,20 +100,43 @@ pub fn key(text: &str) -> Result<Vec<u8>> {
     Ok(text.as_bytes().to_vec())
 }
 
-fn entry(e: Entry) -> KvEntry {
+/// A value as JSON, and the name of its encoding: text as a string, a `u64` as a number,
+/// anything else base64.
+pub(crate) fn value_json(v: &Value) -> (serde_json::Value, &'static str) {
     let b64 = |d: &[u8]| base64::engine::general_purpose::STANDARD.encode(d);
-    let (value, encoding) = match e.value.encoding {
-        Encoding::U64 => match e.value.as_u64() {
+    match v.encoding {
+        Encoding::U64 => match v.as_u64() {
             Some(n) => (serde_json::Value::from(n), "u64"),
-            None => (serde_json::Value::String(b64(&e.value.data)), "bytes"),
+            None => (serde_json::Value::String(b64(&v.data)), "bytes"),
         },
-        Encoding::Bytes => match std::str::from_utf8(&e.value.data) {
+        Encoding::Bytes => match std::str::from_utf8(&v.data) {
             Ok(s) => (serde_json::Value::String(s.to_string()), "text"),
-            Err(_) => (serde_json::Value::String(b64(&e.value.data)), "bytes"),
+            Err(_) => (serde_json::Value::String(b64(&v.data)), "bytes"),
         },
-        Encoding::V8 => (serde_json::Value::String(b64(&e.value.data)), "v8"),
-        Encoding::Custom(_) => (serde_json::Value::String(b64(&e.value.data)), "bytes"),
-    };
+        Encoding::V8 => (serde_json::Value::String(b64(&v.data)), "v8"),
+        Encoding::Custom(_) => (serde_json::Value::String(b64(&v.data)), "bytes"),
+    }
+}
+
+/// Any key as text: a printable UTF-8 key as it is; otherwise printable ASCII bytes as they
+/// are and every other byte as `\xNN` (a Deno key `["failed", "job"]` shows as
+/// `\x02failed\x00\x02job\x00`).
+pub(crate) fn show_key(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if !s.chars().any(char::is_control) => s.to_string(),
+        _ => bytes
+            .iter()
+            .map(|&b| match b {
+                b'\\' => "\\\\".to_string(),
+                0x20..=0x7e => char::from(b).to_string(),
+                _ => format!("\\x{b:02x}"),
+            })
+            .collect(),
+    }
+}
+
+fn entry(e: Entry) -> KvEntry {
+    let (value, encoding) = value_json(&e.value);
     KvEntry {
         key: String::from_utf8_lossy(&e.key).into_owned(),
         value,
@@ -235,6 +258,13 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn any_key_shows_as_text() {
+        assert_eq!(show_key(b"users/1"), "users/1");
+        assert_eq!(show_key(b"\x02job\x00"), "\\x02job\\x00");
+        assert_eq!(show_key(b"a\\\xff"), "a\\\\\\xff");
+    }
 
     #[test]
     fn keys_are_printable_and_below_the_layers() {

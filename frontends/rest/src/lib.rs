@@ -23,10 +23,12 @@
 
 mod client;
 pub mod config;
+mod console;
 pub mod error;
 mod kv;
 mod metrics;
 mod openapi;
+mod queue;
 pub mod result;
 pub mod routes;
 mod sessions;
@@ -108,7 +110,12 @@ impl Server {
 
     /// The routes, with authentication, tracing and metrics.
     pub fn router(&self) -> Router {
-        let open = Router::new().route("/health", get(routes::health));
+        let open = Router::new()
+            .route("/health", get(routes::health))
+            .route("/ui", get(console::index))
+            .route("/ui/", get(console::index))
+            .route("/ui/console.js", get(console::script))
+            .route("/ui/console.css", get(console::style));
         let guarded = Router::new()
             .route(
                 "/db",

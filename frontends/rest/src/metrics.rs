@@ -65,6 +65,7 @@ struct DatabaseFigures {
     conflicts: u64,
     groups: u64,
     queue_depth: u64,
+    dead_letters: u64,
     version: u64,
 }
 
@@ -124,12 +125,14 @@ impl Metrics {
         for db in engine.open_databases() {
             let stats = db.pipeline_stats();
             let queue_depth = db.queue_len().await.unwrap_or(0) as u64;
+            let dead_letters = db.dead_letter_count().await.unwrap_or(0) as u64;
             figures.push(DatabaseFigures {
                 name: db.name().to_string(),
                 commits: stats.commits,
                 conflicts: stats.conflicts,
                 groups: stats.groups,
                 queue_depth,
+                dead_letters,
                 version: db.version(),
             });
         }
@@ -197,10 +200,15 @@ impl Collector for Shared {
             let m = encoder.encode_descriptor(name, help, None, family.metric_type())?;
             family.encode(m)?;
         }
-        let gauges: [(&str, &str, Get); 2] = [
+        let gauges: [(&str, &str, Get); 3] = [
             ("queue_depth", "Queue messages waiting or leased", |f| {
                 f.queue_depth
             }),
+            (
+                "queue_dead_letters",
+                "Queue messages given up on after their last delivery attempt",
+                |f| f.dead_letters,
+            ),
             ("version", "The database's latest commit version", |f| {
                 f.version
             }),

@@ -7,6 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
 use crate::kv::{KvEntry, KvPage, KvSet, KvWritten};
+use crate::queue::{QueueView, QueuedMessage};
 use crate::result::{Column, ResultSet};
 use crate::routes::{self, Affected, DbName, Dropped, Health, SqlRequest, TxEnded, TxOpened};
 
@@ -34,10 +35,11 @@ use crate::routes::{self, Affected, DbName, Dropped, Health, SqlRequest, TxEnded
         routes::kv_set,
         routes::kv_delete,
         routes::kv_list,
+        routes::queue_view,
     ),
     components(schemas(
         ErrorBody, Column, ResultSet, DbName, Dropped, SqlRequest, Affected, Health,
-        TxOpened, TxEnded, KvEntry, KvSet, KvWritten, KvPage
+        TxOpened, TxEnded, KvEntry, KvSet, KvWritten, KvPage, QueueView, QueuedMessage
     )),
     modifiers(&Bearer),
     security(("bearer" = []))

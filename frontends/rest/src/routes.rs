@@ -18,6 +18,7 @@ use strata_sql::{Datum, Output, Session};
 
 use crate::error::{ErrorBody, RestError, Result};
 use crate::kv::{self, KvEntry, KvList, KvPage, KvSet, KvWritten};
+use crate::queue::{self, QueueQuery, QueueView};
 use crate::result::{self, ResultSet};
 use crate::statement::{self, Kind};
 use crate::App;
@@ -434,6 +435,17 @@ pub async fn kv_list(app: &App, name: &str, q: KvList) -> Result<Response> {
     Ok(Json(kv::list(&db, q).await?).into_response())
 }
 
+#[utoipa::path(get, path = "/db/{name}/queue", tag = "queue",
+    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128), QueueQuery),
+    responses((status = 200, description = "The queue's depth, first messages and newest dead letters", body = QueueView),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn queue_view(app: &App, name: &str, q: QueueQuery) -> Result<Response> {
+    db_name(name)?;
+    let db = app.engine().database(name).await?;
+    Ok(Json(queue::view(&db, q).await?).into_response())
+}
+
 /// What a path under `/db/` asks for.
 #[derive(Debug, PartialEq, Eq)]
 pub enum DbRoute {
@@ -445,6 +457,7 @@ pub enum DbRoute {
     Begin(String),
     KvList(String),
     KvItem(String, String),
+    Queue(String),
 }
 
 impl DbRoute {
@@ -468,6 +481,7 @@ impl DbRoute {
             [_, .., "tx"] => DbRoute::Begin(name(1)?),
             [_, .., "schema", _] => DbRoute::Schema(name(2)?, decode(&tail(1)[..1])?),
             [_, .., "kv"] => DbRoute::KvList(name(1)?),
+            [_, .., "queue"] => DbRoute::Queue(name(1)?),
             [_, .., "kv", _] => DbRoute::KvItem(name(2)?, decode(&tail(1)[..1])?),
             _ => DbRoute::Database(decode(&segments)?),
         };
@@ -479,7 +493,9 @@ impl DbRoute {
         match self {
             DbRoute::Database(_) => "DELETE",
             DbRoute::Execute(_) | DbRoute::QueryOltp(_) | DbRoute::Begin(_) => "POST",
-            DbRoute::Tables(_) | DbRoute::Schema(..) | DbRoute::KvList(_) => "GET",
+            DbRoute::Tables(_) | DbRoute::Schema(..) | DbRoute::KvList(_) | DbRoute::Queue(_) => {
+                "GET"
+            }
             DbRoute::KvItem(..) => "GET, PUT, DELETE",
         }
     }
@@ -495,6 +511,7 @@ impl DbRoute {
             DbRoute::Begin(n) => ("/db/{name}/tx", n),
             DbRoute::KvList(n) => ("/db/{name}/kv", n),
             DbRoute::KvItem(n, _) => ("/db/{name}/kv/{key}", n),
+            DbRoute::Queue(n) => ("/db/{name}/queue", n),
         }
     }
 }
@@ -522,6 +539,13 @@ pub async fn db_dispatch(State(app): State<Arc<App>>, req: Request) -> Response 
         (DbRoute::Begin(n), &Method::POST) => begin(&app, n).await,
         (DbRoute::KvList(n), &Method::GET) => match Query::<KvList>::try_from_uri(&parts.uri) {
             Ok(Query(q)) => kv_list(&app, n, q).await,
+            Err(e) => Err(RestError::bad(format!(
+                "bad query string: {}",
+                e.body_text()
+            ))),
+        },
+        (DbRoute::Queue(n), &Method::GET) => match Query::<QueueQuery>::try_from_uri(&parts.uri) {
+            Ok(Query(q)) => queue_view(&app, n, q).await,
             Err(e) => Err(RestError::bad(format!(
                 "bad query string: {}",
                 e.body_text()

@@ -37,6 +37,14 @@ pub fn catalog_name(db: &str) -> String {
     db.replace('/', "_")
 }
 
+fn find_database(databases: &[String], catalog: &str) -> Option<String> {
+    databases
+        .iter()
+        .find(|k| *k == catalog)
+        .or_else(|| databases.iter().find(|k| catalog_name(k) == catalog))
+        .cloned()
+}
+
 /// What the statement being run reads and writes through, shared with the providers.
 #[derive(Default)]
 pub struct Scope {
@@ -120,10 +128,11 @@ impl Context {
         known.retain(|k| k != db);
     }
 
-    /// The engine database a catalog name stands for, among those seen so far.
+    /// The engine database a catalog name stands for, among those seen so far: the database
+    /// of that very name (`"team/app"`), else the one it is the catalog name of (`team_app`).
     pub fn known_database(&self, catalog: &str) -> Option<String> {
         let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
-        known.iter().find(|k| catalog_name(k) == catalog).cloned()
+        find_database(&known, catalog)
     }
 
     /// The engine database a catalog name stands for.
@@ -132,7 +141,7 @@ impl Context {
             return Ok(db);
         }
         let all = self.engine.list_databases().await?;
-        let found = all.iter().find(|k| catalog_name(k) == catalog).cloned();
+        let found = find_database(&all, catalog);
         {
             let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
             *known = all;
