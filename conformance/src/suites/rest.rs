@@ -577,6 +577,28 @@ async fn kv_sits_beside_sql(h: &Harness) -> CaseResult {
     .await?;
     ensure_eq!(status, 200, "{body}");
     ensure_eq!(c.kv_get("mixed", "hits").await.step("u64")?.value, json!(7));
+    // An expiry is relative to the write: computed from the clock when the test runs.
+    let before = strata_engine::now_ms();
+    let (status, body) = raw(
+        &c,
+        Method::PUT,
+        "/db/mixed/kv/session%2F1",
+        Some(json!({"value": "token", "expire_in_ms": 3_600_000})),
+    )
+    .await?;
+    ensure_eq!(status, 200, "{body}");
+    let expires = c
+        .kv_get("mixed", "session/1")
+        .await
+        .step("expiring")?
+        .expires_at
+        .ok_or("an expiry")?;
+    let after = strata_engine::now_ms();
+    ensure!(
+        expires >= before + 3_600_000 && expires <= after + 3_600_000,
+        "expires at {expires}, written between {before} and {after}"
+    );
+    c.kv_delete("mixed", "session/1").await.step("delete")?;
     // Listing sees the KV keys only: never the table's rows.
     let page = c.kv_list("mixed", "", 100).await.step("list")?;
     let keys: Vec<&str> = page.entries.iter().map(|e| e.key.as_str()).collect();
@@ -729,11 +751,44 @@ async fn auth_metrics_and_openapi(h: &Harness) -> CaseResult {
         "strata_commits_total{database=\"m\"}",
         "strata_conflicts_total{database=\"m\"} 0",
         "strata_queue_depth{database=\"m\"} 0",
+        "strata_queue_dead_letters{database=\"m\"} 0",
         "strata_http_request_duration_seconds_bucket",
         "strata_http_open_transactions 0",
     ] {
         ensure!(text.contains(needle), "/metrics has {needle}:\n{text}");
     }
+
+    // The queue view, empty here (the console suite fills one).
+    let q = c.queue("m", 5).await.step("queue")?;
+    ensure_eq!((q.depth, q.dead_letter_count), (0, 0));
+    ensure!(q.messages.is_empty() && q.dead_letters.is_empty(), "no messages");
+    let (status, body) = raw(&c, Method::GET, "/db/m/queue?limit=0", None).await?;
+    ensure_eq!(status, 400, "{body}");
+
+    // Every answer names its request, each with its own id.
+    let (first, _) = get_text(&s.rest, "/health").await?;
+    let (second, _) = get_text(&s.rest, "/db").await?;
+    let id = |h: &hyper::HeaderMap| {
+        h.get("x-request-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    ensure!(
+        id(&first).is_some() && id(&second).is_some() && id(&first) != id(&second),
+        "x-request-id: {:?} then {:?}",
+        id(&first),
+        id(&second)
+    );
+    // The console's page is served, with a policy that keeps it to this server.
+    let (headers, page) = get_text(&s.rest, "/ui").await?;
+    ensure!(page.contains("/ui/console.js"), "the console page");
+    ensure!(
+        headers
+            .get("content-security-policy")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|p| p.contains("default-src 'self'")),
+        "the console's policy: {headers:?}"
+    );
 
     let (status, doc) = raw(&c, Method::GET, "/openapi.json", None).await?;
     ensure_eq!(status, 200);
@@ -754,6 +809,7 @@ async fn auth_metrics_and_openapi(h: &Harness) -> CaseResult {
         "/db/{name}/tx",
         "/tx/{id}/commit",
         "/db/{name}/kv/{key}",
+        "/db/{name}/queue",
     ] {
         ensure!(doc["paths"].get(path).is_some(), "the document has {path}");
     }
@@ -762,17 +818,23 @@ async fn auth_metrics_and_openapi(h: &Harness) -> CaseResult {
 
 /// The metrics text, fetched raw (it is not JSON).
 async fn metrics_text(base: &str) -> Result<String, String> {
+    Ok(get_text(base, "/metrics").await?.1)
+}
+
+/// A GET with the token: the answer's headers and its body as text.
+async fn get_text(base: &str, path: &str) -> Result<(hyper::HeaderMap, String), String> {
     use http_body_util::{BodyExt, Full};
     let http: hyper_util::client::legacy::Client<_, Full<bytes::Bytes>> =
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http();
-    let req = hyper::Request::get(format!("{base}/metrics"))
+    let req = hyper::Request::get(format!("{base}{path}"))
         .header("authorization", format!("Bearer {TOKEN}"))
         .body(Full::new(bytes::Bytes::new()))
         .step("request")?;
-    let res = http.request(req).await.step("metrics")?;
+    let res = http.request(req).await.step(path)?;
+    let headers = res.headers().clone();
     let body = res.into_body().collect().await.step("body")?.to_bytes();
-    String::from_utf8(body.to_vec()).step("utf-8")
+    Ok((headers, String::from_utf8(body.to_vec()).step("utf-8")?))
 }
 
 async fn concurrent_inserts_all_succeed(h: &Harness) -> CaseResult {

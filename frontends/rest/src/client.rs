@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::kv::{KvEntry, KvPage, KvWritten};
+use crate::queue::QueueView;
 use crate::result::ResultSet;
 use crate::routes::{Affected, DbName, Dropped, Health, TxEnded, TxOpened};
 
@@ -261,6 +262,13 @@ impl Client {
     pub async fn kv_delete(&self, database: &str, key: &str) -> ClientResult<KvWritten> {
         let path = format!("/db/{}/kv/{}", db_path(database), segment(key));
         self.call(Method::DELETE, &path, None).await
+    }
+
+    /// A database's queue: its depth, its first `limit` messages and its newest dead
+    /// letters.
+    pub async fn queue(&self, database: &str, limit: usize) -> ClientResult<QueueView> {
+        let path = format!("/db/{}/queue?limit={limit}", db_path(database));
+        self.call(Method::GET, &path, None).await
     }
 
     /// Keys starting with `prefix`, a page of at most `limit`.

@@ -51,6 +51,7 @@ use tokio::net::TcpListener;
 pub use client::{Client, ClientError, ClientResult};
 pub use error::{RestError, Result};
 pub use kv::{KvEntry, KvPage, KvSet, KvWritten};
+pub use queue::{QueueView, QueuedMessage};
 pub use result::{Column, ResultSet};
 pub use routes::{Affected, DbName, Dropped, Health, SqlRequest, TxEnded, TxOpened};
 
