@@ -761,7 +761,10 @@ async fn auth_metrics_and_openapi(h: &Harness) -> CaseResult {
     // The queue view, empty here (the console suite fills one).
     let q = c.queue("m", 5).await.step("queue")?;
     ensure_eq!((q.depth, q.dead_letter_count), (0, 0));
-    ensure!(q.messages.is_empty() && q.dead_letters.is_empty(), "no messages");
+    ensure!(
+        q.messages.is_empty() && q.dead_letters.is_empty(),
+        "no messages"
+    );
     let (status, body) = raw(&c, Method::GET, "/db/m/queue?limit=0", None).await?;
     ensure_eq!(status, 400, "{body}");
 
