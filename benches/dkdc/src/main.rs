@@ -188,7 +188,6 @@ async fn main() -> Result<(), String> {
     ours.set_database("bench")
         .await
         .map_err(|e| e.to_string())?;
-    // One session, one call at a time (the lock is never contended).
     let session = Arc::new(tokio::sync::Mutex::new(ours));
 
     println!(
@@ -197,184 +196,161 @@ async fn main() -> Result<(), String> {
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
 
     let point = |id: u64| format!("SELECT id, name, email FROM users WHERE id = {id}");
-    let mut ids = Ids(1);
-    let t = measure(secs, |_| {
-        let sql = point(ids.next());
-        let theirs = theirs.clone();
-        async move {
-            theirs
-                .query_oltp("bench", &sql)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-    })
+    let side = Sides {
+        secs,
+        theirs: theirs.clone(),
+        ours: session,
+    };
+    side.by_side(
+        "point select (their query_oltp, our fast path)",
+        Their::Oltp,
+        |i| point(pick(1, i)),
+    )
     .await;
-    let mut ids = Ids(1);
-    let o = measure(secs, |_| {
-        let sql = point(ids.next());
-        let s = session.clone();
-        async move {
-            s.lock()
-                .await
-                .execute(&sql)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-    })
-    .await;
-    row("point select (their query_oltp, our fast path)", &t, &o);
-
-    let qualified =
-        |id: u64| format!("SELECT id, name, email FROM bench.public.users WHERE id = {id}");
-    let mut ids = Ids(2);
-    let t = measure(secs, |_| {
-        let sql = qualified(ids.next());
-        let theirs = theirs.clone();
-        async move {
-            theirs
-                .query(&sql)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-    })
-    .await;
-    let mut ids = Ids(2);
-    let o = measure(secs, |_| {
-        let sql = qualified(ids.next());
-        let s = session.clone();
-        async move {
-            s.lock()
-                .await
-                .execute(&sql)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-    })
-    .await;
-    row(
+    side.by_side(
         "point select through DataFusion (their query, ours)",
-        &t,
-        &o,
-    );
-
-    let mut ids = Ids(3);
-    let t = measure(secs, |_| {
-        let sql = format!("{JOIN}{}", ids.next());
-        let theirs = theirs.clone();
-        async move {
-            theirs
-                .query(&sql)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
+        Their::Query,
+        |i| {
+            format!(
+                "SELECT id, name, email FROM bench.public.users WHERE id = {}",
+                pick(2, i)
+            )
+        },
+    )
+    .await;
+    side.by_side("cross-database join (3 rows)", Their::Query, |i| {
+        format!("{JOIN}{}", pick(3, i))
     })
     .await;
-    let mut ids = Ids(3);
-    let o = measure(secs, |_| {
-        let sql = format!("{JOIN}{}", ids.next());
-        let s = session.clone();
-        async move {
-            s.lock()
-                .await
-                .execute(&sql)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
+    side.by_side("single-row insert", Their::Execute, |i| {
+        let id = 1_000_000 + i;
+        format!("INSERT INTO users VALUES ({id}, 'user {id}', 'u{id}@example.com')")
     })
     .await;
-    row("cross-database join (3 rows)", &t, &o);
-
-    let insert =
-        |id: u64| format!("INSERT INTO users VALUES ({id}, 'user {id}', 'u{id}@example.com')");
-    let t = measure(secs, |i| {
-        let sql = insert(1_000_000 + i);
-        let theirs = theirs.clone();
-        async move {
-            theirs
-                .execute("bench", &sql)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-    })
-    .await;
-    let o = measure(secs, |i| {
-        let sql = insert(1_000_000 + i);
-        let s = session.clone();
-        async move {
-            s.lock()
-                .await
-                .execute(&sql)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string())
-        }
-    })
-    .await;
-    row("single-row insert", &t, &o);
 
     let t = concurrent(|task| {
         let theirs = theirs.clone();
         async move {
-            let mut ids = Ids(100 + task as u64);
-            let mut done = 0u64;
-            let mut failed = 0u64;
-            let stop = Instant::now() + Duration::from_secs_f64(secs);
-            while Instant::now() < stop {
-                match theirs.query_oltp("bench", &point(ids.next())).await {
-                    Ok(_) => done += 1,
-                    Err(_) => failed += 1,
-                }
-            }
-            (done, failed)
+            let sql = |i: u64| point(pick(100 + task as u64, i));
+            repeat(secs, |i| {
+                let theirs = theirs.clone();
+                let sql = sql(i);
+                async move { run_theirs(&theirs, Their::Oltp, &sql).await }
+            })
+            .await
         }
     })
     .await;
     let o = concurrent(|task| {
         let engine = engine.clone();
         async move {
-            let mut s = Session::new(engine);
-            if s.set_database("bench").await.is_err() {
+            let s = Arc::new(tokio::sync::Mutex::new(Session::new(engine)));
+            if s.lock().await.set_database("bench").await.is_err() {
                 return (0, 1);
             }
-            let mut ids = Ids(100 + task as u64);
-            let mut done = 0u64;
-            let mut failed = 0u64;
-            let stop = Instant::now() + Duration::from_secs_f64(secs);
-            while Instant::now() < stop {
-                match s.execute(&point(ids.next())).await {
-                    Ok(_) => done += 1,
-                    Err(_) => failed += 1,
-                }
-            }
-            (done, failed)
+            let sql = |i: u64| point(pick(100 + task as u64, i));
+            repeat(secs, |i| {
+                let s = s.clone();
+                let sql = sql(i);
+                async move { run_ours(&s, &sql).await }
+            })
+            .await
         }
     })
     .await;
+    let failed = |n: u64| {
+        if n > 0 {
+            format!(" ({n} failed)")
+        } else {
+            String::new()
+        }
+    };
     println!(
         "| point select, {TASKS} concurrent tasks | {:.0}{} | | | {:.0}{} | | | {:.1}× |",
         t.0,
-        if t.1 > 0 {
-            format!(" ({} failed)", t.1)
-        } else {
-            String::new()
-        },
+        failed(t.1),
         o.0,
-        if o.1 > 0 {
-            format!(" ({} failed)", o.1)
-        } else {
-            String::new()
-        },
+        failed(o.1),
         o.0 / t.0.max(f64::MIN_POSITIVE),
     );
     engine.close().await;
     Ok(())
+}
+
+/// Which of their entry points a statement goes to.
+#[derive(Clone, Copy)]
+enum Their {
+    Oltp,
+    Query,
+    Execute,
+}
+
+async fn run_theirs(m: &DbManager, how: Their, sql: &str) -> Result<(), String> {
+    match how {
+        Their::Oltp => m.query_oltp("bench", sql).await.map(|_| ()),
+        Their::Query => m.query(sql).await.map(|_| ()),
+        Their::Execute => m.execute("bench", sql).await.map(|_| ()),
+    }
+    .map_err(|e| e.to_string())
+}
+
+async fn run_ours(s: &tokio::sync::Mutex<Session>, sql: &str) -> Result<(), String> {
+    s.lock()
+        .await
+        .execute(sql)
+        .await
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// The `i`-th user id of stream `seed`: the same ids on both sides, run after run.
+fn pick(seed: u64, i: u64) -> u64 {
+    let mut ids = Ids(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ i);
+    ids.next()
+}
+
+struct Sides {
+    secs: f64,
+    theirs: Arc<DbManager>,
+    /// One session, one call at a time (the lock is never contended).
+    ours: Arc<tokio::sync::Mutex<Session>>,
+}
+
+impl Sides {
+    /// The statements `sql(0)`, `sql(1)`, … for `secs` on each side, then a row of both.
+    async fn by_side(&self, name: &str, how: Their, sql: impl Fn(u64) -> String) {
+        let t = measure(self.secs, |i| {
+            let theirs = self.theirs.clone();
+            let sql = sql(i);
+            async move { run_theirs(&theirs, how, &sql).await }
+        })
+        .await;
+        let o = measure(self.secs, |i| {
+            let s = self.ours.clone();
+            let sql = sql(i);
+            async move { run_ours(&s, &sql).await }
+        })
+        .await;
+        row(name, &t, &o);
+    }
+}
+
+/// Run `op` until `secs` have passed: (successes, failures).
+async fn repeat<F, Fut>(secs: f64, mut op: F) -> (u64, u64)
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let stop = Instant::now() + Duration::from_secs_f64(secs);
+    let (mut done, mut failed, mut i) = (0, 0, 0);
+    while Instant::now() < stop {
+        match op(i).await {
+            Ok(()) => done += 1,
+            Err(_) => failed += 1,
+        }
+        i += 1;
+    }
+    (done, failed)
 }
 
 /// `TASKS` tasks at once, each running for as long as it is told: (successes per second,
