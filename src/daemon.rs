@@ -35,6 +35,7 @@ pub struct RunDir {
 }
 
 /// What a running server wrote about itself.
+#[derive(Default)]
 pub struct ServerInfo {
     pub pid: u32,
     /// Seconds since the Unix epoch.
@@ -94,10 +95,7 @@ impl RunDir {
             .filter(|info| info.pid == pid)
             .unwrap_or(ServerInfo {
                 pid,
-                started: 0,
-                store: String::new(),
-                addresses: Vec::new(),
-                start_tick: None,
+                ..ServerInfo::default()
             });
         if !alive(pid) {
             return Ok(None);
@@ -128,10 +126,7 @@ impl RunDir {
         let pid = std::process::id();
         let info = ServerInfo {
             pid,
-            started: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_secs())
-                .unwrap_or(0),
+            started: now_secs(),
             store: store.to_string(),
             addresses,
             start_tick: start_tick(pid),
@@ -321,13 +316,7 @@ impl ServerInfo {
     }
 
     fn parse(text: &str) -> ServerInfo {
-        let mut info = ServerInfo {
-            pid: 0,
-            started: 0,
-            store: String::new(),
-            addresses: Vec::new(),
-            start_tick: None,
-        };
+        let mut info = ServerInfo::default();
         for line in text.lines() {
             let Some((key, value)) = line.split_once('=') else {
                 continue;
@@ -349,11 +338,7 @@ impl ServerInfo {
 
     /// How long the server has been up, as `3h 4m 5s`.
     pub fn uptime(&self) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let s = now.saturating_sub(self.started);
+        let s = now_secs().saturating_sub(self.started);
         match (s / 3600, s / 60 % 60, s % 60) {
             (0, 0, s) => format!("{s}s"),
             (0, m, s) => format!("{m}m {s}s"),
@@ -368,6 +353,14 @@ impl ServerInfo {
             .find(|(n, _)| n == name)
             .map(|(_, a)| a.as_str())
     }
+}
+
+/// Seconds since the Unix epoch.
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn write_atomically(path: &Path, text: &str) -> Result<(), String> {

@@ -2,10 +2,15 @@
 
 use std::process::{Command, Output};
 
+/// Run `strata` in `dir`, with none of the environment variables that would choose another
+/// store, run directory or token.
 fn strata(dir: &std::path::Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_strata"))
         .current_dir(dir)
         .env_remove("STRATA_STORE")
+        .env_remove("STRATA_RUN_DIR")
+        .env_remove("STRATA_ACCESS_TOKEN")
+        .env_remove("DENO_KV_ACCESS_TOKEN")
         .args(args)
         .output()
         .expect("run strata")
@@ -519,27 +524,12 @@ fn db_toml_is_initialised_bootstrapped_and_served() {
 fn a_detached_server_is_found_logged_and_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let run = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_strata"))
-            .current_dir(d)
-            .env_remove("STRATA_STORE")
-            .env_remove("STRATA_RUN_DIR")
-            .env_remove("STRATA_ACCESS_TOKEN")
-            .env_remove("DENO_KV_ACCESS_TOKEN")
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| strata(d, args);
     /// Stops the server if the test ends early.
     struct Stop<'a>(&'a std::path::Path);
     impl Drop for Stop<'_> {
         fn drop(&mut self) {
-            let _ = Command::new(env!("CARGO_BIN_EXE_strata"))
-                .current_dir(self.0)
-                .env_remove("STRATA_STORE")
-                .env_remove("STRATA_RUN_DIR")
-                .args(["stop", "--timeout", "20"])
-                .output();
+            strata(self.0, &["stop", "--timeout", "20"]);
         }
     }
     let detach = [

@@ -765,8 +765,11 @@ async fn auth_metrics_and_openapi(h: &Harness) -> CaseResult {
         q.messages.is_empty() && q.dead_letters.is_empty(),
         "no messages"
     );
-    let (status, body) = raw(&c, Method::GET, "/db/m/queue?limit=0", None).await?;
-    ensure_eq!(status, 400, "{body}");
+    for limit in ["0", "1001"] {
+        let (status, body) =
+            raw(&c, Method::GET, &format!("/db/m/queue?limit={limit}"), None).await?;
+        ensure_eq!(status, 400, "limit {limit}: {body}");
+    }
 
     // Every answer names its request, each with its own id.
     let (first, _) = get_text(&s.rest, "/health").await?;

@@ -63,6 +63,20 @@ pub struct DbToml {
     pub path: Option<PathBuf>,
     #[serde(skip)]
     text: String,
+    /// What bootstrap runs, per database: made once, when the file is checked.
+    #[serde(skip)]
+    creates: BTreeMap<String, Vec<Create>>,
+}
+
+/// One idempotent statement bootstrap runs.
+#[derive(Debug)]
+struct Create {
+    /// Its key in the file, for messages.
+    key: String,
+    /// The statement, with IF NOT EXISTS.
+    sql: String,
+    /// What it creates: `database.table` or `database.table.index`.
+    what: String,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -128,7 +142,7 @@ impl DbToml {
             .map_err(|e| ConfigError(format!("{name}: {}", e.to_string().trim_end())))?;
         config.path = path.map(Path::to_path_buf);
         config.text = text.to_string();
-        config.check()?;
+        config.creates = config.check()?;
         Ok(config)
     }
 
@@ -206,8 +220,10 @@ impl DbToml {
         }
     }
 
-    /// Every rule that can be checked without a store: names and statements.
-    fn check(&self) -> Result<(), ConfigError> {
+    /// Every rule that can be checked without a store: names and statements. Returns the
+    /// statements bootstrap runs.
+    fn check(&self) -> Result<BTreeMap<String, Vec<Create>>, ConfigError> {
+        let mut creates = BTreeMap::new();
         for (db, section) in &self.databases {
             let key = format!("databases.{db}");
             strata_engine::validate_name(db)
@@ -221,15 +237,27 @@ impl DbToml {
                     ));
                 }
             }
+            let mut run = Vec::new();
             for (table, t) in &section.tables {
                 let tkey = format!("{key}.tables.{table}");
-                self.statement(&t.sql, &format!("{tkey}.sql"), Want::Table)?;
+                let key = format!("{tkey}.sql");
+                run.push(Create {
+                    sql: self.statement(&t.sql, &key, Want::Table)?,
+                    key,
+                    what: format!("{db}.{table}"),
+                });
                 for (index, sql) in &t.indexes {
-                    self.statement(sql, &format!("{tkey}.indexes.{index}"), Want::Index)?;
+                    let key = format!("{tkey}.indexes.{index}");
+                    run.push(Create {
+                        sql: self.statement(sql, &key, Want::Index)?,
+                        key,
+                        what: format!("{db}.{table}.{index}"),
+                    });
                 }
             }
+            creates.insert(db.clone(), run);
         }
-        Ok(())
+        Ok(creates)
     }
 
     /// The statement at `key`, made idempotent: IF NOT EXISTS.
@@ -302,28 +330,15 @@ pub async fn bootstrap(engine: &Arc<Engine>, config: &DbToml) -> Result<Bootstra
         }
         let mut session = Session::new(engine.clone());
         session.set_database(db).await.map_err(|e| fail(&e))?;
-        for (table, t) in &section.tables {
-            let tkey = format!("{key}.tables.{table}");
-            let mut run = vec![(
-                format!("{tkey}.sql"),
-                config.statement(&t.sql, &format!("{tkey}.sql"), Want::Table)?,
-                format!("{db}.{table}"),
-            )];
-            for (index, isql) in &t.indexes {
-                let ikey = format!("{tkey}.indexes.{index}");
-                let sql = config.statement(isql, &ikey, Want::Index)?;
-                run.push((ikey, sql, format!("{db}.{table}.{index}")));
-            }
-            for (k, sql, what) in run {
-                let before = session.last_commit_version();
-                session
-                    .execute(&sql)
-                    .await
-                    .map_err(|e| config.error_at(None, &k, &e.to_string()))?;
-                // IF NOT EXISTS of something that exists commits nothing.
-                if session.last_commit_version() != before {
-                    done.statements.push(what);
-                }
+        for c in config.creates.get(db).into_iter().flatten() {
+            let before = session.last_commit_version();
+            session
+                .execute(&c.sql)
+                .await
+                .map_err(|e| config.error_at(None, &c.key, &e.to_string()))?;
+            // IF NOT EXISTS of something that exists commits nothing.
+            if session.last_commit_version() != before {
+                done.statements.push(c.what.clone());
             }
         }
     }

@@ -13,8 +13,8 @@ use strata_engine::{
 
 use crate::error::{RestError, Result};
 
-/// The first key byte the layers above KV use.
-const LAYER_KEYS: u8 = 0xF0;
+/// The first key byte the layers above KV use (SQL tables; typed trees sit above it too).
+const LAYER_KEYS: u8 = strata_sql::codec::SQL_PREFIX;
 
 /// A key and its value.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -245,14 +245,10 @@ pub async fn list(db: &Database, q: KvList) -> Result<KvPage> {
 
 /// The end of the keys starting with `prefix`, never past the KV keys.
 fn prefix_end(prefix: &[u8]) -> Vec<u8> {
-    let mut end = prefix.to_vec();
-    while let Some(last) = end.pop() {
-        if last < 0xFF {
-            end.push(last + 1);
-            return end;
-        }
+    match strata_engine::prefix_end(prefix) {
+        end if end.is_empty() => vec![LAYER_KEYS],
+        end => end,
     }
-    vec![LAYER_KEYS]
 }
 
 #[cfg(test)]

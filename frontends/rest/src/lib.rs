@@ -201,11 +201,17 @@ async fn authorize(State(app): State<Arc<App>>, req: Request, next: Next) -> Res
 }
 
 /// Trace, count and time every request; each answer carries its request id.
-async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+async fn observe(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let id = app.next_request.fetch_add(1, Ordering::Relaxed);
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let (route, database) = label(&path);
+    // A path under /db/ is routed once, here: the label needs the route, and
+    // `routes::db_dispatch` takes it from the request.
+    let db_route = path.strip_prefix("/db/").map(routes::DbRoute::parse);
+    let (route, database) = label(&path, db_route.as_ref());
+    if let Some(Ok(r)) = db_route {
+        req.extensions_mut().insert(r);
+    }
     let started = Instant::now();
     let span = tracing::info_span!("request", id, %method, path = %path);
     let mut res = tracing::Instrument::instrument(next.run(req), span.clone()).await;
@@ -234,15 +240,14 @@ async fn observe(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
 }
 
 /// The metrics label of a path: its route and database.
-fn label(path: &str) -> (&'static str, String) {
-    if let Some(rest) = path.strip_prefix("/db/") {
-        return match routes::DbRoute::parse(rest) {
-            Ok(r) => {
-                let (route, db) = r.label();
-                (route, db.to_string())
-            }
-            Err(_) => ("/db/{name}", String::new()),
-        };
+fn label(path: &str, db_route: Option<&Result<routes::DbRoute>>) -> (&'static str, String) {
+    match db_route {
+        Some(Ok(r)) => {
+            let (route, db) = r.label();
+            return (route, db.to_string());
+        }
+        Some(Err(_)) => return ("/db/{name}", String::new()),
+        None => {}
     }
     let route = match path {
         "/health" => "/health",
@@ -250,6 +255,7 @@ fn label(path: &str) -> (&'static str, String) {
         "/query" => "/query",
         "/metrics" => "/metrics",
         "/openapi.json" => "/openapi.json",
+        p if p == "/ui" || p.starts_with("/ui/") => "/ui",
         p if p.starts_with("/tx/") && p.ends_with("/commit") => "/tx/{id}/commit",
         p if p.starts_with("/tx/") && p.ends_with("/rollback") => "/tx/{id}/rollback",
         _ => "other",

@@ -48,6 +48,9 @@ pub struct QueuedMessage {
     pub attempts: u32,
     /// Delivered, with its lease still running.
     pub leased: bool,
+    /// `ready`, `scheduled` (ready later), `leased`, or `dead` (a dead letter), by the
+    /// server's clock: a client's clock may differ.
+    pub state: String,
     /// `text`, `bytes` (base64), `u64` or `v8` (base64; written by Deno).
     pub encoding: String,
     #[schema(value_type = Object)]
@@ -57,14 +60,21 @@ pub struct QueuedMessage {
     pub dead_letter_keys: Vec<String>,
 }
 
-impl From<QueueEntry> for QueuedMessage {
-    fn from(m: QueueEntry) -> Self {
+impl QueuedMessage {
+    fn new(m: QueueEntry, dead: bool, now_ms: u64) -> Self {
         let (payload, encoding) = value_json(&m.payload);
+        let state = match (dead, m.leased) {
+            (true, _) => "dead",
+            (false, true) => "leased",
+            (false, false) if m.ready_at > now_ms => "scheduled",
+            (false, false) => "ready",
+        };
         QueuedMessage {
             id: m.id.to_hex(),
             ready_at: m.ready_at,
             attempts: m.attempts,
             leased: m.leased,
+            state: state.to_string(),
             encoding: encoding.to_string(),
             payload,
             dead_letter_keys: m.dead_letter_keys.iter().map(|k| show_key(k)).collect(),
@@ -79,20 +89,17 @@ pub async fn view(db: &Database, q: QueueQuery) -> Result<QueueView> {
             "limit must be between 1 and {MAX_LIMIT}"
         )));
     }
+    let now = strata_engine::now_ms();
+    let list = |messages: Vec<QueueEntry>, dead: bool| {
+        messages
+            .into_iter()
+            .map(|m| QueuedMessage::new(m, dead, now))
+            .collect()
+    };
     Ok(QueueView {
         depth: db.queue_len().await? as u64,
-        messages: db
-            .queued(limit)
-            .await?
-            .into_iter()
-            .map(Into::into)
-            .collect(),
+        messages: list(db.queued(limit).await?, false),
         dead_letter_count: db.dead_letter_count().await? as u64,
-        dead_letters: db
-            .dead_letters(limit)
-            .await?
-            .into_iter()
-            .map(Into::into)
-            .collect(),
+        dead_letters: list(db.dead_letters(limit).await?, true),
     })
 }

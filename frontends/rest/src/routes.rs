@@ -447,7 +447,7 @@ pub async fn queue_view(app: &App, name: &str, q: QueueQuery) -> Result<Response
 }
 
 /// What a path under `/db/` asks for.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbRoute {
     Database(String),
     Execute(String),
@@ -518,14 +518,13 @@ impl DbRoute {
 
 /// Every request under `/db/`: routed by path, then by method.
 pub async fn db_dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
-    let (parts, body) = req.into_parts();
-    let rest = parts
-        .uri
-        .path()
-        .strip_prefix("/db/")
-        .unwrap_or_default()
-        .to_string();
-    let route = match DbRoute::parse(&rest) {
+    let (mut parts, body) = req.into_parts();
+    // Routed by the `observe` middleware already, unless the path did not parse.
+    let parsed = match parts.extensions.remove::<DbRoute>() {
+        Some(r) => Ok(r),
+        None => DbRoute::parse(parts.uri.path().strip_prefix("/db/").unwrap_or_default()),
+    };
+    let route = match parsed {
         Ok(r) => r,
         Err(e) => return e.into_response(),
     };

@@ -167,13 +167,18 @@ impl Sessions {
         Ok(tx)
     }
 
-    /// End transaction `id`: it is no longer found by later requests.
+    /// End transaction `id`: it is no longer found by later requests. Removed under one
+    /// lock, so that of two requests ending the same transaction only one gets it.
     pub fn take(&self, id: &str) -> Result<Arc<OpenTx>> {
-        let tx = self.transaction(id)?;
-        self.open
+        let tx = self
+            .open
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(id);
+            .remove(id)
+            .ok_or_else(|| self.gone(id))?;
+        if tx.idle_for() >= self.idle_timeout {
+            return Err(self.gone(id));
+        }
         Ok(tx)
     }
 

@@ -259,7 +259,7 @@ async function kvView(db, prefix, after) {
   );
 }
 
-function messagesTable(id, messages, whenLabel, dead) {
+function messagesTable(id, messages, whenLabel) {
   if (!messages.length) return h("p", { class: "muted" }, "None.");
   return h("table", { class: "grid", id },
     h("thead", {}, h("tr", {}, ["id", whenLabel, "attempts", "state", "payload", "dead-letter keys"].map((c) => h("th", {}, c)))),
@@ -268,7 +268,7 @@ function messagesTable(id, messages, whenLabel, dead) {
         h("td", {}, m.id),
         h("td", {}, new Date(m.ready_at).toISOString()),
         h("td", {}, String(m.attempts)),
-        h("td", {}, dead ? "dead letter" : m.leased ? "leased" : m.ready_at > Date.now() ? "scheduled" : "ready"),
+        h("td", {}, m.state),
         h("td", { title: m.encoding }, typeof m.payload === "string" ? m.payload : JSON.stringify(m.payload)),
         h("td", {}, m.dead_letter_keys.join(", "))))));
 }
@@ -282,9 +282,9 @@ async function queueView(db) {
       figure("queue-depth", "messages waiting or leased", q.depth),
       figure("dead-letter-count", "dead letters", q.dead_letter_count)),
     h("h2", {}, "Messages"),
-    messagesTable("messages", q.messages, "ready at", false),
+    messagesTable("messages", q.messages, "ready at"),
     h("h2", {}, "Dead letters (newest first)"),
-    messagesTable("dead-letters", q.dead_letters, "given up at", true),
+    messagesTable("dead-letters", q.dead_letters, "given up at"),
   );
 }
 
