@@ -20,7 +20,7 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 /// One write of a batch.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BatchOp {
     Put(Vec<u8>, Vec<u8>),
     Delete(Vec<u8>),
@@ -80,7 +80,7 @@ pub fn keys_in<'a, V>(
 ///
 /// Single-writer backends check it inside their write transaction; a multi-writer backend
 /// uses it to refuse a batch when another process advanced the log first.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Precondition {
     pub key: Vec<u8>,
     pub expected: Option<Vec<u8>>,
@@ -196,6 +196,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Make every applied batch durable, including those applied with `Durability::Async`.
     async fn sync(&self) -> Result<(), BackendError> {
+        Ok(())
+    }
+
+    /// Return once reads of this store see every batch whose `apply` returned anywhere
+    /// before the call. A store whose reads already do (every local store, DynamoDB with
+    /// consistent reads) keeps this default; a replica waits for its copy to catch up
+    /// (a linearizable read). The engine calls it before a read takes its version, unless
+    /// the read asked to be eventual.
+    async fn read_barrier(&self) -> Result<(), BackendError> {
         Ok(())
     }
 }

@@ -335,6 +335,8 @@ impl Drop for ReadGuard {
 #[derive(Clone)]
 pub struct Database {
     pub(crate) shared: Arc<Shared>,
+    /// Reads through this handle skip the store's read barrier (see [`Database::eventual`]).
+    eventual: bool,
 }
 
 impl std::fmt::Debug for Database {
@@ -501,7 +503,10 @@ impl Database {
             tasks.push(tokio::spawn(crate::expiry::follower(shared.clone())));
         }
         *shared.tasks.lock().unwrap_or_else(|e| e.into_inner()) = tasks;
-        Ok(Database { shared })
+        Ok(Database {
+            shared,
+            eventual: false,
+        })
     }
 
     /// Stop the pipeline and background tasks; commits in the channel are answered first.
@@ -537,6 +542,32 @@ impl Database {
         }
     }
 
+    /// This database, read *eventually*: reads through the returned handle take the newest
+    /// version this process already holds instead of first asking the store for one at
+    /// least as new as every commit acknowledged anywhere ([`Store::read_barrier`]). On a
+    /// replicated store that makes reads local to this node and possibly stale by its
+    /// replication lag; elsewhere it changes nothing. Writes are unaffected.
+    pub fn eventual(&self) -> Database {
+        Database {
+            shared: self.shared.clone(),
+            eventual: true,
+        }
+    }
+
+    /// Whether reads through this handle are eventual (see [`Database::eventual`]).
+    pub fn is_eventual(&self) -> bool {
+        self.eventual
+    }
+
+    /// Before a read takes its version: on a shared store, pass the store's read barrier
+    /// (unless this handle reads eventually), then learn other writers' commits.
+    pub(crate) async fn refresh_for_read(&self) -> Result<()> {
+        if self.shared.multi_process && !self.eventual {
+            self.shared.store.read_barrier().await?;
+        }
+        self.shared.refresh().await
+    }
+
     /// A UUID fixed when the database was created.
     pub fn id(&self) -> &str {
         &self.shared.id
@@ -560,7 +591,7 @@ impl Database {
     /// epoch) that reads may still ask for, or `None` if every such version is older than
     /// the retention window. Versions committed in one group share its commit time.
     pub async fn version_at_time(&self, ms: u64) -> Result<Option<u64>> {
-        self.shared.refresh().await?;
+        self.refresh_for_read().await?;
         let published = self.shared.latest();
         let oldest = self.oldest_readable_version();
         let (start, mut end) = layout::family(layout::TIMES);
@@ -630,7 +661,11 @@ impl Database {
             let mut found = self.get_many(&[key.to_vec()], ReadAt::Latest).await?;
             return Ok(found.pop().flatten());
         }
-        // One key's newest record, read alone, is exact: no snapshot to keep consistent.
+        // One key's newest record, read alone, is exact: no snapshot to keep consistent. On a
+        // replicated store the barrier first makes this node's copy new enough.
+        if !self.eventual {
+            shared.store.read_barrier().await?;
+        }
         let rec = mvcc::get(&*shared.store, &shared.name, key, u64::MAX, false, now_ms()).await?;
         match &rec {
             // Another process's commit: learn it, so that later reads see it too.
@@ -741,7 +776,7 @@ impl Database {
     {
         match at {
             ReadAt::Latest => {
-                self.shared.refresh().await?;
+                self.refresh_for_read().await?;
                 let v = self.shared.latest();
                 let _guard = self.shared.hold(v)?;
                 self.read_at(v, read).await
@@ -749,7 +784,7 @@ impl Database {
             ReadAt::Version(v) => {
                 if v > self.shared.latest() {
                     // Another process may have committed it: learn its commits first.
-                    self.shared.refresh().await?;
+                    self.refresh_for_read().await?;
                 }
                 let latest = self.shared.latest();
                 if v > latest {
@@ -804,7 +839,7 @@ impl Database {
         if *self.shared.shutdown.borrow() {
             return Err(EngineError::ShuttingDown);
         }
-        self.shared.refresh().await?;
+        self.refresh_for_read().await?;
         let (v, guard) = self.shared.hold_latest()?;
         Ok(Transaction::new(self.clone(), v, guard))
     }
@@ -1071,7 +1106,7 @@ pub struct Snapshot {
 impl Database {
     /// Hold the newest version for a long read.
     pub async fn snapshot(&self) -> Result<Snapshot> {
-        self.shared.refresh().await?;
+        self.refresh_for_read().await?;
         let version = self.shared.latest();
         let guard = self.shared.hold(version)?;
         Ok(Snapshot {

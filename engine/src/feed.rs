@@ -221,7 +221,7 @@ impl Database {
     /// [`EngineError::VersionInFuture`] for a version this database has not reached.
     pub async fn changes(&self, after: u64, limit: usize) -> Result<Changes> {
         let shared = &self.shared;
-        shared.refresh().await?;
+        self.refresh_for_read().await?;
         let head = shared.latest();
         if after > head {
             return Err(EngineError::VersionInFuture {

@@ -1,0 +1,286 @@
+//! Calling other nodes: one gRPC client per peer, every call carrying the cluster id and the
+//! shared secret, with openraft's messages as postcard payloads.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::AnyError;
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::command::{Applied, Member};
+use crate::error::{decode, encode, ReplicationError, Result};
+use crate::proto::raft_client::RaftClient;
+use crate::proto::Payload;
+use crate::{NodeId, TypeConfig};
+
+/// The metadata key naming the cluster a call is meant for.
+pub const CLUSTER_HEADER: &str = "x-strata-cluster";
+
+/// Messages up to this size pass between nodes (a batch of large values, a snapshot chunk).
+pub const MAX_MESSAGE: usize = 64 << 20;
+
+/// How long a call waits for a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Who may talk to this cluster: its id, and the secret every member shares.
+#[derive(Clone)]
+pub struct Credentials {
+    pub cluster_id: String,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("cluster_id", &self.cluster_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A leader's answer to a forwarded proposal or read-index request.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Forwarded<T> {
+    Ok(T),
+    /// The callee is not the leader; it names the one it knows of.
+    NotLeader(Option<(NodeId, Member)>),
+    /// The request failed on the leader; whether a proposal took effect is unknown.
+    Failed(String),
+}
+
+/// A proposal's result, as the leader saw it applied.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Proposed {
+    pub index: u64,
+    pub applied: Applied,
+}
+
+/// What `strata cluster …` asks of a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AdminRequest {
+    Initialize { members: BTreeMap<NodeId, Member> },
+    AddLearner { id: NodeId, member: Member },
+    ChangeVoters { voters: BTreeSet<NodeId> },
+    Status,
+}
+
+/// The answer to an [`AdminRequest`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum AdminReply {
+    Done,
+    Status(crate::node::ClusterStatus),
+}
+
+/// A gRPC client for one peer address. Connects lazily; a call to a node that is down fails
+/// fast with [`ReplicationError::Unreachable`].
+#[derive(Clone)]
+pub struct PeerClient {
+    pub node: NodeId,
+    pub addr: String,
+    client: Option<RaftClient<Channel>>,
+    credentials: Credentials,
+}
+
+/// Which call of the Raft service to make.
+#[derive(Debug, Clone, Copy)]
+pub enum Method {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+    Propose,
+    ReadIndex,
+    Admin,
+}
+
+impl PeerClient {
+    pub fn new(node: NodeId, addr: &str, credentials: Credentials) -> Self {
+        let client = Endpoint::from_shared(format!("http://{addr}"))
+            .ok()
+            .map(|e| e.connect_timeout(CONNECT_TIMEOUT).tcp_nodelay(true))
+            .map(|e| {
+                RaftClient::new(e.connect_lazy())
+                    .max_decoding_message_size(MAX_MESSAGE)
+                    .max_encoding_message_size(MAX_MESSAGE)
+            });
+        PeerClient {
+            node,
+            addr: addr.to_string(),
+            client,
+            credentials,
+        }
+    }
+
+    fn unreachable(&self, detail: impl std::fmt::Display) -> ReplicationError {
+        ReplicationError::Unreachable {
+            node: self.node,
+            addr: self.addr.clone(),
+            detail: detail.to_string(),
+        }
+    }
+
+    /// One call: `body` out, the reply's bytes back.
+    pub async fn call(&self, method: Method, body: Vec<u8>, timeout: Duration) -> Result<Vec<u8>> {
+        let Some(mut client) = self.client.clone() else {
+            return Err(self.unreachable("not a valid address"));
+        };
+        let mut req = tonic::Request::new(Payload { data: body });
+        req.set_timeout(timeout);
+        let md = req.metadata_mut();
+        let cluster = self.credentials.cluster_id.parse().map_err(|_| {
+            ReplicationError::Invalid("the cluster id is not a valid header".into())
+        })?;
+        md.insert(CLUSTER_HEADER, cluster);
+        let auth = format!("Bearer {}", self.credentials.secret)
+            .parse()
+            .map_err(|_| {
+                ReplicationError::Invalid("the cluster secret is not a valid header".into())
+            })?;
+        md.insert("authorization", auth);
+        let call = async {
+            match method {
+                Method::AppendEntries => client.append_entries(req).await,
+                Method::Vote => client.vote(req).await,
+                Method::InstallSnapshot => client.install_snapshot(req).await,
+                Method::Propose => client.propose(req).await,
+                Method::ReadIndex => client.read_index(req).await,
+                Method::Admin => client.admin(req).await,
+            }
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(self.unreachable(format!("no answer within {timeout:?}"))),
+            Ok(Ok(resp)) => Ok(resp.into_inner().data),
+            Ok(Err(status)) => Err(match status.code() {
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                    ReplicationError::Refused {
+                        addr: self.addr.clone(),
+                        detail: status.message().to_string(),
+                    }
+                }
+                tonic::Code::InvalidArgument => {
+                    ReplicationError::Invalid(status.message().to_string())
+                }
+                _ if never_connected(&status) => ReplicationError::NotSent {
+                    node: self.node,
+                    addr: self.addr.clone(),
+                    detail: status.message().to_string(),
+                },
+                _ => self.unreachable(status.message()),
+            }),
+        }
+    }
+}
+
+/// Whether a call failed because no connection could be made (so nothing was sent).
+fn never_connected(status: &tonic::Status) -> bool {
+    let mut source = std::error::Error::source(status);
+    while let Some(e) = source {
+        if e.downcast_ref::<tonic::ConnectError>().is_some() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// Makes Raft's clients to peers.
+pub struct Network {
+    credentials: Credentials,
+    peers: Arc<Mutex<BTreeMap<NodeId, PeerClient>>>,
+}
+
+impl Network {
+    pub fn new(credentials: Credentials) -> Self {
+        Network {
+            credentials,
+            peers: Arc::new(Mutex::new(BTreeMap::new())),
+        }
+    }
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = Peer;
+
+    async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let client = match peers.get(&target) {
+            Some(c) if c.addr == node.raft_addr => c.clone(),
+            _ => {
+                let c = PeerClient::new(target, &node.raft_addr, self.credentials.clone());
+                peers.insert(target, c.clone());
+                c
+            }
+        };
+        Peer { client }
+    }
+}
+
+/// Raft's view of one peer.
+pub struct Peer {
+    client: PeerClient,
+}
+
+type RpcResult<T, E> = std::result::Result<T, RPCError<NodeId, Member, E>>;
+
+impl Peer {
+    async fn rpc<Req, Resp, E>(
+        &self,
+        method: Method,
+        req: &Req,
+        option: &RPCOption,
+    ) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
+        let body = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let reply = self
+            .client
+            .call(method, body, option.hard_ttl())
+            .await
+            .map_err(|e| match e {
+                ReplicationError::Unreachable { .. } => {
+                    RPCError::Unreachable(Unreachable::new(&AnyError::error(e.to_string())))
+                }
+                other => RPCError::Network(NetworkError::new(&AnyError::error(other.to_string()))),
+            })?;
+        let decoded: std::result::Result<Resp, E> =
+            decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.client.node, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for Peer {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
+        self.rpc(Method::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, RaftError<NodeId, InstallSnapshotError>> {
+        self.rpc(Method::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
+        self.rpc(Method::Vote, &rpc, &option).await
+    }
+}

@@ -1,0 +1,549 @@
+//! A cluster node: Raft over the node's own backend, its gRPC listener, and the operations
+//! the engine and the operator need — propose a batch, pass a read barrier, change the
+//! membership, report status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use openraft::error::{
+    CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError,
+};
+use openraft::{ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
+use strata_engine::Backend;
+use tokio::sync::watch;
+
+use crate::backend::ReplicatedBackend;
+use crate::command::{Command, Member};
+use crate::error::{decode, encode, ReplicationError, Result};
+use crate::network::{
+    AdminReply, AdminRequest, Credentials, Forwarded, Method, Network, PeerClient, Proposed,
+};
+use crate::state_machine::{Replica, StateMachine};
+use crate::store::{LogStore, RAFT_DB};
+use crate::{NodeId, Raft};
+
+/// How long a proposal or a read barrier keeps trying (through elections) before it fails.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a node is set up: `strata serve --cluster …` or `[cluster]` in `db.toml`.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub node_id: NodeId,
+    /// Where the Raft listener binds (`host:port`; port 0 picks one).
+    pub listen: String,
+    /// The address other nodes reach this one at; the bound address if `None`.
+    pub advertise: Option<String>,
+    pub credentials: Credentials,
+    /// Where snapshot files are kept.
+    pub snapshot_dir: PathBuf,
+    /// This node's client-facing endpoints (`kv-connect` → `http://…`).
+    pub endpoints: BTreeMap<String, String>,
+    pub heartbeat_ms: u64,
+    pub election_timeout_ms: (u64, u64),
+    /// A snapshot is built after this many log entries, and the log compacted behind it.
+    pub snapshot_every: u64,
+    /// How many entries before the snapshot the log keeps, so that a follower a little
+    /// behind catches up from the log rather than with a whole snapshot.
+    pub keep_after_snapshot: u64,
+}
+
+impl ClusterConfig {
+    pub fn new(
+        node_id: NodeId,
+        listen: &str,
+        credentials: Credentials,
+        snapshot_dir: PathBuf,
+    ) -> Self {
+        ClusterConfig {
+            node_id,
+            listen: listen.to_string(),
+            advertise: None,
+            credentials,
+            snapshot_dir,
+            endpoints: BTreeMap::new(),
+            heartbeat_ms: 100,
+            election_timeout_ms: (400, 800),
+            snapshot_every: 10_000,
+            keep_after_snapshot: 1_000,
+        }
+    }
+}
+
+/// One node's view of the cluster (`strata cluster status`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    pub cluster_id: String,
+    /// The node that answered.
+    pub node: NodeId,
+    pub leader: Option<NodeId>,
+    pub term: u64,
+    /// The answering node's state: leader, follower, candidate or learner.
+    pub state: String,
+    pub last_log_index: u64,
+    pub applied_index: u64,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+    pub nodes: Vec<NodeStatus>,
+}
+
+/// One member, as the leader sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: NodeId,
+    pub raft_addr: String,
+    pub endpoints: BTreeMap<String, String>,
+    pub voter: bool,
+    /// The last log index the leader knows this node holds (the leader reports it).
+    pub matched_index: Option<u64>,
+    /// How many entries it is behind the leader's log.
+    pub lag: Option<u64>,
+}
+
+/// A running node.
+pub struct Node {
+    id: NodeId,
+    raft: Raft,
+    replica: Arc<Replica>,
+    member: Member,
+    credentials: Credentials,
+    peers: Mutex<BTreeMap<NodeId, PeerClient>>,
+    shutdown: watch::Sender<bool>,
+    server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub(crate) backend: Mutex<Option<Arc<ReplicatedBackend>>>,
+}
+
+impl std::fmt::Debug for Node {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Node")
+            .field("id", &self.id)
+            .field("raft_addr", &self.member.raft_addr)
+            .finish()
+    }
+}
+
+impl Node {
+    /// Start a node over `backend` (its own copy of every database): open the Raft log and
+    /// state machine in it, bind the Raft listener, start Raft. A new node waits to be
+    /// initialized (`strata cluster init`) or added by the leader.
+    pub async fn start(backend: Arc<dyn Backend>, config: ClusterConfig) -> Result<Arc<Node>> {
+        let raft_db = backend.open(RAFT_DB, true).await?;
+        let replica = Replica::new(backend);
+        let log = LogStore::new(raft_db.clone());
+        let sm = StateMachine::open(replica.clone(), raft_db, &config.snapshot_dir)
+            .await
+            .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+
+        let listener = tokio::net::TcpListener::bind(&config.listen)
+            .await
+            .map_err(|e| {
+                ReplicationError::Invalid(format!(
+                    "cannot listen for Raft on {}: {e}",
+                    config.listen
+                ))
+            })?;
+        let bound = listener
+            .local_addr()
+            .map_err(|e| ReplicationError::Invalid(e.to_string()))?;
+        let member = Member {
+            raft_addr: config
+                .advertise
+                .clone()
+                .unwrap_or_else(|| bound.to_string()),
+            endpoints: config.endpoints.clone(),
+        };
+
+        let raft_config = openraft::Config {
+            cluster_name: config.credentials.cluster_id.clone(),
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: config.election_timeout_ms.0,
+            election_timeout_max: config.election_timeout_ms.1,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            max_in_snapshot_log_to_keep: config.keep_after_snapshot,
+            snapshot_max_chunk_size: 1 << 20,
+            install_snapshot_timeout: 5_000,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(
+            raft_config
+                .validate()
+                .map_err(|e| ReplicationError::Invalid(format!("cluster settings: {e}")))?,
+        );
+        let network = Network::new(config.credentials.clone());
+        let raft = Raft::new(config.node_id, raft_config, network, log, sm)
+            .await
+            .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+
+        let node = Arc::new(Node {
+            id: config.node_id,
+            raft,
+            replica,
+            member,
+            credentials: config.credentials.clone(),
+            peers: Mutex::new(BTreeMap::new()),
+            shutdown: watch::channel(false).0,
+            server: Mutex::new(None),
+            backend: Mutex::new(None),
+        });
+        let server = crate::service::serve(node.clone(), listener, node.shutdown.subscribe());
+        *node.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::spawn(server));
+        Ok(node)
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// This node as other members see it (its Raft address and endpoints).
+    pub fn member(&self) -> &Member {
+        &self.member
+    }
+
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
+    }
+
+    pub(crate) fn replica(&self) -> &Arc<Replica> {
+        &self.replica
+    }
+
+    /// The backend the engine runs over on this node.
+    pub fn backend(self: &Arc<Self>) -> Arc<ReplicatedBackend> {
+        let mut slot = self.backend.lock().unwrap_or_else(|e| e.into_inner());
+        slot.get_or_insert_with(|| Arc::new(ReplicatedBackend::new(self.clone())))
+            .clone()
+    }
+
+    fn peer(&self, id: NodeId, addr: &str) -> PeerClient {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        match peers.get(&id) {
+            Some(p) if p.addr == addr => p.clone(),
+            _ => {
+                let p = PeerClient::new(id, addr, self.credentials.clone());
+                peers.insert(id, p.clone());
+                p
+            }
+        }
+    }
+
+    /// The leader as far as this node knows, if it is another node.
+    fn remote_leader(
+        &self,
+        hint: Option<&ForwardToLeader<NodeId, Member>>,
+    ) -> Option<(NodeId, Member)> {
+        let from_hint = hint.and_then(|f| f.leader_id.zip(f.leader_node.clone()));
+        let known = from_hint.or_else(|| {
+            let m = self.raft.metrics().borrow().clone();
+            let id = m.current_leader?;
+            let node = m.membership_config.membership().get_node(&id)?.clone();
+            Some((id, node))
+        });
+        known.filter(|(id, _)| *id != self.id)
+    }
+
+    /// Wait a little for an election (or for a lost leader to be noticed).
+    async fn await_leader(&self, deadline: Instant) -> Result<()> {
+        if Instant::now() >= deadline {
+            return Err(ReplicationError::NoLeader(format!(
+                "none was elected within {REQUEST_TIMEOUT:?}"
+            )));
+        }
+        if *self.shutdown.borrow() {
+            return Err(ReplicationError::ShuttingDown);
+        }
+        let mut metrics = self.raft.metrics();
+        let _ = tokio::time::timeout(Duration::from_millis(100), metrics.changed()).await;
+        Ok(())
+    }
+
+    /// Put `cmd` in the log and return once it is committed and applied on this node.
+    ///
+    /// On a follower the command goes to the leader. If the answer is lost (the leader fails
+    /// mid-request), the error says so and the command may or may not have taken effect:
+    /// the engine's batches are conditioned on the version record, so the engine settles
+    /// that from the store and never applies one twice.
+    pub async fn propose(&self, cmd: Command) -> Result<Proposed> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let hint = match self.raft.client_write(cmd.clone()).await {
+                Ok(resp) => {
+                    return Ok(Proposed {
+                        index: resp.log_id.index,
+                        applied: resp.data,
+                    })
+                }
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f,
+                Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                    return Err(ReplicationError::Raft(e.to_string()))
+                }
+                Err(RaftError::Fatal(f)) => return Err(fatal(f)),
+            };
+            if let Some((id, leader)) = self.remote_leader(Some(&hint)) {
+                let peer = self.peer(id, &leader.raft_addr);
+                let left = deadline.saturating_duration_since(Instant::now());
+                let reply = match peer.call(Method::Propose, encode(&cmd)?, left).await {
+                    Ok(r) => r,
+                    // The old leader is gone and nothing was sent: wait for the next one.
+                    Err(ReplicationError::NotSent { .. }) => {
+                        self.await_leader(deadline).await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                match decode::<Forwarded<Proposed>>(&reply)? {
+                    Forwarded::Ok(p) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if !self.replica.wait_applied(p.index, left).await {
+                            return Err(ReplicationError::Unreachable {
+                                node: self.id,
+                                addr: self.member.raft_addr.clone(),
+                                detail: format!(
+                                    "committed at index {} but not applied on this node in time",
+                                    p.index
+                                ),
+                            });
+                        }
+                        return Ok(p);
+                    }
+                    Forwarded::NotLeader(_) => {}
+                    Forwarded::Failed(detail) => {
+                        return Err(ReplicationError::Unreachable {
+                            node: id,
+                            addr: leader.raft_addr,
+                            detail,
+                        })
+                    }
+                }
+            }
+            self.await_leader(deadline).await?;
+        }
+    }
+
+    /// A proposal from another node, run here if this node leads.
+    pub(crate) async fn propose_forwarded(&self, cmd: Command) -> Forwarded<Proposed> {
+        match self.raft.client_write(cmd).await {
+            Ok(resp) => Forwarded::Ok(Proposed {
+                index: resp.log_id.index,
+                applied: resp.data,
+            }),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Forwarded::NotLeader(f.leader_id.zip(f.leader_node))
+            }
+            Err(e) => Forwarded::Failed(e.to_string()),
+        }
+    }
+
+    /// Return once this node has applied every entry committed before the call: after this,
+    /// reads of the local copy are linearizable.
+    pub async fn read_barrier(&self) -> Result<()> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        loop {
+            let hint = match self.raft.ensure_linearizable().await {
+                Ok(_) => return Ok(()),
+                Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => Some(f),
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_))) => None,
+                Err(RaftError::Fatal(f)) => return Err(fatal(f)),
+            };
+            if let Some((id, leader)) = self.remote_leader(hint.as_ref()) {
+                let peer = self.peer(id, &leader.raft_addr);
+                let left = deadline.saturating_duration_since(Instant::now());
+                let reply = match peer.call(Method::ReadIndex, Vec::new(), left).await {
+                    Ok(r) => r,
+                    // A read can always be asked again, of whichever node leads next.
+                    Err(
+                        ReplicationError::NotSent { .. } | ReplicationError::Unreachable { .. },
+                    ) => {
+                        self.await_leader(deadline).await?;
+                        continue;
+                    }
+                    Err(e) => return Err(e),
+                };
+                match decode::<Forwarded<u64>>(&reply)? {
+                    Forwarded::Ok(index) => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if self.replica.wait_applied(index, left).await {
+                            return Ok(());
+                        }
+                        return Err(ReplicationError::NoLeader(format!(
+                            "this node did not catch up to index {index} in time"
+                        )));
+                    }
+                    Forwarded::NotLeader(_) | Forwarded::Failed(_) => {}
+                }
+            }
+            self.await_leader(deadline).await?;
+        }
+    }
+
+    /// The leader's read index for another node, after confirming leadership with a quorum.
+    pub(crate) async fn read_index_forwarded(&self) -> Forwarded<u64> {
+        match self.raft.get_read_log_id().await {
+            Ok((read, _)) => Forwarded::Ok(read.map(|l| l.index).unwrap_or(0)),
+            Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(f))) => {
+                Forwarded::NotLeader(f.leader_id.zip(f.leader_node))
+            }
+            Err(e) => Forwarded::Failed(e.to_string()),
+        }
+    }
+
+    /// Run a membership change or status request here, or on the leader when it must run
+    /// there.
+    pub async fn admin(&self, req: AdminRequest) -> Result<AdminReply> {
+        match self.admin_local(req.clone()).await {
+            Err(AdminError::NotLeader(hint)) => {
+                let Some((id, leader)) = self.remote_leader(hint.as_ref()) else {
+                    return Err(ReplicationError::NoLeader(
+                        "retry once one is elected".into(),
+                    ));
+                };
+                let reply = self
+                    .peer(id, &leader.raft_addr)
+                    .call(Method::Admin, encode(&req)?, REQUEST_TIMEOUT * 6)
+                    .await?;
+                match decode::<std::result::Result<AdminReply, String>>(&reply)? {
+                    Ok(r) => Ok(r),
+                    Err(e) => Err(ReplicationError::Raft(e)),
+                }
+            }
+            Err(AdminError::Failed(e)) => Err(e),
+            Ok(r) => Ok(r),
+        }
+    }
+
+    /// An admin request run on this node only.
+    pub(crate) async fn admin_local(
+        &self,
+        req: AdminRequest,
+    ) -> std::result::Result<AdminReply, AdminError> {
+        let write_err = |e: RaftError<NodeId, ClientWriteError<NodeId, Member>>| match e {
+            RaftError::APIError(ClientWriteError::ForwardToLeader(f)) => {
+                AdminError::NotLeader(Some(f))
+            }
+            other => AdminError::Failed(ReplicationError::Raft(other.to_string())),
+        };
+        match req {
+            AdminRequest::Initialize { members } => {
+                let mut members = members;
+                members
+                    .entry(self.id)
+                    .or_insert_with(|| self.member.clone());
+                match self.raft.initialize(members).await {
+                    Ok(()) => Ok(AdminReply::Done),
+                    Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
+                        Err(AdminError::Failed(ReplicationError::Invalid(
+                            "the cluster is already initialized".into(),
+                        )))
+                    }
+                    Err(e) => Err(AdminError::Failed(ReplicationError::Raft(e.to_string()))),
+                }
+            }
+            AdminRequest::AddLearner { id, member } => {
+                self.raft
+                    .add_learner(id, member, true)
+                    .await
+                    .map_err(write_err)?;
+                Ok(AdminReply::Done)
+            }
+            AdminRequest::ChangeVoters { voters } => {
+                if voters.is_empty() {
+                    return Err(AdminError::Failed(ReplicationError::Invalid(
+                        "a cluster needs at least one voter".into(),
+                    )));
+                }
+                self.raft
+                    .change_membership(voters, false)
+                    .await
+                    .map_err(write_err)?;
+                Ok(AdminReply::Done)
+            }
+            AdminRequest::Status => Ok(AdminReply::Status(self.status())),
+        }
+    }
+
+    /// This node's view of the cluster. Replication progress is known to the leader only.
+    pub fn status(&self) -> ClusterStatus {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let last = m.last_log_index.unwrap_or(0);
+        let nodes = membership
+            .nodes()
+            .map(|(id, node)| {
+                let matched = m
+                    .replication
+                    .as_ref()
+                    .and_then(|r| r.get(id).cloned())
+                    .map(|l| l.map(|l| l.index).unwrap_or(0));
+                NodeStatus {
+                    id: *id,
+                    raft_addr: node.raft_addr.clone(),
+                    endpoints: node.endpoints.clone(),
+                    voter: voters.contains(id),
+                    matched_index: matched,
+                    lag: matched.map(|i| last.saturating_sub(i)),
+                }
+            })
+            .collect();
+        let state = match m.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        ClusterStatus {
+            cluster_id: self.credentials.cluster_id.clone(),
+            node: self.id,
+            leader: m.current_leader,
+            term: m.current_term,
+            state: state.to_string(),
+            last_log_index: last,
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            snapshot_index: m.snapshot.map(|l| l.index),
+            purged_index: m.purged.map(|l| l.index),
+            nodes,
+        }
+    }
+
+    /// Initialize a new cluster with this node (and `others`) as its voters.
+    pub async fn initialize(&self, others: BTreeMap<NodeId, Member>) -> Result<()> {
+        self.admin(AdminRequest::Initialize { members: others })
+            .await
+            .map(|_| ())
+    }
+
+    /// Whether this node is part of an initialized cluster.
+    pub async fn is_initialized(&self) -> bool {
+        self.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// Stop Raft and the listener. The backend's stores stay open for the engine to close.
+    pub async fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+        let _ = self.raft.shutdown().await;
+        let server = self.server.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(s) = server {
+            let _ = s.await;
+        }
+    }
+}
+
+/// Why an admin request did not run here.
+#[derive(Debug)]
+pub(crate) enum AdminError {
+    NotLeader(Option<ForwardToLeader<NodeId, Member>>),
+    Failed(ReplicationError),
+}
+
+fn fatal(f: openraft::error::Fatal<NodeId>) -> ReplicationError {
+    match f {
+        openraft::error::Fatal::Stopped => ReplicationError::ShuttingDown,
+        other => ReplicationError::Raft(format!("raft stopped: {other}")),
+    }
+}

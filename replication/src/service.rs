@@ -1,0 +1,134 @@
+//! The gRPC service every node serves to the others. Handlers are thin: check who is
+//! calling, decode, hand the message to Raft or the node, encode the answer. A call from
+//! another cluster or with the wrong secret is refused before it is decoded.
+
+use std::sync::Arc;
+
+use openraft::error::{InstallSnapshotError, RaftError};
+use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+use crate::command::Command;
+use crate::error::{decode, encode, ReplicationError};
+use crate::network::{AdminRequest, CLUSTER_HEADER, MAX_MESSAGE};
+use crate::node::{AdminError, Node};
+use crate::proto::raft_server::{Raft as RaftRpc, RaftServer};
+use crate::proto::Payload;
+use crate::{NodeId, TypeConfig};
+
+pub(crate) struct RaftService {
+    node: Arc<Node>,
+}
+
+/// Serve the Raft service on `listener` until `shutdown` turns true.
+pub(crate) async fn serve(
+    node: Arc<Node>,
+    listener: tokio::net::TcpListener,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let svc = RaftServer::new(RaftService { node })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE);
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    let stop = async move {
+        let _ = shutdown.wait_for(|s| *s).await;
+    };
+    if let Err(e) = tonic::transport::Server::builder()
+        .tcp_nodelay(true)
+        .add_service(svc)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await
+    {
+        tracing::error!(error = %e, "the Raft listener stopped");
+    }
+}
+
+/// Constant-time comparison, so that the secret cannot be guessed byte by byte from timing.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl RaftService {
+    fn admit(&self, req: &Request<Payload>) -> Result<(), Status> {
+        let creds = self.node.credentials();
+        let cluster = req
+            .metadata()
+            .get(CLUSTER_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if cluster != creds.cluster_id {
+            return Err(Status::permission_denied(format!(
+                "this node belongs to cluster {:?}, not {cluster:?}",
+                creds.cluster_id
+            )));
+        }
+        let token = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !same(token.as_bytes(), creds.secret.as_bytes()) {
+            return Err(Status::unauthenticated("wrong cluster secret"));
+        }
+        Ok(())
+    }
+
+    fn open<T: serde::de::DeserializeOwned>(&self, req: Request<Payload>) -> Result<T, Status> {
+        self.admit(&req)?;
+        decode(&req.into_inner().data).map_err(|e| Status::invalid_argument(e.to_string()))
+    }
+}
+
+fn reply<T: serde::Serialize>(value: &T) -> Result<Response<Payload>, Status> {
+    encode(value)
+        .map(|data| Response::new(Payload { data }))
+        .map_err(|e| Status::internal(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl RaftRpc for RaftService {
+    async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: AppendEntriesRequest<TypeConfig> = self.open(req)?;
+        reply(&self.node.raft().append_entries(rpc).await)
+    }
+
+    async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: VoteRequest<NodeId> = self.open(req)?;
+        reply(&self.node.raft().vote(rpc).await)
+    }
+
+    async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let rpc: InstallSnapshotRequest<TypeConfig> = self.open(req)?;
+        let res: Result<_, RaftError<NodeId, InstallSnapshotError>> =
+            self.node.raft().install_snapshot(rpc).await;
+        reply(&res)
+    }
+
+    async fn propose(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let cmd: Command = self.open(req)?;
+        reply(&self.node.propose_forwarded(cmd).await)
+    }
+
+    async fn read_index(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        self.admit(&req)?;
+        reply(&self.node.read_index_forwarded().await)
+    }
+
+    async fn admin(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let admin: AdminRequest = self.open(req)?;
+        let out = match self.node.admin_local(admin).await {
+            Ok(r) => Ok(r),
+            Err(AdminError::NotLeader(_)) => Err("this node is not the leader".to_string()),
+            Err(AdminError::Failed(e)) => Err(e.to_string()),
+        };
+        reply(&out)
+    }
+}
+
+impl From<ReplicationError> for Status {
+    fn from(e: ReplicationError) -> Self {
+        Status::unavailable(e.to_string())
+    }
+}

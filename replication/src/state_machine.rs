@@ -1,0 +1,669 @@
+//! The state machine: the engine's apply step, run by every replica over its own backend.
+//!
+//! Applying an entry is deterministic: a batch's precondition is checked against this
+//! replica's copy, which holds exactly the log prefix before the entry, so every replica
+//! decides the same. Each database records the last log index applied to it
+//! (`mraft-applied`) in the same atomic write as the batch. Writes are not synced here: the
+//! Raft log already is, so after a crash the log is applied again from the last point known
+//! durable, and the per-database record skips what had reached the disk — every entry takes
+//! effect exactly once.
+//!
+//! The durable point (`sapplied`, with the membership) is written only after every database
+//! has been synced: when a snapshot is built or installed. Raft purges the log only up to a
+//! snapshot, so the entries after the durable point are always still in the log.
+//!
+//! Installing a snapshot is redone after a crash: the received file is verified, kept, and
+//! named in `sinstalling` before any database is touched, and only a finished install clears
+//! that record.
+
+use std::collections::HashMap;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StoredMembership,
+};
+use strata_engine::{Backend, BackendError, BatchOp, Durability, Store};
+use tokio::io::{AsyncSeekExt, BufReader, BufWriter};
+use tokio::sync::watch;
+
+use crate::command::{Applied, Command, Member};
+use crate::snapshot::{Record, SnapshotReader, SnapshotWriter};
+use crate::store::{decode_or, encode_or, io_error, RAFT_DB};
+use crate::{NodeId, TypeConfig};
+
+/// The last log index applied to a database, kept in the database itself.
+pub const APPLIED_MARKER: &[u8] = b"mraft-applied";
+
+const SM_APPLIED: &[u8] = b"sapplied";
+const SM_MEMBERSHIP: &[u8] = b"smembership";
+const SM_SNAPSHOT: &[u8] = b"ssnapshot";
+const SM_INSTALLING: &[u8] = b"sinstalling";
+
+const CURRENT_FILE: &str = "snapshot-current";
+const INSTALLING_FILE: &str = "snapshot-installing";
+
+/// Pairs per batch when a snapshot is loaded or a database cleared.
+const LOAD_BATCH: usize = 1024;
+
+/// This node's copy of every database, shared by the state machine (which writes it) and
+/// the engine's stores (which read it).
+pub struct Replica {
+    backend: Arc<dyn Backend>,
+    stores: RwLock<HashMap<String, Arc<dyn Store>>>,
+    applied: watch::Sender<u64>,
+    open_lock: tokio::sync::Mutex<()>,
+}
+
+impl Replica {
+    pub fn new(backend: Arc<dyn Backend>) -> Arc<Self> {
+        Arc::new(Replica {
+            backend,
+            stores: RwLock::new(HashMap::new()),
+            applied: watch::channel(0).0,
+            open_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// The database's local store, opened once; `None` if it does not exist (and `create`
+    /// is false).
+    pub async fn store(
+        &self,
+        name: &str,
+        create: bool,
+    ) -> Result<Option<Arc<dyn Store>>, BackendError> {
+        if let Some(s) = self.cached(name) {
+            return Ok(Some(s));
+        }
+        let _one = self.open_lock.lock().await;
+        if let Some(s) = self.cached(name) {
+            return Ok(Some(s));
+        }
+        match self.backend.open(name, create).await {
+            Ok(s) => {
+                self.stores
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(name.to_string(), s.clone());
+                Ok(Some(s))
+            }
+            Err(BackendError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn cached(&self, name: &str) -> Option<Arc<dyn Store>> {
+        self.stores
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    async fn drop_database(&self, name: &str) -> Result<(), BackendError> {
+        let _one = self.open_lock.lock().await;
+        let store = self
+            .stores
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        drop(store);
+        self.backend.drop_database(name).await?;
+        Ok(())
+    }
+
+    /// The user databases this node holds.
+    pub async fn names(&self) -> Result<Vec<String>, BackendError> {
+        let mut names = self.backend.list().await?;
+        names.retain(|n| n != RAFT_DB);
+        Ok(names)
+    }
+
+    /// The last log index applied here.
+    pub fn applied(&self) -> u64 {
+        *self.applied.borrow()
+    }
+
+    /// Wait until the log is applied here up to `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: std::time::Duration) -> bool {
+        let mut rx = self.applied.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|a| *a >= index))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+}
+
+struct State {
+    last_applied: Option<LogId<NodeId>>,
+    membership: StoredMembership<NodeId, Member>,
+    /// Per database: the last log index applied to it, as read from (or written to) it.
+    markers: HashMap<String, u64>,
+    current: Option<SnapshotMeta<NodeId, Member>>,
+}
+
+struct Inner {
+    replica: Arc<Replica>,
+    meta: Arc<dyn Store>,
+    dir: PathBuf,
+    state: tokio::sync::Mutex<State>,
+}
+
+/// The state machine. Cheap to clone; a clone is also its snapshot builder.
+#[derive(Clone)]
+pub struct StateMachine {
+    inner: Arc<Inner>,
+}
+
+type SmResult<T> = Result<T, StorageError<NodeId>>;
+
+fn be_u64(raw: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(raw.try_into().ok()?))
+}
+
+impl StateMachine {
+    /// Open the state machine of `replica`, with Raft's records in `meta` and snapshot files
+    /// in `dir`. Finishes a snapshot install that a crash interrupted.
+    pub async fn open(replica: Arc<Replica>, meta: Arc<dyn Store>, dir: &Path) -> SmResult<Self> {
+        tokio::fs::create_dir_all(dir)
+            .await
+            .map_err(|e| io_error("creating the snapshot directory", true, e))?;
+        let read = |key: &'static [u8]| {
+            let meta = meta.clone();
+            async move {
+                meta.get(key)
+                    .await
+                    .map_err(|e| io_error("state machine record", false, e))
+            }
+        };
+        let last_applied = match read(SM_APPLIED).await? {
+            Some(raw) => decode_or("applied log id", &raw)?,
+            None => None,
+        };
+        let membership = match read(SM_MEMBERSHIP).await? {
+            Some(raw) => decode_or("membership", &raw)?,
+            None => StoredMembership::default(),
+        };
+        let current = match read(SM_SNAPSHOT).await? {
+            Some(raw) => Some(decode_or("snapshot meta", &raw)?),
+            None => None,
+        };
+        let installing: Option<SnapshotMeta<NodeId, Member>> = match read(SM_INSTALLING).await? {
+            Some(raw) => Some(decode_or("snapshot being installed", &raw)?),
+            None => None,
+        };
+        let index = last_applied.map(|l: LogId<NodeId>| l.index).unwrap_or(0);
+        replica.applied.send_replace(index);
+        let sm = StateMachine {
+            inner: Arc::new(Inner {
+                replica,
+                meta,
+                dir: dir.to_path_buf(),
+                state: tokio::sync::Mutex::new(State {
+                    last_applied,
+                    membership,
+                    markers: HashMap::new(),
+                    current,
+                }),
+            }),
+        };
+        if let Some(meta) = installing {
+            tracing::warn!(snapshot = %meta.snapshot_id, "finishing a snapshot install interrupted by a crash");
+            let mut st = sm.inner.state.lock().await;
+            sm.install_from_file(&mut st, &meta).await?;
+        }
+        Ok(sm)
+    }
+
+    pub fn replica(&self) -> &Arc<Replica> {
+        &self.inner.replica
+    }
+
+    async fn apply_command(&self, st: &mut State, index: u64, cmd: Command) -> SmResult<Applied> {
+        let replica = &self.inner.replica;
+        let fail = |what, e: BackendError| io_error(what, true, e);
+        match cmd {
+            Command::CreateDatabase { name } => {
+                replica
+                    .store(&name, true)
+                    .await
+                    .map_err(|e| fail("creating a database", e))?;
+                Ok(Applied::Done)
+            }
+            Command::DropDatabase { name } => {
+                st.markers.remove(&name);
+                replica
+                    .drop_database(&name)
+                    .await
+                    .map_err(|e| fail("dropping a database", e))?;
+                Ok(Applied::Done)
+            }
+            Command::Batch {
+                database,
+                ops,
+                durability: _,
+                precondition,
+            } => {
+                let Some(store) = replica
+                    .store(&database, false)
+                    .await
+                    .map_err(|e| fail("opening a database", e))?
+                else {
+                    return Ok(Applied::NoDatabase);
+                };
+                let marker = match st.markers.get(&database) {
+                    Some(m) => *m,
+                    None => store
+                        .get(APPLIED_MARKER)
+                        .await
+                        .map_err(|e| io_error("reading a database's applied index", false, e))?
+                        .and_then(|raw| be_u64(&raw))
+                        .unwrap_or(0),
+                };
+                if marker >= index {
+                    // Applied before a crash, and durable: replaying the log skips it.
+                    st.markers.insert(database, marker);
+                    return Ok(Applied::Done);
+                }
+                let holds = match &precondition {
+                    None => true,
+                    Some(p) => {
+                        let now = store
+                            .get(&p.key)
+                            .await
+                            .map_err(|e| io_error("checking a precondition", false, e))?;
+                        now == p.expected
+                    }
+                };
+                let mut batch = if holds { ops } else { Vec::new() };
+                batch.push(BatchOp::Put(
+                    APPLIED_MARKER.to_vec(),
+                    index.to_be_bytes().to_vec(),
+                ));
+                // The Raft log is synced; the copy here need not be (see the module docs).
+                store
+                    .apply(batch, Durability::Async, None)
+                    .await
+                    .map_err(|e| fail("applying a batch", e))?;
+                st.markers.insert(database, index);
+                Ok(if holds {
+                    Applied::Done
+                } else {
+                    Applied::PreconditionFailed
+                })
+            }
+        }
+    }
+
+    /// Sync every database, then record the durable point (and, if given, the current
+    /// snapshot) — in that order, so the record never claims more than the disk has.
+    async fn persist(
+        &self,
+        st: &State,
+        snapshot: Option<&SnapshotMeta<NodeId, Member>>,
+    ) -> SmResult<()> {
+        let replica = &self.inner.replica;
+        for name in replica
+            .names()
+            .await
+            .map_err(|e| io_error("listing databases", false, e))?
+        {
+            if let Some(store) = replica
+                .store(&name, false)
+                .await
+                .map_err(|e| io_error("opening a database", false, e))?
+            {
+                store
+                    .sync()
+                    .await
+                    .map_err(|e| io_error("syncing a database", true, e))?;
+            }
+        }
+        let mut ops = vec![
+            BatchOp::Put(
+                SM_APPLIED.to_vec(),
+                encode_or("applied log id", &st.last_applied)?,
+            ),
+            BatchOp::Put(
+                SM_MEMBERSHIP.to_vec(),
+                encode_or("membership", &st.membership)?,
+            ),
+        ];
+        if let Some(meta) = snapshot {
+            ops.push(BatchOp::Put(
+                SM_SNAPSHOT.to_vec(),
+                encode_or("snapshot meta", meta)?,
+            ));
+        }
+        ops.push(BatchOp::Delete(SM_INSTALLING.to_vec()));
+        self.inner
+            .meta
+            .apply(ops, Durability::Sync, None)
+            .await
+            .map_err(|e| io_error("recording the applied point", true, e))
+    }
+
+    fn path(&self, file: &str) -> PathBuf {
+        self.inner.dir.join(file)
+    }
+
+    async fn open_current(
+        &self,
+        meta: &SnapshotMeta<NodeId, Member>,
+    ) -> SmResult<Snapshot<TypeConfig>> {
+        let file = tokio::fs::File::open(self.path(CURRENT_FILE))
+            .await
+            .map_err(|e| io_error("opening the snapshot", false, e))?;
+        Ok(Snapshot {
+            meta: meta.clone(),
+            snapshot: Box::new(file),
+        })
+    }
+
+    /// Replace every database with the contents of `snapshot-installing`, then make it the
+    /// current snapshot.
+    async fn install_from_file(
+        &self,
+        st: &mut State,
+        meta: &SnapshotMeta<NodeId, Member>,
+    ) -> SmResult<()> {
+        let replica = &self.inner.replica;
+        let file = tokio::fs::File::open(self.path(INSTALLING_FILE))
+            .await
+            .map_err(|e| io_error("opening the received snapshot", false, e))?;
+        let mut reader = SnapshotReader::new(BufReader::new(file))
+            .await
+            .map_err(|e| io_error("reading the received snapshot", false, e))?;
+        let index = meta.last_log_id.map(|l| l.index).unwrap_or(0);
+        let mut kept = Vec::new();
+        let mut current: Option<Arc<dyn Store>> = None;
+        let mut batch = Vec::new();
+        let flush = |store: Option<Arc<dyn Store>>, batch: Vec<BatchOp>| async move {
+            if let (Some(s), false) = (store, batch.is_empty()) {
+                s.apply(batch, Durability::Async, None)
+                    .await
+                    .map_err(|e| io_error("loading the snapshot", true, e))?;
+            }
+            Ok::<_, StorageError<NodeId>>(())
+        };
+        while let Some(rec) = reader
+            .next()
+            .await
+            .map_err(|e| io_error("reading the received snapshot", false, e))?
+        {
+            match rec {
+                Record::Database(name) => {
+                    flush(current.take(), std::mem::take(&mut batch)).await?;
+                    let store = replica
+                        .store(&name, true)
+                        .await
+                        .map_err(|e| io_error("creating a database", true, e))?
+                        .ok_or_else(|| io_error("creating a database", true, "not created"))?;
+                    clear(&*store).await?;
+                    kept.push(name);
+                    current = Some(store);
+                }
+                Record::Pair(k, v) => {
+                    if k.as_slice() == APPLIED_MARKER {
+                        continue;
+                    }
+                    batch.push(BatchOp::Put(k, v));
+                    if batch.len() >= LOAD_BATCH {
+                        flush(current.clone(), std::mem::take(&mut batch)).await?;
+                    }
+                }
+            }
+        }
+        flush(current.take(), std::mem::take(&mut batch)).await?;
+        for name in replica
+            .names()
+            .await
+            .map_err(|e| io_error("listing databases", false, e))?
+        {
+            if !kept.contains(&name) {
+                replica
+                    .drop_database(&name)
+                    .await
+                    .map_err(|e| io_error("dropping a database", true, e))?;
+            }
+        }
+        st.markers.clear();
+        for name in &kept {
+            if let Some(store) = replica
+                .store(name, false)
+                .await
+                .map_err(|e| io_error("opening a database", false, e))?
+            {
+                store
+                    .apply(
+                        vec![BatchOp::Put(
+                            APPLIED_MARKER.to_vec(),
+                            index.to_be_bytes().to_vec(),
+                        )],
+                        Durability::Async,
+                        None,
+                    )
+                    .await
+                    .map_err(|e| io_error("loading the snapshot", true, e))?;
+                st.markers.insert(name.clone(), index);
+            }
+        }
+        st.last_applied = meta.last_log_id;
+        st.membership = meta.last_membership.clone();
+        tokio::fs::rename(self.path(INSTALLING_FILE), self.path(CURRENT_FILE))
+            .await
+            .map_err(|e| io_error("keeping the snapshot", true, e))?;
+        self.persist(st, Some(meta)).await?;
+        st.current = Some(meta.clone());
+        replica.applied.send_replace(index);
+        Ok(())
+    }
+}
+
+/// Delete every key of a store.
+async fn clear(store: &dyn Store) -> SmResult<()> {
+    loop {
+        let keys = store
+            .scan(&[], &[], false, LOAD_BATCH)
+            .await
+            .map_err(|e| io_error("clearing a database", false, e))?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let ops = keys.into_iter().map(|(k, _)| BatchOp::Delete(k)).collect();
+        store
+            .apply(ops, Durability::Async, None)
+            .await
+            .map_err(|e| io_error("clearing a database", true, e))?;
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    async fn build_snapshot(&mut self) -> SmResult<Snapshot<TypeConfig>> {
+        // Applying waits while the snapshot is written: it is one consistent state.
+        let mut st = self.inner.state.lock().await;
+        let replica = self.inner.replica.clone();
+        let tmp = self.path(&format!("snapshot-building-{}", uuid::Uuid::new_v4()));
+        let file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| io_error("creating a snapshot", true, e))?;
+        let mut w = SnapshotWriter::new(BufWriter::new(file))
+            .await
+            .map_err(|e| io_error("writing a snapshot", true, e))?;
+        let werr = |e| io_error("writing a snapshot", true, e);
+        for name in replica
+            .names()
+            .await
+            .map_err(|e| io_error("listing databases", false, e))?
+        {
+            let Some(store) = replica
+                .store(&name, false)
+                .await
+                .map_err(|e| io_error("opening a database", false, e))?
+            else {
+                continue;
+            };
+            w.database(&name).await.map_err(werr)?;
+            let mut from = Vec::new();
+            loop {
+                let chunk = store
+                    .scan(&from, &[], false, LOAD_BATCH)
+                    .await
+                    .map_err(|e| io_error("reading a database", false, e))?;
+                let full = chunk.len() == LOAD_BATCH;
+                for (k, v) in &chunk {
+                    w.pair(k, v).await.map_err(werr)?;
+                }
+                match chunk.last() {
+                    Some((k, _)) if full => {
+                        from = k.clone();
+                        from.push(0);
+                    }
+                    _ => break,
+                }
+            }
+        }
+        let file = w.finish().await.map_err(werr)?.into_inner();
+        file.sync_all()
+            .await
+            .map_err(|e| io_error("syncing a snapshot", true, e))?;
+        drop(file);
+        tokio::fs::rename(&tmp, self.path(CURRENT_FILE))
+            .await
+            .map_err(|e| io_error("keeping the snapshot", true, e))?;
+        let last = st.last_applied;
+        let meta = SnapshotMeta {
+            last_log_id: last,
+            last_membership: st.membership.clone(),
+            snapshot_id: format!(
+                "{}-{}-{}",
+                last.map(|l| l.leader_id.term).unwrap_or(0),
+                last.map(|l| l.index).unwrap_or(0),
+                uuid::Uuid::new_v4().simple()
+            ),
+        };
+        self.persist(&st, Some(&meta)).await?;
+        st.current = Some(meta.clone());
+        drop(st);
+        self.open_current(&meta).await
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotBuilder = StateMachine;
+
+    async fn applied_state(
+        &mut self,
+    ) -> SmResult<(Option<LogId<NodeId>>, StoredMembership<NodeId, Member>)> {
+        let st = self.inner.state.lock().await;
+        Ok((st.last_applied, st.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> SmResult<Vec<Applied>>
+    where
+        I: IntoIterator<Item = openraft::Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut st = self.inner.state.lock().await;
+        let mut out = Vec::new();
+        for entry in entries {
+            st.last_applied = Some(entry.log_id);
+            let applied = match entry.payload {
+                EntryPayload::Blank => Applied::Done,
+                EntryPayload::Membership(m) => {
+                    st.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Applied::Done
+                }
+                EntryPayload::Normal(cmd) => {
+                    self.apply_command(&mut st, entry.log_id.index, cmd).await?
+                }
+            };
+            out.push(applied);
+        }
+        if let Some(l) = st.last_applied {
+            self.inner.replica.applied.send_replace(l.index);
+        }
+        Ok(out)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> SmResult<Box<tokio::fs::File>> {
+        let path = self.path(&format!("snapshot-receiving-{}", uuid::Uuid::new_v4()));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|e| io_error("receiving a snapshot", true, e))?;
+        // The name is only needed while it is written: unlinked now, the data lives as long
+        // as the handle, and nothing is left behind if the transfer is abandoned.
+        let _ = tokio::fs::remove_file(&path).await;
+        Ok(Box::new(file))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, Member>,
+        mut snapshot: Box<tokio::fs::File>,
+    ) -> SmResult<()> {
+        // Check the whole file before anything is touched, and keep it durable, named, so
+        // that a crash in the middle of installing finishes the install on restart.
+        snapshot
+            .seek(SeekFrom::Start(0))
+            .await
+            .map_err(|e| io_error("reading the received snapshot", false, e))?;
+        let reader = SnapshotReader::new(BufReader::new(&mut *snapshot))
+            .await
+            .map_err(|e| io_error("checking the received snapshot", false, e))?;
+        reader
+            .verify()
+            .await
+            .map_err(|e| io_error("checking the received snapshot", false, e))?;
+        snapshot
+            .seek(SeekFrom::Start(0))
+            .await
+            .map_err(|e| io_error("reading the received snapshot", false, e))?;
+        let mut kept = tokio::fs::File::create(self.path(INSTALLING_FILE))
+            .await
+            .map_err(|e| io_error("keeping the received snapshot", true, e))?;
+        tokio::io::copy(&mut *snapshot, &mut kept)
+            .await
+            .map_err(|e| io_error("keeping the received snapshot", true, e))?;
+        kept.sync_all()
+            .await
+            .map_err(|e| io_error("keeping the received snapshot", true, e))?;
+        drop(kept);
+        let mut st = self.inner.state.lock().await;
+        self.inner
+            .meta
+            .apply(
+                vec![BatchOp::Put(
+                    SM_INSTALLING.to_vec(),
+                    encode_or("snapshot meta", meta)?,
+                )],
+                Durability::Sync,
+                None,
+            )
+            .await
+            .map_err(|e| io_error("recording a snapshot install", true, e))?;
+        self.install_from_file(&mut st, meta).await
+    }
+
+    async fn get_current_snapshot(&mut self) -> SmResult<Option<Snapshot<TypeConfig>>> {
+        let meta = self.inner.state.lock().await.current.clone();
+        match meta {
+            Some(meta) => Ok(Some(self.open_current(&meta).await?)),
+            None => Ok(None),
+        }
+    }
+}
