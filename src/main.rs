@@ -89,7 +89,7 @@ enum Command {
     /// Serve the frontends over the store: KV Connect on 127.0.0.1:4512, PostgreSQL on
     /// 127.0.0.1:5433 and the REST API on 127.0.0.1:4200.
     #[cfg(feature = "kv-connect")]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Whether a server is running from the data directory, where it listens, and whether
     /// its REST API answers (exit status 3 when none is running).
     Status,
@@ -161,6 +161,11 @@ enum Command {
     #[cfg(feature = "typed")]
     #[command(subcommand)]
     Typed(TypedCommand),
+    /// Form and change a replicated cluster of `strata serve --cluster` nodes, and see its
+    /// state.
+    #[cfg(feature = "replication")]
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
 }
 
 #[cfg(feature = "typed")]
@@ -275,6 +280,9 @@ struct ServeArgs {
     #[cfg(feature = "typed")]
     #[arg(long, default_value = "typed")]
     typed_database: String,
+    #[cfg(feature = "replication")]
+    #[command(flatten)]
+    node: cluster::NodeArgs,
 }
 
 #[cfg(feature = "sql")]
@@ -353,6 +361,8 @@ enum KvCommand {
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+#[cfg(feature = "replication")]
+mod cluster;
 mod copy;
 mod daemon;
 #[cfg(feature = "sqlite")]
@@ -421,6 +431,10 @@ async fn run(cli: Cli) -> CliResult {
     #[cfg(feature = "rest")]
     if let Command::Init { path, force } = &cli.command {
         return init_config(path, *force);
+    }
+    #[cfg(feature = "replication")]
+    if let Command::Cluster(command) = cli.command {
+        return cluster::run(command).await;
     }
     #[cfg(feature = "rest")]
     if let Command::Db {
@@ -514,12 +528,62 @@ async fn run(cli: Cli) -> CliResult {
     }
     #[cfg(feature = "kv-connect")]
     if let Command::Serve(args) = cli.command {
+        #[cfg(feature = "replication")]
+        let node = match args.node.cluster {
+            true => Some(cluster::start_node(backend.clone(), &args.node, &url).await?),
+            false => None,
+        };
+        #[cfg(feature = "replication")]
+        let backend: std::sync::Arc<dyn strata::Backend> = match &node {
+            Some(node) => node.backend(),
+            None => backend,
+        };
         let engine = std::sync::Arc::new(Engine::new(backend, EngineConfig::default()));
-        let result = match file.bootstrap(&engine).await {
-            Ok(()) => serve(engine.clone(), args, file, run_dir, &store).await,
+        #[cfg(feature = "replication")]
+        let mut file = file;
+        #[cfg(feature = "replication")]
+        let bootstrap = match &node {
+            // A cluster node creates what db.toml declares through the cluster, once the
+            // cluster has a leader (a new one waits for `strata cluster init`); creating is
+            // idempotent, so every node may try.
+            Some(node) => {
+                #[cfg(feature = "rest")]
+                if let Some(toml) = file.toml.take() {
+                    let (node, engine) = (node.clone(), engine.clone());
+                    tokio::spawn(async move {
+                        node.leader_known().await;
+                        if let Err(e) = bootstrap_toml(&engine, &toml).await {
+                            tracing::error!(error = %e, "bootstrapping db.toml through the cluster failed");
+                        }
+                    });
+                }
+                let _ = node;
+                Ok(())
+            }
+            None => file.bootstrap(&engine).await,
+        };
+        #[cfg(not(feature = "replication"))]
+        let bootstrap = file.bootstrap(&engine).await;
+        let result = match bootstrap {
+            Ok(()) => {
+                serve(
+                    engine.clone(),
+                    *args,
+                    file,
+                    run_dir,
+                    &store,
+                    #[cfg(feature = "replication")]
+                    node.clone(),
+                )
+                .await
+            }
             Err(e) => Err(e),
         };
         engine.close().await;
+        #[cfg(feature = "replication")]
+        if let Some(node) = node {
+            node.shutdown().await;
+        }
         return result;
     }
     let engine = std::sync::Arc::new(Engine::new(
@@ -627,22 +691,32 @@ impl FileConfig {
     async fn bootstrap(&self, engine: &std::sync::Arc<Engine>) -> CliResult {
         #[cfg(feature = "rest")]
         if let Some(toml) = &self.toml {
-            let done = strata_rest::config::bootstrap(engine, toml)
-                .await
-                .map_err(|e| e.to_string())?;
-            for db in &done.databases_created {
-                eprintln!("created database {db}");
-            }
-            for s in &done.statements {
-                eprintln!("created {s}");
-            }
-            if done.databases_created.is_empty() && done.statements.is_empty() {
-                eprintln!("bootstrap: everything declared exists already");
-            }
+            bootstrap_toml(engine, toml).await?;
         }
         let _ = engine;
         Ok(())
     }
+}
+
+/// Create what `toml` declares and is missing, saying what was made.
+#[cfg(feature = "rest")]
+async fn bootstrap_toml(
+    engine: &std::sync::Arc<Engine>,
+    toml: &strata_rest::config::DbToml,
+) -> CliResult {
+    let done = strata_rest::config::bootstrap(engine, toml)
+        .await
+        .map_err(|e| e.to_string())?;
+    for db in &done.databases_created {
+        eprintln!("created database {db}");
+    }
+    for s in &done.statements {
+        eprintln!("created {s}");
+    }
+    if done.databases_created.is_empty() && done.statements.is_empty() {
+        eprintln!("bootstrap: everything declared exists already");
+    }
+    Ok(())
 }
 
 /// `strata db … --url`: the same commands against a running server's REST API.
@@ -704,6 +778,7 @@ async fn serve(
     file: FileConfig,
     run_dir: Option<daemon::RunDir>,
     store: &str,
+    #[cfg(feature = "replication")] node: Option<std::sync::Arc<strata_replication::Node>>,
 ) -> CliResult {
     use strata_kv_connect::{Server, ServerConfig};
     let token = args
@@ -733,14 +808,31 @@ async fn serve(
         .await
         .map_err(|e| format!("cannot listen on {kv_addr}: {e}"))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let config = ServerConfig {
+    #[allow(unused_mut)]
+    let mut config = ServerConfig {
         access_token: token.clone(),
         create_databases: args.create_databases,
         queue_push: args.queue_push,
         ..ServerConfig::default()
     };
+    #[cfg(feature = "replication")]
+    if let Some(node) = &node {
+        // Every member's KV Connect server is an eventual endpoint for Deno's clients.
+        let node = node.clone();
+        config.replicas = Some(strata_kv_connect::Replicas(std::sync::Arc::new(
+            move || {
+                node.endpoints("kv-connect")
+                    .into_iter()
+                    .map(|(_, url)| url)
+                    .collect()
+            },
+        )));
+    }
+    let clustered = config.replicas.is_some();
     let server = Server::new(engine.clone(), config);
-    server.prepare().await.map_err(|e| e.to_string())?;
+    if !clustered {
+        server.prepare().await.map_err(|e| e.to_string())?;
+    }
     #[cfg(feature = "sql")]
     let pg_addr = args
         .pgwire
@@ -822,6 +914,10 @@ async fn serve(
     if let Some((_, _, _, addr)) = &typed {
         println!("Typed sync on http://{addr}");
     }
+    #[cfg(feature = "replication")]
+    if let Some(node) = &node {
+        println!("Raft on {}", node.member().raft_addr);
+    }
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
     let mut addresses = vec![("kv-connect".to_string(), format!("http://{addr}"))];
@@ -836,6 +932,10 @@ async fn serve(
     #[cfg(feature = "typed")]
     if let Some((_, _, _, addr)) = &typed {
         addresses.push(("typed".into(), format!("http://{addr}")));
+    }
+    #[cfg(feature = "replication")]
+    if let Some(node) = &node {
+        node.set_endpoints(addresses.iter().cloned().collect());
     }
     let _pid_file = match &run_dir {
         Some(run) => Some(run.claim(store, addresses)?),
@@ -965,6 +1065,10 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
         }
         Command::Copy { .. } => {
             return Err("copy is handled before the store is opened for commands".into())
+        }
+        #[cfg(feature = "replication")]
+        Command::Cluster(_) => {
+            return Err("cluster is handled before the store is opened for commands".into())
         }
         Command::Status | Command::Stop { .. } | Command::Logs { .. } => {
             return Err("status, stop and logs are handled before the store is opened".into())

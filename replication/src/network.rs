@@ -67,10 +67,23 @@ pub struct Proposed {
 /// What `strata cluster …` asks of a node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum AdminRequest {
-    Initialize { members: BTreeMap<NodeId, Member> },
-    AddLearner { id: NodeId, member: Member },
-    ChangeVoters { voters: BTreeSet<NodeId> },
+    Initialize {
+        members: BTreeMap<NodeId, Member>,
+    },
+    AddLearner {
+        id: NodeId,
+        member: Member,
+    },
+    ChangeVoters {
+        voters: BTreeSet<NodeId>,
+    },
     Status,
+    /// Who the called node is: its id and how it describes itself.
+    Describe,
+    /// Take nodes out of the cluster, voters and learners alike.
+    Remove {
+        ids: BTreeSet<NodeId>,
+    },
 }
 
 /// The answer to an [`AdminRequest`].
@@ -78,6 +91,7 @@ pub enum AdminRequest {
 pub enum AdminReply {
     Done,
     Status(crate::node::ClusterStatus),
+    Member { id: NodeId, member: Member },
 }
 
 /// A gRPC client for one peer address. Connects lazily; a call to a node that is down fails
@@ -176,6 +190,23 @@ impl PeerClient {
                 _ => self.unreachable(status.message()),
             }),
         }
+    }
+}
+
+/// Ask the node at `addr` (any member) to run an admin request, passed on to the leader
+/// when it must run there: what `strata cluster …` does.
+pub async fn admin(
+    addr: &str,
+    credentials: &Credentials,
+    req: &AdminRequest,
+    timeout: Duration,
+) -> Result<AdminReply> {
+    let reply = PeerClient::new(0, addr, credentials.clone())
+        .call(Method::Admin, encode(req)?, timeout)
+        .await?;
+    match decode::<std::result::Result<AdminReply, String>>(&reply)? {
+        Ok(r) => Ok(r),
+        Err(e) => Err(ReplicationError::Raft(e)),
     }
 }
 

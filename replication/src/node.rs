@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use openraft::error::{
     CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError,
 };
-use openraft::{ServerState, SnapshotPolicy};
+use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use strata_engine::Backend;
 use tokio::sync::watch;
@@ -107,7 +107,7 @@ pub struct Node {
     id: NodeId,
     raft: Raft,
     replica: Arc<Replica>,
-    member: Member,
+    member: Mutex<Member>,
     credentials: Credentials,
     peers: Mutex<BTreeMap<NodeId, PeerClient>>,
     shutdown: watch::Sender<bool>,
@@ -119,7 +119,7 @@ impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Node")
             .field("id", &self.id)
-            .field("raft_addr", &self.member.raft_addr)
+            .field("raft_addr", &self.member().raft_addr)
             .finish()
     }
 }
@@ -180,7 +180,7 @@ impl Node {
             id: config.node_id,
             raft,
             replica,
-            member,
+            member: Mutex::new(member),
             credentials: config.credentials.clone(),
             peers: Mutex::new(BTreeMap::new()),
             shutdown: watch::channel(false).0,
@@ -196,9 +196,32 @@ impl Node {
         self.id
     }
 
-    /// This node as other members see it (its Raft address and endpoints).
-    pub fn member(&self) -> &Member {
-        &self.member
+    /// This node as it describes itself to the cluster (its Raft address and endpoints).
+    /// Members record it when the node is added, so set the endpoints before that.
+    pub fn member(&self) -> Member {
+        self.member
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Record this node's client-facing endpoints (once its frontends are listening).
+    pub fn set_endpoints(&self, endpoints: BTreeMap<String, String>) {
+        self.member
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .endpoints = endpoints;
+    }
+
+    /// Every member's endpoints for one frontend (`kv-connect`), as the membership records
+    /// them, by node id.
+    pub fn endpoints(&self, frontend: &str) -> Vec<(NodeId, String)> {
+        let m = self.raft.metrics().borrow().clone();
+        m.membership_config
+            .membership()
+            .nodes()
+            .filter_map(|(id, node)| node.endpoints.get(frontend).map(|e| (*id, e.clone())))
+            .collect()
     }
 
     pub fn raft(&self) -> &Raft {
@@ -302,7 +325,7 @@ impl Node {
                         if !self.replica.wait_applied(p.index, left).await {
                             return Err(ReplicationError::Unreachable {
                                 node: self.id,
-                                addr: self.member.raft_addr.clone(),
+                                addr: self.member().raft_addr,
                                 detail: format!(
                                     "committed at index {} but not applied on this node in time",
                                     p.index
@@ -395,6 +418,18 @@ impl Node {
     /// Run a membership change or status request here, or on the leader when it must run
     /// there.
     pub async fn admin(&self, req: AdminRequest) -> Result<AdminReply> {
+        if matches!(
+            req,
+            AdminRequest::Initialize { .. } | AdminRequest::Describe
+        ) {
+            // Only ever this node: initializing is what makes a leader in the first place.
+            return self.admin_local(req).await.map_err(|e| match e {
+                AdminError::Failed(e) => e,
+                AdminError::NotLeader(_) => {
+                    ReplicationError::Invalid("the cluster is already initialized".into())
+                }
+            });
+        }
         match self.admin_local(req.clone()).await {
             Err(AdminError::NotLeader(hint)) => {
                 let Some((id, leader)) = self.remote_leader(hint.as_ref()) else {
@@ -430,9 +465,7 @@ impl Node {
         match req {
             AdminRequest::Initialize { members } => {
                 let mut members = members;
-                members
-                    .entry(self.id)
-                    .or_insert_with(|| self.member.clone());
+                members.entry(self.id).or_insert_with(|| self.member());
                 match self.raft.initialize(members).await {
                     Ok(()) => Ok(AdminReply::Done),
                     Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {
@@ -463,6 +496,42 @@ impl Node {
                 Ok(AdminReply::Done)
             }
             AdminRequest::Status => Ok(AdminReply::Status(self.status())),
+            AdminRequest::Remove { ids } => {
+                let membership = self.raft.metrics().borrow().membership_config.clone();
+                let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+                let remaining: BTreeSet<NodeId> = voters.difference(&ids).copied().collect();
+                if remaining.is_empty() {
+                    return Err(AdminError::Failed(ReplicationError::Invalid(
+                        "that would leave the cluster without voters".into(),
+                    )));
+                }
+                if remaining.len() != voters.len() {
+                    self.raft
+                        .change_membership(remaining, false)
+                        .await
+                        .map_err(write_err)?;
+                }
+                let learners: BTreeSet<NodeId> = self
+                    .raft
+                    .metrics()
+                    .borrow()
+                    .membership_config
+                    .membership()
+                    .learner_ids()
+                    .filter(|id| ids.contains(id))
+                    .collect();
+                if !learners.is_empty() {
+                    self.raft
+                        .change_membership(ChangeMembers::RemoveNodes(learners), false)
+                        .await
+                        .map_err(write_err)?;
+                }
+                Ok(AdminReply::Done)
+            }
+            AdminRequest::Describe => Ok(AdminReply::Member {
+                id: self.id,
+                member: self.member(),
+            }),
         }
     }
 
@@ -516,6 +585,16 @@ impl Node {
         self.admin(AdminRequest::Initialize { members: others })
             .await
             .map(|_| ())
+    }
+
+    /// Wait until this node knows a leader (after `strata cluster init`, or once it has
+    /// been added to a cluster).
+    pub async fn leader_known(&self) {
+        let _ = self
+            .raft
+            .wait(None)
+            .metrics(|m| m.current_leader.is_some(), "a leader is known")
+            .await;
     }
 
     /// Whether this node is part of an initialized cluster.

@@ -12,7 +12,7 @@ use tonic::{Request, Response, Status};
 use crate::command::Command;
 use crate::error::{decode, encode, ReplicationError};
 use crate::network::{AdminRequest, CLUSTER_HEADER, MAX_MESSAGE};
-use crate::node::{AdminError, Node};
+use crate::node::Node;
 use crate::proto::raft_server::{Raft as RaftRpc, RaftServer};
 use crate::proto::Payload;
 use crate::{NodeId, TypeConfig};
@@ -118,11 +118,8 @@ impl RaftRpc for RaftService {
 
     async fn admin(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let admin: AdminRequest = self.open(req)?;
-        let out = match self.node.admin_local(admin).await {
-            Ok(r) => Ok(r),
-            Err(AdminError::NotLeader(_)) => Err("this node is not the leader".to_string()),
-            Err(AdminError::Failed(e)) => Err(e.to_string()),
-        };
+        // Run here, or passed on to the leader when it must run there.
+        let out = self.node.admin(admin).await.map_err(|e| e.to_string());
         reply(&out)
     }
 }

@@ -37,7 +37,7 @@ pub(crate) async fn snapshot_read(db: &Database, body: &[u8]) -> Result<Response
             })
             .collect(),
         read_disabled: false,
-        read_is_strongly_consistent: true,
+        read_is_strongly_consistent: !db.is_eventual(),
         status: proto::SnapshotReadStatus::SrSuccess as i32,
     })
 }

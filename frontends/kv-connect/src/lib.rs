@@ -28,4 +28,4 @@ mod time;
 
 pub use error::ApiError;
 pub use push::QueuePush;
-pub use server::{Server, ServerConfig, DEFAULT_DATABASE};
+pub use server::{Replicas, Server, ServerConfig, DEFAULT_DATABASE};

@@ -33,6 +33,20 @@ pub struct ServerConfig {
     pub metadata_ttl: Duration,
     /// POST every queue message to this URL (push consumers).
     pub queue_push: Option<String>,
+    /// On a cluster node: the KV Connect base URLs of every replica (this node's included),
+    /// listed to clients as `eventual` endpoints.
+    pub replicas: Option<Replicas>,
+}
+
+/// Where a cluster's replicas serve KV Connect, asked afresh for each metadata request
+/// (membership changes at runtime).
+#[derive(Clone)]
+pub struct Replicas(pub Arc<dyn Fn() -> Vec<String> + Send + Sync>);
+
+impl std::fmt::Debug for Replicas {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries((self.0)()).finish()
+    }
 }
 
 impl Default for ServerConfig {
@@ -44,6 +58,7 @@ impl Default for ServerConfig {
             watch_keepalive: Duration::from_secs(5),
             metadata_ttl: Duration::from_secs(3600),
             queue_push: None,
+            replicas: None,
         }
     }
 }
@@ -93,7 +108,11 @@ impl Server {
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        self.prepare().await.map_err(std::io::Error::other)?;
+        // A cluster node may start before its cluster has a leader: there the default
+        // database is made on its first request instead.
+        if self.state.config.replicas.is_none() {
+            self.prepare().await.map_err(std::io::Error::other)?;
+        }
         let app = self.router();
         axum::serve(listener, app)
             .with_graceful_shutdown(shutdown)
@@ -115,6 +134,8 @@ pub(crate) enum Route {
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Op {
     SnapshotRead,
+    /// A read served from this node's copy as it is (a replica's `eventual` endpoint).
+    EventualRead,
     AtomicWrite,
     Watch,
     QueueLease,
@@ -122,10 +143,15 @@ pub(crate) enum Op {
     QueueNack,
 }
 
+/// The eventual endpoint (`/v2/eventual`) serves reads only; clients write and watch
+/// through the strong one.
+const EVENTUAL_READ: &str = "/v2/eventual/snapshot_read";
+
 /// Split a path into (database, route).
 pub(crate) fn route(path: &str) -> Option<(String, Route)> {
-    const OPS: [(&str, Route); 6] = [
+    const OPS: [(&str, Route); 7] = [
         ("/v2/snapshot_read", Route::Op(Op::SnapshotRead)),
+        (EVENTUAL_READ, Route::Op(Op::EventualRead)),
         ("/v2/atomic_write", Route::Op(Op::AtomicWrite)),
         ("/v2/watch", Route::Op(Op::Watch)),
         ("/queue/lease", Route::Op(Op::QueueLease)),
@@ -196,10 +222,11 @@ async fn handle(
     };
     let db = open(state, db_name, false).await?;
     match op {
-        Op::SnapshotRead | Op::AtomicWrite | Op::Watch => {
+        Op::SnapshotRead | Op::EventualRead | Op::AtomicWrite | Op::Watch => {
             check_data_headers(&db, headers, op == Op::Watch)?;
             match op {
                 Op::SnapshotRead => datapath::snapshot_read(&db, &body).await,
+                Op::EventualRead => datapath::snapshot_read(&db.eventual(), &body).await,
                 Op::AtomicWrite => datapath::atomic_write(&db, &body).await,
                 _ => datapath::watch(&db, &body, state.config.watch_keepalive),
             }
@@ -296,10 +323,21 @@ async fn metadata(
         .or_else(|| bearer(headers).map(str::to_string))
         .unwrap_or_default();
     let expires = strata_engine::now_ms() + state.config.metadata_ttl.as_millis() as u64;
+    let mut endpoints =
+        vec![serde_json::json!({ "url": format!("{base}/v2"), "consistency": "strong" })];
+    if let Some(replicas) = &state.config.replicas {
+        for url in (replicas.0)() {
+            let url = url.trim_end_matches('/');
+            endpoints.push(serde_json::json!({
+                "url": format!("{url}{base}/v2/eventual"),
+                "consistency": "eventual",
+            }));
+        }
+    }
     let body = serde_json::json!({
         "version": version,
         "databaseId": db.id().to_ascii_lowercase(),
-        "endpoints": [{ "url": format!("{base}/v2"), "consistency": "strong" }],
+        "endpoints": endpoints,
         "token": token,
         "expiresAt": time::iso8601(expires),
     });
@@ -326,6 +364,10 @@ mod tests {
         assert_eq!(
             r("/v2/watch"),
             Some(("default".into(), Route::Op(Op::Watch)))
+        );
+        assert_eq!(
+            r("/db/shop/v2/eventual/snapshot_read"),
+            Some(("shop".into(), Route::Op(Op::EventualRead)))
         );
         assert_eq!(
             r("/queue/lease"),

@@ -1,0 +1,315 @@
+//! `strata serve --cluster` and `strata cluster …`: running a replicated node, and changing
+//! a cluster's membership from the command line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata::{Backend, StoreUrl};
+use strata_replication::network::{admin, AdminReply, AdminRequest, Credentials};
+use strata_replication::{ClusterConfig, ClusterStatus, Member, Node, NodeId};
+
+/// The Raft address a node listens on unless told otherwise.
+pub const DEFAULT_RAFT: &str = "127.0.0.1:7001";
+
+/// How long a membership change may take: adding a learner waits for it to catch up.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(clap::Args, Clone)]
+pub struct Access {
+    /// The cluster's name: nodes refuse calls meant for another cluster.
+    #[arg(long, env = "STRATA_CLUSTER_ID", default_value = "strata")]
+    pub cluster_id: String,
+    /// The secret every member shares, at least 16 characters (also STRATA_CLUSTER_SECRET).
+    #[arg(long, env = "STRATA_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+}
+
+impl Access {
+    fn credentials(&self) -> Result<Credentials, String> {
+        let secret = self
+            .cluster_secret
+            .clone()
+            .filter(|s| !s.is_empty())
+            .ok_or(
+            "a cluster needs a shared secret: pass --cluster-secret or set STRATA_CLUSTER_SECRET",
+        )?;
+        if secret.len() < 16 {
+            return Err("the cluster secret must be at least 16 characters".into());
+        }
+        if self.cluster_id.is_empty() || !self.cluster_id.is_ascii() {
+            return Err("the cluster id must be non-empty ASCII".into());
+        }
+        Ok(Credentials {
+            cluster_id: self.cluster_id.clone(),
+            secret,
+        })
+    }
+}
+
+#[derive(clap::Args, Clone)]
+pub struct NodeArgs {
+    /// Serve as a node of a replicated cluster: every frontend reads and writes the
+    /// cluster's data (with --node-id and a cluster secret; then `strata cluster init`).
+    #[arg(long)]
+    pub cluster: bool,
+    /// This node's id: a number unique in the cluster.
+    #[arg(long, requires = "cluster")]
+    pub node_id: Option<NodeId>,
+    /// Where this node listens for the other nodes [default: 127.0.0.1:7001].
+    #[arg(long, requires = "cluster")]
+    pub raft: Option<String>,
+    /// The address the other nodes reach this one at, when it differs from --raft.
+    #[arg(long, requires = "cluster")]
+    pub raft_advertise: Option<String>,
+    #[command(flatten)]
+    pub access: Access,
+}
+
+/// Start this process's node over its local store. Its data directory keeps the Raft log
+/// (as the database `.raft`) and the snapshots (`raft-snapshots/`).
+pub async fn start_node(
+    backend: Arc<dyn Backend>,
+    args: &NodeArgs,
+    store: &StoreUrl,
+) -> Result<Arc<Node>, String> {
+    let node_id = args
+        .node_id
+        .ok_or("a cluster node needs --node-id (a number unique in the cluster)")?;
+    if node_id == 0 {
+        return Err("--node-id must be at least 1".into());
+    }
+    let snapshots = match store {
+        StoreUrl::Redb(dir) | StoreUrl::Sqlite(dir) => dir.join("raft-snapshots"),
+        StoreUrl::Memory => {
+            std::env::temp_dir().join(format!("strata-raft-{}-{node_id}", std::process::id()))
+        }
+        StoreUrl::Dynamodb(_) => {
+            return Err(
+                "a cluster node keeps its copy in a local store (redb: or sqlite:); \
+                        DynamoDB is shared already and needs no replication"
+                    .into(),
+            )
+        }
+    };
+    let mut config = ClusterConfig::new(
+        node_id,
+        args.raft.as_deref().unwrap_or(DEFAULT_RAFT),
+        args.access.credentials()?,
+        snapshots,
+    );
+    config.advertise = args.raft_advertise.clone();
+    let node = Node::start(backend, config)
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "cluster node {node_id} on {} ({})",
+        node.member().raft_addr,
+        if node.is_initialized().await {
+            "rejoining its cluster"
+        } else {
+            "waiting for `strata cluster init` or to be added"
+        }
+    );
+    Ok(node)
+}
+
+#[derive(clap::Subcommand)]
+pub enum ClusterCommand {
+    /// Make a new cluster of running nodes (`strata serve --cluster`), given their Raft
+    /// addresses: all become voters, the first is asked to start it.
+    Init {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+        #[command(flatten)]
+        access: Access,
+    },
+    /// Add a running node (by its Raft address) as a learner: it copies the data, from the
+    /// log or a snapshot, and follows without voting until promoted.
+    AddLearner {
+        node: String,
+        /// Any node of the cluster.
+        #[arg(long, default_value = DEFAULT_RAFT)]
+        via: String,
+        #[command(flatten)]
+        access: Access,
+    },
+    /// Make learners voters.
+    Promote {
+        #[arg(required = true)]
+        ids: Vec<NodeId>,
+        #[arg(long, default_value = DEFAULT_RAFT)]
+        via: String,
+        #[command(flatten)]
+        access: Access,
+    },
+    /// Take nodes out of the cluster.
+    Remove {
+        #[arg(required = true)]
+        ids: Vec<NodeId>,
+        #[arg(long, default_value = DEFAULT_RAFT)]
+        via: String,
+        #[command(flatten)]
+        access: Access,
+    },
+    /// The leader, the term, log indexes, and each node's lag behind the leader.
+    Status {
+        #[arg(long, default_value = DEFAULT_RAFT)]
+        via: String,
+        /// Print the status as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        access: Access,
+    },
+}
+
+async fn ask(addr: &str, creds: &Credentials, req: AdminRequest) -> Result<AdminReply, String> {
+    admin(addr, creds, &req, ADMIN_TIMEOUT)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn describe(addr: &str, creds: &Credentials) -> Result<(NodeId, Member), String> {
+    match ask(addr, creds, AdminRequest::Describe).await? {
+        AdminReply::Member { id, member } => Ok((id, member)),
+        _ => Err(format!("{addr} gave an unexpected answer")),
+    }
+}
+
+async fn status_of(addr: &str, creds: &Credentials) -> Result<ClusterStatus, String> {
+    match ask(addr, creds, AdminRequest::Status).await? {
+        AdminReply::Status(s) => Ok(s),
+        _ => Err(format!("{addr} gave an unexpected answer")),
+    }
+}
+
+/// The status as the leader sees it (it alone knows every node's progress), else as `via`
+/// does.
+async fn cluster_status(via: &str, creds: &Credentials) -> Result<ClusterStatus, String> {
+    let local = status_of(via, creds).await?;
+    let leader_addr = local
+        .leader
+        .filter(|l| *l != local.node)
+        .and_then(|l| local.nodes.iter().find(|n| n.id == l))
+        .map(|n| n.raft_addr.clone());
+    match leader_addr {
+        Some(addr) => Ok(status_of(&addr, creds).await.unwrap_or(local)),
+        None => Ok(local),
+    }
+}
+
+pub async fn run(command: ClusterCommand) -> Result<(), String> {
+    match command {
+        ClusterCommand::Init { nodes, access } => {
+            let creds = access.credentials()?;
+            let mut members = BTreeMap::new();
+            for addr in &nodes {
+                let (id, member) = describe(addr, &creds).await?;
+                if members.insert(id, member).is_some() {
+                    return Err(format!(
+                        "two nodes have id {id}: give each a unique --node-id"
+                    ));
+                }
+            }
+            ask(&nodes[0], &creds, AdminRequest::Initialize { members }).await?;
+            eprintln!("initialized a cluster of {} node(s)", nodes.len());
+            print_status(&cluster_status(&nodes[0], &creds).await?);
+        }
+        ClusterCommand::AddLearner { node, via, access } => {
+            let creds = access.credentials()?;
+            let (id, member) = describe(&node, &creds).await?;
+            eprintln!("adding node {id} ({node}) as a learner; it catches up first");
+            ask(&via, &creds, AdminRequest::AddLearner { id, member }).await?;
+            eprintln!("node {id} is a learner: `strata cluster promote {id}` makes it a voter");
+        }
+        ClusterCommand::Promote { ids, via, access } => {
+            let creds = access.credentials()?;
+            let status = cluster_status(&via, &creds).await?;
+            let mut voters: BTreeSet<NodeId> = status
+                .nodes
+                .iter()
+                .filter(|n| n.voter)
+                .map(|n| n.id)
+                .collect();
+            for id in &ids {
+                if !status.nodes.iter().any(|n| n.id == *id) {
+                    return Err(format!(
+                        "node {id} is not in the cluster: add it with `strata cluster add-learner` first"
+                    ));
+                }
+                voters.insert(*id);
+            }
+            ask(&via, &creds, AdminRequest::ChangeVoters { voters }).await?;
+            eprintln!("promoted {ids:?}");
+        }
+        ClusterCommand::Remove { ids, via, access } => {
+            let creds = access.credentials()?;
+            let ids: BTreeSet<NodeId> = ids.into_iter().collect();
+            ask(&via, &creds, AdminRequest::Remove { ids: ids.clone() }).await?;
+            eprintln!("removed {ids:?}");
+        }
+        ClusterCommand::Status { via, json, access } => {
+            let creds = access.credentials()?;
+            let status = cluster_status(&via, &creds).await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&status).map_err(|e| e.to_string())?
+                );
+            } else {
+                print_status(&status);
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_status(s: &ClusterStatus) {
+    let leader = s
+        .leader
+        .map(|l| l.to_string())
+        .unwrap_or_else(|| "none".into());
+    println!(
+        "cluster {}: leader {leader}, term {}; as node {} ({}) sees it: log {}, applied {}, snapshot {}, purged {}",
+        s.cluster_id,
+        s.term,
+        s.node,
+        s.state,
+        s.last_log_index,
+        s.applied_index,
+        opt(s.snapshot_index),
+        opt(s.purged_index),
+    );
+    println!(
+        "{:>4}  {:<8}  {:<22}  {:>8}  {:>6}  endpoints",
+        "node", "role", "raft", "matched", "lag"
+    );
+    for n in &s.nodes {
+        let role = if Some(n.id) == s.leader {
+            "leader"
+        } else if n.voter {
+            "voter"
+        } else {
+            "learner"
+        };
+        let endpoints: Vec<String> = n
+            .endpoints
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        println!(
+            "{:>4}  {:<8}  {:<22}  {:>8}  {:>6}  {}",
+            n.id,
+            role,
+            n.raft_addr,
+            opt(n.matched_index),
+            opt(n.lag),
+            endpoints.join(" ")
+        );
+    }
+}
+
+fn opt(v: Option<u64>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
+}

@@ -1,0 +1,236 @@
+//! A three-node cluster of real `strata serve --cluster` processes on redb stores: formed
+//! with `strata cluster init`, written and read through different nodes' REST APIs, its
+//! leader SIGKILLed mid-life and restarted, and inspected with `strata cluster status`.
+#![cfg(all(feature = "replication", feature = "rest", unix))]
+
+use std::io::BufRead;
+use std::process::{Child, Command, Output, Stdio};
+
+const SECRET: &str = "a-cluster-secret-for-tests";
+
+struct Proc {
+    child: Child,
+    rest: String,
+    raft: String,
+    kv: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn strata(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strata"))
+        .env_remove("STRATA_STORE")
+        .env_remove("STRATA_RUN_DIR")
+        .env_remove("STRATA_ACCESS_TOKEN")
+        .env("STRATA_CLUSTER_SECRET", SECRET)
+        .args(args)
+        .output()
+        .expect("run strata")
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Start node `id` over `dir`, on `raft` (`127.0.0.1:0` the first time, its own address on
+/// restart); wait until every listener is up.
+fn start(dir: &std::path::Path, id: u64, raft: &str) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("node.log"))
+        .unwrap();
+    let store = format!("redb:{}", dir.join("data").display());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .env_remove("STRATA_ACCESS_TOKEN")
+        .env_remove("DENO_KV_ACCESS_TOKEN")
+        .env("STRATA_CLUSTER_SECRET", SECRET)
+        .args([
+            "--store",
+            &store,
+            "serve",
+            "--no-auth",
+            "--kv-connect",
+            "127.0.0.1:0",
+            "--no-pgwire",
+            "--rest",
+            "127.0.0.1:0",
+            "--cluster",
+            "--node-id",
+            &id.to_string(),
+            "--raft",
+            raft,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let (mut rest, mut raft, mut kv) = (String::new(), String::new(), String::new());
+    while raft.is_empty() {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            panic!(
+                "node {id} exited: {}",
+                std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
+            );
+        }
+        let line = line.trim();
+        if let Some(a) = line.strip_prefix("REST on ") {
+            rest = a.to_string();
+        } else if let Some(a) = line.strip_prefix("Raft on ") {
+            raft = a.to_string();
+        } else if let Some(a) = line.strip_prefix("Listening on ") {
+            kv = a.to_string();
+        }
+    }
+    // Keep draining stdout so the node never blocks on a full pipe.
+    std::thread::spawn(move || for _ in out.lines() {});
+    Proc {
+        child,
+        rest,
+        raft,
+        kv,
+    }
+}
+
+/// KV Connect metadata of the default database, over a plain HTTP/1.1 request.
+fn metadata(kv: &str) -> serde_json::Value {
+    use std::io::{Read, Write};
+    let addr = kv.trim_start_matches("http://");
+    let body = r#"{"supportedVersions":[2,3]}"#;
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let json = &reply[reply.find("\r\n\r\n").unwrap() + 4..];
+    serde_json::from_str(json).unwrap()
+}
+
+fn sql(node: &Proc, statement: &str) -> String {
+    ok(strata(&[
+        "sql",
+        "--url",
+        &node.rest,
+        "--database",
+        "bank",
+        "-e",
+        statement,
+    ]))
+}
+
+#[test]
+fn a_cluster_of_processes_serves_through_every_node_and_survives_a_killed_leader() {
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let mut nodes: Vec<Proc> = (0..3)
+        .map(|i| start(dirs[i].path(), i as u64 + 1, "127.0.0.1:0"))
+        .collect();
+
+    // Before init there is no cluster to write to, and a wrong secret is refused.
+    let wrong = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .env("STRATA_CLUSTER_SECRET", "not-the-cluster-secret")
+        .args(["cluster", "status", "--via", &nodes[0].raft])
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("secret"));
+
+    let init = ok(strata(&[
+        "cluster",
+        "init",
+        &nodes[0].raft,
+        &nodes[1].raft,
+        &nodes[2].raft,
+    ]));
+    assert!(init.contains("leader"), "{init}");
+
+    // Written through one node, read (strongly) through the others.
+    ok(strata(&["db", "--url", &nodes[1].rest, "create", "bank"]));
+    sql(
+        &nodes[1],
+        "CREATE TABLE accounts (id INT PRIMARY KEY, balance INT)",
+    );
+    sql(&nodes[2], "INSERT INTO accounts VALUES (1, 100), (2, 50)");
+    for n in &nodes {
+        let out = sql(n, "SELECT sum(balance) FROM accounts");
+        assert!(out.contains("150"), "{out}");
+    }
+
+    // KV Connect metadata lists every node as an eventual endpoint.
+    let status = ok(strata(&[
+        "cluster",
+        "status",
+        "--via",
+        &nodes[2].raft,
+        "--json",
+    ]));
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let leader = status["leader"].as_u64().expect("a leader") as usize - 1;
+    assert_eq!(status["nodes"].as_array().unwrap().len(), 3);
+    for n in status["nodes"].as_array().unwrap() {
+        assert!(n["voter"].as_bool().unwrap());
+        assert!(n["endpoints"]["kv-connect"]
+            .as_str()
+            .unwrap()
+            .starts_with("http://"));
+    }
+    let meta = metadata(&nodes[0].kv);
+    let eventual: Vec<&str> = meta["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["consistency"] == "eventual")
+        .map(|e| e["url"].as_str().unwrap())
+        .collect();
+    assert_eq!(eventual.len(), 3, "{meta}");
+    assert!(
+        eventual.iter().any(|u| u.starts_with(nodes[2].kv.as_str())),
+        "{meta}"
+    );
+
+    // SIGKILL the leader: the others elect a new one and keep serving writes.
+    let killed_raft = nodes[leader].raft.clone();
+    nodes[leader].child.kill().unwrap();
+    nodes[leader].child.wait().unwrap();
+    let other = (leader + 1) % 3;
+    sql(
+        &nodes[other],
+        "UPDATE accounts SET balance = balance - 10 WHERE id = 1",
+    );
+    sql(
+        &nodes[other],
+        "UPDATE accounts SET balance = balance + 10 WHERE id = 2",
+    );
+    let out = sql(
+        &nodes[(leader + 2) % 3],
+        "SELECT balance FROM accounts ORDER BY id",
+    );
+    assert!(out.contains("90") && out.contains("60"), "{out}");
+
+    // Restarted on its own address, it recovers its log and catches up.
+    nodes[leader] = start(dirs[leader].path(), leader as u64 + 1, &killed_raft);
+    let out = sql(&nodes[leader], "SELECT balance FROM accounts ORDER BY id");
+    assert!(out.contains("90") && out.contains("60"), "{out}");
+    let out = sql(&nodes[leader], "SELECT sum(balance) FROM accounts");
+    assert!(out.contains("150"), "{out}");
+
+    let text = ok(strata(&["cluster", "status", "--via", &nodes[leader].raft]));
+    assert!(text.contains("term"), "{text}");
+}
