@@ -62,6 +62,13 @@ pub struct NodeArgs {
     /// The address the other nodes reach this one at, when it differs from --raft.
     #[arg(long, requires = "cluster")]
     pub raft_advertise: Option<String>,
+    /// Build a snapshot (and compact the log behind it) every this many log entries.
+    #[arg(long, default_value_t = 10_000, requires = "cluster")]
+    pub raft_snapshot_every: u64,
+    /// Reach peer ID at ADDR instead of the address it advertises (a tunnel or NAT):
+    /// ID=ADDR, repeatable.
+    #[arg(long = "raft-peer-via", value_name = "ID=ADDR", requires = "cluster")]
+    pub raft_peer_via: Vec<String>,
     #[command(flatten)]
     pub access: Access,
 }
@@ -99,6 +106,14 @@ pub async fn start_node(
         snapshots,
     );
     config.advertise = args.raft_advertise.clone();
+    config.snapshot_every = args.raft_snapshot_every.max(1);
+    for via in &args.raft_peer_via {
+        let (id, addr) = via
+            .split_once('=')
+            .and_then(|(id, addr)| Some((id.parse::<NodeId>().ok()?, addr)))
+            .ok_or_else(|| format!("--raft-peer-via wants ID=ADDR, not {via:?}"))?;
+        config.dial_via.insert(id, addr.to_string());
+    }
     let node = Node::start(backend, config)
         .await
         .map_err(|e| e.to_string())?;

@@ -226,13 +226,17 @@ fn never_connected(status: &tonic::Status) -> bool {
 pub struct Network {
     credentials: Credentials,
     peers: Arc<Mutex<BTreeMap<NodeId, PeerClient>>>,
+    dial_via: BTreeMap<NodeId, String>,
 }
 
 impl Network {
-    pub fn new(credentials: Credentials) -> Self {
+    /// Clients with `credentials`; peers in `dial_via` are reached at the address given
+    /// there rather than the one they advertise.
+    pub fn new(credentials: Credentials, dial_via: BTreeMap<NodeId, String>) -> Self {
         Network {
             credentials,
             peers: Arc::new(Mutex::new(BTreeMap::new())),
+            dial_via,
         }
     }
 }
@@ -241,11 +245,12 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
+        let addr = self.dial_via.get(&target).unwrap_or(&node.raft_addr);
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         let client = match peers.get(&target) {
-            Some(c) if c.addr == node.raft_addr => c.clone(),
+            Some(c) if &c.addr == addr => c.clone(),
             _ => {
-                let c = PeerClient::new(target, &node.raft_addr, self.credentials.clone());
+                let c = PeerClient::new(target, addr, self.credentials.clone());
                 peers.insert(target, c.clone());
                 c
             }

@@ -48,6 +48,9 @@ pub struct ClusterConfig {
     /// How many entries before the snapshot the log keeps, so that a follower a little
     /// behind catches up from the log rather than with a whole snapshot.
     pub keep_after_snapshot: u64,
+    /// Reach these peers at these addresses instead of the ones they advertise (a tunnel,
+    /// a NAT, or the fault-injecting proxies of the replication tests).
+    pub dial_via: BTreeMap<NodeId, String>,
 }
 
 impl ClusterConfig {
@@ -68,6 +71,7 @@ impl ClusterConfig {
             election_timeout_ms: (400, 800),
             snapshot_every: 10_000,
             keep_after_snapshot: 1_000,
+            dial_via: BTreeMap::new(),
         }
     }
 }
@@ -110,6 +114,7 @@ pub struct Node {
     member: Mutex<Member>,
     credentials: Credentials,
     peers: Mutex<BTreeMap<NodeId, PeerClient>>,
+    dial_via: BTreeMap<NodeId, String>,
     shutdown: watch::Sender<bool>,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
     pub(crate) backend: Mutex<Option<Arc<ReplicatedBackend>>>,
@@ -171,7 +176,7 @@ impl Node {
                 .validate()
                 .map_err(|e| ReplicationError::Invalid(format!("cluster settings: {e}")))?,
         );
-        let network = Network::new(config.credentials.clone());
+        let network = Network::new(config.credentials.clone(), config.dial_via.clone());
         let raft = Raft::new(config.node_id, raft_config, network, log, sm)
             .await
             .map_err(|e| ReplicationError::Raft(e.to_string()))?;
@@ -183,6 +188,7 @@ impl Node {
             member: Mutex::new(member),
             credentials: config.credentials.clone(),
             peers: Mutex::new(BTreeMap::new()),
+            dial_via: config.dial_via.clone(),
             shutdown: watch::channel(false).0,
             server: Mutex::new(None),
             backend: Mutex::new(None),
@@ -244,6 +250,7 @@ impl Node {
     }
 
     fn peer(&self, id: NodeId, addr: &str) -> PeerClient {
+        let addr = self.dial_via.get(&id).map(String::as_str).unwrap_or(addr);
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
         match peers.get(&id) {
             Some(p) if p.addr == addr => p.clone(),

@@ -33,7 +33,9 @@ async fn start(id: u64, secret: &str, snapshot_every: u64) -> Member {
     );
     config.snapshot_every = snapshot_every;
     config.keep_after_snapshot = 0;
-    let backend = Arc::new(strata_backend_memory::MemoryBackend::new());
+    let backend = Arc::new(strata_backend_redb::RedbBackend::new(
+        dir.path().join("data"),
+    ));
     let node = Node::start(backend, config).await.expect("the node starts");
     let engine = Engine::new(node.backend(), EngineConfig::default());
     Member {

@@ -15,8 +15,8 @@
 //! the same interval: each is held to its interval, though not to the others.
 
 mod bank;
-mod kv_connect;
-mod workload;
+pub(crate) mod kv_connect;
+pub(crate) mod workload;
 
 use std::path::Path;
 use std::process::Stdio;

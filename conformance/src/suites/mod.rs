@@ -16,6 +16,7 @@ pub mod multi_writer;
 pub mod mvcc;
 pub mod pg_clients;
 pub mod queues;
+pub mod replication;
 pub mod rest;
 pub mod server;
 pub mod sql;
@@ -58,5 +59,6 @@ pub fn all() -> Vec<Suite> {
         rest::suite(),
         dynamodb::suite(),
         linearizability::suite(),
+        replication::suite(),
     ]
 }

@@ -18,7 +18,7 @@ use crate::suites::clients::TOKEN;
 type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 /// A KV Connect server over an engine, serving until stopped.
-pub(super) struct KvConnectServer {
+pub(crate) struct KvConnectServer {
     pub url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
@@ -68,10 +68,12 @@ impl KvConnectServer {
 }
 
 /// A client of the default database of a KV Connect server.
-pub(super) struct HttpKv {
+pub(crate) struct HttpKv {
     http: Http,
     url: String,
     database_id: String,
+    /// Read through the server's `eventual` endpoint (a cluster node's own copy).
+    eventual: bool,
 }
 
 impl HttpKv {
@@ -82,6 +84,7 @@ impl HttpKv {
             http,
             url: url.to_string(),
             database_id: String::new(),
+            eventual: false,
         };
         let (status, body) = client
             .post("/", br#"{"supportedVersions":[3]}"#.to_vec())
@@ -99,6 +102,12 @@ impl HttpKv {
             .ok_or("metadata without a databaseId")?
             .to_string();
         Ok(client)
+    }
+
+    /// The same client, reading through the `eventual` endpoint.
+    pub fn eventual(mut self) -> Self {
+        self.eventual = true;
+        self
     }
 
     async fn post(&self, path: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>), String> {
@@ -128,7 +137,10 @@ impl HttpKv {
         Ok((status, body))
     }
 
-    async fn snapshot_read(&self, keys: &[Vec<u8>]) -> Result<Vec<Option<Read>>, String> {
+    pub(crate) async fn snapshot_read(
+        &self,
+        keys: &[Vec<u8>],
+    ) -> Result<Vec<Option<Read>>, String> {
         let ranges = keys
             .iter()
             .map(|k| {
@@ -142,11 +154,13 @@ impl HttpKv {
                 }
             })
             .collect();
+        let path = if self.eventual {
+            "/v2/eventual/snapshot_read"
+        } else {
+            "/v2/snapshot_read"
+        };
         let (status, body) = self
-            .post(
-                "/v2/snapshot_read",
-                proto::SnapshotRead { ranges }.encode_to_vec(),
-            )
+            .post(path, proto::SnapshotRead { ranges }.encode_to_vec())
             .await?;
         if status != 200 {
             return Err(format!(
@@ -221,9 +235,20 @@ impl KvClient for HttpKv {
                 ..Default::default()
             },
         };
+        self.atomic_write(checks, vec![mutation]).await
+    }
+}
+
+impl HttpKv {
+    /// One atomic write: `Ok(false)` when a check failed.
+    pub(crate) async fn atomic_write(
+        &self,
+        checks: Vec<proto::Check>,
+        mutations: Vec<proto::Mutation>,
+    ) -> Result<bool, WriteError> {
         let write = proto::AtomicWrite {
             checks,
-            mutations: vec![mutation],
+            mutations,
             enqueues: Vec::new(),
         };
         // A request that never reached the server, or whose answer was lost, may have

@@ -15,13 +15,13 @@ use strata_engine::{AtomicWrite, CommitOutcome, Database, EngineError, ReadAt, R
 use crate::linearizability::{self, Call, Dropped, History, Output, Recorder, Verdict};
 
 /// A key's value and the token that identifies its current version (the versionstamp).
-pub(super) struct Read {
+pub(crate) struct Read {
     pub value: Vec<u8>,
     pub version: Vec<u8>,
 }
 
 /// How a write failed.
-pub(super) enum WriteError {
+pub(crate) enum WriteError {
     /// Provably not applied (a conflict, a rejected request).
     NotApplied(String),
     /// Maybe applied.
@@ -30,7 +30,7 @@ pub(super) enum WriteError {
 
 /// What the workload needs of a store.
 #[async_trait::async_trait]
-pub(super) trait KvClient: Send + Sync {
+pub(crate) trait KvClient: Send + Sync {
     async fn get(&self, key: &[u8]) -> Result<Option<Read>, String>;
     /// Several keys read at one version: by one snapshot read of one range per key
     /// (`snapshot`), or by one `get_many`.
@@ -53,7 +53,7 @@ pub(super) trait KvClient: Send + Sync {
 /// that a retryable error means the write did not apply (a write in doubt fails with
 /// `CommitResultUnknown` instead), so such a write is recorded as not applied: the checker
 /// then holds the engine to that promise.
-pub(super) fn engine_write_error(e: EngineError) -> WriteError {
+pub(crate) fn engine_write_error(e: EngineError) -> WriteError {
     match e {
         EngineError::CommitResultUnknown { .. } => WriteError::Unknown(e.to_string()),
         e if e.is_retryable() => WriteError::NotApplied(e.to_string()),
@@ -68,7 +68,7 @@ pub(super) fn engine_write_error(e: EngineError) -> WriteError {
 }
 
 /// A database of an engine in this process.
-pub(super) struct EngineClient(pub Database);
+pub(crate) struct EngineClient(pub Database);
 
 fn entry_read(e: strata_engine::Entry) -> Read {
     Read {
@@ -78,7 +78,7 @@ fn entry_read(e: strata_engine::Entry) -> Read {
 }
 
 /// The range that holds exactly `key`.
-pub(super) fn key_range(key: &[u8]) -> ReadRange {
+pub(crate) fn key_range(key: &[u8]) -> ReadRange {
     let mut end = key.to_vec();
     end.push(0);
     ReadRange::new(key.to_vec(), end, 1)
@@ -152,7 +152,7 @@ impl KvClient for EngineClient {
 
 /// A tiny deterministic generator (xorshift64*), so that a workload is the same each run
 /// (the interleaving is not).
-pub(super) struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     pub fn new(seed: u64) -> Self {
@@ -170,7 +170,7 @@ impl Rng {
 
 /// What one client does.
 #[derive(Clone, Debug)]
-pub(super) struct Workload {
+pub(crate) struct Workload {
     pub keys: Vec<Vec<u8>>,
     pub ops_per_client: usize,
     pub seed: u64,
@@ -188,7 +188,7 @@ impl Workload {
 
 /// Counts of what a client's calls came to.
 #[derive(Clone, Debug, Default)]
-pub(super) struct Tally {
+pub(crate) struct Tally {
     pub ok: u64,
     pub unknown: u64,
     pub failed: u64,
@@ -223,7 +223,7 @@ impl Tally {
 }
 
 /// Run `workload` as client `client`, recording into `rec`.
-pub(super) async fn run_client(
+pub(crate) async fn run_client(
     store: Arc<dyn KvClient>,
     rec: Recorder,
     client: u64,
@@ -373,7 +373,7 @@ async fn write(
 }
 
 /// Run `clients` (each with its store and client id) concurrently; their tallies summed.
-pub(super) async fn run_clients(
+pub(crate) async fn run_clients(
     clients: Vec<(Arc<dyn KvClient>, u64)>,
     rec: &Recorder,
     workload: &Workload,
@@ -391,7 +391,7 @@ pub(super) async fn run_clients(
 
 /// Check a recorded history; a violation fails the case with its witness, and with the
 /// calls that reported failure although a value they wrote was seen.
-pub(super) fn judge(
+pub(crate) fn judge(
     what: &str,
     history: &History,
     dropped: &[Dropped],

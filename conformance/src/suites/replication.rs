@@ -1,0 +1,975 @@
+//! Replication under faults: clusters of real `strata serve --cluster` processes on
+//! loopback, each over its own store, with a fault-injecting TCP proxy on every Raft link.
+//!
+//! Every case runs two workloads at once through the nodes' KV Connect servers while a fault
+//! schedule runs: register clients (gets, sets, deletes, compare-and-sets on a few keys,
+//! recorded and judged by the linearizability checker), and bank transfers (two balances
+//! read, both written under versionstamp checks) with an auditor that reads every account in
+//! one snapshot — alternately through a node's strong and eventual endpoints — and must
+//! always find the same total. Faults:
+//!
+//! * the leader SIGKILLed under load, then restarted on its own data;
+//! * a follower cut off from the others (a minority partition), then healed;
+//! * of five nodes, the leader and one other cut off from the three (the leader in the
+//!   minority, the majority electing a new one), then healed;
+//! * the leader paused (SIGSTOP) past the election timeout, then resumed;
+//! * a new node joining under load, through a snapshot (the log behind it compacted);
+//! * a rolling restart of every node.
+//!
+//! Pass means: no acknowledged write lost and no anomaly (the history is linearizable, the
+//! bank's total never changes), and once the fault is healed every node serves a strong
+//! read and a write again within [`RECOVERY`].
+//!
+//! The proxies: node *i* reaches node *j* at the proxy for the link *i → j*
+//! (`--raft-peer-via`), which forwards to *j*. Cutting a link closes its open connections
+//! and refuses new ones, so a partition is a set of cut links.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::process::{Child, Command};
+use tokio::sync::watch;
+
+use strata_kv_connect::proto;
+use strata_replication::network::{admin, AdminReply, AdminRequest, Credentials};
+use strata_replication::ClusterStatus;
+
+use super::clients::{strata_bin, TOKEN};
+use super::linearizability::kv_connect::HttpKv;
+use super::linearizability::workload::{
+    judge, run_clients, KvClient, Read, Rng, Tally, Workload, WriteError,
+};
+use crate::linearizability::Recorder;
+use crate::{cases, ensure, BackendKind, CaseResult, Harness, Suite};
+
+pub fn suite() -> Suite {
+    Suite {
+        name: "replication",
+        needs_persistence: true,
+        needs_multi_writer: false,
+        external: true,
+        cases: cases![
+            leader_killed_under_load,
+            minority_partition,
+            leader_in_a_minority_of_five,
+            paused_leader,
+            node_joins_through_a_snapshot,
+            rolling_restart,
+        ],
+    }
+}
+
+const SECRET: &str = "replication-suite-cluster-secret";
+const CLUSTER: &str = "conformance";
+/// How long a healed cluster may take to serve reads and writes on every node again.
+const RECOVERY: Duration = Duration::from_secs(20);
+/// Register operations per client.
+const OPS: usize = 150;
+
+fn credentials() -> Credentials {
+    Credentials {
+        cluster_id: CLUSTER.into(),
+        secret: SECRET.into(),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Links: a TCP proxy per directed Raft link.
+
+struct LinkState {
+    upstream: Mutex<Option<String>>,
+    cut: AtomicBool,
+    /// Bumped on every cut: connections opened before it close.
+    generation: watch::Sender<u64>,
+}
+
+#[derive(Clone)]
+struct Link {
+    addr: String,
+    state: Arc<LinkState>,
+}
+
+impl Link {
+    async fn start() -> Result<Link, String> {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(|e| format!("bind a link proxy: {e}"))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| e.to_string())?
+            .to_string();
+        let state = Arc::new(LinkState {
+            upstream: Mutex::new(None),
+            cut: AtomicBool::new(false),
+            generation: watch::channel(0).0,
+        });
+        let link = Link { addr, state };
+        let serving = link.clone();
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let link = serving.clone();
+                tokio::spawn(async move { link.relay(conn).await });
+            }
+        });
+        Ok(link)
+    }
+
+    fn set_upstream(&self, addr: &str) {
+        *self
+            .state
+            .upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(addr.to_string());
+    }
+
+    fn cut(&self) {
+        self.state.cut.store(true, Ordering::SeqCst);
+        self.state.generation.send_modify(|g| *g += 1);
+    }
+
+    fn heal(&self) {
+        self.state.cut.store(false, Ordering::SeqCst);
+    }
+
+    async fn relay(&self, mut conn: TcpStream) {
+        let upstream = self
+            .state
+            .upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let (Some(upstream), false) = (upstream, self.state.cut.load(Ordering::SeqCst)) else {
+            return;
+        };
+        let mut generation = self.state.generation.subscribe();
+        let born = *generation.borrow_and_update();
+        let Ok(mut up) = TcpStream::connect(&upstream).await else {
+            return;
+        };
+        let _ = conn.set_nodelay(true);
+        let _ = up.set_nodelay(true);
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut conn, &mut up) => {}
+            _ = generation.wait_for(|g| *g != born) => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Nodes: `strata serve --cluster` processes.
+
+struct NodeProc {
+    id: u64,
+    dir: PathBuf,
+    raft: String,
+    kv: String,
+    child: Option<Child>,
+}
+
+struct Cluster {
+    bin: PathBuf,
+    root: PathBuf,
+    nodes: Vec<NodeProc>,
+    /// (from, to) → the proxy `from` dials `to` through.
+    links: BTreeMap<(u64, u64), Link>,
+    snapshot_every: u64,
+}
+
+impl Cluster {
+    /// Start `n` nodes and form a cluster of them.
+    async fn start(h: &Harness, n: u64, snapshot_every: u64) -> Result<Cluster, String> {
+        let mut cluster = Cluster {
+            bin: strata_bin()?,
+            root: h.dir().join("cluster"),
+            nodes: Vec::new(),
+            links: BTreeMap::new(),
+            snapshot_every,
+        };
+        for id in 1..=n {
+            cluster.add_links(id, n).await?;
+        }
+        for id in 1..=n {
+            let node = cluster.spawn(h.kind, id, "127.0.0.1:0").await?;
+            cluster.nodes.push(node);
+        }
+        let mut members = BTreeMap::new();
+        for node in &cluster.nodes {
+            match admin(
+                &node.raft,
+                &credentials(),
+                &AdminRequest::Describe,
+                RECOVERY,
+            )
+            .await
+            {
+                Ok(AdminReply::Member { id, member }) => {
+                    members.insert(id, member);
+                }
+                other => return Err(format!("describe node {}: {other:?}", node.id)),
+            }
+        }
+        admin(
+            &cluster.nodes[0].raft,
+            &credentials(),
+            &AdminRequest::Initialize { members },
+            RECOVERY,
+        )
+        .await
+        .map_err(|e| format!("initialize: {e}"))?;
+        cluster.leader().await?;
+        Ok(cluster)
+    }
+
+    /// Proxies for every link between node `id` and nodes `1..=n`.
+    async fn add_links(&mut self, id: u64, n: u64) -> Result<(), String> {
+        for other in 1..=n {
+            if other == id {
+                continue;
+            }
+            for pair in [(id, other), (other, id)] {
+                if !self.links.contains_key(&pair) {
+                    let link = Link::start().await?;
+                    if let Some(to) = self.nodes.iter().find(|p| p.id == pair.1) {
+                        link.set_upstream(&to.raft);
+                    }
+                    self.links.insert(pair, link);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn spawn(&self, kind: BackendKind, id: u64, raft: &str) -> Result<NodeProc, String> {
+        let dir = self.root.join(format!("node{id}"));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let store = match kind {
+            BackendKind::Sqlite => format!("sqlite:{}", dir.join("data").display()),
+            _ => format!("redb:{}", dir.join("data").display()),
+        };
+        let mut cmd = Command::new(&self.bin);
+        cmd.env_remove("STRATA_ACCESS_TOKEN")
+            .env_remove("DENO_KV_ACCESS_TOKEN")
+            .env("STRATA_CLUSTER_SECRET", SECRET)
+            .env("RUST_LOG", "warn")
+            .args(["--store", &store, "serve", "--access-token", TOKEN])
+            .args(["--kv-connect", "127.0.0.1:0", "--no-pgwire", "--no-rest"])
+            .args(["--cluster", "--node-id", &id.to_string(), "--raft", raft])
+            .args(["--cluster-id", CLUSTER])
+            .args(["--raft-snapshot-every", &self.snapshot_every.to_string()]);
+        for ((from, to), link) in &self.links {
+            if *from == id {
+                cmd.arg("--raft-peer-via")
+                    .arg(format!("{to}={}", link.addr));
+            }
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("node.log"))
+            .map_err(|e| e.to_string())?;
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("start node {id}: {e}"))?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut kv, mut raft_addr) = (String::new(), String::new());
+        while raft_addr.is_empty() {
+            match lines.next_line().await {
+                Ok(Some(line)) => {
+                    if let Some(a) = line.strip_prefix("Listening on ") {
+                        kv = a.trim().to_string();
+                    } else if let Some(a) = line.strip_prefix("Raft on ") {
+                        raft_addr = a.trim().to_string();
+                    }
+                }
+                _ => {
+                    let log = std::fs::read_to_string(dir.join("node.log")).unwrap_or_default();
+                    return Err(format!("node {id} did not start: {log}"));
+                }
+            }
+        }
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        for ((_, to), link) in &self.links {
+            if *to == id {
+                link.set_upstream(&raft_addr);
+            }
+        }
+        Ok(NodeProc {
+            id,
+            dir,
+            raft: raft_addr,
+            kv,
+            child: Some(child),
+        })
+    }
+
+    fn node(&self, id: u64) -> &NodeProc {
+        &self.nodes[self.nodes.iter().position(|n| n.id == id).unwrap_or(0)]
+    }
+
+    fn node_mut(&mut self, id: u64) -> &mut NodeProc {
+        let at = self.nodes.iter().position(|n| n.id == id).unwrap_or(0);
+        &mut self.nodes[at]
+    }
+
+    async fn status(&self, via: u64) -> Result<ClusterStatus, String> {
+        match admin(
+            &self.node(via).raft,
+            &credentials(),
+            &AdminRequest::Status,
+            Duration::from_secs(2),
+        )
+        .await
+        {
+            Ok(AdminReply::Status(s)) => Ok(s),
+            other => Err(format!("status of node {via}: {other:?}")),
+        }
+    }
+
+    /// The leader most running nodes agree on, waiting for an election if need be.
+    async fn leader(&self) -> Result<u64, String> {
+        let deadline = Instant::now() + RECOVERY;
+        loop {
+            for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+                if let Ok(s) = self.status(n.id).await {
+                    if s.leader == Some(s.node) {
+                        return Ok(s.node);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!("no leader within {RECOVERY:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn kill(&mut self, id: u64) -> Result<(), String> {
+        if let Some(mut child) = self.node_mut(id).child.take() {
+            child
+                .kill()
+                .await
+                .map_err(|e| format!("kill node {id}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Stop a node gracefully (SIGTERM) and wait for it to exit.
+    async fn stop(&mut self, id: u64) -> Result<(), String> {
+        if let Some(mut child) = self.node_mut(id).child.take() {
+            if let Some(pid) = child.id() {
+                signal("TERM", pid).await?;
+            }
+            tokio::time::timeout(Duration::from_secs(30), child.wait())
+                .await
+                .map_err(|_| format!("node {id} did not stop within 30 s"))?
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    async fn restart(&mut self, kind: BackendKind, id: u64) -> Result<(), String> {
+        let raft = self.node(id).raft.clone();
+        let node = self.spawn(kind, id, &raft).await?;
+        *self.node_mut(id) = node;
+        Ok(())
+    }
+
+    async fn pause(&self, id: u64, stop: bool) -> Result<(), String> {
+        let pid = self
+            .node(id)
+            .child
+            .as_ref()
+            .and_then(|c| c.id())
+            .ok_or("the node is not running")?;
+        signal(if stop { "STOP" } else { "CONT" }, pid).await
+    }
+
+    /// Cut every link between the two groups, both ways.
+    fn partition(&self, a: &[u64], b: &[u64]) {
+        for ((from, to), link) in &self.links {
+            if (a.contains(from) && b.contains(to)) || (b.contains(from) && a.contains(to)) {
+                link.cut();
+            }
+        }
+    }
+
+    fn heal(&self) {
+        for link in self.links.values() {
+            link.heal();
+        }
+    }
+
+    /// Every running node serves a strong read and a write within [`RECOVERY`].
+    async fn serving(&self) -> Result<Duration, String> {
+        let start = Instant::now();
+        for n in self.nodes.iter().filter(|n| n.child.is_some()) {
+            loop {
+                let attempt = async {
+                    let kv = HttpKv::connect(&n.kv).await?;
+                    kv.write(b"probe", Some(n.id.to_be_bytes().to_vec()), None)
+                        .await
+                        .map_err(|e| match e {
+                            WriteError::NotApplied(e) | WriteError::Unknown(e) => e,
+                        })?;
+                    kv.get(b"probe").await.map(|_| ())
+                };
+                match attempt.await {
+                    Ok(()) => break,
+                    Err(e) if start.elapsed() > RECOVERY => {
+                        return Err(format!(
+                            "node {} does not serve {RECOVERY:?} after the fault healed: {e}",
+                            n.id
+                        ))
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        }
+        Ok(start.elapsed())
+    }
+
+    async fn shutdown(mut self) {
+        for n in &mut self.nodes {
+            if let Some(mut c) = n.child.take() {
+                if let Some(pid) = c.id() {
+                    let _ = signal("CONT", pid).await;
+                }
+                let _ = c.kill().await;
+            }
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|n| {
+                let log = std::fs::read_to_string(n.dir.join("node.log")).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(15).collect();
+                format!(
+                    "--- node {} (last lines)\n{}",
+                    n.id,
+                    tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+}
+
+async fn signal(name: &str, pid: u32) -> Result<(), String> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .arg(pid.to_string())
+        .status()
+        .await
+        .map_err(|e| format!("kill -{name}: {e}"))?;
+    ensure!(status.success(), "kill -{name} {pid} failed");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Clients: each fails over to the next node when its node does not answer.
+
+struct Failover {
+    nodes: Vec<HttpKv>,
+    at: AtomicUsize,
+    calls: Arc<AtomicU64>,
+}
+
+impl Failover {
+    fn current(&self) -> &HttpKv {
+        &self.nodes[self.at.load(Ordering::Relaxed) % self.nodes.len()]
+    }
+
+    fn next(&self) {
+        self.at.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn count(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Whether an error means the node did not answer (the next call goes to another node).
+fn unreachable(e: &str) -> bool {
+    e.starts_with("request:") || e.contains("HTTP 5") || e.contains("HTTP 409")
+}
+
+#[async_trait::async_trait]
+impl KvClient for Failover {
+    async fn get(&self, key: &[u8]) -> Result<Option<Read>, String> {
+        self.count();
+        let r = self.current().get(key).await;
+        if matches!(&r, Err(e) if unreachable(e)) {
+            self.next();
+        }
+        r
+    }
+
+    async fn read_keys(
+        &self,
+        keys: &[Vec<u8>],
+        snapshot: bool,
+    ) -> Result<Vec<Option<Read>>, String> {
+        self.count();
+        let r = self.current().read_keys(keys, snapshot).await;
+        if matches!(&r, Err(e) if unreachable(e)) {
+            self.next();
+        }
+        r
+    }
+
+    async fn write(
+        &self,
+        key: &[u8],
+        value: Option<Vec<u8>>,
+        check: Option<Option<Vec<u8>>>,
+    ) -> Result<bool, WriteError> {
+        self.count();
+        let r = self.current().write(key, value, check).await;
+        if matches!(&r, Err(WriteError::Unknown(e) | WriteError::NotApplied(e)) if unreachable(e)) {
+            self.next();
+        }
+        r
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// The bank over KV Connect.
+
+const ACCOUNTS: u64 = 5;
+const OPENING: u64 = 100;
+
+fn account(i: u64) -> Vec<u8> {
+    format!("bank/{i}").into_bytes()
+}
+
+fn balance(r: &Option<Read>) -> Result<u64, String> {
+    match r {
+        None => Ok(0),
+        Some(r) => Ok(u64::from_le_bytes(
+            r.value
+                .as_slice()
+                .try_into()
+                .map_err(|_| "a balance is not 8 bytes".to_string())?,
+        )),
+    }
+}
+
+fn set(key: Vec<u8>, n: u64) -> proto::Mutation {
+    proto::Mutation {
+        key,
+        value: Some(proto::KvValue {
+            data: n.to_le_bytes().to_vec(),
+            encoding: proto::ValueEncoding::VeBytes as i32,
+        }),
+        mutation_type: proto::MutationType::MSet as i32,
+        ..Default::default()
+    }
+}
+
+fn check(key: Vec<u8>, read: &Option<Read>) -> proto::Check {
+    proto::Check {
+        key,
+        versionstamp: read.as_ref().map(|r| r.version.clone()).unwrap_or_default(),
+    }
+}
+
+/// Transfers until `stop`; how many committed.
+async fn transfers(kv: Vec<HttpKv>, seed: u64, stop: Arc<AtomicBool>) -> u64 {
+    let mut rng = Rng::new(seed);
+    let mut at = 0usize;
+    let mut committed = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let node = &kv[at % kv.len()];
+        let from = rng.below(ACCOUNTS);
+        let to = (from + 1 + rng.below(ACCOUNTS - 1)) % ACCOUNTS;
+        let reads = match node.snapshot_read(&[account(from), account(to)]).await {
+            Ok(r) => r,
+            Err(_) => {
+                at += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let (Ok(a), Ok(b)) = (balance(&reads[0]), balance(&reads[1])) else {
+            continue;
+        };
+        let amount = (1 + rng.below(20)).min(a);
+        let w = node
+            .atomic_write(
+                vec![
+                    check(account(from), &reads[0]),
+                    check(account(to), &reads[1]),
+                ],
+                vec![set(account(from), a - amount), set(account(to), b + amount)],
+            )
+            .await;
+        match w {
+            Ok(true) => committed += 1,
+            Ok(false) => {}
+            Err(_) => {
+                at += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    committed
+}
+
+/// Read every account in one snapshot until `stop`, alternating strong and eventual reads
+/// over the nodes; the number of audits, or the first one whose total is wrong.
+async fn audits(
+    strong: Vec<HttpKv>,
+    eventual: Vec<HttpKv>,
+    stop: Arc<AtomicBool>,
+) -> Result<u64, String> {
+    let keys: Vec<Vec<u8>> = (0..ACCOUNTS).map(account).collect();
+    let mut n = 0u64;
+    let mut audited = 0;
+    while !stop.load(Ordering::Relaxed) {
+        n += 1;
+        let pool = if n.is_multiple_of(2) {
+            &strong
+        } else {
+            &eventual
+        };
+        let kv = &pool[(n / 2) as usize % pool.len()];
+        if let Ok(reads) = kv.snapshot_read(&keys).await {
+            let mut total = 0;
+            for r in &reads {
+                total += balance(r)?;
+            }
+            ensure!(
+                total == ACCOUNTS * OPENING,
+                "an audit ({}) found {total} in the bank, not {}",
+                if n.is_multiple_of(2) {
+                    "strong"
+                } else {
+                    "eventual"
+                },
+                ACCOUNTS * OPENING
+            );
+            audited += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    Ok(audited)
+}
+
+// ---------------------------------------------------------------------------------------
+// One case: workloads, a fault schedule, then the verdicts.
+
+/// What a fault schedule can wait on: the number of client calls made so far.
+#[derive(Clone)]
+struct Progress(Arc<AtomicU64>);
+
+impl Progress {
+    /// Wait until `more` calls have been made since now, or `at_most` has passed.
+    async fn advance(&self, more: u64, at_most: Duration) {
+        let target = self.0.load(Ordering::Relaxed) + more;
+        let deadline = Instant::now() + at_most;
+        while self.0.load(Ordering::Relaxed) < target && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+async fn run_case<F, Fut>(
+    h: &Harness,
+    what: &str,
+    nodes: u64,
+    snapshot_every: u64,
+    faults: F,
+) -> CaseResult
+where
+    F: FnOnce(Cluster, Progress) -> Fut,
+    Fut: std::future::Future<Output = (Cluster, CaseResult)>,
+{
+    if h.kind == BackendKind::Dynamodb {
+        return Err(
+            "SKIP: DynamoDB is shared already; nodes keep their copies in a local store".into(),
+        );
+    }
+    let cluster = Cluster::start(h, nodes, snapshot_every).await?;
+    // Open the accounts, through the leader's node.
+    let leader = cluster.leader().await?;
+    let first = HttpKv::connect(&cluster.node(leader).kv).await?;
+    let opened = first
+        .atomic_write(
+            Vec::new(),
+            (0..ACCOUNTS).map(|i| set(account(i), OPENING)).collect(),
+        )
+        .await;
+    ensure!(matches!(opened, Ok(true)), "opening the accounts failed");
+
+    let calls = Arc::new(AtomicU64::new(0));
+    let mut clients: Vec<(Arc<dyn KvClient>, u64)> = Vec::new();
+    for c in 0..6u64 {
+        let mut nodes = Vec::new();
+        for i in 0..cluster.nodes.len() {
+            let n = &cluster.nodes[(c as usize + i) % cluster.nodes.len()];
+            nodes.push(HttpKv::connect(&n.kv).await?);
+        }
+        clients.push((
+            Arc::new(Failover {
+                nodes,
+                at: AtomicUsize::new(0),
+                calls: calls.clone(),
+            }),
+            c,
+        ));
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut bank = Vec::new();
+    for seed in 0..2u64 {
+        let mut kv = Vec::new();
+        for n in &cluster.nodes {
+            kv.push(HttpKv::connect(&n.kv).await?);
+        }
+        bank.push(tokio::spawn(transfers(kv, 77 + seed, stop.clone())));
+    }
+    let (mut strong, mut eventual) = (Vec::new(), Vec::new());
+    for n in &cluster.nodes {
+        strong.push(HttpKv::connect(&n.kv).await?);
+        eventual.push(HttpKv::connect(&n.kv).await?.eventual());
+    }
+    let auditor = tokio::spawn(audits(strong, eventual, stop.clone()));
+
+    let rec = Recorder::monotonic();
+    let workload = Workload::new(OPS);
+    let progress = Progress(calls.clone());
+    let registers = run_clients(clients, &rec, &workload);
+    let schedule = faults(cluster, progress);
+    let (tally, (cluster, fault_result)) = tokio::join!(registers, schedule);
+    stop.store(true, Ordering::Relaxed);
+    let mut transferred = 0;
+    for b in bank {
+        transferred += b.await.map_err(|e| e.to_string())?;
+    }
+    let audited = auditor.await.map_err(|e| e.to_string())?;
+    let verdict = async {
+        fault_result?;
+        let recovered = cluster.serving().await?;
+        let tally: Tally = tally?;
+        let audited = audited?;
+        ensure!(tally.ok > 0 && audited > 0 && transferred > 0, "nothing got through: {tally:?}");
+        let history = rec.history();
+        judge(what, &history, &rec.dropped(), &tally)?;
+        eprintln!(
+            "  {what}: 1 history, {} operations checked; {transferred} transfers, {audited} audits (strong and eventual) found the total intact; every node served again {:.1?} after the fault healed",
+            history.len(),
+            recovered
+        );
+        Ok::<(), String>(())
+    }
+    .await;
+    let logs = cluster.logs();
+    cluster.shutdown().await;
+    verdict.map_err(|e| format!("{e}\n{logs}"))
+}
+
+async fn leader_killed_under_load(h: &Harness) -> CaseResult {
+    run_case(
+        h,
+        "leader SIGKILLed and restarted",
+        3,
+        10_000,
+        |mut c, p| async move {
+            let r = async {
+                p.advance(150, Duration::from_secs(20)).await;
+                let leader = c.leader().await?;
+                c.kill(leader).await?;
+                p.advance(150, Duration::from_secs(20)).await;
+                c.restart(h.kind, leader).await?;
+                Ok(())
+            }
+            .await;
+            (c, r)
+        },
+    )
+    .await
+}
+
+async fn minority_partition(h: &Harness) -> CaseResult {
+    run_case(
+        h,
+        "a follower partitioned away",
+        3,
+        10_000,
+        |c, p| async move {
+            let r = async {
+                p.advance(150, Duration::from_secs(20)).await;
+                let leader = c.leader().await?;
+                let follower = (leader % 3) + 1;
+                let rest: Vec<u64> = (1..=3).filter(|n| *n != follower).collect();
+                c.partition(&[follower], &rest);
+                p.advance(200, Duration::from_secs(20)).await;
+                c.heal();
+                Ok(())
+            }
+            .await;
+            (c, r)
+        },
+    )
+    .await
+}
+
+async fn leader_in_a_minority_of_five(h: &Harness) -> CaseResult {
+    run_case(
+        h,
+        "of five, the leader and one other cut off",
+        5,
+        10_000,
+        |c, p| async move {
+            let r = async {
+                p.advance(150, Duration::from_secs(20)).await;
+                let leader = c.leader().await?;
+                let buddy = (leader % 5) + 1;
+                let majority: Vec<u64> = (1..=5).filter(|n| *n != leader && *n != buddy).collect();
+                c.partition(&[leader, buddy], &majority);
+                p.advance(200, Duration::from_secs(20)).await;
+                c.heal();
+                Ok(())
+            }
+            .await;
+            (c, r)
+        },
+    )
+    .await
+}
+
+async fn paused_leader(h: &Harness) -> CaseResult {
+    run_case(
+        h,
+        "leader paused past the election timeout",
+        3,
+        10_000,
+        |c, p| async move {
+            let r = async {
+                p.advance(150, Duration::from_secs(20)).await;
+                let leader = c.leader().await?;
+                c.pause(leader, true).await?;
+                // Past the election timeout (at most 800 ms), whatever the clients do.
+                tokio::time::sleep(Duration::from_millis(2_000)).await;
+                p.advance(100, Duration::from_secs(10)).await;
+                c.pause(leader, false).await?;
+                Ok(())
+            }
+            .await;
+            (c, r)
+        },
+    )
+    .await
+}
+
+async fn node_joins_through_a_snapshot(h: &Harness) -> CaseResult {
+    run_case(
+        h,
+        "a node joining through a snapshot",
+        3,
+        50,
+        |mut c, p| async move {
+            let r = async {
+                // Enough writes that a snapshot was taken and the log behind it purged.
+                p.advance(300, Duration::from_secs(30)).await;
+                let deadline = Instant::now() + RECOVERY;
+                loop {
+                    let leader = c.leader().await?;
+                    if c.status(leader).await?.purged_index.is_some() {
+                        break;
+                    }
+                    ensure!(Instant::now() < deadline, "the log was never compacted");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                c.add_links(4, 4).await?;
+                let node = c.spawn(h.kind, 4, "127.0.0.1:0").await?;
+                let member = match admin(
+                    &node.raft,
+                    &credentials(),
+                    &AdminRequest::Describe,
+                    RECOVERY,
+                )
+                .await
+                {
+                    Ok(AdminReply::Member { member, .. }) => member,
+                    other => return Err(format!("describe the new node: {other:?}")),
+                };
+                c.nodes.push(node);
+                let leader = c.leader().await?;
+                let via = c.node(leader).raft.clone();
+                admin(
+                    &via,
+                    &credentials(),
+                    &AdminRequest::AddLearner { id: 4, member },
+                    Duration::from_secs(60),
+                )
+                .await
+                .map_err(|e| format!("add the learner: {e}"))?;
+                admin(
+                    &via,
+                    &credentials(),
+                    &AdminRequest::ChangeVoters {
+                        voters: [1, 2, 3, 4].into_iter().collect(),
+                    },
+                    Duration::from_secs(60),
+                )
+                .await
+                .map_err(|e| format!("promote the learner: {e}"))?;
+                let deadline = Instant::now() + RECOVERY;
+                loop {
+                    let status = c.status(4).await?;
+                    if status.snapshot_index.is_some() {
+                        break;
+                    }
+                    ensure!(
+                        Instant::now() < deadline,
+                        "the new node did not install a snapshot: {status:?}; the leader sees {:?}",
+                        c.status(leader).await
+                    );
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                p.advance(100, Duration::from_secs(10)).await;
+                Ok(())
+            }
+            .await;
+            (c, r)
+        },
+    )
+    .await
+}
+
+async fn rolling_restart(h: &Harness) -> CaseResult {
+    run_case(
+        h,
+        "rolling restart of every node",
+        3,
+        10_000,
+        |mut c, p| async move {
+            let r = async {
+                for id in 1..=3 {
+                    p.advance(80, Duration::from_secs(20)).await;
+                    c.stop(id).await?;
+                    p.advance(40, Duration::from_secs(10)).await;
+                    c.restart(h.kind, id).await?;
+                    // The next node goes only once this one is back in the cluster.
+                    c.leader().await?;
+                }
+                Ok(())
+            }
+            .await;
+            (c, r)
+        },
+    )
+    .await
+}
