@@ -115,6 +115,8 @@ pub struct Node {
     credentials: Credentials,
     peers: Mutex<BTreeMap<NodeId, PeerClient>>,
     dial_via: BTreeMap<NodeId, String>,
+    /// Read barriers passed (strong reads), for status and tests.
+    barriers: std::sync::atomic::AtomicU64,
     shutdown: watch::Sender<bool>,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
     pub(crate) backend: Mutex<Option<Arc<ReplicatedBackend>>>,
@@ -189,6 +191,7 @@ impl Node {
             credentials: config.credentials.clone(),
             peers: Mutex::new(BTreeMap::new()),
             dial_via: config.dial_via.clone(),
+            barriers: Default::default(),
             shutdown: watch::channel(false).0,
             server: Mutex::new(None),
             backend: Mutex::new(None),
@@ -355,6 +358,11 @@ impl Node {
         }
     }
 
+    /// How many read barriers (strong reads) this node has been asked for.
+    pub fn read_barriers(&self) -> u64 {
+        self.barriers.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// A proposal from another node, run here if this node leads.
     pub(crate) async fn propose_forwarded(&self, cmd: Command) -> Forwarded<Proposed> {
         match self.raft.client_write(cmd).await {
@@ -372,6 +380,8 @@ impl Node {
     /// Return once this node has applied every entry committed before the call: after this,
     /// reads of the local copy are linearizable.
     pub async fn read_barrier(&self) -> Result<()> {
+        self.barriers
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
             let hint = match self.raft.ensure_linearizable().await {

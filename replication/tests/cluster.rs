@@ -284,3 +284,44 @@ async fn a_node_of_another_cluster_or_with_the_wrong_secret_is_refused() {
     members[0].engine.create_database("ok", None).await.unwrap();
     members[0].node.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sql_reads_are_strong_unless_the_session_asks_for_eventual() {
+    let members = cluster(3, 10_000).await;
+    let leader = leader_index(&members).await;
+    let follower = &members[(leader + 1) % 3];
+    let engine = Arc::new(Engine::new(
+        follower.node.backend(),
+        EngineConfig::default(),
+    ));
+    let mut s = strata_sql::Session::new(engine.clone());
+    s.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
+        .await
+        .unwrap();
+    s.execute("INSERT INTO t VALUES (1, 10)").await.unwrap();
+
+    let before = follower.node.read_barriers();
+    s.execute("SELECT v FROM t WHERE id = 1").await.unwrap();
+    let strong = follower.node.read_barriers() - before;
+    assert!(strong > 0, "a default read passes the read barrier");
+
+    s.execute("SET read_consistency = eventual").await.unwrap();
+    let before = follower.node.read_barriers();
+    s.execute("SELECT v FROM t WHERE id = 1").await.unwrap();
+    s.execute("SELECT count(*) FROM t").await.unwrap();
+    assert_eq!(
+        follower.node.read_barriers(),
+        before,
+        "eventual reads stay local"
+    );
+
+    s.execute("SET read_consistency = 'strong'").await.unwrap();
+    let before = follower.node.read_barriers();
+    s.execute("SELECT v FROM t WHERE id = 1").await.unwrap();
+    assert!(follower.node.read_barriers() > before);
+    assert!(s.execute("SET read_consistency = sometimes").await.is_err());
+    engine.close().await;
+    for m in &members {
+        m.node.shutdown().await;
+    }
+}

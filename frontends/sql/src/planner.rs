@@ -86,6 +86,9 @@ pub struct Context {
     pub scan_parts: std::sync::atomic::AtomicUsize,
     /// The `pg_catalog` tables of the statement running (built on first use).
     pub(crate) pg: StdMutex<Option<Arc<crate::pg_catalog::Snapshot>>>,
+    /// `SET read_consistency = eventual`: reads take this node's newest version without
+    /// the store's read barrier (on a cluster node, no round trip to the leader).
+    pub eventual: std::sync::atomic::AtomicBool,
 }
 
 impl Context {
@@ -100,6 +103,7 @@ impl Context {
             parallel_scan_rows: crate::table::PARALLEL_SCAN_ROWS.into(),
             scan_parts: crate::table::scan_workers().into(),
             pg: StdMutex::new(None),
+            eventual: Default::default(),
         })
     }
 
@@ -153,7 +157,14 @@ impl Context {
     }
 
     pub async fn open(&self, db: &str) -> Result<Database> {
-        Ok(self.engine.database(db).await?)
+        let db = self.engine.database(db).await?;
+        Ok(
+            if self.eventual.load(std::sync::atomic::Ordering::Relaxed) {
+                db.eventual()
+            } else {
+                db
+            },
+        )
     }
 
     /// The transaction this statement uses on `db`, begun on first use.

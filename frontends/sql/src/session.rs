@@ -988,6 +988,33 @@ impl Session {
             }
             Statement::Set(ast::Set::SingleAssignment {
                 variable, values, ..
+            }) if is_read_consistency(&object_name_text(variable)) => {
+                let value = match values.first() {
+                    Some(Expr::Value(v)) => match &v.value {
+                        ast::Value::SingleQuotedString(s) | ast::Value::DoubleQuotedString(s) => {
+                            s.clone()
+                        }
+                        other => other.to_string(),
+                    },
+                    Some(Expr::Identifier(i)) => i.value.clone(),
+                    _ => String::new(),
+                };
+                let eventual = match value.to_ascii_lowercase().as_str() {
+                    "eventual" => true,
+                    "strong" | "default" => false,
+                    _ => {
+                        return Err(SqlError::Syntax(
+                            "SET read_consistency = strong | eventual".into(),
+                        ))
+                    }
+                };
+                self.ctx
+                    .eventual
+                    .store(eventual, std::sync::atomic::Ordering::Relaxed);
+                Ok(Output::Done)
+            }
+            Statement::Set(ast::Set::SingleAssignment {
+                variable, values, ..
             }) if object_name_text(variable).eq_ignore_ascii_case("database") => {
                 match values.first() {
                     Some(Expr::Value(v)) => {
@@ -1230,6 +1257,12 @@ pub(crate) fn normalize(i: &ast::Ident) -> String {
 
 /// A database name as written: parts joined by `/` would be ambiguous, so a database name
 /// is one identifier or a quoted string (`"project/mydb"`).
+/// `read_consistency` (also `strata.read_consistency`, the PostgreSQL custom-setting form).
+fn is_read_consistency(name: &str) -> bool {
+    name.eq_ignore_ascii_case("read_consistency")
+        || name.eq_ignore_ascii_case("strata.read_consistency")
+}
+
 pub(crate) fn object_name_text(n: &ObjectName) -> String {
     n.0.iter()
         .map(|p| match p {
