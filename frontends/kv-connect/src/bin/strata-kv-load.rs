@@ -6,7 +6,8 @@
 //!
 //! Modes: `read` (point gets over `--keys` preloaded keys), `write` (single-key sets),
 //! `cas` (read then check-and-set increments on `--counters` contended counters; only
-//! successful commits count), `list` (100-entry ranges from random starts). Prints ops/s and
+//! successful commits count), `list` (100-entry ranges from random starts). `--eventual` sends
+//! reads to a cluster node's eventual endpoint. Prints ops/s and
 //! p50/p99 latency, and one machine-readable line starting with `result`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -22,6 +23,9 @@ use strata_kv_connect::proto::{self, ValueEncoding as VE};
 
 type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
+/// `--eventual`: reads go to the server's eventual endpoint (a cluster node's own copy).
+static EVENTUAL: AtomicBool = AtomicBool::new(false);
+
 struct Args {
     url: String,
     token: String,
@@ -36,7 +40,7 @@ struct Args {
 fn usage() -> ! {
     eprintln!(
         "usage: strata-kv-load --url URL [--token T] --mode read|write|cas|list \
-         [--connections 32] [--seconds 10] [--keys 10000] [--counters 16] [--no-preload]"
+         [--connections 32] [--seconds 10] [--keys 10000] [--counters 16] [--no-preload] [--eventual]"
     );
     std::process::exit(2)
 }
@@ -64,6 +68,7 @@ fn parse_args() -> Args {
             "--keys" => a.keys = val().parse().unwrap_or_else(|_| usage()),
             "--counters" => a.counters = val().parse().unwrap_or_else(|_| usage()),
             "--no-preload" => a.preload = false,
+            "--eventual" => EVENTUAL.store(true, Ordering::Relaxed),
             _ => usage(),
         }
     }
@@ -126,11 +131,13 @@ impl Conn {
         &self,
         ranges: Vec<proto::ReadRange>,
     ) -> Result<proto::SnapshotReadOutput, String> {
+        let path = if EVENTUAL.load(Ordering::Relaxed) {
+            "/v2/eventual/snapshot_read"
+        } else {
+            "/v2/snapshot_read"
+        };
         let out = self
-            .post(
-                "/v2/snapshot_read",
-                proto::SnapshotRead { ranges }.encode_to_vec(),
-            )
+            .post(path, proto::SnapshotRead { ranges }.encode_to_vec())
             .await?;
         proto::SnapshotReadOutput::decode(out.as_slice()).map_err(|e| e.to_string())
     }
