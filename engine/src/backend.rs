@@ -207,6 +207,14 @@ pub trait Store: Send + Sync + 'static {
     async fn read_barrier(&self) -> Result<(), BackendError> {
         Ok(())
     }
+
+    /// Whether this process should run the store's background upkeep (the expiry sweep and
+    /// garbage collection) now. Processes sharing a store may all run it — their commits
+    /// settle through the version record like any others — but a replica runs it only
+    /// while its node leads, so that a cluster does the work once.
+    fn runs_upkeep(&self) -> bool {
+        true
+    }
 }
 
 /// A family of databases: a directory of files, a table, or memory.

@@ -63,10 +63,14 @@ pub(crate) async fn sweeper(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let every = interval(shared.config.sweep_interval_ms);
     loop {
-        match shared.sweep_once().await {
-            Ok(SWEEP_BATCH) => continue,
-            Ok(_) => {}
-            Err(e) => tracing::warn!(database = %shared.name, error = %e, "expiry sweep failed"),
+        if shared.store.runs_upkeep() {
+            match shared.sweep_once().await {
+                Ok(SWEEP_BATCH) => continue,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(database = %shared.name, error = %e, "expiry sweep failed")
+                }
+            }
         }
         if !pause(&mut shutdown, every).await {
             return;
@@ -78,6 +82,9 @@ pub(crate) async fn collector(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
     let every = interval(shared.config.gc_interval_ms);
     while pause(&mut shutdown, every).await {
+        if !shared.store.runs_upkeep() {
+            continue;
+        }
         if let Err(e) = shared.collect_all().await {
             tracing::warn!(database = %shared.name, error = %e, "garbage collection failed");
         }

@@ -165,4 +165,10 @@ impl Store for ReplicatedStore {
     async fn read_barrier(&self) -> Result<(), BackendError> {
         self.node.read_barrier().await.map_err(Into::into)
     }
+
+    fn runs_upkeep(&self) -> bool {
+        // The leader sweeps and collects for the whole cluster; the others would only race
+        // it on the version record.
+        self.node.is_leader()
+    }
 }

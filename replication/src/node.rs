@@ -358,6 +358,11 @@ impl Node {
         }
     }
 
+    /// Whether this node leads the cluster right now (as far as it knows).
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
     /// How many read barriers (strong reads) this node has been asked for.
     pub fn read_barriers(&self) -> u64 {
         self.barriers.load(std::sync::atomic::Ordering::Relaxed)

@@ -280,6 +280,24 @@ async fn a_node_of_another_cluster_or_with_the_wrong_secret_is_refused() {
         .await
         .expect_err("garbage is refused");
     assert!(matches!(err, ReplicationError::Invalid(_)), "{err}");
+    // A vote request from a stale term is answered, and refused: the term only moves on.
+    let term = members[0].node.status().term;
+    let stale = openraft::raft::VoteRequest::new(openraft::Vote::new(0, 9), None);
+    let reply = member
+        .call(
+            Method::Vote,
+            postcard::to_allocvec(&stale).unwrap(),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("a member's vote request is answered");
+    let reply: Result<openraft::raft::VoteResponse<u64>, openraft::error::RaftError<u64>> =
+        postcard::from_bytes(&reply).unwrap();
+    assert!(
+        !reply.expect("answered").vote_granted,
+        "a stale candidate gets no vote"
+    );
+    assert_eq!(members[0].node.status().term, term);
     // The node still serves.
     members[0].engine.create_database("ok", None).await.unwrap();
     members[0].node.shutdown().await;
@@ -321,6 +339,163 @@ async fn sql_reads_are_strong_unless_the_session_asks_for_eventual() {
     assert!(follower.node.read_barriers() > before);
     assert!(s.execute("SET read_consistency = sometimes").await.is_err());
     engine.close().await;
+    for m in &members {
+        m.node.shutdown().await;
+    }
+}
+
+/// A store whose disk can fill up: every write fails with ENOSPC while `full` is set.
+struct FullDisk {
+    inner: Arc<dyn strata_engine::Backend>,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+struct FullStore {
+    inner: Arc<dyn strata_engine::Store>,
+    full: Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn no_space() -> strata_engine::BackendError {
+    strata_engine::BackendError::Io("No space left on device (os error 28)".into())
+}
+
+#[async_trait::async_trait]
+impl strata_engine::Backend for FullDisk {
+    fn describe(&self) -> String {
+        self.inner.describe()
+    }
+    fn capabilities(&self) -> strata_engine::Capabilities {
+        self.inner.capabilities()
+    }
+    async fn open(
+        &self,
+        name: &str,
+        create: bool,
+    ) -> Result<Arc<dyn strata_engine::Store>, strata_engine::BackendError> {
+        Ok(Arc::new(FullStore {
+            inner: self.inner.open(name, create).await?,
+            full: self.full.clone(),
+        }))
+    }
+    async fn list(&self) -> Result<Vec<String>, strata_engine::BackendError> {
+        self.inner.list().await
+    }
+    async fn drop_database(&self, name: &str) -> Result<bool, strata_engine::BackendError> {
+        self.inner.drop_database(name).await
+    }
+}
+
+#[async_trait::async_trait]
+impl strata_engine::Store for FullStore {
+    async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, strata_engine::BackendError> {
+        self.inner.get(key).await
+    }
+    async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, strata_engine::BackendError> {
+        self.inner.scan(start, end, reverse, limit).await
+    }
+    async fn apply(
+        &self,
+        ops: Vec<strata_engine::BatchOp>,
+        durability: strata_engine::Durability,
+        precondition: Option<strata_engine::Precondition>,
+    ) -> Result<(), strata_engine::BackendError> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(no_space());
+        }
+        self.inner.apply(ops, durability, precondition).await
+    }
+    async fn sync(&self) -> Result<(), strata_engine::BackendError> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(no_space());
+        }
+        self.inner.sync().await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_whose_disk_fills_stops_cleanly_and_recovers_once_there_is_room() {
+    let members = cluster(3, 10_000).await;
+    let leader = leader_index(&members).await;
+    members[leader]
+        .engine
+        .create_database("d", None)
+        .await
+        .unwrap();
+    let db = members[leader].engine.database("d").await.unwrap();
+    add(&db, "k", 1).await;
+
+    // A fourth node whose disk we control joins, then its disk fills.
+    let dir = tempfile::tempdir().unwrap();
+    let full = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let backend = Arc::new(FullDisk {
+        inner: Arc::new(strata_backend_memory::MemoryBackend::new()),
+        full: full.clone(),
+    });
+    let config = |listen: &str| {
+        ClusterConfig::new(
+            4,
+            listen,
+            credentials("s3cret"),
+            dir.path().join("snapshots"),
+        )
+    };
+    let node = Node::start(backend.clone(), config("127.0.0.1:0"))
+        .await
+        .unwrap();
+    let addr = node.member().raft_addr;
+    members[leader]
+        .node
+        .admin(strata_replication::network::AdminRequest::AddLearner {
+            id: 4,
+            member: node.member(),
+        })
+        .await
+        .unwrap();
+    full.store(true, std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..5 {
+        add(&db, "k", 1).await; // the voters carry on
+    }
+    node.raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(
+            |m| m.running_state.is_err(),
+            "raft stopped on the storage error",
+        )
+        .await
+        .expect("the node stops rather than run on a log it cannot write");
+    // The stopped node refuses writes with an error instead of taking them.
+    let engine4 = Engine::new(node.backend(), EngineConfig::default());
+    if let Ok(db4) = engine4.database("d").await {
+        let w = AtomicWrite::new().mutate(Mutation::sum(b"k".to_vec(), 1));
+        assert!(
+            db4.atomic_write(w).await.is_err(),
+            "a stopped node takes no writes"
+        );
+    }
+    engine4.close().await;
+    node.shutdown().await;
+    drop(node);
+
+    // Room again: the node restarts on the same store and address and catches up.
+    full.store(false, std::sync::atomic::Ordering::SeqCst);
+    let node = Node::start(backend, config(&addr)).await.unwrap();
+    let engine4 = Engine::new(node.backend(), EngineConfig::default());
+    let db4 = engine4.database("d").await.unwrap();
+    assert_eq!(
+        counter(&db4, "k").await,
+        6,
+        "nothing lost, nothing applied twice"
+    );
+    add(&db, "k", 1).await;
+    assert_eq!(counter(&db4, "k").await, 7);
+    engine4.close().await;
+    node.shutdown().await;
     for m in &members {
         m.node.shutdown().await;
     }

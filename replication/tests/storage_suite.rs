@@ -47,3 +47,71 @@ fn openraft_storage_suite_on_the_memory_backend() {
 fn openraft_storage_suite_on_redb() {
     Suite::test_all(Builder { redb: true }).expect("the storage suite passes");
 }
+
+/// A received snapshot that ends early is refused whole: nothing of it is installed, and the
+/// state machine keeps what it had.
+#[tokio::test]
+async fn a_truncated_snapshot_is_refused_and_changes_nothing() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use strata_engine::{BatchOp, Durability};
+    use strata_replication::Command;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let builder = Builder { redb: true };
+    let (_g1, _log1, mut source) = builder.build().await.unwrap();
+    let (_g2, _log2, mut target) = builder.build().await.unwrap();
+    let entry = |index: u64, cmd: Command| openraft::Entry::<TypeConfig> {
+        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+        payload: openraft::EntryPayload::Normal(cmd),
+    };
+    let batch = |k: &[u8]| Command::Batch {
+        database: "d".into(),
+        ops: vec![BatchOp::Put(k.to_vec(), b"v".to_vec())],
+        durability: Durability::Sync,
+        precondition: None,
+    };
+    source
+        .apply(vec![
+            entry(1, Command::CreateDatabase { name: "d".into() }),
+            entry(2, batch(b"from-the-snapshot")),
+        ])
+        .await
+        .unwrap();
+    target
+        .apply(vec![
+            entry(1, Command::CreateDatabase { name: "d".into() }),
+            entry(2, batch(b"already-here")),
+        ])
+        .await
+        .unwrap();
+    let before = target.applied_state().await.unwrap();
+
+    let mut snap = source
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    let mut bytes = Vec::new();
+    snap.snapshot.read_to_end(&mut bytes).await.unwrap();
+    let mut received = target.begin_receiving_snapshot().await.unwrap();
+    received.write_all(&bytes[..bytes.len() - 7]).await.unwrap();
+    let refused = target.install_snapshot(&snap.meta, received).await;
+    assert!(refused.is_err(), "a truncated snapshot was installed");
+    assert!(
+        format!("{:?}", refused.unwrap_err()).contains("truncated"),
+        "the error says why"
+    );
+    assert_eq!(target.applied_state().await.unwrap(), before);
+    let store = target.replica().store("d", false).await.unwrap().unwrap();
+    assert!(store.get(b"already-here").await.unwrap().is_some());
+    assert!(store.get(b"from-the-snapshot").await.unwrap().is_none());
+
+    // The whole file installs.
+    let mut received = target.begin_receiving_snapshot().await.unwrap();
+    received.write_all(&bytes).await.unwrap();
+    target.install_snapshot(&snap.meta, received).await.unwrap();
+    let store = target.replica().store("d", false).await.unwrap().unwrap();
+    assert!(store.get(b"from-the-snapshot").await.unwrap().is_some());
+    assert!(store.get(b"already-here").await.unwrap().is_none());
+}

@@ -13,6 +13,7 @@
 //! * of five nodes, the leader and one other cut off from the three (the leader in the
 //!   minority, the majority electing a new one), then healed;
 //! * the leader paused (SIGSTOP) past the election timeout, then resumed;
+//! * every link slowed by 30 ms each way, then restored;
 //! * a new node joining under load, through a snapshot (the log behind it compacted);
 //! * a rolling restart of every node.
 //!
@@ -30,7 +31,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -58,6 +59,7 @@ pub fn suite() -> Suite {
             minority_partition,
             leader_in_a_minority_of_five,
             paused_leader,
+            slow_links,
             node_joins_through_a_snapshot,
             rolling_restart,
         ],
@@ -86,6 +88,8 @@ struct LinkState {
     cut: AtomicBool,
     /// Bumped on every cut: connections opened before it close.
     generation: watch::Sender<u64>,
+    /// Milliseconds each chunk waits before it is passed on, either way.
+    delay_ms: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -107,6 +111,7 @@ impl Link {
             upstream: Mutex::new(None),
             cut: AtomicBool::new(false),
             generation: watch::channel(0).0,
+            delay_ms: AtomicU64::new(0),
         });
         let link = Link { addr, state };
         let serving = link.clone();
@@ -153,10 +158,39 @@ impl Link {
         };
         let _ = conn.set_nodelay(true);
         let _ = up.set_nodelay(true);
+        let (from_client, to_client) = conn.into_split();
+        let (from_server, to_server) = up.into_split();
         tokio::select! {
-            _ = tokio::io::copy_bidirectional(&mut conn, &mut up) => {}
+            _ = self.pump(from_client, to_server) => {}
+            _ = self.pump(from_server, to_client) => {}
             _ = generation.wait_for(|g| *g != born) => {}
         }
+    }
+
+    /// Copy one direction, holding each chunk for the link's delay.
+    async fn pump(
+        &self,
+        mut from: tokio::net::tcp::OwnedReadHalf,
+        mut to: tokio::net::tcp::OwnedWriteHalf,
+    ) {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            let delay = self.state.delay_ms.load(Ordering::Relaxed);
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            if to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn delay(&self, ms: u64) {
+        self.state.delay_ms.store(ms, Ordering::Relaxed);
     }
 }
 
@@ -405,6 +439,14 @@ impl Cluster {
     fn heal(&self) {
         for link in self.links.values() {
             link.heal();
+            link.delay(0);
+        }
+    }
+
+    /// Hold every chunk on every link for `ms` (a slow network).
+    fn slow(&self, ms: u64) {
+        for link in self.links.values() {
+            link.delay(ms);
         }
     }
 
@@ -869,6 +911,27 @@ async fn paused_leader(h: &Harness) -> CaseResult {
                 tokio::time::sleep(Duration::from_millis(2_000)).await;
                 p.advance(100, Duration::from_secs(10)).await;
                 c.pause(leader, false).await?;
+                Ok(())
+            }
+            .await;
+            (c, r)
+        },
+    )
+    .await
+}
+
+async fn slow_links(h: &Harness) -> CaseResult {
+    run_case(
+        h,
+        "every link delayed 30 ms",
+        3,
+        10_000,
+        |c, p| async move {
+            let r = async {
+                p.advance(100, Duration::from_secs(20)).await;
+                c.slow(30);
+                p.advance(200, Duration::from_secs(30)).await;
+                c.heal();
                 Ok(())
             }
             .await;

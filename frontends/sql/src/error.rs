@@ -95,6 +95,8 @@ impl SqlError {
             SqlError::LimitExceeded(_) => "54000",
             SqlError::InvalidParameter(_) => "22023",
             SqlError::SchemaChanged(_) => "0A000",
+            // PostgreSQL's statement_completion_unknown: it may or may not have committed.
+            SqlError::Engine(EngineError::CommitResultUnknown { .. }) => "40003",
             SqlError::Engine(e) if e.is_retryable() => "40001",
             SqlError::Engine(EngineError::DatabaseNotFound(_)) => "3D000",
             SqlError::Engine(EngineError::LimitExceeded { .. }) => "54000",
