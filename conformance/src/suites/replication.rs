@@ -141,7 +141,7 @@ impl Link {
         self.state.cut.store(false, Ordering::SeqCst);
     }
 
-    async fn relay(&self, mut conn: TcpStream) {
+    async fn relay(&self, conn: TcpStream) {
         let upstream = self
             .state
             .upstream
@@ -153,7 +153,7 @@ impl Link {
         };
         let mut generation = self.state.generation.subscribe();
         let born = *generation.borrow_and_update();
-        let Ok(mut up) = TcpStream::connect(&upstream).await else {
+        let Ok(up) = TcpStream::connect(&upstream).await else {
             return;
         };
         let _ = conn.set_nodelay(true);
@@ -727,17 +727,9 @@ impl Progress {
     }
 }
 
-async fn run_case<F, Fut>(
-    h: &Harness,
-    what: &str,
-    nodes: u64,
-    snapshot_every: u64,
-    faults: F,
-) -> CaseResult
-where
-    F: FnOnce(Cluster, Progress) -> Fut,
-    Fut: std::future::Future<Output = (Cluster, CaseResult)>,
-{
+/// Run the workloads on a new cluster while `fault` happens to it, then judge.
+async fn run_case(h: &Harness, fault: Fault) -> CaseResult {
+    let what = fault.describe();
     match h.kind {
         BackendKind::Redb => {}
         BackendKind::Dynamodb => {
@@ -748,7 +740,8 @@ where
         // The faults are the subject, not the node store: one store runs them (CI time).
         _ => return Err("SKIP: the replication faults run on redb node stores".into()),
     }
-    let cluster = Cluster::start(h, nodes, snapshot_every).await?;
+    let (nodes, snapshot_every) = fault.cluster();
+    let mut cluster = Cluster::start(h, nodes, snapshot_every).await?;
     // Open the accounts, through the leader's node.
     let leader = cluster.leader().await?;
     let first = HttpKv::connect(&cluster.node(leader).kv).await?;
@@ -797,8 +790,8 @@ where
     let workload = Workload::new(OPS);
     let progress = Progress(calls.clone());
     let registers = run_clients(clients, &rec, &workload);
-    let schedule = faults(cluster, progress);
-    let (tally, (cluster, fault_result)) = tokio::join!(registers, schedule);
+    let schedule = fault.run(&mut cluster, h.kind, &progress);
+    let (tally, fault_result) = tokio::join!(registers, schedule);
     stop.store(true, Ordering::Relaxed);
     let mut transferred = 0;
     for b in bank {
@@ -826,218 +819,210 @@ where
     verdict.map_err(|e| format!("{e}\n{logs}"))
 }
 
-async fn leader_killed_under_load(h: &Harness) -> CaseResult {
-    run_case(
-        h,
-        "leader SIGKILLed and restarted",
-        3,
-        10_000,
-        |mut c, p| async move {
-            let r = async {
-                p.advance(150, Duration::from_secs(20)).await;
+/// The fault schedules, each run while the workloads are.
+#[derive(Clone, Copy)]
+enum Fault {
+    KillLeader,
+    IsolateFollower,
+    LeaderInMinorityOfFive,
+    PauseLeader,
+    SlowLinks,
+    JoinThroughSnapshot,
+    RollingRestart,
+}
+
+impl Fault {
+    fn describe(self) -> &'static str {
+        match self {
+            Fault::KillLeader => "leader SIGKILLed and restarted",
+            Fault::IsolateFollower => "a follower partitioned away",
+            Fault::LeaderInMinorityOfFive => "of five, the leader and one other cut off",
+            Fault::PauseLeader => "leader paused past the election timeout",
+            Fault::SlowLinks => "every link delayed 30 ms",
+            Fault::JoinThroughSnapshot => "a node joining through a snapshot",
+            Fault::RollingRestart => "rolling restart of every node",
+        }
+    }
+
+    /// Nodes, and log entries between snapshots.
+    fn cluster(self) -> (u64, u64) {
+        match self {
+            Fault::LeaderInMinorityOfFive => (5, 10_000),
+            // Snapshots often, so that the log a new node would need is soon compacted.
+            Fault::JoinThroughSnapshot => (3, 50),
+            _ => (3, 10_000),
+        }
+    }
+
+    /// Wait for the workloads to get going, do the damage, let them run through it, heal.
+    async fn run(self, c: &mut Cluster, kind: BackendKind, p: &Progress) -> CaseResult {
+        let (some, a_while) = (Duration::from_secs(20), Duration::from_secs(20));
+        match self {
+            Fault::KillLeader => {
+                p.advance(150, some).await;
                 let leader = c.leader().await?;
                 c.kill(leader).await?;
-                p.advance(150, Duration::from_secs(20)).await;
-                c.restart(h.kind, leader).await?;
-                Ok(())
+                p.advance(150, a_while).await;
+                c.restart(kind, leader).await
             }
-            .await;
-            (c, r)
-        },
-    )
-    .await
-}
-
-async fn minority_partition(h: &Harness) -> CaseResult {
-    run_case(
-        h,
-        "a follower partitioned away",
-        3,
-        10_000,
-        |c, p| async move {
-            let r = async {
-                p.advance(150, Duration::from_secs(20)).await;
-                let leader = c.leader().await?;
-                let follower = (leader % 3) + 1;
+            Fault::IsolateFollower => {
+                p.advance(150, some).await;
+                let follower = c.leader().await? % 3 + 1;
                 let rest: Vec<u64> = (1..=3).filter(|n| *n != follower).collect();
                 c.partition(&[follower], &rest);
-                p.advance(200, Duration::from_secs(20)).await;
+                p.advance(200, a_while).await;
                 c.heal();
                 Ok(())
             }
-            .await;
-            (c, r)
-        },
-    )
-    .await
-}
-
-async fn leader_in_a_minority_of_five(h: &Harness) -> CaseResult {
-    run_case(
-        h,
-        "of five, the leader and one other cut off",
-        5,
-        10_000,
-        |c, p| async move {
-            let r = async {
-                p.advance(150, Duration::from_secs(20)).await;
+            Fault::LeaderInMinorityOfFive => {
+                p.advance(150, some).await;
                 let leader = c.leader().await?;
-                let buddy = (leader % 5) + 1;
+                let buddy = leader % 5 + 1;
                 let majority: Vec<u64> = (1..=5).filter(|n| *n != leader && *n != buddy).collect();
                 c.partition(&[leader, buddy], &majority);
-                p.advance(200, Duration::from_secs(20)).await;
+                p.advance(200, a_while).await;
                 c.heal();
                 Ok(())
             }
-            .await;
-            (c, r)
-        },
-    )
-    .await
-}
-
-async fn paused_leader(h: &Harness) -> CaseResult {
-    run_case(
-        h,
-        "leader paused past the election timeout",
-        3,
-        10_000,
-        |c, p| async move {
-            let r = async {
-                p.advance(150, Duration::from_secs(20)).await;
+            Fault::PauseLeader => {
+                p.advance(150, some).await;
                 let leader = c.leader().await?;
                 c.pause(leader, true).await?;
                 // Past the election timeout (at most 800 ms), whatever the clients do.
                 tokio::time::sleep(Duration::from_millis(2_000)).await;
                 p.advance(100, Duration::from_secs(10)).await;
-                c.pause(leader, false).await?;
-                Ok(())
+                c.pause(leader, false).await
             }
-            .await;
-            (c, r)
-        },
-    )
-    .await
-}
-
-async fn slow_links(h: &Harness) -> CaseResult {
-    run_case(
-        h,
-        "every link delayed 30 ms",
-        3,
-        10_000,
-        |c, p| async move {
-            let r = async {
-                p.advance(100, Duration::from_secs(20)).await;
+            Fault::SlowLinks => {
+                p.advance(100, some).await;
                 c.slow(30);
                 p.advance(200, Duration::from_secs(30)).await;
                 c.heal();
                 Ok(())
             }
-            .await;
-            (c, r)
-        },
-    )
-    .await
-}
-
-async fn node_joins_through_a_snapshot(h: &Harness) -> CaseResult {
-    run_case(
-        h,
-        "a node joining through a snapshot",
-        3,
-        50,
-        |mut c, p| async move {
-            let r = async {
+            Fault::JoinThroughSnapshot => {
                 // Enough writes that a snapshot was taken and the log behind it purged.
                 p.advance(300, Duration::from_secs(30)).await;
-                let deadline = Instant::now() + RECOVERY;
-                loop {
-                    let leader = c.leader().await?;
-                    if c.status(leader).await?.purged_index.is_some() {
-                        break;
-                    }
-                    ensure!(Instant::now() < deadline, "the log was never compacted");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
-                c.add_links(4, 4).await?;
-                let node = c.spawn(h.kind, 4, "127.0.0.1:0").await?;
-                let member = match admin(
-                    &node.raft,
-                    &credentials(),
-                    &AdminRequest::Describe,
-                    RECOVERY,
+                c.until(
+                    "the leader compacted its log",
+                    |s| s.purged_index.is_some(),
+                    None,
                 )
-                .await
-                {
-                    Ok(AdminReply::Member { member, .. }) => member,
-                    other => return Err(format!("describe the new node: {other:?}")),
-                };
-                c.nodes.push(node);
-                let leader = c.leader().await?;
-                let via = c.node(leader).raft.clone();
-                admin(
-                    &via,
-                    &credentials(),
-                    &AdminRequest::AddLearner { id: 4, member },
-                    Duration::from_secs(60),
+                .await?;
+                c.join(kind, 4).await?;
+                c.until(
+                    "the new node installed a snapshot",
+                    |s| s.snapshot_index.is_some(),
+                    Some(4),
                 )
-                .await
-                .map_err(|e| format!("add the learner: {e}"))?;
-                admin(
-                    &via,
-                    &credentials(),
-                    &AdminRequest::ChangeVoters {
-                        voters: [1, 2, 3, 4].into_iter().collect(),
-                    },
-                    Duration::from_secs(60),
-                )
-                .await
-                .map_err(|e| format!("promote the learner: {e}"))?;
-                let deadline = Instant::now() + RECOVERY;
-                loop {
-                    let status = c.status(4).await?;
-                    if status.snapshot_index.is_some() {
-                        break;
-                    }
-                    ensure!(
-                        Instant::now() < deadline,
-                        "the new node did not install a snapshot: {status:?}; the leader sees {:?}",
-                        c.status(leader).await
-                    );
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+                .await?;
                 p.advance(100, Duration::from_secs(10)).await;
                 Ok(())
             }
-            .await;
-            (c, r)
-        },
-    )
-    .await
-}
-
-async fn rolling_restart(h: &Harness) -> CaseResult {
-    run_case(
-        h,
-        "rolling restart of every node",
-        3,
-        10_000,
-        |mut c, p| async move {
-            let r = async {
+            Fault::RollingRestart => {
                 for id in 1..=3 {
-                    p.advance(80, Duration::from_secs(20)).await;
+                    p.advance(80, some).await;
                     c.stop(id).await?;
                     p.advance(40, Duration::from_secs(10)).await;
-                    c.restart(h.kind, id).await?;
+                    c.restart(kind, id).await?;
                     // The next node goes only once this one is back in the cluster.
                     c.leader().await?;
                 }
                 Ok(())
             }
-            .await;
-            (c, r)
-        },
-    )
-    .await
+        }
+    }
+}
+
+impl Cluster {
+    /// Wait until `node`'s status (the leader's, if `None`) passes `test`.
+    async fn until(
+        &self,
+        what: &str,
+        test: impl Fn(&ClusterStatus) -> bool,
+        node: Option<u64>,
+    ) -> CaseResult {
+        let deadline = Instant::now() + RECOVERY;
+        loop {
+            let id = match node {
+                Some(id) => id,
+                None => self.leader().await?,
+            };
+            let status = self.status(id).await?;
+            if test(&status) {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "not within {RECOVERY:?}: {what}; node {id} reports {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Start node `id`, add it as a learner through the leader, then make it a voter.
+    async fn join(&mut self, kind: BackendKind, id: u64) -> CaseResult {
+        self.add_links(id, id).await?;
+        let node = self.spawn(kind, id, "127.0.0.1:0").await?;
+        let member = match admin(
+            &node.raft,
+            &credentials(),
+            &AdminRequest::Describe,
+            RECOVERY,
+        )
+        .await
+        {
+            Ok(AdminReply::Member { member, .. }) => member,
+            other => return Err(format!("describe node {id}: {other:?}")),
+        };
+        self.nodes.push(node);
+        let via = self.node(self.leader().await?).raft.clone();
+        let slow = Duration::from_secs(60);
+        admin(
+            &via,
+            &credentials(),
+            &AdminRequest::AddLearner { id, member },
+            slow,
+        )
+        .await
+        .map_err(|e| format!("add node {id} as a learner: {e}"))?;
+        let voters = self.nodes.iter().map(|n| n.id).collect();
+        admin(
+            &via,
+            &credentials(),
+            &AdminRequest::ChangeVoters { voters },
+            slow,
+        )
+        .await
+        .map_err(|e| format!("promote node {id}: {e}"))?;
+        Ok(())
+    }
+}
+
+async fn leader_killed_under_load(h: &Harness) -> CaseResult {
+    run_case(h, Fault::KillLeader).await
+}
+
+async fn minority_partition(h: &Harness) -> CaseResult {
+    run_case(h, Fault::IsolateFollower).await
+}
+
+async fn leader_in_a_minority_of_five(h: &Harness) -> CaseResult {
+    run_case(h, Fault::LeaderInMinorityOfFive).await
+}
+
+async fn paused_leader(h: &Harness) -> CaseResult {
+    run_case(h, Fault::PauseLeader).await
+}
+
+async fn slow_links(h: &Harness) -> CaseResult {
+    run_case(h, Fault::SlowLinks).await
+}
+
+async fn node_joins_through_a_snapshot(h: &Harness) -> CaseResult {
+    run_case(h, Fault::JoinThroughSnapshot).await
+}
+
+async fn rolling_restart(h: &Harness) -> CaseResult {
+    run_case(h, Fault::RollingRestart).await
 }
