@@ -117,6 +117,9 @@ pub struct Node {
     dial_via: BTreeMap<NodeId, String>,
     /// Read barriers passed (strong reads), for status and tests.
     barriers: std::sync::atomic::AtomicU64,
+    /// Callers waiting for the next read-barrier round, and the signal that there are some.
+    barrier_waiters: Mutex<Vec<tokio::sync::oneshot::Sender<std::result::Result<(), String>>>>,
+    barrier_wake: tokio::sync::Notify,
     shutdown: watch::Sender<bool>,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
     pub(crate) backend: Mutex<Option<Arc<ReplicatedBackend>>>,
@@ -192,10 +195,13 @@ impl Node {
             peers: Mutex::new(BTreeMap::new()),
             dial_via: config.dial_via.clone(),
             barriers: Default::default(),
+            barrier_waiters: Mutex::new(Vec::new()),
+            barrier_wake: tokio::sync::Notify::new(),
             shutdown: watch::channel(false).0,
             server: Mutex::new(None),
             backend: Mutex::new(None),
         });
+        tokio::spawn(node.clone().barrier_rounds());
         let server = crate::service::serve(node.clone(), listener, node.shutdown.subscribe());
         *node.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::spawn(server));
         Ok(node)
@@ -384,9 +390,65 @@ impl Node {
 
     /// Return once this node has applied every entry committed before the call: after this,
     /// reads of the local copy are linearizable.
+    ///
+    /// Concurrent callers share rounds: a caller joins the next round to start, whose
+    /// read-index request is made after the caller arrived, so one round serves every read
+    /// waiting for it. At most one round is in flight per node.
     pub async fn read_barrier(&self) -> Result<()> {
         self.barriers
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if *self.shutdown.borrow() {
+            return Err(ReplicationError::ShuttingDown);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.barrier_waiters
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tx);
+        self.barrier_wake.notify_one();
+        match rx.await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(ReplicationError::NoLeader(e)),
+            Err(_) => Err(ReplicationError::ShuttingDown),
+        }
+    }
+
+    /// Run read-barrier rounds for the callers of [`Node::read_barrier`] until shutdown.
+    async fn barrier_rounds(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = self.barrier_wake.notified() => {}
+                _ = shutdown.wait_for(|s| *s) => {
+                    // Callers still waiting hear that the node is going away.
+                    self.barrier_waiters
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .clear();
+                    return;
+                }
+            }
+            loop {
+                let waiters = std::mem::take(
+                    &mut *self
+                        .barrier_waiters
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()),
+                );
+                if waiters.is_empty() {
+                    break;
+                }
+                let result = self.barrier_round().await.map_err(|e| e.to_string());
+                for w in waiters {
+                    let _ = w.send(result.clone());
+                }
+            }
+        }
+    }
+
+    /// One read barrier: the read index (here if leading, else from the leader), then
+    /// applying up to it.
+    async fn barrier_round(&self) -> Result<()> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
             let hint = match self.raft.ensure_linearizable().await {
