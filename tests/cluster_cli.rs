@@ -234,3 +234,27 @@ fn a_cluster_of_processes_serves_through_every_node_and_survives_a_killed_leader
     let text = ok(strata(&["cluster", "status", "--via", &nodes[leader].raft]));
     assert!(text.contains("term"), "{text}");
 }
+
+#[test]
+fn cluster_settings_that_cannot_work_are_refused_before_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!("redb:{}", dir.path().join("data").display());
+    let serve = |extra: &[&str]| {
+        let mut args = vec!["--store", &store, "serve", "--no-auth", "--cluster"];
+        args.extend_from_slice(extra);
+        let o = strata(&args);
+        assert!(!o.status.success(), "{extra:?} was accepted");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(serve(&["--raft", "127.0.0.1:0"]).contains("--node-id"));
+    assert!(serve(&["--node-id", "0"]).contains("at least 1"));
+    assert!(serve(&["--node-id", "1", "--cluster-secret", "short"]).contains("16 characters"));
+    assert!(serve(&["--node-id", "1", "--raft-peer-via", "two=127.0.0.1:1"]).contains("ID=ADDR"));
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .env_remove("STRATA_CLUSTER_SECRET")
+        .args(["cluster", "status", "--via", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("shared secret"));
+}

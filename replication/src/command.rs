@@ -22,16 +22,6 @@ pub enum Command {
     },
 }
 
-impl Command {
-    /// The database the command is about.
-    pub fn database(&self) -> &str {
-        match self {
-            Command::CreateDatabase { name } | Command::DropDatabase { name } => name,
-            Command::Batch { database, .. } => database,
-        }
-    }
-}
-
 /// What applying a command did, the same on every replica.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Applied {

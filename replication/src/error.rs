@@ -31,8 +31,6 @@ pub enum ReplicationError {
     /// A peer refused us: another cluster, or the wrong secret.
     #[error("refused by {addr}: {detail}")]
     Refused { addr: String, detail: String },
-    #[error("this node is not part of an initialized cluster yet: run `strata cluster init`")]
-    NotInitialized,
     #[error("invalid cluster request: {0}")]
     Invalid(String),
     #[error("raft: {0}")]

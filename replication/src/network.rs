@@ -222,40 +222,50 @@ fn never_connected(status: &tonic::Status) -> bool {
     false
 }
 
-/// Makes Raft's clients to peers.
-pub struct Network {
+/// A node's clients to its peers, one per peer, shared by Raft's network and the node's own
+/// calls (forwarded proposals, read indexes, admin requests).
+pub struct Peers {
     credentials: Credentials,
-    peers: Arc<Mutex<BTreeMap<NodeId, PeerClient>>>,
     dial_via: BTreeMap<NodeId, String>,
+    clients: Mutex<BTreeMap<NodeId, PeerClient>>,
 }
 
-impl Network {
+impl Peers {
     /// Clients with `credentials`; peers in `dial_via` are reached at the address given
     /// there rather than the one they advertise.
-    pub fn new(credentials: Credentials, dial_via: BTreeMap<NodeId, String>) -> Self {
-        Network {
+    pub fn new(credentials: Credentials, dial_via: BTreeMap<NodeId, String>) -> Arc<Self> {
+        Arc::new(Peers {
             credentials,
-            peers: Arc::new(Mutex::new(BTreeMap::new())),
             dial_via,
+            clients: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// The client for node `id`, which advertises `addr`; a new one if the address changed.
+    pub fn get(&self, id: NodeId, addr: &str) -> PeerClient {
+        let addr = self.dial_via.get(&id).map(String::as_str).unwrap_or(addr);
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        match clients.get(&id) {
+            Some(c) if c.addr == addr => c.clone(),
+            _ => {
+                let c = PeerClient::new(id, addr, self.credentials.clone());
+                clients.insert(id, c.clone());
+                c
+            }
         }
     }
 }
+
+/// Makes Raft's clients to peers.
+pub struct Network(pub Arc<Peers>);
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = Peer;
 
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
-        let addr = self.dial_via.get(&target).unwrap_or(&node.raft_addr);
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        let client = match peers.get(&target) {
-            Some(c) if &c.addr == addr => c.clone(),
-            _ => {
-                let c = PeerClient::new(target, addr, self.credentials.clone());
-                peers.insert(target, c.clone());
-                c
-            }
-        };
-        Peer { client }
+        Peer {
+            client: self.0.get(target, &node.raft_addr),
+        }
     }
 }
 

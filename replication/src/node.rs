@@ -19,7 +19,7 @@ use crate::backend::ReplicatedBackend;
 use crate::command::{Command, Member};
 use crate::error::{decode, encode, ReplicationError, Result};
 use crate::network::{
-    AdminReply, AdminRequest, Credentials, Forwarded, Method, Network, PeerClient, Proposed,
+    AdminReply, AdminRequest, Credentials, Forwarded, Method, Network, PeerClient, Peers, Proposed,
 };
 use crate::state_machine::{Replica, StateMachine};
 use crate::store::{LogStore, RAFT_DB};
@@ -113,8 +113,7 @@ pub struct Node {
     replica: Arc<Replica>,
     member: Mutex<Member>,
     credentials: Credentials,
-    peers: Mutex<BTreeMap<NodeId, PeerClient>>,
-    dial_via: BTreeMap<NodeId, String>,
+    peers: Arc<Peers>,
     /// Read barriers passed (strong reads), for status and tests.
     barriers: std::sync::atomic::AtomicU64,
     /// Callers waiting for the next read-barrier round, and the signal that there are some.
@@ -122,7 +121,6 @@ pub struct Node {
     barrier_wake: tokio::sync::Notify,
     shutdown: watch::Sender<bool>,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
-    pub(crate) backend: Mutex<Option<Arc<ReplicatedBackend>>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -181,7 +179,8 @@ impl Node {
                 .validate()
                 .map_err(|e| ReplicationError::Invalid(format!("cluster settings: {e}")))?,
         );
-        let network = Network::new(config.credentials.clone(), config.dial_via.clone());
+        let peers = Peers::new(config.credentials.clone(), config.dial_via.clone());
+        let network = Network(peers.clone());
         let raft = Raft::new(config.node_id, raft_config, network, log, sm)
             .await
             .map_err(|e| ReplicationError::Raft(e.to_string()))?;
@@ -192,14 +191,12 @@ impl Node {
             replica,
             member: Mutex::new(member),
             credentials: config.credentials.clone(),
-            peers: Mutex::new(BTreeMap::new()),
-            dial_via: config.dial_via.clone(),
+            peers,
             barriers: Default::default(),
             barrier_waiters: Mutex::new(Vec::new()),
             barrier_wake: tokio::sync::Notify::new(),
             shutdown: watch::channel(false).0,
             server: Mutex::new(None),
-            backend: Mutex::new(None),
         });
         tokio::spawn(node.clone().barrier_rounds());
         let server = crate::service::serve(node.clone(), listener, node.shutdown.subscribe());
@@ -253,22 +250,11 @@ impl Node {
 
     /// The backend the engine runs over on this node.
     pub fn backend(self: &Arc<Self>) -> Arc<ReplicatedBackend> {
-        let mut slot = self.backend.lock().unwrap_or_else(|e| e.into_inner());
-        slot.get_or_insert_with(|| Arc::new(ReplicatedBackend::new(self.clone())))
-            .clone()
+        Arc::new(ReplicatedBackend::new(self.clone()))
     }
 
     fn peer(&self, id: NodeId, addr: &str) -> PeerClient {
-        let addr = self.dial_via.get(&id).map(String::as_str).unwrap_or(addr);
-        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
-        match peers.get(&id) {
-            Some(p) if p.addr == addr => p.clone(),
-            _ => {
-                let p = PeerClient::new(id, addr, self.credentials.clone());
-                peers.insert(id, p.clone());
-                p
-            }
-        }
+        self.peers.get(id, addr)
     }
 
     /// The leader as far as this node knows, if it is another node.

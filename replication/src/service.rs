@@ -10,7 +10,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 use crate::command::Command;
-use crate::error::{decode, encode, ReplicationError};
+use crate::error::{decode, encode};
 use crate::network::{AdminRequest, CLUSTER_HEADER, MAX_MESSAGE};
 use crate::node::Node;
 use crate::proto::raft_server::{Raft as RaftRpc, RaftServer};
@@ -121,11 +121,5 @@ impl RaftRpc for RaftService {
         // Run here, or passed on to the leader when it must run there.
         let out = self.node.admin(admin).await.map_err(|e| e.to_string());
         reply(&out)
-    }
-}
-
-impl From<ReplicationError> for Status {
-    fn from(e: ReplicationError) -> Self {
-        Status::unavailable(e.to_string())
     }
 }

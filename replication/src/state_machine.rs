@@ -550,7 +550,6 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         };
         self.persist(&st, Some(&meta)).await?;
         st.current = Some(meta.clone());
-        drop(st);
         self.open_current(&meta).await
     }
 }
@@ -660,9 +659,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> SmResult<Option<Snapshot<TypeConfig>>> {
-        let meta = self.inner.state.lock().await.current.clone();
-        match meta {
-            Some(meta) => Ok(Some(self.open_current(&meta).await?)),
+        // Opened under the lock: a snapshot being built replaces the file and its meta
+        // together, so the two always match.
+        let st = self.inner.state.lock().await;
+        match &st.current {
+            Some(meta) => Ok(Some(self.open_current(meta).await?)),
             None => Ok(None),
         }
     }

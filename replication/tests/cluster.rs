@@ -84,6 +84,14 @@ async fn counter(db: &Database, key: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Create database `name` through `member` and add 1 to its counter `k`.
+async fn counter_on(member: &Member, name: &str) -> Database {
+    member.engine.create_database(name, None).await.unwrap();
+    let db = member.engine.database(name).await.unwrap();
+    add(&db, "k", 1).await;
+    db
+}
+
 async fn leader_index(members: &[Member]) -> usize {
     for _ in 0..100 {
         for (i, m) in members.iter().enumerate() {
@@ -155,13 +163,7 @@ async fn every_node_writes_and_strong_reads_see_every_acknowledged_write() {
 async fn the_cluster_keeps_serving_when_its_leader_stops() {
     let members = cluster(3, 10_000).await;
     let leader = leader_index(&members).await;
-    members[leader]
-        .engine
-        .create_database("d", None)
-        .await
-        .unwrap();
-    let db = members[leader].engine.database("d").await.unwrap();
-    add(&db, "k", 1).await;
+    counter_on(&members[leader], "d").await;
     members[leader].node.shutdown().await;
     let rest: Vec<&Member> = members
         .iter()
@@ -234,6 +236,31 @@ async fn a_new_node_catches_up_through_a_snapshot() {
     let status = members[leader].node.status();
     assert_eq!(status.nodes.len(), 4);
     assert!(status.nodes.iter().all(|n| n.voter));
+
+    // Taking nodes out: never the last voter; node 4 leaves and the rest serve on.
+    let all = [1u64, 2, 3, 4].into_iter().collect();
+    let refused = members[leader]
+        .node
+        .admin(strata_replication::network::AdminRequest::Remove { ids: all })
+        .await;
+    assert!(
+        matches!(&refused, Err(e) if e.to_string().contains("without voters")),
+        "{refused:?}"
+    );
+    members[leader]
+        .node
+        .admin(strata_replication::network::AdminRequest::Remove {
+            ids: [4].into_iter().collect(),
+        })
+        .await
+        .expect("remove node 4");
+    let status = members[leader].node.status();
+    assert_eq!(
+        status.nodes.iter().map(|n| n.id).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    add(&db, "after", 1).await;
+    assert_eq!(counter(&db, "after").await, 8);
     joining.node.shutdown().await;
     for m in &members {
         m.node.shutdown().await;
@@ -422,13 +449,7 @@ impl strata_engine::Store for FullStore {
 async fn a_node_whose_disk_fills_stops_cleanly_and_recovers_once_there_is_room() {
     let members = cluster(3, 10_000).await;
     let leader = leader_index(&members).await;
-    members[leader]
-        .engine
-        .create_database("d", None)
-        .await
-        .unwrap();
-    let db = members[leader].engine.database("d").await.unwrap();
-    add(&db, "k", 1).await;
+    let db = counter_on(&members[leader], "d").await;
 
     // A fourth node whose disk we control joins, then its disk fills.
     let dir = tempfile::tempdir().unwrap();
@@ -471,13 +492,17 @@ async fn a_node_whose_disk_fills_stops_cleanly_and_recovers_once_there_is_room()
         .expect("the node stops rather than run on a log it cannot write");
     // The stopped node refuses writes with an error instead of taking them.
     let engine4 = Engine::new(node.backend(), EngineConfig::default());
-    if let Ok(db4) = engine4.database("d").await {
+    let refused = async {
+        let db4 = engine4.database("d").await?;
         let w = AtomicWrite::new().mutate(Mutation::sum(b"k".to_vec(), 1));
-        assert!(
-            db4.atomic_write(w).await.is_err(),
-            "a stopped node takes no writes"
-        );
+        db4.atomic_write(w).await.map(|_| ())
     }
+    .await;
+    let err = refused.expect_err("a stopped node takes no writes");
+    assert!(
+        err.to_string().contains("No space left"),
+        "the error says why: {err}"
+    );
     engine4.close().await;
     node.shutdown().await;
     drop(node);
