@@ -12,14 +12,20 @@ use strata_replication::{ClusterConfig, ClusterStatus, Member, Node, NodeId};
 /// The Raft address a node listens on unless told otherwise.
 pub const DEFAULT_RAFT: &str = "127.0.0.1:7001";
 
+/// The cluster's name unless told otherwise.
+const DEFAULT_CLUSTER_ID: &str = "strata";
+
+/// How often a node configured with its peers looks for them until the cluster is formed.
+const FORM_RETRY: Duration = Duration::from_secs(1);
+
 /// How long a membership change may take: adding a learner waits for it to catch up.
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(120);
 
 #[derive(clap::Args, Clone)]
 pub struct Access {
-    /// The cluster's name: nodes refuse calls meant for another cluster.
-    #[arg(long, env = "STRATA_CLUSTER_ID", default_value = "strata")]
-    pub cluster_id: String,
+    /// The cluster's name: nodes refuse calls meant for another cluster [default: strata].
+    #[arg(long, env = "STRATA_CLUSTER_ID")]
+    pub cluster_id: Option<String>,
     /// The secret every member shares, at least 16 characters (also STRATA_CLUSTER_SECRET).
     #[arg(long, env = "STRATA_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
@@ -37,11 +43,12 @@ impl Access {
         if secret.len() < 16 {
             return Err("the cluster secret must be at least 16 characters".into());
         }
-        if self.cluster_id.is_empty() || !self.cluster_id.is_ascii() {
+        let cluster_id = self.cluster_id.as_deref().unwrap_or(DEFAULT_CLUSTER_ID);
+        if cluster_id.is_empty() || !cluster_id.is_ascii() {
             return Err("the cluster id must be non-empty ASCII".into());
         }
         Ok(Credentials {
-            cluster_id: self.cluster_id.clone(),
+            cluster_id: cluster_id.to_string(),
             secret,
         })
     }
@@ -50,27 +57,88 @@ impl Access {
 #[derive(clap::Args, Clone)]
 pub struct NodeArgs {
     /// Serve as a node of a replicated cluster: every frontend reads and writes the
-    /// cluster's data (with --node-id and a cluster secret; then `strata cluster init`).
+    /// cluster's data (with --node-id and a cluster secret; then `strata cluster init`, or
+    /// --peer). A `[cluster]` section in db.toml does the same.
     #[arg(long)]
     pub cluster: bool,
     /// This node's id: a number unique in the cluster.
-    #[arg(long, requires = "cluster")]
+    #[arg(long)]
     pub node_id: Option<NodeId>,
     /// Where this node listens for the other nodes [default: 127.0.0.1:7001].
-    #[arg(long, requires = "cluster")]
+    #[arg(long)]
     pub raft: Option<String>,
     /// The address the other nodes reach this one at, when it differs from --raft.
-    #[arg(long, requires = "cluster")]
+    #[arg(long)]
     pub raft_advertise: Option<String>,
-    /// Build a snapshot (and compact the log behind it) every this many log entries.
-    #[arg(long, default_value_t = 10_000, requires = "cluster")]
-    pub raft_snapshot_every: u64,
+    /// Another node's Raft address, repeatable: nodes started with each other as peers form
+    /// the cluster themselves at first start (the one with the lowest id initializes it,
+    /// once every peer answers), with no `strata cluster init`.
+    #[arg(long = "peer", value_name = "ADDR")]
+    pub peers: Vec<String>,
+    /// Build a snapshot (and compact the log behind it) every this many log entries
+    /// [default: 10000].
+    #[arg(long)]
+    pub raft_snapshot_every: Option<u64>,
     /// Reach peer ID at ADDR instead of the address it advertises (a tunnel or NAT):
     /// ID=ADDR, repeatable.
-    #[arg(long = "raft-peer-via", value_name = "ID=ADDR", requires = "cluster")]
+    #[arg(long = "raft-peer-via", value_name = "ID=ADDR")]
     pub raft_peer_via: Vec<String>,
     #[command(flatten)]
     pub access: Access,
+}
+
+impl NodeArgs {
+    /// Fill in what the flags left out from db.toml's `[cluster]` (its presence makes this a
+    /// cluster node).
+    #[cfg(feature = "rest")]
+    pub fn with_file(
+        mut self,
+        section: Option<&strata_rest::config::ClusterSection>,
+        secret: Option<String>,
+    ) -> NodeArgs {
+        if let Some(c) = section {
+            self.cluster = true;
+            self.node_id = self.node_id.or(c.node_id);
+            self.raft = self.raft.take().or_else(|| c.raft.clone());
+            self.raft_advertise = self.raft_advertise.take().or_else(|| c.advertise.clone());
+            if self.peers.is_empty() {
+                self.peers = c.peers.clone();
+            }
+            self.raft_snapshot_every = self.raft_snapshot_every.or(c.snapshot_every);
+            if self.raft_peer_via.is_empty() {
+                self.raft_peer_via = c
+                    .peer_via
+                    .iter()
+                    .map(|(id, a)| format!("{id}={a}"))
+                    .collect();
+            }
+            self.access.cluster_id = self
+                .access
+                .cluster_id
+                .take()
+                .or_else(|| c.cluster_id.clone());
+            self.access.cluster_secret = self.access.cluster_secret.take().or(secret);
+        }
+        self
+    }
+
+    /// Refuse cluster settings given to a node that is not a cluster node.
+    pub fn check(self) -> Result<NodeArgs, String> {
+        let given = self.node_id.is_some()
+            || self.raft.is_some()
+            || self.raft_advertise.is_some()
+            || !self.peers.is_empty()
+            || self.raft_snapshot_every.is_some()
+            || !self.raft_peer_via.is_empty();
+        if given && !self.cluster {
+            return Err(
+                "--node-id, --raft, --peer and the other cluster settings are for a cluster node: \
+                 add --cluster (or a [cluster] section to db.toml)"
+                    .into(),
+            );
+        }
+        Ok(self)
+    }
 }
 
 /// Start this process's node over its local store. Its data directory keeps the Raft log
@@ -106,7 +174,7 @@ pub async fn start_node(
         snapshots,
     );
     config.advertise = args.raft_advertise.clone();
-    config.snapshot_every = args.raft_snapshot_every.max(1);
+    config.snapshot_every = args.raft_snapshot_every.unwrap_or(10_000).max(1);
     for via in &args.raft_peer_via {
         let (id, addr) = via
             .split_once('=')
@@ -114,19 +182,116 @@ pub async fn start_node(
             .ok_or_else(|| format!("--raft-peer-via wants ID=ADDR, not {via:?}"))?;
         config.dial_via.insert(id, addr.to_string());
     }
+    let creds = config.credentials.clone();
     let node = Node::start(backend, config)
         .await
         .map_err(|e| e.to_string())?;
+    let initialized = node.is_initialized().await;
     eprintln!(
         "cluster node {node_id} on {} ({})",
         node.member().raft_addr,
-        if node.is_initialized().await {
+        if initialized {
             "rejoining its cluster"
-        } else {
+        } else if args.peers.is_empty() {
             "waiting for `strata cluster init` or to be added"
+        } else {
+            "forming the cluster with its peers"
         }
     );
+    if !initialized && !args.peers.is_empty() {
+        tokio::spawn(form(node.clone(), args.peers.clone(), creds));
+    }
     Ok(node)
+}
+
+/// Form a new cluster of this node and its configured peers, once every peer answers: the
+/// node with the lowest id initializes it, the others wait to hear from its leader. If a
+/// peer already belongs to a cluster, nothing is formed: this node (a new one, or one that
+/// lost its data) waits to be added with `strata cluster add-learner`, because starting a
+/// second cluster beside the first would split it.
+async fn form(node: Arc<Node>, peers: Vec<String>, creds: Credentials) {
+    let mut told = false;
+    loop {
+        if node.is_initialized().await {
+            return;
+        }
+        match probe(&peers, &creds).await {
+            Probe::Missing(addr, why) => {
+                if !told {
+                    eprintln!(
+                        "cluster node {}: waiting for peer {addr} ({why})",
+                        node.id()
+                    );
+                    told = true;
+                }
+            }
+            Probe::Formed(addr) => {
+                eprintln!(
+                    "cluster node {}: peer {addr} already belongs to a cluster; this node waits \
+                     to be added (`strata cluster add-learner`)",
+                    node.id()
+                );
+                return;
+            }
+            Probe::Ready(members) => {
+                if let Some(id) = members.keys().find(|id| **id == node.id()) {
+                    eprintln!(
+                        "cluster node {id}: a peer has the same id; give each node its own --node-id"
+                    );
+                    return;
+                }
+                let lowest = members.keys().all(|id| *id > node.id());
+                if lowest {
+                    match node.admin(AdminRequest::Initialize { members }).await {
+                        Ok(_) => {
+                            eprintln!(
+                                "cluster node {}: formed a cluster of {} nodes",
+                                node.id(),
+                                peers.len() + 1
+                            );
+                            return;
+                        }
+                        Err(e) => {
+                            eprintln!(
+                                "cluster node {}: forming the cluster failed: {e}",
+                                node.id()
+                            )
+                        }
+                    }
+                }
+            }
+        }
+        tokio::time::sleep(FORM_RETRY).await;
+    }
+}
+
+enum Probe {
+    /// Every peer answered, none in a cluster yet: their ids and addresses.
+    Ready(BTreeMap<NodeId, Member>),
+    /// This peer did not answer, and why.
+    Missing(String, String),
+    /// This peer belongs to a cluster already.
+    Formed(String),
+}
+
+async fn probe(peers: &[String], creds: &Credentials) -> Probe {
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
+    let mut members = BTreeMap::new();
+    for addr in peers {
+        match admin(addr, creds, &AdminRequest::Status, PROBE_TIMEOUT).await {
+            Ok(AdminReply::Status(s)) if !s.nodes.is_empty() => return Probe::Formed(addr.clone()),
+            Ok(_) => {}
+            Err(e) => return Probe::Missing(addr.clone(), e.to_string()),
+        }
+        match admin(addr, creds, &AdminRequest::Describe, PROBE_TIMEOUT).await {
+            Ok(AdminReply::Member { id, member }) => {
+                members.insert(id, member);
+            }
+            Ok(_) => return Probe::Missing(addr.clone(), "an unexpected answer".into()),
+            Err(e) => return Probe::Missing(addr.clone(), e.to_string()),
+        }
+    }
+    Probe::Ready(members)
 }
 
 #[derive(clap::Subcommand)]

@@ -529,8 +529,22 @@ async fn run(cli: Cli) -> CliResult {
     #[cfg(feature = "kv-connect")]
     if let Command::Serve(args) = cli.command {
         #[cfg(feature = "replication")]
-        let node = match args.node.cluster {
-            true => Some(cluster::start_node(backend.clone(), &args.node, &url).await?),
+        let node_args = {
+            #[cfg(feature = "rest")]
+            let a = match file.toml.as_ref() {
+                Some(t) => args.node.clone().with_file(
+                    t.cluster.as_ref(),
+                    t.cluster_secret().map_err(|e| e.to_string())?,
+                ),
+                None => args.node.clone(),
+            };
+            #[cfg(not(feature = "rest"))]
+            let a = args.node.clone();
+            a.check()?
+        };
+        #[cfg(feature = "replication")]
+        let node = match node_args.cluster {
+            true => Some(cluster::start_node(backend.clone(), &node_args, &url).await?),
             false => None,
         };
         #[cfg(feature = "replication")]
@@ -828,9 +842,29 @@ async fn serve(
             },
         )));
     }
-    let clustered = config.replicas.is_some();
     let server = Server::new(engine.clone(), config);
-    if !clustered {
+    #[cfg(feature = "replication")]
+    let prepared = match &node {
+        // The default database is made (and queue push attached to it) through the cluster,
+        // once it has a leader: a new node may start long before `strata cluster init`.
+        Some(node) => {
+            let (node, server) = (node.clone(), server.clone());
+            tokio::spawn(async move {
+                node.leader_known().await;
+                let mut wait = std::time::Duration::from_millis(100);
+                while let Err(e) = server.prepare().await {
+                    tracing::warn!(error = %e, "opening the default database through the cluster; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(5));
+                }
+            });
+            true
+        }
+        None => false,
+    };
+    #[cfg(not(feature = "replication"))]
+    let prepared = false;
+    if !prepared {
         server.prepare().await.map_err(|e| e.to_string())?;
     }
     #[cfg(feature = "sql")]

@@ -46,17 +46,12 @@ fn ok(o: Output) -> String {
 /// Start node `id` over `dir`, on `raft` (`127.0.0.1:0` the first time, its own address on
 /// restart); wait until every listener is up.
 fn start(dir: &std::path::Path, id: u64, raft: &str) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("node.log"))
-        .unwrap();
     let store = format!("redb:{}", dir.join("data").display());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
-        .env_remove("STRATA_ACCESS_TOKEN")
-        .env_remove("DENO_KV_ACCESS_TOKEN")
-        .env("STRATA_CLUSTER_SECRET", SECRET)
-        .args([
+    let id = id.to_string();
+    spawn(
+        dir,
+        &[("STRATA_CLUSTER_SECRET", SECRET)],
+        &[
             "--store",
             &store,
             "serve",
@@ -68,10 +63,26 @@ fn start(dir: &std::path::Path, id: u64, raft: &str) -> Proc {
             "127.0.0.1:0",
             "--cluster",
             "--node-id",
-            &id.to_string(),
+            &id,
             "--raft",
             raft,
-        ])
+        ],
+    )
+}
+
+/// Run `strata` with `args` and `envs` (its log in `dir`); wait until every listener is up.
+fn spawn(dir: &std::path::Path, envs: &[(&str, &str)], args: &[&str]) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("node.log"))
+        .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .env_remove("STRATA_ACCESS_TOKEN")
+        .env_remove("DENO_KV_ACCESS_TOKEN")
+        .env_remove("STRATA_CLUSTER_SECRET")
+        .envs(envs.iter().copied())
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::from(log))
         .spawn()
@@ -82,7 +93,7 @@ fn start(dir: &std::path::Path, id: u64, raft: &str) -> Proc {
         let mut line = String::new();
         if out.read_line(&mut line).unwrap() == 0 {
             panic!(
-                "node {id} exited: {}",
+                "{args:?} exited: {}",
                 std::fs::read_to_string(dir.join("node.log")).unwrap_or_default()
             );
         }
@@ -247,6 +258,10 @@ fn cluster_settings_that_cannot_work_are_refused_before_serving() {
         String::from_utf8_lossy(&o.stderr).into_owned()
     };
     assert!(serve(&["--raft", "127.0.0.1:0"]).contains("--node-id"));
+    // Cluster settings without --cluster (or a [cluster] section) are a mistake, not ignored.
+    let o = strata(&["--store", &store, "serve", "--no-auth", "--node-id", "1"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("add --cluster"));
     assert!(serve(&["--node-id", "0"]).contains("at least 1"));
     assert!(serve(&["--node-id", "1", "--cluster-secret", "short"]).contains("16 characters"));
     assert!(serve(&["--node-id", "1", "--raft-peer-via", "two=127.0.0.1:1"]).contains("ID=ADDR"));
@@ -257,4 +272,117 @@ fn cluster_settings_that_cannot_work_are_refused_before_serving() {
         .unwrap();
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("shared secret"));
+}
+
+/// Three nodes, each given only a db.toml with a `[cluster]` section naming its peers: they
+/// form the cluster themselves (no `strata cluster init`), with the cluster id and the
+/// secret (from the variable `secret_env` names) the file gives.
+#[test]
+fn nodes_configured_in_db_toml_with_their_peers_form_the_cluster_themselves() {
+    const FILE_SECRET: &str = "the-secret-from-a-db-toml";
+    // Three free addresses, known before any node starts, as a deployment's would be.
+    let addrs: Vec<String> = {
+        let held: Vec<std::net::TcpListener> = (0..3)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        held.iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect()
+    };
+    let dirs: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let nodes: Vec<Proc> = (0..3)
+        .map(|i| {
+            let peers: Vec<String> = (0..3)
+                .filter(|j| *j != i)
+                .map(|j| format!("\"{}\"", addrs[j]))
+                .collect();
+            let config = dirs[i].path().join("db.toml");
+            std::fs::write(
+                &config,
+                format!(
+                    "[cluster]\nnode_id = {}\nraft = \"{}\"\npeers = [{}]\n\
+                     cluster_id = \"from-file\"\nsecret_env = \"TEST_CLUSTER_SECRET\"\n",
+                    i + 1,
+                    addrs[i],
+                    peers.join(", ")
+                ),
+            )
+            .unwrap();
+            let store = format!("redb:{}", dirs[i].path().join("data").display());
+            spawn(
+                dirs[i].path(),
+                &[("TEST_CLUSTER_SECRET", FILE_SECRET)],
+                &[
+                    "--store",
+                    &store,
+                    "serve",
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--no-auth",
+                    "--kv-connect",
+                    "127.0.0.1:0",
+                    "--no-pgwire",
+                    "--rest",
+                    "127.0.0.1:0",
+                ],
+            )
+        })
+        .collect();
+    assert_eq!(nodes[0].raft, addrs[0]);
+
+    // Poll the status until the nodes have formed the cluster and elected a leader.
+    let status = |via: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+            .env("STRATA_CLUSTER_SECRET", FILE_SECRET)
+            .args([
+                "cluster",
+                "status",
+                "--cluster-id",
+                "from-file",
+                "--json",
+                "--via",
+                via,
+            ])
+            .output()
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).ok()
+    };
+    let mut formed = None;
+    for _ in 0..300 {
+        if let Some(s) = status(&nodes[2].raft) {
+            if s["leader"].is_u64() && s["nodes"].as_array().map_or(0, Vec::len) == 3 {
+                formed = Some(s);
+                break;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let formed = formed.unwrap_or_else(|| {
+        let logs: Vec<String> = dirs
+            .iter()
+            .map(|d| std::fs::read_to_string(d.path().join("node.log")).unwrap_or_default())
+            .collect();
+        panic!(
+            "the nodes did not form a cluster:\n{}",
+            logs.join("\n---\n")
+        )
+    });
+    for n in formed["nodes"].as_array().unwrap() {
+        assert!(n["voter"].as_bool().unwrap(), "{formed}");
+    }
+
+    // It serves: written through one node, read through another.
+    ok(strata(&["db", "--url", &nodes[0].rest, "create", "bank"]));
+    sql(&nodes[1], "CREATE TABLE t (id INT PRIMARY KEY)");
+    sql(&nodes[2], "INSERT INTO t VALUES (20), (22)");
+    let out = sql(&nodes[0], "SELECT sum(id) FROM t");
+    assert!(out.contains("42"), "{out}");
+
+    // The file's cluster id is the cluster's: another id is refused.
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .env("STRATA_CLUSTER_SECRET", FILE_SECRET)
+        .args(["cluster", "status", "--via", &nodes[0].raft])
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the default cluster id was accepted");
 }

@@ -30,12 +30,14 @@ pub(crate) async fn serve(
     let svc = RaftServer::new(RaftService { node })
         .max_decoding_message_size(MAX_MESSAGE)
         .max_encoding_message_size(MAX_MESSAGE);
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // No Nagle on accepted connections: a gRPC answer is several writes (headers, data,
+    // trailers), and holding the later ones for the peer's delayed ACK costs 40 ms a call.
+    // (The builder's `tcp_nodelay` reaches only listeners it binds itself.)
+    let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
     let stop = async move {
         let _ = shutdown.wait_for(|s| *s).await;
     };
     if let Err(e) = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
         .add_service(svc)
         .serve_with_incoming_shutdown(incoming, stop)
         .await

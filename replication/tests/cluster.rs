@@ -371,6 +371,103 @@ async fn sql_reads_are_strong_unless_the_session_asks_for_eventual() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rest_reads_are_strong_unless_the_request_asks_for_eventual() {
+    let members = cluster(3, 10_000).await;
+    let leader = leader_index(&members).await;
+    let follower = &members[(leader + 1) % 3];
+    let engine = Arc::new(Engine::new(
+        follower.node.backend(),
+        EngineConfig::default(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        strata_rest::Server::new(engine.clone(), strata_rest::Config::default()).serve(
+            listener,
+            async {
+                let _ = stopped.await;
+            },
+        ),
+    );
+    let strong = strata_rest::Client::new(&url, None).unwrap();
+    let eventual = strong.eventual();
+    strong.create_database("app").await.unwrap();
+    strong
+        .execute("app", "CREATE TABLE t (id INT PRIMARY KEY, v INT)", &[])
+        .await
+        .unwrap();
+    strong
+        .execute("app", "INSERT INTO t VALUES (1, 10)", &[])
+        .await
+        .unwrap();
+    strong.kv_set("app", "greeting", "hello").await.unwrap();
+
+    // Each read, and whether it must pass the read barrier (a round to the leader).
+    let barriers = || follower.node.read_barriers();
+    let before = barriers();
+    let rows = strong
+        .query_oltp("app", "SELECT v FROM t WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.rows, vec![vec![serde_json::json!(10)]]);
+    assert!(barriers() > before, "a default SQL read passes the barrier");
+    let before = barriers();
+    strong.kv_get("app", "greeting").await.unwrap();
+    assert!(barriers() > before, "a default KV read passes the barrier");
+
+    let before = barriers();
+    let rows = eventual
+        .query_oltp("app", "SELECT v FROM t WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows.rows, vec![vec![serde_json::json!(10)]]);
+    eventual
+        .query("SELECT count(*) FROM app.public.t", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        eventual.kv_get("app", "greeting").await.unwrap().value,
+        serde_json::json!("hello")
+    );
+    eventual.kv_list("app", "", 100).await.unwrap();
+    assert_eq!(barriers(), before, "eventual reads stay on the node");
+
+    // The session an eventual request used goes back to the pool strong.
+    let before = barriers();
+    strong
+        .query_oltp("app", "SELECT v FROM t WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert!(
+        barriers() > before,
+        "a pooled session does not keep eventual reads"
+    );
+
+    // Eventual reads inside a transaction are refused with a 400.
+    let tx = strong.begin("app").await.unwrap();
+    match eventual
+        .query_oltp_in("app", "SELECT v FROM t", &[], Some(&tx.tx))
+        .await
+    {
+        Err(strata_rest::ClientError::Refused {
+            status: 400, error, ..
+        }) => {
+            assert!(error.contains("strata-read-consistency"), "{error}")
+        }
+        other => panic!("an eventual read in a transaction is refused: {other:?}"),
+    }
+    strong.rollback(&tx.tx).await.unwrap();
+
+    let _ = stop.send(());
+    let _ = server.await;
+    engine.close().await;
+    for m in &members {
+        m.node.shutdown().await;
+    }
+}
+
 /// A store whose disk can fill up: every write fails with ENOSPC while `full` is set.
 struct FullDisk {
     inner: Arc<dyn strata_engine::Backend>,

@@ -193,18 +193,9 @@ async fn run_client(h: &Harness, client: &str, group: &str) -> CaseResult {
                 .into(),
         );
     }
-    let dir = clients_dir();
-    let deno = dir.join("node_modules/.bin/deno");
-    let node_kv = dir.join("node_modules/@deno/kv/package.json");
     let (program, args): (PathBuf, Vec<String>) = match client {
-        "deno" => {
-            if !deno.is_file() {
-                return skip_or_fail(format!(
-                    "deno is not installed in {} (run npm ci there)",
-                    dir.display()
-                ));
-            }
-            (
+        "deno" => match deno_program() {
+            Ok(deno) => (
                 deno,
                 vec![
                     "test".into(),
@@ -212,10 +203,12 @@ async fn run_client(h: &Harness, client: &str, group: &str) -> CaseResult {
                     "--unstable-kv".into(),
                     "deno/kv_test.mjs".into(),
                 ],
-            )
-        }
+            ),
+            Err(e) => return e,
+        },
         _ => {
-            if !node_kv.is_file() {
+            let dir = clients_dir();
+            if !dir.join("node_modules/@deno/kv/package.json").is_file() {
                 return skip_or_fail(format!(
                     "@deno/kv is not installed in {} (run npm ci there)",
                     dir.display()
@@ -228,12 +221,43 @@ async fn run_client(h: &Harness, client: &str, group: &str) -> CaseResult {
         }
     };
     let server = start_server(h, &[]).await?;
-    let out = Command::new(&program)
-        .args(&args)
-        .current_dir(&dir)
-        .env("STRATA_KV_URL", &server.url)
+    run_tests(
+        &program,
+        &args,
+        &[("STRATA_KV_URL", &server.url), ("STRATA_GROUP", group)],
+        &format!("{client} client, group {group}"),
+    )
+    .await
+}
+
+/// Deno from the clients directory's `node_modules`, or the case's skip (or failure, when
+/// the clients are required).
+pub(crate) fn deno_program() -> Result<PathBuf, CaseResult> {
+    let dir = clients_dir();
+    let deno = dir.join("node_modules/.bin/deno");
+    if deno.is_file() {
+        Ok(deno)
+    } else {
+        Err(skip_or_fail(format!(
+            "deno is not installed in {} (run npm ci there)",
+            dir.display()
+        )))
+    }
+}
+
+/// Run a client's test program in the clients directory, with the access token and `envs`
+/// set; on failure, the lines of its output that say what failed.
+pub(crate) async fn run_tests(
+    program: &Path,
+    args: &[String],
+    envs: &[(&str, &str)],
+    what: &str,
+) -> CaseResult {
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(clients_dir())
+        .envs(envs.iter().copied())
         .env("DENO_KV_ACCESS_TOKEN", TOKEN)
-        .env("STRATA_GROUP", group)
         .env("NO_COLOR", "1")
         .env("DENO_NO_UPDATE_CHECK", "1")
         .stdin(Stdio::null())
@@ -241,7 +265,7 @@ async fn run_client(h: &Harness, client: &str, group: &str) -> CaseResult {
         .output();
     let out = tokio::time::timeout(Duration::from_secs(90), out)
         .await
-        .map_err(|_| format!("{client} tests did not finish in 90 s"))?
+        .map_err(|_| format!("{what}: the tests did not finish in 90 s"))?
         .map_err(|e| format!("run {}: {e}", program.display()))?;
     if out.status.success() {
         return Ok(());
@@ -256,13 +280,11 @@ async fn run_client(h: &Harness, client: &str, group: &str) -> CaseResult {
         .filter(|l| {
             l.contains("FAILED")
                 || l.contains("error")
+                || l.contains("Error")
                 || l.contains("not ok")
                 || l.contains("expected")
         })
         .take(12)
         .collect();
-    Err(format!(
-        "{client} client, group {group}: {}",
-        interesting.join(" | ")
-    ))
+    Err(format!("{what}: {}", interesting.join(" | ")))
 }

@@ -15,7 +15,10 @@
 //! * the leader paused (SIGSTOP) past the election timeout, then resumed;
 //! * every link slowed by 30 ms each way, then restored;
 //! * a new node joining under load, through a snapshot (the log behind it compacted);
-//! * a rolling restart of every node.
+//! * a rolling restart of every node;
+//! * with every node in a network namespace of its own (where the machine allows them: root
+//!   and `ip netns`), the leader cut off from the others at the IP layer, then a follower's
+//!   cable pulled (its link to the bridge down, so packets vanish without a word).
 //!
 //! Pass means: no acknowledged write lost and no anomaly (the history is linearizable, the
 //! bank's total never changes), and once the fault is healed every node serves a strong
@@ -23,7 +26,9 @@
 //!
 //! The proxies: node *i* reaches node *j* at the proxy for the link *i → j*
 //! (`--raft-peer-via`), which forwards to *j*. Cutting a link closes its open connections
-//! and refuses new ones, so a partition is a set of cut links.
+//! and refuses new ones, so a partition is a set of cut links. In the namespace case there
+//! are no proxies: nodes reach each other over a bridge, a partition is a pair of blackhole
+//! routes per link, and the runner reaches every node over one more veth into the bridge.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,7 +45,7 @@ use strata_kv_connect::proto;
 use strata_replication::network::{admin, AdminReply, AdminRequest, Credentials};
 use strata_replication::ClusterStatus;
 
-use super::clients::{strata_bin, TOKEN};
+use super::clients::{deno_program, run_tests, strata_bin, TOKEN};
 use super::linearizability::kv_connect::HttpKv;
 use super::linearizability::workload::{
     judge, run_clients, KvClient, Read, Rng, Tally, Workload, WriteError,
@@ -62,6 +67,8 @@ pub fn suite() -> Suite {
             slow_links,
             node_joins_through_a_snapshot,
             rolling_restart,
+            partitions_in_network_namespaces,
+            deno_client_on_a_cluster,
         ],
     }
 }
@@ -195,6 +202,155 @@ impl Link {
 }
 
 // ---------------------------------------------------------------------------------------
+// Network namespaces: a node in each, joined by a bridge in one more.
+
+/// Network namespaces for `n` nodes: node *i* in `{prefix}-n{i}` with address `{subnet}.{i}`
+/// on its `eth0`, whose other end is a port of the bridge in `{prefix}-hub`; the runner
+/// reaches the bridge through the veth `{prefix}r` (`{subnet}.254`). Removed when dropped.
+struct Netns {
+    prefix: String,
+    subnet: String,
+    n: u64,
+}
+
+/// Run `ip` (or `ip netns exec NS tc …`); its error output on failure.
+async fn ip(args: &[&str]) -> CaseResult {
+    let out = Command::new("ip")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .map_err(|e| format!("ip: {e}"))?;
+    ensure!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(())
+}
+
+impl Netns {
+    async fn create(n: u64) -> Result<Netns, String> {
+        let pid = std::process::id();
+        // Interface names hold at most 15 bytes: `st` + 5 digits + a suffix of 3.
+        let net = Netns {
+            prefix: format!("st{}", pid % 100_000),
+            subnet: format!("10.213.{}", pid % 250),
+            n,
+        };
+        // On failure, dropping it removes what was made.
+        net.build().await.map(|()| net)
+    }
+
+    async fn build(&self) -> CaseResult {
+        self.remove();
+        let (p, hub) = (&self.prefix, self.hub());
+        ip(&["netns", "add", &hub]).await?;
+        ip(&["-n", &hub, "link", "set", "lo", "up"]).await?;
+        ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"]).await?;
+        ip(&["-n", &hub, "link", "set", "br0", "up"]).await?;
+        let (root, up) = (format!("{p}r"), format!("{p}u"));
+        ip(&["link", "add", &root, "type", "veth", "peer", "name", &up]).await?;
+        self.plug_into_bridge(&up).await?;
+        let me = format!("{}.254/24", self.subnet);
+        ip(&["addr", "add", &me, "dev", &root]).await?;
+        ip(&["link", "set", &root, "up"]).await?;
+        for i in 1..=self.n {
+            let ns = self.ns(i);
+            ip(&["netns", "add", &ns]).await?;
+            ip(&["-n", &ns, "link", "set", "lo", "up"]).await?;
+            let (port, eth) = (self.port(i), format!("{p}e{i}"));
+            ip(&["link", "add", &port, "type", "veth", "peer", "name", &eth]).await?;
+            self.plug_into_bridge(&port).await?;
+            ip(&["link", "set", &eth, "netns", &ns]).await?;
+            ip(&["-n", &ns, "link", "set", &eth, "name", "eth0"]).await?;
+            let addr = format!("{}/24", self.addr(i));
+            ip(&["-n", &ns, "addr", "add", &addr, "dev", "eth0"]).await?;
+            ip(&["-n", &ns, "link", "set", "eth0", "up"]).await?;
+        }
+        Ok(())
+    }
+
+    /// Move a veth end into the hub and make it a port of the bridge.
+    async fn plug_into_bridge(&self, dev: &str) -> CaseResult {
+        let hub = self.hub();
+        ip(&["link", "set", dev, "netns", &hub]).await?;
+        ip(&["-n", &hub, "link", "set", dev, "master", "br0"]).await?;
+        ip(&["-n", &hub, "link", "set", dev, "up"]).await
+    }
+
+    fn hub(&self) -> String {
+        format!("{}-hub", self.prefix)
+    }
+
+    fn ns(&self, i: u64) -> String {
+        format!("{}-n{i}", self.prefix)
+    }
+
+    /// Node `i`'s port on the bridge.
+    fn port(&self, i: u64) -> String {
+        format!("{}p{i}", self.prefix)
+    }
+
+    fn addr(&self, i: u64) -> String {
+        format!("{}.{i}", self.subnet)
+    }
+
+    /// Drop every packet between the groups, both ways: a blackhole route in each node's
+    /// namespace for each node of the other group. Each node still reaches the runner.
+    async fn partition(&self, a: &[u64], b: &[u64]) -> CaseResult {
+        let mut pairs = Vec::new();
+        for x in a {
+            for y in b {
+                pairs.extend([(*x, *y), (*y, *x)]);
+            }
+        }
+        for (from, to) in pairs {
+            let dst = format!("{}/32", self.addr(to));
+            ip(&["-n", &self.ns(from), "route", "add", "blackhole", &dst]).await?;
+        }
+        Ok(())
+    }
+
+    async fn heal(&self) -> CaseResult {
+        for i in 1..=self.n {
+            ip(&["-n", &self.ns(i), "route", "flush", "type", "blackhole"]).await?;
+        }
+        Ok(())
+    }
+
+    /// Take node `i`'s bridge port down (its packets vanish, nothing is refused), or up.
+    async fn unplug(&self, i: u64, pulled: bool) -> CaseResult {
+        let state = if pulled { "down" } else { "up" };
+        ip(&["-n", &self.hub(), "link", "set", &self.port(i), state]).await
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}
+
+impl Netns {
+    /// Delete the namespaces (and what a run that died left under the same names).
+    fn remove(&self) {
+        // Deleting a namespace deletes the veths in it, and with them their other ends.
+        for ns in (1..=self.n).map(|i| self.ns(i)).chain([self.hub()]) {
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", &ns])
+                .stderr(std::process::Stdio::null())
+                .status();
+        }
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &format!("{}r", self.prefix)])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Nodes: `strata serve --cluster` processes.
 
 struct NodeProc {
@@ -211,24 +367,38 @@ struct Cluster {
     nodes: Vec<NodeProc>,
     /// (from, to) → the proxy `from` dials `to` through.
     links: BTreeMap<(u64, u64), Link>,
+    /// Instead of proxies: every node in a network namespace of its own.
+    net: Option<Arc<Netns>>,
     snapshot_every: u64,
 }
 
 impl Cluster {
     /// Start `n` nodes and form a cluster of them.
-    async fn start(h: &Harness, n: u64, snapshot_every: u64) -> Result<Cluster, String> {
+    async fn start(
+        h: &Harness,
+        n: u64,
+        snapshot_every: u64,
+        net: Option<Arc<Netns>>,
+    ) -> Result<Cluster, String> {
         let mut cluster = Cluster {
             bin: strata_bin()?,
             root: h.dir().join("cluster"),
             nodes: Vec::new(),
             links: BTreeMap::new(),
+            net,
             snapshot_every,
         };
-        for id in 1..=n {
-            cluster.add_links(id, n).await?;
+        if cluster.net.is_none() {
+            for id in 1..=n {
+                cluster.add_links(id, n).await?;
+            }
         }
         for id in 1..=n {
-            let node = cluster.spawn(h.kind, id, "127.0.0.1:0").await?;
+            let raft = match &cluster.net {
+                Some(net) => format!("{}:7001", net.addr(id)),
+                None => "127.0.0.1:0".to_string(),
+            };
+            let node = cluster.spawn(h.kind, id, &raft, 0).await?;
             cluster.nodes.push(node);
         }
         let mut members = BTreeMap::new();
@@ -278,20 +448,37 @@ impl Cluster {
         Ok(())
     }
 
-    async fn spawn(&self, kind: BackendKind, id: u64, raft: &str) -> Result<NodeProc, String> {
+    /// Start node `id` on `raft`, with its KV Connect server on `kv_port` (0: any).
+    async fn spawn(
+        &self,
+        kind: BackendKind,
+        id: u64,
+        raft: &str,
+        kv_port: u16,
+    ) -> Result<NodeProc, String> {
         let dir = self.root.join(format!("node{id}"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let store = match kind {
             BackendKind::Sqlite => format!("sqlite:{}", dir.join("data").display()),
             _ => format!("redb:{}", dir.join("data").display()),
         };
-        let mut cmd = Command::new(&self.bin);
+        // In a namespace: `ip netns exec` enters it and then runs the node in its own place
+        // (same process), so signals reach the node itself.
+        let (mut cmd, host) = match &self.net {
+            Some(net) => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &net.ns(id)]).arg(&self.bin);
+                (cmd, net.addr(id))
+            }
+            None => (Command::new(&self.bin), "127.0.0.1".to_string()),
+        };
+        let kv_addr = format!("{host}:{kv_port}");
         cmd.env_remove("STRATA_ACCESS_TOKEN")
             .env_remove("DENO_KV_ACCESS_TOKEN")
             .env("STRATA_CLUSTER_SECRET", SECRET)
             .env("RUST_LOG", "warn")
             .args(["--store", &store, "serve", "--access-token", TOKEN])
-            .args(["--kv-connect", "127.0.0.1:0", "--no-pgwire", "--no-rest"])
+            .args(["--kv-connect", &kv_addr, "--no-pgwire", "--no-rest"])
             .args(["--cluster", "--node-id", &id.to_string(), "--raft", raft])
             .args(["--cluster-id", CLUSTER])
             .args(["--raft-snapshot-every", &self.snapshot_every.to_string()]);
@@ -410,9 +597,17 @@ impl Cluster {
         Ok(())
     }
 
+    /// Start a stopped node again on its own data and addresses, so its clients find it.
     async fn restart(&mut self, kind: BackendKind, id: u64) -> Result<(), String> {
         let raft = self.node(id).raft.clone();
-        let node = self.spawn(kind, id, &raft).await?;
+        let kv_port = self
+            .node(id)
+            .kv
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let node = self.spawn(kind, id, &raft, kv_port).await?;
         *self.node_mut(id) = node;
         Ok(())
     }
@@ -428,18 +623,34 @@ impl Cluster {
     }
 
     /// Cut every link between the two groups, both ways.
-    fn partition(&self, a: &[u64], b: &[u64]) {
+    async fn partition(&self, a: &[u64], b: &[u64]) -> CaseResult {
+        if let Some(net) = &self.net {
+            return net.partition(a, b).await;
+        }
         for ((from, to), link) in &self.links {
             if (a.contains(from) && b.contains(to)) || (b.contains(from) && a.contains(to)) {
                 link.cut();
             }
         }
+        Ok(())
     }
 
-    fn heal(&self) {
+    async fn heal(&self) -> CaseResult {
+        if let Some(net) = &self.net {
+            return net.heal().await;
+        }
         for link in self.links.values() {
             link.heal();
             link.delay(0);
+        }
+        Ok(())
+    }
+
+    /// Pull node `id`'s cable (or plug it back in): namespaces only.
+    async fn unplug(&self, id: u64, pulled: bool) -> CaseResult {
+        match &self.net {
+            Some(net) => net.unplug(id, pulled).await,
+            None => Err("pulling a cable needs the nodes in network namespaces".into()),
         }
     }
 
@@ -741,7 +952,18 @@ async fn run_case(h: &Harness, fault: Fault) -> CaseResult {
         _ => return Err("SKIP: the replication faults run on redb node stores".into()),
     }
     let (nodes, snapshot_every) = fault.cluster();
-    let mut cluster = Cluster::start(h, nodes, snapshot_every).await?;
+    let net = match fault {
+        Fault::Namespaces => match Netns::create(nodes).await {
+            Ok(net) => Some(Arc::new(net)),
+            Err(e) => {
+                return Err(format!(
+                    "SKIP: this machine does not allow network namespaces here ({e})"
+                ))
+            }
+        },
+        _ => None,
+    };
+    let mut cluster = Cluster::start(h, nodes, snapshot_every, net).await?;
     // Open the accounts, through the leader's node.
     let leader = cluster.leader().await?;
     let first = HttpKv::connect(&cluster.node(leader).kv).await?;
@@ -829,6 +1051,7 @@ enum Fault {
     SlowLinks,
     JoinThroughSnapshot,
     RollingRestart,
+    Namespaces,
 }
 
 impl Fault {
@@ -841,6 +1064,7 @@ impl Fault {
             Fault::SlowLinks => "every link delayed 30 ms",
             Fault::JoinThroughSnapshot => "a node joining through a snapshot",
             Fault::RollingRestart => "rolling restart of every node",
+            Fault::Namespaces => "in network namespaces: the leader cut off, a cable pulled",
         }
     }
 
@@ -869,20 +1093,18 @@ impl Fault {
                 p.advance(150, some).await;
                 let follower = c.leader().await? % 3 + 1;
                 let rest: Vec<u64> = (1..=3).filter(|n| *n != follower).collect();
-                c.partition(&[follower], &rest);
+                c.partition(&[follower], &rest).await?;
                 p.advance(200, a_while).await;
-                c.heal();
-                Ok(())
+                c.heal().await
             }
             Fault::LeaderInMinorityOfFive => {
                 p.advance(150, some).await;
                 let leader = c.leader().await?;
                 let buddy = leader % 5 + 1;
                 let majority: Vec<u64> = (1..=5).filter(|n| *n != leader && *n != buddy).collect();
-                c.partition(&[leader, buddy], &majority);
+                c.partition(&[leader, buddy], &majority).await?;
                 p.advance(200, a_while).await;
-                c.heal();
-                Ok(())
+                c.heal().await
             }
             Fault::PauseLeader => {
                 p.advance(150, some).await;
@@ -897,8 +1119,7 @@ impl Fault {
                 p.advance(100, some).await;
                 c.slow(30);
                 p.advance(200, Duration::from_secs(30)).await;
-                c.heal();
-                Ok(())
+                c.heal().await
             }
             Fault::JoinThroughSnapshot => {
                 // Enough writes that a snapshot was taken and the log behind it purged.
@@ -918,6 +1139,19 @@ impl Fault {
                 .await?;
                 p.advance(100, Duration::from_secs(10)).await;
                 Ok(())
+            }
+            Fault::Namespaces => {
+                p.advance(150, some).await;
+                let leader = c.leader().await?;
+                let rest: Vec<u64> = (1..=3).filter(|n| *n != leader).collect();
+                c.partition(&[leader], &rest).await?;
+                p.advance(150, a_while).await;
+                c.heal().await?;
+                p.advance(100, some).await;
+                let follower = c.leader().await? % 3 + 1;
+                c.unplug(follower, true).await?;
+                p.advance(150, a_while).await;
+                c.unplug(follower, false).await
             }
             Fault::RollingRestart => {
                 for id in 1..=3 {
@@ -963,7 +1197,7 @@ impl Cluster {
     /// Start node `id`, add it as a learner through the leader, then make it a voter.
     async fn join(&mut self, kind: BackendKind, id: u64) -> CaseResult {
         self.add_links(id, id).await?;
-        let node = self.spawn(kind, id, "127.0.0.1:0").await?;
+        let node = self.spawn(kind, id, "127.0.0.1:0", 0).await?;
         let member = match admin(
             &node.raft,
             &credentials(),
@@ -1025,4 +1259,35 @@ async fn node_joins_through_a_snapshot(h: &Harness) -> CaseResult {
 
 async fn rolling_restart(h: &Harness) -> CaseResult {
     run_case(h, Fault::RollingRestart).await
+}
+
+async fn partitions_in_network_namespaces(h: &Harness) -> CaseResult {
+    run_case(h, Fault::Namespaces).await
+}
+
+/// Deno's own client (`Deno.openKv`) on every node of a 3-node cluster, no fault: writes
+/// through every node, strong reads that see them at once on every node, eventual reads
+/// that catch up, and metadata that lists every node as an `eventual` endpoint
+/// (`clients/deno/cluster_test.mjs`).
+async fn deno_client_on_a_cluster(h: &Harness) -> CaseResult {
+    if h.kind != BackendKind::Redb {
+        return Err("SKIP: the cluster's Deno client case runs on redb node stores".into());
+    }
+    let deno = match deno_program() {
+        Ok(deno) => deno,
+        Err(skip) => return skip,
+    };
+    let cluster = Cluster::start(h, 3, 10_000, None).await?;
+    let urls: Vec<&str> = cluster.nodes.iter().map(|n| n.kv.as_str()).collect();
+    let args = ["test", "-A", "--unstable-kv", "deno/cluster_test.mjs"].map(String::from);
+    let result = run_tests(
+        &deno,
+        &args,
+        &[("STRATA_KV_URLS", &urls.join(","))],
+        "Deno on a cluster",
+    )
+    .await
+    .map_err(|e| format!("{e}\n{}", cluster.logs()));
+    cluster.shutdown().await;
+    result
 }

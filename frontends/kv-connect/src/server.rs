@@ -69,7 +69,8 @@ pub(crate) struct AppState {
     pub push: Option<QueuePush>,
 }
 
-/// A KV Connect server over one engine.
+/// A KV Connect server over one engine. Clones share it.
+#[derive(Clone)]
 pub struct Server {
     state: Arc<AppState>,
 }

@@ -40,6 +40,8 @@ pub type ClientResult<T> = std::result::Result<T, ClientError>;
 pub struct Client {
     base: String,
     token: Option<String>,
+    /// Ask for eventual reads ([`Client::eventual`]).
+    eventual: bool,
     http: hyper_util::client::legacy::Client<HttpConnector, Full<Bytes>>,
 }
 
@@ -66,7 +68,21 @@ impl Client {
         connector.set_connect_timeout(Some(Duration::from_secs(10)));
         let http =
             hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Client { base, token, http })
+        Ok(Client {
+            base,
+            token,
+            eventual: false,
+            http,
+        })
+    }
+
+    /// The same client, asking for eventual reads: each read outside a transaction takes
+    /// the server's own copy as it is (on a cluster's follower, no round to the leader).
+    pub fn eventual(&self) -> Client {
+        Client {
+            eventual: true,
+            ..self.clone()
+        }
     }
 
     /// Send a request; the status and the JSON body (`null` when the body is not JSON).
@@ -81,6 +97,9 @@ impl Client {
             .uri(format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if self.eventual {
+            req = req.header(crate::routes::READ_CONSISTENCY, "eventual");
         }
         let bytes = match body {
             Some(b) => {

@@ -23,6 +23,13 @@
 //! [frontends]                   # ours: addresses, or "off"
 //! kv_connect = "127.0.0.1:4512"
 //! pgwire = "127.0.0.1:5433"
+//!
+//! [cluster]                     # ours: serve as a node of a replicated cluster
+//! node_id = 1
+//! raft = "10.0.0.1:7001"        # where this node listens for the others
+//! peers = ["10.0.0.2:7001", "10.0.0.3:7001"]   # optional: form the cluster at first start
+//! cluster_id = "prod"
+//! secret_env = "STRATA_CLUSTER_SECRET"
 //! ```
 //!
 //! Bootstrap is additive and idempotent: a database is created if it is missing, a table
@@ -58,6 +65,8 @@ pub struct DbToml {
     pub auth: AuthSection,
     #[serde(default)]
     pub frontends: FrontendsSection,
+    /// Present: `strata serve` runs as a node of a replicated cluster.
+    pub cluster: Option<ClusterSection>,
     /// The file it came from, for messages.
     #[serde(skip)]
     pub path: Option<PathBuf>,
@@ -129,6 +138,32 @@ pub struct FrontendsSection {
     pub typed: Option<String>,
 }
 
+/// `[cluster]`: the same settings as `strata serve --cluster`'s flags, which win over it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// This node's id, unique in the cluster (`--node-id`).
+    pub node_id: Option<u64>,
+    /// Where this node listens for the others (`--raft`).
+    pub raft: Option<String>,
+    /// The address the others reach it at, when that differs (`--raft-advertise`).
+    pub advertise: Option<String>,
+    /// The other nodes' Raft addresses (`--peer`): the nodes form the cluster themselves.
+    #[serde(default)]
+    pub peers: Vec<String>,
+    /// Snapshot every this many log entries (`--raft-snapshot-every`).
+    pub snapshot_every: Option<u64>,
+    /// The cluster's name (`--cluster-id`).
+    pub cluster_id: Option<String>,
+    /// The shared secret itself (prefer `secret_env`: a file is easier to leak).
+    pub secret: Option<String>,
+    /// The environment variable holding the shared secret.
+    pub secret_env: Option<String>,
+    /// Reach a peer through another address: `{ "2" = "10.0.1.2:7001" }` (`--raft-peer-via`).
+    #[serde(default)]
+    pub peer_via: BTreeMap<String, String>,
+}
+
 /// A configuration that cannot be used: the message names the file, the line and the key.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -194,6 +229,24 @@ impl DbToml {
             };
         }
         Ok(self.auth.access_token.clone())
+    }
+
+    /// The cluster secret `[cluster]` gives (`secret_env`'s variable, or `secret`).
+    pub fn cluster_secret(&self) -> Result<Option<String>, ConfigError> {
+        let Some(c) = &self.cluster else {
+            return Ok(None);
+        };
+        if let Some(var) = &c.secret_env {
+            return match std::env::var(var) {
+                Ok(t) if !t.is_empty() => Ok(Some(t)),
+                _ => Err(self.error_at(
+                    None,
+                    "cluster.secret_env",
+                    &format!("the environment variable {var} is not set"),
+                )),
+            };
+        }
+        Ok(c.secret.clone())
     }
 
     fn name(&self) -> String {

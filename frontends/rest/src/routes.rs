@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{Method, StatusCode};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use percent_encoding::percent_decode_str;
@@ -25,6 +25,31 @@ use crate::App;
 
 /// The largest request body.
 pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The request header that chooses how a read outside a transaction is served: `strong`
+/// (the default: the newest commit, on a cluster confirmed with the leader) or `eventual`
+/// (this node's own copy as it is; on a cluster's follower it may be a little behind).
+pub const READ_CONSISTENCY: &str = "strata-read-consistency";
+
+/// Whether the request asks for eventual reads ([`READ_CONSISTENCY`]).
+fn eventual(headers: &HeaderMap) -> Result<bool> {
+    let Some(v) = headers.get(READ_CONSISTENCY) else {
+        return Ok(false);
+    };
+    match v
+        .to_str()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "eventual" => Ok(true),
+        "strong" => Ok(false),
+        _ => Err(RestError::bad(format!(
+            "{READ_CONSISTENCY} is `strong` or `eventual`, not {v:?}"
+        ))),
+    }
+}
 
 /// `{"name": …}`: a database to create.
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
@@ -150,10 +175,14 @@ async fn run(
     database: Option<&str>,
     req: SqlRequest,
     want: Kind,
+    eventual: bool,
 ) -> Result<(Output, Option<u64>)> {
     statement::check_text(&req.sql)?;
     let params = params(&req.params)?;
     match &req.tx {
+        Some(_) if eventual => Err(RestError::bad(format!(
+            "a transaction reads its own snapshot: {READ_CONSISTENCY} applies to reads outside one"
+        ))),
         Some(id) => {
             let tx = app.sessions.transaction(id)?;
             if let Some(db) = database {
@@ -171,6 +200,7 @@ async fn run(
         None => {
             let db = database.unwrap_or("default");
             let mut session = app.sessions.session(db).await?;
+            session.set_eventual_reads(eventual);
             let before = session.last_commit_version();
             let out = execute(&mut session, &req.sql, &params, want, false).await?;
             let after = session.last_commit_version();
@@ -245,7 +275,7 @@ pub async fn drop_database(app: &App, name: &str) -> Result<Response> {
 pub async fn execute_sql(app: &App, name: &str, body: Body) -> Result<Response> {
     db_name(name)?;
     let req: SqlRequest = json_body(body).await?;
-    let (out, version) = run(app, Some(name), req, Kind::Write).await?;
+    let (out, version) = run(app, Some(name), req, Kind::Write, false).await?;
     let affected = match out {
         Output::Affected { rows } => rows,
         Output::Rows(rows) => rows.num_rows() as u64,
@@ -255,26 +285,39 @@ pub async fn execute_sql(app: &App, name: &str, body: Body) -> Result<Response> 
 }
 
 #[utoipa::path(post, path = "/db/{name}/query/oltp", tag = "sql", request_body = SqlRequest,
-    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128)),
+    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128),
+        ("strata-read-consistency" = Option<String>, Header, description = "`strong` (the default) or `eventual`: this node's own copy, no round to a cluster's leader")),
     responses((status = 200, description = "The rows", body = ResultSet),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn query_oltp(app: &App, name: &str, body: Body) -> Result<Response> {
+pub async fn query_oltp(
+    app: &App,
+    name: &str,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response> {
     db_name(name)?;
+    let eventual = eventual(headers)?;
     let req: SqlRequest = json_body(body).await?;
-    let (out, _) = run(app, Some(name), req, Kind::Read).await?;
+    let (out, _) = run(app, Some(name), req, Kind::Read, eventual).await?;
     Ok(Json(rows(out)).into_response())
 }
 
 #[utoipa::path(post, path = "/query", tag = "sql", request_body = SqlRequest,
+    params(("strata-read-consistency" = Option<String>, Header, description = "`strong` (the default) or `eventual`: this node's own copy, no round to a cluster's leader")),
     responses((status = 200, description = "The rows; tables are named db.public.table", body = ResultSet),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn query(State(app): State<Arc<App>>, body: Body) -> Result<Json<ResultSet>> {
+pub async fn query(
+    State(app): State<Arc<App>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ResultSet>> {
+    let eventual = eventual(&headers)?;
     let req: SqlRequest = json_body(body).await?;
-    let (out, _) = run(&app, None, req, Kind::Read).await?;
+    let (out, _) = run(&app, None, req, Kind::Read, eventual).await?;
     Ok(Json(rows(out)))
 }
 
@@ -388,14 +431,22 @@ async fn end(app: &App, id: String, how: &str) -> Result<Json<TxEnded>> {
 
 #[utoipa::path(get, path = "/db/{name}/kv/{key}", tag = "kv",
     params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128),
-        ("key" = String, Path, description = "The key (percent-encode `/`)", min_length = 1)),
+        ("key" = String, Path, description = "The key (percent-encode `/`)", min_length = 1),
+        ("strata-read-consistency" = Option<String>, Header, description = "`strong` (the default) or `eventual`: this node's own copy, no round to a cluster's leader")),
     responses((status = 200, description = "The entry", body = KvEntry),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn kv_get(app: &App, name: &str, key: &str) -> Result<Response> {
+pub async fn kv_get(app: &App, name: &str, key: &str, headers: &HeaderMap) -> Result<Response> {
     db_name(name)?;
-    let db = app.engine().database(name).await?;
+    let db = reader(app, name, headers).await?;
     Ok(Json(kv::get(&db, key).await?).into_response())
+}
+
+/// The database to read from, strong or eventual as the request asks.
+async fn reader(app: &App, name: &str, headers: &HeaderMap) -> Result<strata_engine::Database> {
+    let eventual = eventual(headers)?;
+    let db = app.engine().database(name).await?;
+    Ok(if eventual { db.eventual() } else { db })
 }
 
 #[utoipa::path(put, path = "/db/{name}/kv/{key}", tag = "kv", request_body = KvSet,
@@ -425,13 +476,14 @@ pub async fn kv_delete(app: &App, name: &str, key: &str) -> Result<Response> {
 }
 
 #[utoipa::path(get, path = "/db/{name}/kv", tag = "kv",
-    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128), KvList),
+    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128), KvList,
+        ("strata-read-consistency" = Option<String>, Header, description = "`strong` (the default) or `eventual`: this node's own copy, no round to a cluster's leader")),
     responses((status = 200, description = "A page of entries", body = KvPage),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
-pub async fn kv_list(app: &App, name: &str, q: KvList) -> Result<Response> {
+pub async fn kv_list(app: &App, name: &str, q: KvList, headers: &HeaderMap) -> Result<Response> {
     db_name(name)?;
-    let db = app.engine().database(name).await?;
+    let db = reader(app, name, headers).await?;
     Ok(Json(kv::list(&db, q).await?).into_response())
 }
 
@@ -532,12 +584,12 @@ pub async fn db_dispatch(State(app): State<Arc<App>>, req: Request) -> Response 
     let answer = match (&route, m) {
         (DbRoute::Database(n), &Method::DELETE) => drop_database(&app, n).await,
         (DbRoute::Execute(n), &Method::POST) => execute_sql(&app, n, body).await,
-        (DbRoute::QueryOltp(n), &Method::POST) => query_oltp(&app, n, body).await,
+        (DbRoute::QueryOltp(n), &Method::POST) => query_oltp(&app, n, &parts.headers, body).await,
         (DbRoute::Tables(n), &Method::GET) => tables(&app, n).await,
         (DbRoute::Schema(n, t), &Method::GET) => schema(&app, n, t).await,
         (DbRoute::Begin(n), &Method::POST) => begin(&app, n).await,
         (DbRoute::KvList(n), &Method::GET) => match Query::<KvList>::try_from_uri(&parts.uri) {
-            Ok(Query(q)) => kv_list(&app, n, q).await,
+            Ok(Query(q)) => kv_list(&app, n, q, &parts.headers).await,
             Err(e) => Err(RestError::bad(format!(
                 "bad query string: {}",
                 e.body_text()
@@ -550,7 +602,7 @@ pub async fn db_dispatch(State(app): State<Arc<App>>, req: Request) -> Response 
                 e.body_text()
             ))),
         },
-        (DbRoute::KvItem(n, k), &Method::GET) => kv_get(&app, n, k).await,
+        (DbRoute::KvItem(n, k), &Method::GET) => kv_get(&app, n, k, &parts.headers).await,
         (DbRoute::KvItem(n, k), &Method::PUT) => kv_set(&app, n, k, body).await,
         (DbRoute::KvItem(n, k), &Method::DELETE) => kv_delete(&app, n, k).await,
         (r, m) => Err(RestError::MethodNotAllowed {
@@ -564,6 +616,26 @@ pub async fn db_dispatch(State(app): State<Arc<App>>, req: Request) -> Response 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_read_consistency_header_is_strong_eventual_or_refused() {
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(READ_CONSISTENCY, v.parse().unwrap());
+            eventual(&h)
+        };
+        assert!(!eventual(&HeaderMap::new()).unwrap(), "strong by default");
+        assert!(with("eventual").unwrap());
+        assert!(with(" Eventual ").unwrap());
+        assert!(!with("strong").unwrap());
+        match with("sometimes") {
+            Err(e) => {
+                let r = e.into_response();
+                assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+            }
+            Ok(v) => panic!("an unknown consistency is refused, not {v}"),
+        }
+    }
 
     #[test]
     fn paths_under_db_are_routed_by_their_last_segments() {

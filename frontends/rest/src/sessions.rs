@@ -113,7 +113,11 @@ impl Sessions {
             .get_mut(database)
             .and_then(Vec::pop);
         let session = match idle {
-            Some(s) => s,
+            Some(s) => {
+                // Reads are strong unless this request asks otherwise.
+                s.set_eventual_reads(false);
+                s
+            }
             None => {
                 let mut s = Session::new(self.engine.clone());
                 s.set_database(database).await?;

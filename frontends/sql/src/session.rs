@@ -367,6 +367,20 @@ impl Session {
         self.last_commit
     }
 
+    /// Whether reads outside a transaction take this node's own copy as it is (`eventual`:
+    /// on a replica, no round to the leader, possibly behind it) rather than the cluster's
+    /// newest commit (`strong`, the default). `SET read_consistency` sets the same switch.
+    pub fn set_eventual_reads(&self, on: bool) {
+        self.ctx
+            .eventual
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// See [`Session::set_eventual_reads`].
+    pub fn eventual_reads(&self) -> bool {
+        self.ctx.eventual.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Follow PostgreSQL's rule for errors inside BEGIN … COMMIT: the transaction is
     /// aborted, later statements fail with SQLSTATE 25P02 until ROLLBACK, and COMMIT rolls
     /// back. By default a failed statement is undone and the transaction goes on.
@@ -1008,9 +1022,7 @@ impl Session {
                         ))
                     }
                 };
-                self.ctx
-                    .eventual
-                    .store(eventual, std::sync::atomic::Ordering::Relaxed);
+                self.set_eventual_reads(eventual);
                 Ok(Output::Done)
             }
             Statement::Set(ast::Set::SingleAssignment {

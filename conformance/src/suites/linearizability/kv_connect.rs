@@ -15,6 +15,12 @@ use strata_kv_connect::{proto, Server, ServerConfig};
 use super::workload::{KvClient, Read, WriteError};
 use crate::suites::clients::TOKEN;
 
+/// How an error starts when the request never left: no connection could be made.
+const NOT_SENT: &str = "request: not sent:";
+
+/// How long a request may go unanswered.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
 
 /// A KV Connect server over an engine, serving until stopped.
@@ -121,20 +127,29 @@ impl HttpKv {
         let req = req
             .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
-        let resp = self
-            .http
-            .request(req)
+        // A node cut off without a word (its cable pulled) never answers: give up after a
+        // while, as a client would, and say so as a request that got no answer.
+        let exchange = async {
+            let resp = self.http.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    format!("{NOT_SENT} {e}")
+                } else {
+                    format!("request: {e}")
+                }
+            })?;
+            let status = resp.status().as_u16();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("response body: {e}"))?
+                .to_bytes()
+                .to_vec();
+            Ok((status, body))
+        };
+        tokio::time::timeout(REQUEST_TIMEOUT, exchange)
             .await
-            .map_err(|e| format!("request: {e}"))?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("response body: {e}"))?
-            .to_bytes()
-            .to_vec();
-        Ok((status, body))
+            .map_err(|_| format!("request: no answer within {REQUEST_TIMEOUT:?}"))?
     }
 
     pub(crate) async fn snapshot_read(
@@ -251,12 +266,15 @@ impl HttpKv {
             mutations,
             enqueues: Vec::new(),
         };
-        // A request that never reached the server, or whose answer was lost, may have
-        // been applied.
+        // A request that may have reached the server but whose answer was lost may have
+        // been applied; one that found no server to connect to was not.
         let (status, body) = self
             .post("/v2/atomic_write", write.encode_to_vec())
             .await
-            .map_err(WriteError::Unknown)?;
+            .map_err(|e| match e.starts_with(NOT_SENT) {
+                true => WriteError::NotApplied(e),
+                false => WriteError::Unknown(e),
+            })?;
         let text = || String::from_utf8_lossy(&body).to_string();
         match status {
             200 => {
