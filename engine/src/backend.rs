@@ -215,6 +215,13 @@ pub trait Store: Send + Sync + 'static {
     fn runs_upkeep(&self) -> bool {
         true
     }
+
+    /// Whether this handle's database was dropped since the handle was opened, by another
+    /// process sharing the backend (on a cluster node: a drop made through another node).
+    /// The engine then closes and forgets its own handle, so the name is free again.
+    fn dropped(&self) -> bool {
+        false
+    }
 }
 
 /// A family of databases: a directory of files, a table, or memory.

@@ -559,6 +559,12 @@ impl Database {
         self.eventual
     }
 
+    /// Whether another process dropped this database since this handle was opened (see
+    /// [`crate::Store::dropped`]); its reads and writes then fail.
+    pub fn dropped_elsewhere(&self) -> bool {
+        self.shared.store.dropped()
+    }
+
     /// Before a read takes its version: on a shared store, pass the store's read barrier
     /// (unless this handle reads eventually), then learn other writers' commits.
     pub(crate) async fn refresh_for_read(&self) -> Result<()> {

@@ -51,6 +51,26 @@ impl Engine {
         &self.config
     }
 
+    /// The open handle for `name`, unless its database was dropped elsewhere since it was
+    /// opened: that handle is closed and forgotten.
+    async fn live(&self, name: &str) -> Option<Database> {
+        let db = self.cached(name)?;
+        if !db.dropped_elsewhere() {
+            return Some(db);
+        }
+        let gone = {
+            let mut open = self.open.write().unwrap_or_else(|e| e.into_inner());
+            match open.get(name) {
+                Some(d) if d.dropped_elsewhere() => open.remove(name),
+                _ => None,
+            }
+        };
+        if let Some(d) = gone {
+            d.close().await;
+        }
+        self.cached(name).filter(|d| !d.dropped_elsewhere())
+    }
+
     fn cached(&self, name: &str) -> Option<Database> {
         self.open
             .read()
@@ -61,11 +81,11 @@ impl Engine {
 
     async fn open_db(&self, name: &str, create: Option<DatabaseOptions>) -> Result<Database> {
         validate_name(name)?;
-        if let Some(db) = self.cached(name) {
+        if let Some(db) = self.live(name).await {
             return Ok(db);
         }
         let _opening = self.opening.lock().await;
-        if let Some(db) = self.cached(name) {
+        if let Some(db) = self.live(name).await {
             return Ok(db);
         }
         let store = match self.backend.open(name, create.is_some()).await {
@@ -106,6 +126,7 @@ impl Engine {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .values()
+            .filter(|d| !d.dropped_elsewhere())
             .cloned()
             .collect();
         dbs.sort_by(|a, b| a.name().cmp(b.name()));
@@ -130,7 +151,7 @@ impl Engine {
         options: Option<DatabaseOptions>,
     ) -> Result<Database> {
         validate_name(name)?;
-        if self.cached(name).is_some() || self.exists(name).await? {
+        if self.exists(name).await? {
             return Err(EngineError::DatabaseExists(name.to_string()));
         }
         self.open_db(
@@ -143,7 +164,7 @@ impl Engine {
     /// Whether a database exists, opened or not.
     pub async fn exists(&self, name: &str) -> Result<bool> {
         validate_name(name)?;
-        if self.cached(name).is_some() {
+        if self.live(name).await.is_some() {
             return Ok(true);
         }
         Ok(self.backend.list().await?.iter().any(|n| n == name))
@@ -152,8 +173,8 @@ impl Engine {
     /// Every database in the backend, including ones not opened yet.
     pub async fn list_databases(&self) -> Result<Vec<String>> {
         let mut names = self.backend.list().await?;
-        for n in self.open.read().unwrap_or_else(|e| e.into_inner()).keys() {
-            if !names.contains(n) {
+        for (n, db) in self.open.read().unwrap_or_else(|e| e.into_inner()).iter() {
+            if !names.contains(n) && !db.dropped_elsewhere() {
                 names.push(n.clone());
             }
         }

@@ -52,6 +52,7 @@ impl Backend for ReplicatedBackend {
     }
 
     async fn open(&self, name: &str, create: bool) -> Result<Arc<dyn Store>, BackendError> {
+        let drops = self.node.replica().drops(name);
         if self.local(name).await?.is_none() {
             if create {
                 self.node
@@ -70,6 +71,7 @@ impl Backend for ReplicatedBackend {
         Ok(Arc::new(ReplicatedStore {
             node: self.node.clone(),
             name: name.to_string(),
+            drops,
         }))
     }
 
@@ -92,11 +94,18 @@ impl Backend for ReplicatedBackend {
 pub struct ReplicatedStore {
     node: Arc<Node>,
     name: String,
+    /// [`crate::Replica::drops`] of the database when this handle was opened.
+    drops: u64,
 }
 
 impl ReplicatedStore {
     /// The local copy, looked up on every call: a snapshot install or a drop may replace it.
+    /// Once the database was dropped, this handle finds nothing, even if a database of the
+    /// same name was made since.
     async fn local(&self) -> Result<Arc<dyn Store>, BackendError> {
+        if self.dropped() {
+            return Err(BackendError::NotFound);
+        }
         self.node
             .replica()
             .store(&self.name, false)
@@ -164,6 +173,10 @@ impl Store for ReplicatedStore {
 
     async fn read_barrier(&self) -> Result<(), BackendError> {
         self.node.read_barrier().await.map_err(Into::into)
+    }
+
+    fn dropped(&self) -> bool {
+        self.node.replica().drops(&self.name) != self.drops
     }
 
     fn runs_upkeep(&self) -> bool {

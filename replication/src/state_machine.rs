@@ -56,6 +56,9 @@ pub struct Replica {
     stores: RwLock<HashMap<String, Arc<dyn Store>>>,
     applied: watch::Sender<u64>,
     open_lock: tokio::sync::Mutex<()>,
+    /// How many times each database was dropped here since the process started: a handle
+    /// opened before a drop knows its database is gone (see [`Replica::drops`]).
+    drops: RwLock<HashMap<String, u64>>,
 }
 
 impl Replica {
@@ -65,6 +68,7 @@ impl Replica {
             stores: RwLock::new(HashMap::new()),
             applied: watch::channel(0).0,
             open_lock: tokio::sync::Mutex::new(()),
+            drops: RwLock::new(HashMap::new()),
         })
     }
 
@@ -116,7 +120,23 @@ impl Replica {
             .remove(name);
         drop(store);
         self.backend.drop_database(name).await?;
+        *self
+            .drops
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default() += 1;
         Ok(())
+    }
+
+    /// How many times database `name` was dropped here since the process started.
+    pub fn drops(&self, name: &str) -> u64 {
+        self.drops
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// The user databases this node holds.

@@ -468,6 +468,56 @@ async fn rest_reads_are_strong_unless_the_request_asks_for_eventual() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_database_dropped_through_one_node_is_gone_from_every_node() {
+    let members = cluster(3, 10_000).await;
+    let (a, b) = (&members[0], &members[1]);
+    // Open on both nodes, with a value in it.
+    let on_a = counter_on(a, "temp").await;
+    let on_b = b
+        .engine
+        .database("temp")
+        .await
+        .expect("open on the other node");
+    assert_eq!(counter(&on_b, "k").await, 1);
+
+    a.engine.drop_database("temp").await.expect("drop");
+    b.node.read_barrier().await.expect("catch up");
+    assert!(on_b.dropped_elsewhere(), "the other node's handle knows");
+    assert!(
+        on_b.get(b"k").await.is_err(),
+        "the old handle reads nothing"
+    );
+    assert!(!b
+        .engine
+        .list_databases()
+        .await
+        .unwrap()
+        .contains(&"temp".to_string()));
+    assert!(!b.engine.exists("temp").await.unwrap());
+    assert!(matches!(
+        b.engine.database("temp").await,
+        Err(strata_engine::EngineError::DatabaseNotFound(_))
+    ));
+
+    // Made again, through the other node: a new, empty database, on every node.
+    let again = b
+        .engine
+        .create_database("temp", None)
+        .await
+        .expect("create again");
+    assert_eq!(counter(&again, "k").await, 0);
+    assert!(on_b.get(b"k").await.is_err(), "the old handle stays gone");
+    drop(on_a);
+    a.node.read_barrier().await.expect("catch up");
+    let on_a = a.engine.database("temp").await.expect("open again");
+    assert_eq!(counter(&on_a, "k").await, 0);
+    for m in &members {
+        m.engine.close().await;
+        m.node.shutdown().await;
+    }
+}
+
 /// A store whose disk can fill up: every write fails with ENOSPC while `full` is set.
 struct FullDisk {
     inner: Arc<dyn strata_engine::Backend>,
