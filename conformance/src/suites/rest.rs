@@ -606,18 +606,24 @@ async fn kv_sits_beside_sql(h: &Harness) -> CaseResult {
     let page = c.kv_list("mixed", "users/", 1).await.step("page")?;
     ensure_eq!(page.entries.len(), 1);
     let next = page.next.clone().ok_or("a next page")?;
+    let page = c
+        .kv_list_from("mixed", "users/", 1, Some(&next))
+        .await
+        .step("the next page")?;
+    ensure_eq!(page.entries[0].key, "users/bob");
+    ensure!(page.next.is_none(), "users/bob is the last key");
+    // A key given as text continues the same way.
     let (status, body) = raw(
         &c,
         Method::GET,
-        &format!(
-            "/db/mixed/kv?prefix=users%2F&after={}",
-            next.replace('/', "%2F")
-        ),
+        "/db/mixed/kv?prefix=users%2F&after=users%2Fann",
         None,
     )
     .await?;
     ensure_eq!(status, 200, "{body}");
     ensure_eq!(body["entries"][0]["key"], json!("users/bob"));
+    let (status, _) = raw(&c, Method::GET, "/db/mixed/kv?cursor=%21%21", None).await?;
+    ensure_eq!(status, 400, "a cursor that is not base64url");
     c.kv_delete("mixed", "config").await.step("delete")?;
     let e = c.kv_get("mixed", "config").await.err().ok_or("deleted")?;
     ensure_eq!(refused_status(&e), 404);

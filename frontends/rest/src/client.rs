@@ -297,11 +297,25 @@ impl Client {
         prefix: &str,
         limit: usize,
     ) -> ClientResult<KvPage> {
-        let path = format!(
+        self.kv_list_from(database, prefix, limit, None).await
+    }
+
+    /// A page of keys starting with `prefix`, after the page whose `next` is `cursor`.
+    pub async fn kv_list_from(
+        &self,
+        database: &str,
+        prefix: &str,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> ClientResult<KvPage> {
+        let mut path = format!(
             "/db/{}/kv?prefix={}&limit={limit}",
             db_path(database),
             segment(prefix)
         );
+        if let Some(c) = cursor {
+            path.push_str(&format!("&cursor={}", segment(c)));
+        }
         self.call(Method::GET, &path, None).await
     }
 }

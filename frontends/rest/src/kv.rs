@@ -58,7 +58,8 @@ pub struct KvWritten {
 #[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KvPage {
     pub entries: Vec<KvEntry>,
-    /// Pass as `after` for the next page; absent on the last page.
+    /// Pass as `cursor` for the next page; absent on the last page. It names the last key
+    /// exactly, whatever its bytes (base64url), so paging never skips or repeats a key.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next: Option<String>,
 }
@@ -70,9 +71,12 @@ pub struct KvList {
     /// Only keys starting with this text.
     #[serde(default)]
     pub prefix: Option<String>,
-    /// Continue after this key (the `next` of the previous page).
+    /// Continue after this key, given as text.
     #[serde(default)]
     pub after: Option<String>,
+    /// Continue after the last key of the previous page: its `next`.
+    #[serde(default)]
+    pub cursor: Option<String>,
     /// At most this many entries (default 100, at most the database's read limit).
     #[serde(default)]
     pub limit: Option<usize>,
@@ -138,7 +142,7 @@ pub(crate) fn show_key(bytes: &[u8]) -> String {
 fn entry(e: Entry) -> KvEntry {
     let (value, encoding) = value_json(&e.value);
     KvEntry {
-        key: String::from_utf8_lossy(&e.key).into_owned(),
+        key: show_key(&e.key),
         value,
         encoding: encoding.to_string(),
         versionstamp: e.versionstamp.to_string(),
@@ -217,8 +221,21 @@ pub async fn list(db: &Database, q: KvList) -> Result<KvPage> {
     let reverse = q.reverse.unwrap_or(false);
     let mut start = prefix.clone();
     let mut end = prefix_end(&prefix);
-    if let Some(after) = q.after.as_deref() {
-        let after = key(after)?;
+    let after = match (q.after.as_deref(), q.cursor.as_deref()) {
+        (Some(_), Some(_)) => {
+            return Err(RestError::bad(
+                "give `after` (a key) or `cursor` (a page's `next`), not both",
+            ))
+        }
+        (Some(text), None) => Some(key(text)?),
+        (None, Some(cursor)) => Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(cursor)
+                .map_err(|_| RestError::bad("cursor is not a `next` from a listing"))?,
+        ),
+        (None, None) => None,
+    };
+    if let Some(after) = after {
         if reverse {
             end = after;
         } else {
@@ -234,7 +251,7 @@ pub async fn list(db: &Database, q: KvList) -> Result<KvPage> {
     let more = entries.len() > limit;
     entries.truncate(limit);
     let next = match (more, entries.last()) {
-        (true, Some(e)) => Some(String::from_utf8_lossy(&e.key).into_owned()),
+        (true, Some(e)) => Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&e.key)),
         _ => None,
     };
     Ok(KvPage {
@@ -260,6 +277,63 @@ mod tests {
         assert_eq!(show_key(b"users/1"), "users/1");
         assert_eq!(show_key(b"\x02job\x00"), "\\x02job\\x00");
         assert_eq!(show_key(b"a\\\xff"), "a\\\\\\xff");
+    }
+
+    /// Keys of any bytes (as Deno writes them) page through `next`/`cursor` exactly: every
+    /// key once, in order, forwards and backwards.
+    #[tokio::test]
+    async fn paging_by_cursor_visits_every_key_of_any_bytes_once() {
+        let engine = strata_engine::Engine::new(
+            std::sync::Arc::new(strata_backend_memory::MemoryBackend::default()),
+            strata_engine::EngineConfig::default(),
+        );
+        let db = engine.create_database("app", None).await.unwrap();
+        let keys: Vec<Vec<u8>> = vec![
+            b"\x02failed\x00\x02job\x00".to_vec(),
+            b"\x02failed\x00\x02job\x00\x00".to_vec(),
+            b"a\xffb".to_vec(),
+            b"plain".to_vec(),
+            "\u{e9}t\u{e9}".as_bytes().to_vec(),
+        ];
+        let mut w = AtomicWrite::new();
+        for k in &keys {
+            w = w.set(k.clone(), Value::bytes(b"v".to_vec()));
+        }
+        db.atomic_write(w).await.unwrap();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        for reverse in [false, true] {
+            let (mut seen, mut cursor) = (Vec::new(), None);
+            loop {
+                let page = list(
+                    &db,
+                    KvList {
+                        limit: Some(1),
+                        cursor: cursor.clone(),
+                        reverse: Some(reverse),
+                        ..KvList::default()
+                    },
+                )
+                .await
+                .unwrap();
+                seen.extend(page.entries.iter().map(|e| e.key.clone()));
+                match page.next {
+                    Some(n) => cursor = Some(n),
+                    None => break,
+                }
+            }
+            let mut want: Vec<String> = sorted.iter().map(|k| show_key(k)).collect();
+            if reverse {
+                want.reverse();
+            }
+            assert_eq!(seen, want);
+        }
+        let bad = KvList {
+            cursor: Some("not base64!".into()),
+            ..KvList::default()
+        };
+        assert!(list(&db, bad).await.is_err());
+        engine.close().await;
     }
 
     #[test]

@@ -222,10 +222,10 @@ async function tableView(db, table, offset) {
   );
 }
 
-async function kvView(db, prefix, after) {
+async function kvView(db, prefix, cursor) {
   const q = new URLSearchParams({ limit: String(PAGE) });
   if (prefix) q.set("prefix", prefix);
-  if (after) q.set("after", after);
+  if (cursor) q.set("cursor", cursor);
   const page = await api("GET", `/db/${dbPath(db)}/kv?${q}`);
   const input = h("input", { id: "kv-prefix", value: prefix || "", placeholder: "key prefix", size: 30 });
   const form = h("form", {
@@ -253,7 +253,7 @@ async function kvView(db, prefix, after) {
       : h("p", { class: "muted" }, "No keys."),
     page.next
       ? h("p", {}, h("a", {
-        href: `#/db/${dbPath(db)}/kv?prefix=${encodeURIComponent(prefix || "")}&after=${encodeURIComponent(page.next)}`,
+        href: `#/db/${dbPath(db)}/kv?prefix=${encodeURIComponent(prefix || "")}&cursor=${encodeURIComponent(page.next)}`,
       }, "next →"))
       : null,
   );
@@ -511,7 +511,7 @@ async function route() {
         return await tableView(rest.slice(0, t).join("/"), rest[t + 1], Number(params.get("offset")) || 0);
       }
       const last = rest[rest.length - 1];
-      if (rest.length > 1 && last === "kv") return await kvView(rest.slice(0, -1).join("/"), params.get("prefix"), params.get("after"));
+      if (rest.length > 1 && last === "kv") return await kvView(rest.slice(0, -1).join("/"), params.get("prefix"), params.get("cursor"));
       if (rest.length > 1 && last === "queue") return await queueView(rest.slice(0, -1).join("/"));
       return await tablesView(rest.join("/"));
     }
