@@ -145,6 +145,18 @@ pub fn show_pairs<'a>(
     shown
 }
 
+/// A store frozen at one moment: scans of it see no later write, however long they take.
+#[async_trait::async_trait]
+pub trait ReadView: Send + Sync {
+    /// Up to `limit` pairs with `start <= key < end` (an empty `end` is unbounded), ascending.
+    async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError>;
+}
+
 /// One database in a backend: an ordered byte-key map.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -214,6 +226,13 @@ pub trait Store: Send + Sync + 'static {
     /// while its node leads, so that a cluster does the work once.
     fn runs_upkeep(&self) -> bool {
         true
+    }
+
+    /// The store as it is now, for reading at leisure while writes go on (a replica copies
+    /// a whole database into a snapshot this way); `None` where the store cannot freeze a
+    /// view, and the caller then keeps writes out while it reads.
+    async fn read_view(&self) -> Result<Option<std::sync::Arc<dyn ReadView>>, BackendError> {
+        Ok(None)
     }
 
     /// Whether this handle's database was dropped since the handle was opened, by another

@@ -49,7 +49,7 @@ pub use atomic::{
 };
 pub use backend::{
     keys_in, range_is_empty, show_pairs, Backend, BackendError, BatchOp, Capabilities, Durability,
-    Precondition, Store,
+    Precondition, ReadView, Store,
 };
 pub use clock::now_ms;
 pub use database::{

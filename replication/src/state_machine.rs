@@ -26,7 +26,7 @@ use openraft::{
     EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
     StoredMembership,
 };
-use strata_engine::{Backend, BackendError, BatchOp, Durability, Store};
+use strata_engine::{Backend, BackendError, BatchOp, Durability, ReadView, Store};
 use tokio::io::{AsyncSeekExt, BufReader, BufWriter};
 use tokio::sync::watch;
 
@@ -504,19 +504,33 @@ async fn clear(store: &dyn Store) -> SmResult<()> {
     }
 }
 
+/// Where a snapshot reads a database from.
+enum Source {
+    /// A view frozen when the snapshot was started: applying goes on meanwhile.
+    Frozen(Arc<dyn ReadView>),
+    /// The store itself, read while applying waits (a store that cannot freeze a view).
+    Live(Arc<dyn Store>),
+}
+
+impl Source {
+    async fn scan(&self, from: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+        match self {
+            Source::Frozen(v) => v.scan(from, &[], LOAD_BATCH).await,
+            Source::Live(s) => s.scan(from, &[], false, LOAD_BATCH).await,
+        }
+    }
+}
+
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     async fn build_snapshot(&mut self) -> SmResult<Snapshot<TypeConfig>> {
-        // Applying waits while the snapshot is written: it is one consistent state.
-        let mut st = self.inner.state.lock().await;
+        // One consistent state: the applied position and every database as of it. Where
+        // every store can freeze a view, applying goes on while the views are written out;
+        // otherwise it waits for the whole snapshot.
+        let st = self.inner.state.lock().await;
         let replica = self.inner.replica.clone();
-        let tmp = self.path(&format!("snapshot-building-{}", uuid::Uuid::new_v4()));
-        let file = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(|e| io_error("creating a snapshot", true, e))?;
-        let mut w = SnapshotWriter::new(BufWriter::new(file))
-            .await
-            .map_err(|e| io_error("writing a snapshot", true, e))?;
-        let werr = |e| io_error("writing a snapshot", true, e);
+        let (last, membership) = (st.last_applied, st.membership.clone());
+        let mut sources = Vec::new();
+        let mut frozen = true;
         for name in replica
             .names()
             .await
@@ -529,11 +543,44 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             else {
                 continue;
             };
-            w.database(&name).await.map_err(werr)?;
+            let view = if frozen {
+                store
+                    .read_view()
+                    .await
+                    .map_err(|e| io_error("reading a database", false, e))?
+            } else {
+                None
+            };
+            match view {
+                Some(v) => sources.push((name, Source::Frozen(v))),
+                None => {
+                    frozen = false;
+                    sources.push((name, Source::Live(store)));
+                }
+            }
+        }
+        // Frozen views need no lock; a live store is read under it, for one consistent state.
+        let held = if frozen {
+            drop(st);
+            None
+        } else {
+            Some(st)
+        };
+
+        let tmp = self.path(&format!("snapshot-building-{}", uuid::Uuid::new_v4()));
+        let file = tokio::fs::File::create(&tmp)
+            .await
+            .map_err(|e| io_error("creating a snapshot", true, e))?;
+        let mut w = SnapshotWriter::new(BufWriter::new(file))
+            .await
+            .map_err(|e| io_error("writing a snapshot", true, e))?;
+        let werr = |e| io_error("writing a snapshot", true, e);
+        for (name, source) in &sources {
+            w.database(name).await.map_err(werr)?;
             let mut from = Vec::new();
             loop {
-                let chunk = store
-                    .scan(&from, &[], false, LOAD_BATCH)
+                let chunk = source
+                    .scan(&from)
                     .await
                     .map_err(|e| io_error("reading a database", false, e))?;
                 let full = chunk.len() == LOAD_BATCH;
@@ -549,18 +596,30 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 }
             }
         }
+        drop(sources);
         let file = w.finish().await.map_err(werr)?.into_inner();
         file.sync_all()
             .await
             .map_err(|e| io_error("syncing a snapshot", true, e))?;
         drop(file);
+
+        let mut st = match held {
+            Some(st) => st,
+            None => self.inner.state.lock().await,
+        };
+        // A snapshot installed meanwhile (from the leader) is newer than this one: keep it.
+        if let Some(current) = st.current.clone() {
+            if current.last_log_id >= last {
+                let _ = tokio::fs::remove_file(&tmp).await;
+                return self.open_current(&current).await;
+            }
+        }
         tokio::fs::rename(&tmp, self.path(CURRENT_FILE))
             .await
             .map_err(|e| io_error("keeping the snapshot", true, e))?;
-        let last = st.last_applied;
         let meta = SnapshotMeta {
             last_log_id: last,
-            last_membership: st.membership.clone(),
+            last_membership: membership,
             snapshot_id: format!(
                 "{}-{}-{}",
                 last.map(|l| l.leader_id.term).unwrap_or(0),
@@ -568,6 +627,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 uuid::Uuid::new_v4().simple()
             ),
         };
+        // Records what is applied now (every database synced first), and the snapshot.
         self.persist(&st, Some(&meta)).await?;
         st.current = Some(meta.clone());
         self.open_current(&meta).await

@@ -518,15 +518,53 @@ async fn a_database_dropped_through_one_node_is_gone_from_every_node() {
     }
 }
 
-/// A store whose disk can fill up: every write fails with ENOSPC while `full` is set.
+/// A store whose disk can fill up: every write fails with ENOSPC while `full` is set. With
+/// a gate, reading a frozen view waits until the gate opens.
 struct FullDisk {
     inner: Arc<dyn strata_engine::Backend>,
     full: Arc<std::sync::atomic::AtomicBool>,
+    gate: Option<Arc<Gate>>,
 }
 
 struct FullStore {
     inner: Arc<dyn strata_engine::Store>,
     full: Arc<std::sync::atomic::AtomicBool>,
+    gate: Option<Arc<Gate>>,
+}
+
+/// Holds scans of frozen views until opened, and says when one is waiting.
+struct Gate {
+    waiting: tokio::sync::Notify,
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+impl Gate {
+    fn new() -> Arc<Gate> {
+        Arc::new(Gate {
+            waiting: tokio::sync::Notify::new(),
+            open: tokio::sync::watch::channel(false).0,
+        })
+    }
+}
+
+struct GatedView {
+    inner: Arc<dyn strata_engine::ReadView>,
+    gate: Arc<Gate>,
+}
+
+#[async_trait::async_trait]
+impl strata_engine::ReadView for GatedView {
+    async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, strata_engine::BackendError> {
+        self.gate.waiting.notify_one();
+        let mut open = self.gate.open.subscribe();
+        let _ = open.wait_for(|o| *o).await;
+        self.inner.scan(start, end, limit).await
+    }
 }
 
 fn no_space() -> strata_engine::BackendError {
@@ -549,6 +587,7 @@ impl strata_engine::Backend for FullDisk {
         Ok(Arc::new(FullStore {
             inner: self.inner.open(name, create).await?,
             full: self.full.clone(),
+            gate: self.gate.clone(),
         }))
     }
     async fn list(&self) -> Result<Vec<String>, strata_engine::BackendError> {
@@ -590,6 +629,76 @@ impl strata_engine::Store for FullStore {
         }
         self.inner.sync().await
     }
+    async fn read_view(
+        &self,
+    ) -> Result<Option<Arc<dyn strata_engine::ReadView>>, strata_engine::BackendError> {
+        let view = self.inner.read_view().await?;
+        Ok(match (view, &self.gate) {
+            (Some(inner), Some(gate)) => Some(Arc::new(GatedView {
+                inner,
+                gate: gate.clone(),
+            })),
+            (view, _) => view,
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_apply_while_a_snapshot_is_being_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let gate = Gate::new();
+    let backend = Arc::new(FullDisk {
+        inner: Arc::new(strata_backend_redb::RedbBackend::new(
+            dir.path().join("data"),
+        )),
+        full: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        gate: Some(gate.clone()),
+    });
+    let config = ClusterConfig::new(
+        1,
+        "127.0.0.1:0",
+        credentials("s3cret"),
+        dir.path().join("snapshots"),
+    );
+    let node = Node::start(backend, config).await.unwrap();
+    node.initialize(BTreeMap::new()).await.unwrap();
+    node.raft()
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.current_leader.is_some(), "it leads")
+        .await
+        .unwrap();
+    let engine = Engine::new(node.backend(), EngineConfig::default());
+    engine.create_database("d", None).await.unwrap();
+    let db = engine.database("d").await.unwrap();
+    add(&db, "k", 1).await;
+
+    node.raft().trigger().snapshot().await.unwrap();
+    // The snapshot is being written from its frozen views, and held there.
+    tokio::time::timeout(Duration::from_secs(60), gate.waiting.notified())
+        .await
+        .expect("the snapshot reads frozen views");
+    let before = node.raft().metrics().borrow().last_applied;
+    // Meanwhile writes commit and apply. (Before frozen views, applying waited for the
+    // whole snapshot; the guard turns such a hang into a failure.)
+    tokio::time::timeout(Duration::from_secs(60), async {
+        for _ in 0..3 {
+            add(&db, "k", 1).await;
+        }
+    })
+    .await
+    .expect("writes apply while the snapshot is written");
+    gate.open.send_replace(true);
+    node.raft()
+        .wait(Some(Duration::from_secs(60)))
+        .metrics(|m| m.snapshot.is_some(), "the snapshot is done")
+        .await
+        .unwrap();
+    let m = node.raft().metrics().borrow().clone();
+    assert_eq!(m.snapshot, before, "the snapshot is the state it froze");
+    assert!(m.last_applied > before);
+    assert_eq!(counter(&db, "k").await, 4);
+    engine.close().await;
+    node.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -604,6 +713,7 @@ async fn a_node_whose_disk_fills_stops_cleanly_and_recovers_once_there_is_room()
     let backend = Arc::new(FullDisk {
         inner: Arc::new(strata_backend_memory::MemoryBackend::new()),
         full: full.clone(),
+        gate: None,
     });
     let config = |listen: &str| {
         ClusterConfig::new(

@@ -23,7 +23,8 @@ use journal::Journal;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use strata_engine::files::{database_path, list_databases, remove_database_files, DatabaseLock};
 use strata_engine::{
-    range_is_empty, Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store,
+    range_is_empty, Backend, BackendError, BatchOp, Capabilities, Durability, Precondition,
+    ReadView, Store,
 };
 
 const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("strata");
@@ -109,6 +110,29 @@ impl Reader {
     }
 }
 
+/// A read transaction's table, as a [`ReadView`].
+struct FrozenTable(Snapshot);
+
+#[async_trait::async_trait]
+impl ReadView for FrozenTable {
+    async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+        if limit == 0 || range_is_empty(start, end) {
+            return Ok(vec![]);
+        }
+        let mut out = Vec::with_capacity(limit.min(1024));
+        for r in range_of(&self.0, start, end)?.take(limit) {
+            let (k, v) = r.map_err(err)?;
+            out.push((k.value().to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+}
+
 /// The entries of `[start, end)` in a snapshot; an empty `end` is unbounded.
 fn range_of<'a>(
     table: &'a Snapshot,
@@ -183,6 +207,11 @@ impl RedbStore {
 
 #[async_trait::async_trait]
 impl Store for RedbStore {
+    async fn read_view(&self) -> Result<Option<Arc<dyn ReadView>>, BackendError> {
+        // A read transaction is a snapshot: it keeps the pages it sees until it is dropped.
+        Ok(Some(Arc::new(FrozenTable(self.reader.snapshot(&self.db)?))))
+    }
+
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         let table = self.reader.snapshot(&self.db)?;
         Ok(table.get(key).map_err(err)?.map(|v| v.value().to_vec()))
