@@ -51,23 +51,25 @@ fn start(dir: &std::path::Path, id: u64, raft: &str) -> Proc {
     spawn(
         dir,
         &[("STRATA_CLUSTER_SECRET", SECRET)],
-        &[
-            "--store",
-            &store,
-            "serve",
-            "--no-auth",
-            "--kv-connect",
-            "127.0.0.1:0",
-            "--no-pgwire",
-            "--rest",
-            "127.0.0.1:0",
-            "--cluster",
-            "--node-id",
-            &id,
-            "--raft",
-            raft,
-        ],
+        &serve_args(&store, &["--cluster", "--node-id", &id, "--raft", raft]),
     )
+}
+
+/// `strata --store STORE serve` with KV Connect and REST on free ports, then `extra`.
+fn serve_args<'a>(store: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "--store",
+        store,
+        "serve",
+        "--no-auth",
+        "--kv-connect",
+        "127.0.0.1:0",
+        "--no-pgwire",
+        "--rest",
+        "127.0.0.1:0",
+    ];
+    args.extend_from_slice(extra);
+    args
 }
 
 /// Run `strata` with `args` and `envs` (its log in `dir`); wait until every listener is up.
@@ -309,22 +311,11 @@ fn nodes_configured_in_db_toml_with_their_peers_form_the_cluster_themselves() {
             )
             .unwrap();
             let store = format!("redb:{}", dirs[i].path().join("data").display());
+            let config = config.to_str().unwrap().to_string();
             spawn(
                 dirs[i].path(),
                 &[("TEST_CLUSTER_SECRET", FILE_SECRET)],
-                &[
-                    "--store",
-                    &store,
-                    "serve",
-                    "--config",
-                    config.to_str().unwrap(),
-                    "--no-auth",
-                    "--kv-connect",
-                    "127.0.0.1:0",
-                    "--no-pgwire",
-                    "--rest",
-                    "127.0.0.1:0",
-                ],
+                &serve_args(&store, &["--config", &config]),
             )
         })
         .collect();

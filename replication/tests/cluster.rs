@@ -92,6 +92,23 @@ async fn counter_on(member: &Member, name: &str) -> Database {
     db
 }
 
+/// A follower, and an engine of its own over its replicated backend.
+async fn follower_engine(members: &[Member]) -> (&Member, Arc<Engine>) {
+    let leader = leader_index(members).await;
+    let follower = &members[(leader + 1) % members.len()];
+    let engine = Arc::new(Engine::new(
+        follower.node.backend(),
+        EngineConfig::default(),
+    ));
+    (follower, engine)
+}
+
+async fn stop_all(members: &[Member]) {
+    for m in members {
+        m.node.shutdown().await;
+    }
+}
+
 async fn leader_index(members: &[Member]) -> usize {
     for _ in 0..100 {
         for (i, m) in members.iter().enumerate() {
@@ -154,9 +171,7 @@ async fn every_node_writes_and_strong_reads_see_every_acknowledged_write() {
     add(&dbs[0], "total", 5).await;
     assert_eq!(counter(&dbs[2], "total").await, 65);
     assert_eq!(counter(&dbs[1], "total").await, 65);
-    for m in &members {
-        m.node.shutdown().await;
-    }
+    stop_all(&members).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -262,9 +277,7 @@ async fn a_new_node_catches_up_through_a_snapshot() {
     add(&db, "after", 1).await;
     assert_eq!(counter(&db, "after").await, 8);
     joining.node.shutdown().await;
-    for m in &members {
-        m.node.shutdown().await;
-    }
+    stop_all(&members).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -333,12 +346,7 @@ async fn a_node_of_another_cluster_or_with_the_wrong_secret_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sql_reads_are_strong_unless_the_session_asks_for_eventual() {
     let members = cluster(3, 10_000).await;
-    let leader = leader_index(&members).await;
-    let follower = &members[(leader + 1) % 3];
-    let engine = Arc::new(Engine::new(
-        follower.node.backend(),
-        EngineConfig::default(),
-    ));
+    let (follower, engine) = follower_engine(&members).await;
     let mut s = strata_sql::Session::new(engine.clone());
     s.execute("CREATE TABLE t (id INT PRIMARY KEY, v INT)")
         .await
@@ -366,20 +374,13 @@ async fn sql_reads_are_strong_unless_the_session_asks_for_eventual() {
     assert!(follower.node.read_barriers() > before);
     assert!(s.execute("SET read_consistency = sometimes").await.is_err());
     engine.close().await;
-    for m in &members {
-        m.node.shutdown().await;
-    }
+    stop_all(&members).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rest_reads_are_strong_unless_the_request_asks_for_eventual() {
     let members = cluster(3, 10_000).await;
-    let leader = leader_index(&members).await;
-    let follower = &members[(leader + 1) % 3];
-    let engine = Arc::new(Engine::new(
-        follower.node.backend(),
-        EngineConfig::default(),
-    ));
+    let (follower, engine) = follower_engine(&members).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -463,9 +464,7 @@ async fn rest_reads_are_strong_unless_the_request_asks_for_eventual() {
     let _ = stop.send(());
     let _ = server.await;
     engine.close().await;
-    for m in &members {
-        m.node.shutdown().await;
-    }
+    stop_all(&members).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -514,8 +513,8 @@ async fn a_database_dropped_through_one_node_is_gone_from_every_node() {
     assert_eq!(counter(&on_a, "k").await, 0);
     for m in &members {
         m.engine.close().await;
-        m.node.shutdown().await;
     }
+    stop_all(&members).await;
 }
 
 /// A store whose disk can fill up: every write fails with ENOSPC while `full` is set. With
@@ -778,7 +777,5 @@ async fn a_node_whose_disk_fills_stops_cleanly_and_recovers_once_there_is_room()
     assert_eq!(counter(&db4, "k").await, 7);
     engine4.close().await;
     node.shutdown().await;
-    for m in &members {
-        m.node.shutdown().await;
-    }
+    stop_all(&members).await;
 }

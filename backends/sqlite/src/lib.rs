@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
 use strata_engine::files::{database_path, list_databases, remove_database_files, DatabaseLock};
 use strata_engine::{
-    range_is_empty, Backend, BackendError, BatchOp, Capabilities, Durability, Precondition, Store,
+    range_is_empty, Backend, BackendError, BatchOp, Capabilities, Durability, Precondition,
+    ReadView, Store,
 };
 
 const EXT: &str = "sqlite3";
@@ -82,6 +83,18 @@ impl SqliteStore {
         })
     }
 
+    /// A new read-only connection.
+    fn reader_connection(&self) -> Result<Connection, BackendError> {
+        let c = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(err)?;
+        c.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(err)?;
+        Ok(c)
+    }
+
     fn with_reader<T>(
         &self,
         f: impl FnOnce(&Connection) -> Result<T, BackendError>,
@@ -89,16 +102,7 @@ impl SqliteStore {
         let conn = self.readers.lock().unwrap_or_else(|e| e.into_inner()).pop();
         let conn = match conn {
             Some(c) => c,
-            None => {
-                let c = Connection::open_with_flags(
-                    &self.path,
-                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .map_err(err)?;
-                c.busy_timeout(std::time::Duration::from_secs(5))
-                    .map_err(err)?;
-                c
-            }
+            None => self.reader_connection()?,
         };
         let out = f(&conn);
         let mut pool = self.readers.lock().unwrap_or_else(|e| e.into_inner());
@@ -132,32 +136,21 @@ impl Store for SqliteStore {
         if limit == 0 || range_is_empty(start, end) {
             return Ok(vec![]);
         }
-        let order = if reverse { "DESC" } else { "ASC" };
-        let limit = limit.min(i64::MAX as usize) as i64;
-        self.with_reader(|c| {
-            let row =
-                |r: &rusqlite::Row<'_>| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?));
-            let rows: Result<Vec<_>, _> = if end.is_empty() {
-                let sql = format!("SELECT k, v FROM kv WHERE k >= ?1 ORDER BY k {order} LIMIT ?2");
-                let mut st = c.prepare_cached(&sql).map_err(err)?;
-                let rows = st
-                    .query_map(params![start, limit], row)
-                    .map_err(err)?
-                    .collect();
-                rows
-            } else {
-                let sql = format!(
-                    "SELECT k, v FROM kv WHERE k >= ?1 AND k < ?2 ORDER BY k {order} LIMIT ?3"
-                );
-                let mut st = c.prepare_cached(&sql).map_err(err)?;
-                let rows = st
-                    .query_map(params![start, end, limit], row)
-                    .map_err(err)?
-                    .collect();
-                rows
-            };
-            rows.map_err(err)
-        })
+        self.with_reader(|c| scan_on(c, start, end, reverse, limit))
+    }
+
+    async fn read_view(&self) -> Result<Option<Arc<dyn ReadView>>, BackendError> {
+        // A read transaction on a connection of its own: in WAL mode it keeps the snapshot
+        // its first read took while writers go on.
+        let c = self.reader_connection()?;
+        c.execute_batch("BEGIN").map_err(err)?;
+        c.query_row(
+            "SELECT count(*) FROM (SELECT 1 FROM kv LIMIT 1)",
+            [],
+            |_| Ok(()),
+        )
+        .map_err(err)?;
+        Ok(Some(Arc::new(HeldRead(Mutex::new(c)))))
     }
 
     async fn apply(
@@ -243,5 +236,60 @@ impl Backend for SqliteBackend {
 
     async fn drop_database(&self, name: &str) -> Result<bool, BackendError> {
         remove_database_files(&database_path(&self.dir, name, EXT), &["-wal", "-shm"])
+    }
+}
+
+/// Key-value pairs, in key order.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Up to `limit` pairs of `[start, end)` (an empty `end` is unbounded) on connection `c`.
+fn scan_on(
+    c: &Connection,
+    start: &[u8],
+    end: &[u8],
+    reverse: bool,
+    limit: usize,
+) -> Result<Pairs, BackendError> {
+    let order = if reverse { "DESC" } else { "ASC" };
+    let limit = limit.min(i64::MAX as usize) as i64;
+
+    let row = |r: &rusqlite::Row<'_>| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, Vec<u8>>(1)?));
+    let rows: Result<Vec<_>, _> = if end.is_empty() {
+        let sql = format!("SELECT k, v FROM kv WHERE k >= ?1 ORDER BY k {order} LIMIT ?2");
+        let mut st = c.prepare_cached(&sql).map_err(err)?;
+        let rows = st
+            .query_map(params![start, limit], row)
+            .map_err(err)?
+            .collect();
+        rows
+    } else {
+        let sql =
+            format!("SELECT k, v FROM kv WHERE k >= ?1 AND k < ?2 ORDER BY k {order} LIMIT ?3");
+        let mut st = c.prepare_cached(&sql).map_err(err)?;
+        let rows = st
+            .query_map(params![start, end, limit], row)
+            .map_err(err)?
+            .collect();
+        rows
+    };
+    rows.map_err(err)
+}
+
+/// A read transaction held open (see [`SqliteStore::read_view`]).
+struct HeldRead(Mutex<Connection>);
+
+#[async_trait::async_trait]
+impl ReadView for HeldRead {
+    async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+        if limit == 0 || range_is_empty(start, end) {
+            return Ok(vec![]);
+        }
+        let c = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        scan_on(&c, start, end, false, limit)
     }
 }

@@ -14,9 +14,21 @@ const urls = (Deno.env.get("STRATA_KV_URLS") ?? "").split(",").filter((u) => u);
 if (urls.length < 2) throw new Error("STRATA_KV_URLS must list the cluster's nodes");
 const token = Deno.env.get("DENO_KV_ACCESS_TOKEN");
 
-// The default database: the cluster is new, and nothing else writes to it.
-async function openAll() {
-  return await Promise.all(urls.map((u) => Deno.openKv(u)));
+// A test given a client of every node's default database (the cluster is new, and
+// nothing else writes to it), closed after.
+function onEveryNode(name, fn) {
+  Deno.test({
+    name,
+    sanitizeResources: false,
+    fn: async () => {
+      const kvs = await Promise.all(urls.map((u) => Deno.openKv(u)));
+      try {
+        await fn(kvs);
+      } finally {
+        kvs.forEach((kv) => kv.close());
+      }
+    },
+  });
 }
 
 // Poll `read` until it returns `want`, for at most `ms` (eventual reads are bounded-stale).
@@ -54,59 +66,41 @@ Deno.test({
   },
 });
 
-Deno.test({
-  name: "writes through every node; strong reads see them on every node at once",
-  sanitizeResources: false,
-  fn: async () => {
-    const kvs = await openAll();
-    try {
-      for (let i = 0; i < kvs.length; i++) {
-        const res = await kvs[i].set(["written-through", i], `node ${i}`);
-        ok(res.ok, `the write through node ${i} was not acknowledged`);
-        for (let j = 0; j < kvs.length; j++) {
-          const got = await kvs[j].get(["written-through", i]);
-          eq(got.value, `node ${i}`, `a strong read on node ${j} missed a write`);
-          eq(got.versionstamp, res.versionstamp);
-        }
-      }
-      // A check-and-set from one node conflicts with a write made through another.
-      const first = await kvs[0].get(["written-through", 0]);
-      await kvs[1].set(["written-through", 0], "overwritten");
-      const stale = await kvs[2].atomic().check(first).set(["written-through", 0], "lost").commit();
-      eq(stale.ok, false, "a stale check passed on another node");
-      eq((await kvs[0].get(["written-through", 0])).value, "overwritten");
-    } finally {
-      kvs.forEach((kv) => kv.close());
+onEveryNode("writes through every node; strong reads see them on every node at once", async (kvs) => {
+  for (let i = 0; i < kvs.length; i++) {
+    const res = await kvs[i].set(["written-through", i], `node ${i}`);
+    ok(res.ok, `the write through node ${i} was not acknowledged`);
+    for (let j = 0; j < kvs.length; j++) {
+      const got = await kvs[j].get(["written-through", i]);
+      eq(got.value, `node ${i}`, `a strong read on node ${j} missed a write`);
+      eq(got.versionstamp, res.versionstamp);
     }
-  },
+  }
+  // A check-and-set from one node conflicts with a write made through another.
+  const first = await kvs[0].get(["written-through", 0]);
+  await kvs[1].set(["written-through", 0], "overwritten");
+  const stale = await kvs[2].atomic().check(first).set(["written-through", 0], "lost").commit();
+  eq(stale.ok, false, "a stale check passed on another node");
+  eq((await kvs[0].get(["written-through", 0])).value, "overwritten");
 });
 
-Deno.test({
-  name: "eventual reads on every node catch up with a write",
-  sanitizeResources: false,
-  fn: async () => {
-    const kvs = await openAll();
-    try {
-      for (let round = 0; round < 5; round++) {
-        const value = `round ${round}`;
-        ok((await kvs[round % kvs.length].set(["eventual"], value)).ok, "a write was not acknowledged");
-        for (const kv of kvs) {
-          await eventually(
-            async () => (await kv.get(["eventual"], { consistency: "eventual" })).value,
-            value,
-            10_000,
-          );
-          const many = await kv.getMany([["eventual"], ["absent"]], { consistency: "eventual" });
-          eq(many[1].value, null);
-          const listed = [];
-          for await (const e of kv.list({ prefix: [] }, { consistency: "eventual" })) {
-            listed.push(e.key[0]);
-          }
-          ok(listed.includes("eventual"), `an eventual list missed the key: ${listed}`);
-        }
+onEveryNode("eventual reads on every node catch up with a write", async (kvs) => {
+  for (let round = 0; round < 5; round++) {
+    const value = `round ${round}`;
+    ok((await kvs[round % kvs.length].set(["eventual"], value)).ok, "a write was not acknowledged");
+    for (const kv of kvs) {
+      await eventually(
+        async () => (await kv.get(["eventual"], { consistency: "eventual" })).value,
+        value,
+        10_000,
+      );
+      const many = await kv.getMany([["eventual"], ["absent"]], { consistency: "eventual" });
+      eq(many[1].value, null);
+      const listed = [];
+      for await (const e of kv.list({ prefix: [] }, { consistency: "eventual" })) {
+        listed.push(e.key[0]);
       }
-    } finally {
-      kvs.forEach((kv) => kv.close());
+      ok(listed.includes("eventual"), `an eventual list missed the key: ${listed}`);
     }
-  },
+  }
 });

@@ -218,17 +218,11 @@ impl DbToml {
 
     /// The access token `[auth]` gives, if any.
     pub fn access_token(&self) -> Result<Option<String>, ConfigError> {
-        if let Some(var) = &self.auth.access_token_env {
-            return match std::env::var(var) {
-                Ok(t) if !t.is_empty() => Ok(Some(t)),
-                _ => Err(self.error_at(
-                    None,
-                    "auth.access_token_env",
-                    &format!("the environment variable {var} is not set"),
-                )),
-            };
-        }
-        Ok(self.auth.access_token.clone())
+        self.secret(
+            self.auth.access_token_env.as_deref(),
+            self.auth.access_token.as_deref(),
+            "auth.access_token_env",
+        )
     }
 
     /// The cluster secret `[cluster]` gives (`secret_env`'s variable, or `secret`).
@@ -236,17 +230,32 @@ impl DbToml {
         let Some(c) = &self.cluster else {
             return Ok(None);
         };
-        if let Some(var) = &c.secret_env {
-            return match std::env::var(var) {
+        self.secret(
+            c.secret_env.as_deref(),
+            c.secret.as_deref(),
+            "cluster.secret_env",
+        )
+    }
+
+    /// A secret from the environment variable `var` names (which must then be set), else
+    /// the one written in the file.
+    fn secret(
+        &self,
+        var: Option<&str>,
+        written: Option<&str>,
+        key: &str,
+    ) -> Result<Option<String>, ConfigError> {
+        match var {
+            Some(var) => match std::env::var(var) {
                 Ok(t) if !t.is_empty() => Ok(Some(t)),
                 _ => Err(self.error_at(
                     None,
-                    "cluster.secret_env",
+                    key,
                     &format!("the environment variable {var} is not set"),
                 )),
-            };
+            },
+            None => Ok(written.map(str::to_string)),
         }
-        Ok(c.secret.clone())
     }
 
     fn name(&self) -> String {
