@@ -233,7 +233,14 @@ async fn form(node: Arc<Node>, peers: Vec<String>, creds: Credentials) {
                 );
                 return;
             }
-            Probe::Ready(members) => {
+            Probe::Ready(mut members) => {
+                // The same peer list may be given to every node, this one included.
+                if members
+                    .get(&node.id())
+                    .is_some_and(|m| m.raft_addr == node.member().raft_addr)
+                {
+                    members.remove(&node.id());
+                }
                 if let Some(id) = members.keys().find(|id| **id == node.id()) {
                     eprintln!(
                         "cluster node {id}: a peer has the same id; give each node its own --node-id"
@@ -244,11 +251,7 @@ async fn form(node: Arc<Node>, peers: Vec<String>, creds: Credentials) {
                 if lowest {
                     match node.admin(AdminRequest::Initialize { members }).await {
                         Ok(_) => {
-                            eprintln!(
-                                "cluster node {}: formed a cluster of {} nodes",
-                                node.id(),
-                                peers.len() + 1
-                            );
+                            eprintln!("cluster node {}: formed the cluster", node.id());
                             return;
                         }
                         Err(e) => {
