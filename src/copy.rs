@@ -1,5 +1,5 @@
 //! `strata copy SRC DST`: copy one database or all of them between any two stores,
-//! preserving keys, values, versionstamps, expiries and queued messages; with progress, and a
+//! preserving keys, values, versionstamps, expiries, queued messages and dead letters; with progress, and a
 //! verification at the end (entry counts and a checksum of the copied keyspace on both sides).
 
 use strata_engine::{Engine, EngineError, Entry, Snapshot};
@@ -63,6 +63,7 @@ pub struct Copied {
     pub name: String,
     pub target: Digest,
     pub messages: usize,
+    pub dead_letters: usize,
 }
 
 /// Copy database `name` from `src` to `dst`.
@@ -123,7 +124,8 @@ pub async fn copy_database(
         progress.draw();
     }
     let messages = snapshot.messages().await.map_err(e)?;
-    let message_count = messages.len();
+    let dead_letters = messages.iter().filter(|m| m.given_up_at.is_some()).count();
+    let message_count = messages.len() - dead_letters;
     for chunk in messages.chunks(BATCH) {
         target
             .restore(vec![], chunk.to_vec(), snapshot.version())
@@ -131,7 +133,7 @@ pub async fn copy_database(
             .map_err(e)?;
     }
     // The target's version must pass the source's even when there was nothing to copy.
-    if source_digest.entries == 0 && message_count == 0 {
+    if source_digest.entries == 0 && messages.is_empty() {
         target
             .restore(vec![], vec![], snapshot.version())
             .await
@@ -141,16 +143,21 @@ pub async fn copy_database(
         .await
         .map_err(e)?;
     let target_messages = target.queue_len().await.map_err(e)?;
-    if target_digest != source_digest || target_messages != message_count {
+    let target_dead = target.dead_letter_count().await.map_err(e)?;
+    if target_digest != source_digest
+        || target_messages != message_count
+        || target_dead != dead_letters
+    {
         return Err(format!(
-            "verification failed for {name}: source {} entries (checksum {:016x}), {} messages; target {} entries (checksum {:016x}), {} messages",
-            source_digest.entries, source_digest.checksum, message_count, target_digest.entries, target_digest.checksum, target_messages
+            "verification failed for {name}: source {} entries (checksum {:016x}), {} messages, {} dead letters; target {} entries (checksum {:016x}), {} messages, {} dead letters",
+            source_digest.entries, source_digest.checksum, message_count, dead_letters, target_digest.entries, target_digest.checksum, target_messages, target_dead
         ));
     }
     Ok(Copied {
         name: name.to_string(),
         target: target_digest,
         messages: message_count,
+        dead_letters,
     })
 }
 
@@ -171,8 +178,12 @@ pub async fn copy(
     let mut out = Vec::new();
     for name in names {
         let c = copy_database(src, dst, &name, overwrite).await?;
+        let dead = match c.dead_letters {
+            0 => String::new(),
+            n => format!(", {n} dead letters"),
+        };
         eprintln!(
-            "copied {}: {} entries, {} queued messages; verified (checksum {:016x})",
+            "copied {}: {} entries, {} queued messages{dead}; verified (checksum {:016x})",
             c.name, c.target.entries, c.messages, c.target.checksum
         );
         out.push(c);

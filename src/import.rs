@@ -129,6 +129,7 @@ pub fn read_denokv(path: &Path) -> Result<DenoKvFile, String> {
         let dead_letter_keys: Vec<Vec<u8>> = serde_json::from_str(&dead)
             .map_err(|e| format!("queue message: bad keys_if_undelivered: {e}"))?;
         messages.push(RestoreMessage {
+            given_up_at: None,
             payload: Value {
                 encoding: Encoding::V8,
                 data,

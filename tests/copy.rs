@@ -65,6 +65,19 @@ fn copies_between_stores_preserve_everything_and_verify() {
             .await
             .unwrap();
         }
+        // A message the queue gives up on at once: it becomes a dead letter, kept for an
+        // operator to look at; the copy carries it too.
+        let jobs = engine.open_or_create("jobs").await.unwrap();
+        jobs.atomic_write(AtomicWrite::new().enqueue(Enqueue {
+            dead_letter_keys: vec![b"failed".to_vec()],
+            backoff_schedule: Some(vec![]),
+            ..Enqueue::now(Value::bytes(b"poison".to_vec()))
+        }))
+        .await
+        .unwrap();
+        let leased = jobs.lease(10, Duration::from_secs(5)).await.unwrap();
+        jobs.nack(leased[0].id, leased[0].lease).await.unwrap();
+        assert_eq!(jobs.dead_letter_count().await.unwrap(), 1);
         let db = engine.database("app").await.unwrap();
         let all = db
             .snapshot_read(&[ReadRange::new(vec![], vec![], 1000)], ReadAt::Latest)
@@ -88,6 +101,10 @@ fn copies_between_stores_preserve_everything_and_verify() {
         log.contains("copied app: 1202 entries, 1 queued messages; verified"),
         "{log}"
     );
+    assert!(
+        log.contains("copied jobs: 1 entries, 0 queued messages, 1 dead letters; verified"),
+        "{log}"
+    );
     assert!(log.contains("copied team/logs"), "{log}");
     assert!(log.contains("ETA"), "progress is shown: {log}");
 
@@ -95,7 +112,11 @@ fn copies_between_stores_preserve_everything_and_verify() {
         let engine = Engine::new(Arc::new(strata::sqlite::SqliteBackend::new(&dst)), config());
         assert_eq!(
             engine.list_databases().await.unwrap(),
-            vec!["app".to_string(), "team/logs".to_string()]
+            vec![
+                "app".to_string(),
+                "jobs".to_string(),
+                "team/logs".to_string()
+            ]
         );
         let db = engine.database("app").await.unwrap();
         let all = db
@@ -109,6 +130,16 @@ fn copies_between_stores_preserve_everything_and_verify() {
         assert_eq!(
             db.get(b"ttl").await.unwrap().unwrap().expires_at,
             Some(expires)
+        );
+        let jobs = engine.database("jobs").await.unwrap();
+        let dead = jobs.dead_letters(10).await.unwrap();
+        assert_eq!(dead.len(), 1, "the dead letter came along");
+        assert_eq!(dead[0].payload, Value::bytes(b"poison".to_vec()));
+        assert_eq!(dead[0].dead_letter_keys, vec![b"failed".to_vec()]);
+        assert_eq!(
+            jobs.queue_len().await.unwrap(),
+            0,
+            "and stays a dead letter"
         );
         let leased = db.lease(10, Duration::from_secs(5)).await.unwrap();
         assert_eq!(leased.len(), 1);

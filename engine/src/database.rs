@@ -1155,22 +1155,27 @@ impl Snapshot {
 
     /// Every queued message (waiting or leased), as a copy carries it.
     pub async fn messages(&self) -> Result<Vec<RestoreMessage>> {
-        let (s, e) = layout::family(layout::QUEUE);
-        let mut cursor = mvcc::Cursor::new(&*self.db.shared.store, s, e, false, 1024);
         let mut out = Vec::new();
-        while let Some((_, raw)) = cursor.next().await? {
-            let rec =
-                crate::queue::MessageRecord::decode(&raw).ok_or_else(|| EngineError::Corrupt {
-                    database: self.db.shared.name.clone(),
-                    detail: "undecodable queue message".into(),
+        for family in [layout::QUEUE, layout::DEAD] {
+            let (s, e) = layout::family(family);
+            let mut cursor = mvcc::Cursor::new(&*self.db.shared.store, s, e, false, 1024);
+            while let Some((_, raw)) = cursor.next().await? {
+                let rec = crate::queue::MessageRecord::decode(&raw).ok_or_else(|| {
+                    EngineError::Corrupt {
+                        database: self.db.shared.name.clone(),
+                        detail: "undecodable queue message".into(),
+                    }
                 })?;
-            out.push(RestoreMessage {
-                payload: rec.payload,
-                ready_at: rec.ready_at,
-                attempts: rec.attempts,
-                dead_letter_keys: rec.dead_letter_keys,
-                backoff_schedule: rec.backoff,
-            });
+                out.push(RestoreMessage {
+                    payload: rec.payload,
+                    ready_at: rec.ready_at,
+                    attempts: rec.attempts,
+                    dead_letter_keys: rec.dead_letter_keys,
+                    backoff_schedule: rec.backoff,
+                    // A dead letter's `ready_at` is when it was given up on.
+                    given_up_at: (family == layout::DEAD).then_some(rec.ready_at),
+                });
+            }
         }
         Ok(out)
     }

@@ -85,6 +85,9 @@ pub struct RestoreMessage {
     pub attempts: u32,
     pub dead_letter_keys: Vec<Vec<u8>>,
     pub backoff_schedule: Vec<u32>,
+    /// A dead letter: when the queue gave up on it (ms since the epoch). It is restored to
+    /// the dead letters, not to the queue.
+    pub given_up_at: Option<u64>,
 }
 
 /// A message as stored.

@@ -322,6 +322,13 @@ impl Resolve<'_, '_> {
         Ok(rec)
     }
 
+    /// A restored dead letter, the `i`th message of this commit.
+    pub(crate) fn restore_dead_letter(&mut self, i: usize, rec: MessageRecord) {
+        let id = MessageId::new(self.vs(), i as u16);
+        self.ov
+            .put(layout::dead_letter(self.version, &id.0), rec.encode());
+    }
+
     pub(crate) async fn dead_letter(&mut self, id: &MessageId, rec: MessageRecord) -> Result<()> {
         let vs = self.vs();
         for k in &rec.dead_letter_keys {

@@ -56,14 +56,25 @@ impl Resolve<'_, '_> {
             self.write_key(&e.key, Some(rec)).await?;
         }
         let vs = self.vs();
-        self.store_new_messages(messages.iter().map(|m| MessageRecord {
-            ready_at: m.ready_at,
+        let record = |m: &RestoreMessage, ready_at| MessageRecord {
+            ready_at,
             attempts: m.attempts,
             lease: 0,
             payload: m.payload.clone(),
             dead_letter_keys: m.dead_letter_keys.clone(),
             backoff: m.backoff_schedule.clone(),
-        }));
+        };
+        let queued = messages.iter().filter(|m| m.given_up_at.is_none());
+        self.store_new_messages(queued.clone().map(|m| record(m, m.ready_at)));
+        // Dead letters stay dead letters, in their order, after the queued ones' ids.
+        let first = queued.count();
+        for (i, (m, at)) in messages
+            .iter()
+            .filter_map(|m| m.given_up_at.map(|at| (m, at)))
+            .enumerate()
+        {
+            self.restore_dead_letter(first + i, record(m, at));
+        }
         Ok(Resolved {
             reply: CommitReply::Outcome(CommitOutcome::Committed(vs)),
             sequenced: true,

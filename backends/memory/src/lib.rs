@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use strata_engine::{
     keys_in, show_pairs, Backend, BackendError, BatchOp, Capabilities, Durability, Precondition,
-    Store,
+    ReadView, Store,
 };
 
 #[derive(Default)]
@@ -39,8 +39,32 @@ pub struct MemoryStore {
     map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
+/// A copy of a database's map, as a [`ReadView`].
+struct MemoryView(BTreeMap<Vec<u8>, Vec<u8>>);
+
+#[async_trait::async_trait]
+impl ReadView for MemoryView {
+    async fn scan(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+        Ok(keys_in(&self.0, start, end)
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+}
+
 #[async_trait::async_trait]
 impl Store for MemoryStore {
+    async fn read_view(&self) -> Result<Option<Arc<dyn ReadView>>, BackendError> {
+        // Nothing to freeze in place: a copy is the view.
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner()).clone();
+        Ok(Some(Arc::new(MemoryView(map))))
+    }
+
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         Ok(self
             .map
