@@ -174,7 +174,9 @@ pub async fn start_node(
         snapshots,
     );
     config.advertise = args.raft_advertise.clone();
-    config.snapshot_every = args.raft_snapshot_every.unwrap_or(10_000).max(1);
+    if let Some(every) = args.raft_snapshot_every {
+        config.snapshot_every = every.max(1);
+    }
     for via in &args.raft_peer_via {
         let (id, addr) = via
             .split_once('=')
@@ -215,7 +217,8 @@ async fn form(node: Arc<Node>, peers: Vec<String>, creds: Credentials) {
         if node.is_initialized().await {
             return;
         }
-        match probe(&peers, &creds).await {
+        match probe(node.id(), &peers, &creds).await {
+            Probe::Joining => return,
             Probe::Missing(addr, why) => {
                 if !told {
                     eprintln!(
@@ -275,14 +278,22 @@ enum Probe {
     Missing(String, String),
     /// This peer belongs to a cluster already.
     Formed(String),
+    /// A peer has formed the cluster with this node in it.
+    Joining,
 }
 
-async fn probe(peers: &[String], creds: &Credentials) -> Probe {
+async fn probe(me: NodeId, peers: &[String], creds: &Credentials) -> Probe {
     const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
     let mut members = BTreeMap::new();
     for addr in peers {
         match admin(addr, creds, &AdminRequest::Status, PROBE_TIMEOUT).await {
-            Ok(AdminReply::Status(s)) if !s.nodes.is_empty() => return Probe::Formed(addr.clone()),
+            Ok(AdminReply::Status(s)) if !s.nodes.is_empty() => {
+                return match s.nodes.iter().any(|n| n.id == me) {
+                    // Initialized with this node in it: it hears from the leader shortly.
+                    true => Probe::Joining,
+                    false => Probe::Formed(addr.clone()),
+                };
+            }
             Ok(_) => {}
             Err(e) => return Probe::Missing(addr.clone(), e.to_string()),
         }

@@ -844,7 +844,7 @@ async fn serve(
     }
     let server = Server::new(engine.clone(), config);
     #[cfg(feature = "replication")]
-    let prepared = match &node {
+    match &node {
         // The default database is made (and queue push attached to it) through the cluster,
         // once it has a leader: a new node may start long before `strata cluster init`.
         Some(node) => {
@@ -858,15 +858,11 @@ async fn serve(
                     wait = (wait * 2).min(std::time::Duration::from_secs(5));
                 }
             });
-            true
         }
-        None => false,
-    };
-    #[cfg(not(feature = "replication"))]
-    let prepared = false;
-    if !prepared {
-        server.prepare().await.map_err(|e| e.to_string())?;
+        None => server.prepare().await.map_err(|e| e.to_string())?,
     }
+    #[cfg(not(feature = "replication"))]
+    server.prepare().await.map_err(|e| e.to_string())?;
     #[cfg(feature = "sql")]
     let pg_addr = args
         .pgwire

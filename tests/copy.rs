@@ -34,7 +34,7 @@ fn copies_between_stores_preserve_everything_and_verify() {
         .build()
         .unwrap();
     let expires = strata_engine::now_ms() + 3_600_000;
-    let source_entries = rt.block_on(async {
+    let (source_entries, given_up_at) = rt.block_on(async {
         let engine = Engine::new(Arc::new(strata::redb::RedbBackend::new(&src)), config());
         for name in ["app", "team/logs"] {
             let db = engine.open_or_create(name).await.unwrap();
@@ -78,6 +78,7 @@ fn copies_between_stores_preserve_everything_and_verify() {
         let leased = jobs.lease(10, Duration::from_secs(5)).await.unwrap();
         jobs.nack(leased[0].id, leased[0].lease).await.unwrap();
         assert_eq!(jobs.dead_letter_count().await.unwrap(), 1);
+        let given_up_at = jobs.dead_letters(1).await.unwrap()[0].ready_at;
         let db = engine.database("app").await.unwrap();
         let all = db
             .snapshot_read(&[ReadRange::new(vec![], vec![], 1000)], ReadAt::Latest)
@@ -85,7 +86,7 @@ fn copies_between_stores_preserve_everything_and_verify() {
             .unwrap();
         let first = all.ranges[0].clone();
         engine.close().await;
-        first
+        (first, given_up_at)
     });
 
     let src_url = format!("redb:{}", src.display());
@@ -136,6 +137,7 @@ fn copies_between_stores_preserve_everything_and_verify() {
         assert_eq!(dead.len(), 1, "the dead letter came along");
         assert_eq!(dead[0].payload, Value::bytes(b"poison".to_vec()));
         assert_eq!(dead[0].dead_letter_keys, vec![b"failed".to_vec()]);
+        assert_eq!(dead[0].ready_at, given_up_at, "given up on when it was");
         assert_eq!(
             jobs.queue_len().await.unwrap(),
             0,

@@ -68,7 +68,7 @@ impl Engine {
         if let Some(d) = gone {
             d.close().await;
         }
-        self.cached(name).filter(|d| !d.dropped_elsewhere())
+        None
     }
 
     fn cached(&self, name: &str) -> Option<Database> {

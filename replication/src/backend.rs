@@ -52,7 +52,6 @@ impl Backend for ReplicatedBackend {
     }
 
     async fn open(&self, name: &str, create: bool) -> Result<Arc<dyn Store>, BackendError> {
-        let drops = self.node.replica().drops(name);
         if self.local(name).await?.is_none() {
             if create {
                 self.node
@@ -68,10 +67,17 @@ impl Backend for ReplicatedBackend {
                 return Err(BackendError::NotFound);
             }
         }
+        // The flag is taken once the database exists (names that never do get none), and
+        // the database looked up again after it: a drop in between is then either seen here
+        // or marked on the flag.
+        let dropped = self.node.replica().dropped_flag(name);
+        if self.local(name).await?.is_none() {
+            return Err(BackendError::NotFound);
+        }
         Ok(Arc::new(ReplicatedStore {
             node: self.node.clone(),
             name: name.to_string(),
-            drops,
+            dropped,
         }))
     }
 
@@ -94,8 +100,8 @@ impl Backend for ReplicatedBackend {
 pub struct ReplicatedStore {
     node: Arc<Node>,
     name: String,
-    /// [`crate::Replica::drops`] of the database when this handle was opened.
-    drops: u64,
+    /// Set once the database this handle opened is dropped ([`crate::Replica::dropped_flag`]).
+    dropped: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ReplicatedStore {
@@ -176,7 +182,7 @@ impl Store for ReplicatedStore {
     }
 
     fn dropped(&self) -> bool {
-        self.node.replica().drops(&self.name) != self.drops
+        self.dropped.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn runs_upkeep(&self) -> bool {

@@ -392,10 +392,16 @@ impl Node {
             .unwrap_or_else(|e| e.into_inner())
             .push(tx);
         self.barrier_wake.notify_one();
-        match rx.await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(e)) => Err(ReplicationError::NoLeader(e)),
-            Err(_) => Err(ReplicationError::ShuttingDown),
+        // A shutdown after the check above may have cleared the waiters before this one
+        // joined them: then nothing would ever answer it.
+        let mut shutdown = self.shutdown.subscribe();
+        tokio::select! {
+            r = rx => match r {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(ReplicationError::NoLeader(e)),
+                Err(_) => Err(ReplicationError::ShuttingDown),
+            },
+            _ = shutdown.wait_for(|s| *s) => Err(ReplicationError::ShuttingDown),
         }
     }
 

@@ -19,6 +19,7 @@
 use std::collections::HashMap;
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use openraft::storage::RaftStateMachine;
@@ -56,9 +57,9 @@ pub struct Replica {
     stores: RwLock<HashMap<String, Arc<dyn Store>>>,
     applied: watch::Sender<u64>,
     open_lock: tokio::sync::Mutex<()>,
-    /// How many times each database was dropped here since the process started: a handle
-    /// opened before a drop knows its database is gone (see [`Replica::drops`]).
-    drops: RwLock<HashMap<String, u64>>,
+    /// Per database: the flag its open handles share, set when it is dropped here (a drop
+    /// takes the flag out, so a database made again under the name gets a new one).
+    dropped: RwLock<HashMap<String, Arc<AtomicBool>>>,
 }
 
 impl Replica {
@@ -68,7 +69,7 @@ impl Replica {
             stores: RwLock::new(HashMap::new()),
             applied: watch::channel(0).0,
             open_lock: tokio::sync::Mutex::new(()),
-            drops: RwLock::new(HashMap::new()),
+            dropped: RwLock::new(HashMap::new()),
         })
     }
 
@@ -120,23 +121,34 @@ impl Replica {
             .remove(name);
         drop(store);
         self.backend.drop_database(name).await?;
-        *self
-            .drops
+        let flag = self
+            .dropped
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .entry(name.to_string())
-            .or_default() += 1;
+            .remove(name);
+        if let Some(flag) = flag {
+            flag.store(true, Ordering::Release);
+        }
         Ok(())
     }
 
-    /// How many times database `name` was dropped here since the process started.
-    pub fn drops(&self, name: &str) -> u64 {
-        self.drops
+    /// The flag a handle to database `name` opened now watches: set once the database is
+    /// dropped here. Take it before checking the database exists.
+    pub fn dropped_flag(&self, name: &str) -> Arc<AtomicBool> {
+        if let Some(flag) = self
+            .dropped
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .get(name)
-            .copied()
-            .unwrap_or(0)
+        {
+            return flag.clone();
+        }
+        self.dropped
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(name.to_string())
+            .or_default()
+            .clone()
     }
 
     /// The user databases this node holds.

@@ -693,7 +693,9 @@ async fn writes_apply_while_a_snapshot_is_being_written() {
         .await
         .unwrap();
     let m = node.raft().metrics().borrow().clone();
-    assert_eq!(m.snapshot, before, "the snapshot is the state it froze");
+    // Frozen before the writes (the leader's upkeep may commit too, so not necessarily at
+    // `before` itself).
+    assert!(m.snapshot <= before, "the snapshot is the state it froze");
     assert!(m.last_applied > before);
     assert_eq!(counter(&db, "k").await, 4);
     engine.close().await;

@@ -280,15 +280,7 @@ struct HeldRead(Mutex<Connection>);
 
 #[async_trait::async_trait]
 impl ReadView for HeldRead {
-    async fn scan(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
-        if limit == 0 || range_is_empty(start, end) {
-            return Ok(vec![]);
-        }
+    async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Pairs, BackendError> {
         let c = self.0.lock().unwrap_or_else(|e| e.into_inner());
         scan_on(&c, start, end, false, limit)
     }

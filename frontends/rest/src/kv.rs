@@ -333,6 +333,15 @@ mod tests {
             ..KvList::default()
         };
         assert!(list(&db, bad).await.is_err());
+        let both = KvList {
+            after: Some("plain".into()),
+            cursor: Some("cGxhaW4".into()),
+            ..KvList::default()
+        };
+        match list(&db, both).await {
+            Err(e) => assert_eq!(axum::response::IntoResponse::into_response(e).status(), 400),
+            Ok(_) => panic!("after and cursor together are refused"),
+        }
         engine.close().await;
     }
 

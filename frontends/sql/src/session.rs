@@ -376,11 +376,6 @@ impl Session {
             .store(on, std::sync::atomic::Ordering::Relaxed);
     }
 
-    /// See [`Session::set_eventual_reads`].
-    pub fn eventual_reads(&self) -> bool {
-        self.ctx.eventual.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     /// Follow PostgreSQL's rule for errors inside BEGIN … COMMIT: the transaction is
     /// aborted, later statements fail with SQLSTATE 25P02 until ROLLBACK, and COMMIT rolls
     /// back. By default a failed statement is undone and the transaction goes on.
