@@ -177,7 +177,8 @@ enum TypedCommand {
         db: String,
     },
     /// A tree's records (or one record's revisions): schema version, state, size, who holds
-    /// the check-out. One JSON object per line.
+    /// the check-out, and the value as JSON (read through the schema stored for its
+    /// version). One JSON object per line.
     Show {
         tree: String,
         /// Only this record's revisions.
@@ -186,6 +187,36 @@ enum TypedCommand {
         db: String,
         #[arg(long, default_value_t = 100)]
         limit: usize,
+    },
+    /// Change a record's value, checked against the schema stored for its version. Without
+    /// --value or --file, opens $VISUAL or $EDITOR on the value as JSON.
+    Edit {
+        tree: String,
+        /// The record: ID (its latest revision) or ID@REVISION.
+        key: String,
+        /// The new value, as JSON (as `show` prints it).
+        #[arg(long, conflicts_with = "file")]
+        value: Option<String>,
+        /// Read the new value, as JSON, from this file.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// Who edits: a record checked out by someone else is refused.
+        #[arg(long, default_value = "strata-cli")]
+        user: String,
+        /// Edit a tree that keeps index entries anyway (rebuild its indexes after).
+        #[arg(long)]
+        stale_indexes: bool,
+        #[arg(long, default_value = "typed")]
+        db: String,
+    },
+    /// The schema stored for a tree at a schema version (the newest without --version), as
+    /// JSON.
+    Schema {
+        tree: String,
+        #[arg(long)]
+        version: Option<u32>,
+        #[arg(long, default_value = "typed")]
+        db: String,
     },
 }
 
@@ -1217,8 +1248,8 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
                 eprintln!("no typed trees in database {}", db.name());
             }
             println!(
-                "{:<24} {:>10} {:>10} {:>12} {:>12}  schema versions",
-                "tree", "records", "released", "checked out", "bytes"
+                "{:<24} {:>10} {:>10} {:>12} {:>12}  {:<16} schema versions",
+                "tree", "records", "released", "checked out", "bytes", "schemas stored"
             );
             for t in trees {
                 let versions: Vec<String> = t
@@ -1231,13 +1262,20 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
                 } else {
                     String::new()
                 };
+                let stored: Vec<String> = t.schemas.iter().map(|v| format!("v{v}")).collect();
+                let stored = if stored.is_empty() {
+                    "-".to_string()
+                } else {
+                    stored.join(",")
+                };
                 println!(
-                    "{:<24} {:>10} {:>10} {:>12} {:>12}  {}{corrupt}",
+                    "{:<24} {:>10} {:>10} {:>12} {:>12}  {:<16} {}{corrupt}",
                     t.tree,
                     t.records,
                     t.released,
                     t.checked_out,
                     t.bytes,
+                    stored,
                     versions.join(", ")
                 );
             }
@@ -1259,6 +1297,60 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
             for r in records {
                 println!("{}", serde_json::to_string(&r).map_err(|x| x.to_string())?);
             }
+        }
+        #[cfg(feature = "typed")]
+        Command::Typed(TypedCommand::Edit {
+            tree,
+            key,
+            value,
+            file,
+            user,
+            stale_indexes,
+            db,
+        }) => {
+            let db = engine.database(&db).await.map_err(e)?;
+            let (id, revision) = parse_record_key(&key)?;
+            let text = match (value, file) {
+                (Some(v), _) => v,
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .map_err(|x| format!("cannot read {}: {x}", f.display()))?,
+                (None, None) => edit_in_editor(&db, &tree, id, revision).await?,
+            };
+            let value: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|x| format!("the new value is not JSON: {x}"))?;
+            let done =
+                strata_typed::inspect::edit(&db, &tree, id, revision, &user, &value, stale_indexes)
+                    .await
+                    .map_err(|x| x.to_string())?;
+            if done.changed {
+                println!(
+                    "{}: written at schema version {}",
+                    done.key, done.schema_version
+                );
+            } else {
+                println!("{}: unchanged", done.key);
+            }
+        }
+        #[cfg(feature = "typed")]
+        Command::Typed(TypedCommand::Schema { tree, version, db }) => {
+            let db = engine.database(&db).await.map_err(e)?;
+            let version = match version {
+                Some(v) => v,
+                None => strata_typed::inspect::trees(&db)
+                    .await
+                    .map_err(|x| x.to_string())?
+                    .into_iter()
+                    .find(|t| t.tree == tree)
+                    .and_then(|t| t.schemas.last().copied())
+                    .ok_or_else(|| format!("no schema is stored for tree {tree:?}"))?,
+            };
+            let schema = strata_typed::inspect::schema(&db, &tree, version)
+                .await
+                .map_err(|x| x.to_string())??;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).map_err(|x| x.to_string())?
+            );
         }
         Command::Kv(KvCommand::Get { key, db }) => {
             let db = engine.database(&db).await.map_err(e)?;
@@ -1360,4 +1452,67 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `ID` or `ID@REVISION`.
+#[cfg(feature = "typed")]
+fn parse_record_key(key: &str) -> Result<(u64, Option<u32>), String> {
+    let bad = || format!("{key:?} is not a record key: ID or ID@REVISION");
+    match key.split_once('@') {
+        Some((id, rev)) => Ok((
+            id.parse().map_err(|_| bad())?,
+            Some(rev.parse().map_err(|_| bad())?),
+        )),
+        None => Ok((key.parse().map_err(|_| bad())?, None)),
+    }
+}
+
+/// The record's value as JSON, changed by the user in $VISUAL or $EDITOR.
+#[cfg(feature = "typed")]
+async fn edit_in_editor(
+    db: &strata_engine::Database,
+    tree: &str,
+    id: u64,
+    revision: Option<u32>,
+) -> Result<String, String> {
+    let found = strata_typed::inspect::records(db, tree, Some(id), usize::MAX)
+        .await
+        .map_err(|x| x.to_string())?;
+    let record = match revision {
+        Some(r) => found.into_iter().find(|x| x.revision == r),
+        None => found.into_iter().last(),
+    }
+    .ok_or_else(|| format!("no record {tree}/{id}"))?;
+    let value = record.value.ok_or_else(|| {
+        format!(
+            "record {tree}/{id}@{} cannot be shown: {}",
+            record.revision,
+            record.problem.unwrap_or_default()
+        )
+    })?;
+    let pretty: serde_json::Value = serde_json::from_str(value.get()).map_err(|x| x.to_string())?;
+    let file = tempfile::Builder::new()
+        .prefix(&format!("{tree}-{id}-"))
+        .suffix(".json")
+        .tempfile()
+        .map_err(|x| format!("cannot make a file to edit: {x}"))?;
+    let before = serde_json::to_string_pretty(&pretty).map_err(|x| x.to_string())? + "\n";
+    std::fs::write(file.path(), &before).map_err(|x| x.to_string())?;
+    let editor = std::env::var("VISUAL")
+        .or_else(|_| std::env::var("EDITOR"))
+        .unwrap_or_else(|_| "vi".into());
+    // The editor may carry arguments ("code --wait"); the shell splits them.
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("sh")
+        .arg(file.path())
+        .status()
+        .map_err(|x| format!("cannot run the editor {editor:?}: {x}"))?;
+    if !status.success() {
+        return Err(format!(
+            "the editor {editor:?} failed ({status}); nothing was written"
+        ));
+    }
+    std::fs::read_to_string(file.path()).map_err(|x| x.to_string())
 }

@@ -1,5 +1,5 @@
-//! `strata typed trees | show`: a store written by an application's types, looked into by
-//! the command, which has none of them.
+//! `strata typed trees | show | edit | schema`: a store written by an application's types,
+//! looked into and changed by the command, which has none of them.
 
 #![cfg(feature = "typed")]
 
@@ -14,6 +14,41 @@ use strata_typed::{record, Tree, Wait};
 #[derive(Debug, Clone)]
 struct Drawing {
     title: String,
+}
+
+#[derive(
+    strata_typed::rkyv::Archive,
+    strata_typed::rkyv::Serialize,
+    strata_typed::rkyv::Deserialize,
+    strata_typed::serde::Serialize,
+    strata_typed::serde::Deserialize,
+    strata_typed::Describe,
+    Debug,
+    Clone,
+    PartialEq,
+)]
+#[rkyv(crate = strata_typed::rkyv)]
+#[serde(crate = "strata_typed::serde")]
+enum Place {
+    Shelf(u16),
+    Bin { row: u8, col: u8 },
+}
+
+#[record(tree = "stock", version = 3)]
+#[derive(Debug, Clone, PartialEq)]
+struct Stock {
+    part: String,
+    count: u32,
+    place: Option<Place>,
+}
+
+fn engine_at(dir: &std::path::Path) -> Engine {
+    Engine::new(
+        Arc::new(strata_backend_redb::RedbBackend::new(
+            dir.join("strata-data"),
+        )),
+        EngineConfig::default(),
+    )
 }
 
 fn strata(dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
@@ -70,7 +105,8 @@ fn trees_and_records_are_shown_without_their_types() {
         ["2", "1", "1"],
         "records, released, checked out: {line}"
     );
-    assert!(line.ends_with("v2: 2"), "{line}");
+    assert_eq!(cols[5], "v2", "schemas stored: {line}");
+    assert!(line.ends_with("v2: 2"), "records per version: {line}");
 
     let (ok, out, err) = strata(
         dir.path(),
@@ -82,8 +118,90 @@ fn trees_and_records_are_shown_without_their_types() {
     assert_eq!(rec["schema_version"], 2);
     assert_eq!(rec["released"], true);
     assert_eq!(rec["checked_out_by"], "ann");
+    assert_eq!(rec["value"], serde_json::json!({"title": "frame"}));
 
     let (ok, _, err) = strata(dir.path(), &["typed", "show", "nothing"]);
     assert!(!ok);
     assert!(err.contains("no records of tree \"nothing\""), "{err}");
+}
+
+#[test]
+fn a_record_is_edited_without_its_type_from_a_value_a_file_or_an_editor() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let key = rt.block_on(async {
+        let engine = engine_at(dir.path());
+        let db = engine.open_or_create("typed").await.unwrap();
+        let key = Tree::<Stock>::open(db)
+            .insert(&Stock {
+                part: "bolt".into(),
+                count: 10,
+                place: Some(Place::Shelf(4)),
+            })
+            .await
+            .unwrap();
+        engine.close().await;
+        key
+    });
+    let id = key.id().to_string();
+    let (ok, out, err) = strata(dir.path(), &["typed", "show", "stock", &id]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(r#""value":{"part":"bolt","count":10,"place":{"Shelf":4}}"#),
+        "{out}"
+    );
+
+    // From --value.
+    let v = r#"{"part": "bolt", "count": 12, "place": {"Bin": {"row": 2, "col": 7}}}"#;
+    let (ok, out, err) = strata(dir.path(), &["typed", "edit", "stock", &id, "--value", v]);
+    assert!(ok, "{err}");
+    assert!(out.contains("written at schema version 3"), "{out}");
+
+    // A value that does not fit is refused, saying where.
+    let bad = r#"{"part": "bolt", "count": -1, "place": null}"#;
+    let (ok, _, err) = strata(dir.path(), &["typed", "edit", "stock", &id, "--value", bad]);
+    assert!(!ok);
+    assert!(
+        err.contains("at .count: expected an integer from 0 to 4294967295"),
+        "{err}"
+    );
+
+    // From an editor: a script that changes the file it is given.
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        "#!/bin/sh\nsed -i 's/\"count\": 12/\"count\": 13/' \"$1\"\n",
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .current_dir(dir.path())
+        .env_remove("STRATA_STORE")
+        .env_remove("VISUAL")
+        .env("EDITOR", format!("sh {}", editor.display()))
+        .args(["typed", "edit", "stock", &format!("{id}@0")])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // The application reads what the command wrote.
+    let got = rt.block_on(async {
+        let engine = engine_at(dir.path());
+        let db = engine.open_or_create("typed").await.unwrap();
+        let got = Tree::<Stock>::open(db).get(key).await.unwrap();
+        engine.close().await;
+        got
+    });
+    assert_eq!(
+        got,
+        Some(Stock {
+            part: "bolt".into(),
+            count: 13,
+            place: Some(Place::Bin { row: 2, col: 7 }),
+        })
+    );
+
+    let (ok, out, err) = strata(dir.path(), &["typed", "schema", "stock"]);
+    assert!(ok, "{err}");
+    let schema: strata_typed::Schema = serde_json::from_str(&out).unwrap();
+    assert_eq!(schema, strata_typed::Schema::of::<Stock>());
 }

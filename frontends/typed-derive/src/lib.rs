@@ -17,6 +17,150 @@ use syn::parse::Parser;
 use syn::punctuated::Punctuated;
 use syn::{parse_macro_input, DeriveInput, Expr, ExprLit, Lit, Meta, Token};
 
+/// `#[derive(Describe)]`: the type's description for stored schemas (see
+/// `strata_typed::schema`), on a struct or enum that also derives rkyv's `Archive`.
+/// [`record`] derives it for a record type; derive it for the types a record's fields use,
+/// so the generic viewer can show and edit them.
+#[proc_macro_derive(Describe)]
+pub fn describe(item: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(item as DeriveInput);
+    match describe_impl(&input) {
+        Ok(tokens) => tokens.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+/// Whether an `#[rkyv(...)]` attribute among `attrs` names one of `words`.
+fn rkyv_says(attrs: &[syn::Attribute], words: &[&str]) -> bool {
+    fn has(tokens: proc_macro2::TokenStream, words: &[&str]) -> bool {
+        tokens.into_iter().any(|t| match t {
+            proc_macro2::TokenTree::Ident(i) => words.iter().any(|w| i == w),
+            proc_macro2::TokenTree::Group(g) => has(g.stream(), words),
+            _ => false,
+        })
+    }
+    attrs.iter().any(|a| {
+        a.path().is_ident("rkyv")
+            && matches!(&a.meta, Meta::List(l) if has(l.tokens.clone(), words))
+    })
+}
+
+fn describe_impl(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
+    if !input.generics.params.is_empty() {
+        return Err(syn::Error::new_spanned(
+            &input.generics,
+            "Describe is derived for types without generic parameters",
+        ));
+    }
+    let name = &input.ident;
+    let name_str = name.to_string();
+    let schema = quote! { ::strata_typed::schema };
+    let archived = quote! { ::strata_typed::rkyv::Archived<Self> };
+    let shape_of = |ty: &syn::Type| quote! { (&&Probe::<#ty>::new()).shape(defs) };
+    let style_of = |fields: &syn::Fields| match fields {
+        syn::Fields::Named(_) => quote! { #schema::Style::Named },
+        syn::Fields::Unnamed(_) => quote! { #schema::Style::Tuple },
+        syn::Fields::Unit => quote! { #schema::Style::Unit },
+    };
+    let field_attrs = |fields: &syn::Fields| fields.iter().any(|f| rkyv_says(&f.attrs, &["with"]));
+    let wrapped = rkyv_says(&input.attrs, &["as", "remote"])
+        || match &input.data {
+            syn::Data::Struct(s) => field_attrs(&s.fields),
+            syn::Data::Enum(e) => e.variants.iter().any(|v| field_attrs(&v.fields)),
+            syn::Data::Union(_) => true,
+        };
+    let draft = if wrapped {
+        quote! {
+            #schema::Draft::Opaque {
+                name: ::std::string::String::from(#name_str),
+                why: ::std::string::String::from(
+                    "it is archived through a wrapper (`#[rkyv(with = ...)]`, `as` or `remote`)",
+                ),
+            }
+        }
+    } else {
+        match &input.data {
+            syn::Data::Struct(s) => {
+                let style = style_of(&s.fields);
+                let fields = s.fields.iter().enumerate().map(|(i, f)| {
+                    let (label, member) = match &f.ident {
+                        Some(id) => (id.to_string(), quote! { #id }),
+                        None => {
+                            let idx = syn::Index::from(i);
+                            (i.to_string(), quote! { #idx })
+                        }
+                    };
+                    let shape = shape_of(&f.ty);
+                    quote! {
+                        (
+                            ::std::string::String::from(#label),
+                            #shape,
+                            ::std::option::Option::Some(::core::mem::offset_of!(#archived, #member)),
+                        )
+                    }
+                });
+                quote! {
+                    #schema::Draft::Struct {
+                        name: ::std::string::String::from(#name_str),
+                        style: #style,
+                        fields: ::std::vec![#(#fields),*],
+                    }
+                }
+            }
+            syn::Data::Enum(e) => {
+                let variants = e.variants.iter().map(|v| {
+                    let vname = v.ident.to_string();
+                    let style = style_of(&v.fields);
+                    let set_tag = v
+                        .discriminant
+                        .as_ref()
+                        .map(|(_, expr)| quote! { tag = (#expr) as u8; });
+                    let fields = v.fields.iter().enumerate().map(|(i, f)| {
+                        let label = f
+                            .ident
+                            .as_ref()
+                            .map_or_else(|| i.to_string(), ToString::to_string);
+                        let shape = shape_of(&f.ty);
+                        quote! {
+                            #schema::Field { name: ::std::string::String::from(#label), shape: #shape }
+                        }
+                    });
+                    quote! {
+                        #set_tag
+                        variants.push(#schema::Variant {
+                            name: ::std::string::String::from(#vname),
+                            tag,
+                            style: #style,
+                            fields: ::std::vec![#(#fields),*],
+                        });
+                        tag = tag.wrapping_add(1);
+                    }
+                });
+                quote! {{
+                    let mut tag: u8 = 0;
+                    let mut variants = ::std::vec::Vec::new();
+                    #(#variants)*
+                    let _ = tag;
+                    #schema::Draft::Enum {
+                        name: ::std::string::String::from(#name_str),
+                        variants,
+                    }
+                }}
+            }
+            syn::Data::Union(_) => unreachable!("unions are opaque"),
+        }
+    };
+    Ok(quote! {
+        impl #schema::Describe for #name {
+            #[allow(unused_imports, unused_assignments, unused_mut, clippy::needless_borrow)]
+            fn describe(defs: &mut #schema::Defs) -> #schema::Shape {
+                use #schema::__private::{Probe, ViaDescribe as _, ViaOpaque as _};
+                defs.define::<Self, #archived>(|defs| #draft)
+            }
+        }
+    })
+}
+
 #[proc_macro_attribute]
 pub fn record(args: TokenStream, item: TokenStream) -> TokenStream {
     let input = parse_macro_input!(item as DeriveInput);
@@ -167,6 +311,7 @@ fn expand(
             ::strata_typed::rkyv::Deserialize,
             ::strata_typed::serde::Serialize,
             ::strata_typed::serde::Deserialize,
+            ::strata_typed::Describe,
         )]
         #[rkyv(crate = ::strata_typed::rkyv)]
         #[serde(crate = "::strata_typed::serde")]

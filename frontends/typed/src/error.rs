@@ -76,6 +76,15 @@ pub enum Error {
     #[error("{0:?} is not an event cursor (expected version.within, as Cursor displays it)")]
     BadCursor(String),
 
+    /// The record type's schema differs from the one stored for its schema version.
+    #[error("tree {tree:?} already has a different schema stored at version {version}: the record type changed without a new schema version (raise `version`, and declare `previous`)")]
+    SchemaConflict { tree: String, version: u32 },
+
+    /// A record written without its type (`strata typed edit`) does not fit its schema, or
+    /// cannot be written that way.
+    #[error("{0}")]
+    Edit(String),
+
     #[error("could not encode a record of tree {tree:?}: {detail}")]
     Encode { tree: &'static str, detail: String },
 }

@@ -1,15 +1,18 @@
-//! What is stored in a database's typed trees, read without the record types: the trees,
-//! and each record's revision, schema version, state, size and check-out. (Field values
-//! need the application's types.)
+//! What is stored in a database's typed trees, read and written without the record types:
+//! the trees, each record's revision, schema version, state, size and check-out, and its
+//! value as JSON, read and edited through the schema stored for its version (see
+//! [`crate::schema`] and [`crate::json`]).
 
 use std::collections::BTreeMap;
 
 use serde::Serialize;
-use strata_engine::Database;
+use serde_json::value::RawValue;
+use strata_engine::{Database, Transaction};
 
 use crate::checkout::LeaseRecord;
-use crate::layout::{self, Kind, RELEASED};
-use crate::Result;
+use crate::json::{self, View};
+use crate::layout::{self, Header, Kind, RELEASED};
+use crate::{Error, RawKey, Result, Schema};
 
 /// Entries read per request.
 const PAGE: usize = 1024;
@@ -27,10 +30,12 @@ pub struct TreeSummary {
     pub bytes: u64,
     /// Records checked out now.
     pub checked_out: u64,
+    /// The schema versions whose schema is stored (values can be shown at those).
+    pub schemas: Vec<u32>,
 }
 
 /// One stored revision of a record.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RecordInfo {
     pub id: u64,
     pub revision: u32,
@@ -42,6 +47,9 @@ pub struct RecordInfo {
     pub bytes: usize,
     /// Who holds the record's check-out now.
     pub checked_out_by: Option<String>,
+    /// The value as JSON, read through the schema stored for its version; `None` when there
+    /// is no such schema or the bytes do not fit it (then `problem` says why).
+    pub value: Option<Box<RawValue>>,
     pub problem: Option<String>,
 }
 
@@ -110,6 +118,15 @@ pub async fn trees(db: &Database) -> Result<Vec<TreeSummary>> {
         }
     })
     .await?;
+    let (start, end) = layout::schemas();
+    each(db, start, end, |k, _| {
+        if let Some((tree, version)) = layout::parse_schema(k) {
+            if let Some(t) = by_tree.get_mut(tree) {
+                t.schemas.push(version);
+            }
+        }
+    })
+    .await?;
     Ok(by_tree.into_values().collect())
 }
 
@@ -125,6 +142,7 @@ pub async fn records(
         None => layout::records(tree),
     };
     let mut out = Vec::new();
+    let mut archives = Vec::new();
     each(db, start, end, |k, v| {
         if out.len() >= limit {
             return;
@@ -145,19 +163,34 @@ pub async fn records(
             compatible_with: None,
             bytes: v.len(),
             checked_out_by: None,
+            value: None,
             problem: None,
         };
         match layout::open_all(v) {
-            Ok(((h, _), compat)) => {
+            Ok(((h, archive), compat)) => {
                 info.schema_version = Some(h.schema_version);
                 info.released = h.flags & RELEASED != 0;
                 info.compatible_with = compat.map(|(v, _)| v);
+                archives.push((out.len(), h.schema_version, archive.to_vec()));
             }
             Err(e) => info.problem = Some(e),
         }
         out.push(info);
     })
     .await?;
+    let mut schemas: BTreeMap<u32, std::result::Result<Schema, String>> = BTreeMap::new();
+    for (at, version, archive) in archives {
+        if let std::collections::btree_map::Entry::Vacant(slot) = schemas.entry(version) {
+            slot.insert(schema(db, tree, version).await?);
+        }
+        match &schemas[&version] {
+            Ok(schema) => match shown(schema, &archive) {
+                Ok(value) => out[at].value = Some(value),
+                Err(e) => out[at].problem = Some(format!("the value does not fit its schema: {e}")),
+            },
+            Err(e) => out[at].problem = Some(e.clone()),
+        }
+    }
     let now = strata_engine::now_ms();
     for info in &mut out {
         if let Some(e) = db.get(&layout::lease(tree, info.id)).await? {
@@ -165,4 +198,160 @@ pub async fn records(
         }
     }
     Ok(out)
+}
+
+/// An archive as JSON text through `schema`.
+fn shown(schema: &Schema, archive: &[u8]) -> std::result::Result<Box<RawValue>, String> {
+    let text = serde_json::to_string(&View::new(schema, archive)).map_err(|e| e.to_string())?;
+    RawValue::from_string(text).map_err(|e| e.to_string())
+}
+
+/// The schema stored for `tree` at `version`, or why there is none to use.
+pub async fn schema(
+    db: &Database,
+    tree: &str,
+    version: u32,
+) -> Result<std::result::Result<Schema, String>> {
+    let mut tx = db.begin().await?;
+    schema_in(&mut tx, tree, version).await
+}
+
+/// How [`edit`] left a record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Edited {
+    pub key: String,
+    pub schema_version: u32,
+    /// False when the value was the one stored (nothing was written).
+    pub changed: bool,
+}
+
+/// Write `value` (JSON, as [`records`] shows it) as record `id` (revision `revision`, or
+/// its latest) of `tree`, at the schema version it is stored at, acting for `user`.
+///
+/// Refused, with nothing written: a value that does not fit the schema (naming where), a
+/// released revision, a record someone else holds checked out, a record also stored in an
+/// earlier version's form (only the application's code can write that), and, unless
+/// `stale_indexes`, a tree with index entries (its indexers are the application's code).
+pub async fn edit(
+    db: &Database,
+    tree: &str,
+    id: u64,
+    revision: Option<u32>,
+    user: &str,
+    value: &serde_json::Value,
+    stale_indexes: bool,
+) -> Result<Edited> {
+    if !stale_indexes {
+        let base = layout::index_base(tree);
+        let end = strata_engine::prefix_end(&base);
+        let mut tx = db.begin().await?;
+        if !tx.scan(&base, &end, false, 1).await?.is_empty() {
+            return Err(Error::Edit(format!(
+                "tree {tree:?} has index entries, kept by the application's indexers, which an edit here cannot run; edit through the application, or pass --stale-indexes and rebuild its indexes after (Tree::rebuild_index)"
+            )));
+        }
+    }
+    let now = strata_engine::now_ms();
+    in_transaction!(db, |tx| {
+        let (key, at, stored) = latest(tx, tree, id, revision).await?;
+        let ((header, archive), compat) =
+            layout::open_all(&stored).map_err(|detail| Error::Corrupt {
+                key: key.clone(),
+                detail,
+            })?;
+        if header.flags & RELEASED != 0 {
+            return Err(Error::Released(key));
+        }
+        if let Some((older, _)) = compat {
+            return Err(Error::Edit(format!(
+                "record {key} is also stored in version {older}'s form for code at that version, which only the application can write: edit it through the application"
+            )));
+        }
+        if let Some(lease) = tx.get(&layout::lease(tree, id)).await? {
+            let rec: LeaseRecord = serde_json::from_slice(&lease.data).unwrap_or_default();
+            if let Some(holder) = rec.held_by(now).filter(|h| *h != user) {
+                return Err(Error::CheckedOut {
+                    key,
+                    holder: holder.to_string(),
+                    until_ms: rec.holding().1,
+                });
+            }
+        }
+        let version = header.schema_version;
+        let schema = schema_in(tx, tree, version).await?.map_err(Error::Edit)?;
+        let archive_new = json::encode(&schema, value).map_err(|m| {
+            Error::Edit(format!(
+                "the value does not fit tree {tree:?}'s schema at version {version}: {m}"
+            ))
+        })?;
+        // What was written must read back (the encoder is checked against rkyv's bytes;
+        // this is the last guard before storing).
+        View::new(&schema, &archive_new)
+            .to_value()
+            .map_err(|e| Error::Edit(format!("the encoded value does not read back: {e}")))?;
+        let changed = archive_new != archive;
+        if changed {
+            let bytes = layout::envelope_with(
+                Header {
+                    flags: header.flags,
+                    schema_version: version,
+                },
+                &archive_new,
+                None,
+            );
+            tx.set(&at, crate::tree::record_value(bytes))?;
+            if tx.get(&layout::replica_state("server")).await?.is_some() {
+                // A replica: pushed to its server like the application's own writes.
+                tx.set(&layout::dirty(&at), strata_engine::Value::bytes(Vec::new()))?;
+            }
+        }
+        Ok::<_, Error>(Edited {
+            key: key.to_string(),
+            schema_version: version,
+            changed,
+        })
+    })
+}
+
+async fn schema_in(
+    tx: &mut Transaction,
+    tree: &str,
+    version: u32,
+) -> Result<std::result::Result<Schema, String>> {
+    Ok(match tx.get(&layout::schema(tree, version)).await? {
+        Some(v) => Schema::from_json(&v.data)
+            .map_err(|e| format!("the schema stored for version {version} is unreadable: {e}")),
+        None => Err(format!(
+            "no schema is stored for version {version} of tree {tree:?} (the application's next write at that version stores it)"
+        )),
+    })
+}
+
+/// The record `id` at `revision` (its latest without one): its key, where it is, its bytes.
+async fn latest(
+    tx: &mut Transaction,
+    tree: &str,
+    id: u64,
+    revision: Option<u32>,
+) -> Result<(RawKey, Vec<u8>, Vec<u8>)> {
+    let raw = |revision| RawKey {
+        tree: tree.to_string(),
+        id,
+        revision,
+    };
+    let at = match revision {
+        Some(r) => layout::record(tree, id, r),
+        None => {
+            let (start, end) = layout::revisions(tree, id);
+            match tx.scan(&start, &end, true, 1).await?.pop() {
+                Some((k, _)) => k,
+                None => return Err(Error::NotFound(raw(0))),
+            }
+        }
+    };
+    let revision = layout::parse_record(tree, &at).map_or(0, |(_, r)| r);
+    match tx.get(&at).await? {
+        Some(v) => Ok((raw(revision), at, v.data)),
+        None => Err(Error::NotFound(raw(revision))),
+    }
 }

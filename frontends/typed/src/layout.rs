@@ -19,6 +19,8 @@ const REPLICA: u8 = 0x08;
 #[cfg_attr(not(feature = "sync"), allow(dead_code))]
 /// A server's record of which ids it reserved for which client.
 const GRANTED: u8 = 0x09;
+/// A tree's record schema at one schema version (JSON, see [`crate::schema`]).
+const SCHEMA: u8 = 0x0A;
 
 /// The start of every key of one kind in `tree`.
 fn tree_prefix(kind: u8, tree: &str) -> Vec<u8> {
@@ -56,6 +58,27 @@ pub(crate) fn lease(tree: &str, id: u64) -> Vec<u8> {
     k
 }
 
+/// The schema of `tree`'s records at schema version `version`.
+pub(crate) fn schema(tree: &str, version: u32) -> Vec<u8> {
+    let mut k = tree_prefix(SCHEMA, tree);
+    k.extend_from_slice(&version.to_be_bytes());
+    k
+}
+
+/// The range of every stored schema (of every tree).
+pub(crate) fn schemas() -> (Vec<u8>, Vec<u8>) {
+    (vec![PREFIX, SCHEMA], vec![PREFIX, SCHEMA + 1])
+}
+
+/// The tree and schema version of a schema key.
+pub(crate) fn parse_schema(key: &[u8]) -> Option<(&str, u32)> {
+    let rest = key.strip_prefix(&[PREFIX, SCHEMA])?;
+    let end = rest.iter().position(|&b| b == 0)?;
+    let tree = std::str::from_utf8(&rest[..end]).ok()?;
+    let version = u32::from_be_bytes(rest[end + 1..].try_into().ok()?);
+    Some((tree, version))
+}
+
 pub(crate) fn next_id(tree: &str) -> Vec<u8> {
     tree_prefix(NEXT_ID, tree)
 }
@@ -90,7 +113,7 @@ pub(crate) fn dirty_record(marker: &[u8]) -> Option<&[u8]> {
 #[cfg_attr(not(feature = "sync"), allow(dead_code))]
 pub(crate) fn dirty_guard(key: &[u8]) -> Option<Vec<u8>> {
     match key {
-        [PREFIX, RECORD, ..] => Some(dirty(key)),
+        [PREFIX, RECORD | SCHEMA, ..] => Some(dirty(key)),
         [PREFIX, CREATED, rest @ ..] => {
             let mut record = vec![PREFIX, RECORD];
             record.extend_from_slice(rest);
@@ -126,16 +149,17 @@ pub(crate) fn granted_through(tree: &str, id: u64) -> (Vec<u8>, Vec<u8>) {
 }
 
 #[cfg_attr(not(feature = "sync"), allow(dead_code))]
-/// Whether a key is one a server shares with its replicas: records, creation markers and
-/// check-outs (not index entries, counters or a replica's own state).
+/// Whether a key is one a server shares with its replicas: records, creation markers,
+/// check-outs and schemas (not index entries, counters or a replica's own state).
 pub(crate) fn is_shared(key: &[u8]) -> bool {
-    matches!(key, [PREFIX, RECORD | CREATED | LEASE, ..])
+    matches!(key, [PREFIX, RECORD | CREATED | LEASE | SCHEMA, ..])
 }
 
 #[cfg_attr(not(feature = "sync"), allow(dead_code))]
-/// The ranges of every key a server shares with its replicas.
+/// The ranges of every key a server shares with its replicas: records, creation markers,
+/// check-outs, schemas, in that order.
 pub(crate) fn shared_ranges() -> Vec<(Vec<u8>, Vec<u8>)> {
-    [RECORD, CREATED, LEASE]
+    [RECORD, CREATED, LEASE, SCHEMA]
         .into_iter()
         .map(|kind| (vec![PREFIX, kind], vec![PREFIX, kind + 1]))
         .collect()

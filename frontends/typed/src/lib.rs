@@ -69,8 +69,10 @@ mod error;
 pub mod events;
 pub mod index;
 pub mod inspect;
+pub mod json;
 mod key;
 pub mod layout;
+pub mod schema;
 #[cfg(feature = "sync")]
 pub mod sync;
 mod tree;
@@ -81,7 +83,8 @@ pub use error::{Error, Result};
 pub use events::{Cursor, Event, EventKind, Events};
 pub use index::{Indexer, NameIndex};
 pub use key::{Key, RawKey};
-pub use strata_typed_derive::record;
+pub use schema::{Describe, Schema};
+pub use strata_typed_derive::{record, Describe};
 pub use tree::{Meta, RevisionState, Tree, MIGRATE_CHUNK};
 
 #[doc(hidden)]
@@ -90,7 +93,7 @@ pub use rkyv;
 pub use serde;
 
 /// A type stored in a tree. Implemented by [`record`]; not by hand.
-pub trait Record: Sized + Send + Sync + 'static {
+pub trait Record: Describe + Sized + Send + Sync + 'static {
     /// The tree's name.
     const TREE: &'static str;
     /// The version of the type's schema, stored with every record.

@@ -1,6 +1,7 @@
 //! [`Tree<T>`]: the records of one type.
 
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use strata_engine::{Database, Encoding, Transaction, Value, Versionstamp};
@@ -45,6 +46,8 @@ pub struct Tree<T> {
     indexers: Arc<Vec<Arc<dyn Indexer<T>>>>,
     /// On a replica: its server (check-outs, and ids from its reservations).
     upstream: Option<Arc<dyn Upstream>>,
+    /// Whether `T`'s schema is known to be stored (see [`crate::schema`]).
+    schema_stored: Arc<AtomicBool>,
     kind: PhantomData<fn() -> T>,
 }
 
@@ -57,6 +60,7 @@ impl<T> Clone for Tree<T> {
             clock: self.clock.clone(),
             indexers: self.indexers.clone(),
             upstream: self.upstream.clone(),
+            schema_stored: self.schema_stored.clone(),
             kind: PhantomData,
         }
     }
@@ -95,6 +99,7 @@ impl<T: Record> Tree<T> {
             clock: Arc::new(strata_engine::now_ms),
             indexers: Arc::new(Vec::new()),
             upstream: None,
+            schema_stored: Arc::new(AtomicBool::new(false)),
             kind: PhantomData,
         }
     }
@@ -137,6 +142,32 @@ impl<T: Record> Tree<T> {
     fn touch(&self, tx: &mut Transaction, at: &[u8]) -> Result<()> {
         if self.upstream.is_some() {
             tx.set(&layout::dirty(at), Value::bytes(Vec::new()))?;
+        }
+        Ok(())
+    }
+
+    /// Store `T`'s schema at its schema version unless it is there; refuse to write records
+    /// when a different one is.
+    async fn ensure_schema(&self, tx: &mut Transaction) -> Result<()> {
+        if self.schema_stored.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let at = layout::schema(T::TREE, T::SCHEMA_VERSION);
+        let ours = crate::Schema::of::<T>().to_json();
+        match tx.get(&at).await? {
+            Some(stored) if stored.data == ours => {
+                self.schema_stored.store(true, Ordering::Relaxed);
+            }
+            Some(_) => {
+                return Err(Error::SchemaConflict {
+                    tree: T::TREE.to_string(),
+                    version: T::SCHEMA_VERSION,
+                })
+            }
+            None => {
+                tx.set(&at, Value::bytes(ours))?;
+                self.touch(tx, &at)?;
+            }
         }
         Ok(())
     }
@@ -325,6 +356,7 @@ impl<T: Record> Tree<T> {
                 Some(id) => id,
                 None => take_granted_id(tx, T::TREE).await?,
             };
+            self.ensure_schema(tx).await?;
             let entries = self.index_entries(Key::new(id, revision), &bytes)?;
             let at = layout::record(T::TREE, id, revision);
             tx.set(&at, record_value(bytes.clone()))?;
@@ -390,6 +422,7 @@ impl<T: Record> Tree<T> {
             if header.flags & RELEASED != 0 {
                 return Err(Error::Released(key.raw()));
             }
+            self.ensure_schema(tx).await?;
             Self::reindex(tx, &self.index_entries(key, &old)?, &entries)?;
             tx.set(&at, record_value(bytes.clone()))?;
             self.touch(tx, &at)?;
@@ -469,6 +502,7 @@ impl<T: Record> Tree<T> {
                 )));
             }
             let next_key = Key::new(key.id(), next);
+            self.ensure_schema(tx).await?;
             Self::reindex(tx, &[], &self.index_entries(next_key, &bytes)?)?;
             tx.set(&next_at, record_value(bytes.clone()))?;
             self.touch(tx, &next_at)?;
@@ -523,6 +557,7 @@ impl<T: Record> Tree<T> {
         let mut done = 0;
         for chunk in keys.chunks(MIGRATE_CHUNK) {
             rewritten += in_transaction!(self.db, |tx| {
+                self.ensure_schema(tx).await?;
                 let mut n = 0u64;
                 for &key in chunk {
                     let at = layout::record(T::TREE, key.id(), key.revision());

@@ -35,15 +35,15 @@ async fn replica(url: &str, token: &str) -> Replica {
 
 /// A server for Ann and Bob on a free loopback port: its URL.
 async fn server() -> String {
+    server_of(database().await).await
+}
+
+/// A server of `db` for Ann and Bob on a free loopback port: its URL.
+async fn server_of(db: Database) -> String {
     let tokens = Tokens::parse(&["ann:ann-token-1234", "bob:bob-token-5678"]).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(serve(
-        database().await,
-        tokens,
-        listener,
-        std::future::pending(),
-    ));
+    tokio::spawn(serve(db, tokens, listener, std::future::pending()));
     url
 }
 
@@ -312,4 +312,71 @@ async fn large_changes_travel_in_pieces_within_a_transaction() {
         let label = theirs.with(*k, |b| b.label.len()).await.unwrap();
         assert_eq!(label, Some(format!("{i}").len() + big.len()));
     }
+}
+
+mod changed {
+    /// Tree "bins" at version 1 again, with another type.
+    #[strata_typed::record(tree = "bins", version = 1)]
+    #[derive(Debug)]
+    pub struct Bin {
+        pub slot: u64,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemas_travel_with_records_and_a_changed_type_is_refused_with_its_records() {
+    let server_db = database().await;
+    let url = server_of(server_db.clone()).await;
+    // Bob's code has another type for the same tree and version; his replica reserves ids
+    // before Ann writes anything.
+    let bob = Replica::open(
+        database().await,
+        ReplicaOptions::new(&url, "bob-token-5678"),
+    )
+    .await
+    .unwrap();
+    let theirs = bob.tree::<changed::Bin>();
+    bob.sync().await.unwrap();
+
+    let ann = replica(&url, "ann-token-1234").await;
+    ann.tree::<Bin>()
+        .insert(&Bin { label: "A1".into() })
+        .await
+        .unwrap();
+    let report = ann.sync().await.unwrap();
+    assert_eq!((report.pushed, report.refused.len()), (1, 0));
+    // The server can show the record without the type.
+    let shown = strata_typed::inspect::records(&server_db, "bins", None, 10)
+        .await
+        .unwrap();
+    assert_eq!(shown[0].value.as_ref().unwrap().get(), r#"{"label":"A1"}"#);
+
+    // Offline, Bob's replica knows no schema yet, so his insert is written locally; the
+    // server refuses his schema, and the record with it.
+    theirs.insert(&changed::Bin { slot: 9 }).await.unwrap();
+    let report = bob.sync().await.unwrap();
+    assert_eq!(report.pushed, 0);
+    assert_eq!(report.refused.len(), 2, "{:?}", report.refused);
+    assert!(
+        report
+            .refused
+            .iter()
+            .any(|e| matches!(e, strata_typed::Error::SchemaConflict { version: 1, .. })),
+        "{:?}",
+        report.refused
+    );
+    assert_eq!(
+        strata_typed::inspect::records(&server_db, "bins", None, 10)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    // Now his replica holds the server's schema, and his type is refused at once.
+    let err = theirs.insert(&changed::Bin { slot: 9 }).await.unwrap_err();
+    assert!(
+        matches!(err, strata_typed::Error::SchemaConflict { version: 1, .. }),
+        "{err}"
+    );
+    assert_eq!(bob.dirty().await.unwrap(), 0);
 }

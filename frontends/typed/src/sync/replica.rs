@@ -198,7 +198,14 @@ impl Replica {
 
     /// Records written here and not yet accepted by the server.
     pub async fn dirty(&self) -> Result<usize> {
-        self.count_dirty(usize::MAX).await
+        let (s, e) = layout::dirty_range();
+        let mut tx = self.inner.db.begin().await?;
+        let markers = tx.scan(&s, &e, false, usize::MAX).await?;
+        Ok(markers
+            .iter()
+            .filter_map(|(m, _)| layout::dirty_record(m))
+            .filter(|k| layout::parse_schema(k).is_none())
+            .count())
     }
 
     /// Dirty records, counted up to `limit`.
@@ -423,9 +430,15 @@ impl Replica {
                                     .await?;
                                 tx.delete(&layout::dirty(&r.key))?;
                             }
-                            out.1.push(Error::Refused {
-                                key: raw_key(&r.key),
-                                reason: no.reason.clone(),
+                            out.1.push(match layout::parse_schema(&r.key) {
+                                Some((tree, version)) => Error::SchemaConflict {
+                                    tree: tree.to_string(),
+                                    version,
+                                },
+                                None => Error::Refused {
+                                    key: raw_key(&r.key),
+                                    reason: no.reason.clone(),
+                                },
                             });
                         }
                         None => {
@@ -433,7 +446,8 @@ impl Replica {
                             if same {
                                 tx.delete(&layout::dirty(&r.key))?;
                             }
-                            out.0 += 1;
+                            // Records are counted; a schema goes with them.
+                            out.0 += usize::from(layout::parse_schema(&r.key).is_none());
                         }
                     }
                 }

@@ -297,8 +297,27 @@ impl Sync for SyncService {
         let refused = async {
             in_transaction!(db, |tx| {
                 let mut refused = Vec::new();
-                for r in &records {
-                    if let Some(reason) = apply_pushed(tx, &user, r).await? {
+                // Schemas first: records written by a type whose schema is refused are
+                // refused with it, since their bytes would not read as the stored one.
+                let mut conflicting = std::collections::HashSet::new();
+                let (schemas, rest): (Vec<&Entry>, Vec<&Entry>) = records
+                    .iter()
+                    .partition(|r| layout::parse_schema(&r.key).is_some());
+                for r in schemas.into_iter().chain(rest) {
+                    let reason = match layout::parse_schema(&r.key) {
+                        Some((tree, version)) => {
+                            let reason = apply_pushed(tx, &user, r).await?;
+                            if reason.is_some() {
+                                conflicting.insert((tree.to_string(), version));
+                            }
+                            reason
+                        }
+                        None => match of_refused_schema(r, &conflicting) {
+                            Some(reason) => Some(reason),
+                            None => apply_pushed(tx, &user, r).await?,
+                        },
+                    };
+                    if let Some(reason) = reason {
                         let current = tx.get(&r.key).await?;
                         refused.push(Refused {
                             key: r.key.clone(),
@@ -444,12 +463,58 @@ impl Drop for LeaveQueue {
     }
 }
 
+/// Why a pushed record is refused along with its schema, if it is.
+fn of_refused_schema(
+    r: &Entry,
+    conflicting: &std::collections::HashSet<(String, u32)>,
+) -> Option<String> {
+    let tree = layout::parse_any(&r.key)?.tree;
+    let (header, _) = layout::open(&r.value).ok()?;
+    conflicting
+        .contains(&(tree.to_string(), header.schema_version))
+        .then(|| {
+            format!(
+                "written by a type whose schema differs from the one stored for version {}",
+                header.schema_version
+            )
+        })
+}
+
+/// Store a pushed schema unless one is stored for that version already (then it must be
+/// the same), or say why not.
+async fn apply_schema(
+    tx: &mut Transaction,
+    tree: &str,
+    version: u32,
+    r: &Entry,
+) -> crate::Result<Option<String>> {
+    if r.deleted {
+        return Ok(Some("schemas are never removed".into()));
+    }
+    if let Err(e) = crate::Schema::from_json(&r.value) {
+        return Ok(Some(e));
+    }
+    match tx.get(&r.key).await? {
+        Some(cur) if cur.data == r.value => Ok(None),
+        Some(_) => Ok(Some(format!(
+            "tree {tree:?} has a different schema at version {version}: the record type changed without a new schema version"
+        ))),
+        None => {
+            tx.set(&r.key, strata_engine::Value::bytes(r.value.clone()))?;
+            Ok(None)
+        }
+    }
+}
+
 /// Apply one pushed record for `user`, or say why not.
 async fn apply_pushed(
     tx: &mut Transaction,
     user: &str,
     r: &Entry,
 ) -> crate::Result<Option<String>> {
+    if let Some((tree, version)) = layout::parse_schema(&r.key) {
+        return apply_schema(tx, tree, version, r).await;
+    }
     let Some(parsed) = layout::parse_any(&r.key) else {
         return Ok(Some("not a record key".into()));
     };
