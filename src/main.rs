@@ -209,6 +209,20 @@ enum TypedCommand {
         #[arg(long, default_value = "typed")]
         db: String,
     },
+    /// Rewrite a tree's records written at earlier schema versions at the newest stored one
+    /// (or --to), through the upgrades the versions declare (`#[record(..., upgrade)]`),
+    /// with progress. Refused, with nothing written, where a step is the application's code.
+    Migrate {
+        tree: String,
+        /// The schema version to migrate to (default: the newest stored).
+        #[arg(long)]
+        to: Option<u32>,
+        /// Migrate a tree that keeps index entries anyway (rebuild its indexes after).
+        #[arg(long)]
+        stale_indexes: bool,
+        #[arg(long, default_value = "typed")]
+        db: String,
+    },
     /// The schema stored for a tree at a schema version (the newest without --version), as
     /// JSON.
     Schema {
@@ -1330,6 +1344,37 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
             } else {
                 println!("{}: unchanged", done.key);
             }
+        }
+        #[cfg(feature = "typed")]
+        Command::Typed(TypedCommand::Migrate {
+            tree,
+            to,
+            stale_indexes,
+            db,
+        }) => {
+            let db = engine.database(&db).await.map_err(e)?;
+            let mut bar: Option<progress::Progress> = None;
+            let label = format!("migrating {tree}");
+            let done = strata_typed::inspect::migrate(&db, &tree, to, stale_indexes, |d, t| {
+                bar.get_or_insert_with(|| progress::Progress::new(label.clone(), t, "records"))
+                    .set(d)
+            })
+            .await
+            .map_err(|x| x.to_string())?;
+            println!(
+                "tree {tree}: {} records rewritten at schema version {}, {} already at it{}",
+                done.rewritten,
+                done.to,
+                done.current,
+                if done.later > 0 {
+                    format!(
+                        ", {} written by later versions left as they are",
+                        done.later
+                    )
+                } else {
+                    String::new()
+                }
+            );
         }
         #[cfg(feature = "typed")]
         Command::Typed(TypedCommand::Schema { tree, version, db }) => {

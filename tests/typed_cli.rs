@@ -205,3 +205,55 @@ fn a_record_is_edited_without_its_type_from_a_value_a_file_or_an_editor() {
     let schema: strata_typed::Schema = serde_json::from_str(&out).unwrap();
     assert_eq!(schema, strata_typed::Schema::of::<Stock>());
 }
+
+mod g1 {
+    #[strata_typed::record(tree = "gauges", version = 1)]
+    #[derive(Debug, Clone)]
+    pub struct Gauge {
+        pub name: String,
+    }
+}
+
+#[record(tree = "gauges", version = 2, previous = g1::Gauge, upgrade)]
+#[derive(Debug, Clone, PartialEq)]
+struct Gauge {
+    name: String,
+    #[upgrade(default)]
+    max: u32,
+}
+
+#[test]
+fn a_tree_is_migrated_through_its_declared_upgrades_by_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let engine = engine_at(dir.path());
+        let db = engine.open_or_create("typed").await.unwrap();
+        let old = Tree::<g1::Gauge>::open(db.clone());
+        for i in 0..5 {
+            old.insert(&g1::Gauge {
+                name: format!("g{i}"),
+            })
+            .await
+            .unwrap();
+        }
+        // The application at version 2 has run, and written nothing yet.
+        Tree::<Gauge>::open(db).store_schema().await.unwrap();
+        engine.close().await;
+    });
+    let (ok, out, err) = strata(dir.path(), &["typed", "migrate", "gauges"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("5 records rewritten at schema version 2, 0 already at it"),
+        "{out}"
+    );
+    assert!(err.contains("migrating gauges ["), "progress: {err}");
+    let (ok, out, err) = strata(dir.path(), &["typed", "show", "gauges"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 5);
+    for line in out.lines() {
+        let rec: serde_json::Value = serde_json::from_str(line).unwrap();
+        assert_eq!(rec["schema_version"], 2, "{line}");
+        assert_eq!(rec["value"]["max"], 0, "{line}");
+    }
+}

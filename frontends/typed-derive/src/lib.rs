@@ -179,6 +179,9 @@ struct Args {
     /// Records at this version are also stored in the previous version's form (made
     /// `From<&Self>`), which code at the previous version reads.
     compatible: bool,
+    /// `From<Previous>` is declared field by field (`#[upgrade(...)]` on the fields) and
+    /// generated, and stored in the schema, so tools without the types can migrate.
+    upgrade: bool,
 }
 
 fn parse_args(args: proc_macro2::TokenStream) -> syn::Result<Args> {
@@ -188,10 +191,12 @@ fn parse_args(args: proc_macro2::TokenStream) -> syn::Result<Args> {
     let mut versioned = false;
     let mut previous = None;
     let mut compatible = false;
+    let mut upgrade = false;
     for meta in metas {
         match &meta {
             Meta::Path(p) if p.is_ident("versioned") => versioned = true,
             Meta::Path(p) if p.is_ident("compatible") => compatible = true,
+            Meta::Path(p) if p.is_ident("upgrade") => upgrade = true,
             Meta::NameValue(nv) if nv.path.is_ident("tree") => match &nv.value {
                 Expr::Lit(ExprLit {
                     lit: Lit::Str(s), ..
@@ -211,7 +216,7 @@ fn parse_args(args: proc_macro2::TokenStream) -> syn::Result<Args> {
             other => {
                 return Err(syn::Error::new_spanned(
                     other,
-                    "expected `tree = \"name\"`, `version = N`, `versioned`, `previous = Type` or `compatible`",
+                    "expected `tree = \"name\"`, `version = N`, `versioned`, `previous = Type`, `compatible` or `upgrade`",
                 ))
             }
         }
@@ -229,18 +234,103 @@ fn parse_args(args: proc_macro2::TokenStream) -> syn::Result<Args> {
             "`compatible` needs `previous = Type`: the version whose code reads these records",
         ));
     }
+    if upgrade && previous.is_none() {
+        return Err(syn::Error::new_spanned(
+            &args,
+            "`upgrade` needs `previous = Type`: the version it upgrades",
+        ));
+    }
     Ok(Args {
         tree,
         version: version.unwrap_or(1),
         versioned,
         previous,
         compatible,
+        upgrade,
     })
+}
+
+/// Where a field of an upgraded version takes its value from.
+enum FieldSource {
+    /// The previous version's field of this name.
+    Carried(syn::Ident),
+    /// `Default::default()`.
+    Default,
+}
+
+/// Take the `#[upgrade(...)]` attributes off the fields: for `upgrade`, each named field
+/// with its type and source; an attribute anywhere without `upgrade` is an error.
+fn upgrade_fields(
+    input: &mut DeriveInput,
+    upgrade: bool,
+) -> syn::Result<Vec<(syn::Ident, syn::Type, FieldSource)>> {
+    let span = input.ident.clone();
+    let fields = match &mut input.data {
+        syn::Data::Struct(s) => Some(&mut s.fields),
+        _ => None,
+    };
+    let Some(fields) = fields else {
+        if upgrade {
+            return Err(syn::Error::new_spanned(
+                span,
+                "`upgrade` is for structs with named fields",
+            ));
+        }
+        return Ok(Vec::new());
+    };
+    if upgrade && !matches!(fields, syn::Fields::Named(_)) {
+        return Err(syn::Error::new_spanned(
+            span,
+            "`upgrade` is for structs with named fields",
+        ));
+    }
+    let mut out = Vec::new();
+    for field in fields.iter_mut() {
+        let mut source = None;
+        let mut kept = Vec::new();
+        for attr in std::mem::take(&mut field.attrs) {
+            if !attr.path().is_ident("upgrade") {
+                kept.push(attr);
+                continue;
+            }
+            if !upgrade {
+                return Err(syn::Error::new_spanned(
+                    attr,
+                    "`#[upgrade(...)]` on a field needs `upgrade` in `#[record(...)]`",
+                ));
+            }
+            let meta: Meta = attr.parse_args()?;
+            source = Some(match &meta {
+                Meta::Path(p) if p.is_ident("default") => FieldSource::Default,
+                Meta::NameValue(nv) if nv.path.is_ident("from") => match &nv.value {
+                    Expr::Path(p) if p.path.get_ident().is_some() => {
+                        FieldSource::Carried(p.path.get_ident().cloned().expect("an ident"))
+                    }
+                    Expr::Lit(ExprLit {
+                        lit: Lit::Str(s), ..
+                    }) => FieldSource::Carried(s.parse()?),
+                    other => return Err(syn::Error::new_spanned(other, "from = old_field_name")),
+                },
+                other => {
+                    return Err(syn::Error::new_spanned(
+                        other,
+                        "expected `#[upgrade(default)]` or `#[upgrade(from = old_field_name)]`",
+                    ))
+                }
+            });
+        }
+        field.attrs = kept;
+        if let Some(ident) = field.ident.clone() {
+            let source = source.unwrap_or_else(|| FieldSource::Carried(ident.clone()));
+            out.push((ident, field.ty.clone(), source));
+        }
+    }
+    Ok(out)
 }
 
 fn expand(
     args: proc_macro2::TokenStream,
-    input: DeriveInput,
+    mut input: DeriveInput,
 ) -> syn::Result<proc_macro2::TokenStream> {
     let Args {
         tree,
@@ -248,7 +338,9 @@ fn expand(
         versioned,
         previous,
         compatible,
+        upgrade,
     } = parse_args(args)?;
+    let upgraded = upgrade_fields(&mut input, upgrade)?;
     if !input.generics.params.is_empty() {
         return Err(syn::Error::new_spanned(
             &input.generics,
@@ -283,6 +375,86 @@ fn expand(
             }
         },
         None => quote! {},
+    };
+    // The stored schema names the previous version, and with `upgrade` how a record of it
+    // becomes one of this version; the same declaration generates `From<Previous>`.
+    let (schema, from_previous) = match &previous {
+        Some(prev) => {
+            let fields: Vec<_> = upgraded
+                .iter()
+                .map(|(field, ty, source)| {
+                    let label = field.to_string();
+                    let (value, entry) = match source {
+                        FieldSource::Carried(from) => {
+                            let from_label = from.to_string();
+                            (
+                                quote! { old.#from },
+                                quote! {
+                                    ::strata_typed::schema::Source::Carried {
+                                        from: ::std::string::String::from(#from_label),
+                                    }
+                                },
+                            )
+                        }
+                        FieldSource::Default => (
+                            quote! { ::std::default::Default::default() },
+                            quote! {
+                                ::strata_typed::schema::Source::Default {
+                                    value: s.field_json(
+                                        #label,
+                                        &::strata_typed::rkyv::to_bytes::<
+                                            ::strata_typed::rkyv::rancor::Error,
+                                        >(&<#ty as ::std::default::Default>::default())
+                                        .map(|b| b.to_vec())
+                                        .unwrap_or_default(),
+                                    ),
+                                }
+                            },
+                        ),
+                    };
+                    (
+                        quote! { #field: #value },
+                        quote! {
+                            ::strata_typed::schema::Upgraded {
+                                name: ::std::string::String::from(#label),
+                                source: #entry,
+                            }
+                        },
+                    )
+                })
+                .collect();
+            let (inits, entries): (Vec<_>, Vec<_>) = fields.into_iter().unzip();
+            let set_upgrade = upgrade.then(|| {
+                quote! {
+                    let upgrade = ::std::vec![#(#entries),*];
+                    s.upgrade = ::std::option::Option::Some(upgrade);
+                }
+            });
+            let from_previous = upgrade.then(|| {
+                quote! {
+                    impl ::std::convert::From<#prev> for #name {
+                        fn from(old: #prev) -> Self {
+                            #name { #(#inits),* }
+                        }
+                    }
+                }
+            });
+            (
+                quote! {
+                    fn schema() -> ::strata_typed::Schema {
+                        let mut s = ::strata_typed::Schema::of::<Self>();
+                        s.previous = ::std::option::Option::Some(
+                            <#prev as ::strata_typed::Record>::SCHEMA_VERSION,
+                        );
+                        s.compatible = #compatible;
+                        #set_upgrade
+                        s
+                    }
+                },
+                from_previous,
+            )
+        }
+        None => (quote! {}, None),
     };
     // Declared compatible: also archived as the previous version.
     let compat = match (&previous, compatible) {
@@ -350,6 +522,9 @@ fn expand(
 
             #read_older
             #compat
+            #schema
         }
+
+        #from_previous
     })
 }

@@ -242,14 +242,7 @@ pub async fn edit(
     stale_indexes: bool,
 ) -> Result<Edited> {
     if !stale_indexes {
-        let base = layout::index_base(tree);
-        let end = strata_engine::prefix_end(&base);
-        let mut tx = db.begin().await?;
-        if !tx.scan(&base, &end, false, 1).await?.is_empty() {
-            return Err(Error::Edit(format!(
-                "tree {tree:?} has index entries, kept by the application's indexers, which an edit here cannot run; edit through the application, or pass --stale-indexes and rebuild its indexes after (Tree::rebuild_index)"
-            )));
-        }
+        refuse_indexed(db, tree, "edit").await?;
     }
     let now = strata_engine::now_ms();
     in_transaction!(db, |tx| {
@@ -300,10 +293,7 @@ pub async fn edit(
                 None,
             );
             tx.set(&at, crate::tree::record_value(bytes))?;
-            if tx.get(&layout::replica_state("server")).await?.is_some() {
-                // A replica: pushed to its server like the application's own writes.
-                tx.set(&layout::dirty(&at), strata_engine::Value::bytes(Vec::new()))?;
-            }
+            mark_for_push(tx, &at).await?;
         }
         Ok::<_, Error>(Edited {
             key: key.to_string(),
@@ -354,4 +344,253 @@ async fn latest(
         Some(v) => Ok((raw(revision), at, v.data)),
         None => Err(Error::NotFound(raw(revision))),
     }
+}
+
+/// Refuse to change a tree with index entries: they are kept by the application's
+/// indexers, which `what` cannot run.
+async fn refuse_indexed(db: &Database, tree: &str, what: &str) -> Result<()> {
+    let base = layout::index_base(tree);
+    let end = strata_engine::prefix_end(&base);
+    let mut tx = db.begin().await?;
+    if tx.scan(&base, &end, false, 1).await?.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Edit(format!(
+        "tree {tree:?} has index entries, kept by the application's indexers, which {what} here cannot run: do it through the application, or pass --stale-indexes and rebuild its indexes after (Tree::rebuild_index)"
+    )))
+}
+
+/// On a replica, mark the record at `at` for its server, like the application's own writes.
+async fn mark_for_push(tx: &mut Transaction, at: &[u8]) -> Result<()> {
+    if tx.get(&layout::replica_state("server")).await?.is_some() {
+        tx.set(&layout::dirty(at), strata_engine::Value::bytes(Vec::new()))?;
+    }
+    Ok(())
+}
+
+/// What [`migrate`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Migrated {
+    /// The schema version records were rewritten at.
+    pub to: u32,
+    pub rewritten: u64,
+    /// Records at that version already.
+    pub current: u64,
+    /// Records written by later versions, left as they are.
+    pub later: u64,
+}
+
+/// The schemas stored for `tree`, by version.
+async fn schemas_of(db: &Database, tree: &str) -> Result<BTreeMap<u32, Schema>> {
+    let (start, end) = layout::tree_schemas(tree);
+    let mut raw = Vec::new();
+    each(db, start, end, |k, v| raw.push((k.to_vec(), v.to_vec()))).await?;
+    let mut out = BTreeMap::new();
+    for (k, v) in raw {
+        if let Some((_, version)) = layout::parse_schema(&k) {
+            let schema = Schema::from_json(&v).map_err(|e| {
+                Error::Edit(format!(
+                    "the schema stored for version {version} of tree {tree:?} is unreadable: {e}"
+                ))
+            })?;
+            out.insert(version, schema);
+        }
+    }
+    Ok(out)
+}
+
+/// The versions a record at `from` passes through to reach `to`, each made by a declared
+/// upgrade (ascending, `to` last); or why there is no such way.
+fn upgrade_path(
+    schemas: &BTreeMap<u32, Schema>,
+    tree: &str,
+    from: u32,
+    to: u32,
+) -> std::result::Result<Vec<u32>, String> {
+    let mut steps = Vec::new();
+    let mut at = to;
+    while at != from {
+        let schema = &schemas[&at];
+        match (schema.previous, &schema.upgrade) {
+            (Some(prev), Some(_)) if prev >= from && schemas.contains_key(&prev) => {
+                steps.push(at);
+                at = prev;
+            }
+            (Some(prev), Some(_)) if prev >= from => {
+                return Err(format!(
+                    "no schema is stored for version {prev} of tree {tree:?}, which version {at} upgrades (the application's next write at version {prev} stores it)"
+                ))
+            }
+            (Some(prev), None) if prev >= from => {
+                return Err(format!(
+                    "version {at} of tree {tree:?} is made from version {prev} by the application's code (`From<Previous>`), which this command cannot run: migrate through the application (Tree::migrate), or declare the step with `upgrade`"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "tree {tree:?} has records at version {from}, and no declared way leads from it to version {to}"
+                ))
+            }
+        }
+    }
+    steps.reverse();
+    Ok(steps)
+}
+
+/// A record's JSON at one version made into its JSON at the next, by that version's
+/// declared upgrade.
+fn upgrade_value(
+    schema: &Schema,
+    old: serde_json::Value,
+) -> std::result::Result<serde_json::Value, String> {
+    let serde_json::Value::Object(mut old) = old else {
+        return Err("the record is not a struct".into());
+    };
+    let mut new = serde_json::Map::new();
+    for field in schema.upgrade.iter().flatten() {
+        let value = match &field.source {
+            crate::schema::Source::Carried { from } => old
+                .remove(from)
+                .ok_or_else(|| format!("the record has no field {from:?} to carry"))?,
+            crate::schema::Source::Default { value } => value.clone(),
+        };
+        new.insert(field.name.clone(), value);
+    }
+    Ok(serde_json::Value::Object(new))
+}
+
+/// Rewrite every record of `tree` written at an earlier schema version at version `to` (the
+/// newest whose schema is stored, without one), through the upgrades the versions declare
+/// (`#[record(..., previous = P, upgrade)]`), exactly as the application's generated
+/// `From` would; in transactions of [`crate::MIGRATE_CHUNK`] records, calling
+/// `progress(done, total)` after each. Release states are kept.
+///
+/// Nothing is written when any record's way to `to` has a step that is the application's
+/// code (or lacks a stored schema), when `to` is declared `compatible` (its records carry
+/// the earlier form, which the application's code writes), or, unless `stale_indexes`,
+/// when the tree has index entries.
+pub async fn migrate(
+    db: &Database,
+    tree: &str,
+    to: Option<u32>,
+    stale_indexes: bool,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Migrated> {
+    let schemas = schemas_of(db, tree).await?;
+    let to = match to.or_else(|| schemas.keys().last().copied()) {
+        Some(v) => v,
+        None => {
+            return Err(Error::Edit(format!(
+                "no schema is stored for tree {tree:?}: nothing says what its records are"
+            )))
+        }
+    };
+    let Some(target) = schemas.get(&to) else {
+        return Err(Error::Edit(format!(
+            "no schema is stored for version {to} of tree {tree:?} (the application stores it with its first write at that version, or Tree::store_schema)"
+        )));
+    };
+    if target.compatible {
+        return Err(Error::Edit(format!(
+            "version {to} of tree {tree:?} is declared compatible: its records also carry version {}'s form, which the application's code writes; migrate through the application (Tree::migrate)",
+            target.previous.unwrap_or_default()
+        )));
+    }
+    if !stale_indexes {
+        refuse_indexed(db, tree, "migrate").await?;
+    }
+    // Every record's version first: refuse before writing anything.
+    let mut keys = Vec::new();
+    let mut versions = BTreeMap::<u32, u64>::new();
+    let (start, end) = layout::records(tree);
+    each(db, start, end, |k, v| {
+        if let Ok((h, _)) = layout::open(v) {
+            *versions.entry(h.schema_version).or_default() += 1;
+        }
+        keys.push(k.to_vec());
+    })
+    .await?;
+    let mut paths = BTreeMap::new();
+    for &v in versions.keys().filter(|&&v| v < to) {
+        if !schemas.contains_key(&v) {
+            return Err(Error::Edit(format!(
+                "no schema is stored for version {v} of tree {tree:?}, so its records cannot be read without the type: migrate through the application (Tree::migrate)"
+            )));
+        }
+        paths.insert(v, upgrade_path(&schemas, tree, v, to).map_err(Error::Edit)?);
+    }
+    let mut out = Migrated {
+        to,
+        ..Migrated::default()
+    };
+    let total = keys.len() as u64;
+    let mut done = 0;
+    for chunk in keys.chunks(crate::MIGRATE_CHUNK) {
+        let step = in_transaction!(db, |tx| {
+            let mut step = Migrated::default();
+            for at in chunk {
+                let Some(stored) = tx.get(at).await? else {
+                    continue;
+                };
+                let key = layout::raw_key(at);
+                let ((header, archive), _) =
+                    layout::open_all(&stored.data).map_err(|detail| Error::Corrupt {
+                        key: key.clone(),
+                        detail,
+                    })?;
+                let v = header.schema_version;
+                if v == to {
+                    step.current += 1;
+                    continue;
+                }
+                if v > to {
+                    step.later += 1;
+                    continue;
+                }
+                let Some(path) = paths.get(&v) else {
+                    // Written meanwhile at a version not seen before.
+                    return Err(Error::Edit(format!(
+                        "record {key} was written at version {v} while migrating; run the migration again"
+                    )));
+                };
+                let mut value =
+                    View::new(&schemas[&v], archive)
+                        .to_value()
+                        .map_err(|e| Error::Corrupt {
+                            key: key.clone(),
+                            detail: format!("it does not read as version {v}'s schema: {e}"),
+                        })?;
+                for version in path {
+                    value =
+                        upgrade_value(&schemas[version], value).map_err(|e| Error::Corrupt {
+                            key: key.clone(),
+                            detail: e,
+                        })?;
+                }
+                let archive = json::encode(target, &value).map_err(|m| {
+                    Error::Edit(format!(
+                        "record {key} upgraded does not fit version {to}: {m}"
+                    ))
+                })?;
+                let bytes = layout::envelope_with(
+                    Header {
+                        flags: header.flags & RELEASED,
+                        schema_version: to,
+                    },
+                    &archive,
+                    None,
+                );
+                tx.set(at, crate::tree::record_value(bytes))?;
+                mark_for_push(tx, at).await?;
+                step.rewritten += 1;
+            }
+            Ok::<_, Error>(step)
+        })?;
+        out.rewritten += step.rewritten;
+        out.current += step.current;
+        out.later += step.later;
+        done += chunk.len() as u64;
+        progress(done, total);
+    }
+    Ok(out)
 }

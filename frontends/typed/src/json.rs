@@ -679,28 +679,29 @@ impl Writer<'_> {
                             ));
                         };
                         let unit = x.style == Style::Unit || x.fields.is_empty();
-                        let fields =
-                            match (unit, body) {
-                                (true, None) => Vec::new(),
-                                (true, Some(Value::Null)) => Vec::new(),
-                                (false, Some(body)) => {
-                                    self.nested(path, &format!(".{variant}"), |w, p| {
-                                        w.fields(variant, x.style, &x.fields, body, p)
-                                    })?
-                                }
-                                (true, Some(_)) => {
-                                    return Err(mismatch(
-                                        path,
-                                        format!("variant {variant} has no fields"),
-                                    ))
-                                }
-                                (false, None) => return Err(mismatch(
+                        let fields = match (unit, body) {
+                            (true, None) => Vec::new(),
+                            (true, Some(Value::Null)) => Vec::new(),
+                            (false, Some(body)) => {
+                                self.nested(path, &format!(".{variant}"), |w, p| {
+                                    w.fields(variant, x.style, &x.fields, body, p)
+                                })?
+                            }
+                            (true, Some(_)) => {
+                                return Err(mismatch(
+                                    path,
+                                    format!("variant {variant} has no fields"),
+                                ))
+                            }
+                            (false, None) => {
+                                return Err(mismatch(
                                     path,
                                     format!(
                                         "variant {variant} has fields: write {{\"{variant}\": …}}"
                                     ),
-                                )),
-                            };
+                                ))
+                            }
+                        };
                         Plan::Variant { tag: x.tag, fields }
                     }
                     Def::Opaque { name, why, .. } => {

@@ -65,6 +65,13 @@ pub(crate) fn schema(tree: &str, version: u32) -> Vec<u8> {
     k
 }
 
+/// The range of the schemas stored for `tree`.
+pub(crate) fn tree_schemas(tree: &str) -> (Vec<u8>, Vec<u8>) {
+    let start = tree_prefix(SCHEMA, tree);
+    let end = strata_engine::prefix_end(&start);
+    (start, end)
+}
+
 /// The range of every stored schema (of every tree).
 pub(crate) fn schemas() -> (Vec<u8>, Vec<u8>) {
     (vec![PREFIX, SCHEMA], vec![PREFIX, SCHEMA + 1])
@@ -332,4 +339,23 @@ pub(crate) fn open_all(bytes: &[u8]) -> Result<((Header, &[u8]), Option<(u32, &[
     let version = u32::from_le_bytes([compat[0], compat[1], compat[2], compat[3]]);
     let older = bytes.get(section + 16..).ok_or_else(bad)?;
     Ok(((header, archive), Some((version, older))))
+}
+
+/// The record key (tree, id, revision) a stored key is about; empty for other keys.
+pub(crate) fn raw_key(key: &[u8]) -> crate::RawKey {
+    match parse_any(key) {
+        Some(p) => crate::RawKey {
+            tree: p.tree.to_string(),
+            id: p.id,
+            revision: match p.kind {
+                Kind::Record { revision } => revision,
+                Kind::Lease => 0,
+            },
+        },
+        None => crate::RawKey {
+            tree: String::new(),
+            id: 0,
+            revision: 0,
+        },
+    }
 }

@@ -121,6 +121,12 @@ pub trait Record: Describe + Sized + Send + Sync + 'static {
         None
     }
 
+    /// The schema stored for this version (see [`schema`]).
+    #[doc(hidden)]
+    fn schema() -> Schema {
+        Schema::of::<Self>()
+    }
+
     /// `archive` (aligned), written at schema version `stored`, as a `Self`: read directly
     /// at this version, through the declared previous versions (`previous = Type`, and
     /// `From<Type>`) at an older one. `None`: no declared way from that version.

@@ -163,6 +163,35 @@ pub struct Schema {
     pub format: Format,
     pub root: Shape,
     pub types: Vec<Def>,
+    /// The schema version this one is made from (`previous = Type`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<u32>,
+    /// Records at this version also carry the previous version's form (`compatible`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub compatible: bool,
+    /// How a record of the previous version becomes one of this version, declared as data
+    /// (`upgrade`): each field of this version, in order, and where its value comes from.
+    /// Without it the step is the application's code (`From<Previous>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade: Option<Vec<Upgraded>>,
+}
+
+/// One field of a version made by a declared upgrade.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Upgraded {
+    pub name: String,
+    #[serde(flatten)]
+    pub source: Source,
+}
+
+/// Where an upgraded field's value comes from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "source", rename_all = "snake_case")]
+pub enum Source {
+    /// The previous version's field of that name (of the same type).
+    Carried { from: String },
+    /// The field type's `Default::default()`, as JSON.
+    Default { value: serde_json::Value },
 }
 
 impl Schema {
@@ -174,7 +203,35 @@ impl Schema {
             format: defs.format,
             root,
             types: defs.types.into_iter().flatten().collect(),
+            previous: None,
+            compatible: false,
+            upgrade: None,
         }
+    }
+
+    /// `archive` (rkyv's bytes of a value of the root struct's field `field`) as JSON;
+    /// null if there is no such field or the bytes do not read.
+    #[doc(hidden)]
+    pub fn field_json(&self, field: &str, archive: &[u8]) -> serde_json::Value {
+        let shape = match &self.root {
+            Shape::Def { index } => match self.types.get(*index) {
+                Some(Def::Struct { fields, .. }) => {
+                    fields.iter().find(|f| f.name == field).map(|f| &f.shape)
+                }
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some(shape) = shape else {
+            return serde_json::Value::Null;
+        };
+        let sub = Schema {
+            root: shape.clone(),
+            ..self.clone()
+        };
+        crate::json::View::new(&sub, archive)
+            .to_value()
+            .unwrap_or(serde_json::Value::Null)
     }
 
     /// The stored form.

@@ -153,7 +153,7 @@ impl<T: Record> Tree<T> {
             return Ok(());
         }
         let at = layout::schema(T::TREE, T::SCHEMA_VERSION);
-        let ours = crate::Schema::of::<T>().to_json();
+        let ours = T::schema().to_json();
         match tx.get(&at).await? {
             Some(stored) if stored.data == ours => {
                 self.schema_stored.store(true, Ordering::Relaxed);
@@ -170,6 +170,13 @@ impl<T: Record> Tree<T> {
             }
         }
         Ok(())
+    }
+
+    /// Store `T`'s schema at its version now (the first write at a version stores it
+    /// anyway), so tools that work without the type see this version before anything is
+    /// written at it: `strata typed migrate` to it, for one.
+    pub async fn store_schema(&self) -> Result<()> {
+        in_transaction!(self.db, |tx| { self.ensure_schema(tx).await })
     }
 
     /// This handle acting for `user`: the check-outs it takes are theirs, and its changes

@@ -27,7 +27,7 @@ use super::proto::{
     CheckInRequest, CheckOutRequest, Entry, HelloRequest, PullBatch, PullRequest, PushRequest,
     ReserveIdsRequest,
 };
-use super::server::{raw_key, MAX_BATCH_BYTES, MAX_PUSH};
+use super::server::{MAX_BATCH_BYTES, MAX_PUSH};
 use crate::layout;
 use crate::tree::{record_value, Reindexer};
 use crate::upstream::{read_grants, write_grants, BoxFuture, Upstream};
@@ -436,7 +436,7 @@ impl Replica {
                                     version,
                                 },
                                 None => Error::Refused {
-                                    key: raw_key(&r.key),
+                                    key: layout::raw_key(&r.key),
                                     reason: no.reason.clone(),
                                 },
                             });

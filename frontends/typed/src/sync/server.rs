@@ -25,7 +25,7 @@ use super::proto::{
 use crate::checkout::{self, read_lease};
 use crate::layout::{self, Kind};
 use crate::tree::{record_value, reserve_ids};
-use crate::{Error, RawKey};
+use crate::Error;
 
 /// Most ids one reservation may ask for.
 pub const MAX_RESERVATION: u64 = 1 << 20;
@@ -736,23 +736,4 @@ async fn snapshot(db: &Database, send: &mut Sender<'_>) -> std::result::Result<u
     }
     send.flush(version).await?;
     Ok(version)
-}
-
-/// The key of a record named in a refusal.
-pub(crate) fn raw_key(key: &[u8]) -> RawKey {
-    match layout::parse_any(key) {
-        Some(p) => RawKey {
-            tree: p.tree.to_string(),
-            id: p.id,
-            revision: match p.kind {
-                Kind::Record { revision } => revision,
-                Kind::Lease => 0,
-            },
-        },
-        None => RawKey {
-            tree: String::new(),
-            id: 0,
-            revision: 0,
-        },
-    }
 }
