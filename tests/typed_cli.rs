@@ -16,19 +16,8 @@ struct Drawing {
     title: String,
 }
 
-#[derive(
-    strata_typed::rkyv::Archive,
-    strata_typed::rkyv::Serialize,
-    strata_typed::rkyv::Deserialize,
-    strata_typed::serde::Serialize,
-    strata_typed::serde::Deserialize,
-    strata_typed::Describe,
-    Debug,
-    Clone,
-    PartialEq,
-)]
-#[rkyv(crate = strata_typed::rkyv)]
-#[serde(crate = "strata_typed::serde")]
+#[strata_typed::field_type]
+#[derive(Debug, Clone, PartialEq)]
 enum Place {
     Shelf(u16),
     Bin { row: u8, col: u8 },

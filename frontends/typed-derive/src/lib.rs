@@ -161,6 +161,42 @@ fn describe_impl(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     })
 }
 
+/// `#[field_type]`: the derives a type used inside records needs (rkyv's, with bytecheck
+/// validation, serde's and [`Describe`]), as [`record`] gives a record type.
+///
+/// ```ignore
+/// #[strata_typed::field_type]
+/// pub enum Place { Shelf(u16), Bin { row: u8, col: u8 } }
+/// ```
+#[proc_macro_attribute]
+pub fn field_type(args: TokenStream, item: TokenStream) -> TokenStream {
+    if !args.is_empty() {
+        let args = proc_macro2::TokenStream::from(args);
+        return syn::Error::new_spanned(args, "#[field_type] takes no arguments")
+            .to_compile_error()
+            .into();
+    }
+    let input = parse_macro_input!(item as DeriveInput);
+    with_derives(&input).into()
+}
+
+/// `input` with the derives every stored type has.
+fn with_derives(input: &DeriveInput) -> proc_macro2::TokenStream {
+    quote! {
+        #[derive(
+            ::strata_typed::rkyv::Archive,
+            ::strata_typed::rkyv::Serialize,
+            ::strata_typed::rkyv::Deserialize,
+            ::strata_typed::serde::Serialize,
+            ::strata_typed::serde::Deserialize,
+            ::strata_typed::Describe,
+        )]
+        #[rkyv(crate = ::strata_typed::rkyv)]
+        #[serde(crate = "::strata_typed::serde")]
+        #input
+    }
+}
+
 #[proc_macro_attribute]
 pub fn record(args: TokenStream, item: TokenStream) -> TokenStream {
     let input = parse_macro_input!(item as DeriveInput);
@@ -476,18 +512,9 @@ fn expand(
         },
         _ => quote! {},
     };
+    let derived = with_derives(&input);
     Ok(quote! {
-        #[derive(
-            ::strata_typed::rkyv::Archive,
-            ::strata_typed::rkyv::Serialize,
-            ::strata_typed::rkyv::Deserialize,
-            ::strata_typed::serde::Serialize,
-            ::strata_typed::serde::Deserialize,
-            ::strata_typed::Describe,
-        )]
-        #[rkyv(crate = ::strata_typed::rkyv)]
-        #[serde(crate = "::strata_typed::serde")]
-        #input
+        #derived
 
         impl ::strata_typed::Record for #name {
             const TREE: &'static str = #tree;

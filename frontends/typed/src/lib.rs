@@ -84,7 +84,7 @@ pub use events::{Cursor, Event, EventKind, Events};
 pub use index::{Indexer, NameIndex};
 pub use key::{Key, RawKey};
 pub use schema::{Describe, Schema};
-pub use strata_typed_derive::{record, Describe};
+pub use strata_typed_derive::{field_type, record, Describe};
 pub use tree::{Meta, RevisionState, Tree, MIGRATE_CHUNK};
 
 #[doc(hidden)]

@@ -10,7 +10,8 @@
 //! [`Describe`] gives a type's [`Shape`]. It is implemented for the standard types rkyv
 //! archives (integers, floats, `bool`, `char`, `String`, `Vec`, `Option`, `Box`, arrays
 //! and tuples) and derived by [`crate::record`] for a record type and by
-//! `#[derive(strata_typed::Describe)]` for the types its fields use. A field of a type
+//! [`crate::field_type`] (or `#[derive(strata_typed::Describe)]`) for the types its fields
+//! use. A field of a type
 //! without it (a map, a type archived `with` a wrapper) is [`Shape::Opaque`]: shown as its
 //! bytes, and not editable.
 //!

@@ -8,41 +8,21 @@ use std::time::Duration;
 use serde_json::json;
 use strata_typed::json::{encode, View};
 use strata_typed::schema::{Def, Shape};
-use strata_typed::{inspect, record, Describe, Error, Record, Schema, Tree, Wait};
+use strata_typed::{inspect, record, Error, Record, Schema, Tree, Wait};
 
 mod common;
 use common::database;
 
-#[derive(
-    strata_typed::rkyv::Archive,
-    strata_typed::rkyv::Serialize,
-    strata_typed::rkyv::Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Describe,
-    Debug,
-    Clone,
-    PartialEq,
-)]
-#[rkyv(crate = strata_typed::rkyv)]
+#[strata_typed::field_type]
+#[derive(Debug, Clone, PartialEq)]
 struct Line {
     part: String,
     qty: u16,
     note: Option<String>,
 }
 
-#[derive(
-    strata_typed::rkyv::Archive,
-    strata_typed::rkyv::Serialize,
-    strata_typed::rkyv::Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Describe,
-    Debug,
-    Clone,
-    PartialEq,
-)]
-#[rkyv(crate = strata_typed::rkyv)]
+#[strata_typed::field_type]
+#[derive(Debug, Clone, PartialEq)]
 enum Status {
     Draft,
     Approved { by: String, at: u64 },
@@ -50,65 +30,24 @@ enum Status {
     Moved(u32, i8),
 }
 
-#[derive(
-    strata_typed::rkyv::Archive,
-    strata_typed::rkyv::Serialize,
-    strata_typed::rkyv::Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Describe,
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-)]
-#[rkyv(crate = strata_typed::rkyv)]
+#[strata_typed::field_type]
+#[derive(Debug, Clone, Copy, PartialEq)]
 enum Level {
     Low = 3,
     High = 10,
     Top,
 }
 
-#[derive(
-    strata_typed::rkyv::Archive,
-    strata_typed::rkyv::Serialize,
-    strata_typed::rkyv::Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Describe,
-    Debug,
-    Clone,
-    PartialEq,
-)]
-#[rkyv(crate = strata_typed::rkyv)]
+#[strata_typed::field_type]
+#[derive(Debug, Clone, PartialEq)]
 struct Meters(f64);
 
-#[derive(
-    strata_typed::rkyv::Archive,
-    strata_typed::rkyv::Serialize,
-    strata_typed::rkyv::Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Describe,
-    Debug,
-    Clone,
-    PartialEq,
-)]
-#[rkyv(crate = strata_typed::rkyv)]
+#[strata_typed::field_type]
+#[derive(Debug, Clone, PartialEq)]
 struct Marker;
 
-#[derive(
-    strata_typed::rkyv::Archive,
-    strata_typed::rkyv::Serialize,
-    strata_typed::rkyv::Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Describe,
-    Debug,
-    Clone,
-    PartialEq,
-)]
-#[rkyv(crate = strata_typed::rkyv)]
+#[strata_typed::field_type]
+#[derive(Debug, Clone, PartialEq)]
 struct Bin(u8, String);
 
 #[record(tree = "orders", version = 1)]

@@ -6,23 +6,13 @@
 
 use std::time::Duration;
 
-use strata_typed::{inspect, record, Describe, Error, Tree, Wait};
+use strata_typed::{inspect, record, Error, Tree, Wait};
 
 mod common;
 use common::database;
 
-#[derive(
-    strata_typed::rkyv::Archive,
-    strata_typed::rkyv::Serialize,
-    strata_typed::rkyv::Deserialize,
-    serde::Serialize,
-    serde::Deserialize,
-    Describe,
-    Debug,
-    Clone,
-    PartialEq,
-)]
-#[rkyv(crate = strata_typed::rkyv)]
+#[strata_typed::field_type]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Kind {
     Bought,
     Made { shop: String },
