@@ -1324,18 +1324,32 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
         }) => {
             let db = engine.database(&db).await.map_err(e)?;
             let (id, revision) = parse_record_key(&key)?;
-            let text = match (value, file) {
-                (Some(v), _) => v,
-                (None, Some(f)) => std::fs::read_to_string(&f)
-                    .map_err(|x| format!("cannot read {}: {x}", f.display()))?,
-                (None, None) => edit_in_editor(&db, &tree, id, revision).await?,
+            let (text, expected) = match (value, file) {
+                (Some(v), _) => (v, None),
+                (None, Some(f)) => (
+                    std::fs::read_to_string(&f)
+                        .map_err(|x| format!("cannot read {}: {x}", f.display()))?,
+                    None,
+                ),
+                (None, None) => {
+                    let (text, shown) = edit_in_editor(&db, &tree, id, revision).await?;
+                    (text, Some(shown))
+                }
             };
             let value: serde_json::Value = serde_json::from_str(&text)
                 .map_err(|x| format!("the new value is not JSON: {x}"))?;
-            let done =
-                strata_typed::inspect::edit(&db, &tree, id, revision, &user, &value, stale_indexes)
-                    .await
-                    .map_err(|x| x.to_string())?;
+            let change = strata_typed::inspect::Edit {
+                tree: &tree,
+                id,
+                revision,
+                user: &user,
+                value: &value,
+                stale_indexes,
+                expected: expected.as_ref(),
+            };
+            let done = strata_typed::inspect::edit(&db, &change)
+                .await
+                .map_err(|x| x.to_string())?;
             if done.changed {
                 println!(
                     "{}: written at schema version {}",
@@ -1512,14 +1526,15 @@ fn parse_record_key(key: &str) -> Result<(u64, Option<u32>), String> {
     }
 }
 
-/// The record's value as JSON, changed by the user in $VISUAL or $EDITOR.
+/// The record's value as JSON, changed by the user in $VISUAL or $EDITOR, and the value it
+/// was changed from.
 #[cfg(feature = "typed")]
 async fn edit_in_editor(
     db: &strata_engine::Database,
     tree: &str,
     id: u64,
     revision: Option<u32>,
-) -> Result<String, String> {
+) -> Result<(String, serde_json::Value), String> {
     let found = strata_typed::inspect::records(db, tree, Some(id), usize::MAX)
         .await
         .map_err(|x| x.to_string())?;
@@ -1559,5 +1574,6 @@ async fn edit_in_editor(
             "the editor {editor:?} failed ({status}); nothing was written"
         ));
     }
-    std::fs::read_to_string(file.path()).map_err(|x| x.to_string())
+    let text = std::fs::read_to_string(file.path()).map_err(|x| x.to_string())?;
+    Ok((text, pretty))
 }

@@ -411,9 +411,16 @@ async fn records_are_shown_edited_and_migrated_without_their_types(h: &Harness) 
         Some(r#"{"title":"sheet set 3","sheets":3}"#.to_string())
     );
     let edited = serde_json::json!({"title": "sheet set 3, revised", "sheets": 30});
-    inspect::edit(&db, "drawings", keys[3].id(), None, "bob", &edited, false)
-        .await
-        .step("edit")?;
+    let change = inspect::Edit {
+        tree: "drawings",
+        id: keys[3].id(),
+        revision: None,
+        user: "bob",
+        value: &edited,
+        stale_indexes: false,
+        expected: None,
+    };
+    inspect::edit(&db, &change).await.step("edit")?;
     ensure_eq!(
         tree.get(keys[3]).await.step("get")?.map(|d| d.sheets),
         Some(30)

@@ -56,7 +56,8 @@ fn describe_impl(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
     let name_str = name.to_string();
     let schema = quote! { ::strata_typed::schema };
     let archived = quote! { ::strata_typed::rkyv::Archived<Self> };
-    let shape_of = |ty: &syn::Type| quote! { (&&Probe::<#ty>::new()).shape(defs) };
+    let shape_of =
+        |ty: &syn::Type| quote! { (&&#schema::__private::Probe::<#ty>::new()).shape(defs) };
     let style_of = |fields: &syn::Fields| match fields {
         syn::Fields::Named(_) => quote! { #schema::Style::Named },
         syn::Fields::Unnamed(_) => quote! { #schema::Style::Tuple },
@@ -154,7 +155,7 @@ fn describe_impl(input: &DeriveInput) -> syn::Result<proc_macro2::TokenStream> {
         impl #schema::Describe for #name {
             #[allow(unused_imports, unused_assignments, unused_mut, clippy::needless_borrow)]
             fn describe(defs: &mut #schema::Defs) -> #schema::Shape {
-                use #schema::__private::{Probe, ViaDescribe as _, ViaOpaque as _};
+                use #schema::__private::{ViaDescribe as _, ViaOpaque as _};
                 defs.define::<Self, #archived>(|defs| #draft)
             }
         }

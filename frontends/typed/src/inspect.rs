@@ -225,22 +225,39 @@ pub struct Edited {
     pub changed: bool,
 }
 
-/// Write `value` (JSON, as [`records`] shows it) as record `id` (revision `revision`, or
-/// its latest) of `tree`, at the schema version it is stored at, acting for `user`.
+/// A change [`edit`] makes: record `id` of `tree` (revision `revision`, or its latest)
+/// gets `value` (JSON, as [`records`] shows it), acting for `user`.
+#[derive(Debug, Clone, Copy)]
+pub struct Edit<'a> {
+    pub tree: &'a str,
+    pub id: u64,
+    pub revision: Option<u32>,
+    pub user: &'a str,
+    pub value: &'a serde_json::Value,
+    /// Change a tree with index entries anyway (its indexes go stale until rebuilt).
+    pub stale_indexes: bool,
+    /// The value the change was made from: refused if the record holds another by now.
+    pub expected: Option<&'a serde_json::Value>,
+}
+
+/// Make the change `e` describes, at the schema version the record is stored at.
 ///
 /// Refused, with nothing written: a value that does not fit the schema (naming where), a
-/// released revision, a record someone else holds checked out, a record also stored in an
-/// earlier version's form (only the application's code can write that), and, unless
-/// `stale_indexes`, a tree with index entries (its indexers are the application's code).
-pub async fn edit(
-    db: &Database,
-    tree: &str,
-    id: u64,
-    revision: Option<u32>,
-    user: &str,
-    value: &serde_json::Value,
-    stale_indexes: bool,
-) -> Result<Edited> {
+/// record that no longer holds `expected`, a released revision, a record someone else
+/// holds checked out (on a replica: one `user` does not hold, as its server requires), a
+/// record also stored in an earlier version's form (only the application's code can write
+/// that), a schema whose values do not survive JSON, and, unless `stale_indexes`, a tree
+/// with index entries (its indexers are the application's code).
+pub async fn edit(db: &Database, e: &Edit<'_>) -> Result<Edited> {
+    let Edit {
+        tree,
+        id,
+        revision,
+        user,
+        value,
+        stale_indexes,
+        expected,
+    } = *e;
     if !stale_indexes {
         refuse_indexed(db, tree, "edit").await?;
     }
@@ -260,18 +277,53 @@ pub async fn edit(
                 "record {key} is also stored in version {older}'s form for code at that version, which only the application can write: edit it through the application"
             )));
         }
-        if let Some(lease) = tx.get(&layout::lease(tree, id)).await? {
-            let rec: LeaseRecord = serde_json::from_slice(&lease.data).unwrap_or_default();
-            if let Some(holder) = rec.held_by(now).filter(|h| *h != user) {
+        let replica = is_replica(tx).await?;
+        let lease = match tx.get(&layout::lease(tree, id)).await? {
+            Some(l) => {
+                serde_json::from_slice::<LeaseRecord>(&l.data).map_err(|_| Error::Corrupt {
+                    key: key.clone(),
+                    detail: "its check-out record is unreadable".into(),
+                })?
+            }
+            None => LeaseRecord::default(),
+        };
+        match lease.held_by(now) {
+            Some(holder) if holder != user => {
                 return Err(Error::CheckedOut {
                     key,
                     holder: holder.to_string(),
-                    until_ms: rec.holding().1,
-                });
+                    until_ms: lease.holding().1,
+                })
             }
+            None if replica => {
+                return Err(Error::NotCheckedOut {
+                    key,
+                    user: user.to_string(),
+                })
+            }
+            _ => {}
         }
         let version = header.schema_version;
         let schema = schema_in(tx, tree, version).await?.map_err(Error::Edit)?;
+        if let Some(why) = schema.lossy() {
+            return Err(Error::Edit(format!(
+                "values of tree {tree:?} at version {version} do not survive JSON unchanged ({why}): edit them through the application"
+            )));
+        }
+        if let Some(expected) = expected {
+            let now_value =
+                View::new(&schema, archive)
+                    .to_value()
+                    .map_err(|detail| Error::Corrupt {
+                        key: key.clone(),
+                        detail,
+                    })?;
+            if &now_value != expected {
+                return Err(Error::Edit(format!(
+                    "record {key} changed while it was being edited; nothing was written"
+                )));
+            }
+        }
         let archive_new = json::encode(&schema, value).map_err(|m| {
             Error::Edit(format!(
                 "the value does not fit tree {tree:?}'s schema at version {version}: {m}"
@@ -293,7 +345,9 @@ pub async fn edit(
                 None,
             );
             tx.set(&at, crate::tree::record_value(bytes))?;
-            mark_for_push(tx, &at).await?;
+            if replica {
+                tx.set(&layout::dirty(&at), strata_engine::Value::bytes(Vec::new()))?;
+            }
         }
         Ok::<_, Error>(Edited {
             key: key.to_string(),
@@ -301,6 +355,11 @@ pub async fn edit(
             changed,
         })
     })
+}
+
+/// Whether the database is a replica of a sync server.
+async fn is_replica(tx: &mut Transaction) -> Result<bool> {
+    Ok(tx.get(&layout::replica_state("server")).await?.is_some())
 }
 
 async fn schema_in(
@@ -360,14 +419,6 @@ async fn refuse_indexed(db: &Database, tree: &str, what: &str) -> Result<()> {
     )))
 }
 
-/// On a replica, mark the record at `at` for its server, like the application's own writes.
-async fn mark_for_push(tx: &mut Transaction, at: &[u8]) -> Result<()> {
-    if tx.get(&layout::replica_state("server")).await?.is_some() {
-        tx.set(&layout::dirty(at), strata_engine::Value::bytes(Vec::new()))?;
-    }
-    Ok(())
-}
-
 /// What [`migrate`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Migrated {
@@ -412,6 +463,11 @@ fn upgrade_path(
     while at != from {
         let schema = &schemas[&at];
         match (schema.previous, &schema.upgrade) {
+            (Some(prev), _) if prev >= at => {
+                return Err(format!(
+                    "the schema of version {at} of tree {tree:?} names version {prev} as its previous one"
+                ))
+            }
             (Some(prev), Some(_)) if prev >= from && schemas.contains_key(&prev) => {
                 steps.push(at);
                 at = prev;
@@ -499,6 +555,14 @@ pub async fn migrate(
     if !stale_indexes {
         refuse_indexed(db, tree, "migrate").await?;
     }
+    {
+        let mut tx = db.begin().await?;
+        if is_replica(&mut tx).await? {
+            return Err(Error::Edit(format!(
+                "this database is a replica: its records change through its server; migrate tree {tree:?} in the server's store, and the replicas pull the result"
+            )));
+        }
+    }
     // Every record's version first: refuse before writing anything.
     let mut keys = Vec::new();
     let mut versions = BTreeMap::<u32, u64>::new();
@@ -512,12 +576,32 @@ pub async fn migrate(
     .await?;
     let mut paths = BTreeMap::new();
     for &v in versions.keys().filter(|&&v| v < to) {
-        if !schemas.contains_key(&v) {
+        let Some(schema) = schemas.get(&v) else {
             return Err(Error::Edit(format!(
                 "no schema is stored for version {v} of tree {tree:?}, so its records cannot be read without the type: migrate through the application (Tree::migrate)"
             )));
+        };
+        if let Some(why) = schema.lossy().or_else(|| target.lossy()) {
+            return Err(Error::Edit(format!(
+                "values of tree {tree:?} do not survive JSON unchanged ({why}): migrate through the application (Tree::migrate)"
+            )));
         }
         paths.insert(v, upgrade_path(&schemas, tree, v, to).map_err(Error::Edit)?);
+    }
+    // Then every record converted, without writing: a record that cannot be (corrupt, or
+    // with a value the declared steps cannot carry) stops the migration before it starts.
+    let mut failed = None;
+    let (start, end) = layout::records(tree);
+    each(db, start, end, |k, v| {
+        if failed.is_none() {
+            if let Err(e) = upgraded(&schemas, &paths, target, to, k, v) {
+                failed = Some(e);
+            }
+        }
+    })
+    .await?;
+    if let Some(e) = failed {
+        return Err(e);
     }
     let mut out = Migrated {
         to,
@@ -532,57 +616,14 @@ pub async fn migrate(
                 let Some(stored) = tx.get(at).await? else {
                     continue;
                 };
-                let key = layout::raw_key(at);
-                let ((header, archive), _) =
-                    layout::open_all(&stored.data).map_err(|detail| Error::Corrupt {
-                        key: key.clone(),
-                        detail,
-                    })?;
-                let v = header.schema_version;
-                if v == to {
-                    step.current += 1;
-                    continue;
+                match upgraded(&schemas, &paths, target, to, at, &stored.data)? {
+                    Upgrade::Current => step.current += 1,
+                    Upgrade::Later => step.later += 1,
+                    Upgrade::To(bytes) => {
+                        tx.set(at, crate::tree::record_value(bytes))?;
+                        step.rewritten += 1;
+                    }
                 }
-                if v > to {
-                    step.later += 1;
-                    continue;
-                }
-                let Some(path) = paths.get(&v) else {
-                    // Written meanwhile at a version not seen before.
-                    return Err(Error::Edit(format!(
-                        "record {key} was written at version {v} while migrating; run the migration again"
-                    )));
-                };
-                let mut value =
-                    View::new(&schemas[&v], archive)
-                        .to_value()
-                        .map_err(|e| Error::Corrupt {
-                            key: key.clone(),
-                            detail: format!("it does not read as version {v}'s schema: {e}"),
-                        })?;
-                for version in path {
-                    value =
-                        upgrade_value(&schemas[version], value).map_err(|e| Error::Corrupt {
-                            key: key.clone(),
-                            detail: e,
-                        })?;
-                }
-                let archive = json::encode(target, &value).map_err(|m| {
-                    Error::Edit(format!(
-                        "record {key} upgraded does not fit version {to}: {m}"
-                    ))
-                })?;
-                let bytes = layout::envelope_with(
-                    Header {
-                        flags: header.flags & RELEASED,
-                        schema_version: to,
-                    },
-                    &archive,
-                    None,
-                );
-                tx.set(at, crate::tree::record_value(bytes))?;
-                mark_for_push(tx, at).await?;
-                step.rewritten += 1;
             }
             Ok::<_, Error>(step)
         })?;
@@ -593,4 +634,68 @@ pub async fn migrate(
         progress(done, total);
     }
     Ok(out)
+}
+
+/// What a record becomes in a migration.
+enum Upgrade {
+    /// At the target version already.
+    Current,
+    /// Written by a later version: left as it is.
+    Later,
+    /// The record at the target version.
+    To(Vec<u8>),
+}
+
+/// The record stored at `at` (bytes `stored`) migrated to version `to` along `paths`.
+fn upgraded(
+    schemas: &BTreeMap<u32, Schema>,
+    paths: &BTreeMap<u32, Vec<u32>>,
+    target: &Schema,
+    to: u32,
+    at: &[u8],
+    stored: &[u8],
+) -> Result<Upgrade> {
+    let key = layout::raw_key(at);
+    let ((header, archive), _) = layout::open_all(stored).map_err(|detail| Error::Corrupt {
+        key: key.clone(),
+        detail,
+    })?;
+    let v = header.schema_version;
+    if v == to {
+        return Ok(Upgrade::Current);
+    }
+    if v > to {
+        return Ok(Upgrade::Later);
+    }
+    let Some(path) = paths.get(&v) else {
+        // Written meanwhile at a version not seen before.
+        return Err(Error::Edit(format!(
+            "record {key} was written at version {v} while migrating; run the migration again"
+        )));
+    };
+    let mut value = View::new(&schemas[&v], archive)
+        .to_value()
+        .map_err(|e| Error::Corrupt {
+            key: key.clone(),
+            detail: format!("it does not read as version {v}'s schema: {e}"),
+        })?;
+    for version in path {
+        value = upgrade_value(&schemas[version], value).map_err(|e| Error::Corrupt {
+            key: key.clone(),
+            detail: e,
+        })?;
+    }
+    let archive = json::encode(target, &value).map_err(|m| {
+        Error::Edit(format!(
+            "record {key} upgraded does not fit version {to}: {m}"
+        ))
+    })?;
+    Ok(Upgrade::To(layout::envelope_with(
+        Header {
+            flags: header.flags & RELEASED,
+            schema_version: to,
+        },
+        &archive,
+        None,
+    )))
 }

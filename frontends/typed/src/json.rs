@@ -274,8 +274,11 @@ impl Serialize for Node<'_, '_> {
                     .map_err(fail)? as u64;
                 let (size, _) = v.schema.layout(of);
                 v.slice(to, size.saturating_mul(len)).map_err(fail)?;
+                if size == 0 && len > 1 << 16 {
+                    return Err(fail(format!("{len} values of no size: not a sane record")));
+                }
                 v.count(len).map_err(fail)?;
-                let mut seq = s.serialize_seq(Some(len as usize))?;
+                let mut seq = s.serialize_seq(hint(len))?;
                 for i in 0..len {
                     seq.serialize_element(&deeper(to + i * size, of))?;
                 }
@@ -284,7 +287,7 @@ impl Serialize for Node<'_, '_> {
             Shape::Array { of, len } => {
                 let (size, _) = v.schema.layout(of);
                 v.count(*len).map_err(fail)?;
-                let mut seq = s.serialize_seq(Some(*len as usize))?;
+                let mut seq = s.serialize_seq(hint(*len))?;
                 for i in 0..*len {
                     seq.serialize_element(&deeper(at + i * size, of))?;
                 }
@@ -346,6 +349,12 @@ impl Serialize for Node<'_, '_> {
     }
 }
 
+/// A sequence's length as a hint to the serializer, which may reserve room for it: not
+/// for lengths a corrupt archive could claim.
+fn hint(len: u64) -> Option<usize> {
+    (len <= 1 << 16).then_some(len as usize)
+}
+
 fn float<S: Serializer>(s: S, x: f64) -> Result<S::Ok, S::Error> {
     match x {
         x if x.is_nan() => s.serialize_str("NaN"),
@@ -381,6 +390,7 @@ pub fn encode(schema: &Schema, value: &Value) -> Result<Vec<u8>, Mismatch> {
     let mut w = Writer {
         schema,
         out: Vec::new(),
+        depth: 0,
     };
     let mut path = String::new();
     let plan = w.serialize(&schema.root, value, &mut path)?;
@@ -419,6 +429,7 @@ enum Plan {
 struct Writer<'s> {
     schema: &'s Schema,
     out: Vec<u8>,
+    depth: u32,
 }
 
 fn mismatch(path: &str, problem: impl Into<String>) -> Mismatch {
@@ -521,6 +532,24 @@ impl Writer<'_> {
 
     /// Check `v` against `shape` and write its out-of-line parts; what is left to write.
     fn serialize(&mut self, shape: &Shape, v: &Value, path: &mut String) -> Result<Plan, Mismatch> {
+        // One-field tuple structs, options and boxes take the same JSON value one level
+        // down, so a recursive type (`struct L(Option<Box<L>>)`) would never end.
+        self.depth += 1;
+        let out = if self.depth > MAX_DEPTH {
+            Err(mismatch(path, "nested too deeply"))
+        } else {
+            self.serialize_in(shape, v, path)
+        };
+        self.depth -= 1;
+        out
+    }
+
+    fn serialize_in(
+        &mut self,
+        shape: &Shape,
+        v: &Value,
+        path: &mut String,
+    ) -> Result<Plan, Mismatch> {
         let expected = |what: &str| mismatch(path, format!("expected {what}, found {}", kind(v)));
         Ok(match shape {
             Shape::Unit => match v {

@@ -111,6 +111,12 @@ pub(crate) fn dirty_range() -> (Vec<u8>, Vec<u8>) {
 }
 
 #[cfg_attr(not(feature = "sync"), allow(dead_code))]
+/// The dirty markers of schemas (pushed before records).
+pub(crate) fn dirty_schemas_range() -> (Vec<u8>, Vec<u8>) {
+    (dirty(&[PREFIX, SCHEMA]), dirty(&[PREFIX, SCHEMA + 1]))
+}
+
+#[cfg_attr(not(feature = "sync"), allow(dead_code))]
 pub(crate) fn dirty_record(marker: &[u8]) -> Option<&[u8]> {
     marker.strip_prefix(&[PREFIX, DIRTY])
 }

@@ -240,23 +240,156 @@ impl Schema {
         serde_json::to_vec(self).expect("a schema always serializes")
     }
 
-    /// A stored schema, checked to be one this code can use: every type index in range.
+    /// A stored schema (from a database, or pushed by a replica: not trusted), checked to be
+    /// one this code can use: a known format, every type index in range, every size and
+    /// alignment sane and the one its fields make, enum tags distinct, and no type holding
+    /// itself other than through a pointer.
     pub fn from_json(bytes: &[u8]) -> Result<Schema, String> {
         let schema: Schema =
             serde_json::from_slice(bytes).map_err(|e| format!("not a schema: {e}"))?;
-        let n = schema.types.len();
+        schema.check()?;
+        Ok(schema)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if ![2, 4, 8].contains(&self.format.pointer_width) {
+            return Err(format!(
+                "pointer width {} is not 2, 4 or 8",
+                self.format.pointer_width
+            ));
+        }
+        let n = self.types.len();
         let mut bad = None;
-        schema.visit(&mut |s| {
+        self.visit(&mut |s| {
             if let Shape::Def { index } = s {
                 if *index >= n {
-                    bad = Some(*index);
+                    bad = Some(format!("it names type {index} of {n}"));
                 }
             }
         });
-        match bad {
-            Some(i) => Err(format!("the schema names type {i} of {n}")),
-            None => Ok(schema),
+        if bad.is_none() {
+            self.visit(&mut |s| {
+                let (size, align) = self.layout(s);
+                if !sane(size, align) {
+                    bad = Some(format!("a value of {size} bytes aligned to {align}"));
+                }
+            });
         }
+        if let Some(bad) = bad {
+            return Err(bad);
+        }
+        for (i, def) in self.types.iter().enumerate() {
+            let (size, align) = match def {
+                Def::Struct { size, align, .. }
+                | Def::Enum { size, align, .. }
+                | Def::Opaque { size, align, .. } => (*size, *align),
+            };
+            if !sane(size, align) {
+                return Err(format!("type {i} has {size} bytes aligned to {align}"));
+            }
+            let made = match def {
+                Def::Struct { fields, .. } => {
+                    let (_, s, a) = repr_c(fields.iter().map(|f| self.layout(&f.shape)));
+                    Some((s, a))
+                }
+                Def::Enum { variants, .. } => {
+                    let mut tags: Vec<u8> = variants.iter().map(|v| v.tag).collect();
+                    tags.sort_unstable();
+                    tags.dedup();
+                    if tags.len() != variants.len() {
+                        return Err(format!("type {i} has two variants with one tag"));
+                    }
+                    let layouts: Vec<Vec<(u64, u64)>> = variants
+                        .iter()
+                        .map(|v| v.fields.iter().map(|f| self.layout(&f.shape)).collect())
+                        .collect();
+                    let (_, s, a) = repr_u8(&layouts);
+                    Some((s, a))
+                }
+                Def::Opaque { .. } => None,
+            };
+            if made.is_some_and(|m| m != (size, align)) {
+                return Err(format!(
+                    "type {i} is stored as {size} bytes aligned to {align}, but its fields make {made:?}"
+                ));
+            }
+        }
+        let (size, align) = self.layout(&self.root);
+        if !sane(size, align) {
+            return Err(format!("the record has {size} bytes aligned to {align}"));
+        }
+        // A type that holds itself in place (not through a Vec or Box) has no finite form.
+        for start in 0..n {
+            let mut seen = vec![false; n];
+            let mut stack = self.inline_defs(start);
+            while let Some(i) = stack.pop() {
+                if i == start {
+                    return Err(format!("type {start} holds itself"));
+                }
+                if !std::mem::replace(&mut seen[i], true) {
+                    stack.extend(self.inline_defs(i));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Why a value of this schema may not survive a trip through JSON unchanged, if it may
+    /// not: an `Option` of a value that itself shows as `null` (`Some(None)`, `Some(())`,
+    /// `Some` of a unit struct all show as `null`, which reads back as `None`).
+    pub fn lossy(&self) -> Option<String> {
+        let mut found = None;
+        self.visit(&mut |s| {
+            if let Shape::Option { of } = s {
+                if found.is_none() && self.shows_null(of, 0) {
+                    found = Some("an Option of a value that itself shows as null".to_string());
+                }
+            }
+        });
+        found
+    }
+
+    fn shows_null(&self, shape: &Shape, depth: u32) -> bool {
+        if depth > 32 {
+            return false;
+        }
+        match shape {
+            Shape::Unit | Shape::Option { .. } => true,
+            Shape::Box { of } => self.shows_null(of, depth + 1),
+            Shape::Def { index } => match self.types.get(*index) {
+                Some(Def::Struct { style, fields, .. }) => match (style, fields.len()) {
+                    (Style::Unit, _) | (_, 0) => true,
+                    (Style::Tuple, 1) => self.shows_null(&fields[0].shape, depth + 1),
+                    _ => false,
+                },
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// The types that type `index` holds in place.
+    fn inline_defs(&self, index: usize) -> Vec<usize> {
+        fn walk(s: &Shape, out: &mut Vec<usize>) {
+            match s {
+                Shape::Def { index } => out.push(*index),
+                Shape::Option { of } | Shape::Array { of, .. } => walk(of, out),
+                Shape::Tuple { items } => items.iter().for_each(|s| walk(s, out)),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        match self.types.get(index) {
+            Some(Def::Struct { fields, .. }) => {
+                fields.iter().for_each(|f| walk(&f.shape, &mut out))
+            }
+            Some(Def::Enum { variants, .. }) => variants
+                .iter()
+                .flat_map(|v| &v.fields)
+                .for_each(|f| walk(&f.shape, &mut out)),
+            _ => {}
+        }
+        out
     }
 
     fn visit(&self, f: &mut impl FnMut(&Shape)) {
@@ -288,8 +421,18 @@ impl Schema {
     }
 }
 
+/// The largest archived value a schema may describe in place, and the largest alignment.
+const MAX_SIZE: u64 = 1 << 24;
+const MAX_ALIGN: u64 = 4096;
+
+fn sane(size: u64, align: u64) -> bool {
+    size <= MAX_SIZE && align.is_power_of_two() && align <= MAX_ALIGN
+}
+
+/// `n` rounded up to a multiple of `align` (saturating: a stored schema is checked against
+/// [`MAX_SIZE`] after its layout is computed this way).
 fn round_up(n: u64, align: u64) -> u64 {
-    n.div_ceil(align.max(1)) * align.max(1)
+    n.div_ceil(align.max(1)).saturating_mul(align.max(1))
 }
 
 /// Where each of a `repr(C)` struct's fields (of these sizes and alignments) lies, and the
@@ -299,7 +442,7 @@ pub(crate) fn repr_c(fields: impl IntoIterator<Item = (u64, u64)>) -> (Vec<u64>,
     for (size, a) in fields {
         at = round_up(at, a);
         offsets.push(at);
-        at += size;
+        at = at.saturating_add(size);
         align = align.max(a);
     }
     (offsets, round_up(at, align), align)

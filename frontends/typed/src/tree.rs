@@ -156,7 +156,11 @@ impl<T: Record> Tree<T> {
         let ours = T::schema().to_json();
         match tx.get(&at).await? {
             Some(stored) if stored.data == ours => {
-                self.schema_stored.store(true, Ordering::Relaxed);
+                // A replica's schema can be replaced by its server's (when the server
+                // refuses ours), so a replica checks on every write.
+                if self.upstream.is_none() {
+                    self.schema_stored.store(true, Ordering::Relaxed);
+                }
             }
             Some(_) => {
                 return Err(Error::SchemaConflict {

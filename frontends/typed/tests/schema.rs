@@ -399,17 +399,10 @@ async fn a_record_is_shown_and_edited_without_its_type() {
         r#"{"title":"frame","sheets":2}"#
     );
 
-    let edited = inspect::edit(
-        &db,
-        "drafts",
-        key.id(),
-        None,
-        "bob",
-        &json!({"title": "frame, welded", "sheets": 3}),
-        false,
-    )
-    .await
-    .unwrap();
+    let welded = json!({"title": "frame, welded", "sheets": 3});
+    let edited = inspect::edit(&db, &change(key.id(), "bob", &welded))
+        .await
+        .unwrap();
     assert!(edited.changed);
     assert_eq!(
         tree.get(key).await.unwrap().unwrap(),
@@ -420,14 +413,13 @@ async fn a_record_is_shown_and_edited_without_its_type() {
     );
 
     // A value that does not fit: nothing written.
+    let bad = json!({"title": "x", "sheets": 300});
     let err = inspect::edit(
         &db,
-        "drafts",
-        key.id(),
-        Some(key.revision()),
-        "bob",
-        &json!({"title": "x", "sheets": 300}),
-        false,
+        &inspect::Edit {
+            revision: Some(key.revision()),
+            ..change(key.id(), "bob", &bad)
+        },
     )
     .await
     .unwrap_err();
@@ -443,22 +435,119 @@ async fn a_record_is_shown_and_edited_without_its_type() {
         .await
         .unwrap();
     let ok = json!({"title": "frame", "sheets": 4});
-    let err = inspect::edit(&db, "drafts", key.id(), None, "bob", &ok, false)
+    let err = inspect::edit(&db, &change(key.id(), "bob", &ok))
         .await
         .unwrap_err();
     assert!(
         matches!(err, Error::CheckedOut { ref holder, .. } if holder == "ann"),
         "{err}"
     );
-    inspect::edit(&db, "drafts", key.id(), None, "ann", &ok, false)
-        .await
-        .unwrap();
+    // Made from a value the record no longer holds: refused.
+    let err = inspect::edit(
+        &db,
+        &inspect::Edit {
+            expected: Some(&json!({"title": "frame", "sheets": 2})),
+            ..change(key.id(), "ann", &ok)
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("changed while it was being edited"),
+        "{err}"
+    );
+    inspect::edit(
+        &db,
+        &inspect::Edit {
+            expected: Some(&welded),
+            ..change(key.id(), "ann", &ok)
+        },
+    )
+    .await
+    .unwrap();
     assert_eq!(tree.get(key).await.unwrap().unwrap().sheets, 4);
 
     // Released: never changes.
     tree.release(key).await.unwrap();
-    let err = inspect::edit(&db, "drafts", key.id(), None, "ann", &ok, false)
+    let err = inspect::edit(&db, &change(key.id(), "ann", &ok))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::Released(_)), "{err}");
+}
+
+fn change<'a>(id: u64, user: &'a str, value: &'a serde_json::Value) -> inspect::Edit<'a> {
+    inspect::Edit {
+        tree: "drafts",
+        id,
+        revision: None,
+        user,
+        value,
+        stale_indexes: false,
+        expected: None,
+    }
+}
+
+#[record(tree = "maybes", version = 1)]
+#[derive(Debug)]
+struct Maybe {
+    maybe: Option<Option<u8>>,
+}
+
+#[test]
+fn recursive_types_end_and_values_json_cannot_carry_are_named() {
+    // `struct L(Option<Box<L>>)`: a type holding itself through a pointer, as stored.
+    let format = serde_json::to_value(Schema::of::<Order>().format).unwrap();
+    let chain = json!({
+        "format": format,
+        "root": {"type": "def", "index": 0},
+        "types": [{"kind": "struct", "name": "L", "style": "tuple", "size": 8, "align": 4,
+                   "fields": [{"name": "0", "shape": {"type": "option", "of":
+                       {"type": "box", "of": {"type": "def", "index": 0}}}}]}]
+    });
+    let schema = Schema::from_json(chain.to_string().as_bytes()).unwrap();
+    // `5` fits nothing, one level down each time: it ends, with an error.
+    let err = encode(&schema, &json!(5)).unwrap_err();
+    assert!(err.problem.contains("nested too deeply"), "{err}");
+    // L(None) and L(Some(L(None))) both show as null: edits and migrations refuse it.
+    assert!(schema.lossy().is_some());
+    // Some(None) and None too.
+    assert!(Schema::of::<Maybe>().lossy().is_some());
+    assert!(Schema::of::<Order>().lossy().is_none());
+}
+
+#[test]
+fn stored_schemas_that_cannot_be_right_are_refused() {
+    let good = serde_json::to_value(Schema::of::<Order>()).unwrap();
+    assert!(Schema::from_json(good.to_string().as_bytes()).is_ok());
+    let mut cases = Vec::new();
+    let mut v = good.clone();
+    v["format"]["pointer_width"] = json!(3);
+    cases.push(("pointer width", v));
+    let mut v = good.clone();
+    v["types"][0]["size"] = json!(1);
+    cases.push(("a size its fields do not make", v));
+    let mut v = good.clone();
+    v["types"][0]["align"] = json!(3);
+    cases.push(("an alignment", v));
+    let mut v = good.clone();
+    v["root"] = json!({"type": "array", "of": {"type": "u64"}, "len": 1u64 << 40});
+    cases.push(("a huge array", v));
+    let mut v = good.clone();
+    v["root"] = json!({"type": "def", "index": 99});
+    cases.push(("a missing type", v));
+    // A struct holding itself in place.
+    let selfish = json!({
+        "format": good["format"],
+        "root": {"type": "def", "index": 0},
+        "types": [{"kind": "struct", "name": "S", "style": "tuple", "size": 0, "align": 1,
+                   "fields": [{"name": "0", "shape": {"type": "def", "index": 0}}]}]
+    });
+    cases.push(("a type holding itself", selfish));
+    for (what, v) in cases {
+        assert!(
+            Schema::from_json(v.to_string().as_bytes()).is_err(),
+            "{what} was accepted"
+        );
+    }
 }

@@ -380,3 +380,51 @@ async fn schemas_travel_with_records_and_a_changed_type_is_refused_with_its_reco
     );
     assert_eq!(bob.dirty().await.unwrap(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_is_edited_only_under_its_check_out_and_migrated_only_on_its_server() {
+    let url = server().await;
+    let local = database().await;
+    let ann = Replica::open(local.clone(), ReplicaOptions::new(&url, "ann-token-1234"))
+        .await
+        .unwrap();
+    ann.tree::<Bin>();
+    ann.sync().await.unwrap();
+    // Opened after the first sync, the handle acts for the replica's user.
+    let bins = ann.tree::<Bin>();
+    let k = bins.insert(&Bin { label: "A1".into() }).await.unwrap();
+    ann.sync().await.unwrap();
+    let value = serde_json::json!({"label": "A2"});
+    let change = strata_typed::inspect::Edit {
+        tree: "bins",
+        id: k.id(),
+        revision: None,
+        user: "ann",
+        value: &value,
+        stale_indexes: false,
+        expected: None,
+    };
+    // Its server would refuse the change without the check-out: so does the edit.
+    let err = strata_typed::inspect::edit(&local, &change)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, strata_typed::Error::NotCheckedOut { .. }),
+        "{err}"
+    );
+    bins.check_out(k.id(), Duration::from_secs(60), strata_typed::Wait::No)
+        .await
+        .unwrap();
+    strata_typed::inspect::edit(&local, &change).await.unwrap();
+    let report = ann.sync().await.unwrap();
+    assert_eq!((report.pushed, report.refused.len()), (1, 0));
+    assert_eq!(bins.get(k).await.unwrap(), Some(Bin { label: "A2".into() }));
+
+    let err = strata_typed::inspect::migrate(&local, "bins", None, false, |_, _| {})
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("this database is a replica"),
+        "{err}"
+    );
+}

@@ -375,7 +375,17 @@ impl Replica {
         loop {
             let (s, e) = layout::dirty_range();
             let mut tx = db.begin().await?;
-            let markers = tx.scan(&s, &e, false, MAX_PUSH).await?;
+            // Schemas first, so the server judges a type's schema before its records.
+            let (ss, se) = layout::dirty_schemas_range();
+            let mut markers = tx.scan(&ss, &se, false, MAX_PUSH).await?;
+            let rest = tx.scan(&s, &e, false, MAX_PUSH).await?;
+            let full = rest.len() == MAX_PUSH;
+            let room = MAX_PUSH - markers.len();
+            markers.extend(
+                rest.into_iter()
+                    .filter(|(k, _)| !k.starts_with(&ss))
+                    .take(room),
+            );
             if markers.is_empty() {
                 return Ok(());
             }
@@ -455,7 +465,7 @@ impl Replica {
             })?;
             report.pushed += settled.0;
             report.refused.extend(settled.1);
-            if !partial && markers.len() < MAX_PUSH {
+            if !partial && !full && markers.len() < MAX_PUSH {
                 return Ok(());
             }
         }

@@ -525,8 +525,20 @@ async fn apply_pushed(
     };
     let (tree, id) = (parsed.tree, parsed.id);
     if !r.deleted {
-        if let Err(e) = layout::open(&r.value) {
-            return Ok(Some(format!("not a record: {e}")));
+        let (header, archive) = match layout::open(&r.value) {
+            Ok(opened) => opened,
+            Err(e) => return Ok(Some(format!("not a record: {e}"))),
+        };
+        // Where the type's schema is known here, the record must read as it.
+        let version = header.schema_version;
+        if let Some(schema) = tx.get(&layout::schema(parsed.tree, version)).await? {
+            if let Ok(schema) = crate::Schema::from_json(&schema.data) {
+                if let Err(e) = crate::json::View::new(&schema, archive).to_value() {
+                    return Ok(Some(format!(
+                        "it does not read as the schema stored for version {version}: {e}"
+                    )));
+                }
+            }
         }
     }
     let now = strata_engine::now_ms();
