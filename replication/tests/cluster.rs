@@ -367,6 +367,22 @@ async fn sql_reads_are_strong_unless_the_session_asks_for_eventual() {
         before,
         "eventual reads stay local"
     );
+    // A transaction reads its own snapshot, strongly, whatever the session's setting.
+    s.execute("BEGIN").await.unwrap();
+    let before = follower.node.read_barriers();
+    s.execute("SELECT v FROM t WHERE id = 1").await.unwrap();
+    assert!(
+        follower.node.read_barriers() > before,
+        "a read in a transaction passes the read barrier"
+    );
+    s.execute("COMMIT").await.unwrap();
+    let before = follower.node.read_barriers();
+    s.execute("SELECT v FROM t WHERE id = 1").await.unwrap();
+    assert_eq!(
+        follower.node.read_barriers(),
+        before,
+        "eventual again after it"
+    );
 
     s.execute("SET read_consistency = 'strong'").await.unwrap();
     let before = follower.node.read_barriers();

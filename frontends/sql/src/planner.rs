@@ -54,6 +54,9 @@ pub struct Scope {
     pub as_of: Option<AsOf>,
     /// Transactions begun in this scope are read-only.
     pub read_only: bool,
+    /// The scope is an explicit transaction (BEGIN … COMMIT): it reads its own snapshot,
+    /// strongly, whatever `read_consistency` says.
+    pub explicit: bool,
     /// The (database, table) whose provider also returns each row's key (UPDATE, DELETE).
     pub keyed: Option<(String, String)>,
     /// Values for the placeholders of a statement planned with them in place (the plan
@@ -86,8 +89,9 @@ pub struct Context {
     pub scan_parts: std::sync::atomic::AtomicUsize,
     /// The `pg_catalog` tables of the statement running (built on first use).
     pub(crate) pg: StdMutex<Option<Arc<crate::pg_catalog::Snapshot>>>,
-    /// `SET read_consistency = eventual`: reads take this node's newest version without
-    /// the store's read barrier (on a cluster node, no round trip to the leader).
+    /// `SET read_consistency = eventual`: reads outside explicit transactions take this
+    /// node's newest version without the store's read barrier (on a cluster node, no round
+    /// trip to the leader).
     pub eventual: std::sync::atomic::AtomicBool,
 }
 
@@ -116,7 +120,7 @@ impl Context {
         self.template.get()
     }
 
-    fn scope(&self) -> std::sync::MutexGuard<'_, Scope> {
+    pub(crate) fn scope(&self) -> std::sync::MutexGuard<'_, Scope> {
         self.scope.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -159,7 +163,7 @@ impl Context {
     pub async fn open(&self, db: &str) -> Result<Database> {
         let db = self.engine.database(db).await?;
         Ok(
-            if self.eventual.load(std::sync::atomic::Ordering::Relaxed) {
+            if self.eventual.load(std::sync::atomic::Ordering::Relaxed) && !self.scope().explicit {
                 db.eventual()
             } else {
                 db

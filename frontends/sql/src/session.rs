@@ -745,6 +745,7 @@ impl Session {
             )
         });
         self.reset_scope(None, read_only);
+        self.ctx.scope().explicit = true;
         self.explicit = Some(Explicit {
             read_only,
             failed: false,
