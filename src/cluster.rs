@@ -286,8 +286,8 @@ async fn probe(me: NodeId, peers: &[String], creds: &Credentials) -> Probe {
     const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
     let mut members = BTreeMap::new();
     for addr in peers {
-        match admin(addr, creds, &AdminRequest::Status, PROBE_TIMEOUT).await {
-            Ok(AdminReply::Status(s)) if !s.nodes.is_empty() => {
+        match status_of(addr, creds, PROBE_TIMEOUT).await {
+            Ok(s) if !s.nodes.is_empty() => {
                 return match s.nodes.iter().any(|n| n.id == me) {
                     // Initialized with this node in it: it hears from the leader shortly.
                     true => Probe::Joining,
@@ -295,14 +295,13 @@ async fn probe(me: NodeId, peers: &[String], creds: &Credentials) -> Probe {
                 };
             }
             Ok(_) => {}
-            Err(e) => return Probe::Missing(addr.clone(), e.to_string()),
+            Err(e) => return Probe::Missing(addr.clone(), e),
         }
-        match admin(addr, creds, &AdminRequest::Describe, PROBE_TIMEOUT).await {
-            Ok(AdminReply::Member { id, member }) => {
+        match describe(addr, creds, PROBE_TIMEOUT).await {
+            Ok((id, member)) => {
                 members.insert(id, member);
             }
-            Ok(_) => return Probe::Missing(addr.clone(), "an unexpected answer".into()),
-            Err(e) => return Probe::Missing(addr.clone(), e.to_string()),
+            Err(e) => return Probe::Missing(addr.clone(), e),
         }
     }
     Probe::Ready(members)
@@ -364,31 +363,45 @@ async fn ask(addr: &str, creds: &Credentials, req: AdminRequest) -> Result<Admin
         .map_err(|e| e.to_string())
 }
 
-async fn describe(addr: &str, creds: &Credentials) -> Result<(NodeId, Member), String> {
-    match ask(addr, creds, AdminRequest::Describe).await? {
-        AdminReply::Member { id, member } => Ok((id, member)),
-        _ => Err(format!("{addr} gave an unexpected answer")),
+/// Who the node at `addr` is, and how to reach it; waiting at most `wait`.
+async fn describe(
+    addr: &str,
+    creds: &Credentials,
+    wait: Duration,
+) -> Result<(NodeId, Member), String> {
+    match admin(addr, creds, &AdminRequest::Describe, wait).await {
+        Ok(AdminReply::Member { id, member }) => Ok((id, member)),
+        Ok(_) => Err(format!("{addr} gave an unexpected answer")),
+        Err(e) => Err(e.to_string()),
     }
 }
 
-async fn status_of(addr: &str, creds: &Credentials) -> Result<ClusterStatus, String> {
-    match ask(addr, creds, AdminRequest::Status).await? {
-        AdminReply::Status(s) => Ok(s),
-        _ => Err(format!("{addr} gave an unexpected answer")),
+/// The cluster as the node at `addr` sees it; waiting at most `wait`.
+async fn status_of(
+    addr: &str,
+    creds: &Credentials,
+    wait: Duration,
+) -> Result<ClusterStatus, String> {
+    match admin(addr, creds, &AdminRequest::Status, wait).await {
+        Ok(AdminReply::Status(s)) => Ok(s),
+        Ok(_) => Err(format!("{addr} gave an unexpected answer")),
+        Err(e) => Err(e.to_string()),
     }
 }
 
 /// The status as the leader sees it (it alone knows every node's progress), else as `via`
 /// does.
 async fn cluster_status(via: &str, creds: &Credentials) -> Result<ClusterStatus, String> {
-    let local = status_of(via, creds).await?;
+    let local = status_of(via, creds, ADMIN_TIMEOUT).await?;
     let leader_addr = local
         .leader
         .filter(|l| *l != local.node)
         .and_then(|l| local.nodes.iter().find(|n| n.id == l))
         .map(|n| n.raft_addr.clone());
     match leader_addr {
-        Some(addr) => Ok(status_of(&addr, creds).await.unwrap_or(local)),
+        Some(addr) => Ok(status_of(&addr, creds, ADMIN_TIMEOUT)
+            .await
+            .unwrap_or(local)),
         None => Ok(local),
     }
 }
@@ -399,7 +412,7 @@ pub async fn run(command: ClusterCommand) -> Result<(), String> {
             let creds = access.credentials()?;
             let mut members = BTreeMap::new();
             for addr in &nodes {
-                let (id, member) = describe(addr, &creds).await?;
+                let (id, member) = describe(addr, &creds, ADMIN_TIMEOUT).await?;
                 if members.insert(id, member).is_some() {
                     return Err(format!(
                         "two nodes have id {id}: give each a unique --node-id"
@@ -412,7 +425,7 @@ pub async fn run(command: ClusterCommand) -> Result<(), String> {
         }
         ClusterCommand::AddLearner { node, via, access } => {
             let creds = access.credentials()?;
-            let (id, member) = describe(&node, &creds).await?;
+            let (id, member) = describe(&node, &creds, ADMIN_TIMEOUT).await?;
             eprintln!("adding node {id} ({node}) as a learner; it catches up first");
             ask(&via, &creds, AdminRequest::AddLearner { id, member }).await?;
             eprintln!("node {id} is a learner: `strata cluster promote {id}` makes it a voter");
