@@ -230,8 +230,15 @@ async fn ip(args: &[&str]) -> CaseResult {
     Ok(())
 }
 
+/// Why the namespaces are not there: not allowed on this machine (the case is skipped), or
+/// a failure where they are (the case fails).
+enum NetnsError {
+    NotAllowed(String),
+    Failed(String),
+}
+
 impl Netns {
-    async fn create(n: u64) -> Result<Netns, String> {
+    async fn create(n: u64) -> Result<Netns, NetnsError> {
         let pid = std::process::id();
         // Interface names hold at most 15 bytes: `st` + 5 digits + a suffix of 3.
         let net = Netns {
@@ -239,14 +246,18 @@ impl Netns {
             subnet: format!("10.213.{}", pid % 250),
             n,
         };
-        // On failure, dropping it removes what was made.
-        net.build().await.map(|()| net)
+        // The first namespace tells whether this machine allows them at all; after it, a
+        // failure is one. On failure, dropping `net` removes what was made.
+        net.remove();
+        ip(&["netns", "add", &net.hub()])
+            .await
+            .map_err(NetnsError::NotAllowed)?;
+        net.build().await.map_err(NetnsError::Failed)?;
+        Ok(net)
     }
 
     async fn build(&self) -> CaseResult {
-        self.remove();
         let (p, hub) = (&self.prefix, self.hub());
-        ip(&["netns", "add", &hub]).await?;
         ip(&["-n", &hub, "link", "set", "lo", "up"]).await?;
         ip(&["-n", &hub, "link", "add", "br0", "type", "bridge"]).await?;
         ip(&["-n", &hub, "link", "set", "br0", "up"]).await?;
@@ -955,10 +966,13 @@ async fn run_case(h: &Harness, fault: Fault) -> CaseResult {
     let net = match fault {
         Fault::Namespaces => match Netns::create(nodes).await {
             Ok(net) => Some(Arc::new(net)),
-            Err(e) => {
+            Err(NetnsError::NotAllowed(e)) => {
                 return Err(format!(
                     "SKIP: this machine does not allow network namespaces here ({e})"
                 ))
+            }
+            Err(NetnsError::Failed(e)) => {
+                return Err(format!("setting up the network namespaces: {e}"))
             }
         },
         _ => None,
