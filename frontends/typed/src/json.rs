@@ -94,12 +94,7 @@ impl<'a> View<'a> {
 
     /// Where the relative pointer stored at `at` points.
     fn target(&self, at: u64) -> Result<u64, String> {
-        let offset = self.int(at, self.pointer_width())?;
-        let to = i128::from(at) + offset;
-        u64::try_from(to)
-            .ok()
-            .filter(|&t| t <= self.bytes.len() as u64)
-            .ok_or_else(|| format!("the pointer at {at} points outside the archive"))
+        self.target_from(at, at)
     }
 
     fn count(&self, n: u64) -> Result<(), String> {
@@ -131,13 +126,14 @@ impl<'a> View<'a> {
         std::str::from_utf8(bytes).map_err(|e| format!("a string at {at} is not UTF-8: {e}"))
     }
 
-    /// Where the offset stored at `offset_at` points, relative to `base`.
+    /// Where the offset stored at `offset_at` points, relative to `base` (a string's offset
+    /// follows its length and counts from the string's start).
     fn target_from(&self, base: u64, offset_at: u64) -> Result<u64, String> {
         let offset = self.int(offset_at, self.pointer_width())?;
         u64::try_from(i128::from(base) + offset)
             .ok()
             .filter(|&t| t <= self.bytes.len() as u64)
-            .ok_or_else(|| format!("the string at {base} points outside the archive"))
+            .ok_or_else(|| format!("the pointer at {offset_at} points outside the archive"))
     }
 
     fn def(&self, index: usize) -> Result<&'a Def, String> {
@@ -827,9 +823,10 @@ impl Writer<'_> {
         }
     }
 
-    /// Write a relative pointer at `at` to `to`.
-    fn pointer(&mut self, at: u64, to: u64) {
-        let offset = to as i128 - at as i128;
+    /// Write at `at` the offset from `base` to `to` (for a plain relative pointer, `base`
+    /// is `at`; a string's counts from the string's start).
+    fn pointer(&mut self, base: u64, at: u64, to: u64) {
+        let offset = to as i128 - base as i128;
         let b = self.bytes_of(offset as u128, self.pw());
         self.out[at as usize..at as usize + b.len()].copy_from_slice(&b);
     }
@@ -850,16 +847,14 @@ impl Writer<'_> {
                 };
                 let b = self.bytes_of(raw, self.pw());
                 put(self, at, &b);
-                let offset = *to as i128 - at as i128;
-                let b = self.bytes_of(offset as u128, self.pw());
-                put(self, at + self.pw(), &b);
+                self.pointer(at, at + self.pw(), *to);
             }
             (_, Plan::Slice { to, len }) => {
-                self.pointer(at, *to);
+                self.pointer(at, at, *to);
                 let b = self.bytes_of(u128::from(*len), self.pw());
                 put(self, at + self.pw(), &b);
             }
-            (_, Plan::Boxed(to)) => self.pointer(at, *to),
+            (_, Plan::Boxed(to)) => self.pointer(at, at, *to),
             (_, Plan::None) => put(self, at, &[0]),
             (Shape::Option { of }, Plan::Some(inner)) => {
                 put(self, at, &[1]);

@@ -551,3 +551,34 @@ fn stored_schemas_that_cannot_be_right_are_refused() {
         );
     }
 }
+
+#[test]
+fn an_archive_that_points_at_itself_or_claims_endless_values_is_an_error() {
+    let format = serde_json::to_value(Schema::of::<Order>().format).unwrap();
+    let pw = Schema::of::<Order>().format.pointer_width as usize;
+    // `struct L(Box<L>)` whose box points at itself: read until the depth bound.
+    let cyclic = json!({
+        "format": format,
+        "root": {"type": "def", "index": 0},
+        "types": [{"kind": "struct", "name": "L", "style": "tuple", "size": pw, "align": pw,
+                   "fields": [{"name": "0", "shape": {"type": "box", "of": {"type": "def", "index": 0}}}]}]
+    });
+    let schema = Schema::from_json(cyclic.to_string().as_bytes()).unwrap();
+    let err = View::new(&schema, &vec![0u8; pw]).to_value().unwrap_err();
+    assert!(err.contains("nested too deeply"), "{err}");
+    // A `Vec<()>` of 2^20 items in 2 × pointer-width bytes.
+    let units = json!({
+        "format": format,
+        "root": {"type": "vec", "of": {"type": "unit"}},
+        "types": []
+    });
+    let schema = Schema::from_json(units.to_string().as_bytes()).unwrap();
+    let mut bytes = vec![0u8; 2 * pw];
+    let len = (1u64 << 20).to_le_bytes();
+    bytes[pw..2 * pw].copy_from_slice(&len[..pw]);
+    if Schema::of::<Order>().format.big_endian {
+        bytes[pw..2 * pw].reverse();
+    }
+    let err = View::new(&schema, &bytes).to_value().unwrap_err();
+    assert!(err.contains("values of no size"), "{err}");
+}
