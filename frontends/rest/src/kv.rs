@@ -235,12 +235,13 @@ pub async fn list(db: &Database, q: KvList) -> Result<KvPage> {
         ),
         (None, None) => None,
     };
-    if let Some(after) = after {
+    // Within the prefix and below the layers' keys, whatever a cursor says.
+    if let Some(mut after) = after {
         if reverse {
-            end = after;
+            end = end.min(after);
         } else {
-            start = after;
-            start.push(0);
+            after.push(0);
+            start = start.max(after);
         }
     }
     // One more than asked, to know whether a next page exists.
@@ -327,6 +328,30 @@ mod tests {
                 want.reverse();
             }
             assert_eq!(seen, want);
+        }
+        // A made-up cursor past the KV keys lists no SQL or typed key, nor one outside the
+        // prefix.
+        let mut w = AtomicWrite::new();
+        w = w.set(vec![LAYER_KEYS, 1, 2], Value::bytes(b"layer".to_vec()));
+        db.atomic_write(w).await.unwrap();
+        let beyond = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode([0xff]);
+        for (prefix, reverse) in [(None, true), (Some("pl"), true), (Some("pl"), false)] {
+            let page = list(
+                &db,
+                KvList {
+                    prefix: prefix.map(Into::into),
+                    cursor: Some(if reverse { beyond.clone() } else { "AA".into() }),
+                    reverse: Some(reverse),
+                    ..KvList::default()
+                },
+            )
+            .await
+            .unwrap();
+            let got: Vec<&str> = page.entries.iter().map(|e| e.key.as_str()).collect();
+            match prefix {
+                None => assert_eq!(got.len(), keys.len(), "{got:?}"),
+                Some(_) => assert_eq!(got, ["plain"]),
+            }
         }
         let bad = KvList {
             cursor: Some("not base64!".into()),
