@@ -194,8 +194,10 @@ impl Engine {
         if let Some(db) = &db {
             db.close().await;
         }
+        // A handle to a database dropped through another node does not make it exist.
+        let held = db.is_some_and(|d| !d.dropped_elsewhere());
         let existed = self.backend.drop_database(name).await?;
-        if !existed && db.is_none() {
+        if !existed && !held {
             return Err(EngineError::DatabaseNotFound(name.to_string()));
         }
         Ok(())

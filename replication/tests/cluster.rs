@@ -503,6 +503,11 @@ async fn a_database_dropped_through_one_node_is_gone_from_every_node() {
         on_b.get(b"k").await.is_err(),
         "the old handle reads nothing"
     );
+    // Dropping it again through the node that still holds a handle: gone, as anywhere.
+    assert!(matches!(
+        b.engine.drop_database("temp").await,
+        Err(strata_engine::EngineError::DatabaseNotFound(_))
+    ));
     assert!(!b
         .engine
         .list_databases()
