@@ -237,18 +237,20 @@ async fn form(node: Arc<Node>, peers: Vec<String>, creds: Credentials) {
                 return;
             }
             Probe::Ready(mut members) => {
-                // The same peer list may be given to every node, this one included.
-                if members
-                    .get(&node.id())
-                    .is_some_and(|m| m.raft_addr == node.member().raft_addr)
-                {
-                    members.remove(&node.id());
-                }
-                if let Some(id) = members.keys().find(|id| **id == node.id()) {
-                    eprintln!(
-                        "cluster node {id}: a peer has the same id; give each node its own --node-id"
-                    );
-                    return;
+                // The same peer list may be given to every node, this one included; another
+                // node with this one's id is a mistake.
+                match members.get(&node.id()) {
+                    Some(m) if m.raft_addr == node.member().raft_addr => {
+                        members.remove(&node.id());
+                    }
+                    Some(_) => {
+                        eprintln!(
+                            "cluster node {}: a peer has the same id; give each node its own --node-id",
+                            node.id()
+                        );
+                        return;
+                    }
+                    None => {}
                 }
                 let lowest = members.keys().all(|id| *id > node.id());
                 if lowest {

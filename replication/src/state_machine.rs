@@ -133,16 +133,10 @@ impl Replica {
     }
 
     /// The flag a handle to database `name` opened now watches: set once the database is
-    /// dropped here. Take it before checking the database exists.
+    /// dropped here. Take it, then look the database up again: a drop in between is then
+    /// either seen by the lookup or marked on the flag. (Taken when a handle opens, which is
+    /// rare: one write lock.)
     pub fn dropped_flag(&self, name: &str) -> Arc<AtomicBool> {
-        if let Some(flag) = self
-            .dropped
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(name)
-        {
-            return flag.clone();
-        }
         self.dropped
             .write()
             .unwrap_or_else(|e| e.into_inner())

@@ -39,6 +39,23 @@ pub struct MemoryStore {
     map: RwLock<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
+/// Up to `limit` entries of `[start, end)` of `map`, copied, in key order or reversed.
+fn scan_map(
+    map: &BTreeMap<Vec<u8>, Vec<u8>>,
+    start: &[u8],
+    end: &[u8],
+    reverse: bool,
+    limit: usize,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let range = keys_in(map, start, end);
+    let clone = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
+    if reverse {
+        range.rev().take(limit).map(clone).collect()
+    } else {
+        range.take(limit).map(clone).collect()
+    }
+}
+
 /// A copy of a database's map, as a [`ReadView`].
 struct MemoryView(BTreeMap<Vec<u8>, Vec<u8>>);
 
@@ -50,10 +67,7 @@ impl ReadView for MemoryView {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
-        Ok(keys_in(&self.0, start, end)
-            .take(limit)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect())
+        Ok(scan_map(&self.0, start, end, false, limit))
     }
 }
 
@@ -82,13 +96,7 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
         let map = self.map.read().unwrap_or_else(|e| e.into_inner());
-        let range = keys_in(&map, start, end);
-        let clone = |(k, v): (&Vec<u8>, &Vec<u8>)| (k.clone(), v.clone());
-        Ok(if reverse {
-            range.rev().take(limit).map(clone).collect()
-        } else {
-            range.take(limit).map(clone).collect()
-        })
+        Ok(scan_map(&map, start, end, reverse, limit))
     }
 
     async fn scan_each(

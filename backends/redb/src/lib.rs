@@ -121,15 +121,40 @@ impl ReadView for FrozenTable {
         end: &[u8],
         limit: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
-        if limit == 0 || range_is_empty(start, end) {
-            return Ok(vec![]);
-        }
-        let mut out = Vec::with_capacity(limit.min(1024));
-        for r in range_of(&self.0, start, end)?.take(limit) {
-            let (k, v) = r.map_err(err)?;
-            out.push((k.value().to_vec(), v.value().to_vec()));
-        }
-        Ok(out)
+        scan_table(&self.0, start, end, false, limit)
+    }
+}
+
+/// Entries copied out of the store.
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Up to `limit` entries of `[start, end)` in a snapshot, copied out, in key order or
+/// reversed.
+fn scan_table(
+    table: &Snapshot,
+    start: &[u8],
+    end: &[u8],
+    reverse: bool,
+    limit: usize,
+) -> Result<Pairs, BackendError> {
+    if limit == 0 || range_is_empty(start, end) {
+        return Ok(vec![]);
+    }
+    let range = range_of(table, start, end)?;
+    let copy = |(k, v): (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>)| {
+        (k.value().to_vec(), v.value().to_vec())
+    };
+    if reverse {
+        range
+            .rev()
+            .take(limit)
+            .map(|r| r.map(copy).map_err(err))
+            .collect()
+    } else {
+        range
+            .take(limit)
+            .map(|r| r.map(copy).map_err(err))
+            .collect()
     }
 }
 
@@ -227,26 +252,7 @@ impl Store for RedbStore {
         if limit == 0 || range_is_empty(start, end) {
             return Ok(vec![]);
         }
-        let table = self.reader.snapshot(&self.db)?;
-        let range = range_of(&table, start, end)?;
-        let mut out = Vec::with_capacity(limit.min(1024));
-        let pair = |r: Result<
-            (redb::AccessGuard<&[u8]>, redb::AccessGuard<&[u8]>),
-            redb::StorageError,
-        >| {
-            r.map(|(k, v)| (k.value().to_vec(), v.value().to_vec()))
-                .map_err(err)
-        };
-        if reverse {
-            for r in range.rev().take(limit) {
-                out.push(pair(r)?);
-            }
-        } else {
-            for r in range.take(limit) {
-                out.push(pair(r)?);
-            }
-        }
-        Ok(out)
+        scan_table(&self.reader.snapshot(&self.db)?, start, end, reverse, limit)
     }
 
     async fn scan_each(
