@@ -171,6 +171,18 @@ async fn released_revisions_never_change(h: &Harness) -> CaseResult {
         tree.revisions(v1.id()).await.step("revisions")?,
         vec![v1, v2]
     );
+    // The latest-revision index: another record with one revision, listed beside v2.
+    let other = tree
+        .insert(&Drawing {
+            title: "shelf".into(),
+            sheets: 1,
+        })
+        .await
+        .step("insert another")?;
+    ensure_eq!(
+        tree.latest_keys().await.step("latest keys")?,
+        vec![v2, other]
+    );
     Ok(())
 }
 

@@ -50,6 +50,14 @@ impl LeaseRecord {
         self.holder.as_deref().filter(|_| self.until_ms > now)
     }
 
+    /// The lease, if it is held at `now`.
+    pub(crate) fn held(&self, now: u64) -> Option<Lease> {
+        self.held_by(now).map(|h| Lease {
+            holder: h.to_string(),
+            until_ms: self.until_ms,
+        })
+    }
+
     /// Who stands between `user` and the record at `now`, and until when: its holder, or
     /// else the first other waiter.
     fn in_the_way(&self, user: &str, now: u64) -> (String, u64) {
@@ -76,11 +84,16 @@ fn record(tree: &str, id: u64) -> RawKey {
 pub(crate) async fn read_lease(tx: &mut Transaction, tree: &str, id: u64) -> Result<LeaseRecord> {
     match tx.get(&layout::lease(tree, id)).await? {
         None => Ok(LeaseRecord::default()),
-        Some(v) => serde_json::from_slice(&v.data).map_err(|e| Error::Corrupt {
-            key: record(tree, id),
-            detail: format!("check-out record: {e}"),
-        }),
+        Some(v) => decode_lease(tree, id, &v.data),
     }
+}
+
+/// The stored check-out of record `id` from its bytes.
+pub(crate) fn decode_lease(tree: &str, id: u64, bytes: &[u8]) -> Result<LeaseRecord> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        key: record(tree, id),
+        detail: format!("check-out record: {e}"),
+    })
 }
 
 fn write_lease(tx: &mut Transaction, tree: &str, id: u64, rec: &LeaseRecord) -> Result<()> {
@@ -299,10 +312,6 @@ impl<T: Record> Tree<T> {
     pub async fn checked_out_by(&self, id: u64) -> Result<Option<Lease>> {
         let now = self.now_ms();
         let mut tx = self.database().begin().await?;
-        let rec = read_lease(&mut tx, T::TREE, id).await?;
-        Ok(rec.held_by(now).map(|h| Lease {
-            holder: h.to_string(),
-            until_ms: rec.until_ms,
-        }))
+        Ok(read_lease(&mut tx, T::TREE, id).await?.held(now))
     }
 }

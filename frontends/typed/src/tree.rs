@@ -10,7 +10,7 @@ use crate::checkout::ensure_held;
 use crate::index::{self, Indexer};
 use crate::layout::{self, Header, RELEASED};
 use crate::upstream::{take_granted_id, Upstream};
-use crate::{Error, Key, Record, Result};
+use crate::{Error, Key, Lease, Record, Result};
 
 /// Keeps one tree's indexes for a record written by other means: `(tx, id, revision, old
 /// bytes, new bytes)`.
@@ -87,6 +87,9 @@ pub struct Meta {
     /// The schema version it was written at.
     pub schema_version: u32,
     pub state: RevisionState,
+    /// Who holds the record's check-out, and until when, at the moment it was read (on a
+    /// replica: as last heard from the server).
+    pub checked_out: Option<Lease>,
 }
 
 impl<T: Record> Tree<T> {
@@ -328,6 +331,32 @@ impl<T: Record> Tree<T> {
         let mut tx = self.db.begin().await?;
         let last = tx.scan(&start, &end, true, 1).await?;
         Ok(last.first().and_then(|(k, _)| record_key::<T>(k)))
+    }
+
+    /// The newest revision of every record, in id order, at one snapshot: the tree's
+    /// latest-revision index. The key layout keeps an id's revisions together and in order,
+    /// so this costs two short reads per id (its first key, then its last revision)
+    /// however many revisions each has, and is exact with no index entries to keep.
+    pub async fn latest_keys(&self) -> Result<Vec<Key<T>>> {
+        let (mut from, end) = layout::records(T::TREE);
+        let mut tx = self.db.begin().await?;
+        let mut out = Vec::new();
+        loop {
+            let first = tx.scan(&from, &end, false, 1).await?;
+            let Some((k, _)) = first.first() else {
+                return Ok(out);
+            };
+            let id = record_key::<T>(k)
+                .map(|k| k.id())
+                .ok_or_else(|| Error::Corrupt {
+                    key: layout::raw_key(k),
+                    detail: "not a record key".into(),
+                })?;
+            let (start, id_end) = layout::revisions(T::TREE, id);
+            let last = tx.scan(&start, &id_end, true, 1).await?;
+            out.extend(last.first().and_then(|(k, _)| record_key::<T>(k)));
+            from = id_end;
+        }
     }
 
     /// A fresh id: from the handle's reserved block, reserving the next block of the tree's
@@ -597,14 +626,23 @@ impl<T: Record> Tree<T> {
         let keys = [
             layout::record(T::TREE, key.id(), key.revision()),
             layout::created(T::TREE, key.id(), key.revision()),
+            layout::lease(T::TREE, key.id()),
         ];
         let mut found = self
             .db
             .get_many(&keys, strata_engine::ReadAt::Latest)
             .await?
             .into_iter();
-        let (Some(Some(record)), Some(created)) = (found.next(), found.next()) else {
+        let (Some(Some(record)), Some(created), Some(lease)) =
+            (found.next(), found.next(), found.next())
+        else {
             return Ok(None);
+        };
+        let checked_out = match lease {
+            Some(e) => {
+                crate::checkout::decode_lease(T::TREE, key.id(), &e.value.data)?.held(self.now_ms())
+            }
+            None => None,
         };
         let (header, _) = open_any(key.raw(), &record.value.data)?;
         let state = match (T::VERSIONED, header.flags & RELEASED != 0) {
@@ -617,6 +655,7 @@ impl<T: Record> Tree<T> {
             modified: record.versionstamp,
             schema_version: header.schema_version,
             state,
+            checked_out,
         }))
     }
 

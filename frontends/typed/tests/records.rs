@@ -175,6 +175,41 @@ async fn released_revisions_never_change() {
 }
 
 #[tokio::test]
+async fn the_latest_revision_of_every_record_is_listed_in_id_order() {
+    let db = database().await;
+    let boms = Tree::<Bom>::open(db.clone()).as_user("ann");
+    assert_eq!(boms.latest_keys().await.unwrap(), vec![]);
+    let bom = |n: u32| Bom {
+        product: format!("product {n}"),
+        lines: vec![(u64::from(n), n)],
+    };
+    // Record i gets i more revisions, each drafted from the previous one once released.
+    let mut expected = Vec::new();
+    for i in 0..4u32 {
+        let mut k = boms.insert(&bom(i)).await.unwrap();
+        boms.check_out(k.id(), HOUR, Wait::No).await.unwrap();
+        for _ in 0..i {
+            boms.release(k).await.unwrap();
+            k = boms.draft_next(k, &bom(i)).await.unwrap();
+        }
+        expected.push(k);
+    }
+    assert_eq!(
+        expected.iter().map(|k| k.revision()).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(boms.latest_keys().await.unwrap(), expected);
+    for k in &expected {
+        assert_eq!(boms.latest(k.id()).await.unwrap(), Some(*k));
+    }
+    // Removing a draft leaves its released predecessor the latest.
+    boms.remove(expected[3]).await.unwrap();
+    let mut after = expected.clone();
+    after[3] = Key::new(expected[3].id(), 3);
+    assert_eq!(boms.latest_keys().await.unwrap(), after);
+}
+
+#[tokio::test]
 async fn metadata_names_the_commits() {
     let db = database().await;
     let parts = Tree::<Part>::open(db.clone()).as_user("ann");
@@ -182,12 +217,23 @@ async fn metadata_names_the_commits() {
     parts.check_out(k.id(), HOUR, Wait::No).await.unwrap();
     let m1 = parts.meta(k).await.unwrap().unwrap();
     assert_eq!(m1.created, m1.modified);
+    let lease = m1
+        .checked_out
+        .as_ref()
+        .expect("the check-out is in the metadata");
+    assert_eq!(lease.holder, "ann");
+    assert!(lease.until_ms > strata_engine::now_ms());
     assert_eq!(m1.schema_version, 1);
     assert_eq!(m1.state, RevisionState::Current);
     parts.update(k, &part("bolt", 2)).await.unwrap();
     let m2 = parts.meta(k).await.unwrap().unwrap();
     assert_eq!(m2.created, m1.created);
     assert!(m2.modified > m1.modified);
+    assert_eq!(m2.checked_out.map(|l| l.holder).as_deref(), Some("ann"));
+    parts.check_in(k.id()).await.unwrap();
+    let m3 = parts.meta(k).await.unwrap().unwrap();
+    assert_eq!(m3.checked_out, None);
+    assert_eq!(m3.modified, m2.modified);
     assert_eq!(parts.meta(Key::new(99, 0)).await.unwrap(), None);
 }
 

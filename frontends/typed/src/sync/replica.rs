@@ -393,6 +393,7 @@ impl Replica {
             let mut records = Vec::with_capacity(markers.len());
             let mut bytes = 0;
             for (marker, _) in &markers {
+                // Every key of the scanned range has the marker prefix.
                 let Some(key) = layout::dirty_record(marker) else {
                     continue;
                 };
@@ -639,7 +640,6 @@ impl Replica {
         Ok(())
     }
 
-    /// Store a check-out record the server sent.
     /// Store the check-out record the server sent, and with it `records` (the record's
     /// revisions), in one transaction.
     async fn store_lease(&self, lease: Option<Entry>, mut records: Vec<Entry>) -> Result<()> {
