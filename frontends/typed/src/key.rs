@@ -7,6 +7,44 @@ use std::str::FromStr;
 use crate::{Error, Record};
 
 /// One revision of one record of tree `T`.
+///
+/// The tree is part of the type, so a key of one tree used with another does not compile:
+///
+/// ```compile_fail,E0308
+/// use strata_typed::{record, Key, Tree};
+///
+/// #[record(tree = "parts", version = 1)]
+/// pub struct Part {
+///     pub name: String,
+/// }
+///
+/// #[record(tree = "stock", version = 1)]
+/// pub struct Stock {
+///     pub count: u32,
+/// }
+///
+/// async fn read(parts: Tree<Part>, key: Key<Stock>) {
+///     let _ = parts.get(key).await;
+/// }
+/// ```
+///
+/// while the same code with the tree's own key does:
+///
+/// ```no_run
+/// use strata_typed::{record, Key, Tree};
+///
+/// #[record(tree = "parts", version = 1)]
+/// pub struct Part {
+///     pub name: String,
+/// }
+///
+/// async fn read(parts: Tree<Part>, key: Key<Part>) {
+///     let _ = parts.get(key).await;
+/// }
+/// ```
+///
+/// A key that has lost its type ([`RawKey`]) is checked against the tree's name when it is
+/// made typed again ([`Error::WrongTree`]).
 pub struct Key<T> {
     id: u64,
     revision: u32,
