@@ -1481,18 +1481,34 @@ fn main() -> ExitCode {
     {
         use tracing_subscriber::layer::SubscriberExt as _;
         use tracing_subscriber::util::SubscriberInitExt as _;
-        // Raft narrates every election and snapshot at INFO; its warnings are what matter.
-        let quiet = tracing_subscriber::filter::Targets::new()
+        // INFO by default, and Raft (which narrates every election and snapshot at INFO) at
+        // WARN; STRATA_LOG adds to that, as `debug` or `strata_rest=debug,info`.
+        let mut filter = tracing_subscriber::filter::Targets::new()
             .with_default(tracing::Level::INFO)
             .with_target("openraft", tracing::Level::WARN);
+        let mut bad_filter = None;
+        if let Ok(spec) = std::env::var("STRATA_LOG") {
+            match spec.parse::<tracing_subscriber::filter::Targets>() {
+                Ok(extra) => {
+                    if let Some(level) = extra.default_level() {
+                        filter = filter.with_default(level);
+                    }
+                    filter = filter.with_targets(extra);
+                }
+                Err(err) => bad_filter = Some(format!("STRATA_LOG={spec:?} is ignored: {err}")),
+            }
+        }
         tracing_subscriber::fmt()
             .with_writer(std::io::stderr)
-            .with_max_level(tracing::Level::INFO)
+            .with_max_level(tracing::Level::TRACE)
             .with_target(false)
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .finish()
-            .with(quiet)
+            .with(filter)
             .init();
+        if let Some(msg) = bad_filter {
+            tracing::warn!("{msg}");
+        }
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -915,7 +915,36 @@ impl Database {
         self.count_family(layout::QUEUE).await
     }
 
-    /// Messages the queue gave up on (kept until the database is dropped).
+    /// Forget the dead letters the queue gave up on before `given_up_before` (ms since the
+    /// epoch; `u64::MAX` for all of them), oldest first; how many were removed. Their
+    /// payloads stay at their dead-letter keys. Runs as commits of at most a thousand
+    /// removals each, so any number can be purged; an error stops it after the commits
+    /// already made.
+    pub async fn purge_dead_letters(&self, given_up_before: u64) -> Result<usize> {
+        let mut total = 0;
+        loop {
+            match self
+                .shared
+                .commit(CommitOp::PurgeDeadLetters { given_up_before })
+                .await?
+            {
+                CommitReply::Removed { count, more } => {
+                    total += count;
+                    if !more {
+                        return Ok(total);
+                    }
+                }
+                _ => {
+                    return Err(EngineError::InvalidRequest(
+                        "unexpected pipeline reply".into(),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Messages the queue gave up on (kept until they are purged or the database is
+    /// dropped).
     pub async fn dead_letter_count(&self) -> Result<usize> {
         self.count_family(layout::DEAD).await
     }

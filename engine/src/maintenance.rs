@@ -1,4 +1,5 @@
-//! Maintenance commits: the expiry sweep and garbage collection of history.
+//! Maintenance commits: the expiry sweep, garbage collection of history, and the purge of
+//! dead letters an operator asks for.
 //!
 //! Both are ordinary commits through the pipeline, so watchers see swept keys go, and on a
 //! shared store both are ordered with every other process's writes by the version record.
@@ -9,10 +10,14 @@ use crate::error::Result;
 use crate::layout::{self, GC, TIMES};
 use crate::mvcc::decode;
 use crate::pipeline::{CommitReply, Resolved};
+use crate::queue::MessageRecord;
 use crate::resolve::Resolve;
 
 /// History records one garbage-collection commit removes at most.
 const GC_BATCH: usize = 10_000;
+
+/// Dead letters one purge commit removes at most.
+pub(crate) const PURGE_BATCH: usize = 1_000;
 
 impl Resolve<'_, '_> {
     pub(crate) async fn sweep(&mut self, items: &[(u64, Vec<u8>)]) -> Result<Resolved> {
@@ -36,6 +41,26 @@ impl Resolve<'_, '_> {
             reply: CommitReply::Done,
             sequenced,
         })
+    }
+
+    /// Remove the dead letters given up on before `given_up_before`, in the order the queue
+    /// gave up on them (their keys hold the commit version), stopping at the first one given
+    /// up on later. The payloads written to their dead-letter keys stay.
+    pub(crate) async fn purge_dead_letters(&mut self, given_up_before: u64) -> Result<Resolved> {
+        let (start, end) = layout::family(layout::DEAD);
+        let batch = self.ov.scan(&start, &end, PURGE_BATCH).await?;
+        let full = batch.len() == PURGE_BATCH;
+        let mut count = 0;
+        for (key, raw) in batch {
+            let rec = MessageRecord::decode(&raw)
+                .ok_or_else(|| self.corrupt("undecodable dead letter"))?;
+            if rec.ready_at >= given_up_before {
+                return Ok(removed(count, false));
+            }
+            self.ov.delete(key);
+            count += 1;
+        }
+        Ok(removed(count, full))
     }
 
     pub(crate) async fn gc(&mut self) -> Result<Resolved> {
@@ -113,5 +138,12 @@ impl Resolve<'_, '_> {
             reply: CommitReply::More(more),
             sequenced: false,
         })
+    }
+}
+
+fn removed(count: usize, more: bool) -> Resolved {
+    Resolved {
+        reply: CommitReply::Removed { count, more },
+        sequenced: false,
     }
 }

@@ -81,6 +81,11 @@ pub(crate) enum CommitOp {
         lease: u64,
     },
     Gc,
+    /// Forget dead letters given up on before this time (ms since the epoch), oldest first,
+    /// at most [`crate::maintenance::PURGE_BATCH`] a commit.
+    PurgeDeadLetters {
+        given_up_before: u64,
+    },
     /// Start the change feed (see [`crate::feed`]).
     EnableFeed,
     /// Learn commits other processes made (multi-process stores).
@@ -122,6 +127,11 @@ pub(crate) enum CommitReply {
     Done,
     /// Maintenance that stopped at its batch size: run it again.
     More(bool),
+    /// Records removed, and whether the commit stopped at its batch size.
+    Removed {
+        count: usize,
+        more: bool,
+    },
 }
 
 pub(crate) struct CommitRequest {

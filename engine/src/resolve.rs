@@ -110,6 +110,9 @@ impl Resolve<'_, '_> {
                 })
             }
             CommitOp::Gc => self.gc().await,
+            CommitOp::PurgeDeadLetters { given_up_before } => {
+                self.purge_dead_letters(*given_up_before).await
+            }
             CommitOp::EnableFeed => {
                 // Resolved in the pipeline's order: every group sealed after this one
                 // records its changes, and none before it did (past this version).

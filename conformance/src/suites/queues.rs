@@ -25,6 +25,7 @@ pub fn suite() -> Suite {
             messages_survive_restart,
             listener_retries_then_acks,
             queued_and_dead_lettered_messages_are_listed,
+            dead_letters_are_purged_oldest_first,
         ],
     }
 }
@@ -334,5 +335,67 @@ async fn queued_and_dead_lettered_messages_are_listed(h: &Harness) -> CaseResult
         db.get(b"dead/1").await.step("get")?.is_some(),
         "the payload is at its key"
     );
+    Ok(())
+}
+
+/// An operator forgets dead letters given up on before a time, oldest first; the payloads
+/// stay at their dead-letter keys and the queue goes on.
+async fn dead_letters_are_purged_oldest_first(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    ensure_eq!(db.purge_dead_letters(u64::MAX).await.step("purge none")?, 0);
+    // Three messages given up on one after another, each at a later millisecond than the
+    // one before (the clock is read, not slept on).
+    let mut given_up = Vec::new();
+    for i in 0..3u8 {
+        let mut e = msg(&[i]);
+        e.backoff_schedule = Some(vec![]);
+        e.dead_letter_keys = vec![vec![b'd', i]];
+        db.atomic_write(AtomicWrite::new().enqueue(e))
+            .await
+            .step("enqueue")?;
+        let m = db
+            .lease(1, Duration::from_secs(30))
+            .await
+            .step("lease")?
+            .pop()
+            .ok_or("no message")?;
+        db.nack(m.id, m.lease).await.step("nack")?;
+        let at = db.dead_letters(1).await.step("dead letters")?[0].ready_at;
+        given_up.push(at);
+        while strata_engine::now_ms() <= at {
+            tokio::task::yield_now().await;
+        }
+    }
+    ensure_eq!(db.dead_letter_count().await.step("count")?, 3);
+    ensure_eq!(
+        db.purge_dead_letters(given_up[0])
+            .await
+            .step("purge before the first")?,
+        0,
+        "nothing was given up on before the first"
+    );
+    ensure_eq!(
+        db.purge_dead_letters(given_up[1] + 1)
+            .await
+            .step("purge two")?,
+        2
+    );
+    let left = db.dead_letters(10).await.step("dead letters")?;
+    ensure_eq!(left.len(), 1);
+    ensure_eq!(left[0].payload.data, vec![2u8], "the newest is kept");
+    for i in 0..3u8 {
+        ensure!(
+            db.get(&[b'd', i]).await.step("get")?.is_some(),
+            "a purged dead letter's payload stays at its key"
+        );
+    }
+    // The queue still works, and a purge of everything empties the dead letters.
+    db.atomic_write(AtomicWrite::new().enqueue(msg(b"live")))
+        .await
+        .step("enqueue")?;
+    ensure_eq!(db.purge_dead_letters(u64::MAX).await.step("purge all")?, 1);
+    ensure_eq!(db.dead_letter_count().await.step("count")?, 0);
+    ensure_eq!(db.queue_len().await.step("len")?, 1);
     Ok(())
 }

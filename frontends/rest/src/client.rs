@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::kv::{KvEntry, KvPage, KvWritten};
-use crate::queue::QueueView;
+use crate::queue::{DeadLettersPurged, QueueView};
 use crate::result::ResultSet;
 use crate::routes::{Affected, DbName, Dropped, Health, TxEnded, TxOpened};
 
@@ -288,6 +288,20 @@ impl Client {
     pub async fn queue(&self, database: &str, limit: usize) -> ClientResult<QueueView> {
         let path = format!("/db/{}/queue?limit={limit}", db_path(database));
         self.call(Method::GET, &path, None).await
+    }
+
+    /// Forget a database's dead letters given up on before `before` (ms since the Unix
+    /// epoch), or all of them; how many were forgotten.
+    pub async fn purge_dead_letters(
+        &self,
+        database: &str,
+        before: Option<u64>,
+    ) -> ClientResult<DeadLettersPurged> {
+        let mut path = format!("/db/{}/queue/dead-letters", db_path(database));
+        if let Some(t) = before {
+            path.push_str(&format!("?before={t}"));
+        }
+        self.call(Method::DELETE, &path, None).await
     }
 
     /// Keys starting with `prefix`, a page of at most `limit`.

@@ -7,7 +7,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::error::ErrorBody;
 use crate::kv::{KvEntry, KvPage, KvSet, KvWritten};
-use crate::queue::{QueueView, QueuedMessage};
+use crate::queue::{DeadLettersPurged, QueueView, QueuedMessage};
 use crate::result::{Column, ResultSet};
 use crate::routes::{self, Affected, DbName, Dropped, Health, SqlRequest, TxEnded, TxOpened};
 
@@ -36,10 +36,12 @@ use crate::routes::{self, Affected, DbName, Dropped, Health, SqlRequest, TxEnded
         routes::kv_delete,
         routes::kv_list,
         routes::queue_view,
+        routes::purge_dead_letters,
     ),
     components(schemas(
         ErrorBody, Column, ResultSet, DbName, Dropped, SqlRequest, Affected, Health,
-        TxOpened, TxEnded, KvEntry, KvSet, KvWritten, KvPage, QueueView, QueuedMessage
+        TxOpened, TxEnded, KvEntry, KvSet, KvWritten, KvPage, QueueView, QueuedMessage,
+        DeadLettersPurged
     )),
     modifiers(&Bearer),
     security(("bearer" = []))

@@ -1,7 +1,8 @@
 //! A database's queue as an operator inspects it: how many messages wait or are leased, the
 //! first of them, and the messages the queue gave up on (dead letters), newest first.
 //!
-//! Read-only: messages are enqueued and consumed through KV Connect or the engine API.
+//! Messages are enqueued and consumed through KV Connect or the engine API; here an operator
+//! only looks, and forgets dead letters ([`purge`]).
 
 use serde::{Deserialize, Serialize};
 use strata_engine::{Database, QueueEntry};
@@ -21,6 +22,32 @@ pub struct QueueQuery {
     #[serde(default)]
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<usize>,
+}
+
+/// The query of a dead-letter purge.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeQuery {
+    /// Forget only the dead letters given up on before this time, ms since the Unix epoch
+    /// (default: all of them).
+    #[serde(default)]
+    pub before: Option<u64>,
+}
+
+/// What a purge did.
+#[derive(Debug, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct DeadLettersPurged {
+    /// Dead letters forgotten.
+    pub purged: u64,
+}
+
+/// Forget a database's dead letters (those given up on before `before`, or all), oldest
+/// first. Their payloads stay at their dead-letter keys.
+pub async fn purge(db: &Database, q: PurgeQuery) -> Result<DeadLettersPurged> {
+    let before = q.before.unwrap_or(u64::MAX);
+    Ok(DeadLettersPurged {
+        purged: db.purge_dead_letters(before).await? as u64,
+    })
 }
 
 /// A database's queue.

@@ -18,7 +18,7 @@ use strata_sql::{Datum, Output, Session};
 
 use crate::error::{ErrorBody, RestError, Result};
 use crate::kv::{self, KvEntry, KvList, KvPage, KvSet, KvWritten};
-use crate::queue::{self, QueueQuery, QueueView};
+use crate::queue::{self, DeadLettersPurged, PurgeQuery, QueueQuery, QueueView};
 use crate::result::{self, ResultSet};
 use crate::statement::{self, Kind};
 use crate::App;
@@ -498,6 +498,17 @@ pub async fn queue_view(app: &App, name: &str, q: QueueQuery) -> Result<Response
     Ok(Json(queue::view(&db, q).await?).into_response())
 }
 
+#[utoipa::path(delete, path = "/db/{name}/queue/dead-letters", tag = "queue",
+    params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128), PurgeQuery),
+    responses((status = 200, description = "How many dead letters were forgotten; their payloads stay at their dead-letter keys", body = DeadLettersPurged),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn purge_dead_letters(app: &App, name: &str, q: PurgeQuery) -> Result<Response> {
+    db_name(name)?;
+    let db = app.engine().database(name).await?;
+    Ok(Json(queue::purge(&db, q).await?).into_response())
+}
+
 /// What a path under `/db/` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DbRoute {
@@ -510,6 +521,7 @@ pub enum DbRoute {
     KvList(String),
     KvItem(String, String),
     Queue(String),
+    DeadLetters(String),
 }
 
 impl DbRoute {
@@ -534,6 +546,7 @@ impl DbRoute {
             [_, .., "schema", _] => DbRoute::Schema(name(2)?, decode(&tail(1)[..1])?),
             [_, .., "kv"] => DbRoute::KvList(name(1)?),
             [_, .., "queue"] => DbRoute::Queue(name(1)?),
+            [_, .., "queue", "dead-letters"] => DbRoute::DeadLetters(name(2)?),
             [_, .., "kv", _] => DbRoute::KvItem(name(2)?, decode(&tail(1)[..1])?),
             _ => DbRoute::Database(decode(&segments)?),
         };
@@ -543,7 +556,7 @@ impl DbRoute {
     /// The methods the route answers.
     pub fn allow(&self) -> &'static str {
         match self {
-            DbRoute::Database(_) => "DELETE",
+            DbRoute::Database(_) | DbRoute::DeadLetters(_) => "DELETE",
             DbRoute::Execute(_) | DbRoute::QueryOltp(_) | DbRoute::Begin(_) => "POST",
             DbRoute::Tables(_) | DbRoute::Schema(..) | DbRoute::KvList(_) | DbRoute::Queue(_) => {
                 "GET"
@@ -564,6 +577,7 @@ impl DbRoute {
             DbRoute::KvList(n) => ("/db/{name}/kv", n),
             DbRoute::KvItem(n, _) => ("/db/{name}/kv/{key}", n),
             DbRoute::Queue(n) => ("/db/{name}/queue", n),
+            DbRoute::DeadLetters(n) => ("/db/{name}/queue/dead-letters", n),
         }
     }
 }
@@ -602,6 +616,15 @@ pub async fn db_dispatch(State(app): State<Arc<App>>, req: Request) -> Response 
                 e.body_text()
             ))),
         },
+        (DbRoute::DeadLetters(n), &Method::DELETE) => {
+            match Query::<PurgeQuery>::try_from_uri(&parts.uri) {
+                Ok(Query(q)) => purge_dead_letters(&app, n, q).await,
+                Err(e) => Err(RestError::bad(format!(
+                    "bad query string: {}",
+                    e.body_text()
+                ))),
+            }
+        }
         (DbRoute::KvItem(n, k), &Method::GET) => kv_get(&app, n, k, &parts.headers).await,
         (DbRoute::KvItem(n, k), &Method::PUT) => kv_set(&app, n, k, body).await,
         (DbRoute::KvItem(n, k), &Method::DELETE) => kv_delete(&app, n, k).await,

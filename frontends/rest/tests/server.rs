@@ -1,6 +1,6 @@
 //! The REST server in this process over a real socket: what needs a configuration the
-//! `strata` binary does not expose cheaply (a short transaction idle timeout), and
-//! bootstrap from a `db.toml`, run twice.
+//! `strata` binary does not expose cheaply (a short transaction idle timeout), bootstrap
+//! from a `db.toml`, run twice, and dead letters made through the engine, then purged.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,14 +17,34 @@ fn engine() -> Arc<Engine> {
     ))
 }
 
-async fn serve(engine: Arc<Engine>, config: Config) -> (Client, tokio::sync::oneshot::Sender<()>) {
+/// A server on a port of its own: a client of it, what stops it, and its URL.
+async fn serve(
+    engine: Arc<Engine>,
+    config: Config,
+) -> (Client, tokio::sync::oneshot::Sender<()>, String) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(Server::new(engine, config).serve(listener, async {
         let _ = stopped.await;
     }));
-    (Client::new(&url, None).unwrap(), stop)
+    (Client::new(&url, None).unwrap(), stop, url)
+}
+
+/// The status of a bodiless request, sent as raw HTTP/1.1.
+async fn status_of(url: &str, method: &str, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    conn.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {answer:?}"))
 }
 
 #[tokio::test]
@@ -34,7 +54,7 @@ async fn an_idle_transaction_is_rolled_back() {
         transaction_idle_timeout: idle,
         ..Config::default()
     };
-    let (c, _stop) = serve(engine(), config).await;
+    let (c, _stop, _) = serve(engine(), config).await;
     c.create_database("app").await.unwrap();
     c.execute("app", "CREATE TABLE t (id INTEGER PRIMARY KEY)", &[])
         .await
@@ -118,4 +138,55 @@ async fn bootstrap_twice_changes_nothing_the_second_time() {
         .execute("INSERT INTO customers VALUES (2, 'bob', 'a@x')")
         .await
         .is_err());
+}
+
+#[tokio::test]
+async fn dead_letters_are_purged_over_http() {
+    let engine = engine();
+    let (c, _stop, url) = serve(engine.clone(), Config::default()).await;
+    c.create_database("jobs").await.unwrap();
+    let db = engine.database("jobs").await.unwrap();
+    // Two messages the queue gives up on at their first failed delivery.
+    for payload in [&b"one"[..], b"two"] {
+        let mut e = strata_engine::Enqueue::now(strata_engine::Value::bytes(payload.to_vec()));
+        e.backoff_schedule = Some(vec![]);
+        e.dead_letter_keys = vec![[b"dead/", payload].concat()];
+        db.atomic_write(strata_engine::AtomicWrite::new().enqueue(e))
+            .await
+            .unwrap();
+    }
+    for m in db.lease(2, Duration::from_secs(60)).await.unwrap() {
+        db.nack(m.id, m.lease).await.unwrap();
+    }
+    let view = c.queue("jobs", 10).await.unwrap();
+    assert_eq!(view.dead_letter_count, 2);
+    let oldest = view.dead_letters.iter().map(|m| m.ready_at).min().unwrap();
+    // Nothing was given up on before the oldest; then all of them go.
+    assert_eq!(
+        c.purge_dead_letters("jobs", Some(oldest))
+            .await
+            .unwrap()
+            .purged,
+        0
+    );
+    assert_eq!(c.purge_dead_letters("jobs", None).await.unwrap().purged, 2);
+    assert_eq!(c.queue("jobs", 10).await.unwrap().dead_letter_count, 0);
+    assert!(
+        c.kv_get("jobs", "dead/one").await.is_ok(),
+        "the payload stays at its dead-letter key"
+    );
+    // Bad input: an unknown database, a time that is not a number, an unknown parameter,
+    // a method the path does not take.
+    for (method, path, status) in [
+        ("DELETE", "/db/nope/queue/dead-letters", 404),
+        ("DELETE", "/db/jobs/queue/dead-letters?before=soon", 400),
+        ("DELETE", "/db/jobs/queue/dead-letters?limit=3", 400),
+        ("GET", "/db/jobs/queue/dead-letters", 405),
+    ] {
+        assert_eq!(
+            status_of(&url, method, path).await,
+            status,
+            "{method} {path}"
+        );
+    }
 }
