@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use strata_engine::{AtomicWrite, CommitOutcome, EngineError, Enqueue, ListenOptions, Value};
+use strata_engine::{
+    AtomicWrite, CommitOutcome, EngineError, Enqueue, ListenOptions, QueueMessage, Value,
+};
 
 use crate::{cases, ensure, ensure_eq, eventually, CaseResult, Harness, Step, Suite};
 
@@ -35,6 +37,23 @@ fn msg(payload: &[u8]) -> Enqueue {
 }
 
 const SHORT: Duration = Duration::from_millis(150);
+
+/// A message given up on at its first failed delivery, its payload then written to `key`.
+fn poison(payload: &[u8], key: &[u8]) -> Enqueue {
+    let mut e = msg(payload);
+    e.backoff_schedule = Some(vec![]);
+    e.dead_letter_keys = vec![key.to_vec()];
+    e
+}
+
+/// Lease the next ready message, if there is one, for 30 seconds.
+async fn lease_one(db: &strata_engine::Database) -> Result<Option<QueueMessage>, String> {
+    Ok(db
+        .lease(1, Duration::from_secs(30))
+        .await
+        .step("lease")?
+        .pop())
+}
 
 async fn enqueue_lease_ack(h: &Harness) -> CaseResult {
     let engine = h.engine();
@@ -150,24 +169,14 @@ async fn nack_waits_out_the_backoff_then_dead_letters(h: &Harness) -> CaseResult
     db.atomic_write(AtomicWrite::new().enqueue(e))
         .await
         .step("enqueue")?;
-    let m = db
-        .lease(1, Duration::from_secs(30))
-        .await
-        .step("lease")?
-        .pop()
-        .ok_or("no message")?;
+    let m = lease_one(&db).await?.ok_or("no message")?;
     db.nack(m.id, m.lease).await.step("nack")?;
     ensure!(
         db.lease(1, SHORT).await.step("lease")?.is_empty(),
         "a nacked message waits out its backoff"
     );
     tokio::time::sleep(Duration::from_millis(350)).await;
-    let m2 = db
-        .lease(1, Duration::from_secs(30))
-        .await
-        .step("lease")?
-        .pop()
-        .ok_or("no retry after backoff")?;
+    let m2 = lease_one(&db).await?.ok_or("no retry after backoff")?;
     ensure_eq!(m2.attempt, 2);
     db.nack(m2.id, m2.lease).await.step("nack")?;
     ensure_eq!(db.queue_len().await.step("len")?, 0);
@@ -277,12 +286,6 @@ async fn listener_retries_then_acks(h: &Harness) -> CaseResult {
 async fn queued_and_dead_lettered_messages_are_listed(h: &Harness) -> CaseResult {
     let engine = h.engine();
     let db = engine.open_or_create("default").await.step("open")?;
-    let poison = |payload: &[u8], key: &[u8]| {
-        let mut e = msg(payload);
-        e.backoff_schedule = Some(vec![]);
-        e.dead_letter_keys = vec![key.to_vec()];
-        e
-    };
     db.atomic_write(
         AtomicWrite::new()
             .enqueue(poison(b"first", b"dead/1"))
@@ -348,18 +351,10 @@ async fn dead_letters_are_purged_oldest_first(h: &Harness) -> CaseResult {
     // one before (the clock is read, not slept on).
     let mut given_up = Vec::new();
     for i in 0..3u8 {
-        let mut e = msg(&[i]);
-        e.backoff_schedule = Some(vec![]);
-        e.dead_letter_keys = vec![vec![b'd', i]];
-        db.atomic_write(AtomicWrite::new().enqueue(e))
+        db.atomic_write(AtomicWrite::new().enqueue(poison(&[i], &[b'd', i])))
             .await
             .step("enqueue")?;
-        let m = db
-            .lease(1, Duration::from_secs(30))
-            .await
-            .step("lease")?
-            .pop()
-            .ok_or("no message")?;
+        let m = lease_one(&db).await?.ok_or("no message")?;
         db.nack(m.id, m.lease).await.step("nack")?;
         let at = db.dead_letters(1).await.step("dead letters")?[0].ready_at;
         given_up.push(at);

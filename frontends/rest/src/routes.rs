@@ -582,6 +582,13 @@ impl DbRoute {
     }
 }
 
+/// The query string of `uri` as `T`; a 400 naming what is wrong with it.
+fn query_of<T: DeserializeOwned>(uri: &axum::http::Uri) -> Result<T> {
+    Query::<T>::try_from_uri(uri)
+        .map(|Query(q)| q)
+        .map_err(|e| RestError::bad(format!("bad query string: {}", e.body_text())))
+}
+
 /// Every request under `/db/`: routed by path, then by method.
 pub async fn db_dispatch(State(app): State<Arc<App>>, req: Request) -> Response {
     let (mut parts, body) = req.into_parts();
@@ -602,29 +609,18 @@ pub async fn db_dispatch(State(app): State<Arc<App>>, req: Request) -> Response 
         (DbRoute::Tables(n), &Method::GET) => tables(&app, n).await,
         (DbRoute::Schema(n, t), &Method::GET) => schema(&app, n, t).await,
         (DbRoute::Begin(n), &Method::POST) => begin(&app, n).await,
-        (DbRoute::KvList(n), &Method::GET) => match Query::<KvList>::try_from_uri(&parts.uri) {
-            Ok(Query(q)) => kv_list(&app, n, q, &parts.headers).await,
-            Err(e) => Err(RestError::bad(format!(
-                "bad query string: {}",
-                e.body_text()
-            ))),
+        (DbRoute::KvList(n), &Method::GET) => match query_of(&parts.uri) {
+            Ok(q) => kv_list(&app, n, q, &parts.headers).await,
+            Err(e) => Err(e),
         },
-        (DbRoute::Queue(n), &Method::GET) => match Query::<QueueQuery>::try_from_uri(&parts.uri) {
-            Ok(Query(q)) => queue_view(&app, n, q).await,
-            Err(e) => Err(RestError::bad(format!(
-                "bad query string: {}",
-                e.body_text()
-            ))),
+        (DbRoute::Queue(n), &Method::GET) => match query_of(&parts.uri) {
+            Ok(q) => queue_view(&app, n, q).await,
+            Err(e) => Err(e),
         },
-        (DbRoute::DeadLetters(n), &Method::DELETE) => {
-            match Query::<PurgeQuery>::try_from_uri(&parts.uri) {
-                Ok(Query(q)) => purge_dead_letters(&app, n, q).await,
-                Err(e) => Err(RestError::bad(format!(
-                    "bad query string: {}",
-                    e.body_text()
-                ))),
-            }
-        }
+        (DbRoute::DeadLetters(n), &Method::DELETE) => match query_of(&parts.uri) {
+            Ok(q) => purge_dead_letters(&app, n, q).await,
+            Err(e) => Err(e),
+        },
         (DbRoute::KvItem(n, k), &Method::GET) => kv_get(&app, n, k, &parts.headers).await,
         (DbRoute::KvItem(n, k), &Method::PUT) => kv_set(&app, n, k, body).await,
         (DbRoute::KvItem(n, k), &Method::DELETE) => kv_delete(&app, n, k).await,
