@@ -649,3 +649,76 @@ fn a_detached_server_is_found_logged_and_stopped() {
     assert!(!memory.status.success());
     assert!(stderr(&memory).contains("--run-dir"), "{}", stderr(&memory));
 }
+
+/// Requests are traced only when `STRATA_LOG` asks for it (a span per request costs every
+/// request its formatting), and a `STRATA_LOG` that does not parse is named, not obeyed.
+#[cfg(all(feature = "rest", feature = "kv-connect"))]
+#[test]
+fn strata_log_turns_request_tracing_on_and_a_bad_value_is_named() {
+    use std::io::{BufRead, Read};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let bad = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .current_dir(d)
+        .env_remove("STRATA_STORE")
+        .env("STRATA_LOG", "a=b=c")
+        .args(["db", "list"])
+        .output()
+        .unwrap();
+    assert!(bad.status.success(), "{}", stderr(&bad));
+    assert!(
+        stderr(&bad).contains(r#"STRATA_LOG="a=b=c" is ignored"#),
+        "{}",
+        stderr(&bad)
+    );
+    // A server's log with `STRATA_LOG` as given, after one request to /health.
+    let log_of_a_request = |log: Option<&str>| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_strata"));
+        cmd.current_dir(d)
+            .env_remove("STRATA_STORE")
+            .env_remove("STRATA_LOG")
+            .args(["serve", "--no-auth", "--kv-connect", "127.0.0.1:0"])
+            .args(["--pgwire", "127.0.0.1:0", "--rest", "127.0.0.1:0"])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(l) = log {
+            cmd.env("STRATA_LOG", l);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let rest = loop {
+            let line = lines.next().expect("serve prints its addresses").unwrap();
+            if let Some(url) = line.strip_prefix("REST on ") {
+                break url.to_string();
+            }
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let health = rt.block_on(async {
+            strata::rest::Client::new(&rest, None)
+                .unwrap()
+                .health()
+                .await
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(health.is_ok(), "{health:?}");
+        let mut log = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut log)
+            .unwrap();
+        log
+    };
+    let traced = log_of_a_request(Some("strata_rest=debug"));
+    assert!(
+        traced.contains("path=/health") && traced.contains("answered status=200"),
+        "{traced}"
+    );
+    let quiet = log_of_a_request(None);
+    assert!(!quiet.contains("answered"), "{quiet}");
+}
