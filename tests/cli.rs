@@ -424,7 +424,6 @@ fn sql_import_loads_a_csv_in_chunks_and_reports_bad_rows() {
 #[cfg(all(feature = "rest", feature = "kv-connect"))]
 #[test]
 fn db_toml_is_initialised_bootstrapped_and_served() {
-    use std::io::BufRead;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     assert!(strata(d, &["init"]).status.success());
@@ -473,13 +472,7 @@ fn db_toml_is_initialised_bootstrapped_and_served() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let rest = loop {
-        let line = lines.next().expect("serve prints its addresses").unwrap();
-        if let Some(url) = line.strip_prefix("REST on ") {
-            break url.to_string();
-        }
-    };
+    let rest = rest_url(&mut child);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -514,6 +507,26 @@ fn db_toml_is_initialised_bootstrapped_and_served() {
     assert!(dropped.status.success(), "{}", stderr(&dropped));
     assert!(!missing.status.success());
     assert!(stderr(&missing).contains("404"), "{}", stderr(&missing));
+}
+
+/// The REST address a starting `strata serve` prints, read from its standard output.
+#[cfg(all(feature = "rest", feature = "kv-connect"))]
+fn rest_url(child: &mut std::process::Child) -> String {
+    use std::io::BufRead;
+    let out = child
+        .stdout
+        .take()
+        .expect("serve's standard output is piped");
+    let mut lines = std::io::BufReader::new(out).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("serve's standard output");
+        if let Some(url) = line.strip_prefix("REST on ") {
+            // Whatever it prints later is read too, so that it never writes to a closed pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return url.to_string();
+        }
+    }
+    panic!("serve ended without printing its REST address");
 }
 
 /// `strata serve --detach` returns once the server is ready and leaves it running in the
@@ -655,7 +668,7 @@ fn a_detached_server_is_found_logged_and_stopped() {
 #[cfg(all(feature = "rest", feature = "kv-connect"))]
 #[test]
 fn strata_log_turns_request_tracing_on_and_a_bad_value_is_named() {
-    use std::io::{BufRead, Read};
+    use std::io::Read;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let bad = Command::new(env!("CARGO_BIN_EXE_strata"))
@@ -685,13 +698,7 @@ fn strata_log_turns_request_tracing_on_and_a_bad_value_is_named() {
             cmd.env("STRATA_LOG", l);
         }
         let mut child = cmd.spawn().unwrap();
-        let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        let rest = loop {
-            let line = lines.next().expect("serve prints its addresses").unwrap();
-            if let Some(url) = line.strip_prefix("REST on ") {
-                break url.to_string();
-            }
-        };
+        let rest = rest_url(&mut child);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
