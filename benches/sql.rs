@@ -7,7 +7,10 @@
 //! * `SQL_BENCH_SECONDS` (default 3): measuring time per point/range/insert/update workload.
 //! * `SQL_BENCH_LINEITEM_ROWS` (default 1000000): rows in the lineitem-like table.
 //! * `SQL_BENCH_ONLY` (default all): a comma-separated subset of `oltp`, `concurrent`,
-//!   `analytic`, or of the single OLTP workloads `point`, `range`, `insert`, `update`.
+//!   `analytic`, of the single OLTP workloads `point`, `range`, `insert`, `update`, or of
+//!   the single aggregates `q1`, `q6`, `scan`.
+//! * `SQL_BENCH_RUNS` (default 3): timed runs of each aggregate (the median is reported);
+//!   raise it to profile one aggregate (`SQL_BENCH_ONLY=q6 SQL_BENCH_RUNS=100`).
 //!
 //! Workloads:
 //!
@@ -45,6 +48,8 @@ const LOAD_CHUNK: usize = 1_000;
 const INSERTERS: usize = 32;
 /// The single-client workloads.
 const OLTP: [&str; 4] = ["point", "range", "insert", "update"];
+/// The aggregates over the lineitem table, by their `SQL_BENCH_ONLY` names.
+const AGGREGATES: [&str; 3] = ["q1", "q6", "scan"];
 
 /// xorshift64: a cheap, deterministic stream of pseudo-random numbers.
 struct XorShift(u64);
@@ -171,6 +176,9 @@ fn main() {
     if only.contains(&"oltp") {
         only.extend(OLTP);
     }
+    if only.contains(&"analytic") {
+        only.extend(AGGREGATES);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -191,8 +199,17 @@ fn main() {
     if only.contains(&"concurrent") {
         concurrent(&rt, &engine, dir.path(), secs, &mut table);
     }
-    if only.contains(&"analytic") {
-        analytic(&rt, &mut s, &lite, lineitem_rows, &mut table);
+    if AGGREGATES.iter().any(|w| only.contains(w)) {
+        let runs: usize = env_or("SQL_BENCH_RUNS", 3);
+        analytic(
+            &rt,
+            &mut s,
+            &lite,
+            lineitem_rows,
+            &only,
+            runs.max(1),
+            &mut table,
+        );
     }
     table.print();
 }
@@ -588,6 +605,8 @@ fn analytic(
     s: &mut Session,
     lite: &Connection,
     n: usize,
+    only: &[&str],
+    runs: usize,
     t: &mut Table,
 ) {
     println!("generating {n} lineitem rows ...");
@@ -710,15 +729,29 @@ fn analytic(
     )
     .expect("register");
 
-    for (name, sql, note) in [
-        ("TPC-H Q1-like aggregate", Q1, "floor: faster than SQLite"),
-        ("TPC-H Q6-like aggregate", Q6, "floor: faster than SQLite"),
+    for (id, name, sql, note) in [
         (
+            "q1",
+            "TPC-H Q1-like aggregate",
+            Q1,
+            "floor: faster than SQLite",
+        ),
+        (
+            "q6",
+            "TPC-H Q6-like aggregate",
+            Q6,
+            "floor: faster than SQLite",
+        ),
+        (
+            "scan",
             "full scan, sum of one column",
             SCAN,
             "floor: ≥ 1,000,000 rows/s",
         ),
     ] {
+        if !only.contains(&id) {
+            continue;
+        }
         let ours_rows = match rt.block_on(s.execute(sql)).expect("strata query") {
             Output::Rows(r) => canonical(&r.batches),
             _ => panic!("expected rows"),
@@ -737,10 +770,10 @@ fn analytic(
         let lite_rows = sqlite_rows(lite, &lite_sql);
         assert_eq!(ours_rows, df_rows, "{name}: Strata and DataFusion differ");
         assert_eq!(ours_rows, lite_rows, "{name}: Strata and SQLite differ");
-        let ours = median_of(3, || {
+        let ours = median_of(runs, || {
             std::hint::black_box(rt.block_on(s.execute(sql)).expect("strata query"));
         });
-        let arrow = median_of(3, || {
+        let arrow = median_of(runs, || {
             rt.block_on(async {
                 std::hint::black_box(
                     df.sql(sql)
@@ -753,7 +786,7 @@ fn analytic(
             })
         });
         let mut stmt = lite.prepare(&lite_sql).expect("prepare");
-        let theirs = median_of(3, || {
+        let theirs = median_of(runs, || {
             let rows = stmt
                 .query_map([], |r| r.get::<_, rusqlite::types::Value>(0))
                 .expect("query")

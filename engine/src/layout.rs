@@ -23,7 +23,7 @@
 //! finds the first history record superseded after `v`: it is the record that was newest at
 //! `v`, provided its own version is `<= v` (else the key did not exist at `v`).
 
-use crate::value::{Encoding, Value, Versionstamp};
+use crate::value::{Encoding, Value, ValueRef, Versionstamp};
 
 pub const LATEST: u8 = b'l';
 pub const HISTORY: u8 = b'h';
@@ -206,6 +206,13 @@ pub struct Record {
     pub visible_at: Option<u64>,
 }
 
+/// A stored record as [`Record::peek`] sees it.
+pub(crate) struct Peek<'a> {
+    pub version: u64,
+    pub live: bool,
+    pub value: ValueRef<'a>,
+}
+
 /// Format 1: format, versionstamp (10), encoding, expires-at (8), value.
 const RECORD_FORMAT: u8 = 1;
 /// Format 2: format 1's header, then the visible-at version (8), then the value.
@@ -273,6 +280,38 @@ impl Record {
             visible_at,
         };
         Some((rec, header))
+    }
+
+    /// What a reader at a version needs of a stored record, without building one: the
+    /// version it is visible from, whether it is live at `now_ms`, and its value in place.
+    /// The scan path calls this once per entry.
+    #[inline]
+    pub(crate) fn peek(b: &[u8], now_ms: u64) -> Option<Peek<'_>> {
+        let header = match *b.first()? {
+            RECORD_FORMAT => RECORD_HEADER,
+            RESTORED_RECORD_FORMAT => RESTORED_RECORD_HEADER,
+            _ => return None,
+        };
+        let fixed: &[u8; RECORD_HEADER] = b.get(..RECORD_HEADER)?.try_into().ok()?;
+        let encoding = Encoding::from_tag(fixed[11])?;
+        let word = |at: usize| {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(&fixed[at..at + 8]);
+            u64::from_be_bytes(w)
+        };
+        let version = match header {
+            RESTORED_RECORD_HEADER => be_u64(b.get(20..28)?)?,
+            _ => word(1),
+        };
+        let expires = word(12);
+        Some(Peek {
+            version,
+            live: expires == 0 || expires > now_ms,
+            value: ValueRef {
+                encoding,
+                data: b.get(header..)?,
+            },
+        })
     }
 
     pub fn decode(b: &[u8]) -> Option<Record> {

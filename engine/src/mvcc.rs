@@ -17,7 +17,6 @@ use crate::backend::Store;
 use crate::error::{EngineError, Result};
 use crate::layout::{self, Record};
 use crate::txn::Visitor;
-use crate::value::ValueRef;
 
 /// A chunked, ordered walk over one backend range.
 pub(crate) struct Cursor<'a> {
@@ -215,33 +214,37 @@ pub(crate) async fn scan_each(
     if !precise {
         let hi = layout::latest_end(end);
         let mut lo = layout::latest(start);
-        // The last latest-family key the store showed (reused, so no allocation per entry).
+        // The latest-family key the walk stopped at, or the last of a full chunk: where it
+        // resumes (reused, and copied only then, not for every entry).
         let mut last: Vec<u8> = Vec::new();
         loop {
             let mut newer: Option<Vec<u8>> = None;
             let mut corrupt = false;
             let mut stopped = false;
+            let mut seen = 0;
             let shown = store
                 .scan_each(&lo, &hi, VISIT_CHUNK, &mut |k, raw| {
-                    last.clear();
-                    last.extend_from_slice(k);
-                    let Some((rec, header)) = Record::decode_header(raw) else {
-                        corrupt = true;
-                        return false;
+                    seen += 1;
+                    let go_on = match Record::peek(raw, now) {
+                        None => {
+                            corrupt = true;
+                            false
+                        }
+                        Some(rec) if rec.version > v => {
+                            newer = Some(raw.to_vec());
+                            false
+                        }
+                        Some(rec) if !rec.live => true,
+                        Some(rec) => {
+                            stopped = !visitor.visit(&k[1..], rec.value);
+                            !stopped
+                        }
                     };
-                    if rec.version() > v {
-                        newer = Some(raw.to_vec());
-                        return false;
+                    if !go_on || seen == VISIT_CHUNK {
+                        last.clear();
+                        last.extend_from_slice(k);
                     }
-                    if !rec.is_live(now) {
-                        return true;
-                    }
-                    let value = ValueRef {
-                        encoding: rec.value.encoding,
-                        data: &raw[header..],
-                    };
-                    stopped = !visitor.visit(&k[1..], value);
-                    !stopped
+                    go_on
                 })
                 .await?;
             if corrupt {

@@ -269,7 +269,12 @@ impl Store for RedbStore {
         let range = range_of(&table, start, end)?;
         let mut shown = 0;
         for r in range.take(limit) {
-            let (k, v) = r.map_err(err)?;
+            // Borrowed where it lies: moving the pair of guards out of the result copied
+            // them, a measurable part of a scan's time per entry.
+            let (k, v) = match &r {
+                Ok(pair) => pair,
+                Err(e) => return Err(err(e)),
+            };
             shown += 1;
             prefetch_ahead(k.value());
             prefetch_ahead(v.value());

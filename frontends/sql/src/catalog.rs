@@ -244,23 +244,26 @@ impl RowDecoder {
     }
 
     /// [`RowDecoder::decode_into`] reading the values in place: `row` becomes the row's
-    /// values (NULL at the positions this decoder skips). False, with `row` unspecified,
-    /// for a row in the tuple format, which only [`RowDecoder::decode_into`] reads.
-    pub fn read_into<'a>(
+    /// values (NULL at the positions this decoder skips). Each value read is shown to
+    /// `check` with its position, and the first it refuses ends the read: see
+    /// [`crate::codec::read_checked_into`] for what the answer means.
+    pub fn read_checked<'a>(
         &'a self,
         bytes: &'a [u8],
         row: &mut Vec<crate::types::DatumRef<'a>>,
-    ) -> crate::Result<bool> {
+        check: impl FnMut(usize, crate::types::DatumRef<'a>) -> bool,
+    ) -> crate::Result<Option<bool>> {
         row.clear();
         row.resize(self.defaults.len(), crate::types::DatumRef::Null);
         for &i in &self.wanted {
             row[i] = self.defaults[i].as_ref();
         }
-        crate::codec::read_some_into(
+        crate::codec::read_checked_into(
             bytes,
             |id| self.slots.get(id as usize).copied().flatten(),
             self.wanted.len(),
             row,
+            check,
         )
     }
 }

@@ -457,6 +457,7 @@ fn decode_value(bytes: &mut &[u8]) -> Result<Datum> {
 }
 
 /// Read one value of the row format from the front of `bytes`, in place.
+#[inline]
 fn read_value<'a>(bytes: &mut &'a [u8]) -> Result<DatumRef<'a>> {
     Ok(match take_tag(bytes)? {
         NULL => DatumRef::Null,
@@ -480,6 +481,7 @@ fn read_value<'a>(bytes: &mut &'a [u8]) -> Result<DatumRef<'a>> {
 }
 
 /// Step over one value of the row format.
+#[inline]
 fn skip_value(bytes: &mut &[u8]) -> Result<()> {
     let Some(fixed) = fixed_width(take_tag(bytes)?)? else {
         take_bytes(bytes)?;
@@ -515,48 +517,68 @@ pub fn decode_some_into(
             Ok(match row.get_mut(i) {
                 Some(slot) => {
                     *slot = decode_value(rest)?;
-                    true
+                    Step::Kept
                 }
-                None => false,
+                None => Step::Skip,
             })
-        }),
+        })
+        .map(drop),
         _ => decode_tuple_row_into(bytes, place, row),
     }
 }
 
-/// [`decode_some_into`] reading values in place, for rows of the current format; false,
-/// with `row` untouched, for a row in the tuple format (which only [`decode_some_into`]
-/// reads).
-pub fn read_some_into<'a>(
+/// [`decode_some_into`] reading values in place, for rows of the current format, that
+/// shows each value it reads to `check` (with its position) and stops at the first one
+/// `check` refuses, without reading the rest of the row: a filtering scan rejects most
+/// rows after a column or two. `Some(false)` for a refused row, `Some(true)` for one read
+/// through, `None` for a row in the tuple format (which only [`decode_some_into`] reads;
+/// `row` is untouched).
+pub fn read_checked_into<'a>(
     bytes: &'a [u8],
     place: impl Fn(u32) -> Option<usize>,
     wanted: usize,
     row: &mut [DatumRef<'a>],
-) -> Result<bool> {
+    mut check: impl FnMut(usize, DatumRef<'a>) -> bool,
+) -> Result<Option<bool>> {
     let Some((&ROW_FORMAT, rest)) = bytes.split_first() else {
-        return Ok(false);
+        return Ok(None);
     };
-    walk_row(rest, place, wanted, |i, rest| {
+    let walked = walk_row(rest, place, wanted, |i, rest| {
         Ok(match row.get_mut(i) {
             Some(slot) => {
                 *slot = read_value(rest)?;
-                true
+                if check(i, *slot) {
+                    Step::Kept
+                } else {
+                    Step::Stop
+                }
             }
-            None => false,
+            None => Step::Skip,
         })
     })?;
-    Ok(true)
+    Ok(Some(walked))
+}
+
+/// What a row walk's reader did with a column.
+enum Step {
+    /// Read it.
+    Kept,
+    /// Left it, to be stepped over.
+    Skip,
+    /// Read it, and the walk ends here.
+    Stop,
 }
 
 /// Walk the columns of a row of the current format (after its format byte). `take` reads
-/// the value of each column `place` gives a position for, and says whether it kept it;
-/// other values are stepped over. Stops once `wanted` values were kept.
+/// the value of each column `place` gives a position for, and says what it did; other
+/// values are stepped over. Stops once `wanted` values were kept (true), or when `take`
+/// says so (false).
 fn walk_row<'a>(
     mut rest: &'a [u8],
     place: impl Fn(u32) -> Option<usize>,
     wanted: usize,
-    mut take: impl FnMut(usize, &mut &'a [u8]) -> Result<bool>,
-) -> Result<()> {
+    mut take: impl FnMut(usize, &mut &'a [u8]) -> Result<Step>,
+) -> Result<bool> {
     let mut found = 0;
     while !rest.is_empty() && found < wanted {
         let id = match rest.first() {
@@ -566,17 +588,17 @@ fn walk_row<'a>(
             }
             _ => take_varint(&mut rest)?,
         };
-        let kept = match place(id) {
+        let step = match place(id) {
             Some(i) => take(i, &mut rest)?,
-            None => false,
+            None => Step::Skip,
         };
-        if kept {
-            found += 1;
-        } else {
-            skip_value(&mut rest)?;
+        match step {
+            Step::Kept => found += 1,
+            Step::Skip => skip_value(&mut rest)?,
+            Step::Stop => return Ok(false),
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// [`decode_row_into`] for rows written as tuples, before [`ROW_FORMAT`].

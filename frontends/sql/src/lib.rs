@@ -44,7 +44,7 @@ pub use describe::Description;
 pub use error::{Result, SqlError};
 pub use index::CheckReport;
 pub use session::{Output, PlanCacheCounts, Prepared, QueryRows, Session};
-pub use types::{parse_date, parse_timestamp, Datum, SqlType};
+pub use types::{parse_date, parse_timestamp, Datum, DatumRef, SqlType};
 
 pub use datafusion;
 /// The Arrow and DataFusion versions this crate speaks, for embedders that consume batches

@@ -593,6 +593,7 @@ impl ExecutionPlan for ScanExec {
             source: source.0.clone(),
             ranges: self.parts.get(partition).cloned().unwrap_or_default(),
             path: self.path.clone(),
+            checks: checks_by_column(&self.preds, self.def.columns.len()),
             preds: self.preds.clone(),
             projection: self.projection.clone(),
             remaining: self.limit.unwrap_or(usize::MAX),
@@ -617,6 +618,17 @@ impl ExecutionPlan for ScanExec {
     }
 }
 
+/// `preds` grouped by the column they test, one list per column position.
+fn checks_by_column(preds: &[Pred], columns: usize) -> Vec<Vec<Pred>> {
+    let mut checks = vec![Vec::new(); columns];
+    for p in preds {
+        if let Some(list) = checks.get_mut(p.column) {
+            list.push(p.clone());
+        }
+    }
+    checks
+}
+
 /// The state of one running scan.
 struct Scan {
     def: Arc<TableDef>,
@@ -626,6 +638,9 @@ struct Scan {
     path: Path,
     ranges: Vec<(Vec<u8>, Vec<u8>)>,
     preds: Vec<Pred>,
+    /// The predicates on each column, by its position: what a row read is checked against
+    /// as each column is read.
+    checks: Vec<Vec<Pred>>,
     projection: Vec<usize>,
     remaining: usize,
     schema: SchemaRef,
@@ -780,8 +795,18 @@ impl Scan {
         row: &mut Vec<DatumRef<'a>>,
         builders: &mut [ColumnBuilder],
     ) -> Result<Option<bool>, SqlError> {
-        if !self.decoder.read_into(value, row)? {
-            return Ok(None);
+        // Each predicate is tested as soon as its column is read, so a rejected row is left
+        // there; columns a row lacks (added after it was written) are tested after.
+        let checks = &self.checks;
+        let check = |i: usize, v: DatumRef<'_>| {
+            checks
+                .get(i)
+                .is_none_or(|preds| preds.iter().all(|p| p.holds_for(v)))
+        };
+        match self.decoder.read_checked(value, row, check)? {
+            None => return Ok(None),
+            Some(false) => return Ok(Some(false)),
+            Some(true) => {}
         }
         if !self.preds.iter().all(|p| p.holds_for(row[p.column])) {
             return Ok(Some(false));

@@ -2,9 +2,10 @@
 //! the conversion of values to column types.
 
 use strata_sql::codec::{
-    decode, decode_row, decode_row_into, decode_some_into, encode, encode_row, row_key_pk, Key,
+    decode, decode_row, decode_row_into, decode_some_into, encode, encode_row, read_checked_into,
+    row_key_pk, Key,
 };
-use strata_sql::{Datum, SqlError, SqlType};
+use strata_sql::{Datum, DatumRef, SqlError, SqlType};
 
 fn sorted_by_bytes(values: &[Datum]) -> bool {
     values
@@ -313,4 +314,58 @@ fn readers_stop_once_they_have_their_columns() {
     decode_some_into(&bytes, |id| (id == 1).then_some(0), 1, &mut row).unwrap();
     assert_eq!(row, vec![a]);
     assert!(decode_row_into(&bytes, |id| (id == 1).then_some(0), &mut row).is_err());
+}
+
+/// A checked read shows each value it reads to the check, in column order, and stops at the
+/// first one refused: the rest of the row is not read (a damaged tail goes unnoticed), and
+/// the answer says the row was refused. A row read through says so; a row in the tuple
+/// format is left to the older reader.
+#[test]
+fn a_checked_read_stops_at_the_first_refused_value() {
+    let (a, b, c) = (
+        Datum::Int(5),
+        Datum::Float(0.25),
+        Datum::Text("tail".into()),
+    );
+    let bytes = encode_row(&[(1, &a), (2, &b), (3, &c)]);
+    let place = |id: u32| Some(id as usize - 1);
+    let mut row = vec![DatumRef::Null; 3];
+    let mut shown = Vec::new();
+    let read = read_checked_into(&bytes, place, 3, &mut row, |i, v| {
+        shown.push(i);
+        v != DatumRef::Float(0.25)
+    });
+    assert_eq!(read.unwrap(), Some(false));
+    assert_eq!(shown, vec![0, 1], "nothing after the refused value is read");
+
+    let cut = &bytes[..bytes.len() - 2];
+    let mut row = vec![DatumRef::Null; 3];
+    let refused = read_checked_into(cut, place, 3, &mut row, |i, _| i != 1);
+    assert_eq!(
+        refused.unwrap(),
+        Some(false),
+        "the damaged tail is never reached"
+    );
+    let mut row = vec![DatumRef::Null; 3];
+    assert!(read_checked_into(cut, place, 3, &mut row, |_, _| true).is_err());
+
+    let mut row = vec![DatumRef::Null; 3];
+    let read = read_checked_into(&bytes, place, 3, &mut row, |_, _| true).unwrap();
+    assert_eq!(read, Some(true));
+    assert_eq!(
+        row,
+        vec![
+            DatumRef::Int(5),
+            DatumRef::Float(0.25),
+            DatumRef::Text("tail")
+        ]
+    );
+
+    let tuple = encode(&[Datum::Int(1), a.clone()]);
+    let mut row = vec![DatumRef::Null; 3];
+    assert_eq!(
+        read_checked_into(&tuple, place, 3, &mut row, |_, _| true).unwrap(),
+        None
+    );
+    assert_eq!(row, vec![DatumRef::Null; 3], "untouched");
 }
