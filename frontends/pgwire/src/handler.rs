@@ -276,7 +276,7 @@ impl SimpleQueryHandler for Handler {
             Ok(c) => c,
             Err(e) => return Ok(vec![error_response(e)]),
         };
-        let prepared = match conn.session.prepare(query) {
+        let prepared = match conn.session.prepare_once(query) {
             Ok(p) => p,
             Err(e) => return Ok(vec![Response::Error(Box::new(sql_error_info(&e)))]),
         };

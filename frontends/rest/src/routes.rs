@@ -216,7 +216,11 @@ async fn execute(
     want: Kind,
     in_transaction: bool,
 ) -> Result<Output> {
-    let prepared = session.prepare(sql)?;
+    let prepared = if params.is_empty() {
+        session.prepare_once(sql)?
+    } else {
+        session.prepare(sql)?
+    };
     let kind = statement::classify(&prepared)?;
     statement::require(kind, want, in_transaction)?;
     Ok(session.execute_prepared(&prepared, 0, params).await?)

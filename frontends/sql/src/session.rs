@@ -97,6 +97,19 @@ enum PreparedKind {
     Statements(Arc<Parsed>),
     /// SQLite's `REINDEX <name>`, which sqlparser does not parse.
     Reindex(String),
+    /// A point query matched by its shape ([`crate::shape`]).
+    Shaped(Arc<ShapedText>),
+}
+
+/// A text run as its shape's statement, with its literals as the parameters.
+struct ShapedText {
+    /// The shape's statement (placeholders where the text has literals).
+    template: Arc<Parsed>,
+    params: Vec<Datum>,
+    /// The text itself, parsed after all if the fast path does not take the statement.
+    sql: String,
+    /// The shape's key in the session's shapes.
+    key: String,
 }
 
 impl Prepared {
@@ -116,7 +129,7 @@ impl Prepared {
     pub fn len(&self) -> usize {
         match &self.kind {
             PreparedKind::Statements(p) => p.statements.len(),
-            PreparedKind::Reindex(_) => 1,
+            PreparedKind::Reindex(_) | PreparedKind::Shaped(_) => 1,
         }
     }
 
@@ -128,12 +141,17 @@ impl Prepared {
     pub fn statement(&self, i: usize) -> Option<&Statement> {
         match &self.kind {
             PreparedKind::Statements(p) => p.statements.get(i),
+            PreparedKind::Shaped(s) => s.template.statements.get(i),
             PreparedKind::Reindex(_) => None,
         }
     }
 
     /// How many parameters (`$1` … `$n`) statement `i` takes.
     pub fn param_count(&self, i: usize) -> usize {
+        if let PreparedKind::Shaped(_) = self.kind {
+            // The text has literals where its shape has placeholders.
+            return 0;
+        }
         self.statement(i)
             .map(crate::describe::param_count)
             .unwrap_or(0)
@@ -209,6 +227,13 @@ pub struct Session {
     pub(crate) builds: Vec<crate::ddl::IndexBuild>,
     build_hook: Option<BuildHook>,
     statements: std::collections::HashMap<String, Arc<Parsed>>,
+    /// Point queries' shapes ([`crate::shape`]): the shape's statement, or `None` for a
+    /// shape that does not stand for its texts.
+    shapes: std::collections::HashMap<String, Option<Arc<Parsed>>>,
+    /// Set while a shaped statement runs: only the fast path may answer it, and
+    /// `fast_path_declined` says it did not.
+    fast_path_only: bool,
+    fast_path_declined: bool,
     last_commit: Option<u64>,
     /// Set while a statement runs. Still set when the next one starts, it means the last
     /// was abandoned part way (its future dropped: a cancelled query, a client gone).
@@ -222,12 +247,14 @@ pub struct Session {
     pub(crate) plan_cache: PlanCacheCounts,
 }
 
-/// What the plan cache did in a session: runs from a cached plan (`hits`) and plans made
-/// to be kept (`planned`).
+/// What the plan cache did in a session: runs from a cached plan (`hits`), plans made to
+/// be kept (`planned`), and point queries run as their shape's statement without parsing
+/// their text (`shaped`; see [`Session::prepare_once`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PlanCacheCounts {
     pub hits: u64,
     pub planned: u64,
+    pub shaped: u64,
 }
 
 /// Called after each committed chunk of an online index build, with the chunk's number.
@@ -333,6 +360,9 @@ impl Session {
             builds: Vec::new(),
             build_hook: None,
             statements: Default::default(),
+            shapes: Default::default(),
+            fast_path_only: false,
+            fast_path_declined: false,
             last_commit: None,
             running: false,
             abort_on_error: false,
@@ -401,7 +431,11 @@ impl Session {
 
     /// Run statements with parameters for `$1`/`?` placeholders.
     pub async fn execute_with(&mut self, sql: &str, params: &[Datum]) -> Result<Output> {
-        let prepared = self.prepare(sql)?;
+        let prepared = if params.is_empty() {
+            self.prepare_once(sql)?
+        } else {
+            self.prepare(sql)?
+        };
         let mut last = Output::Done;
         for i in 0..prepared.len() {
             last = self.execute_prepared(&prepared, i, params).await?;
@@ -417,6 +451,52 @@ impl Session {
         }
         Ok(Prepared {
             kind: PreparedKind::Statements(self.parsed(sql)?),
+        })
+    }
+
+    /// [`Session::prepare`] for a text to run now, without parameters: a point query that
+    /// did not run before may be matched by its shape ([`crate::shape`]) and run as the
+    /// shape's statement, without parsing the text. Anything else is parsed as
+    /// [`Session::prepare`] parses it.
+    pub fn prepare_once(&mut self, sql: &str) -> Result<Prepared> {
+        if !self.statements.contains_key(sql) {
+            if let Some(shaped) = self.shaped(sql) {
+                return Ok(Prepared {
+                    kind: PreparedKind::Shaped(Arc::new(shaped)),
+                });
+            }
+        }
+        self.prepare(sql)
+    }
+
+    /// `sql` as its shape's statement, if its shape stands for it (learned on first sight).
+    fn shaped(&mut self, sql: &str) -> Option<ShapedText> {
+        if sql.len() > STATEMENT_CACHE_MAX_TEXT {
+            return None;
+        }
+        let shape = crate::shape::of(sql)?;
+        let template = match self.shapes.get(&shape.key) {
+            Some(known) => known.clone()?,
+            None => {
+                let learned = crate::shape::learn(sql, &shape).map(|stmt| {
+                    Arc::new(Parsed {
+                        statements: vec![stmt],
+                        as_of: None,
+                        plans: Default::default(),
+                    })
+                });
+                if self.shapes.len() >= STATEMENT_CACHE_ENTRIES {
+                    self.shapes.clear();
+                }
+                self.shapes.insert(shape.key.clone(), learned.clone());
+                learned?
+            }
+        };
+        Some(ShapedText {
+            template,
+            params: shape.params()?,
+            sql: sql.to_string(),
+            key: shape.key,
         })
     }
 
@@ -438,20 +518,59 @@ impl Session {
         self.running = true;
         let out = match &prepared.kind {
             PreparedKind::Reindex(name) => self.reindex(name).await,
-            PreparedKind::Statements(parsed) => match parsed.statements.get(i) {
-                Some(stmt) => {
-                    if parsed.as_of.is_none() {
-                        self.cache_slot = Some((parsed.clone(), i));
-                    }
-                    let out = self.run(stmt, params, parsed.as_of).await;
-                    self.cache_slot = None;
-                    out
-                }
-                None => Err(SqlError::Internal(format!("no statement {i}"))),
+            PreparedKind::Statements(parsed) => self.run_parsed(parsed, i, params).await,
+            PreparedKind::Shaped(shaped) => match self.run_shaped(shaped, params).await {
+                Some(out) => out,
+                None => match self.parsed(&shaped.sql) {
+                    Ok(parsed) => self.run_parsed(&parsed, 0, params).await,
+                    Err(e) => Err(e),
+                },
             },
         };
         self.running = false;
         out
+    }
+
+    async fn run_parsed(
+        &mut self,
+        parsed: &Arc<Parsed>,
+        i: usize,
+        params: &[Datum],
+    ) -> Result<Output> {
+        let Some(stmt) = parsed.statements.get(i) else {
+            return Err(SqlError::Internal(format!("no statement {i}")));
+        };
+        if parsed.as_of.is_none() {
+            self.cache_slot = Some((parsed.clone(), i));
+        }
+        let out = self.run(stmt, params, parsed.as_of).await;
+        self.cache_slot = None;
+        out
+    }
+
+    /// A shaped text run as its shape's statement through the fast path; `None` when the
+    /// fast path does not take it (nothing ran), and its shape is forgotten: such texts are
+    /// parsed from then on.
+    async fn run_shaped(
+        &mut self,
+        shaped: &ShapedText,
+        params: &[Datum],
+    ) -> Option<Result<Output>> {
+        // Parameters for a text without placeholders: let the text's own statement answer.
+        let stmt = shaped.template.statements.first()?;
+        if !params.is_empty() {
+            return None;
+        }
+        self.fast_path_only = true;
+        self.fast_path_declined = false;
+        let out = self.run(stmt, &shaped.params, None).await;
+        self.fast_path_only = false;
+        if self.fast_path_declined {
+            self.shapes.insert(shaped.key.clone(), None);
+            return None;
+        }
+        self.plan_cache.shaped += 1;
+        Some(out)
     }
 
     /// The types of statement `i`'s parameters and its result columns, found without
@@ -473,6 +592,13 @@ impl Session {
                 Some(stmt) => (stmt, parsed.as_of),
                 None => return Err(SqlError::Internal(format!("no statement {i}"))),
             },
+            PreparedKind::Shaped(shaped) => {
+                let parsed = self.parsed(&shaped.sql)?;
+                let prepared = Prepared {
+                    kind: PreparedKind::Statements(parsed),
+                };
+                return Box::pin(self.describe(&prepared, 0)).await;
+            }
         };
         if !matches!(
             stmt,
@@ -941,6 +1067,11 @@ impl Session {
             Statement::Query(_) => {
                 if let Some(out) = crate::fastpath::select(self, stmt, params).await? {
                     return Ok(out);
+                }
+                if self.fast_path_only {
+                    // Nothing ran: the caller runs the statement from its own text.
+                    self.fast_path_declined = true;
+                    return Ok(Output::Done);
                 }
                 match self.cache_slot.clone() {
                     Some((parsed, i)) => {

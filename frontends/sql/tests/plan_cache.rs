@@ -235,7 +235,103 @@ async fn a_cached_parallel_scan_covers_rows_added_since() {
         s.plan_cache_counts(),
         PlanCacheCounts {
             hits: 1,
-            planned: 1
+            planned: 1,
+            shaped: 0
         }
     );
+}
+
+/// `sql` run from its own text, never from a shape.
+async fn parsed(s: &mut Session, sql: &str) -> Vec<Vec<Datum>> {
+    let prepared = s.prepare(sql).unwrap();
+    match s.execute_prepared(&prepared, 0, &[]).await {
+        Ok(Output::Rows(r)) => r.rows().unwrap(),
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
+async fn shaped(s: &mut Session, sql: &str) -> (Vec<Vec<Datum>>, bool) {
+    let before = s.plan_cache_counts().shaped;
+    let got = with(s, sql, &[]).await;
+    (got, s.plan_cache_counts().shaped == before + 1)
+}
+
+/// Point queries that differ only in their literals run as one parsed shape with the
+/// literals as parameters, and answer exactly as their own texts do.
+#[tokio::test]
+async fn point_queries_with_new_literals_run_as_their_shape() {
+    let mut s = session_with_rows(20).await;
+    let q = |id: &str| format!("SELECT note, id AS n FROM t WHERE id = {id}");
+    // The first text of a shape is learned (and parsed); the rest are not parsed.
+    let (first, _) = shaped(&mut s, &q("3")).await;
+    assert_eq!(first, vec![vec![Datum::Text("n3".into()), Datum::Int(3)]]);
+    for id in [7, 20, 1] {
+        let (got, was_shaped) = shaped(&mut s, &q(&id.to_string())).await;
+        assert!(was_shaped, "id {id}");
+        assert_eq!(
+            got,
+            vec![vec![Datum::Text(format!("n{id}")), Datum::Int(id)]]
+        );
+    }
+    let (none, was_shaped) = shaped(&mut s, &q("999")).await;
+    assert!(was_shaped && none.is_empty());
+    // A literal of another kind is another shape, with the answer its text gives.
+    let (text_id, _) = shaped(&mut s, &q("'4'")).await;
+    assert_eq!(text_id, parsed(&mut s, &q("'4'")).await);
+    // The result's column names are the text's.
+    match s.execute(&q("5")).await.unwrap() {
+        Output::Rows(r) => assert_eq!(r.column_names(), vec!["note", "n"]),
+        other => panic!("{other:?}"),
+    }
+    // In a transaction, a shaped query reads the transaction's own writes.
+    s.execute("BEGIN").await.unwrap();
+    s.execute("UPDATE t SET note = 'mine' WHERE id = 6")
+        .await
+        .unwrap();
+    let (mine, was_shaped) = shaped(&mut s, &q("6")).await;
+    assert!(was_shaped);
+    assert_eq!(mine, vec![vec![Datum::Text("mine".into()), Datum::Int(6)]]);
+    s.execute("ROLLBACK").await.unwrap();
+    assert_eq!(
+        shaped(&mut s, &q("6")).await.0[0][0],
+        Datum::Text("n6".into())
+    );
+}
+
+/// A shape the fast path does not take (no key pinned, a dropped table) runs from its own
+/// text, with the text's answer or error, and inside a transaction leaves it usable.
+#[tokio::test]
+async fn shapes_the_fast_path_does_not_take_run_from_their_text() {
+    let mut s = session_with_rows(20).await;
+    s.set_abort_on_error(true);
+    s.execute("BEGIN").await.unwrap();
+    for k in [3, 4, 3] {
+        let (got, was_shaped) = shaped(
+            &mut s,
+            &format!("SELECT id FROM t WHERE k = {k} ORDER BY id"),
+        )
+        .await;
+        assert!(!was_shaped);
+        assert_eq!(
+            ints(&got),
+            vec![k, k + 10, k + 20]
+                .into_iter()
+                .filter(|&i| i <= 20)
+                .collect::<Vec<_>>()
+        );
+    }
+    let (got, _) = shaped(&mut s, "SELECT id FROM t WHERE note = 'n2'").await;
+    assert_eq!(ints(&got), vec![2]);
+    assert!(!s.transaction_failed());
+    s.execute("COMMIT").await.unwrap();
+
+    shaped(&mut s, "SELECT id FROM t WHERE id = 1").await;
+    assert!(shaped(&mut s, "SELECT id FROM t WHERE id = 2").await.1);
+    s.execute("DROP TABLE t").await.unwrap();
+    let err = s
+        .execute("SELECT id FROM t WHERE id = 3")
+        .await
+        .unwrap_err();
+    assert_eq!(err.sqlstate(), "42P01", "{err}");
+    assert!(err.to_string().contains("\"default.public.t\""), "{err}");
 }
