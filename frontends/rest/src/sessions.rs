@@ -23,7 +23,10 @@ const IDLE_PER_DATABASE: usize = 64;
 
 pub struct Sessions {
     engine: Arc<Engine>,
-    idle: Mutex<HashMap<String, Vec<Session>>>,
+    /// Boxed: a session is kilobytes, and every request moves it out of the pool, through
+    /// its handler's future, and back.
+    #[allow(clippy::vec_box)]
+    idle: Mutex<HashMap<String, Vec<Box<Session>>>>,
     open: Mutex<HashMap<String, Arc<OpenTx>>>,
     idle_timeout: Duration,
 }
@@ -52,7 +55,7 @@ impl OpenTx {
 pub struct Pooled<'a> {
     pool: &'a Sessions,
     database: String,
-    session: Option<Session>,
+    session: Option<Box<Session>>,
 }
 
 impl std::ops::Deref for Pooled<'_> {
@@ -119,7 +122,7 @@ impl Sessions {
                 s
             }
             None => {
-                let mut s = Session::new(self.engine.clone());
+                let mut s = Box::new(Session::new(self.engine.clone()));
                 s.set_database(database).await?;
                 s
             }
