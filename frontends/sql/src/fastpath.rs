@@ -24,12 +24,11 @@ use crate::session::{normalize, Output, QueryRows, Session};
 use crate::tx::Tx;
 use crate::types::{ColumnBuilder, Datum};
 
-/// `column = value` pairs of a WHERE clause that is only such a conjunction.
-fn equalities(
-    def: &TableDef,
-    e: &Expr,
-    params: &[Datum],
-    out: &mut Vec<(usize, Datum)>,
+/// Show `f` both sides of each equality of `e`, a conjunction (AND, parentheses) of
+/// equalities only; `None` as soon as `e` holds anything else or `f` refuses a pair.
+pub(crate) fn each_equality<'e>(
+    e: &'e Expr,
+    f: &mut impl FnMut(&'e Expr, &'e Expr) -> Option<()>,
 ) -> Option<()> {
     match e {
         Expr::BinaryOp {
@@ -37,48 +36,58 @@ fn equalities(
             op: BinaryOperator::And,
             right,
         } => {
-            equalities(def, left, params, out)?;
-            equalities(def, right, params, out)
+            each_equality(left, f)?;
+            each_equality(right, f)
         }
         Expr::BinaryOp {
             left,
             op: BinaryOperator::Eq,
             right,
-        } => {
-            let (col, val) = match (column(def, left), column(def, right)) {
-                (Some(c), None) => (c, right),
-                (None, Some(c)) => (c, left),
-                _ => return None,
-            };
-            let v = eval::literal(val, params).ok()??;
-            // Only values that keep their meaning in the column's type: a float compared
-            // with an integer column, say, goes through the planner's rules instead.
-            let ty = &def.columns[col].ty;
-            let exact = match (&v, ty) {
-                (Datum::Int(_), t) if t.is_integer() => true,
-                (
-                    Datum::Int(_) | Datum::Float(_),
-                    crate::types::SqlType::Real | crate::types::SqlType::Double,
-                ) => true,
-                (
-                    Datum::Text(_),
-                    crate::types::SqlType::Text
-                    | crate::types::SqlType::Varchar(_)
-                    | crate::types::SqlType::Char(_),
-                ) => true,
-                (Datum::Bool(_), crate::types::SqlType::Boolean) => true,
-                _ => false,
-            };
-            if !exact {
-                return None;
-            }
-            let v = ty.coerce(v, &def.columns[col].name).ok()?;
-            out.push((col, v));
-            Some(())
-        }
-        Expr::Nested(inner) => equalities(def, inner, params, out),
+        } => f(left, right),
+        Expr::Nested(inner) => each_equality(inner, f),
         _ => None,
     }
+}
+
+/// `column = value` pairs of a WHERE clause that is only such a conjunction.
+fn equalities(
+    def: &TableDef,
+    e: &Expr,
+    params: &[Datum],
+    out: &mut Vec<(usize, Datum)>,
+) -> Option<()> {
+    each_equality(e, &mut |left, right| {
+        let (col, val) = match (column(def, left), column(def, right)) {
+            (Some(c), None) => (c, right),
+            (None, Some(c)) => (c, left),
+            _ => return None,
+        };
+        let v = eval::literal(val, params).ok()??;
+        // Only values that keep their meaning in the column's type: a float compared
+        // with an integer column, say, goes through the planner's rules instead.
+        let ty = &def.columns[col].ty;
+        let exact = match (&v, ty) {
+            (Datum::Int(_), t) if t.is_integer() => true,
+            (
+                Datum::Int(_) | Datum::Float(_),
+                crate::types::SqlType::Real | crate::types::SqlType::Double,
+            ) => true,
+            (
+                Datum::Text(_),
+                crate::types::SqlType::Text
+                | crate::types::SqlType::Varchar(_)
+                | crate::types::SqlType::Char(_),
+            ) => true,
+            (Datum::Bool(_), crate::types::SqlType::Boolean) => true,
+            _ => false,
+        };
+        if !exact {
+            return None;
+        }
+        let v = ty.coerce(v, &def.columns[col].name).ok()?;
+        out.push((col, v));
+        Some(())
+    })
 }
 
 fn column(def: &TableDef, e: &Expr) -> Option<usize> {

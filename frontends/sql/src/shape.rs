@@ -23,7 +23,7 @@
 
 use std::ops::ControlFlow;
 
-use datafusion::sql::sqlparser::ast::{self, BinaryOperator, Expr, SetExpr, Statement, Value};
+use datafusion::sql::sqlparser::ast::{self, Expr, SetExpr, Statement, Value};
 
 use crate::types::Datum;
 
@@ -204,7 +204,8 @@ fn fill(stmt: &mut Statement, literals: &[Value]) -> bool {
 }
 
 /// How many placeholders `stmt` holds, if every one is a side of a `column = placeholder`
-/// equality in the AND-tree of a SELECT's WHERE clause; `None` if any is elsewhere.
+/// equality of a SELECT whose WHERE clause is a conjunction of equalities (what the fast
+/// path reads); `None` otherwise.
 fn point_equalities_only(stmt: &Statement) -> Option<usize> {
     let Statement::Query(q) = stmt else {
         return None;
@@ -212,11 +213,18 @@ fn point_equalities_only(stmt: &Statement) -> Option<usize> {
     let SetExpr::Select(select) = q.body.as_ref() else {
         return None;
     };
+    let is_column = |e: &Expr| matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
     let mut in_equalities = 0;
-    count_equalities(select.selection.as_ref()?, &mut in_equalities)?;
+    crate::fastpath::each_equality(select.selection.as_ref()?, &mut |left, right| {
+        if (is_column(left) && is_placeholder(right)) || (is_placeholder(left) && is_column(right))
+        {
+            in_equalities += 1;
+        }
+        Some(())
+    })?;
     let mut everywhere = 0;
     let _ = ast::visit_expressions(stmt, |e: &Expr| {
-        if matches!(e, Expr::Value(v) if matches!(v.value, Value::Placeholder(_))) {
+        if is_placeholder(e) {
             everywhere += 1;
         }
         ControlFlow::<()>::Continue(())
@@ -224,34 +232,8 @@ fn point_equalities_only(stmt: &Statement) -> Option<usize> {
     (everywhere == in_equalities).then_some(everywhere)
 }
 
-fn count_equalities(e: &Expr, n: &mut usize) -> Option<()> {
-    let is_column = |e: &Expr| matches!(e, Expr::Identifier(_) | Expr::CompoundIdentifier(_));
-    let is_placeholder =
-        |e: &Expr| matches!(e, Expr::Value(v) if matches!(v.value, Value::Placeholder(_)));
-    match e {
-        Expr::BinaryOp {
-            left,
-            op: BinaryOperator::And,
-            right,
-        } => {
-            count_equalities(left, n)?;
-            count_equalities(right, n)
-        }
-        Expr::BinaryOp {
-            left,
-            op: BinaryOperator::Eq,
-            right,
-        } => {
-            if (is_column(left) && is_placeholder(right))
-                || (is_placeholder(left) && is_column(right))
-            {
-                *n += 1;
-            }
-            Some(())
-        }
-        Expr::Nested(inner) => count_equalities(inner, n),
-        _ => Some(()),
-    }
+fn is_placeholder(e: &Expr) -> bool {
+    matches!(e, Expr::Value(v) if matches!(v.value, Value::Placeholder(_)))
 }
 
 #[cfg(test)]
