@@ -540,6 +540,8 @@ impl Session {
         let Some(stmt) = parsed.statements.get(i) else {
             return Err(SqlError::Internal(format!("no statement {i}")));
         };
+        // A shaped run abandoned part way (its future dropped) left the flag set.
+        self.fast_path_only = false;
         if parsed.as_of.is_none() {
             self.cache_slot = Some((parsed.clone(), i));
         }
