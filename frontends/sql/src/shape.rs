@@ -39,7 +39,7 @@ pub struct Shape {
 impl Shape {
     /// The shape's text, with placeholders where the literals were.
     pub fn text(&self) -> &str {
-        self.key.split('\0').next().unwrap_or_default()
+        self.key.rsplit_once('\0').map_or("", |(text, _)| text)
     }
 
     /// The literals as parameter values, as the fast path reads literals.
@@ -58,6 +58,11 @@ impl Shape {
 /// The shape of `sql`; `None` when it has no literal, or holds anything this reader leaves
 /// alone.
 pub fn of(sql: &str) -> Option<Shape> {
+    // Only a SELECT can be learned: other texts are not read at all.
+    let head = sql.trim_start().get(..7)?;
+    if !head.eq_ignore_ascii_case("select ") && !head.eq_ignore_ascii_case("select\n") {
+        return None;
+    }
     let b = sql.as_bytes();
     let mut text = String::with_capacity(sql.len() + 8);
     let mut literals = Vec::new();
@@ -239,6 +244,25 @@ fn is_placeholder(e: &Expr) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_selects_are_read() {
+        assert!(of("select a FROM t WHERE id = 1").is_some());
+        assert!(of("  SELECT\na FROM t WHERE id = 1").is_some());
+        for sql in [
+            "INSERT INTO t VALUES (1)",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "SEL",
+        ] {
+            assert_eq!(of(sql), None, "{sql}");
+        }
+    }
+
+    #[test]
+    fn a_nul_in_the_text_stays_in_the_shape() {
+        let shape = of("SELECT \"a\0b\" FROM t WHERE id = 1").unwrap();
+        assert_eq!(shape.text(), "SELECT \"a\0b\" FROM t WHERE id = $1");
+    }
 
     fn shape(sql: &str) -> Option<(String, Vec<Value>)> {
         of(sql).map(|s| (s.text().to_string(), s.literals))
