@@ -90,10 +90,12 @@ fn equalities(
     })
 }
 
+/// The column `e` names: `c`, or `t.c` with the table's own name (any other qualifier is
+/// left to the planner, which names what is wrong with it).
 fn column(def: &TableDef, e: &Expr) -> Option<usize> {
     match e {
         Expr::Identifier(i) => def.column_index(&normalize(i)),
-        Expr::CompoundIdentifier(parts) if parts.len() == 2 => {
+        Expr::CompoundIdentifier(parts) if parts.len() == 2 && normalize(&parts[0]) == def.name => {
             def.column_index(&normalize(&parts[1]))
         }
         _ => None,
@@ -238,8 +240,12 @@ pub async fn select(s: &mut Session, stmt: &Statement, params: &[Datum]) -> Resu
     {
         return Ok(None);
     }
+    // An aliased table is left to the planner: its columns are qualified by the alias.
     let TableFactor::Table {
-        name, args: None, ..
+        name,
+        args: None,
+        alias: None,
+        ..
     } = &sel.from[0].relation
     else {
         return Ok(None);
