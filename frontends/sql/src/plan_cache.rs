@@ -12,8 +12,9 @@
 //!
 //! A plan is used again only while it is still right:
 //!
-//! - the schema version of every database it reads is unchanged (DDL bumps it, and reading
-//!   it makes the version part of the transaction's reads);
+//! - every database it reads is the one it was planned over (not another made since under
+//!   its name), at the same schema version (DDL bumps it, and reading it makes the version
+//!   part of the transaction's reads);
 //! - the current database and the parallel-scan settings are the ones it was planned
 //!   under;
 //! - the new values state the same access path shape: a value of another type, or one that
@@ -65,8 +66,8 @@ struct CachedPlan {
     schema: SchemaRef,
     /// The session's current database when it was planned.
     current: String,
-    /// The schema version of each database the plan reads.
-    versions: Vec<(String, u64)>,
+    /// Each database the plan reads: its name, its id and its schema version.
+    versions: Vec<(String, String, u64)>,
     /// The parallel-scan settings it was planned with.
     scan: (u64, usize),
 }
@@ -163,8 +164,8 @@ impl Session {
         };
         let mut versions = Vec::with_capacity(dbs.len());
         for db in dbs {
-            let version = self.schema_version(&db).await?;
-            versions.push((db, version));
+            let (id, version) = self.catalog_of(&db).await?;
+            versions.push((db, id, version));
         }
         let template = physical
             .clone()
@@ -201,11 +202,13 @@ impl Session {
             return Ok(None);
         }
         let mut sources = Vec::with_capacity(cached.versions.len());
-        for (db, version) in &cached.versions {
+        for (db, id, version) in &cached.versions {
             let tx = self.ctx.tx(db).await?;
-            if tx.lock().await.schema_version().await? != *version {
+            let mut held = tx.lock().await;
+            if held.database_id() != id || held.schema_version().await? != *version {
                 return Ok(None);
             }
+            drop(held);
             sources.push((db.as_str(), Source::Txn(tx)));
         }
         let mut bound = true;
@@ -233,10 +236,11 @@ impl Session {
         Ok(bound.then_some(plan))
     }
 
-    async fn schema_version(&mut self, db: &str) -> Result<u64> {
+    /// The id and schema version of `db` as this statement's transaction reads it.
+    async fn catalog_of(&mut self, db: &str) -> Result<(String, u64)> {
         let tx = self.ctx.tx(db).await?;
         let mut tx = tx.lock().await;
-        tx.schema_version().await
+        Ok((tx.database_id().to_string(), tx.schema_version().await?))
     }
 
     fn set_plan_params(&self, params: Arc<[Datum]>) {

@@ -183,7 +183,7 @@ impl Context {
         let database = self.open(db).await?;
         let mut tx = Tx::begin(database, read_only)
             .await?
-            .with_catalog_cache(self.catalog_cache.clone(), db);
+            .with_catalog_cache(self.catalog_cache.clone());
         tx.savepoint();
         let tx = Arc::new(Mutex::new(tx));
         let mut scope = self.scope();

@@ -141,7 +141,7 @@ impl CountCache {
     pub async fn get(&self, db: &Database, table: u64) -> Option<u64> {
         let held = self
             .lock()
-            .get(db.name())
+            .get(db.id())
             .and_then(|counts| counts.get(&table).copied());
         if let Some((at, n)) = held {
             if at.elapsed() < CACHE_FOR {
@@ -150,7 +150,7 @@ impl CountCache {
         }
         let n = row_count(db, table).await.ok().flatten();
         self.lock()
-            .entry(db.name().to_string())
+            .entry(db.id().to_string())
             .or_default()
             .insert(table, (Instant::now(), n));
         n

@@ -24,6 +24,8 @@ pub struct Tx {
     tables: Tables,
     schema_version: Option<u64>,
     /// Definitions decoded by earlier transactions, and this database's name in it.
+    /// The session's definitions cache, and this database's id (a database dropped and made
+    /// again under its name starts its schema versions anew, so its name would not do).
     shared: Option<(Arc<CatalogCache>, String)>,
     /// This transaction changed the catalog: its definitions are its own, not the version's.
     catalog_written: bool,
@@ -36,7 +38,8 @@ pub struct Tx {
 /// Table definitions as of a schema version, shared by a session's transactions: every
 /// catalog change bumps the version, so a transaction that read version `v` (a read that is
 /// in its conflict set) can take a definition decoded at `v` instead of reading and decoding
-/// the definition again.
+/// the definition again. Entries are kept per database *id*: a database made again under a
+/// dropped one's name counts its versions from the start again.
 #[derive(Default)]
 pub struct CatalogCache {
     by_db: std::sync::Mutex<HashMap<String, (u64, Tables)>>,
@@ -86,9 +89,16 @@ impl Tx {
     }
 
     /// Share decoded table definitions through `cache` (`db` names this database in it).
-    pub fn with_catalog_cache(mut self, cache: Arc<CatalogCache>, db: &str) -> Tx {
-        self.shared = Some((cache, db.to_string()));
+    pub fn with_catalog_cache(mut self, cache: Arc<CatalogCache>) -> Tx {
+        let id = self.database_id().to_string();
+        self.shared = Some((cache, id));
         self
+    }
+
+    /// The id of the database this transaction reads, fixed when it was created: with the
+    /// schema version, it names one catalog (see [`CatalogCache`]).
+    pub fn database_id(&self) -> &str {
+        self.txn.database().id()
     }
 
     pub fn has_writes(&self) -> bool {

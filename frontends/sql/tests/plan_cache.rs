@@ -335,3 +335,41 @@ async fn shapes_the_fast_path_does_not_take_run_from_their_text() {
     assert_eq!(err.sqlstate(), "42P01", "{err}");
     assert!(err.to_string().contains("\"default.public.t\""), "{err}");
 }
+
+#[tokio::test]
+async fn a_database_made_again_under_its_name_is_not_read_with_the_old_ones_definitions() {
+    let engine = std::sync::Arc::new(engine());
+    let mut a = Session::new(engine.clone());
+    let mut b = Session::new(engine);
+    a.execute("CREATE DATABASE x").await.unwrap();
+    a.execute("USE x").await.unwrap();
+    a.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+        .await
+        .unwrap();
+    a.execute("INSERT INTO t VALUES (1, 10)").await.unwrap();
+    assert_eq!(
+        rows(&mut a, "SELECT * FROM t").await,
+        vec![vec![Datum::Int(1), Datum::Int(10)]]
+    );
+    b.execute("DROP DATABASE x").await.unwrap();
+    b.execute("CREATE DATABASE x").await.unwrap();
+    b.execute("USE x").await.unwrap();
+    b.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT, w INTEGER)")
+        .await
+        .unwrap();
+    b.execute("INSERT INTO t VALUES (1, 'one', 5)")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&mut a, "SELECT * FROM t").await,
+        vec![vec![
+            Datum::Int(1),
+            Datum::Text("one".into()),
+            Datum::Int(5)
+        ]]
+    );
+    assert_eq!(
+        rows(&mut a, "SELECT w FROM t WHERE id = 1").await,
+        vec![vec![Datum::Int(5)]]
+    );
+}
