@@ -598,6 +598,11 @@ async fn run(cli: Cli) -> CliResult {
             None => backend,
         };
         let engine = std::sync::Arc::new(Engine::new(backend, EngineConfig::default()));
+        // While this node leads, its engine resolves the commits the others forward.
+        #[cfg(feature = "replication")]
+        if let Some(node) = &node {
+            node.serve_commits(&engine);
+        }
         #[cfg(feature = "replication")]
         let mut file = file;
         #[cfg(feature = "replication")]

@@ -2,19 +2,21 @@
 //! one versionstamp. Validation here runs before the commit enters the pipeline, so a
 //! request that breaks a limit never reaches the store.
 
+use serde::{Deserialize, Serialize};
+
 use crate::error::{EngineError, Result};
 use crate::limits::Limits;
 use crate::value::{Encoding, Value, Versionstamp};
 
 /// "This key's versionstamp is `versionstamp`" (`None`: the key does not exist).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Check {
     pub key: Vec<u8>,
     pub versionstamp: Option<Versionstamp>,
 }
 
 /// How a versionstamped key is completed when its commit is sequenced.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VersionstampSuffix {
     /// The 10 raw bytes.
     Raw,
@@ -35,7 +37,7 @@ impl VersionstampSuffix {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MutationKind {
     /// Upsert; `expires_at` in ms since the epoch, `None` never.
     Set {
@@ -57,7 +59,7 @@ pub enum MutationKind {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mutation {
     pub key: Vec<u8>,
     pub kind: MutationKind,
@@ -88,7 +90,7 @@ impl Mutation {
 }
 
 /// A queue message to enqueue with the commit.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enqueue {
     pub payload: Value,
     /// When the message becomes deliverable, ms since the epoch (0: now).
@@ -110,7 +112,7 @@ impl Enqueue {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AtomicWrite {
     pub checks: Vec<Check>,
     pub mutations: Vec<Mutation>,
@@ -145,7 +147,7 @@ impl AtomicWrite {
 }
 
 /// The outcome of an atomic write that the engine accepted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommitOutcome {
     Committed(Versionstamp),
     /// Nothing was written; the indexes of the checks that failed.

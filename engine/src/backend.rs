@@ -111,6 +111,10 @@ pub enum BackendError {
     Corrupt(String),
     #[error("storage error: {0}")]
     Other(String),
+    /// A request reached another process, and its answer was lost: it may or may not have
+    /// taken effect.
+    #[error("the answer was lost: {0}")]
+    InDoubt(String),
 }
 
 impl BackendError {
@@ -226,6 +230,23 @@ pub trait Store: Send + Sync + 'static {
     /// while its node leads, so that a cluster does the work once.
     fn runs_upkeep(&self) -> bool {
         true
+    }
+
+    /// Whether [`Store::forward_commit`] may take this process's commits now (a cheap
+    /// check made before a commit is encoded for it).
+    fn forwards_commits(&self) -> bool {
+        false
+    }
+
+    /// Where this process's atomic writes and transactions are resolved. A store shared by
+    /// writers that would otherwise race for its version record (a cluster's nodes) may
+    /// carry an encoded commit ([`crate::forward`]) to the one process that resolves every
+    /// commit, run it there ([`crate::Engine::commit_forwarded`]), and return its encoded
+    /// answer once this process's copy holds the commit. `None`: resolve it here (this
+    /// process is that one, or no process serves forwarded commits). A request that may
+    /// have run but whose answer was lost is [`BackendError::InDoubt`].
+    async fn forward_commit(&self, _request: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        Ok(None)
     }
 
     /// The store as it is now, for reading at leisure while writes go on (a replica copies

@@ -300,7 +300,35 @@ impl Shared {
         self.last_delete.load(Ordering::SeqCst) > v
     }
 
+    /// Commit `op`: an atomic write or a transaction goes to the process that resolves
+    /// commits for a shared store, if the store names one (see [`crate::forward`]); anything
+    /// else, and everything on other stores, goes through this database's own pipeline.
     pub(crate) async fn commit(&self, op: CommitOp) -> Result<CommitReply> {
+        if *self.shutdown.borrow() {
+            return Err(EngineError::ShuttingDown);
+        }
+        if self.multi_process && self.store.forwards_commits() {
+            if let Some(request) = crate::forward::request(&op) {
+                match self.store.forward_commit(&request).await {
+                    Ok(Some(reply)) => {
+                        return crate::forward::outcome(&reply).map(CommitReply::Outcome)
+                    }
+                    Ok(None) => {}
+                    Err(BackendError::InDoubt(detail)) => {
+                        return Err(EngineError::CommitResultUnknown {
+                            database: self.name.clone(),
+                            detail,
+                        })
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        self.commit_here(op).await
+    }
+
+    /// Commit `op` through this database's own pipeline.
+    pub(crate) async fn commit_here(&self, op: CommitOp) -> Result<CommitReply> {
         if *self.shutdown.borrow() {
             return Err(EngineError::ShuttingDown);
         }
@@ -551,6 +579,16 @@ impl Database {
         Database {
             shared: self.shared.clone(),
             eventual: true,
+        }
+    }
+
+    /// Commit `op` here, never forwarded (for [`crate::Engine::commit_forwarded`]).
+    pub(crate) async fn commit_here(&self, op: CommitOp) -> Result<CommitOutcome> {
+        match self.shared.commit_here(op).await? {
+            CommitReply::Outcome(o) => Ok(o),
+            _ => Err(EngineError::InvalidRequest(
+                "unexpected pipeline reply".into(),
+            )),
         }
     }
 

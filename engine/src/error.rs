@@ -70,6 +70,11 @@ pub enum EngineError {
     #[error("the database is shutting down")]
     ShuttingDown,
 
+    /// An error of the process that resolved this commit for this one (a cluster's leader,
+    /// see [`crate::Store::forward_commit`]), with its class and message.
+    #[error("{message}")]
+    Forwarded { class: ErrorClass, message: String },
+
     #[error(transparent)]
     Backend(#[from] BackendError),
 }
@@ -77,7 +82,7 @@ pub enum EngineError {
 /// What kind of answer an error is, for a frontend that maps errors to protocol statuses:
 /// each frontend turns a class into its own status in one place, so that every frontend
 /// answers the same condition the same way.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ErrorClass {
     /// The request is wrong: fix it before sending it again.
     Invalid,
@@ -117,6 +122,8 @@ impl EngineError {
             | EngineError::LeaseLost(_) => ErrorClass::Conflict,
             EngineError::CommitResultUnknown { .. } => ErrorClass::InDoubt,
             EngineError::ShuttingDown => ErrorClass::Unavailable,
+            EngineError::Forwarded { class, .. } => *class,
+            EngineError::Backend(BackendError::InDoubt(_)) => ErrorClass::InDoubt,
             EngineError::Backend(BackendError::Locked(_)) => ErrorClass::Locked,
             EngineError::Backend(b) if b.is_transient() => ErrorClass::Unavailable,
             EngineError::Backend(_) | EngineError::Corrupt { .. } => ErrorClass::Internal,
@@ -127,6 +134,9 @@ impl EngineError {
     pub fn is_retryable(&self) -> bool {
         match self {
             EngineError::Conflict | EngineError::TransactionTooOld { .. } => true,
+            EngineError::Forwarded { class, .. } => {
+                matches!(class, ErrorClass::Conflict | ErrorClass::Unavailable)
+            }
             EngineError::Backend(e) => e.is_transient(),
             _ => false,
         }

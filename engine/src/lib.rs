@@ -27,6 +27,7 @@ mod error;
 mod expiry;
 mod feed;
 pub mod files;
+pub mod forward;
 pub mod layout;
 mod limits;
 mod listener;

@@ -2,10 +2,12 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// 10 bytes: the 8-byte big-endian commit version, then 2 bytes (zero for a whole commit).
 ///
 /// Versionstamps compare in commit order, as bytes and as their lowercase hex form.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
 pub struct Versionstamp(pub [u8; 10]);
 
 impl Versionstamp {
@@ -65,7 +67,7 @@ impl fmt::Display for Versionstamp {
 ///
 /// Tags 1–3 match the KV Connect `ValueEncoding` numbers; frontends may use
 /// [`Encoding::Custom`] tags 16 and up.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
 pub enum Encoding {
     /// V8 structured-clone bytes, opaque to the engine.
     V8,
@@ -99,7 +101,7 @@ impl Encoding {
 }
 
 /// A value with its encoding.
-#[derive(Clone, PartialEq, Eq, Debug)]
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 pub struct Value {
     pub encoding: Encoding,
     pub data: Vec<u8>,

@@ -185,6 +185,17 @@ impl Store for ReplicatedStore {
         self.dropped.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    fn forwards_commits(&self) -> bool {
+        self.node.forwards_commits()
+    }
+
+    async fn forward_commit(&self, request: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        if self.dropped() {
+            return Err(BackendError::NotFound);
+        }
+        self.node.forward_commit(&self.name, request).await
+    }
+
     fn runs_upkeep(&self) -> bool {
         // The leader sweeps and collects for the whole cluster; the others would only race
         // it on the version record.

@@ -57,6 +57,25 @@ pub enum Forwarded<T> {
     Failed(String),
 }
 
+/// A commit forwarded to the leader's engine ([`strata_engine::forward`]).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CommitRequest {
+    pub database: String,
+    /// The engine's encoded commit.
+    pub request: Vec<u8>,
+}
+
+/// The leader's answer to a forwarded commit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum CommitAnswer {
+    /// The engine's encoded answer, and the log index the leader had applied once it had
+    /// it: the caller's copy holds the commit once it has applied that far.
+    Done { index: u64, reply: Vec<u8> },
+    /// No engine serves forwarded commits on the leader: resolve the commit where it was
+    /// made, as before.
+    NotServing,
+}
+
 /// A proposal's result, as the leader saw it applied.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct Proposed {
@@ -111,6 +130,7 @@ pub enum Method {
     Vote,
     InstallSnapshot,
     Propose,
+    Commit,
     ReadIndex,
     Admin,
 }
@@ -165,6 +185,7 @@ impl PeerClient {
                 Method::Vote => client.vote(req).await,
                 Method::InstallSnapshot => client.install_snapshot(req).await,
                 Method::Propose => client.propose(req).await,
+                Method::Commit => client.commit(req).await,
                 Method::ReadIndex => client.read_index(req).await,
                 Method::Admin => client.admin(req).await,
             }

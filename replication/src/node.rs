@@ -12,14 +12,15 @@ use openraft::error::{
 };
 use openraft::{ChangeMembers, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
-use strata_engine::Backend;
+use strata_engine::{Backend, BackendError, Engine};
 use tokio::sync::watch;
 
 use crate::backend::ReplicatedBackend;
 use crate::command::{Command, Member};
 use crate::error::{decode, encode, ReplicationError, Result};
 use crate::network::{
-    AdminReply, AdminRequest, Credentials, Forwarded, Method, Network, PeerClient, Peers, Proposed,
+    AdminReply, AdminRequest, CommitAnswer, CommitRequest, Credentials, Forwarded, Method, Network,
+    PeerClient, Peers, Proposed,
 };
 use crate::state_machine::{Replica, StateMachine};
 use crate::store::{LogStore, RAFT_DB};
@@ -121,6 +122,9 @@ pub struct Node {
     barrier_wake: tokio::sync::Notify,
     shutdown: watch::Sender<bool>,
     server: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The engine that resolves commits other nodes forward while this node leads (see
+    /// [`Node::serve_commits`]).
+    committer: std::sync::OnceLock<std::sync::Weak<Engine>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -197,6 +201,7 @@ impl Node {
             barrier_wake: tokio::sync::Notify::new(),
             shutdown: watch::channel(false).0,
             server: Mutex::new(None),
+            committer: std::sync::OnceLock::new(),
         });
         tokio::spawn(node.clone().barrier_rounds());
         let server = crate::service::serve(node.clone(), listener, node.shutdown.subscribe());
@@ -348,6 +353,95 @@ impl Node {
             }
             self.await_leader(deadline).await?;
         }
+    }
+
+    /// Let `engine` (the engine over [`Node::backend`]) resolve the atomic writes and
+    /// transactions the other nodes' engines forward while this node leads, so that one
+    /// pipeline resolves every commit instead of each node racing the others for the
+    /// version record ([`strata_engine::forward`]). Until it is called, this node answers
+    /// that it does not serve them, and other nodes resolve their commits themselves.
+    pub fn serve_commits(&self, engine: &Arc<Engine>) {
+        let _ = self.committer.set(Arc::downgrade(engine));
+    }
+
+    /// Whether this node's engine should forward its commits: it does not lead, but some
+    /// node does, and its own Raft runs (a node stopped by a storage failure could not
+    /// apply what it forwarded; its own proposals fail with the failure instead).
+    pub fn forwards_commits(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.running_state.is_ok() && m.current_leader.is_some_and(|l| l != self.id)
+    }
+
+    /// A commit (encoded by the engine) for `database`, resolved by the leader's engine:
+    /// its encoded answer, once this node has applied the commit; `None` when the commit is
+    /// to be resolved here (this node leads, or the leader serves no forwarded commits).
+    /// A request that may have reached the leader but got no answer is
+    /// [`BackendError::InDoubt`]; nothing is ever sent twice.
+    pub async fn forward_commit(
+        &self,
+        database: &str,
+        request: &[u8],
+    ) -> std::result::Result<Option<Vec<u8>>, BackendError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let body = encode(&CommitRequest {
+            database: database.to_string(),
+            request: request.to_vec(),
+        })?;
+        loop {
+            if self.is_leader() {
+                return Ok(None);
+            }
+            let Some((id, leader)) = self.remote_leader(None) else {
+                self.await_leader(deadline).await?;
+                continue;
+            };
+            let peer = self.peer(id, &leader.raft_addr);
+            let left = deadline.saturating_duration_since(Instant::now());
+            let answer = match peer.call(Method::Commit, body.clone(), left).await {
+                Ok(r) => r,
+                // Nothing reached the leader: wait for one that answers.
+                Err(ReplicationError::NotSent { .. }) => {
+                    self.await_leader(deadline).await?;
+                    continue;
+                }
+                Err(e @ ReplicationError::Unreachable { .. }) => {
+                    return Err(BackendError::InDoubt(e.to_string()))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            match decode::<Forwarded<CommitAnswer>>(&answer)? {
+                Forwarded::Ok(CommitAnswer::Done { index, reply }) => {
+                    // Committed. Wait (within the deadline) for this node's copy to hold
+                    // it, so that the caller's next read sees it; a strong read would wait
+                    // for it anyway, so a slow copy delays, never hides, the write.
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    self.replica.wait_applied(index, left).await;
+                    return Ok(Some(reply));
+                }
+                Forwarded::Ok(CommitAnswer::NotServing) => return Ok(None),
+                // Nothing ran there: try the leader it names, or the next one.
+                Forwarded::NotLeader(_) => self.await_leader(deadline).await?,
+                Forwarded::Failed(detail) => return Err(BackendError::InDoubt(detail)),
+            }
+        }
+    }
+
+    /// A commit another node forwarded: resolved by this node's engine if it leads.
+    pub(crate) async fn commit_forwarded(&self, commit: CommitRequest) -> Forwarded<CommitAnswer> {
+        if !self.is_leader() {
+            return Forwarded::NotLeader(self.remote_leader(None));
+        }
+        let Some(engine) = self.committer.get().and_then(|w| w.upgrade()) else {
+            return Forwarded::Ok(CommitAnswer::NotServing);
+        };
+        let reply = engine
+            .commit_forwarded(&commit.database, &commit.request)
+            .await;
+        Forwarded::Ok(CommitAnswer::Done {
+            index: self.replica.applied(),
+            reply,
+        })
     }
 
     /// Whether this node leads the cluster right now (as far as it knows).

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::command::Command;
 use crate::error::{decode, encode};
-use crate::network::{AdminRequest, CLUSTER_HEADER, MAX_MESSAGE};
+use crate::network::{AdminRequest, CommitRequest, CLUSTER_HEADER, MAX_MESSAGE};
 use crate::node::Node;
 use crate::proto::raft_server::{Raft as RaftRpc, RaftServer};
 use crate::proto::Payload;
@@ -111,6 +111,11 @@ impl RaftRpc for RaftService {
     async fn propose(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let cmd: Command = self.open(req)?;
         reply(&self.node.propose_forwarded(cmd).await)
+    }
+
+    async fn commit(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
+        let commit: CommitRequest = self.open(req)?;
+        reply(&self.node.commit_forwarded(commit).await)
     }
 
     async fn read_index(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {

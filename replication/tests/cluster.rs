@@ -12,7 +12,7 @@ use strata_replication::{ClusterConfig, Node, ReplicationError};
 
 struct Member {
     node: Arc<Node>,
-    engine: Engine,
+    engine: Arc<Engine>,
     _dir: tempfile::TempDir,
 }
 
@@ -37,7 +37,8 @@ async fn start(id: u64, secret: &str, snapshot_every: u64) -> Member {
         dir.path().join("data"),
     ));
     let node = Node::start(backend, config).await.expect("the node starts");
-    let engine = Engine::new(node.backend(), EngineConfig::default());
+    let engine = Arc::new(Engine::new(node.backend(), EngineConfig::default()));
+    node.serve_commits(&engine);
     Member {
         node,
         engine,
@@ -138,8 +139,8 @@ async fn every_node_writes_and_strong_reads_see_every_acknowledged_write() {
         }
         v
     };
-    // Writers on every node at once, all adding to one counter: the engines race on the
-    // version record and settle it; every acknowledged add must count exactly once.
+    // Writers on every node at once, all adding to one counter: the followers' engines
+    // forward their writes to the leader's; every acknowledged add must count exactly once.
     let mut tasks = Vec::new();
     for (i, db) in dbs.iter().enumerate() {
         let db = db.clone();
@@ -171,6 +172,86 @@ async fn every_node_writes_and_strong_reads_see_every_acknowledged_write() {
     add(&dbs[0], "total", 5).await;
     assert_eq!(counter(&dbs[2], "total").await, 65);
     assert_eq!(counter(&dbs[1], "total").await, 65);
+    stop_all(&members).await;
+}
+
+/// Move `n` from account `from` to `to` in one transaction, retried while it conflicts.
+async fn transfer(db: &Database, from: &str, to: &str, n: u64) {
+    loop {
+        let mut txn = db.begin().await.expect("begin");
+        let balance = |v: Option<Value>| v.and_then(|v| v.as_u64()).unwrap_or(0);
+        let a = balance(txn.get(from.as_bytes()).await.expect("read"));
+        let b = balance(txn.get(to.as_bytes()).await.expect("read"));
+        txn.set(from.as_bytes(), Value::u64(a - n)).unwrap();
+        txn.set(to.as_bytes(), Value::u64(b + n)).unwrap();
+        match txn.commit().await {
+            Ok(_) => return,
+            Err(e) if e.is_retryable() => continue,
+            Err(e) => panic!("transfer: {e}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commits_made_on_followers_are_resolved_by_the_leaders_pipeline() {
+    let members = cluster(3, 10_000).await;
+    let leader = leader_index(&members).await;
+    members[leader]
+        .engine
+        .create_database("bank", None)
+        .await
+        .unwrap();
+    let mut dbs = Vec::new();
+    for m in &members {
+        dbs.push(m.engine.database("bank").await.expect("every node has it"));
+    }
+    add(&dbs[leader], "a", 300).await;
+    // Read-modify-write transactions on every node at once, all on the same two keys: they
+    // conflict, and each is retried until it commits; money is neither made nor lost.
+    let mut tasks = Vec::new();
+    for db in &dbs {
+        let db = db.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..15 {
+                transfer(&db, "a", "b", 2).await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    for db in &dbs {
+        assert_eq!(counter(db, "a").await, 300 - 90);
+        assert_eq!(counter(db, "b").await, 90);
+    }
+    // Only the leader's pipeline resolved them: the followers' engines sent theirs on.
+    for (i, db) in dbs.iter().enumerate() {
+        let commits = db.pipeline_stats().commits;
+        if i == leader {
+            assert!(commits >= 46, "the leader resolved {commits} commits");
+        } else {
+            assert_eq!(commits, 0, "node {i} resolved commits itself");
+        }
+    }
+    // A follower's write is in its own copy when the commit returns: an eventual read
+    // there (no round to the leader) sees it.
+    let follower = &dbs[(leader + 1) % 3];
+    let w = AtomicWrite::new().mutate(Mutation::set(b"mine".to_vec(), Value::u64(7)));
+    let stamp = follower.atomic_write(w).await.unwrap().versionstamp();
+    let seen = follower
+        .eventual()
+        .get(b"mine")
+        .await
+        .unwrap()
+        .expect("seen");
+    assert_eq!(seen.value.as_u64(), Some(7));
+    assert_eq!(Some(seen.versionstamp), stamp);
+    // An atomic write's check is made by the leader, against the newest state.
+    let stale = AtomicWrite::new()
+        .check(b"mine".to_vec(), None)
+        .mutate(Mutation::set(b"mine".to_vec(), Value::u64(8)));
+    let out = dbs[(leader + 2) % 3].atomic_write(stale).await.unwrap();
+    assert!(out.versionstamp().is_none(), "the check failed: {out:?}");
     stop_all(&members).await;
 }
 
