@@ -95,7 +95,7 @@ pub struct Capabilities {
     pub persistent: bool,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BackendError {
     #[error("database is in use by another process: {0}")]
     Locked(String),

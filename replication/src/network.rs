@@ -68,9 +68,10 @@ pub struct CommitRequest {
 /// The leader's answer to a forwarded commit.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum CommitAnswer {
-    /// The engine's encoded answer, and the log index the leader had applied once it had
-    /// it: the caller's copy holds the commit once it has applied that far.
-    Done { index: u64, reply: Vec<u8> },
+    /// The engine's encoded answers, in the order of the requests, and the log index the
+    /// leader had applied once it had them all: the caller's copy holds the commits once it
+    /// has applied that far.
+    Done { index: u64, replies: Vec<Vec<u8>> },
     /// No engine serves forwarded commits on the leader: resolve the commit where it was
     /// made, as before.
     NotServing,

@@ -125,7 +125,23 @@ pub struct Node {
     /// The engine that resolves commits other nodes forward while this node leads (see
     /// [`Node::serve_commits`]).
     committer: std::sync::OnceLock<std::sync::Weak<Engine>>,
+    /// Commits waiting to be forwarded to the leader, and the signal that there are some.
+    forward_waiting: Mutex<Vec<PendingCommit>>,
+    forward_wake: tokio::sync::Notify,
 }
+
+/// A commit waiting to be forwarded, and where its answer goes.
+struct PendingCommit {
+    commit: CommitRequest,
+    reply: tokio::sync::oneshot::Sender<std::result::Result<Option<Vec<u8>>, BackendError>>,
+}
+
+/// How many rounds of forwarded commits a node keeps in flight to the leader. Commits that
+/// arrive while they are out wait and go together in the next round.
+const FORWARD_ROUNDS: usize = 2;
+
+/// The most commits one forwarding round carries.
+const FORWARD_BATCH: usize = 256;
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -202,8 +218,13 @@ impl Node {
             shutdown: watch::channel(false).0,
             server: Mutex::new(None),
             committer: std::sync::OnceLock::new(),
+            forward_waiting: Mutex::new(Vec::new()),
+            forward_wake: tokio::sync::Notify::new(),
         });
         tokio::spawn(node.clone().barrier_rounds());
+        for _ in 0..FORWARD_ROUNDS {
+            tokio::spawn(node.clone().forward_rounds());
+        }
         let server = crate::service::serve(node.clone(), listener, node.shutdown.subscribe());
         *node.server.lock().unwrap_or_else(|e| e.into_inner()) = Some(tokio::spawn(server));
         Ok(node)
@@ -377,17 +398,95 @@ impl Node {
     /// its encoded answer, once this node has applied the commit; `None` when the commit is
     /// to be resolved here (this node leads, or the leader serves no forwarded commits).
     /// A request that may have reached the leader but got no answer is
-    /// [`BackendError::InDoubt`]; nothing is ever sent twice.
+    /// [`BackendError::InDoubt`]; nothing is ever sent twice. Commits forwarded at the same
+    /// time travel together, a round of them per call to the leader.
     pub async fn forward_commit(
         &self,
         database: &str,
         request: &[u8],
     ) -> std::result::Result<Option<Vec<u8>>, BackendError> {
-        let deadline = Instant::now() + REQUEST_TIMEOUT;
-        let body = encode(&CommitRequest {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let commit = CommitRequest {
             database: database.to_string(),
             request: request.to_vec(),
-        })?;
+        };
+        self.forward_waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(PendingCommit { commit, reply });
+        self.forward_wake.notify_one();
+        // Dropped unanswered: its round was cut short by shutdown, perhaps after sending.
+        answer.await.unwrap_or_else(|_| {
+            Err(BackendError::InDoubt(
+                "the node shut down while the commit was being forwarded".into(),
+            ))
+        })
+    }
+
+    /// Send rounds of waiting commits to the leader until shutdown (one of
+    /// [`FORWARD_ROUNDS`] such loops).
+    async fn forward_rounds(self: Arc<Self>) {
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = self.forward_wake.notified() => {}
+                _ = shutdown.wait_for(|s| *s) => {
+                    // Never sent: the callers may try again elsewhere.
+                    let left = std::mem::take(
+                        &mut *self.forward_waiting.lock().unwrap_or_else(|e| e.into_inner()),
+                    );
+                    for p in left {
+                        let _ = p.reply.send(Err(BackendError::Unavailable(
+                            "the node is shutting down".into(),
+                        )));
+                    }
+                    return;
+                }
+            }
+            loop {
+                let round: Vec<PendingCommit> = {
+                    let mut waiting = self
+                        .forward_waiting
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner());
+                    let n = waiting.len().min(FORWARD_BATCH);
+                    waiting.drain(..n).collect()
+                };
+                if round.is_empty() {
+                    break;
+                }
+                let (commits, replies): (Vec<_>, Vec<_>) =
+                    round.into_iter().map(|p| (p.commit, p.reply)).unzip();
+                match self.forward_round(commits).await {
+                    Ok(Some(answers)) => {
+                        for (reply, answer) in replies.into_iter().zip(answers) {
+                            let _ = reply.send(Ok(Some(answer)));
+                        }
+                    }
+                    Ok(None) => {
+                        for reply in replies {
+                            let _ = reply.send(Ok(None));
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One round: `commits` sent to the leader, its answers (in order) once this node has
+    /// applied them, or `None` to resolve them here.
+    async fn forward_round(
+        &self,
+        commits: Vec<CommitRequest>,
+    ) -> std::result::Result<Option<Vec<Vec<u8>>>, BackendError> {
+        let deadline = Instant::now() + REQUEST_TIMEOUT;
+        let count = commits.len();
+        let body = encode(&commits)?;
         loop {
             if self.is_leader() {
                 return Ok(None);
@@ -411,13 +510,19 @@ impl Node {
                 Err(e) => return Err(e.into()),
             };
             match decode::<Forwarded<CommitAnswer>>(&answer)? {
-                Forwarded::Ok(CommitAnswer::Done { index, reply }) => {
+                Forwarded::Ok(CommitAnswer::Done { index, replies }) => {
+                    if replies.len() != count {
+                        return Err(BackendError::InDoubt(format!(
+                            "the leader answered {} of {count} forwarded commits",
+                            replies.len()
+                        )));
+                    }
                     // Committed. Wait (within the deadline) for this node's copy to hold
-                    // it, so that the caller's next read sees it; a strong read would wait
-                    // for it anyway, so a slow copy delays, never hides, the write.
+                    // them, so that each caller's next read sees its write; a strong read
+                    // would wait for them anyway, so a slow copy delays, never hides, them.
                     let left = deadline.saturating_duration_since(Instant::now());
                     self.replica.wait_applied(index, left).await;
-                    return Ok(Some(reply));
+                    return Ok(Some(replies));
                 }
                 Forwarded::Ok(CommitAnswer::NotServing) => return Ok(None),
                 // Nothing ran there: try the leader it names, or the next one.
@@ -427,20 +532,37 @@ impl Node {
         }
     }
 
-    /// A commit another node forwarded: resolved by this node's engine if it leads.
-    pub(crate) async fn commit_forwarded(&self, commit: CommitRequest) -> Forwarded<CommitAnswer> {
+    /// Commits another node forwarded: resolved by this node's engine if it leads, all at
+    /// once (so that its pipeline groups them), answered in order.
+    pub(crate) async fn commit_forwarded(
+        &self,
+        commits: Vec<CommitRequest>,
+    ) -> Forwarded<CommitAnswer> {
         if !self.is_leader() {
             return Forwarded::NotLeader(self.remote_leader(None));
         }
         let Some(engine) = self.committer.get().and_then(|w| w.upgrade()) else {
             return Forwarded::Ok(CommitAnswer::NotServing);
         };
-        let reply = engine
-            .commit_forwarded(&commit.database, &commit.request)
-            .await;
+        let mut running = tokio::task::JoinSet::new();
+        let count = commits.len();
+        for (i, c) in commits.into_iter().enumerate() {
+            let engine = engine.clone();
+            running.spawn(async move {
+                let reply = engine.commit_forwarded(&c.database, &c.request).await;
+                (i, reply)
+            });
+        }
+        let mut replies = vec![Vec::new(); count];
+        while let Some(done) = running.join_next().await {
+            match done {
+                Ok((i, reply)) => replies[i] = reply,
+                Err(e) => return Forwarded::Failed(format!("a forwarded commit failed: {e}")),
+            }
+        }
         Forwarded::Ok(CommitAnswer::Done {
             index: self.replica.applied(),
-            reply,
+            replies,
         })
     }
 

@@ -114,8 +114,8 @@ impl RaftRpc for RaftService {
     }
 
     async fn commit(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let commit: CommitRequest = self.open(req)?;
-        reply(&self.node.commit_forwarded(commit).await)
+        let commits: Vec<CommitRequest> = self.open(req)?;
+        reply(&self.node.commit_forwarded(commits).await)
     }
 
     async fn read_index(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
