@@ -40,15 +40,40 @@ pub struct Tx {
 /// in its conflict set) can take a definition decoded at `v` instead of reading and decoding
 /// the definition again. Entries are kept per database *id*: a database made again under a
 /// dropped one's name counts its versions from the start again.
+///
+/// It also remembers, per database, the schema version read at the newest snapshot: a
+/// committed version's state never changes, so a transaction at the same read version (a
+/// run of reads with no write in between) takes it without reading it from the store again.
 #[derive(Default)]
 pub struct CatalogCache {
     by_db: std::sync::Mutex<HashMap<String, (u64, Tables)>>,
+    /// Per database id: (read version, the schema version at it).
+    schema_at: std::sync::Mutex<HashMap<String, (u64, u64)>>,
 }
 
 /// Definitions by table name; `None`: no such table.
 type Tables = HashMap<String, Option<Arc<TableDef>>>;
 
 impl CatalogCache {
+    fn schema_at(&self, db: &str, read_version: u64) -> Option<u64> {
+        let at = self.schema_at.lock().unwrap_or_else(|p| p.into_inner());
+        match at.get(db) {
+            Some((v, schema)) if *v == read_version => Some(*schema),
+            _ => None,
+        }
+    }
+
+    fn put_schema_at(&self, db: &str, read_version: u64, schema: u64) {
+        let mut at = self.schema_at.lock().unwrap_or_else(|p| p.into_inner());
+        match at.get_mut(db) {
+            Some(held) if held.0 >= read_version => {}
+            Some(held) => *held = (read_version, schema),
+            None => {
+                at.insert(db.to_string(), (read_version, schema));
+            }
+        }
+    }
+
     fn get(&self, db: &str, version: u64, name: &str) -> Option<Option<Arc<TableDef>>> {
         let by_db = self.by_db.lock().unwrap_or_else(|p| p.into_inner());
         match by_db.get(db) {
@@ -283,9 +308,34 @@ impl Tx {
         if let Some(v) = self.schema_version {
             return Ok(v);
         }
-        let v = match self.get(&Key::SchemaVersion.encode()).await? {
-            Some(b) => decode_u64(&b)?,
-            None => 0,
+        let key = Key::SchemaVersion.encode();
+        let read_version = self.txn.read_version();
+        // Only a catalog change writes the version, and it sets `schema_version` as it
+        // does: with none made, the version is the snapshot's, which the session may know.
+        let known = match &self.shared {
+            Some((cache, db)) if !self.catalog_written => cache.schema_at(db, read_version),
+            _ => None,
+        };
+        let v = match known {
+            Some(v) => {
+                // Still a read of this transaction: a concurrent catalog change conflicts.
+                let mut end = key.clone();
+                end.push(0);
+                self.note_read(&key, &end).await?;
+                v
+            }
+            None => {
+                let v = match self.get(&key).await? {
+                    Some(b) => decode_u64(&b)?,
+                    None => 0,
+                };
+                if let Some((cache, db)) = &self.shared {
+                    if !self.catalog_written {
+                        cache.put_schema_at(db, read_version, v);
+                    }
+                }
+                v
+            }
         };
         self.schema_version = Some(v);
         Ok(v)

@@ -373,3 +373,38 @@ async fn a_database_made_again_under_its_name_is_not_read_with_the_old_ones_defi
         vec![vec![Datum::Int(5)]]
     );
 }
+
+#[tokio::test]
+async fn a_schema_change_by_another_session_is_seen_at_the_next_snapshot() {
+    let engine = std::sync::Arc::new(engine());
+    let mut a = Session::new(engine.clone());
+    let mut b = Session::new(engine);
+    a.execute("CREATE TABLE t (id INTEGER PRIMARY KEY, v INTEGER)")
+        .await
+        .unwrap();
+    a.execute("INSERT INTO t VALUES (1, 10)").await.unwrap();
+    // Read twice at one snapshot: the second takes the schema version the first read.
+    for _ in 0..2 {
+        assert_eq!(
+            rows(&mut a, "SELECT * FROM t WHERE id = 1").await,
+            vec![vec![Datum::Int(1), Datum::Int(10)]]
+        );
+    }
+    b.execute("ALTER TABLE t ADD COLUMN w INTEGER DEFAULT 7")
+        .await
+        .unwrap();
+    assert_eq!(
+        rows(&mut a, "SELECT * FROM t WHERE id = 1").await,
+        vec![vec![Datum::Int(1), Datum::Int(10), Datum::Int(7)]]
+    );
+    // Inside a transaction begun before another session's change, the change conflicts
+    // with this transaction's reads at commit, as any catalog read does.
+    a.execute("BEGIN").await.unwrap();
+    rows(&mut a, "SELECT * FROM t WHERE id = 1").await;
+    a.execute("UPDATE t SET v = 11 WHERE id = 1").await.unwrap();
+    b.execute("ALTER TABLE t ADD COLUMN x INTEGER")
+        .await
+        .unwrap();
+    let err = a.execute("COMMIT").await.expect_err("a conflict");
+    assert!(err.is_retryable(), "{err}");
+}
