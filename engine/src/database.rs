@@ -584,12 +584,7 @@ impl Database {
 
     /// Commit `op` here, never forwarded (for [`crate::Engine::commit_forwarded`]).
     pub(crate) async fn commit_here(&self, op: CommitOp) -> Result<CommitOutcome> {
-        match self.shared.commit_here(op).await? {
-            CommitReply::Outcome(o) => Ok(o),
-            _ => Err(EngineError::InvalidRequest(
-                "unexpected pipeline reply".into(),
-            )),
-        }
+        self.shared.commit_here(op).await?.into_outcome()
     }
 
     /// Whether reads through this handle are eventual (see [`Database::eventual`]).
@@ -870,12 +865,10 @@ impl Database {
     /// Commit checks, mutations and enqueues atomically.
     pub async fn atomic_write(&self, write: AtomicWrite) -> Result<CommitOutcome> {
         atomic::validate(&self.shared.options.limits, &write, now_ms())?;
-        match self.shared.commit(CommitOp::Atomic(write)).await? {
-            CommitReply::Outcome(o) => Ok(o),
-            _ => Err(EngineError::InvalidRequest(
-                "unexpected pipeline reply".into(),
-            )),
-        }
+        self.shared
+            .commit(CommitOp::Atomic(write))
+            .await?
+            .into_outcome()
     }
 
     /// Begin an interactive transaction at the newest version.

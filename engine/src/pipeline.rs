@@ -134,6 +134,18 @@ pub(crate) enum CommitReply {
     },
 }
 
+impl CommitReply {
+    /// The outcome of an atomic write or a transaction.
+    pub(crate) fn into_outcome(self) -> Result<CommitOutcome> {
+        match self {
+            CommitReply::Outcome(o) => Ok(o),
+            _ => Err(EngineError::InvalidRequest(
+                "unexpected pipeline reply".into(),
+            )),
+        }
+    }
+}
+
 pub(crate) struct CommitRequest {
     pub op: CommitOp,
     pub reply: oneshot::Sender<Result<CommitReply>>,

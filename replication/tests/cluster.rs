@@ -38,7 +38,6 @@ async fn start(id: u64, secret: &str, snapshot_every: u64) -> Member {
     ));
     let node = Node::start(backend, config).await.expect("the node starts");
     let engine = Arc::new(Engine::new(node.backend(), EngineConfig::default()));
-    node.serve_commits(&engine);
     Member {
         node,
         engine,
@@ -46,8 +45,18 @@ async fn start(id: u64, secret: &str, snapshot_every: u64) -> Member {
     }
 }
 
-/// Start `n` nodes and make the first the leader of a cluster of all of them.
+/// Start `n` nodes, each resolving the commits the others forward while it leads, and make
+/// the first the leader of a cluster of all of them.
 async fn cluster(n: u64, snapshot_every: u64) -> Vec<Member> {
+    let members = cluster_of(n, snapshot_every).await;
+    for m in &members {
+        m.node.serve_commits(&m.engine);
+    }
+    members
+}
+
+/// [`cluster`], with no node serving forwarded commits.
+async fn cluster_of(n: u64, snapshot_every: u64) -> Vec<Member> {
     let mut members = Vec::new();
     for id in 1..=n {
         members.push(start(id, "s3cret", snapshot_every).await);
@@ -256,6 +265,32 @@ async fn commits_made_on_followers_are_resolved_by_the_leaders_pipeline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn where_the_leader_serves_no_forwarded_commits_followers_resolve_their_own() {
+    let members = cluster_of(3, 10_000).await;
+    let leader = leader_index(&members).await;
+    members[leader]
+        .engine
+        .create_database("bank", None)
+        .await
+        .unwrap();
+    let follower = members[(leader + 1) % 3]
+        .engine
+        .database("bank")
+        .await
+        .unwrap();
+    add(&follower, "a", 10).await;
+    transfer(&follower, "a", "b", 4).await;
+    assert!(
+        follower.pipeline_stats().commits >= 2,
+        "the follower's own pipeline resolved its commits"
+    );
+    let on_leader = members[leader].engine.database("bank").await.unwrap();
+    assert_eq!(counter(&on_leader, "a").await, 6);
+    assert_eq!(counter(&on_leader, "b").await, 4);
+    stop_all(&members).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cluster_keeps_serving_when_its_leader_stops() {
     let members = cluster(3, 10_000).await;
     let leader = leader_index(&members).await;
@@ -299,6 +334,7 @@ async fn a_new_node_catches_up_through_a_snapshot() {
         .expect("a snapshot was taken and the log purged");
 
     let joining = start(4, "s3cret", 20).await;
+    joining.node.serve_commits(&joining.engine);
     let status = members[leader]
         .node
         .admin(strata_replication::network::AdminRequest::AddLearner {

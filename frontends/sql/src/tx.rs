@@ -65,12 +65,10 @@ impl CatalogCache {
 
     fn put_schema_at(&self, db: &str, read_version: u64, schema: u64) {
         let mut at = self.schema_at.lock().unwrap_or_else(|p| p.into_inner());
-        match at.get_mut(db) {
-            Some(held) if held.0 >= read_version => {}
-            Some(held) => *held = (read_version, schema),
-            None => {
-                at.insert(db.to_string(), (read_version, schema));
-            }
+        let held = at.entry(db.to_string()).or_insert((read_version, schema));
+        // Only the newest snapshot is worth keeping.
+        if held.0 < read_version {
+            *held = (read_version, schema);
         }
     }
 
@@ -304,6 +302,15 @@ impl Tx {
         names_of(self, Key::Table("")).await
     }
 
+    /// The session's cache and this database's id in it, while this transaction's catalog
+    /// is the snapshot's (it made no catalog change).
+    fn shared_catalog(&self) -> Option<(&CatalogCache, &str)> {
+        match &self.shared {
+            Some((cache, db)) if !self.catalog_written => Some((cache, db)),
+            _ => None,
+        }
+    }
+
     pub async fn schema_version(&mut self) -> Result<u64> {
         if let Some(v) = self.schema_version {
             return Ok(v);
@@ -312,10 +319,9 @@ impl Tx {
         let read_version = self.txn.read_version();
         // Only a catalog change writes the version, and it sets `schema_version` as it
         // does: with none made, the version is the snapshot's, which the session may know.
-        let known = match &self.shared {
-            Some((cache, db)) if !self.catalog_written => cache.schema_at(db, read_version),
-            _ => None,
-        };
+        let known = self
+            .shared_catalog()
+            .and_then(|(cache, db)| cache.schema_at(db, read_version));
         let v = match known {
             Some(v) => {
                 // Still a read of this transaction: a concurrent catalog change conflicts.
@@ -329,10 +335,8 @@ impl Tx {
                     Some(b) => decode_u64(&b)?,
                     None => 0,
                 };
-                if let Some((cache, db)) = &self.shared {
-                    if !self.catalog_written {
-                        cache.put_schema_at(db, read_version, v);
-                    }
+                if let Some((cache, db)) = self.shared_catalog() {
+                    cache.put_schema_at(db, read_version, v);
                 }
                 v
             }
