@@ -9,17 +9,17 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use percent_encoding::percent_decode_str;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use strata_sql::{Datum, Output, Session};
+use strata_sql::{Datum, Output, Session, SqlError};
 
 use crate::error::{ErrorBody, RestError, Result};
 use crate::kv::{self, KvEntry, KvList, KvPage, KvSet, KvWritten};
 use crate::queue::{self, DeadLettersPurged, PurgeQuery, QueueQuery, QueueView};
-use crate::result::{self, ResultSet};
+use crate::result::{self, JsonRows, ResultSet};
 use crate::statement::{self, Kind};
 use crate::App;
 
@@ -305,7 +305,7 @@ pub async fn query_oltp(
     let eventual = eventual(headers)?;
     let req: SqlRequest = json_body(body).await?;
     let (out, _) = run(app, Some(name), req, Kind::Read, eventual).await?;
-    Ok(Json(rows(out)).into_response())
+    rows(&out)
 }
 
 #[utoipa::path(post, path = "/query", tag = "sql", request_body = SqlRequest,
@@ -318,18 +318,21 @@ pub async fn query(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<ResultSet>> {
+) -> Result<Response> {
     let eventual = eventual(&headers)?;
     let req: SqlRequest = json_body(body).await?;
     let (out, _) = run(&app, None, req, Kind::Read, eventual).await?;
-    Ok(Json(rows(out)))
+    rows(&out)
 }
 
-fn rows(out: Output) -> ResultSet {
-    match out {
-        Output::Rows(rows) => ResultSet::from_rows(&rows),
-        _ => ResultSet::default(),
+/// A statement's rows as the response body (no rows for a statement without any).
+fn rows(out: &Output) -> Result<Response> {
+    let body = match out {
+        Output::Rows(rows) => serde_json::to_vec(&JsonRows(rows)),
+        _ => serde_json::to_vec(&ResultSet::default()),
     }
+    .map_err(|e| SqlError::Internal(format!("encoding the result as JSON: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
 }
 
 #[utoipa::path(get, path = "/db/{name}/tables", tag = "sql",
