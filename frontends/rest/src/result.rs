@@ -84,7 +84,17 @@ impl Serialize for ColumnRef<'_> {
         struct Display<'a>(&'a DataType);
         impl Serialize for Display<'_> {
             fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self.0)
+                // The names of the types tables store, without a trip through `fmt`.
+                let name = match self.0 {
+                    DataType::Boolean => "Boolean",
+                    DataType::Int64 => "Int64",
+                    DataType::Float64 => "Float64",
+                    DataType::Utf8 => "Utf8",
+                    DataType::Binary => "Binary",
+                    DataType::Date32 => "Date32",
+                    other => return s.collect_str(other),
+                };
+                s.serialize_str(name)
             }
         }
         let mut out = s.serialize_struct("Column", 2)?;

@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use datafusion::arrow::array::RecordBatchOptions;
-use datafusion::arrow::datatypes::{Field, Schema};
+use datafusion::arrow::datatypes::{Field, Schema, SchemaRef};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::sql::sqlparser::ast::{
     BinaryOperator, Expr, GroupByExpr, SelectItem, SetExpr, Statement, TableFactor,
@@ -22,7 +22,7 @@ use crate::error::{Result, SqlError};
 use crate::eval;
 use crate::session::{normalize, Output, QueryRows, Session};
 use crate::tx::Tx;
-use crate::types::{ColumnBuilder, Datum};
+use crate::types::{single, ColumnBuilder, Datum};
 
 /// Show `f` both sides of each equality of `e`, a conjunction (AND, parentheses) of
 /// equalities only; `None` as soon as `e` holds anything else or `f` refuses a pair.
@@ -267,21 +267,21 @@ pub async fn select(s: &mut Session, stmt: &Statement, params: &[Datum]) -> Resu
         return Ok(None);
     };
     // The output columns: plain column names or `*` only.
-    let mut cols: Vec<(String, usize)> = Vec::new();
+    let mut cols: Vec<(&str, usize)> = Vec::new();
     for item in &sel.projection {
         match item {
             SelectItem::Wildcard(_) => cols.extend(
                 def.columns
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| (c.name.clone(), i)),
+                    .map(|(i, c)| (c.name.as_str(), i)),
             ),
             SelectItem::UnnamedExpr(e) => match column(&def, e) {
-                Some(i) => cols.push((def.columns[i].name.clone(), i)),
+                Some(i) => cols.push((def.columns[i].name.as_str(), i)),
                 None => return Ok(None),
             },
             SelectItem::ExprWithAlias { expr, alias } => match column(&def, expr) {
-                Some(i) => cols.push((alias.value.clone(), i)),
+                Some(i) => cols.push((alias.value.as_str(), i)),
                 None => return Ok(None),
             },
             _ => return Ok(None),
@@ -292,27 +292,72 @@ pub async fn select(s: &mut Session, stmt: &Statement, params: &[Datum]) -> Resu
     };
     let row = found.map(|(_, row)| row);
     drop(guard);
-    Ok(Some(Output::Rows(one_row(&def, &cols, row)?)))
+    let schema = PointSchema::of(&mut s.point_schema, &def, &cols);
+    Ok(Some(Output::Rows(one_row(&def, schema, &cols, row)?)))
+}
+
+/// A fast-path SELECT's result schema, kept with the table definition and output columns
+/// it was made for.
+pub(crate) struct PointSchema {
+    def: Arc<TableDef>,
+    cols: Vec<(String, usize)>,
+    schema: SchemaRef,
+}
+
+impl PointSchema {
+    /// The schema of `cols` of `def`: `kept`'s if it was made for them, else a new one
+    /// (kept instead).
+    fn of(
+        kept: &mut Option<PointSchema>,
+        def: &Arc<TableDef>,
+        cols: &[(&str, usize)],
+    ) -> SchemaRef {
+        if let Some(k) = kept {
+            // The same definition object: the table's columns have not changed since.
+            if Arc::ptr_eq(&k.def, def)
+                && k.cols.len() == cols.len()
+                && k.cols
+                    .iter()
+                    .zip(cols)
+                    .all(|((n, i), (m, j))| n == m && i == j)
+            {
+                return k.schema.clone();
+            }
+        }
+        let schema = Arc::new(Schema::new(
+            cols.iter()
+                .map(|(n, i)| {
+                    Field::new(
+                        *n,
+                        def.columns[*i].ty.arrow_type(),
+                        def.columns[*i].nullable,
+                    )
+                })
+                .collect::<Vec<_>>(),
+        ));
+        *kept = Some(PointSchema {
+            def: def.clone(),
+            cols: cols.iter().map(|(n, i)| (n.to_string(), *i)).collect(),
+            schema: schema.clone(),
+        });
+        schema
+    }
 }
 
 fn one_row(
-    def: &Arc<TableDef>,
-    cols: &[(String, usize)],
+    def: &TableDef,
+    schema: SchemaRef,
+    cols: &[(&str, usize)],
     row: Option<Vec<Datum>>,
 ) -> Result<QueryRows> {
-    let schema = Arc::new(Schema::new(
-        cols.iter()
-            .map(|(n, i)| Field::new(n, def.columns[*i].ty.arrow_type(), def.columns[*i].nullable))
-            .collect::<Vec<_>>(),
-    ));
     let n = usize::from(row.is_some());
     let mut arrays = Vec::with_capacity(cols.len());
     for (_, i) in cols {
-        let mut b = ColumnBuilder::new(&def.columns[*i].ty, n);
-        if let Some(r) = &row {
-            b.push(&r[*i])?;
-        }
-        arrays.push(b.finish()?);
+        let ty = &def.columns[*i].ty;
+        arrays.push(match &row {
+            Some(r) => single(ty, &r[*i])?,
+            None => ColumnBuilder::new(ty, 0).finish()?,
+        });
     }
     let batch = RecordBatch::try_new_with_options(
         schema.clone(),

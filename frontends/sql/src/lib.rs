@@ -33,7 +33,7 @@ mod pg_catalog;
 mod plan_cache;
 mod planner;
 mod session;
-mod shape;
+pub mod shape;
 mod stats;
 mod subquery;
 mod table;

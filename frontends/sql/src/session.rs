@@ -232,6 +232,9 @@ pub struct Session {
     shapes: std::collections::HashMap<String, Option<Arc<Parsed>>>,
     /// Set while a shaped statement runs: only the fast path may answer it, and
     /// `fast_path_declined` says it did not.
+    /// The result schema of the last fast-path SELECT, made again only when its table or
+    /// columns change (a pooled session usually runs one statement shape).
+    pub(crate) point_schema: Option<crate::fastpath::PointSchema>,
     fast_path_only: bool,
     fast_path_declined: bool,
     last_commit: Option<u64>,
@@ -363,6 +366,7 @@ impl Session {
             shapes: Default::default(),
             fast_path_only: false,
             fast_path_declined: false,
+            point_schema: None,
             last_commit: None,
             running: false,
             abort_on_error: false,

@@ -676,6 +676,36 @@ impl ColumnBuilder {
     }
 }
 
+/// A one-value column of type `ty`: what a [`ColumnBuilder`] gives for `d` alone, built
+/// without a builder's buffers for the common types (the fast path's one-row answers).
+pub fn single(ty: &SqlType, d: &Datum) -> Result<ArrayRef> {
+    use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
+    use datafusion::arrow::buffer::{Buffer, OffsetBuffer, ScalarBuffer};
+    Ok(match (ty, d) {
+        (SqlType::SmallInt | SqlType::Integer | SqlType::BigInt, Datum::Int(v)) => {
+            Arc::new(Int64Array::new(ScalarBuffer::from(vec![*v]), None))
+        }
+        (SqlType::Real | SqlType::Double, Datum::Float(v)) => {
+            Arc::new(Float64Array::new(ScalarBuffer::from(vec![*v]), None))
+        }
+        (SqlType::Text | SqlType::Varchar(_) | SqlType::Char(_), Datum::Text(v)) => {
+            let end = i32::try_from(v.len())
+                .map_err(|_| SqlError::Internal("a text value over 2 GiB".into()))?;
+            let offsets = OffsetBuffer::new(ScalarBuffer::from(vec![0, end]));
+            let values = Buffer::from_vec(v.as_bytes().to_vec());
+            Arc::new(
+                StringArray::try_new(offsets, values, None)
+                    .map_err(|e| SqlError::Internal(e.to_string()))?,
+            )
+        }
+        _ => {
+            let mut b = ColumnBuilder::new(ty, 1);
+            b.push(d)?;
+            b.finish()?
+        }
+    })
+}
+
 /// Map a DataFusion error to ours: our own errors come back out, the rest keep their text.
 pub fn from_datafusion(e: DataFusionError) -> SqlError {
     use datafusion::arrow::error::ArrowError;

@@ -614,3 +614,76 @@ async fn hash_joins_build_on_the_smaller_table() {
         )]]
     );
 }
+
+/// A point SELECT answered by the fast path has the columns, types and values the planner
+/// gives for the same row, for every stored type, for NULLs, for a missing row, and for
+/// one projection after another in the same session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_selects_answer_with_the_planners_columns_and_types() {
+    let engine = Arc::new(engine());
+    let mut s = Session::new(engine.clone());
+    s.execute(
+        "CREATE TABLE every (id INTEGER PRIMARY KEY, b BIGINT, d DOUBLE, r REAL, t TEXT, \
+         v VARCHAR(8), ok BOOLEAN, y BLOB, m DECIMAL(10,2), day DATE, ts TIMESTAMP)",
+    )
+    .await
+    .unwrap();
+    s.execute(
+        "INSERT INTO every VALUES (1, -9, 2.5, 3, 'ann é', '', true, x'00ff', 123.45, \
+         '2024-02-29', '2024-02-29 12:00:00'), \
+         (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+    )
+    .await
+    .unwrap();
+    let batches = |out: Output| match out {
+        Output::Rows(r) => (r.schema, r.batches),
+        other => panic!("{other:?}"),
+    };
+    for (fast, planned) in [
+        (
+            "SELECT * FROM every WHERE id = 1",
+            "SELECT * FROM every WHERE id + 0 = 1",
+        ),
+        (
+            "SELECT * FROM every WHERE id = 2",
+            "SELECT * FROM every WHERE id + 0 = 2",
+        ),
+        (
+            "SELECT t AS name, id, t FROM every WHERE id = 1",
+            "SELECT t AS name, id, t FROM every WHERE id + 0 = 1",
+        ),
+        (
+            "SELECT m, day FROM every WHERE id = 3",
+            "SELECT m, day FROM every WHERE id + 0 = 3",
+        ),
+        (
+            "SELECT * FROM every WHERE id = 1",
+            "SELECT * FROM every WHERE id + 0 = 1",
+        ),
+    ] {
+        let explained = format!("{:?}", s.execute(&format!("EXPLAIN {fast}")).await.unwrap());
+        assert!(explained.contains("FastPath"), "{fast}: {explained}");
+        let (fast_schema, fast_rows) = batches(s.execute(fast).await.unwrap());
+        let (schema, rows) = batches(s.execute(planned).await.unwrap());
+        assert_eq!(fast_schema.fields().len(), schema.fields().len(), "{fast}");
+        for (f, p) in fast_schema.fields().iter().zip(schema.fields()) {
+            assert_eq!(
+                (f.name(), f.data_type()),
+                (p.name(), p.data_type()),
+                "{fast}"
+            );
+        }
+        let values = |b: &[strata_sql::arrow::record_batch::RecordBatch]| {
+            b.iter()
+                .flat_map(|b| (0..b.num_rows()).map(move |r| (b, r)))
+                .map(|(b, r)| {
+                    b.columns()
+                        .iter()
+                        .map(|c| Datum::from_array(c, r).unwrap())
+                        .collect::<Vec<_>>()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(values(&fast_rows), values(&rows), "{fast}");
+    }
+}
