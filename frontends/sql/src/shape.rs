@@ -16,8 +16,9 @@
 //! * the text parses to exactly the shape's tree with the literals put back (the parser
 //!   builds the same tree whatever a literal's value, so one text proves it for all);
 //! * after rewriting, every placeholder is one side of a `column = placeholder` equality in
-//!   the WHERE clause of a plain SELECT — where the fast path reads a placeholder and a
-//!   literal the same way ([`crate::eval::literal`]), and nowhere else.
+//!   the WHERE clause of a plain SELECT, or a whole value of a row of an `INSERT … VALUES`
+//!   — where the fast path and the insert read a placeholder and a literal the same way
+//!   ([`crate::eval::literal`]), and nowhere else.
 //!
 //! Anything else runs from its own text, as before.
 
@@ -58,9 +59,12 @@ impl Shape {
 /// The shape of `sql`; `None` when it has no literal, or holds anything this reader leaves
 /// alone.
 pub fn of(sql: &str) -> Option<Shape> {
-    // Only a SELECT can be learned: other texts are not read at all.
+    // Only a SELECT or an INSERT can be learned: other texts are not read at all.
     let head = sql.trim_start().get(..7)?;
-    if !head.eq_ignore_ascii_case("select ") && !head.eq_ignore_ascii_case("select\n") {
+    if !["select ", "select\n", "insert ", "insert\n"]
+        .iter()
+        .any(|h| head.eq_ignore_ascii_case(h))
+    {
         return None;
     }
     let b = sql.as_bytes();
@@ -188,7 +192,11 @@ pub fn learn(sql: &str, shape: &Shape) -> Option<Statement> {
         return None;
     }
     crate::planner::rewrite(&mut template);
-    (point_equalities_only(&template) == Some(shape.literals.len())).then_some(template)
+    let placeholders = match &template {
+        Statement::Insert(_) => values_only(&template),
+        _ => point_equalities_only(&template),
+    };
+    (placeholders == Some(shape.literals.len())).then_some(template)
 }
 
 /// Put `literals` where their placeholders are; false if a placeholder has no literal.
@@ -235,6 +243,37 @@ fn point_equalities_only(stmt: &Statement) -> Option<usize> {
         ControlFlow::<()>::Continue(())
     });
     (everywhere == in_equalities).then_some(everywhere)
+}
+
+/// How many placeholders `stmt` holds, if it is an `INSERT … VALUES` where each one is a
+/// whole value of a row (`VALUES ($1, $2)`, not `-$1` or `$1 + 1`) and there are none
+/// anywhere else. The insert reads such a value with [`crate::eval::literal`], the function
+/// that turns the text's literals into the parameters, so a placeholder there is the literal.
+fn values_only(stmt: &Statement) -> Option<usize> {
+    let Statement::Insert(insert) = stmt else {
+        return None;
+    };
+    let source = insert.source.as_ref()?;
+    if source.with.is_some() || source.order_by.is_some() || source.limit_clause.is_some() {
+        return None;
+    }
+    let SetExpr::Values(values) = source.body.as_ref() else {
+        return None;
+    };
+    let in_values = values
+        .rows
+        .iter()
+        .flat_map(|row| row.content.iter())
+        .filter(|e| is_placeholder(e))
+        .count();
+    let mut everywhere = 0;
+    let _ = ast::visit_expressions(stmt, |e: &Expr| {
+        if is_placeholder(e) {
+            everywhere += 1;
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    (everywhere == in_values).then_some(everywhere)
 }
 
 fn is_placeholder(e: &Expr) -> bool {

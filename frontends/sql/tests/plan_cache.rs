@@ -231,12 +231,13 @@ async fn a_cached_parallel_scan_covers_rows_added_since() {
         with(&mut s, total, &[]).await[0],
         vec![Datum::Int(42), Datum::Int(820)]
     );
+    // The one shaped text is the setup's INSERT (the second holds `-1000`: not a shape).
     assert_eq!(
         s.plan_cache_counts(),
         PlanCacheCounts {
             hits: 1,
             planned: 1,
-            shaped: 0
+            shaped: 1
         }
     );
 }
@@ -254,6 +255,69 @@ async fn shaped(s: &mut Session, sql: &str) -> (Vec<Vec<Datum>>, bool) {
     let before = s.plan_cache_counts().shaped;
     let got = with(s, sql, &[]).await;
     (got, s.plan_cache_counts().shaped == before + 1)
+}
+
+/// Single- and many-row inserts that differ only in their literals run as one parsed
+/// shape, and store exactly what their own texts store: the same values, the same
+/// coercions into the columns' types, the same errors.
+#[tokio::test]
+async fn inserts_with_new_literals_run_as_their_shape() {
+    let mut s = Session::new(engine());
+    s.execute(
+        "CREATE TABLE w (id INTEGER PRIMARY KEY, n INTEGER, f DOUBLE, t TEXT NOT NULL, m DECIMAL(10,2))",
+    )
+    .await
+    .unwrap();
+    let texts = [
+        "INSERT INTO w VALUES (1, 10, 1.5, 'a', 1.25)",
+        "INSERT INTO w VALUES (2, 20, 2.5, 'it''s', 2.5)",
+        // Kinds that differ from the column's: coerced as the text's own run coerces them.
+        "INSERT INTO w VALUES (3, '30', 3, 'c', 3)",
+        "INSERT INTO w VALUES (4, '40', 4, 'd', 4)",
+        "INSERT INTO w VALUES (5, 50, 5.5, 'e', 5.5), (6, 60, 6.5, 'f', 6.5)",
+        "INSERT INTO w VALUES (7, 70, 7.5, 'g', 7.5), (8, 80, 8.5, 'h', 8.5)",
+        "INSERT INTO w (t, id) VALUES ('i', 9)",
+        "INSERT INTO w (t, id) VALUES ('j', 10)",
+    ];
+    let mut shaped_runs = 0;
+    for sql in texts {
+        let before = s.plan_cache_counts().shaped;
+        s.execute(sql).await.unwrap();
+        shaped_runs += s.plan_cache_counts().shaped - before;
+    }
+    // Every text ran as its shape's statement (four shapes, each learned from its first).
+    assert_eq!(shaped_runs, 8);
+    // The same texts, each parsed on its own, in a second table: the same rows.
+    let mut p = Session::new(engine());
+    p.execute(
+        "CREATE TABLE w (id INTEGER PRIMARY KEY, n INTEGER, f DOUBLE, t TEXT NOT NULL, m DECIMAL(10,2))",
+    )
+    .await
+    .unwrap();
+    for sql in texts {
+        let prepared = p.prepare(sql).unwrap();
+        p.execute_prepared(&prepared, 0, &[]).await.unwrap();
+    }
+    assert_eq!(p.plan_cache_counts().shaped, 0);
+    let all = "SELECT * FROM w ORDER BY id";
+    let stored = parsed(&mut s, all).await;
+    assert_eq!(stored.len(), 10);
+    assert_eq!(stored, parsed(&mut p, all).await);
+    // Errors are the text's own: a duplicate key, a NULL into NOT NULL.
+    for sql in [
+        "INSERT INTO w VALUES (1, 10, 1.5, 'a', 1.25)",
+        "INSERT INTO w (t, id) VALUES (NULL, 11)",
+    ] {
+        let shaped_error = s.execute(sql).await.unwrap_err().to_string();
+        let prepared = p.prepare(sql).unwrap();
+        let own_error = p
+            .execute_prepared(&prepared, 0, &[])
+            .await
+            .unwrap_err()
+            .to_string();
+        assert_eq!(shaped_error, own_error, "{sql}");
+    }
+    assert_eq!(parsed(&mut s, all).await, stored);
 }
 
 /// Point queries that differ only in their literals run as one parsed shape with the

@@ -13,11 +13,14 @@ fn parse(sql: &str) -> Result<Vec<Statement>, ParserError> {
 }
 
 #[test]
-fn only_selects_are_read() {
+fn only_selects_and_inserts_are_read() {
     assert!(of("select a FROM t WHERE id = 1").is_some());
     assert!(of("  SELECT\na FROM t WHERE id = 1").is_some());
+    assert!(of("INSERT INTO t VALUES (1)").is_some());
+    assert!(of("insert\ninto t VALUES (1)").is_some());
     for sql in [
-        "INSERT INTO t VALUES (1)",
+        "UPDATE t SET a = 1 WHERE id = 2",
+        "DELETE FROM t WHERE id = 2",
         "WITH x AS (SELECT 1) SELECT * FROM x",
         "SEL",
     ] {
@@ -113,9 +116,32 @@ fn only_key_equalities_of_a_plain_select_are_learned() {
         "SELECT * FROM t WHERE id = 1 + 1",
         "SELECT * FROM t WHERE d = DATE '2020-01-01'",
         "SELECT * FROM t WHERE id = 1 OR id = 2",
-        "INSERT INTO t VALUES (1)",
         "UPDATE t SET a = 1 WHERE id = 2",
         "SELECT * FROM t WHERE id = 1; SELECT 2",
+    ] {
+        assert!(of(sql).is_none() || !learned(sql), "{sql}");
+    }
+}
+
+#[test]
+fn only_whole_values_of_an_insert_are_learned() {
+    assert!(learned("INSERT INTO t VALUES (1, 'a', 2.5)"));
+    assert!(learned("insert into t (b, a) values ('x', 7), (NULL, 8)"));
+    assert!(learned(
+        "INSERT INTO t VALUES (1, 'a') ON CONFLICT DO NOTHING"
+    ));
+    for sql in [
+        // A literal inside an expression, or outside the rows: its meaning is its own.
+        "INSERT INTO t VALUES (-1)",
+        "INSERT INTO t VALUES (1 + 1)",
+        "INSERT INTO t VALUES (CAST('1' AS INTEGER))",
+        "INSERT INTO t VALUES (DATE '2020-01-01')",
+        "INSERT INTO t VALUES (1) RETURNING id, 2",
+        "INSERT INTO t VALUES (1) ON CONFLICT (id) DO UPDATE SET a = 2",
+        "INSERT INTO t SELECT 1",
+        "INSERT INTO t SELECT * FROM u WHERE id = 1",
+        "INSERT INTO t VALUES (1) ORDER BY 1",
+        "INSERT INTO t VALUES (1); SELECT 2",
     ] {
         assert!(of(sql).is_none() || !learned(sql), "{sql}");
     }
