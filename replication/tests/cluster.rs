@@ -201,19 +201,25 @@ async fn transfer(db: &Database, from: &str, to: &str, n: u64) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn commits_made_on_followers_are_resolved_by_the_leaders_pipeline() {
-    let members = cluster(3, 10_000).await;
-    let leader = leader_index(&members).await;
+/// The leader's index, and database `bank` (created through the leader) on every node.
+async fn bank_on_every_node(members: &[Member]) -> (usize, Vec<Database>) {
+    let leader = leader_index(members).await;
     members[leader]
         .engine
         .create_database("bank", None)
         .await
         .unwrap();
     let mut dbs = Vec::new();
-    for m in &members {
+    for m in members {
         dbs.push(m.engine.database("bank").await.expect("every node has it"));
     }
+    (leader, dbs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn commits_made_on_followers_are_resolved_by_the_leaders_pipeline() {
+    let members = cluster(3, 10_000).await;
+    let (leader, dbs) = bank_on_every_node(&members).await;
     add(&dbs[leader], "a", 300).await;
     // Read-modify-write transactions on every node at once, all on the same two keys: they
     // conflict, and each is retried until it commits; money is neither made nor lost.
@@ -267,26 +273,16 @@ async fn commits_made_on_followers_are_resolved_by_the_leaders_pipeline() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn where_the_leader_serves_no_forwarded_commits_followers_resolve_their_own() {
     let members = cluster_of(3, 10_000).await;
-    let leader = leader_index(&members).await;
-    members[leader]
-        .engine
-        .create_database("bank", None)
-        .await
-        .unwrap();
-    let follower = members[(leader + 1) % 3]
-        .engine
-        .database("bank")
-        .await
-        .unwrap();
+    let (leader, dbs) = bank_on_every_node(&members).await;
+    let follower = dbs[(leader + 1) % 3].clone();
     add(&follower, "a", 10).await;
     transfer(&follower, "a", "b", 4).await;
     assert!(
         follower.pipeline_stats().commits >= 2,
         "the follower's own pipeline resolved its commits"
     );
-    let on_leader = members[leader].engine.database("bank").await.unwrap();
-    assert_eq!(counter(&on_leader, "a").await, 6);
-    assert_eq!(counter(&on_leader, "b").await, 4);
+    assert_eq!(counter(&dbs[leader], "a").await, 6);
+    assert_eq!(counter(&dbs[leader], "b").await, 4);
     stop_all(&members).await;
 }
 

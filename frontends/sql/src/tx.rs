@@ -65,10 +65,13 @@ impl CatalogCache {
 
     fn put_schema_at(&self, db: &str, read_version: u64, schema: u64) {
         let mut at = self.schema_at.lock().unwrap_or_else(|p| p.into_inner());
-        let held = at.entry(db.to_string()).or_insert((read_version, schema));
-        // Only the newest snapshot is worth keeping.
-        if held.0 < read_version {
-            *held = (read_version, schema);
+        match at.get_mut(db) {
+            // Only the newest snapshot is worth keeping.
+            Some(held) if held.0 >= read_version => {}
+            Some(held) => *held = (read_version, schema),
+            None => {
+                at.insert(db.to_string(), (read_version, schema));
+            }
         }
     }
 
