@@ -120,22 +120,38 @@ pub struct TxEnded {
     pub version: Option<u64>,
 }
 
+/// How much of an over-limit body is read and dropped before the 413 is sent. A server
+/// that answers and closes while the client is still sending makes the client's kernel
+/// discard the answer when the close resets the connection; past this much, it may.
+const OVER_LIMIT_DRAIN_BYTES: usize = 4 * MAX_BODY_BYTES;
+
 /// Read a JSON body, with the body limit and clear errors.
 pub async fn json_body<T: DeserializeOwned>(body: Body) -> Result<T> {
-    let bytes = match axum::body::to_bytes(body, MAX_BODY_BYTES).await {
-        Ok(b) => b,
-        Err(e) => {
-            let over = std::error::Error::source(&e)
-                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
-            return Err(if over {
-                RestError::TooLarge(format!(
-                    "the request body is over the {MAX_BODY_BYTES}-byte (16 MiB) limit"
-                ))
-            } else {
-                RestError::bad(format!("could not read the request body: {e}"))
-            });
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut bytes = Vec::new();
+    let mut over = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame =
+            frame.map_err(|e| RestError::bad(format!("could not read the request body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if over > 0 || bytes.len() + data.len() > MAX_BODY_BYTES {
+            over += data.len();
+            bytes = Vec::new();
+            if over > OVER_LIMIT_DRAIN_BYTES {
+                break;
+            }
+        } else {
+            bytes.extend_from_slice(&data);
         }
-    };
+    }
+    if over > 0 {
+        return Err(RestError::TooLarge(format!(
+            "the request body is over the {MAX_BODY_BYTES}-byte (16 MiB) limit"
+        )));
+    }
     serde_json::from_slice(&bytes)
         .map_err(|e| RestError::bad(format!("the request body is not the expected JSON: {e}")))
 }
