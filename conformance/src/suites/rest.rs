@@ -763,6 +763,21 @@ async fn auth_metrics_and_openapi(h: &Harness) -> CaseResult {
     ] {
         ensure!(text.contains(needle), "/metrics has {needle}:\n{text}");
     }
+    // Two writes were made durable, which takes time: the summed times are positive.
+    for name in [
+        "strata_commit_resolve_seconds_total",
+        "strata_commit_append_seconds_total",
+    ] {
+        let prefix = format!("{name}{{database=\"m\"}} ");
+        let seconds = text
+            .lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok());
+        ensure!(
+            seconds.is_some_and(|s| s > 0.0),
+            "/metrics has {name} above zero for m:\n{text}"
+        );
+    }
 
     // The queue view, empty here (the console suite fills one).
     let q = c.queue("m", 5).await.step("queue")?;

@@ -5,6 +5,7 @@
 //! transactions — is read when the metrics are scraped, for every database open in this
 //! process.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::collector::Collector;
@@ -64,6 +65,8 @@ struct DatabaseFigures {
     commits: u64,
     conflicts: u64,
     groups: u64,
+    resolve_seconds: f64,
+    append_seconds: f64,
     queue_depth: u64,
     dead_letters: u64,
     version: u64,
@@ -131,6 +134,8 @@ impl Metrics {
                 commits: stats.commits,
                 conflicts: stats.conflicts,
                 groups: stats.groups,
+                resolve_seconds: stats.resolve.as_secs_f64(),
+                append_seconds: stats.append.as_secs_f64(),
                 queue_depth,
                 dead_letters,
                 version: db.version(),
@@ -190,6 +195,31 @@ impl Collector for Shared {
         ];
         for (name, help, get) in counters {
             let family = Family::<DatabaseLabels, Counter>::default();
+            for f in &figures {
+                family
+                    .get_or_create(&DatabaseLabels {
+                        database: f.name.clone(),
+                    })
+                    .inc_by(get(f));
+            }
+            let m = encoder.encode_descriptor(name, help, None, family.metric_type())?;
+            family.encode(m)?;
+        }
+        type Seconds = fn(&DatabaseFigures) -> f64;
+        let times: [(&str, &str, Seconds); 2] = [
+            (
+                "commit_resolve_seconds",
+                "Time the pipeline spent resolving commits (conflict checks, key writes)",
+                |f| f.resolve_seconds,
+            ),
+            (
+                "commit_append_seconds",
+                "Time from handing each group's batch to the log to its being durable, summed",
+                |f| f.append_seconds,
+            ),
+        ];
+        for (name, help, get) in times {
+            let family = Family::<DatabaseLabels, Counter<f64, AtomicU64>>::default();
             for f in &figures {
                 family
                     .get_or_create(&DatabaseLabels {
