@@ -34,7 +34,7 @@ mod plan_cache;
 mod planner;
 mod session;
 pub mod shape;
-mod stats;
+pub mod stats;
 mod subquery;
 mod table;
 mod tx;

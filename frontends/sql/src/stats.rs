@@ -5,7 +5,9 @@
 //! same commit as the rows. Writes to distinct keys never conflict, so concurrent
 //! inserters stay independent, and the sum of a table's shards is its exact row count at
 //! any version. Readers sum the shards outside their transaction (statistics must not add
-//! conflicts), and fold them into one when there are many.
+//! conflicts), and fold them into one when there are many: on a task of its own, so that
+//! the query that found them does not wait, and a bounded number per transaction, so that
+//! a table written by a million autocommit statements folds like one written by a hundred.
 //!
 //! A table created before row counts existed has no shards: its count is unknown until
 //! `ANALYZE` counts it.
@@ -23,6 +25,10 @@ use crate::tx::{decode_u64, resume_after, SCAN_CHUNK};
 
 /// Fold a table's shards into one when a read finds more than this many.
 pub const FOLD_AT: usize = 64;
+
+/// A fold replaces at most this many shards per transaction (each is a delete, plus the
+/// history the engine keeps of it), far inside the engine's limits on a transaction.
+pub const FOLD_CHUNK: usize = 4096;
 
 /// How long a session reuses a count it read before reading it again.
 pub const CACHE_FOR: Duration = Duration::from_secs(2);
@@ -60,13 +66,24 @@ pub(crate) async fn shards(
     txn: &mut strata_engine::Transaction,
     table: u64,
 ) -> Result<(Vec<Vec<u8>>, i64)> {
+    first_shards(txn, table, usize::MAX).await
+}
+
+/// The first `most` of a table's shards in key order, and their sum. Only the part of the
+/// range up to the last one returned is read (for conflicts), when there were more.
+async fn first_shards(
+    txn: &mut strata_engine::Transaction,
+    table: u64,
+    most: usize,
+) -> Result<(Vec<Vec<u8>>, i64)> {
     let prefix = Key::RowCounts(table).encode();
     let end = strata_engine::prefix_end(&prefix);
     let mut start = prefix;
     let (mut keys, mut sum) = (Vec::new(), 0i64);
     loop {
+        let want = SCAN_CHUNK.min(most - keys.len());
         let chunk: Vec<(Vec<u8>, Vec<u8>)> = txn
-            .scan(&start, &end, false, SCAN_CHUNK)
+            .scan(&start, &end, false, want)
             .await?
             .into_iter()
             .map(|(k, v)| (k, v.data))
@@ -74,6 +91,9 @@ pub(crate) async fn shards(
         for (k, v) in &chunk {
             sum = sum.wrapping_add(decode_delta(v)?);
             keys.push(k.clone());
+        }
+        if keys.len() >= most {
+            return Ok((keys, sum));
         }
         match resume_after(&chunk) {
             Some(next) => start = next,
@@ -89,30 +109,69 @@ pub async fn row_count(db: &Database, table: u64) -> Result<Option<u64>> {
     let (keys, sum) = shards(&mut txn, table).await?;
     drop(txn);
     if keys.len() > FOLD_AT {
-        // Best effort: a concurrent commit to the table makes the fold conflict, and the
-        // next reader folds instead.
-        if let Err(e) = fold(db, table).await {
-            if !e.is_retryable() {
-                return Err(e);
-            }
-        }
+        fold_in_background(db, table);
     }
     Ok((!keys.is_empty()).then_some(sum.max(0) as u64))
 }
 
-/// Replace a table's shards with one holding their sum, in one transaction.
-pub async fn fold(db: &Database, table: u64) -> Result<()> {
-    let mut txn = db.begin().await?;
-    let (keys, sum) = shards(&mut txn, table).await?;
-    if keys.len() <= 1 {
-        return Ok(());
+/// The folds running on tasks of their own, by database id and table id.
+type Folds = HashMap<(String, u64), tokio::task::JoinHandle<()>>;
+
+fn folds() -> std::sync::MutexGuard<'static, Folds> {
+    static FOLDS: OnceLock<std::sync::Mutex<Folds>> = OnceLock::new();
+    FOLDS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+}
+
+/// Fold `table`'s shards on a task of its own, unless this process is folding them
+/// already. Best effort: a fold that fails (a concurrent commit to the table made it
+/// conflict) leaves the shards to the next reader.
+fn fold_in_background(db: &Database, table: u64) {
+    let mut folds = folds();
+    // (Finished folds of dropped tables would otherwise stay.)
+    folds.retain(|_, task| !task.is_finished());
+    let key = (db.id().to_string(), table);
+    if folds.contains_key(&key) {
+        return;
     }
-    for k in &keys {
-        txn.delete(k)?;
+    let db = db.clone();
+    let task = tokio::spawn(async move {
+        if let Err(e) = fold(&db, table, FOLD_CHUNK).await {
+            tracing::debug!(database = %db.name(), table, error = %e, "row-count fold stopped");
+        }
+    });
+    folds.insert(key, task);
+}
+
+/// Wait for the fold of `table`'s shards started in the background, if one was, to end.
+pub async fn fold_settled(db: &Database, table: u64) {
+    let running = folds().remove(&(db.id().to_string(), table));
+    if let Some(task) = running {
+        let _ = task.await;
     }
-    txn.set(&shard_key(table), Value::bytes(encode_delta(sum)))?;
-    txn.commit().await?;
-    Ok(())
+}
+
+/// Replace a table's shards with one holding their sum, `chunk` shards per transaction
+/// (at least two), until no more than one is left or a transaction fails.
+pub async fn fold(db: &Database, table: u64, chunk: usize) -> Result<()> {
+    let chunk = chunk.max(2);
+    loop {
+        let mut txn = db.begin().await?;
+        let (keys, sum) = first_shards(&mut txn, table, chunk).await?;
+        if keys.len() <= 1 {
+            return Ok(());
+        }
+        for k in &keys {
+            txn.delete(k)?;
+        }
+        txn.set(&shard_key(table), Value::bytes(encode_delta(sum)))?;
+        txn.commit().await?;
+        if keys.len() < chunk {
+            return Ok(());
+        }
+    }
 }
 
 /// Replace a table's shards with `rows`, counted at `txn`'s read version, in `txn`: its

@@ -480,6 +480,9 @@ async fn row_counts_follow_changes_and_rollbacks() {
         .unwrap();
     }
     assert_eq!(s.row_count("c").await.unwrap(), Some(4 + 128));
+    // The read that found many shards started a fold, on a task of its own.
+    let db = engine.database("default").await.unwrap();
+    strata_sql::stats::fold_settled(&db, shard_tables(&engine).await[0]).await;
     assert_eq!(s.row_count("c").await.unwrap(), Some(4 + 128));
     let shards = all_shard_keys(&engine).await;
     assert!(shards.len() <= 2, "{} shards after a fold", shards.len());
@@ -534,6 +537,36 @@ async fn row_counts_follow_changes_and_rollbacks() {
     assert_eq!(s.row_count("c").await.unwrap(), Some(1));
 }
 
+/// A fold replaces a bounded number of shards per transaction, and goes on until one is
+/// left: the count stays exact, and the commits that made the shards conflict with none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn row_counts_fold_in_bounded_transactions() {
+    let engine = Arc::new(engine());
+    let mut s = Session::new(engine.clone());
+    s.execute("CREATE TABLE f (id INTEGER PRIMARY KEY)")
+        .await
+        .unwrap();
+    for i in 0..100 {
+        s.execute_with("INSERT INTO f VALUES ($1)", &[Datum::Int(i)])
+            .await
+            .unwrap();
+    }
+    // CREATE TABLE wrote one shard (zero), each insert one more; nothing folded them.
+    let db = engine.database("default").await.unwrap();
+    let table = shard_tables(&engine).await[0];
+    strata_sql::stats::fold_settled(&db, table).await;
+    assert_eq!(all_shard_keys(&engine).await.len(), 101);
+    let version = db.version();
+    strata_sql::stats::fold(&db, table, 16).await.unwrap();
+    assert_eq!(all_shard_keys(&engine).await.len(), 1);
+    // 101 shards, 16 at a time, each fold leaving one: seven commits.
+    assert_eq!(db.version() - version, 7);
+    assert_eq!(s.row_count("f").await.unwrap(), Some(100));
+    // Folding one shard, or none, commits nothing.
+    strata_sql::stats::fold(&db, table, 16).await.unwrap();
+    assert_eq!(db.version() - version, 7);
+}
+
 /// The keys of the row-count shards of every table of database `default`, found by the
 /// layout's prefix (the table ids of these tests are small).
 async fn all_shard_keys(engine: &Engine) -> Vec<Vec<u8>> {
@@ -548,6 +581,21 @@ async fn all_shard_keys(engine: &Engine) -> Vec<Vec<u8>> {
         }
     }
     keys
+}
+
+/// The ids of the tables of database `default` that have row-count shards.
+async fn shard_tables(engine: &Engine) -> Vec<u64> {
+    let db = engine.database("default").await.unwrap();
+    let mut txn = db.begin().await.unwrap();
+    let mut ids = Vec::new();
+    for id in 0..64u64 {
+        let prefix = strata_sql::codec::Key::RowCounts(id).encode();
+        let end = strata_engine::prefix_end(&prefix);
+        if !txn.scan(&prefix, &end, false, 1).await.unwrap().is_empty() {
+            ids.push(id);
+        }
+    }
+    ids
 }
 
 /// Transactions that insert into one table concurrently do not conflict over its count.
