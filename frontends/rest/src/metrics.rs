@@ -14,6 +14,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::TypedMetric;
 use prometheus_client::registry::Registry;
 use strata_engine::Engine;
 
@@ -194,16 +195,9 @@ impl Collector for Shared {
             ),
         ];
         for (name, help, get) in counters {
-            let family = Family::<DatabaseLabels, Counter>::default();
-            for f in &figures {
-                family
-                    .get_or_create(&DatabaseLabels {
-                        database: f.name.clone(),
-                    })
-                    .inc_by(get(f));
-            }
-            let m = encoder.encode_descriptor(name, help, None, family.metric_type())?;
-            family.encode(m)?;
+            per_database(&mut encoder, &figures, name, help, |c: &Counter, f| {
+                c.inc_by(get(f));
+            })?;
         }
         type Seconds = fn(&DatabaseFigures) -> f64;
         let times: [(&str, &str, Seconds); 2] = [
@@ -219,16 +213,15 @@ impl Collector for Shared {
             ),
         ];
         for (name, help, get) in times {
-            let family = Family::<DatabaseLabels, Counter<f64, AtomicU64>>::default();
-            for f in &figures {
-                family
-                    .get_or_create(&DatabaseLabels {
-                        database: f.name.clone(),
-                    })
-                    .inc_by(get(f));
-            }
-            let m = encoder.encode_descriptor(name, help, None, family.metric_type())?;
-            family.encode(m)?;
+            per_database(
+                &mut encoder,
+                &figures,
+                name,
+                help,
+                |c: &Counter<f64, AtomicU64>, f| {
+                    c.inc_by(get(f));
+                },
+            )?;
         }
         let gauges: [(&str, &str, Get); 3] = [
             ("queue_depth", "Queue messages waiting or leased", |f| {
@@ -244,16 +237,9 @@ impl Collector for Shared {
             }),
         ];
         for (name, help, get) in gauges {
-            let family = Family::<DatabaseLabels, Gauge>::default();
-            for f in &figures {
-                family
-                    .get_or_create(&DatabaseLabels {
-                        database: f.name.clone(),
-                    })
-                    .set(i64::try_from(get(f)).unwrap_or(i64::MAX));
-            }
-            let m = encoder.encode_descriptor(name, help, None, family.metric_type())?;
-            family.encode(m)?;
+            per_database(&mut encoder, &figures, name, help, |g: &Gauge, f| {
+                g.set(i64::try_from(get(f)).unwrap_or(i64::MAX));
+            })?;
         }
         let open = Gauge::<i64>::default();
         open.set(
@@ -270,4 +256,28 @@ impl Collector for Shared {
         )?;
         open.encode(m)
     }
+}
+
+/// Encode one metric with a value per database, set by `set` from the database's figures.
+fn per_database<M>(
+    encoder: &mut DescriptorEncoder,
+    figures: &[DatabaseFigures],
+    name: &str,
+    help: &str,
+    set: impl Fn(&M, &DatabaseFigures),
+) -> Result<(), std::fmt::Error>
+where
+    M: EncodeMetric + TypedMetric + Default,
+{
+    let family = Family::<DatabaseLabels, M>::default();
+    for f in figures {
+        set(
+            &family.get_or_create(&DatabaseLabels {
+                database: f.name.clone(),
+            }),
+            f,
+        );
+    }
+    let m = encoder.encode_descriptor(name, help, None, family.metric_type())?;
+    family.encode(m)
 }

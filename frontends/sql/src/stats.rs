@@ -136,8 +136,12 @@ fn fold_in_background(db: &Database, table: u64) {
     if folds.contains_key(&key) {
         return;
     }
+    // (Outside a runtime there is no task to fold on; the next reader folds.)
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
     let db = db.clone();
-    let task = tokio::spawn(async move {
+    let task = runtime.spawn(async move {
         if let Err(e) = fold(&db, table, FOLD_CHUNK).await {
             tracing::debug!(database = %db.name(), table, error = %e, "row-count fold stopped");
         }

@@ -538,7 +538,7 @@ async fn row_counts_follow_changes_and_rollbacks() {
 }
 
 /// A fold replaces a bounded number of shards per transaction, and goes on until one is
-/// left: the count stays exact, and the commits that made the shards conflict with none.
+/// left; the count stays exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_counts_fold_in_bounded_transactions() {
     let engine = Arc::new(engine());
