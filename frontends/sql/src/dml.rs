@@ -37,7 +37,7 @@ enum OnDuplicate {
     },
 }
 
-pub async fn insert(s: &mut Session, ins: ast::Insert, params: &[Datum]) -> Result<Output> {
+pub async fn insert(s: &mut Session, ins: &ast::Insert, params: &[Datum]) -> Result<Output> {
     let name = match &ins.table {
         TableObject::TableName(n) => n.clone(),
         other => return Err(SqlError::Unsupported(format!("INSERT INTO {other}"))),
@@ -83,12 +83,9 @@ pub async fn insert(s: &mut Session, ins: ast::Insert, params: &[Datum]) -> Resu
         _ => OnDuplicate::Fail,
     };
     // The rows to insert, as values of the target columns.
-    let (given, targets) = match ins.source {
+    let (given, targets) = match &ins.source {
         None => (vec![Vec::new()], Vec::new()),
-        Some(query) => (
-            source_rows(s, *query, params, targets.len()).await?,
-            targets,
-        ),
+        Some(query) => (source_rows(s, query, params, targets.len()).await?, targets),
     };
     let mut rows = Vec::with_capacity(given.len());
     let mut next_key: Option<i64> = None;
@@ -195,7 +192,7 @@ pub async fn insert(s: &mut Session, ins: ast::Insert, params: &[Datum]) -> Resu
 /// The values an INSERT's source produces, each row as many values as target columns.
 async fn source_rows(
     s: &mut Session,
-    query: ast::Query,
+    query: &ast::Query,
     params: &[Datum],
     width: usize,
 ) -> Result<Vec<Vec<Datum>>> {
@@ -226,7 +223,7 @@ async fn source_rows(
     }
     let _ = width;
     let (_, batches) = s
-        .query_batches(Statement::Query(Box::new(query)), params)
+        .query_batches(Statement::Query(Box::new(query.clone())), params)
         .await?;
     QueryRows {
         schema: Arc::new(datafusion::arrow::datatypes::Schema::empty()),

@@ -1087,9 +1087,7 @@ impl Session {
                 }
             }
             Statement::Explain { .. } => Box::pin(self.query(stmt.clone(), params)).await,
-            Statement::Insert(insert) => {
-                Box::pin(crate::dml::insert(self, insert.clone(), params)).await
-            }
+            Statement::Insert(insert) => Box::pin(crate::dml::insert(self, insert, params)).await,
             Statement::Update(update) => {
                 Box::pin(crate::dml::update(self, update.clone(), params)).await
             }
