@@ -85,7 +85,7 @@ pub async fn insert(s: &mut Session, ins: &ast::Insert, params: &[Datum]) -> Res
     // The rows to insert, as values of the target columns.
     let (given, targets) = match &ins.source {
         None => (vec![Vec::new()], Vec::new()),
-        Some(query) => (source_rows(s, query, params, targets.len()).await?, targets),
+        Some(query) => (source_rows(s, query, params).await?, targets),
     };
     let mut rows = Vec::with_capacity(given.len());
     let mut next_key: Option<i64> = None;
@@ -189,39 +189,48 @@ pub async fn insert(s: &mut Session, ins: &ast::Insert, params: &[Datum]) -> Res
     finish(s, &def, written, ins.returning.as_deref(), &table).await
 }
 
+/// The rows of a source that is a plain `VALUES` list (no `WITH`, `ORDER BY` or `LIMIT`):
+/// the one an insert reads value by value, without planning, when each is a literal.
+pub(crate) fn plain_values(query: &ast::Query) -> Option<&ast::Values> {
+    match query.body.as_ref() {
+        SetExpr::Values(values)
+            if query.order_by.is_none() && query.limit_clause.is_none() && query.with.is_none() =>
+        {
+            Some(values)
+        }
+        _ => None,
+    }
+}
+
 /// The values an INSERT's source produces, each row as many values as target columns.
 async fn source_rows(
     s: &mut Session,
     query: &ast::Query,
     params: &[Datum],
-    width: usize,
 ) -> Result<Vec<Vec<Datum>>> {
-    if let SetExpr::Values(values) = query.body.as_ref() {
-        if query.order_by.is_none() && query.limit_clause.is_none() && query.with.is_none() {
-            let mut rows = Vec::with_capacity(values.rows.len());
-            let mut needs_planning = false;
-            for exprs in &values.rows {
-                let mut row = Vec::with_capacity(exprs.content.len());
-                for e in &exprs.content {
-                    match eval::literal(e, params)? {
-                        Some(d) => row.push(d),
-                        None => {
-                            needs_planning = true;
-                            break;
-                        }
+    if let Some(values) = plain_values(query) {
+        let mut rows = Vec::with_capacity(values.rows.len());
+        let mut needs_planning = false;
+        for exprs in &values.rows {
+            let mut row = Vec::with_capacity(exprs.content.len());
+            for e in &exprs.content {
+                match eval::literal(e, params)? {
+                    Some(d) => row.push(d),
+                    None => {
+                        needs_planning = true;
+                        break;
                     }
                 }
-                if needs_planning {
-                    break;
-                }
-                rows.push(row);
             }
-            if !needs_planning {
-                return Ok(rows);
+            if needs_planning {
+                break;
             }
+            rows.push(row);
+        }
+        if !needs_planning {
+            return Ok(rows);
         }
     }
-    let _ = width;
     let (_, batches) = s
         .query_batches(Statement::Query(Box::new(query.clone())), params)
         .await?;

@@ -235,13 +235,7 @@ fn point_equalities_only(stmt: &Statement) -> Option<usize> {
         }
         Some(())
     })?;
-    let mut everywhere = 0;
-    let _ = ast::visit_expressions(stmt, |e: &Expr| {
-        if is_placeholder(e) {
-            everywhere += 1;
-        }
-        ControlFlow::<()>::Continue(())
-    });
+    let everywhere = placeholders(stmt);
     (everywhere == in_equalities).then_some(everywhere)
 }
 
@@ -253,27 +247,27 @@ fn values_only(stmt: &Statement) -> Option<usize> {
     let Statement::Insert(insert) = stmt else {
         return None;
     };
-    let source = insert.source.as_ref()?;
-    if source.with.is_some() || source.order_by.is_some() || source.limit_clause.is_some() {
-        return None;
-    }
-    let SetExpr::Values(values) = source.body.as_ref() else {
-        return None;
-    };
+    let values = crate::dml::plain_values(insert.source.as_ref()?)?;
     let in_values = values
         .rows
         .iter()
         .flat_map(|row| row.content.iter())
         .filter(|e| is_placeholder(e))
         .count();
-    let mut everywhere = 0;
+    let everywhere = placeholders(stmt);
+    (everywhere == in_values).then_some(everywhere)
+}
+
+/// How many placeholders `stmt` holds, wherever they are.
+fn placeholders(stmt: &Statement) -> usize {
+    let mut n = 0;
     let _ = ast::visit_expressions(stmt, |e: &Expr| {
         if is_placeholder(e) {
-            everywhere += 1;
+            n += 1;
         }
         ControlFlow::<()>::Continue(())
     });
-    (everywhere == in_values).then_some(everywhere)
+    n
 }
 
 fn is_placeholder(e: &Expr) -> bool {
