@@ -45,6 +45,11 @@ pub enum EngineError {
     #[error("transaction conflict: a key range it read was written by a later commit; retry the transaction")]
     Conflict,
 
+    /// A transaction's commit-time check ([`crate::Transaction::check`]) failed: a key it
+    /// required unchanged (or absent) was written. Retry the whole transaction.
+    #[error("transaction check failed: a key it required unchanged or absent at commit was written; retry the transaction")]
+    CheckFailed,
+
     /// The transaction's read version is older than the conflict history the engine keeps.
     #[error("transaction too old: read version {read_version} predates the conflict window; retry the transaction")]
     TransactionTooOld { read_version: u64 },
@@ -118,6 +123,7 @@ impl EngineError {
             EngineError::DatabaseNotFound(_) => ErrorClass::NotFound,
             EngineError::DatabaseExists(_) => ErrorClass::Exists,
             EngineError::Conflict
+            | EngineError::CheckFailed
             | EngineError::TransactionTooOld { .. }
             | EngineError::LeaseLost(_) => ErrorClass::Conflict,
             EngineError::CommitResultUnknown { .. } => ErrorClass::InDoubt,
@@ -133,7 +139,9 @@ impl EngineError {
     /// Whether retrying the same operation (a transaction from its start) may succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            EngineError::Conflict | EngineError::TransactionTooOld { .. } => true,
+            EngineError::Conflict
+            | EngineError::CheckFailed
+            | EngineError::TransactionTooOld { .. } => true,
             EngineError::Forwarded { class, .. } => {
                 matches!(class, ErrorClass::Conflict | ErrorClass::Unavailable)
             }

@@ -24,7 +24,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::atomic::{AtomicWrite, CommitOutcome};
+use crate::atomic::{AtomicWrite, Check, CommitOutcome};
 use crate::error::{EngineError, ErrorClass, Result};
 use crate::pipeline::{CommitOp, TxnWrite};
 use crate::Engine;
@@ -37,6 +37,7 @@ enum RequestRef<'a> {
         read_version: u64,
         reads: &'a [(Vec<u8>, Vec<u8>)],
         writes: &'a [(Vec<u8>, TxnWrite)],
+        checks: &'a [Check],
     },
 }
 
@@ -48,6 +49,7 @@ enum Request {
         read_version: u64,
         reads: Vec<(Vec<u8>, Vec<u8>)>,
         writes: Vec<(Vec<u8>, TxnWrite)>,
+        checks: Vec<Check>,
     },
 }
 
@@ -63,6 +65,7 @@ enum Reply {
 #[derive(Serialize, Deserialize)]
 enum WireError {
     Conflict,
+    CheckFailed,
     TransactionTooOld { read_version: u64 },
     DatabaseNotFound(String),
     CommitResultUnknown { database: String, detail: String },
@@ -78,10 +81,12 @@ pub(crate) fn request(op: &CommitOp) -> Option<Vec<u8>> {
             read_version,
             reads,
             writes,
+            checks,
         } => RequestRef::Transaction {
             read_version: *read_version,
             reads,
             writes,
+            checks,
         },
         _ => return None,
     };
@@ -100,6 +105,7 @@ pub(crate) fn outcome(reply: &[u8]) -> Result<CommitOutcome> {
         Reply::Committed(o) => Ok(o),
         Reply::Failed(e) => Err(match e {
             WireError::Conflict => EngineError::Conflict,
+            WireError::CheckFailed => EngineError::CheckFailed,
             WireError::TransactionTooOld { read_version } => {
                 EngineError::TransactionTooOld { read_version }
             }
@@ -121,6 +127,7 @@ fn encode_reply(reply: &Reply) -> Vec<u8> {
 fn wire(e: EngineError) -> WireError {
     match e {
         EngineError::Conflict => WireError::Conflict,
+        EngineError::CheckFailed => WireError::CheckFailed,
         EngineError::TransactionTooOld { read_version } => {
             WireError::TransactionTooOld { read_version }
         }
@@ -165,10 +172,12 @@ impl Engine {
                 read_version,
                 reads,
                 writes,
+                checks,
             } => CommitOp::Transaction {
                 read_version,
                 reads,
                 writes,
+                checks,
             },
         };
         db.commit_here(op).await
@@ -200,20 +209,33 @@ mod tests {
             (b"x".to_vec(), Some((Value::bytes(b"1".to_vec()), Some(99)))),
             (b"y".to_vec(), None),
         ];
+        let checks = vec![
+            Check {
+                key: b"s".to_vec(),
+                versionstamp: Some(Versionstamp::from_version(40)),
+            },
+            Check {
+                key: b"x".to_vec(),
+                versionstamp: None,
+            },
+        ];
         let op = CommitOp::Transaction {
             read_version: 41,
             reads: reads.clone(),
             writes: writes.clone(),
+            checks: checks.clone(),
         };
         match decoded(&op) {
             Request::Transaction {
                 read_version,
                 reads: r,
                 writes: w,
+                checks: c,
             } => {
                 assert_eq!(read_version, 41);
                 assert_eq!(r, reads);
                 assert_eq!(w, writes);
+                assert_eq!(c, checks);
             }
             _ => panic!("not a transaction"),
         }
@@ -228,6 +250,10 @@ mod tests {
         let back =
             |e: EngineError| outcome(&encode_reply(&Reply::Failed(wire(e)))).expect_err("an error");
         assert!(matches!(back(EngineError::Conflict), EngineError::Conflict));
+        assert!(matches!(
+            back(EngineError::CheckFailed),
+            EngineError::CheckFailed
+        ));
         assert!(back(EngineError::Conflict).is_retryable());
         assert!(matches!(
             back(EngineError::TransactionTooOld { read_version: 3 }),

@@ -64,7 +64,10 @@ impl<'a> Overlay<'a> {
     }
 
     /// Read these keys from the store in one request, for the `get`s that follow.
-    pub(crate) async fn prefetch(&mut self, keys: Vec<Vec<u8>>) -> Result<()> {
+    pub(crate) async fn prefetch(&mut self, mut keys: Vec<Vec<u8>>) -> Result<()> {
+        // Commits of one group often read the same key (a layer's metadata): fetch it once.
+        keys.sort_unstable();
+        keys.dedup();
         let keys: Vec<Vec<u8>> = keys
             .into_iter()
             .filter(|k| {

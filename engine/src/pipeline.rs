@@ -43,7 +43,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::atomic::{AtomicWrite, CommitOutcome, MutationKind};
+use crate::atomic::{AtomicWrite, Check, CommitOutcome, MutationKind};
 use crate::backend::{BackendError, BatchOp, Precondition, Store};
 use crate::clock::now_ms;
 use crate::conflict::ConflictTracker;
@@ -67,6 +67,8 @@ pub(crate) enum CommitOp {
         read_version: u64,
         reads: Vec<(Vec<u8>, Vec<u8>)>,
         writes: Vec<(Vec<u8>, TxnWrite)>,
+        /// Checked against the state the commit lands on, before it writes.
+        checks: Vec<Check>,
     },
     Sweep(Vec<(u64, Vec<u8>)>),
     Lease {
@@ -114,9 +116,12 @@ impl CommitOp {
                 )
                 .map(|k| layout::latest(k))
                 .collect(),
-            CommitOp::Transaction { writes, .. } => {
-                writes.iter().map(|(k, _)| layout::latest(k)).collect()
-            }
+            CommitOp::Transaction { writes, checks, .. } => checks
+                .iter()
+                .map(|c| &c.key)
+                .chain(writes.iter().map(|(k, _)| k))
+                .map(|k| layout::latest(k))
+                .collect(),
             _ => Vec::new(),
         }
     }

@@ -60,10 +60,16 @@ impl Resolve<'_, '_> {
                 read_version,
                 reads,
                 writes,
+                checks,
             } => {
                 conflicts.check(*read_version, reads)?;
                 if reads.iter().any(|(a, b)| pending.touches(a, b)) {
                     return Err(EngineError::Conflict);
+                }
+                for c in checks {
+                    if self.current(&c.key).await?.map(|r| r.versionstamp) != c.versionstamp {
+                        return Err(EngineError::CheckFailed);
+                    }
                 }
                 let vs = self.vs();
                 for (key, w) in writes {

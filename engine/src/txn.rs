@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use crate::atomic::{check_expiry, check_key, check_value};
+use crate::atomic::{check_expiry, check_key, check_value, Check};
 use crate::clock::now_ms;
 use crate::database::{Database, ReadGuard};
 use crate::error::{EngineError, Result};
@@ -32,6 +32,8 @@ pub struct Transaction {
     read_version: u64,
     reads: Vec<(Vec<u8>, Vec<u8>)>,
     writes: BTreeMap<Vec<u8>, TxnWrite>,
+    /// Keys required unchanged (or absent) when the commit lands: see [`Transaction::check`].
+    checks: Vec<Check>,
     write_bytes: usize,
     /// Writes since the last [`Transaction::savepoint`]: each key with what it had before.
     undo: Option<Undo>,
@@ -44,6 +46,7 @@ pub struct Transaction {
 #[derive(Default)]
 struct Undo {
     write_bytes: usize,
+    checks: usize,
     previous: Vec<(Vec<u8>, Option<TxnWrite>)>,
 }
 
@@ -119,6 +122,7 @@ impl Transaction {
             read_version,
             reads: Vec::new(),
             writes: BTreeMap::new(),
+            checks: Vec::new(),
             write_bytes: 0,
             undo: None,
             started: std::time::Instant::now(),
@@ -158,11 +162,15 @@ impl Transaction {
         self.read_version
     }
 
-    /// The value of `key` as this transaction sees it.
-    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Value>> {
+    /// The value of `key` as this transaction sees it, with the versionstamp of the commit
+    /// that wrote it (`None` for a value this transaction wrote itself).
+    pub async fn get_versioned(
+        &mut self,
+        key: &[u8],
+    ) -> Result<Option<(Value, Option<Versionstamp>)>> {
         check_key(&self.db.shared.options.limits, key, false)?;
         if let Some(w) = self.writes.get(key) {
-            return Ok(Self::own_value(w, now_ms()).cloned());
+            return Ok(Self::own_value(w, now_ms()).map(|v| (v.clone(), None)));
         }
         let shared = self.db.shared.clone();
         let (_, rec) =
@@ -177,7 +185,39 @@ impl Transaction {
                 .map_err(|e| self.retryable(e))?;
         self.still_readable().await?;
         self.reads.push((key.to_vec(), key_after(key)));
-        Ok(rec.map(|r| r.value))
+        Ok(rec.map(|r| (r.value, Some(r.versionstamp))))
+    }
+
+    /// What this transaction wrote to `key` itself: `Some(Some(value))` for a set,
+    /// `Some(None)` for a delete (or a set that expired), `None` if it did not write it.
+    /// Reads nothing and records no read.
+    pub fn own_write(&self, key: &[u8]) -> Option<Option<&Value>> {
+        self.writes.get(key).map(|w| Self::own_value(w, now_ms()))
+    }
+
+    /// Require that when this transaction commits, the newest version of `key` is the one
+    /// `expected` names (`None`: the key is absent, or expired).
+    ///
+    /// This is a check made against the state the commit lands on, as an atomic write's
+    /// check is, not a read of this transaction's snapshot: it records no read range, and
+    /// costs the commit one lookup of a key it often fetches anyway. A caller that only
+    /// needs to know a key is unchanged or still absent when its writes land (a layer's
+    /// metadata it read earlier, a key it is about to create) checks it instead of
+    /// reading it. A failed check fails the commit with [`EngineError::CheckFailed`],
+    /// retryable. Checks guard writes: a transaction that wrote nothing commits without
+    /// making them.
+    pub fn check(&mut self, key: &[u8], expected: Option<Versionstamp>) -> Result<()> {
+        check_key(&self.db.shared.options.limits, key, false)?;
+        self.checks.push(Check {
+            key: key.to_vec(),
+            versionstamp: expected,
+        });
+        Ok(())
+    }
+
+    /// The value of `key` as this transaction sees it.
+    pub async fn get(&mut self, key: &[u8]) -> Result<Option<Value>> {
+        Ok(self.get_versioned(key).await?.map(|(v, _)| v))
     }
 
     /// Up to `limit` entries of `[start, end)` (an empty `end` is unbounded) as this
@@ -362,11 +402,12 @@ impl Transaction {
     pub fn savepoint(&mut self) {
         self.undo = Some(Undo {
             write_bytes: self.write_bytes,
+            checks: self.checks.len(),
             previous: Vec::new(),
         });
     }
 
-    /// Undo every write since the last savepoint (nothing without one).
+    /// Undo every write (and check) since the last savepoint (nothing without one).
     pub fn rollback_to_savepoint(&mut self) {
         let Some(undo) = self.undo.take() else {
             return;
@@ -378,8 +419,10 @@ impl Transaction {
             };
         }
         self.write_bytes = undo.write_bytes;
+        self.checks.truncate(undo.checks);
         self.undo = Some(Undo {
             write_bytes: self.write_bytes,
+            checks: self.checks.len(),
             previous: Vec::new(),
         });
     }
@@ -417,6 +460,7 @@ impl Transaction {
             read_version: self.read_version,
             reads: std::mem::take(&mut self.reads),
             writes: std::mem::take(&mut self.writes).into_iter().collect(),
+            checks: std::mem::take(&mut self.checks),
         };
         match self.db.shared.commit(op).await? {
             CommitReply::Outcome(CommitOutcome::Committed(vs)) => Ok(Some(vs)),

@@ -22,6 +22,7 @@ pub fn suite() -> Suite {
             phantoms_conflict,
             read_only_transactions_never_conflict,
             blind_writes_do_not_conflict,
+            commit_checks_see_the_state_the_commit_lands_on,
             write_skew_is_prevented,
             concurrent_check_and_set_increments_lose_nothing,
             concurrent_transaction_increments_lose_nothing,
@@ -247,6 +248,80 @@ async fn blind_writes_do_not_conflict(h: &Harness) -> CaseResult {
     a.commit().await.step("first blind write")?;
     b.commit().await.step("second blind write")?;
     ensure_eq!(u64_at(&db, b"k").await?, Some(2));
+    Ok(())
+}
+
+async fn commit_checks_see_the_state_the_commit_lands_on(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    db.atomic_write(AtomicWrite::new().set(b"meta".to_vec(), Value::u64(1)))
+        .await
+        .step("write meta")?;
+    let mut t = db.begin().await.step("begin")?;
+    let (_, vs) = t
+        .get_versioned(b"meta")
+        .await
+        .step("get meta")?
+        .ok_or("meta is missing")?;
+    let first = vs.ok_or("a committed value has a versionstamp")?;
+    t.rollback();
+
+    // Unchanged and absent as required: the commit lands.
+    let mut t = db.begin().await.step("begin")?;
+    t.check(b"meta", Some(first)).step("check meta")?;
+    t.check(b"row/1", None).step("check row")?;
+    t.set(b"row/1", Value::u64(1)).step("set")?;
+    t.commit().await.step("checks that hold")?;
+
+    // Checked at commit, not at the snapshot: a version written after the transaction
+    // began is the one it may require, and requiring it is no read that conflicts.
+    let mut t = db.begin().await.step("begin")?;
+    let second = match db
+        .atomic_write(AtomicWrite::new().set(b"meta".to_vec(), Value::u64(2)))
+        .await
+        .step("write meta again")?
+    {
+        CommitOutcome::Committed(vs) => vs,
+        other => return Err(format!("expected a commit, got {other:?}")),
+    };
+    t.check(b"meta", Some(second)).step("check meta")?;
+    t.set(b"row/2", Value::u64(2)).step("set")?;
+    t.commit().await.step("a check of the newest version")?;
+
+    // A stale requirement fails the commit, which writes nothing.
+    let mut t = db.begin().await.step("begin")?;
+    t.check(b"meta", Some(first)).step("check meta")?;
+    t.set(b"row/3", Value::u64(3)).step("set")?;
+    match t.commit().await {
+        Err(e @ EngineError::CheckFailed) => ensure!(e.is_retryable(), "retryable"),
+        other => return Err(format!("expected a failed check, got {other:?}")),
+    }
+    ensure!(
+        db.get(b"row/3").await.step("get")?.is_none(),
+        "nothing written"
+    );
+
+    // A key created after the snapshot, which the snapshot cannot see, is not absent.
+    let mut t = db.begin().await.step("begin")?;
+    db.atomic_write(AtomicWrite::new().set(b"row/4".to_vec(), Value::u64(4)))
+        .await
+        .step("create row/4")?;
+    t.check(b"row/4", None).step("check row/4")?;
+    t.set(b"row/4", Value::u64(40)).step("set")?;
+    ensure!(
+        matches!(t.commit().await, Err(EngineError::CheckFailed)),
+        "a key created before the commit landed is not absent"
+    );
+    ensure_eq!(u64_at(&db, b"row/4").await?, Some(4));
+
+    // A check made after a savepoint goes with the statement rolled back to it.
+    let mut t = db.begin().await.step("begin")?;
+    t.savepoint();
+    t.check(b"meta", Some(first)).step("check meta")?;
+    t.rollback_to_savepoint();
+    t.set(b"row/5", Value::u64(5)).step("set")?;
+    t.commit().await.step("a rolled-back check is not made")?;
+    ensure_eq!(u64_at(&db, b"row/5").await?, Some(5));
     Ok(())
 }
 

@@ -121,7 +121,8 @@ pub async fn insert(s: &mut Session, ins: &ast::Insert, params: &[Datum]) -> Res
     for (row, rowid) in rows {
         check_parents(tx, &def, &row).await?;
         let pk = def.pk_of(&row, rowid);
-        match index::conflict(tx, &def, &row, &pk).await? {
+        let may_defer = matches!(on_duplicate, OnDuplicate::Fail);
+        match index::conflict(tx, &def, &row, &pk, may_defer).await? {
             None => {
                 index::put_row(tx, &def, &row, &pk)?;
                 written.push(row);
@@ -136,7 +137,7 @@ pub async fn insert(s: &mut Session, ins: &ast::Insert, params: &[Datum]) -> Res
                             check_children(tx, &def, &old, None).await?;
                             index::remove_row(tx, &def, &old, &c.pk)?;
                         }
-                        conflict = index::conflict(tx, &def, &row, &pk).await?;
+                        conflict = index::conflict(tx, &def, &row, &pk, false).await?;
                     }
                     index::put_row(tx, &def, &row, &pk)?;
                     written.push(row);
@@ -482,7 +483,7 @@ async fn replace_row(
     let new_pk = def.pk_of(new, rowid);
     check_children(tx, def, old, Some(new)).await?;
     index::remove_row(tx, def, old, old_pk)?;
-    if let Some(c) = index::conflict(tx, def, new, &new_pk).await? {
+    if let Some(c) = index::conflict(tx, def, new, &new_pk, false).await? {
         return Err(index::unique_violation(def, &c));
     }
     check_parents(tx, def, new).await?;
@@ -684,7 +685,7 @@ pub async fn update(s: &mut Session, upd: ast::Update, params: &[Datum]) -> Resu
     }
     for (key, _, new) in news {
         if let Some(new_pk) = moved.get(&key) {
-            if let Some(c) = index::conflict(tx, &def, &new, new_pk).await? {
+            if let Some(c) = index::conflict(tx, &def, &new, new_pk, false).await? {
                 return Err(index::unique_violation(&def, &c));
             }
             check_parents(tx, &def, &new).await?;

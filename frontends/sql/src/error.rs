@@ -115,9 +115,9 @@ impl SqlError {
 impl From<EngineError> for SqlError {
     fn from(e: EngineError) -> Self {
         match e {
-            EngineError::Conflict | EngineError::TransactionTooOld { .. } => {
-                SqlError::Serialization(e.to_string())
-            }
+            EngineError::Conflict
+            | EngineError::CheckFailed
+            | EngineError::TransactionTooOld { .. } => SqlError::Serialization(e.to_string()),
             EngineError::LimitExceeded { .. } => SqlError::LimitExceeded(e.to_string()),
             EngineError::DatabaseNotFound(name) => SqlError::UndefinedObject {
                 kind: "database",

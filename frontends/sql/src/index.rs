@@ -72,13 +72,23 @@ pub struct Conflict {
 }
 
 /// The first unique constraint `row` (with key `pk`) would violate against stored rows.
+///
+/// With `may_defer`, a deferring transaction ([`Tx::deferring`]) does not read the
+/// primary key: it checks at commit that the key is still free. Only for a caller that
+/// fails on a conflict (a plain INSERT), since a deferred conflict is found only at commit.
 pub async fn conflict(
     tx: &mut Tx,
     def: &TableDef,
     row: &[Datum],
     pk: &[Datum],
+    may_defer: bool,
 ) -> Result<Option<Conflict>> {
-    if !def.has_rowid() && tx.get(&row_key(def, pk)).await?.is_some() {
+    let key_taken = !def.has_rowid()
+        && match may_defer {
+            true => tx.row_exists(&row_key(def, pk)).await?,
+            false => tx.get(&row_key(def, pk)).await?.is_some(),
+        };
+    if key_taken {
         return Ok(Some(Conflict {
             constraint: def.pk_name.clone(),
             pk: pk.to_vec(),

@@ -57,6 +57,10 @@ pub struct Scope {
     /// The scope is an explicit transaction (BEGIN … COMMIT): it reads its own snapshot,
     /// strongly, whatever `read_consistency` says.
     pub explicit: bool,
+    /// Transactions begun in this scope defer reads to commit-time checks
+    /// ([`Tx::deferring`]): the statement is its own transaction and is run again, reading,
+    /// if it fails after deferring.
+    pub deferring: bool,
     /// The (database, table) whose provider also returns each row's key (UPDATE, DELETE).
     pub keyed: Option<(String, String)>,
     /// Values for the placeholders of a statement planned with them in place (the plan
@@ -173,17 +177,18 @@ impl Context {
 
     /// The transaction this statement uses on `db`, begun on first use.
     pub async fn tx(&self, db: &str) -> Result<Arc<Mutex<Tx>>> {
-        let read_only = {
+        let (read_only, deferring) = {
             let scope = self.scope();
             if let Some(tx) = scope.txns.get(db) {
                 return Ok(tx.clone());
             }
-            scope.read_only
+            (scope.read_only, scope.deferring)
         };
         let database = self.open(db).await?;
         let mut tx = Tx::begin(database, read_only)
             .await?
-            .with_catalog_cache(self.catalog_cache.clone());
+            .with_catalog_cache(self.catalog_cache.clone())
+            .deferring(deferring);
         tx.savepoint();
         let tx = Arc::new(Mutex::new(tx));
         let mut scope = self.scope();

@@ -718,9 +718,20 @@ impl Session {
             return out;
         }
         let mut attempt = 0;
+        // An INSERT runs first with its transaction checking at commit what it would
+        // otherwise read first (the schema version, that a new row's key is free), and if
+        // that fails for any reason, again with reads: a unique violation or a changed
+        // schema is then reported as such.
+        let mut deferring = as_of.is_none() && matches!(stmt, Statement::Insert(_));
         loop {
             self.reset_scope(as_of, false);
-            let out = match self.dispatch(stmt, params).await {
+            if deferring {
+                self.ctx.scope().deferring = true;
+            }
+            let ran = self.dispatch(stmt, params).await;
+            let deferred = deferring && self.deferred_reads().await;
+            let failed_before_commit = ran.is_err();
+            let out = match ran {
                 Ok(o) => match self.check_single_writer().await {
                     Ok(()) => self.commit_scope().await.map(|_| o),
                     Err(e) => Err(e),
@@ -729,6 +740,12 @@ impl Session {
             };
             self.reset_scope(None, false);
             match out {
+                // Nothing was written (a failure whose outcome is unknown is neither).
+                Err(e) if deferred && (failed_before_commit || e.is_retryable()) => {
+                    deferring = false;
+                    self.purges.clear();
+                    self.builds.clear();
+                }
                 Err(e) if e.is_retryable() && attempt < AUTOCOMMIT_RETRIES => {
                     attempt += 1;
                     self.purges.clear();
@@ -808,6 +825,16 @@ impl Session {
             read_only,
             ..Scope::default()
         };
+    }
+
+    /// Whether a transaction of the statement deferred a read to a commit-time check.
+    async fn deferred_reads(&self) -> bool {
+        for (_, tx) in self.open_txns() {
+            if tx.lock().await.deferred() {
+                return true;
+            }
+        }
+        false
     }
 
     fn open_txns(&self) -> Vec<(String, Arc<tokio::sync::Mutex<Tx>>)> {

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use strata_engine::{Database, ReadAt, ReadRange, Transaction, Value};
+use strata_engine::{Database, ReadAt, ReadRange, Transaction, Value, Versionstamp};
 use tokio::sync::Mutex;
 
 use crate::catalog::{TableDef, ViewDef};
@@ -29,6 +29,10 @@ pub struct Tx {
     shared: Option<(Arc<CatalogCache>, String)>,
     /// This transaction changed the catalog: its definitions are its own, not the version's.
     catalog_written: bool,
+    /// The transaction may check at commit what it would otherwise read (see
+    /// [`Tx::deferring`]), and whether it has.
+    deferring: bool,
+    deferred: bool,
     /// Rows added (or removed, negative) per table id, written as row-count shards at
     /// commit; and the same as of the statement savepoint.
     row_delta: HashMap<u64, i64>,
@@ -43,12 +47,21 @@ pub struct Tx {
 ///
 /// It also remembers, per database, the schema version read at the newest snapshot: a
 /// committed version's state never changes, so a transaction at the same read version (a
-/// run of reads with no write in between) takes it without reading it from the store again.
+/// run of reads with no write in between) takes it without reading it from the store again,
+/// and a deferring one takes it whatever its read version, checking it at commit.
 #[derive(Default)]
 pub struct CatalogCache {
     by_db: std::sync::Mutex<HashMap<String, (u64, Tables)>>,
-    /// Per database id: (read version, the schema version at it).
-    schema_at: std::sync::Mutex<HashMap<String, (u64, u64)>>,
+    /// Per database id: the newest snapshot's schema version.
+    schema_at: std::sync::Mutex<HashMap<String, SchemaAt>>,
+}
+
+/// The schema version a snapshot read, and the versionstamp of the commit that wrote it.
+#[derive(Clone, Copy)]
+struct SchemaAt {
+    read_version: u64,
+    schema: u64,
+    written: Option<Versionstamp>,
 }
 
 /// Definitions by table name; `None`: no such table.
@@ -58,19 +71,25 @@ impl CatalogCache {
     fn schema_at(&self, db: &str, read_version: u64) -> Option<u64> {
         let at = self.schema_at.lock().unwrap_or_else(|p| p.into_inner());
         match at.get(db) {
-            Some((v, schema)) if *v == read_version => Some(*schema),
+            Some(known) if known.read_version == read_version => Some(known.schema),
             _ => None,
         }
     }
 
-    fn put_schema_at(&self, db: &str, read_version: u64, schema: u64) {
+    /// The schema version of the newest snapshot read, whatever its version.
+    fn newest_schema(&self, db: &str) -> Option<SchemaAt> {
+        let at = self.schema_at.lock().unwrap_or_else(|p| p.into_inner());
+        at.get(db).copied()
+    }
+
+    fn put_schema_at(&self, db: &str, known: SchemaAt) {
         let mut at = self.schema_at.lock().unwrap_or_else(|p| p.into_inner());
         match at.get_mut(db) {
             // Only the newest snapshot is worth keeping.
-            Some(held) if held.0 >= read_version => {}
-            Some(held) => *held = (read_version, schema),
+            Some(held) if held.read_version >= known.read_version => {}
+            Some(held) => *held = known,
             None => {
-                at.insert(db.to_string(), (read_version, schema));
+                at.insert(db.to_string(), known);
             }
         }
     }
@@ -109,6 +128,8 @@ impl Tx {
             schema_version: None,
             shared: None,
             catalog_written: false,
+            deferring: false,
+            deferred: false,
             row_delta: HashMap::new(),
             saved_delta: HashMap::new(),
         })
@@ -119,6 +140,40 @@ impl Tx {
         let id = self.database_id().to_string();
         self.shared = Some((cache, id));
         self
+    }
+
+    /// Let this transaction check at commit what it would otherwise read first: the schema
+    /// version (the one the session last read, checked unchanged) and, through
+    /// [`Tx::row_exists`], that a row it creates did not exist. Each saves a read of the
+    /// store; the price is that a statement run on a stale assumption fails at commit
+    /// (or with an error caused by the stale schema) and must run again without deferring.
+    /// Only for a statement that is its own transaction, which the session can run again
+    /// (see [`Tx::deferred`]).
+    pub fn deferring(mut self, on: bool) -> Tx {
+        self.deferring = on;
+        self
+    }
+
+    /// Whether this transaction deferred a read to a commit-time check: its outcome, if an
+    /// error, may come from a stale assumption.
+    pub fn deferred(&self) -> bool {
+        self.deferred
+    }
+
+    /// Whether a row is stored under `key`. A deferring transaction that has not written
+    /// the key takes it as absent and checks that at commit.
+    pub async fn row_exists(&mut self, key: &[u8]) -> Result<bool> {
+        if self.deferring {
+            match self.txn.own_write(key) {
+                Some(own) => return Ok(own.is_some()),
+                None => {
+                    self.txn.check(key, None)?;
+                    self.deferred = true;
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(self.get(key).await?.is_some())
     }
 
     /// The id of the database this transaction reads, fixed when it was created: with the
@@ -220,6 +275,13 @@ impl Tx {
     /// Commit, with the row counts' changes; returns the commit version (`None`: nothing
     /// was written).
     pub async fn commit(mut self) -> Result<Option<u64>> {
+        if self.deferred && !self.txn.has_writes() {
+            // Checks guard writes, so none would be made: what the statement assumed was
+            // never confirmed. The caller runs it again, reading instead.
+            return Err(SqlError::Serialization(
+                "a statement that deferred its reads to commit wrote nothing; run it again".into(),
+            ));
+        }
         if self.txn.has_writes() {
             for (table, n) in std::mem::take(&mut self.row_delta) {
                 if n != 0 {
@@ -325,21 +387,42 @@ impl Tx {
         let known = self
             .shared_catalog()
             .and_then(|(cache, db)| cache.schema_at(db, read_version));
-        let v = match known {
-            Some(v) => {
+        let newest = match (known, self.deferring) {
+            (None, true) => self
+                .shared_catalog()
+                .and_then(|(cache, db)| cache.newest_schema(db)),
+            _ => None,
+        };
+        let v = match (known, newest) {
+            (Some(v), _) => {
                 // Still a read of this transaction: a concurrent catalog change conflicts.
                 let mut end = key.clone();
                 end.push(0);
                 self.note_read(&key, &end).await?;
                 v
             }
-            None => {
-                let v = match self.get(&key).await? {
-                    Some(b) => decode_u64(&b)?,
-                    None => 0,
+            (None, Some(newest)) => {
+                // The schema the session last saw, required unchanged when the commit lands.
+                self.txn.check(&key, newest.written)?;
+                self.deferred = true;
+                newest.schema
+            }
+            (None, None) => {
+                let (v, written) = match self.txn.get_versioned(&key).await? {
+                    Some((b, written)) => (decode_u64(&b.data)?, written),
+                    None => (0, None),
                 };
+                // (Only a catalog change writes the version, and then the cache is not
+                // this transaction's to fill: what it read here is a snapshot's.)
                 if let Some((cache, db)) = self.shared_catalog() {
-                    cache.put_schema_at(db, read_version, v);
+                    cache.put_schema_at(
+                        db,
+                        SchemaAt {
+                            read_version,
+                            schema: v,
+                            written,
+                        },
+                    );
                 }
                 v
             }

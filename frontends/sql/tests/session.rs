@@ -424,6 +424,77 @@ async fn shared_table_definitions_follow_schema_changes() {
     );
 }
 
+/// An autocommit INSERT checks at commit, instead of reading first, that the schema it
+/// last saw still stands and that its new keys are free. Whatever another session changed
+/// meanwhile, it answers as if it had read: a changed table is written as it is now, a
+/// taken key is a unique violation, and a table dropped is gone.
+#[tokio::test]
+async fn inserts_that_check_at_commit_answer_as_if_they_had_read() {
+    let engine = Arc::new(engine());
+    let mut a = Session::new(engine.clone());
+    let mut b = Session::new(engine.clone());
+    a.execute("CREATE TABLE k (id INTEGER PRIMARY KEY, v INTEGER)")
+        .await
+        .unwrap();
+    a.execute("INSERT INTO k VALUES (1, 1)").await.unwrap();
+
+    // A column added by another session is there for the next insert.
+    b.execute("ALTER TABLE k ADD COLUMN w INTEGER DEFAULT 5")
+        .await
+        .unwrap();
+    a.execute("INSERT INTO k (id, v, w) VALUES (2, 2, 9)")
+        .await
+        .unwrap();
+    a.execute("INSERT INTO k (id, v) VALUES (3, 3)").await.unwrap();
+    assert_eq!(
+        rows(&mut b, "SELECT id, v, w FROM k ORDER BY id").await,
+        vec![
+            vec![Datum::Int(1), Datum::Int(1), Datum::Int(5)],
+            vec![Datum::Int(2), Datum::Int(2), Datum::Int(9)],
+            vec![Datum::Int(3), Datum::Int(3), Datum::Int(5)],
+        ]
+    );
+
+    // A table made again under the same name, with other columns.
+    b.execute("DROP TABLE k").await.unwrap();
+    b.execute("CREATE TABLE k (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        .await
+        .unwrap();
+    a.execute("INSERT INTO k VALUES (1, 'x')").await.unwrap();
+    assert_eq!(
+        rows(&mut b, "SELECT * FROM k").await,
+        vec![vec![Datum::Int(1), Datum::Text("x".into())]]
+    );
+
+    // Keys taken before the commit: by this session, by another, within the statement.
+    let e = a.execute("INSERT INTO k VALUES (1, 'y')").await.unwrap_err();
+    assert_eq!(e.sqlstate(), "23505", "{e}");
+    b.execute("INSERT INTO k VALUES (5, 'b')").await.unwrap();
+    let e = a.execute("INSERT INTO k VALUES (5, 'a')").await.unwrap_err();
+    assert_eq!(e.sqlstate(), "23505", "{e}");
+    let e = a
+        .execute("INSERT INTO k VALUES (7, 'a'), (7, 'b')")
+        .await
+        .unwrap_err();
+    assert_eq!(e.sqlstate(), "23505", "{e}");
+    assert_eq!(
+        rows(&mut b, "SELECT id, name FROM k ORDER BY id").await,
+        vec![
+            vec![Datum::Int(1), Datum::Text("x".into())],
+            vec![Datum::Int(5), Datum::Text("b".into())],
+        ]
+    );
+
+    // An insert of no rows into a table dropped since writes nothing to check: it reads,
+    // and finds the table gone.
+    b.execute("DROP TABLE k").await.unwrap();
+    let e = a
+        .execute("INSERT INTO k SELECT 9, 'z' WHERE 1 = 0")
+        .await
+        .unwrap_err();
+    assert_eq!(e.sqlstate(), "42P01", "{e}");
+}
+
 /// Row counts follow every kind of change, undo with failed statements and rolled-back
 /// transactions, fold when they grow many shards, and `check` catches a wrong one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
