@@ -445,7 +445,9 @@ async fn inserts_that_check_at_commit_answer_as_if_they_had_read() {
     a.execute("INSERT INTO k (id, v, w) VALUES (2, 2, 9)")
         .await
         .unwrap();
-    a.execute("INSERT INTO k (id, v) VALUES (3, 3)").await.unwrap();
+    a.execute("INSERT INTO k (id, v) VALUES (3, 3)")
+        .await
+        .unwrap();
     assert_eq!(
         rows(&mut b, "SELECT id, v, w FROM k ORDER BY id").await,
         vec![
@@ -467,10 +469,16 @@ async fn inserts_that_check_at_commit_answer_as_if_they_had_read() {
     );
 
     // Keys taken before the commit: by this session, by another, within the statement.
-    let e = a.execute("INSERT INTO k VALUES (1, 'y')").await.unwrap_err();
+    let e = a
+        .execute("INSERT INTO k VALUES (1, 'y')")
+        .await
+        .unwrap_err();
     assert_eq!(e.sqlstate(), "23505", "{e}");
     b.execute("INSERT INTO k VALUES (5, 'b')").await.unwrap();
-    let e = a.execute("INSERT INTO k VALUES (5, 'a')").await.unwrap_err();
+    let e = a
+        .execute("INSERT INTO k VALUES (5, 'a')")
+        .await
+        .unwrap_err();
     assert_eq!(e.sqlstate(), "23505", "{e}");
     let e = a
         .execute("INSERT INTO k VALUES (7, 'a'), (7, 'b')")
