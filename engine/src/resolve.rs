@@ -6,7 +6,7 @@
 //! replaced record as history and maintains the expiry index. Maintenance commits (expiry
 //! sweep, garbage collection) live in [`crate::maintenance`], restores in [`crate::restore`].
 
-use crate::atomic::{AtomicWrite, CommitOutcome, MutationKind};
+use crate::atomic::{AtomicWrite, Check, CommitOutcome, MutationKind};
 use crate::conflict::ConflictTracker;
 use crate::database::Shared;
 use crate::error::{EngineError, Result};
@@ -66,10 +66,8 @@ impl Resolve<'_, '_> {
                 if reads.iter().any(|(a, b)| pending.touches(a, b)) {
                     return Err(EngineError::Conflict);
                 }
-                for c in checks {
-                    if self.current(&c.key).await?.map(|r| r.versionstamp) != c.versionstamp {
-                        return Err(EngineError::CheckFailed);
-                    }
+                if !self.failed_checks(checks).await?.is_empty() {
+                    return Err(EngineError::CheckFailed);
                 }
                 let vs = self.vs();
                 for (key, w) in writes {
@@ -155,6 +153,18 @@ impl Resolve<'_, '_> {
         }
     }
 
+    /// The places of the checks that do not hold: each key's live version, as this
+    /// commit finds it, against the versionstamp the check expects (`None`: absent).
+    async fn failed_checks(&self, checks: &[Check]) -> Result<Vec<usize>> {
+        let mut failed = Vec::new();
+        for (i, c) in checks.iter().enumerate() {
+            if self.current(&c.key).await?.map(|r| r.versionstamp) != c.versionstamp {
+                failed.push(i);
+            }
+        }
+        Ok(failed)
+    }
+
     /// Replace a key's latest record, keeping the replaced one as history.
     pub(crate) async fn write_key(&mut self, key: &[u8], new: Option<Record>) -> Result<()> {
         let lk = layout::latest(key);
@@ -225,13 +235,7 @@ impl Resolve<'_, '_> {
     }
 
     async fn atomic(&mut self, w: &AtomicWrite) -> Result<Resolved> {
-        let mut failed = Vec::new();
-        for (i, c) in w.checks.iter().enumerate() {
-            let cur = self.current(&c.key).await?.map(|r| r.versionstamp);
-            if cur != c.versionstamp {
-                failed.push(i);
-            }
-        }
+        let failed = self.failed_checks(&w.checks).await?;
         if !failed.is_empty() {
             return Ok(Resolved {
                 reply: CommitReply::Outcome(CommitOutcome::CheckFailed(failed)),

@@ -314,6 +314,13 @@ async fn commit_checks_see_the_state_the_commit_lands_on(h: &Harness) -> CaseRes
     );
     ensure_eq!(u64_at(&db, b"row/4").await?, Some(4));
 
+    // A check of a key no write could make is refused when it is made.
+    let mut t = db.begin().await.step("begin")?;
+    match t.check(&vec![b'k'; 100_000], None) {
+        Err(EngineError::LimitExceeded { .. }) => {}
+        other => return Err(format!("expected the key limit, got {other:?}")),
+    }
+
     // A check made after a savepoint goes with the statement rolled back to it.
     let mut t = db.begin().await.step("begin")?;
     t.savepoint();

@@ -83,12 +83,7 @@ pub async fn conflict(
     pk: &[Datum],
     may_defer: bool,
 ) -> Result<Option<Conflict>> {
-    let key_taken = !def.has_rowid()
-        && match may_defer {
-            true => tx.row_exists(&row_key(def, pk)).await?,
-            false => tx.get(&row_key(def, pk)).await?.is_some(),
-        };
-    if key_taken {
+    if !def.has_rowid() && tx.row_exists(&row_key(def, pk), may_defer).await? {
         return Ok(Some(Conflict {
             constraint: def.pk_name.clone(),
             pk: pk.to_vec(),

@@ -68,14 +68,6 @@ struct SchemaAt {
 type Tables = HashMap<String, Option<Arc<TableDef>>>;
 
 impl CatalogCache {
-    fn schema_at(&self, db: &str, read_version: u64) -> Option<u64> {
-        let at = self.schema_at.lock().unwrap_or_else(|p| p.into_inner());
-        match at.get(db) {
-            Some(known) if known.read_version == read_version => Some(known.schema),
-            _ => None,
-        }
-    }
-
     /// The schema version of the newest snapshot read, whatever its version.
     fn newest_schema(&self, db: &str) -> Option<SchemaAt> {
         let at = self.schema_at.lock().unwrap_or_else(|p| p.into_inner());
@@ -160,10 +152,10 @@ impl Tx {
         self.deferred
     }
 
-    /// Whether a row is stored under `key`. A deferring transaction that has not written
-    /// the key takes it as absent and checks that at commit.
-    pub async fn row_exists(&mut self, key: &[u8]) -> Result<bool> {
-        if self.deferring {
+    /// Whether a row is stored under `key`. With `may_defer`, a deferring transaction
+    /// that has not written the key takes it as absent and checks that at commit.
+    pub async fn row_exists(&mut self, key: &[u8], may_defer: bool) -> Result<bool> {
+        if may_defer && self.deferring {
             match self.txn.own_write(key) {
                 Some(own) => return Ok(own.is_some()),
                 None => {
@@ -384,30 +376,24 @@ impl Tx {
         let read_version = self.txn.read_version();
         // Only a catalog change writes the version, and it sets `schema_version` as it
         // does: with none made, the version is the snapshot's, which the session may know.
-        let known = self
+        let newest = self
             .shared_catalog()
-            .and_then(|(cache, db)| cache.schema_at(db, read_version));
-        let newest = match (known, self.deferring) {
-            (None, true) => self
-                .shared_catalog()
-                .and_then(|(cache, db)| cache.newest_schema(db)),
-            _ => None,
-        };
-        let v = match (known, newest) {
-            (Some(v), _) => {
+            .and_then(|(cache, db)| cache.newest_schema(db));
+        let v = match newest {
+            Some(known) if known.read_version == read_version => {
                 // Still a read of this transaction: a concurrent catalog change conflicts.
                 let mut end = key.clone();
                 end.push(0);
                 self.note_read(&key, &end).await?;
-                v
+                known.schema
             }
-            (None, Some(newest)) => {
+            Some(newest) if self.deferring => {
                 // The schema the session last saw, required unchanged when the commit lands.
                 self.txn.check(&key, newest.written)?;
                 self.deferred = true;
                 newest.schema
             }
-            (None, None) => {
+            _ => {
                 let (v, written) = match self.txn.get_versioned(&key).await? {
                     Some((b, written)) => (decode_u64(&b.data)?, written),
                     None => (0, None),

@@ -468,6 +468,19 @@ async fn inserts_that_check_at_commit_answer_as_if_they_had_read() {
         vec![vec![Datum::Int(1), Datum::Text("x".into())]]
     );
 
+    // Made again with the same columns: the insert runs without an error on the old
+    // definition (another table, other keys), and only the commit's check of the schema
+    // version sends it to the new table.
+    b.execute("DROP TABLE k").await.unwrap();
+    b.execute("CREATE TABLE k (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        .await
+        .unwrap();
+    a.execute("INSERT INTO k VALUES (1, 'x')").await.unwrap();
+    assert_eq!(
+        rows(&mut b, "SELECT * FROM k").await,
+        vec![vec![Datum::Int(1), Datum::Text("x".into())]]
+    );
+
     // Keys taken before the commit: by this session, by another, within the statement.
     let e = a
         .execute("INSERT INTO k VALUES (1, 'y')")
