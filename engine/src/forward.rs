@@ -10,10 +10,10 @@
 //! one pipeline, no race.
 //!
 //! What travels is the commit as the caller made it: an atomic write (its checks are
-//! checked on the owner), or a transaction's read version, read ranges and writes. A read
-//! version means the same snapshot on every replica, since every replica applies the same
-//! batches at the same versions, so the owner checks the transaction's reads against the
-//! commits after it exactly as this process would. The answer is the commit's outcome, or
+//! checked on the owner), or a transaction's read version, read ranges, writes, checks and
+//! sums. A read version means the same snapshot on every replica, since every replica
+//! applies the same batches at the same versions, so the owner checks the transaction's
+//! reads against the commits after it exactly as this process would. The answer is the commit's outcome, or
 //! its error with its class; the store returns it only once this process's copy holds the
 //! commit, so the caller's next read sees its write.
 //!
@@ -38,6 +38,7 @@ enum RequestRef<'a> {
         reads: &'a [(Vec<u8>, Vec<u8>)],
         writes: &'a [(Vec<u8>, TxnWrite)],
         checks: &'a [Check],
+        sums: &'a [(Vec<u8>, u64)],
     },
 }
 
@@ -50,6 +51,7 @@ enum Request {
         reads: Vec<(Vec<u8>, Vec<u8>)>,
         writes: Vec<(Vec<u8>, TxnWrite)>,
         checks: Vec<Check>,
+        sums: Vec<(Vec<u8>, u64)>,
     },
 }
 
@@ -82,11 +84,13 @@ pub(crate) fn request(op: &CommitOp) -> Option<Vec<u8>> {
             reads,
             writes,
             checks,
+            sums,
         } => RequestRef::Transaction {
             read_version: *read_version,
             reads,
             writes,
             checks,
+            sums,
         },
         _ => return None,
     };
@@ -173,11 +177,13 @@ impl Engine {
                 reads,
                 writes,
                 checks,
+                sums,
             } => CommitOp::Transaction {
                 read_version,
                 reads,
                 writes,
                 checks,
+                sums,
             },
         };
         db.commit_here(op).await
@@ -219,11 +225,13 @@ mod tests {
                 versionstamp: None,
             },
         ];
+        let sums = vec![(b"n".to_vec(), u64::MAX), (b"m".to_vec(), 5)];
         let op = CommitOp::Transaction {
             read_version: 41,
             reads: reads.clone(),
             writes: writes.clone(),
             checks: checks.clone(),
+            sums: sums.clone(),
         };
         match decoded(&op) {
             Request::Transaction {
@@ -231,11 +239,13 @@ mod tests {
                 reads: r,
                 writes: w,
                 checks: c,
+                sums: n,
             } => {
                 assert_eq!(read_version, 41);
                 assert_eq!(r, reads);
                 assert_eq!(w, writes);
                 assert_eq!(c, checks);
+                assert_eq!(n, sums);
             }
             _ => panic!("not a transaction"),
         }

@@ -69,6 +69,8 @@ pub(crate) enum CommitOp {
         writes: Vec<(Vec<u8>, TxnWrite)>,
         /// Checked against the state the commit lands on, before it writes.
         checks: Vec<Check>,
+        /// Added (wrapping) to the u64 under each key as the commit lands, unread.
+        sums: Vec<(Vec<u8>, u64)>,
     },
     Sweep(Vec<(u64, Vec<u8>)>),
     Lease {
@@ -116,10 +118,16 @@ impl CommitOp {
                 )
                 .map(|k| layout::latest(k))
                 .collect(),
-            CommitOp::Transaction { writes, checks, .. } => checks
+            CommitOp::Transaction {
+                writes,
+                checks,
+                sums,
+                ..
+            } => checks
                 .iter()
                 .map(|c| &c.key)
                 .chain(writes.iter().map(|(k, _)| k))
+                .chain(sums.iter().map(|(k, _)| k))
                 .map(|k| layout::latest(k))
                 .collect(),
             _ => Vec::new(),

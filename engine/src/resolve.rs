@@ -61,6 +61,7 @@ impl Resolve<'_, '_> {
                 reads,
                 writes,
                 checks,
+                sums,
             } => {
                 conflicts.check(*read_version, reads)?;
                 if reads.iter().any(|(a, b)| pending.touches(a, b)) {
@@ -75,6 +76,11 @@ impl Resolve<'_, '_> {
                         .as_ref()
                         .map(|(value, expires_at)| Record::new(value.clone(), vs, *expires_at));
                     self.write_key(key, rec).await?;
+                }
+                for (key, n) in sums {
+                    let total = self.combine_u64(key, "sum", u64::wrapping_add, *n).await?;
+                    self.write_key(key, Some(Record::new(Value::u64(total), vs, None)))
+                        .await?;
                 }
                 Ok(Resolved {
                     reply: CommitReply::Outcome(CommitOutcome::Committed(vs)),
@@ -234,6 +240,28 @@ impl Resolve<'_, '_> {
         Ok(())
     }
 
+    /// `f(stored, operand)` for the u64 under `key` as the commit lands (`operand` where
+    /// there is none); `name` names the operation in the error for a value of another kind.
+    async fn combine_u64(
+        &mut self,
+        key: &[u8],
+        name: &str,
+        f: fn(u64, u64) -> u64,
+        operand: u64,
+    ) -> Result<u64> {
+        Ok(match self.current(key).await? {
+            None => operand,
+            Some(r) => {
+                let stored = r.value.as_u64().ok_or_else(|| {
+                    EngineError::InvalidMutation(format!(
+                        "Failed to perform '{name}' mutation on a non-U64 value in the database"
+                    ))
+                })?;
+                f(stored, operand)
+            }
+        })
+    }
+
     async fn atomic(&mut self, w: &AtomicWrite) -> Result<Resolved> {
         let failed = self.failed_checks(&w.checks).await?;
         if !failed.is_empty() {
@@ -261,17 +289,7 @@ impl Resolve<'_, '_> {
                             "Failed to perform '{name}' mutation on a non-U64 operand"
                         ))
                     })?;
-                    let result = match self.current(&m.key).await? {
-                        None => operand,
-                        Some(r) => {
-                            let stored = r.value.as_u64().ok_or_else(|| {
-                                EngineError::InvalidMutation(format!(
-                                    "Failed to perform '{name}' mutation on a non-U64 value in the database"
-                                ))
-                            })?;
-                            f(stored, operand)
-                        }
-                    };
+                    let result = self.combine_u64(&m.key, name, f, operand).await?;
                     let rec = Record::new(Value::u64(result), vs, None);
                     self.write_key(&m.key, Some(rec)).await?;
                 }

@@ -34,6 +34,9 @@ pub struct Transaction {
     writes: BTreeMap<Vec<u8>, TxnWrite>,
     /// Keys required unchanged (or absent) when the commit lands: see [`Transaction::check`].
     checks: Vec<Check>,
+    /// Amounts added to keys when the commit lands, unread: see [`Transaction::sum`]. A key
+    /// is here or in `writes`, never in both.
+    sums: BTreeMap<Vec<u8>, u64>,
     write_bytes: usize,
     /// Writes since the last [`Transaction::savepoint`]: each key with what it had before.
     undo: Option<Undo>,
@@ -48,6 +51,7 @@ struct Undo {
     write_bytes: usize,
     checks: usize,
     previous: Vec<(Vec<u8>, Option<TxnWrite>)>,
+    previous_sums: Vec<(Vec<u8>, Option<u64>)>,
 }
 
 impl std::fmt::Debug for Transaction {
@@ -58,6 +62,11 @@ impl std::fmt::Debug for Transaction {
             .field("writes", &self.writes.len())
             .finish()
     }
+}
+
+/// A sum onto a value that is not a u64.
+fn not_u64() -> EngineError {
+    EngineError::InvalidMutation("Failed to perform 'sum' mutation on a non-U64 value".into())
 }
 
 /// A read version that history no longer covers is the transaction's age, not the caller's
@@ -123,6 +132,7 @@ impl Transaction {
             reads: Vec::new(),
             writes: BTreeMap::new(),
             checks: Vec::new(),
+            sums: BTreeMap::new(),
             write_bytes: 0,
             undo: None,
             started: std::time::Instant::now(),
@@ -169,9 +179,20 @@ impl Transaction {
         key: &[u8],
     ) -> Result<Option<(Value, Option<Versionstamp>)>> {
         check_key(&self.db.shared.options.limits, key, false)?;
+        if self.sums.contains_key(key) {
+            self.settle_sum(key).await?;
+        }
         if let Some(w) = self.writes.get(key) {
             return Ok(Self::own_value(w, now_ms()).map(|v| (v.clone(), None)));
         }
+        self.stored_versioned(key).await
+    }
+
+    /// The value of `key` at the snapshot, with its versionstamp; records the read.
+    async fn stored_versioned(
+        &mut self,
+        key: &[u8],
+    ) -> Result<Option<(Value, Option<Versionstamp>)>> {
         let shared = self.db.shared.clone();
         let (_, rec) =
             self.db
@@ -189,7 +210,8 @@ impl Transaction {
     }
 
     /// What this transaction wrote to `key` itself: `Some(Some(value))` for a set,
-    /// `Some(None)` for a delete (or a set that expired), `None` if it did not write it.
+    /// `Some(None)` for a delete (or a set that expired), `None` if it did not write it (or
+    /// only added to it with [`Transaction::sum`], whose result is not known before a read).
     /// Reads nothing and records no read.
     pub fn own_write(&self, key: &[u8]) -> Option<Option<&Value>> {
         self.writes.get(key).map(|w| Self::own_value(w, now_ms()))
@@ -234,6 +256,10 @@ impl Transaction {
         check_key(limits, end, false)?;
         let in_range =
             |k: &Vec<u8>| k.as_slice() >= start && (end.is_empty() || k.as_slice() < end);
+        let summed: Vec<Vec<u8>> = self.sums.keys().filter(|k| in_range(k)).cloned().collect();
+        for key in summed {
+            self.settle_sum(&key).await?;
+        }
         let own: Vec<(&Vec<u8>, &TxnWrite)> =
             self.writes.iter().filter(|(k, _)| in_range(k)).collect();
         let now = now_ms();
@@ -327,11 +353,12 @@ impl Transaction {
         let limits = &self.db.shared.options.limits;
         check_key(limits, start, false)?;
         check_key(limits, end, false)?;
-        let own_write_in_range = self
-            .writes
-            .range::<[u8], _>((std::ops::Bound::Included(start), std::ops::Bound::Unbounded))
-            .next()
-            .is_some_and(|(k, _)| end.is_empty() || k.as_slice() < end);
+        let in_range = |first: Option<&Vec<u8>>| {
+            first.is_some_and(|k: &Vec<u8>| end.is_empty() || k.as_slice() < end)
+        };
+        let from = (std::ops::Bound::Included(start), std::ops::Bound::Unbounded);
+        let own_write_in_range = in_range(self.writes.range::<[u8], _>(from).next().map(|e| e.0))
+            || in_range(self.sums.range::<[u8], _>(from).next().map(|e| e.0));
         Ok((!own_write_in_range).then(|| SnapshotReader {
             db: self.db.clone(),
             version: self.read_version,
@@ -389,10 +416,65 @@ impl Transaction {
         }
         self.write_bytes += size;
         let previous = self.writes.insert(key.to_vec(), write);
+        let previous_sum = self.sums.remove(key);
         if let Some(undo) = &mut self.undo {
             undo.previous.push((key.to_vec(), previous));
+            if previous_sum.is_some() {
+                undo.previous_sums.push((key.to_vec(), previous_sum));
+            }
         }
         Ok(())
+    }
+
+    /// Add `n` (wrapping) to the u64 under `key` when the commit lands, without reading it:
+    /// a counter that many transactions add to at once, none of them conflicting with the
+    /// others. The commit writes the sum of the value it finds (none counts as 0) and `n`,
+    /// as a u64; a value of another kind there fails the commit with
+    /// [`EngineError::InvalidMutation`]. Adding to a key this transaction set or deleted
+    /// adds to what it wrote. Reading the key later in the transaction reads the stored
+    /// value (recording the read) and turns the sum into a set of the result; a set or
+    /// delete of the key replaces the sum.
+    pub fn sum(&mut self, key: &[u8], n: u64) -> Result<()> {
+        if let Some(w) = self.writes.get(key) {
+            let total = match Self::own_value(w, now_ms()) {
+                None => n,
+                Some(v) => v.as_u64().ok_or_else(not_u64)?.wrapping_add(n),
+            };
+            return self.buffer(key, Some((Value::u64(total), None)));
+        }
+        let limits = &self.db.shared.options.limits;
+        check_key(limits, key, true)?;
+        let previous = self.sums.get(key).copied();
+        if previous.is_none() {
+            let size = key.len() + 8;
+            if self.write_bytes + size > limits.max_transaction_bytes {
+                return Err(EngineError::limit(
+                    "transaction size",
+                    "transaction writes",
+                    format!("{} bytes", self.write_bytes + size),
+                    format!("{} bytes", limits.max_transaction_bytes),
+                ));
+            }
+            self.write_bytes += size;
+        }
+        self.sums
+            .insert(key.to_vec(), previous.unwrap_or(0).wrapping_add(n));
+        if let Some(undo) = &mut self.undo {
+            undo.previous_sums.push((key.to_vec(), previous));
+        }
+        Ok(())
+    }
+
+    /// Turn the pending sum on `key` into a set of its result, read at the snapshot.
+    async fn settle_sum(&mut self, key: &[u8]) -> Result<()> {
+        let Some(&n) = self.sums.get(key) else {
+            return Ok(());
+        };
+        let total = match self.stored_versioned(key).await? {
+            None => n,
+            Some((v, _)) => v.as_u64().ok_or_else(not_u64)?.wrapping_add(n),
+        };
+        self.buffer(key, Some((Value::u64(total), None)))
     }
 
     /// Mark the current writes: [`Transaction::rollback_to_savepoint`] undoes every write
@@ -404,6 +486,7 @@ impl Transaction {
             write_bytes: self.write_bytes,
             checks: self.checks.len(),
             previous: Vec::new(),
+            previous_sums: Vec::new(),
         });
     }
 
@@ -418,18 +501,25 @@ impl Transaction {
                 None => self.writes.remove(&key),
             };
         }
+        for (key, previous) in undo.previous_sums.into_iter().rev() {
+            match previous {
+                Some(n) => self.sums.insert(key, n),
+                None => self.sums.remove(&key),
+            };
+        }
         self.write_bytes = undo.write_bytes;
         self.checks.truncate(undo.checks);
         self.undo = Some(Undo {
             write_bytes: self.write_bytes,
             checks: self.checks.len(),
             previous: Vec::new(),
+            previous_sums: Vec::new(),
         });
     }
 
-    /// Whether the transaction has buffered any write.
+    /// Whether the transaction has buffered any write (a sum included).
     pub fn has_writes(&self) -> bool {
-        !self.writes.is_empty()
+        !self.writes.is_empty() || !self.sums.is_empty()
     }
 
     /// The database this transaction runs in.
@@ -453,7 +543,7 @@ impl Transaction {
     /// Commit; returns the commit's versionstamp, or `None` for a transaction that wrote
     /// nothing. A conflict is [`EngineError::Conflict`]: retry the transaction from `begin`.
     pub async fn commit(mut self) -> Result<Option<Versionstamp>> {
-        if self.writes.is_empty() {
+        if !self.has_writes() {
             return Ok(None);
         }
         let op = CommitOp::Transaction {
@@ -461,6 +551,7 @@ impl Transaction {
             reads: std::mem::take(&mut self.reads),
             writes: std::mem::take(&mut self.writes).into_iter().collect(),
             checks: std::mem::take(&mut self.checks),
+            sums: std::mem::take(&mut self.sums).into_iter().collect(),
         };
         match self.db.shared.commit(op).await? {
             CommitReply::Outcome(CommitOutcome::Committed(vs)) => Ok(Some(vs)),

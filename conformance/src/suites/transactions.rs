@@ -23,6 +23,7 @@ pub fn suite() -> Suite {
             read_only_transactions_never_conflict,
             blind_writes_do_not_conflict,
             commit_checks_see_the_state_the_commit_lands_on,
+            sums_add_at_commit_without_conflicts,
             write_skew_is_prevented,
             concurrent_check_and_set_increments_lose_nothing,
             concurrent_transaction_increments_lose_nothing,
@@ -248,6 +249,100 @@ async fn blind_writes_do_not_conflict(h: &Harness) -> CaseResult {
     a.commit().await.step("first blind write")?;
     b.commit().await.step("second blind write")?;
     ensure_eq!(u64_at(&db, b"k").await?, Some(2));
+    Ok(())
+}
+
+/// A sum adds to what the key holds when the commit lands, unread: transactions summing
+/// one key at once all commit and none is lost. Reading the key turns the sum into a read
+/// and a set, which conflicts like any other read.
+async fn sums_add_at_commit_without_conflicts(h: &Harness) -> CaseResult {
+    let engine = h.engine();
+    let db = engine.open_or_create("default").await.step("open")?;
+    db.atomic_write(AtomicWrite::new().set(b"n".to_vec(), Value::u64(10)))
+        .await
+        .step("seed")?;
+
+    // Two transactions from one snapshot both add: neither read, so neither conflicts.
+    let mut a = db.begin().await.step("begin a")?;
+    let mut b = db.begin().await.step("begin b")?;
+    a.sum(b"n", 5).step("sum a")?;
+    a.sum(b"n", 1).step("sum a again")?;
+    b.sum(b"n", 100).step("sum b")?;
+    b.sum(b"fresh", 7).step("sum absent")?;
+    ensure!(b.has_writes(), "a sum is a write");
+    ensure_eq!(b.own_write(b"n"), None);
+    a.commit().await.step("commit a")?;
+    b.commit().await.step("commit b")?;
+    ensure_eq!(n(db.get(b"n").await.step("get")?.map(|e| e.value)), 116);
+    ensure_eq!(n(db.get(b"fresh").await.step("get")?.map(|e| e.value)), 7);
+
+    // Wrapping: adding the two's complement of 6 takes 6 away.
+    let mut t = db.begin().await.step("begin")?;
+    t.sum(b"n", 6u64.wrapping_neg()).step("sum negative")?;
+    t.commit().await.step("commit")?;
+    ensure_eq!(n(db.get(b"n").await.step("get")?.map(|e| e.value)), 110);
+
+    // A sum after a set adds to what was set; a set after a sum replaces it.
+    let mut t = db.begin().await.step("begin")?;
+    t.set(b"s", Value::u64(40)).step("set")?;
+    t.sum(b"s", 2).step("sum onto own set")?;
+    ensure_eq!(n(t.get(b"s").await.step("get own")?), 42);
+    t.sum(b"r", 9).step("sum")?;
+    t.set(b"r", Value::u64(1)).step("set over sum")?;
+    t.commit().await.step("commit")?;
+    ensure_eq!(n(db.get(b"s").await.step("get")?.map(|e| e.value)), 42);
+    ensure_eq!(n(db.get(b"r").await.step("get")?.map(|e| e.value)), 1);
+
+    // Reading a summed key reads the snapshot: a commit to the key since then conflicts.
+    let mut t = db.begin().await.step("begin")?;
+    t.sum(b"n", 1).step("sum")?;
+    ensure_eq!(n(t.get(b"n").await.step("get summed")?), 111);
+    let scanned = t.scan(b"n", b"o", false, 10).await.step("scan")?;
+    ensure_eq!(scanned.len(), 1);
+    ensure_eq!(scanned[0].1.as_u64(), Some(111));
+    db.atomic_write(AtomicWrite::new().mutate(strata_engine::Mutation::sum(b"n".to_vec(), 1)))
+        .await
+        .step("concurrent sum")?;
+    match t.commit().await {
+        Err(EngineError::Conflict) => {}
+        other => return Err(format!("expected a conflict, got {other:?}")),
+    }
+    ensure_eq!(n(db.get(b"n").await.step("get")?.map(|e| e.value)), 111);
+
+    // A sum undoes with a savepoint.
+    let mut t = db.begin().await.step("begin")?;
+    t.sum(b"n", 1).step("sum kept")?;
+    t.savepoint();
+    t.sum(b"n", 1000).step("sum undone")?;
+    t.sum(b"gone", 3).step("sum undone")?;
+    t.rollback_to_savepoint();
+    t.commit().await.step("commit")?;
+    ensure_eq!(n(db.get(b"n").await.step("get")?.map(|e| e.value)), 112);
+    ensure!(db.get(b"gone").await.step("get")?.is_none(), "undone sum");
+
+    // A value of another kind: the commit fails and writes nothing.
+    db.atomic_write(AtomicWrite::new().set(b"text".to_vec(), Value::bytes(b"x".to_vec())))
+        .await
+        .step("seed text")?;
+    let mut t = db.begin().await.step("begin")?;
+    t.sum(b"text", 1).step("sum")?;
+    t.set(b"other", Value::u64(1)).step("set")?;
+    match t.commit().await {
+        Err(EngineError::InvalidMutation(_)) => {}
+        other => return Err(format!("expected an invalid mutation, got {other:?}")),
+    }
+    ensure!(
+        db.get(b"other").await.step("get")?.is_none(),
+        "nothing written"
+    );
+
+    // A key over the limit is refused when summed.
+    let mut t = db.begin().await.step("begin")?;
+    let long = vec![b'k'; db.options().limits.max_write_key_bytes + 1];
+    match t.sum(&long, 1) {
+        Err(EngineError::LimitExceeded { .. }) => {}
+        other => return Err(format!("expected a limit error, got {other:?}")),
+    }
     Ok(())
 }
 

@@ -338,9 +338,9 @@ pub async fn create_table(s: &mut Session, ct: ast::CreateTable) -> Result<Outpu
         tx.put_table(p).await?;
     }
     // A new table counts its rows from zero (see `crate::stats`).
-    tx.put(
-        &crate::stats::shard_key(def.id),
-        crate::stats::encode_delta(0),
+    tx.put_value(
+        &crate::stats::counter_key(def.id),
+        crate::stats::counter_value(0),
     )?;
     tx.put_table(def).await?;
     Ok(Output::Done)

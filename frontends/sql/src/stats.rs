@@ -1,29 +1,34 @@
 //! Row counts for the planner.
 //!
-//! A transaction that adds or removes rows writes its net change per table under a key of
-//! its own (a *shard*: the table id, a per-process random id, a per-process counter), in the
-//! same commit as the rows. Writes to distinct keys never conflict, so concurrent
-//! inserters stay independent, and the sum of a table's shards is its exact row count at
-//! any version. Readers sum the shards outside their transaction (statistics must not add
-//! conflicts), and fold them into one when there are many: on a task of its own, so that
-//! the query that found them does not wait, and a bounded number per transaction, so that
-//! a table written by a million autocommit statements folds like one written by a hundred.
+//! A transaction that adds or removes rows adds its net change per table to the table's
+//! *counter* in the same commit as the rows, with the engine's [`Transaction::sum`]: the
+//! commit adds to whatever the counter holds when it lands, without reading it, so
+//! concurrent inserters never conflict over it. The counter at any version is the table's
+//! exact row count at that version. Readers read it outside their transaction (statistics
+//! must not add conflicts).
 //!
-//! A table created before row counts existed has no shards: its count is unknown until
+//! Databases written before the counter existed hold the same count spread over *shards*:
+//! one key per committing transaction, under the same prefix as the counter (the counter
+//! is the first key there). A reader sums every key under the prefix, so old shards still
+//! count; when it finds many, it folds them into the counter on a task of its own, a
+//! bounded number per transaction, so that the query that found them does not wait.
+//!
+//! A table created before row counts existed has no counter: its count is unknown until
 //! `ANALYZE` counts it.
+//!
+//! [`Transaction::sum`]: strata_engine::Transaction::sum
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use strata_engine::{Database, Value};
+use strata_engine::{Database, Encoding, Value};
 
 use crate::codec::Key;
-use crate::error::Result;
-use crate::tx::{decode_u64, resume_after, SCAN_CHUNK};
+use crate::error::{Result, SqlError};
+use crate::tx::{resume_after, SCAN_CHUNK};
 
-/// Fold a table's shards into one when a read finds more than this many.
+/// Fold a table's shards into its counter when a read finds more than this many.
 pub const FOLD_AT: usize = 64;
 
 /// A fold replaces at most this many shards per transaction (each is a delete, plus the
@@ -33,63 +38,60 @@ pub const FOLD_CHUNK: usize = 4096;
 /// How long a session reuses a count it read before reading it again.
 pub const CACHE_FOR: Duration = Duration::from_secs(2);
 
-/// A fresh shard key for `table`: unique within the process by the counter, and across
-/// processes by the random id.
-pub fn shard_key(table: u64) -> Vec<u8> {
-    static PROCESS: OnceLock<u64> = OnceLock::new();
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let process = *PROCESS.get_or_init(|| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or_default(),
-        );
-        h.write_u32(std::process::id());
-        h.finish()
-    });
-    Key::RowCountShard(table, process, NEXT.fetch_add(1, Ordering::Relaxed)).encode()
+/// The key of `table`'s row counter: the first key under its row-count prefix.
+pub fn counter_key(table: u64) -> Vec<u8> {
+    Key::RowCountShard(table, 0, 0).encode()
 }
 
-pub fn encode_delta(n: i64) -> Vec<u8> {
-    n.to_be_bytes().to_vec()
+/// The counter's value for `rows` rows.
+pub fn counter_value(rows: u64) -> Value {
+    Value::u64(rows)
 }
 
-fn decode_delta(b: &[u8]) -> Result<i64> {
-    Ok(decode_u64(b)? as i64)
+/// Add `rows` (negative: removed) to `table`'s counter when `txn` commits.
+pub fn add_rows(txn: &mut strata_engine::Transaction, table: u64, rows: i64) -> Result<()> {
+    txn.sum(&counter_key(table), rows as u64)?;
+    Ok(())
 }
 
-/// A table's shards as of `txn`'s version: their keys and their sum.
+/// What one key under the row-count prefix adds: the counter holds a u64 (a two's
+/// complement sum of deltas), an older shard a big-endian i64.
+fn delta(v: &Value) -> Result<i64> {
+    let corrupt = || SqlError::Internal("corrupt row count in the SQL catalog".into());
+    match v.encoding {
+        Encoding::U64 => v.as_u64().map(|n| n as i64).ok_or_else(corrupt),
+        _ => {
+            let b: [u8; 8] = v.data.as_slice().try_into().map_err(|_| corrupt())?;
+            Ok(i64::from_be_bytes(b))
+        }
+    }
+}
+
+/// A table's counter and shards as of `txn`'s version: their keys and their sum.
 pub(crate) async fn shards(
     txn: &mut strata_engine::Transaction,
     table: u64,
 ) -> Result<(Vec<Vec<u8>>, i64)> {
-    first_shards(txn, table, usize::MAX).await
+    first_shards(txn, &Key::RowCounts(table).encode(), table, usize::MAX).await
 }
 
-/// The first `most` of a table's shards in key order, and their sum. Only the part of the
-/// range up to the last one returned is read (for conflicts), when there were more.
+/// The first `most` keys from `start` under a table's row-count prefix, in key order, and
+/// their sum. Only the part of the range up to the last one returned is read (for
+/// conflicts), when there were more.
 async fn first_shards(
     txn: &mut strata_engine::Transaction,
+    start: &[u8],
     table: u64,
     most: usize,
 ) -> Result<(Vec<Vec<u8>>, i64)> {
-    let prefix = Key::RowCounts(table).encode();
-    let end = strata_engine::prefix_end(&prefix);
-    let mut start = prefix;
+    let end = strata_engine::prefix_end(&Key::RowCounts(table).encode());
+    let mut start = start.to_vec();
     let (mut keys, mut sum) = (Vec::new(), 0i64);
     loop {
         let want = SCAN_CHUNK.min(most - keys.len());
-        let chunk: Vec<(Vec<u8>, Vec<u8>)> = txn
-            .scan(&start, &end, false, want)
-            .await?
-            .into_iter()
-            .map(|(k, v)| (k, v.data))
-            .collect();
+        let chunk = txn.scan(&start, &end, false, want).await?;
         for (k, v) in &chunk {
-            sum = sum.wrapping_add(decode_delta(v)?);
+            sum = sum.wrapping_add(delta(v)?);
             keys.push(k.clone());
         }
         if keys.len() >= most {
@@ -157,20 +159,24 @@ pub async fn fold_settled(db: &Database, table: u64) {
     }
 }
 
-/// Replace a table's shards with one holding their sum, `chunk` shards per transaction
-/// (at least two), until no more than one is left or a transaction fails.
+/// Fold a table's shards into its counter, `chunk` shards per transaction (at least one),
+/// until none is left or a transaction fails. The counter is not read but added to, so a
+/// fold does not conflict with the commits adding to it meanwhile.
 pub async fn fold(db: &Database, table: u64, chunk: usize) -> Result<()> {
-    let chunk = chunk.max(2);
+    let chunk = chunk.max(1);
+    // The first key after the counter.
+    let mut after_counter = counter_key(table);
+    after_counter.push(0);
     loop {
         let mut txn = db.begin().await?;
-        let (keys, sum) = first_shards(&mut txn, table, chunk).await?;
-        if keys.len() <= 1 {
+        let (keys, sum) = first_shards(&mut txn, &after_counter, table, chunk).await?;
+        if keys.is_empty() {
             return Ok(());
         }
         for k in &keys {
             txn.delete(k)?;
         }
-        txn.set(&shard_key(table), Value::bytes(encode_delta(sum)))?;
+        txn.sum(&counter_key(table), sum as u64)?;
         txn.commit().await?;
         if keys.len() < chunk {
             return Ok(());
@@ -178,14 +184,14 @@ pub async fn fold(db: &Database, table: u64, chunk: usize) -> Result<()> {
     }
 }
 
-/// Replace a table's shards with `rows`, counted at `txn`'s read version, in `txn`: its
-/// read of the shards makes it conflict with any commit that changed the table since.
+/// Replace a table's counter and shards with `rows`, counted at `txn`'s read version, in
+/// `txn`: its read of them makes it conflict with any commit that changed the table since.
 pub async fn reset(txn: &mut strata_engine::Transaction, table: u64, rows: u64) -> Result<()> {
     let (keys, _) = shards(txn, table).await?;
     for k in &keys {
         txn.delete(k)?;
     }
-    txn.set(&shard_key(table), Value::bytes(encode_delta(rows as i64)))?;
+    txn.set(&counter_key(table), counter_value(rows))?;
     Ok(())
 }
 

@@ -240,6 +240,13 @@ impl Tx {
         Ok(())
     }
 
+    /// [`Tx::put`] of a value of any encoding.
+    pub fn put_value(&mut self, key: &[u8], value: Value) -> Result<()> {
+        self.writable()?;
+        self.txn.set(key, value)?;
+        Ok(())
+    }
+
     pub fn delete(&mut self, key: &[u8]) -> Result<()> {
         self.writable()?;
         self.txn.delete(key)?;
@@ -277,10 +284,7 @@ impl Tx {
         if self.txn.has_writes() {
             for (table, n) in std::mem::take(&mut self.row_delta) {
                 if n != 0 {
-                    self.txn.set(
-                        &crate::stats::shard_key(table),
-                        Value::bytes(crate::stats::encode_delta(n)),
-                    )?;
+                    crate::stats::add_rows(&mut self.txn, table, n)?;
                 }
             }
         }
@@ -439,7 +443,7 @@ impl Tx {
 
 /// Where a chunked scan goes on: just after the last key of a full chunk of
 /// [`SCAN_CHUNK`] entries; `None` once a chunk came back short (the range is done).
-pub fn resume_after(chunk: &[(Vec<u8>, Vec<u8>)]) -> Option<Vec<u8>> {
+pub fn resume_after<V>(chunk: &[(Vec<u8>, V)]) -> Option<Vec<u8>> {
     match chunk.last() {
         Some((k, _)) if chunk.len() == SCAN_CHUNK => {
             let mut next = k.clone();

@@ -517,7 +517,8 @@ async fn inserts_that_check_at_commit_answer_as_if_they_had_read() {
 }
 
 /// Row counts follow every kind of change, undo with failed statements and rolled-back
-/// transactions, fold when they grow many shards, and `check` catches a wrong one.
+/// transactions, stay one key however many commits add to them, and `check` catches a
+/// wrong one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn row_counts_follow_changes_and_rollbacks() {
     let engine = Arc::new(engine());
@@ -562,7 +563,7 @@ async fn row_counts_follow_changes_and_rollbacks() {
     s.execute("DELETE FROM c").await.unwrap();
     s.execute("ROLLBACK").await.unwrap();
     assert_eq!(s.row_count("c").await.unwrap(), Some(4));
-    // Many small commits fold into one shard, and the count stays exact.
+    // Many small commits add to one counter: the count stays exact and stays one key.
     for i in 0..(2 * 64) {
         s.execute_with(
             "INSERT INTO c VALUES ($1, $2, 0)",
@@ -572,12 +573,8 @@ async fn row_counts_follow_changes_and_rollbacks() {
         .unwrap();
     }
     assert_eq!(s.row_count("c").await.unwrap(), Some(4 + 128));
-    // The read that found many shards started a fold, on a task of its own.
-    let db = engine.database("default").await.unwrap();
-    strata_sql::stats::fold_settled(&db, shard_tables(&engine).await[0]).await;
-    assert_eq!(s.row_count("c").await.unwrap(), Some(4 + 128));
     let shards = all_shard_keys(&engine).await;
-    assert!(shards.len() <= 2, "{} shards after a fold", shards.len());
+    assert_eq!(shards.len(), 1, "one counter");
     let reports = s.check().await.unwrap();
     assert!(reports.iter().all(|r| r.problems.is_empty()), "{reports:?}");
 
@@ -629,10 +626,10 @@ async fn row_counts_follow_changes_and_rollbacks() {
     assert_eq!(s.row_count("c").await.unwrap(), Some(1));
 }
 
-/// A fold replaces a bounded number of shards per transaction, and goes on until one is
-/// left; the count stays exact.
+/// Shards left by a database written before the counter existed still count, and fold
+/// into the counter a bounded number per transaction; the count stays exact.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn row_counts_fold_in_bounded_transactions() {
+async fn row_counts_fold_old_shards_in_bounded_transactions() {
     let engine = Arc::new(engine());
     let mut s = Session::new(engine.clone());
     s.execute("CREATE TABLE f (id INTEGER PRIMARY KEY)")
@@ -643,20 +640,65 @@ async fn row_counts_fold_in_bounded_transactions() {
             .await
             .unwrap();
     }
-    // CREATE TABLE wrote one shard (zero), each insert one more; nothing folded them.
+    // The count as the earlier layout kept it: a zero shard from CREATE TABLE, then one
+    // shard per insert, each a big-endian i64 under a key of its own.
     let db = engine.database("default").await.unwrap();
     let table = shard_tables(&engine).await[0];
-    strata_sql::stats::fold_settled(&db, table).await;
+    let mut txn = db.begin().await.unwrap();
+    txn.delete(&strata_sql::stats::counter_key(table)).unwrap();
+    for i in 0..101u64 {
+        let key = strata_sql::codec::Key::RowCountShard(table, 77, i).encode();
+        let delta = if i == 0 { 0i64 } else { 1 };
+        txn.set(
+            &key,
+            strata_engine::Value::bytes(delta.to_be_bytes().to_vec()),
+        )
+        .unwrap();
+    }
+    txn.commit().await.unwrap();
     assert_eq!(all_shard_keys(&engine).await.len(), 101);
     let version = db.version();
     strata_sql::stats::fold(&db, table, 16).await.unwrap();
     assert_eq!(all_shard_keys(&engine).await.len(), 1);
-    // 101 shards, 16 at a time, each fold leaving one: seven commits.
+    // 101 shards, 16 at a time: seven commits.
     assert_eq!(db.version() - version, 7);
     assert_eq!(s.row_count("f").await.unwrap(), Some(100));
-    // Folding one shard, or none, commits nothing.
+    // With nothing left to fold, a fold commits nothing.
     strata_sql::stats::fold(&db, table, 16).await.unwrap();
     assert_eq!(db.version() - version, 7);
+    // Inserts go on adding to the counter the shards were folded into.
+    s.execute("INSERT INTO f VALUES (1000)").await.unwrap();
+    assert_eq!(s.row_count("f").await.unwrap(), Some(101));
+    assert_eq!(all_shard_keys(&engine).await.len(), 1);
+    let reports = s.check().await.unwrap();
+    assert!(reports.iter().all(|r| r.problems.is_empty()), "{reports:?}");
+}
+
+/// A reader that finds many old shards folds them on a task of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_finds_many_old_shards_folds_them() {
+    let engine = Arc::new(engine());
+    let mut s = Session::new(engine.clone());
+    s.execute("CREATE TABLE g (id INTEGER PRIMARY KEY)")
+        .await
+        .unwrap();
+    let db = engine.database("default").await.unwrap();
+    let table = shard_tables(&engine).await[0];
+    let mut txn = db.begin().await.unwrap();
+    let shards = strata_sql::stats::FOLD_AT as u64 + 1;
+    for i in 0..shards {
+        let key = strata_sql::codec::Key::RowCountShard(table, 5, i).encode();
+        txn.set(
+            &key,
+            strata_engine::Value::bytes(2i64.to_be_bytes().to_vec()),
+        )
+        .unwrap();
+    }
+    txn.commit().await.unwrap();
+    assert_eq!(s.row_count("g").await.unwrap(), Some(2 * shards));
+    strata_sql::stats::fold_settled(&db, table).await;
+    assert_eq!(all_shard_keys(&engine).await.len(), 1);
+    assert_eq!(s.row_count("g").await.unwrap(), Some(2 * shards));
 }
 
 /// The keys of the row-count shards of every table of database `default`, found by the
