@@ -398,6 +398,21 @@ impl Transaction {
         }
     }
 
+    /// Count `size` more bytes of writes, within the transaction's limit.
+    fn charge(&mut self, size: usize) -> Result<()> {
+        let max = self.db.shared.options.limits.max_transaction_bytes;
+        if self.write_bytes + size > max {
+            return Err(EngineError::limit(
+                "transaction size",
+                "transaction writes",
+                format!("{} bytes", self.write_bytes + size),
+                format!("{max} bytes"),
+            ));
+        }
+        self.write_bytes += size;
+        Ok(())
+    }
+
     fn buffer(&mut self, key: &[u8], write: TxnWrite) -> Result<()> {
         let limits = &self.db.shared.options.limits;
         check_key(limits, key, true)?;
@@ -406,15 +421,7 @@ impl Transaction {
             check_value(limits, v)?;
             check_expiry(*exp)?;
         }
-        if self.write_bytes + size > limits.max_transaction_bytes {
-            return Err(EngineError::limit(
-                "transaction size",
-                "transaction writes",
-                format!("{} bytes", self.write_bytes + size),
-                format!("{} bytes", limits.max_transaction_bytes),
-            ));
-        }
-        self.write_bytes += size;
+        self.charge(size)?;
         let previous = self.writes.insert(key.to_vec(), write);
         let previous_sum = self.sums.remove(key);
         if let Some(undo) = &mut self.undo {
@@ -442,20 +449,10 @@ impl Transaction {
             };
             return self.buffer(key, Some((Value::u64(total), None)));
         }
-        let limits = &self.db.shared.options.limits;
-        check_key(limits, key, true)?;
+        check_key(&self.db.shared.options.limits, key, true)?;
         let previous = self.sums.get(key).copied();
         if previous.is_none() {
-            let size = key.len() + 8;
-            if self.write_bytes + size > limits.max_transaction_bytes {
-                return Err(EngineError::limit(
-                    "transaction size",
-                    "transaction writes",
-                    format!("{} bytes", self.write_bytes + size),
-                    format!("{} bytes", limits.max_transaction_bytes),
-                ));
-            }
-            self.write_bytes += size;
+            self.charge(key.len() + 8)?;
         }
         self.sums
             .insert(key.to_vec(), previous.unwrap_or(0).wrapping_add(n));
