@@ -718,11 +718,15 @@ impl Session {
             return out;
         }
         let mut attempt = 0;
-        // An INSERT runs first with its transaction checking at commit what it would
-        // otherwise read first (the schema version, that a new row's key is free), and if
-        // that fails for any reason, again with reads: a unique violation or a changed
-        // schema is then reported as such.
-        let mut deferring = as_of.is_none() && matches!(stmt, Statement::Insert(_));
+        // An INSERT, UPDATE or DELETE runs first with its transaction checking at commit
+        // what it would otherwise read first (the schema version; for an INSERT, that a new
+        // row's key is free), and if that fails for any reason, again with reads: a unique
+        // violation or a changed schema is then reported as such.
+        let mut deferring = as_of.is_none()
+            && matches!(
+                stmt,
+                Statement::Insert(_) | Statement::Update(_) | Statement::Delete(_)
+            );
         loop {
             self.reset_scope(as_of, false);
             if deferring {
