@@ -33,7 +33,11 @@ pub struct Tx {
     /// [`Tx::deferring`]), and whether it has.
     deferring: bool,
     deferred: bool,
-    /// Rows added (or removed, negative) per table id, written as row-count shards at
+    /// The versionstamp of the schema version it assumed instead of reading it, if it did.
+    schema_assumed: Option<Option<Versionstamp>>,
+    /// How many keys it took as free instead of reading them.
+    deferred_keys: usize,
+    /// Rows added (or removed, negative) per table id, added to their row counts at
     /// commit; and the same as of the statement savepoint.
     row_delta: HashMap<u64, i64>,
     saved_delta: HashMap<u64, i64>,
@@ -122,6 +126,8 @@ impl Tx {
             catalog_written: false,
             deferring: false,
             deferred: false,
+            schema_assumed: None,
+            deferred_keys: 0,
             row_delta: HashMap::new(),
             saved_delta: HashMap::new(),
         })
@@ -161,6 +167,7 @@ impl Tx {
                 None => {
                     self.txn.check(key, None)?;
                     self.deferred = true;
+                    self.deferred_keys += 1;
                     return Ok(false);
                 }
             }
@@ -275,11 +282,24 @@ impl Tx {
     /// was written).
     pub async fn commit(mut self) -> Result<Option<u64>> {
         if self.deferred && !self.txn.has_writes() {
-            // Checks guard writes, so none would be made: what the statement assumed was
-            // never confirmed. The caller runs it again, reading instead.
-            return Err(SqlError::Serialization(
-                "a statement that deferred its reads to commit wrote nothing; run it again".into(),
-            ));
+            // Checks guard writes, so none would be made. A statement that only assumed
+            // the schema version confirms it by reading it now, at the snapshot its rows
+            // were read at, as it would have at its start. Anything else it assumed is
+            // never confirmed: the caller runs it again, reading instead.
+            let confirmed = match self.schema_assumed {
+                Some(assumed) if self.deferred_keys == 0 => {
+                    let key = Key::SchemaVersion.encode();
+                    let found = self.txn.get_versioned(&key).await?;
+                    found.and_then(|(_, written)| written) == assumed
+                }
+                _ => false,
+            };
+            if !confirmed {
+                return Err(SqlError::Serialization(
+                    "a statement that deferred its reads to commit wrote nothing; run it again"
+                        .into(),
+                ));
+            }
         }
         if self.txn.has_writes() {
             for (table, n) in std::mem::take(&mut self.row_delta) {
@@ -395,6 +415,7 @@ impl Tx {
                 // The schema the session last saw, required unchanged when the commit lands.
                 self.txn.check(&key, newest.written)?;
                 self.deferred = true;
+                self.schema_assumed = Some(newest.written);
                 newest.schema
             }
             _ => {
