@@ -749,6 +749,11 @@ impl Session {
                     deferring = false;
                     self.purges.clear();
                     self.builds.clear();
+                    if !failed_before_commit {
+                        // As for any retry: a commit that conflicted with one still
+                        // landing is given a turn to land first.
+                        tokio::task::yield_now().await;
+                    }
                 }
                 Err(e) if e.is_retryable() && attempt < AUTOCOMMIT_RETRIES => {
                     attempt += 1;
