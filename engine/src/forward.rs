@@ -13,9 +13,9 @@
 //! checked on the owner), or a transaction's read version, read ranges, writes, checks and
 //! sums. A read version means the same snapshot on every replica, since every replica
 //! applies the same batches at the same versions, so the owner checks the transaction's
-//! reads against the commits after it exactly as this process would. The answer is the commit's outcome, or
-//! its error with its class; the store returns it only once this process's copy holds the
-//! commit, so the caller's next read sees its write.
+//! reads against the commits after it exactly as this process would. The answer is the
+//! commit's outcome, or its error with its class; the store returns it only once this
+//! process's copy holds the commit, so the caller's next read sees its write.
 //!
 //! Only atomic writes and transactions are forwarded; queue leases, acks and nacks, and the
 //! background upkeep still resolve where they run, and settle through the version record.

@@ -251,14 +251,7 @@ impl Resolve<'_, '_> {
     ) -> Result<u64> {
         Ok(match self.current(key).await? {
             None => operand,
-            Some(r) => {
-                let stored = r.value.as_u64().ok_or_else(|| {
-                    EngineError::InvalidMutation(format!(
-                        "Failed to perform '{name}' mutation on a non-U64 value in the database"
-                    ))
-                })?;
-                f(stored, operand)
-            }
+            Some(r) => f(r.value.as_u64().ok_or_else(|| not_u64(name))?, operand),
         })
     }
 
@@ -430,4 +423,11 @@ impl Resolve<'_, '_> {
             sequenced: wrote,
         })
     }
+}
+
+/// A `sum`, `min` or `max` (`name`) onto a stored value that is not a u64.
+pub(crate) fn not_u64(name: &str) -> EngineError {
+    EngineError::InvalidMutation(format!(
+        "Failed to perform '{name}' mutation on a non-U64 value in the database"
+    ))
 }

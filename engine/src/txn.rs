@@ -15,6 +15,7 @@ use crate::database::{Database, ReadGuard};
 use crate::error::{EngineError, Result};
 use crate::mvcc::{self, key_after};
 use crate::pipeline::{CommitOp, CommitReply, TxnWrite};
+use crate::resolve::not_u64;
 use crate::value::{Value, Versionstamp};
 use crate::CommitOutcome;
 
@@ -62,11 +63,6 @@ impl std::fmt::Debug for Transaction {
             .field("writes", &self.writes.len())
             .finish()
     }
-}
-
-/// A sum onto a value that is not a u64.
-fn not_u64() -> EngineError {
-    EngineError::InvalidMutation("Failed to perform 'sum' mutation on a non-U64 value".into())
 }
 
 /// A read version that history no longer covers is the transaction's age, not the caller's
@@ -445,7 +441,7 @@ impl Transaction {
         if let Some(w) = self.writes.get(key) {
             let total = match Self::own_value(w, now_ms()) {
                 None => n,
-                Some(v) => v.as_u64().ok_or_else(not_u64)?.wrapping_add(n),
+                Some(v) => v.as_u64().ok_or_else(|| not_u64("sum"))?.wrapping_add(n),
             };
             return self.buffer(key, Some((Value::u64(total), None)));
         }
@@ -469,7 +465,7 @@ impl Transaction {
         };
         let total = match self.stored_versioned(key).await? {
             None => n,
-            Some((v, _)) => v.as_u64().ok_or_else(not_u64)?.wrapping_add(n),
+            Some((v, _)) => v.as_u64().ok_or_else(|| not_u64("sum"))?.wrapping_add(n),
         };
         self.buffer(key, Some((Value::u64(total), None)))
     }

@@ -245,6 +245,14 @@ async fn transaction_limits(h: &Harness) -> CaseResult {
         t.set(b"one more", Value::bytes(vec![0; 65536])),
         "transaction size",
     )?;
+    // A sum counts its key and eight bytes against the same budget.
+    expect_limit(t.sum(&[0; 2049], 1), "write key size")?;
+    let used = 159 * (4 + 65536);
+    let left = db.options().limits.max_transaction_bytes - used;
+    t.set(b"fill", Value::bytes(vec![0; left - 4 - 10]))
+        .step("fill to ten bytes short")?;
+    expect_limit(t.sum(b"counter", 1), "transaction size")?;
+    t.sum(b"c", 1).step("a sum that fits")?;
     t.rollback();
     Ok(())
 }

@@ -30,9 +30,8 @@ pub struct Tx {
     /// This transaction changed the catalog: its definitions are its own, not the version's.
     catalog_written: bool,
     /// The transaction may check at commit what it would otherwise read (see
-    /// [`Tx::deferring`]), and whether it has.
+    /// [`Tx::deferring`]).
     deferring: bool,
-    deferred: bool,
     /// The versionstamp of the schema version it assumed instead of reading it, if it did.
     schema_assumed: Option<Option<Versionstamp>>,
     /// How many keys it took as free instead of reading them.
@@ -125,7 +124,6 @@ impl Tx {
             shared: None,
             catalog_written: false,
             deferring: false,
-            deferred: false,
             schema_assumed: None,
             deferred_keys: 0,
             row_delta: HashMap::new(),
@@ -155,7 +153,7 @@ impl Tx {
     /// Whether this transaction deferred a read to a commit-time check: its outcome, if an
     /// error, may come from a stale assumption.
     pub fn deferred(&self) -> bool {
-        self.deferred
+        self.schema_assumed.is_some() || self.deferred_keys > 0
     }
 
     /// Whether a row is stored under `key`. With `may_defer`, a deferring transaction
@@ -166,7 +164,6 @@ impl Tx {
                 Some(own) => return Ok(own.is_some()),
                 None => {
                     self.txn.check(key, None)?;
-                    self.deferred = true;
                     self.deferred_keys += 1;
                     return Ok(false);
                 }
@@ -281,7 +278,7 @@ impl Tx {
     /// Commit, with the row counts' changes; returns the commit version (`None`: nothing
     /// was written).
     pub async fn commit(mut self) -> Result<Option<u64>> {
-        if self.deferred && !self.txn.has_writes() {
+        if self.deferred() && !self.txn.has_writes() {
             // Checks guard writes, so none would be made. A statement that only assumed
             // the schema version confirms it by reading it now, at the snapshot its rows
             // were read at, as it would have at its start. Anything else it assumed is
@@ -414,7 +411,6 @@ impl Tx {
             Some(newest) if self.deferring => {
                 // The schema the session last saw, required unchanged when the commit lands.
                 self.txn.check(&key, newest.written)?;
-                self.deferred = true;
                 self.schema_assumed = Some(newest.written);
                 newest.schema
             }
