@@ -459,10 +459,7 @@ async fn writes_that_check_at_commit_answer_as_if_they_had_read() {
     );
 
     // A table made again under the same name, with other columns.
-    b.execute("DROP TABLE k").await.unwrap();
-    b.execute("CREATE TABLE k (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-        .await
-        .unwrap();
+    make_k_again(&mut b).await;
     a.execute("INSERT INTO k VALUES (1, 'x')").await.unwrap();
     assert_eq!(
         rows(&mut b, "SELECT * FROM k").await,
@@ -472,10 +469,7 @@ async fn writes_that_check_at_commit_answer_as_if_they_had_read() {
     // Made again with the same columns: the insert runs without an error on the old
     // definition (another table, other keys), and only the commit's check of the schema
     // version sends it to the new table.
-    b.execute("DROP TABLE k").await.unwrap();
-    b.execute("CREATE TABLE k (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-        .await
-        .unwrap();
+    make_k_again(&mut b).await;
     a.execute("INSERT INTO k VALUES (1, 'x')").await.unwrap();
     assert_eq!(
         rows(&mut b, "SELECT * FROM k").await,
@@ -509,10 +503,7 @@ async fn writes_that_check_at_commit_answer_as_if_they_had_read() {
 
     // Updates and deletes check the schema at commit too: made again with the same
     // columns, the table they change is the new one, and a change of no rows reads.
-    b.execute("DROP TABLE k").await.unwrap();
-    b.execute("CREATE TABLE k (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
-        .await
-        .unwrap();
+    make_k_again(&mut b).await;
     b.execute("INSERT INTO k VALUES (1, 'new'), (2, 'two')")
         .await
         .unwrap();
@@ -559,6 +550,15 @@ async fn writes_that_check_at_commit_answer_as_if_they_had_read() {
         .await
         .unwrap_err();
     assert_eq!(e.sqlstate(), "42P01", "{e}");
+}
+
+/// Drop table `k` and make it again as `(id INTEGER PRIMARY KEY, name TEXT NOT NULL)`: a
+/// new table under the old name, which other sessions' cached definitions do not know.
+async fn make_k_again(s: &mut Session) {
+    s.execute("DROP TABLE k").await.unwrap();
+    s.execute("CREATE TABLE k (id INTEGER PRIMARY KEY, name TEXT NOT NULL)")
+        .await
+        .unwrap();
 }
 
 /// Row counts follow every kind of change, undo with failed statements and rolled-back
