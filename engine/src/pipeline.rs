@@ -37,6 +37,7 @@
 //! [`crate::restore`]; and, when several processes share the store, catching up with their
 //! commits and settling a batch whose answer was lost in [`crate::multi_writer`].
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -553,6 +554,7 @@ impl Pipeline {
                 deleted: false,
                 queue_changed: false,
                 horizon: None,
+                summed: &mut group.summed,
             };
             match cx.resolve(op, &self.conflicts, &group.tally.pending).await {
                 Ok(r) => {
@@ -603,6 +605,7 @@ impl Pipeline {
             deleted_at,
             horizon,
             tally,
+            ..
         } = group;
         let start_version = tally.start_version;
         let mut sealed = Sealed {
@@ -757,6 +760,8 @@ struct Group<'s> {
     now: u64,
     deleted_at: u64,
     horizon: Option<u64>,
+    /// Keys whose latest record a sum in this group wrote (see `Resolve::write_sum`).
+    summed: HashMap<Vec<u8>, u64>,
     tally: Tally,
 }
 
@@ -767,6 +772,7 @@ impl<'s> Group<'s> {
             now: now_ms(),
             deleted_at: 0,
             horizon: None,
+            summed: HashMap::new(),
             tally: Tally {
                 start_version,
                 results: Vec::new(),

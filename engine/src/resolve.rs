@@ -17,6 +17,7 @@ use crate::overlay::Overlay;
 use crate::pipeline::{CommitOp, CommitReply, PendingWrites, Resolved};
 use crate::queue::{MessageId, MessageRecord, QueueMessage, DEFAULT_BACKOFF};
 use crate::value::{Value, Versionstamp};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 /// One commit being resolved within its group.
@@ -34,6 +35,8 @@ pub(crate) struct Resolve<'o, 's> {
     pub(crate) deleted: bool,
     pub(crate) queue_changed: bool,
     pub(crate) horizon: Option<u64>,
+    /// The group's keys whose latest record a sum wrote, with that record's version.
+    pub(crate) summed: &'o mut HashMap<Vec<u8>, u64>,
 }
 
 impl Resolve<'_, '_> {
@@ -79,8 +82,7 @@ impl Resolve<'_, '_> {
                 }
                 for (key, n) in sums {
                     let total = self.combine_u64(key, "sum", u64::wrapping_add, *n).await?;
-                    self.write_key(key, Some(Record::new(Value::u64(total), vs, None)))
-                        .await?;
+                    self.write_sum(key, total).await?;
                 }
                 Ok(Resolved {
                     reply: CommitReply::Outcome(CommitOutcome::Committed(vs)),
@@ -171,8 +173,37 @@ impl Resolve<'_, '_> {
         Ok(failed)
     }
 
+    /// Write a sum's total. If a sum earlier in the group wrote the key's latest record,
+    /// the total replaces that record's value in place, keeping its versionstamp: one
+    /// version (and no history) per group for a counter many commits add to. Not while a
+    /// change feed is kept, which must see each commit's write.
+    async fn write_sum(&mut self, key: &[u8], total: u64) -> Result<()> {
+        if let Some(&v) = self.summed.get(key).filter(|_| !self.feed) {
+            let lk = layout::latest(key);
+            if let Some(raw) = self.ov.get(&lk).await? {
+                let old = decode(&self.shared.name, &raw)?;
+                // A commit that failed after its sum was undone, and a later write that
+                // was not a sum took the key out of `summed`; a version that does not
+                // match is such an undone sum's.
+                if old.version() == v {
+                    let rec = Record::new(Value::u64(total), old.versionstamp, None);
+                    self.ov.put(lk, rec.encode());
+                    self.touched.push(key.to_vec());
+                    return Ok(());
+                }
+            }
+        }
+        let rec = Record::new(Value::u64(total), self.vs(), None);
+        self.write_key(key, Some(rec)).await?;
+        self.summed.insert(key.to_vec(), self.version);
+        Ok(())
+    }
+
     /// Replace a key's latest record, keeping the replaced one as history.
     pub(crate) async fn write_key(&mut self, key: &[u8], new: Option<Record>) -> Result<()> {
+        if !self.summed.is_empty() {
+            self.summed.remove(key);
+        }
         let lk = layout::latest(key);
         let old = match self.ov.get(&lk).await? {
             Some(raw) => Some((decode(&self.shared.name, &raw)?, raw)),

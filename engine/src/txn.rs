@@ -437,6 +437,12 @@ impl Transaction {
     /// adds to what it wrote. Reading the key later in the transaction reads the stored
     /// value (recording the read) and turns the sum into a set of the result; a set or
     /// delete of the key replaces the sum.
+    ///
+    /// Sums suit counters read at the newest version. Commits that land in one group and
+    /// sum to the same key leave one version of it, stamped with the first of them: no
+    /// snapshot falls inside a group, and only an `AS OF` read at a version inside it sees
+    /// the group's later sums early. With a change feed on, each commit's sum is a version
+    /// of its own.
     pub fn sum(&mut self, key: &[u8], n: u64) -> Result<()> {
         if let Some(w) = self.writes.get(key) {
             let total = match Self::own_value(w, now_ms()) {
