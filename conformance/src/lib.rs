@@ -105,9 +105,12 @@ impl Harness {
         match (&self.dynamodb, self.kind) {
             (Some(d), _) => d.clone(),
             (None, BackendKind::Memory) => self.memory.clone(),
-            (None, BackendKind::Redb) => {
-                Arc::new(strata_backend_redb::RedbBackend::new(self.dir.path()))
-            }
+            // A small memtable: the suites' reads meet keys both in memory and in the file,
+            // and flushes happen in the middle of their commits.
+            (None, BackendKind::Redb) => Arc::new(
+                strata_backend_redb::RedbBackend::new(self.dir.path())
+                    .with_flush_ops(REDB_FLUSH_OPS),
+            ),
             (None, _) => Arc::new(strata_backend_sqlite::SqliteBackend::new(self.dir.path())),
         }
     }
@@ -257,6 +260,9 @@ pub fn start_dynamodb_emulator() -> Result<std::process::Child, String> {
     Ok(child)
 }
 
+/// The redb backend's memtable size in the suites (see [`Harness::backend`]).
+const REDB_FLUSH_OPS: usize = 64;
+
 /// A backend of `kind` over `dir` (memory: a fresh one), for child processes.
 pub async fn open_backend(
     kind: BackendKind,
@@ -264,7 +270,9 @@ pub async fn open_backend(
 ) -> Result<Arc<dyn Backend>, String> {
     Ok(match kind {
         BackendKind::Memory => Arc::new(strata_backend_memory::MemoryBackend::new()),
-        BackendKind::Redb => Arc::new(strata_backend_redb::RedbBackend::new(dir)),
+        BackendKind::Redb => {
+            Arc::new(strata_backend_redb::RedbBackend::new(dir).with_flush_ops(REDB_FLUSH_OPS))
+        }
         BackendKind::Sqlite => Arc::new(strata_backend_sqlite::SqliteBackend::new(dir)),
         BackendKind::Dynamodb => connect_dynamodb(dir).await?,
     })

@@ -1,0 +1,166 @@
+//! The memtable: batches are read from memory until a flush writes them into redb. Reads
+//! must agree with a plain ordered map after every batch, whether the keys they meet sit in
+//! the memtable, in redb, or in both (a newer write or a delete over a flushed one); and a
+//! reopen, which replays the journal, must find the same.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use strata_backend_redb::RedbBackend;
+use strata_engine::{Backend, BatchOp, Durability, Store};
+
+/// A fixed-seed generator: the same operations on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("k{i:03}").into_bytes()
+}
+
+/// Every read the store offers, against the model.
+async fn agree(store: &Arc<dyn Store>, model: &BTreeMap<Vec<u8>, Vec<u8>>, rng: &mut Rng) {
+    for i in 0..60 {
+        assert_eq!(
+            store.get(&key(i)).await.unwrap(),
+            model.get(&key(i)).cloned()
+        );
+    }
+    let (a, b) = (rng.below(60), rng.below(60));
+    let (start, end) = (key(a.min(b)), key(a.max(b)));
+    let limit = 1 + rng.below(40) as usize;
+    for reverse in [false, true] {
+        let want: Vec<(Vec<u8>, Vec<u8>)> = {
+            let range = model.range(start.clone()..end.clone());
+            let all: Vec<_> = match reverse {
+                true => range.rev().take(limit).collect(),
+                false => range.take(limit).collect(),
+            };
+            all.into_iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        };
+        let got = store.scan(&start, &end, reverse, limit).await.unwrap();
+        assert_eq!(got, want, "scan [{a}, {b}) reverse {reverse} limit {limit}");
+    }
+    // Unbounded, and a callback that stops early.
+    let all: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(store.scan(b"", b"", false, usize::MAX).await.unwrap(), all);
+    let stop = rng.below(all.len() as u64 + 1) as usize;
+    let mut seen = Vec::new();
+    let shown = store
+        .scan_each(b"", b"", usize::MAX, &mut |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            seen.len() < stop
+        })
+        .await
+        .unwrap();
+    let want = all.len().min(stop.max(1));
+    assert_eq!(shown, want);
+    assert_eq!(seen, all[..want].to_vec());
+}
+
+#[tokio::test]
+async fn reads_agree_with_a_map_across_flushes_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    // Seven writes to a flush: most reads meet keys in both the memtable and redb.
+    let backend = RedbBackend::new(dir.path()).with_flush_ops(7);
+    let mut store = backend.open("db", true).await.unwrap();
+    let mut model = BTreeMap::new();
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for round in 0..300 {
+        let mut ops = Vec::new();
+        for _ in 0..1 + rng.below(5) {
+            let k = key(rng.below(60));
+            if rng.below(3) == 0 {
+                model.remove(&k);
+                ops.push(BatchOp::Delete(k));
+            } else {
+                let v = format!("v{round}-{}", rng.next()).into_bytes();
+                model.insert(k.clone(), v.clone());
+                ops.push(BatchOp::Put(k, v));
+            }
+        }
+        let durability = match round % 2 {
+            0 => Durability::Sync,
+            _ => Durability::Async,
+        };
+        store.apply(ops, durability, None).await.unwrap();
+        agree(&store, &model, &mut rng).await;
+        if round % 97 == 96 {
+            // Whatever the memtable held comes back from the journal.
+            drop(store);
+            store = backend.open("db", true).await.unwrap();
+            agree(&store, &model, &mut rng).await;
+        }
+    }
+
+    // A frozen view holds the memtable's writes too, and no later one.
+    drop(store);
+    let store = backend.open("db", true).await.unwrap();
+    store
+        .apply(
+            vec![BatchOp::Put(key(59), b"fresh".to_vec())],
+            Durability::Sync,
+            None,
+        )
+        .await
+        .unwrap();
+    model.insert(key(59), b"fresh".to_vec());
+    let view = store
+        .read_view()
+        .await
+        .unwrap()
+        .expect("redb freezes views");
+    let frozen: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    store
+        .apply(
+            vec![
+                BatchOp::Delete(key(0)),
+                BatchOp::Put(key(1), b"later".to_vec()),
+            ],
+            Durability::Sync,
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(view.scan(b"", b"", usize::MAX).await.unwrap(), frozen);
+
+    // A checkpoint writes the memtable into the file durably.
+    store.sync().await.unwrap();
+    model.remove(&key(0));
+    model.insert(key(1), b"later".to_vec());
+    drop(store);
+    let store = backend.open("db", true).await.unwrap();
+    agree(&store, &model, &mut rng).await;
+}
+
+#[tokio::test]
+async fn a_memtable_of_one_write_flushes_every_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let backend = RedbBackend::new(dir.path()).with_flush_ops(0);
+    let store = backend.open("db", true).await.unwrap();
+    let mut model = BTreeMap::new();
+    let mut rng = Rng(7);
+    for i in 0..40u64 {
+        let k = key(i % 25);
+        let v = i.to_be_bytes().to_vec();
+        model.insert(k.clone(), v.clone());
+        store
+            .apply(vec![BatchOp::Put(k, v)], Durability::Sync, None)
+            .await
+            .unwrap();
+        agree(&store, &model, &mut rng).await;
+    }
+}
