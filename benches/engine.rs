@@ -22,7 +22,7 @@ use redb::{ReadableDatabase, TableDefinition};
 use strata_backend_redb::RedbBackend;
 use strata_backend_sqlite::SqliteBackend;
 use strata_engine::{
-    AtomicWrite, Backend, Database, Engine, EngineConfig, ReadAt, ReadRange, Value,
+    AtomicWrite, Backend, Database, Engine, EngineConfig, ReadAt, ReadRange, Value, XorShift,
 };
 use tokio::runtime::Runtime;
 
@@ -49,20 +49,6 @@ fn value(i: u64) -> Vec<u8> {
         *b = (i as usize).wrapping_add(j) as u8;
     }
     v
-}
-
-/// xorshift64: a cheap, deterministic stream of pseudo-random indexes.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next_below(&mut self, n: usize) -> usize {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        (x % n as u64) as usize
-    }
 }
 
 fn runtime() -> Runtime {
@@ -124,7 +110,7 @@ fn point_get(c: &mut Criterion, rt: &Runtime, dbs: &[Bench]) {
         let keys = &keys;
         g.bench_function(b.name, |bench| {
             bench.to_async(rt).iter(|| {
-                let k = &keys[rng.next_below(KEYS)];
+                let k = &keys[rng.below(KEYS as u64) as usize];
                 async move { db.get(k).await.unwrap().expect("key present") }
             })
         });
@@ -150,7 +136,7 @@ fn raw_redb_point_get(c: &mut Criterion) {
     let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
     c.bench_function("raw_redb_point_get", |bench| {
         bench.iter(|| {
-            let k = &keys[rng.next_below(KEYS)];
+            let k = &keys[rng.below(KEYS as u64) as usize];
             let tx = db.begin_read().unwrap();
             let t = tx.open_table(RAW_TABLE).unwrap();
             let v: Vec<u8> = t
@@ -183,7 +169,7 @@ fn scan_100(c: &mut Criterion, rt: &Runtime, dbs: &[Bench]) {
         let keys = &keys;
         g.bench_function(b.name, |bench| {
             bench.to_async(rt).iter(|| {
-                let s = rng.next_below(KEYS - SCAN_SPAN);
+                let s = rng.below((KEYS - SCAN_SPAN) as u64) as usize;
                 let range = [ReadRange::new(
                     keys[s].clone(),
                     keys[s + SCAN_SPAN].clone(),

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 use strata_backend_redb::RedbBackend;
-use strata_engine::{Engine, EngineConfig};
+use strata_engine::{Engine, EngineConfig, XorShift};
 use strata_sql::arrow::array::{
     ArrayRef, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
 };
@@ -50,23 +50,6 @@ const INSERTERS: usize = 32;
 const OLTP: [&str; 4] = ["point", "range", "insert", "update"];
 /// The aggregates over the lineitem table, by their `SQL_BENCH_ONLY` names.
 const AGGREGATES: [&str; 3] = ["q1", "q6", "scan"];
-
-/// xorshift64: a cheap, deterministic stream of pseudo-random numbers.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     std::env::var(name)

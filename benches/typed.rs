@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use redb::{ReadableDatabase, TableDefinition};
 use strata_backend_redb::RedbBackend;
-use strata_engine::{Engine, EngineConfig};
+use strata_engine::{Engine, EngineConfig, XorShift};
 use strata_typed::{record, Key, Tree};
 
 #[record(tree = "parts", version = 1)]
@@ -45,20 +45,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// xorshift64: a cheap, deterministic stream of pseudo-random numbers.
-struct XorShift(u64);
-
-impl XorShift {
-    fn below(&mut self, n: u64) -> u64 {
-        let mut x = self.0;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.0 = x;
-        x % n
-    }
 }
 
 fn part(i: u64) -> Part {

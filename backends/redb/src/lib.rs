@@ -644,11 +644,11 @@ fn flush(
             // Newer batches (none, while the journal is locked) would win over these.
             let newer = std::mem::take(&mut state.memtable);
             let mut back = Arc::unwrap_or_clone(entries);
+            back.extend(newer);
             state.bytes = back
                 .iter()
                 .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len))
                 .sum();
-            back.extend(newer);
             state.memtable = back;
         }
     }

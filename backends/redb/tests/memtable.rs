@@ -7,23 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use strata_backend_redb::RedbBackend;
-use strata_engine::{Backend, BatchOp, Durability, Store};
-
-/// A fixed-seed generator: the same operations on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use strata_engine::{Backend, BatchOp, Durability, Store, XorShift as Rng};
 
 fn key(i: u64) -> Vec<u8> {
     format!("k{i:03}").into_bytes()
@@ -74,7 +58,8 @@ async fn agree(store: &Arc<dyn Store>, model: &BTreeMap<Vec<u8>, Vec<u8>>, rng: 
 #[tokio::test]
 async fn reads_agree_with_a_map_across_flushes_and_a_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    // Seven writes to a flush: most reads meet keys in both the memtable and redb.
+    // Seven writes to a flush: most reads meet keys in both the memtable and redb. A fixed
+    // seed: the same operations on every run.
     let backend = RedbBackend::new(dir.path()).with_flush_ops(7);
     let mut store = backend.open("db", true).await.unwrap();
     let mut model = BTreeMap::new();
@@ -87,7 +72,7 @@ async fn reads_agree_with_a_map_across_flushes_and_a_reopen() {
                 model.remove(&k);
                 ops.push(BatchOp::Delete(k));
             } else {
-                let v = format!("v{round}-{}", rng.next()).into_bytes();
+                let v = format!("v{round}-{}", rng.next_u64()).into_bytes();
                 model.insert(k.clone(), v.clone());
                 ops.push(BatchOp::Put(k, v));
             }

@@ -6,21 +6,8 @@ mod common;
 
 use common::*;
 use prost::Message;
+use strata_engine::XorShift;
 use strata_kv_connect::proto::{self, ValueEncoding as VE};
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let write = proto::AtomicWrite {
@@ -57,12 +44,12 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
+fn mutate(rng: &mut XorShift, seed: &[u8]) -> Vec<u8> {
     let mut b = seed.to_vec();
     match rng.below(5) {
-        0 => (0..rng.below(64)).map(|_| rng.next() as u8).collect(),
+        0 => (0..rng.below(64)).map(|_| rng.next_u64() as u8).collect(),
         1 => {
-            b.truncate(rng.below(b.len() + 1));
+            b.truncate(rng.below(b.len() as u64 + 1) as usize);
             b
         }
         _ => {
@@ -70,8 +57,8 @@ fn mutate(rng: &mut Rng, seed: &[u8]) -> Vec<u8> {
                 if b.is_empty() {
                     break;
                 }
-                let i = rng.below(b.len());
-                b[i] = rng.next() as u8;
+                let i = rng.below(b.len() as u64) as usize;
+                b[i] = rng.next_u64() as u8;
             }
             b
         }
@@ -85,7 +72,7 @@ async fn random_request_bodies_never_crash_or_5xx() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1500);
     let s = TestServer::start(TestServer::with_token()).await;
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
     let seeds = seeds();
     let mut ok = 0;
     for i in 0..iterations {

@@ -398,18 +398,6 @@ async fn bad_extended_protocol_input_gets_error_responses() {
     assert_eq!(PANICS.load(Ordering::SeqCst), 0);
 }
 
-/// xorshift: the same "random" bytes on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_truncated_messages_never_hurt_the_server() {
     let addr = server(Auth::Trust).await;
@@ -418,7 +406,8 @@ async fn malformed_and_truncated_messages_never_hurt_the_server() {
         .batch_execute("CREATE TABLE t (id INTEGER PRIMARY KEY); INSERT INTO t VALUES (1)")
         .await
         .unwrap();
-    let mut rng = Rng(0x5eed_1234_abcd_0042);
+    // The same "random" bytes on every run.
+    let mut rng = strata_engine::XorShift(0x5eed_1234_abcd_0042);
     let valid: Vec<Vec<u8>> = vec![
         msg(b'Q', &cstr("SELECT * FROM t")),
         {
@@ -432,27 +421,31 @@ async fn malformed_and_truncated_messages_never_hurt_the_server() {
     ];
     for round in 0..60u32 {
         let mut bytes = Vec::new();
-        for _ in 0..(rng.next() % 4 + 1) {
-            let mut m = valid[(rng.next() % valid.len() as u64) as usize].clone();
-            match rng.next() % 5 {
+        for _ in 0..(rng.next_u64() % 4 + 1) {
+            let mut m = valid[(rng.next_u64() % valid.len() as u64) as usize].clone();
+            match rng.next_u64() % 5 {
                 // Truncated.
-                0 => m.truncate((rng.next() % m.len() as u64) as usize),
+                0 => m.truncate((rng.next_u64() % m.len() as u64) as usize),
                 // A byte flipped.
                 1 => {
-                    let i = (rng.next() % m.len() as u64) as usize;
-                    m[i] ^= (rng.next() % 255 + 1) as u8;
+                    let i = (rng.next_u64() % m.len() as u64) as usize;
+                    m[i] ^= (rng.next_u64() % 255 + 1) as u8;
                 }
                 // A length that lies (huge or too small).
                 2 => {
-                    let len = if rng.next().is_multiple_of(2) {
+                    let len = if rng.next_u64().is_multiple_of(2) {
                         0x7fff_fff0u32
                     } else {
-                        (rng.next() % 4) as u32
+                        (rng.next_u64() % 4) as u32
                     };
                     m[1..5].copy_from_slice(&len.to_be_bytes());
                 }
                 // Garbage.
-                3 => m = (0..rng.next() % 64).map(|_| rng.next() as u8).collect(),
+                3 => {
+                    m = (0..rng.next_u64() % 64)
+                        .map(|_| rng.next_u64() as u8)
+                        .collect()
+                }
                 _ => {}
             }
             bytes.extend(m);

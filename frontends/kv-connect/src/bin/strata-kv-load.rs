@@ -214,17 +214,6 @@ async fn metadata(http: &Http, url: &str, token: &str) -> Result<(String, String
     Ok((ep.trim_end_matches("/v2").to_string(), id))
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
-}
-
 #[tokio::main]
 async fn main() {
     let a = parse_args();
@@ -280,7 +269,8 @@ async fn main() {
         );
         let (mode, keys, counters) = (a.mode.clone(), a.keys, a.counters);
         tasks.push(tokio::spawn(async move {
-            let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ ((c as u64 + 1) * 0x9e37_79b9));
+            let mut rng =
+                strata_engine::XorShift(0x2545_f491_4f6c_dd1d ^ ((c as u64 + 1) * 0x9e37_79b9));
             let mut lat: Vec<u32> = Vec::with_capacity(1 << 16);
             let mut seq = 0u64;
             while !stop.load(Ordering::Relaxed) {
