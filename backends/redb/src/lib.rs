@@ -3,22 +3,24 @@
 //! The embedded default backend: one redb file per database (`<dir>/<name>.redb`), one
 //! table of byte keys to byte values. Each engine batch is one redb write transaction, so it
 //! is atomic. Durability comes from a commit journal beside the file
-//! (`<name>.redb-journal`, see [`journal`]): a batch is written to the journal, synced
-//! there for `Durability::Sync` (at least once a second for `Async`) while it is written
-//! into redb, and committed to redb without a sync of its own. Checkpoints commit redb
+//! (`<name>.redb-journal`, see [`journal`]): a batch is written to the journal and synced
+//! there for `Durability::Sync` (at least once a second for `Async`), while it goes into
+//! the memtable (below); redb commits without a sync of its own. Checkpoints commit redb
 //! durably and empty the journal; opening a store replays it.
 //!
 //! Batches reach redb through a *memtable*: an applied batch goes into an in-memory ordered
 //! map that reads consult before redb, and the map is written into redb in one transaction
-//! once it holds [`FLUSH_OPS`] writes (or at a checkpoint). A redb write transaction costs
+//! once it holds [`FLUSH_OPS`] writes (or at a checkpoint, or before a frozen read view). A redb write transaction costs
 //! about the same for one small batch as for a hundred: its commit, and a copy of every
 //! page it changes. Taking many groups' batches in one cuts the store's CPU per commit.
 //! The journal holds every batch until a checkpoint, so a crash loses nothing the memtable
 //! held.
 //!
 //! Reads run inline on the caller's thread: a redb point read is a few page-cache lookups,
-//! cheaper than a hop to a blocking thread. Writes (which may fsync) run on tokio's blocking
-//! pool. redb locks its file, so a second process gets [`BackendError::Locked`].
+//! cheaper than a hop to a blocking thread. So do a write's journal record, its memtable
+//! insert and (when the memtable fills) the flush; the journal's sync runs on a thread of
+//! its own, and checkpoints, which sync redb, on tokio's blocking pool. redb locks its file,
+//! so a second process gets [`BackendError::Locked`].
 
 mod journal;
 
