@@ -182,9 +182,9 @@ impl Resolve<'_, '_> {
             let lk = layout::latest(key);
             if let Some(raw) = self.ov.get(&lk).await? {
                 let old = decode(&self.shared.name, &raw)?;
-                // A commit that failed after its sum was undone, and a later write that
-                // was not a sum took the key out of `summed`; a version that does not
-                // match is such an undone sum's.
+                // `summed` may still name a sum whose commit failed later and was undone:
+                // the record found is then an older one, of another version. (A write that
+                // is not a sum takes the key out of `summed`.)
                 if old.version() == v {
                     let rec = Record::new(Value::u64(total), old.versionstamp, None);
                     self.ov.put(lk, rec.encode());
