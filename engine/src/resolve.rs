@@ -81,8 +81,9 @@ impl Resolve<'_, '_> {
                     self.write_key(key, rec).await?;
                 }
                 for (key, n) in sums {
-                    let total = self.combine_u64(key, "sum", u64::wrapping_add, *n).await?;
-                    self.write_sum(key, total).await?;
+                    let current = self.current(key).await?;
+                    let total = combine_u64(current.as_ref(), "sum", u64::wrapping_add, *n)?;
+                    self.write_sum(key, current, total).await?;
                 }
                 Ok(Resolved {
                     reply: CommitReply::Outcome(CommitOutcome::Committed(vs)),
@@ -173,24 +174,21 @@ impl Resolve<'_, '_> {
         Ok(failed)
     }
 
-    /// Write a sum's total. If a sum earlier in the group wrote the key's latest record,
-    /// the total replaces that record's value in place, keeping its versionstamp: one
-    /// version (and no history) per group for a counter many commits add to. Not while a
-    /// change feed is kept, which must see each commit's write.
-    async fn write_sum(&mut self, key: &[u8], total: u64) -> Result<()> {
-        if let Some(&v) = self.summed.get(key).filter(|_| !self.feed) {
-            let lk = layout::latest(key);
-            if let Some(raw) = self.ov.get(&lk).await? {
-                let old = decode(&self.shared.name, &raw)?;
-                // `summed` may still name a sum whose commit failed later and was undone:
-                // the record found is then an older one, of another version. (A write that
-                // is not a sum takes the key out of `summed`.)
-                if old.version() == v {
-                    let rec = Record::new(Value::u64(total), old.versionstamp, None);
-                    self.ov.put(lk, rec.encode());
-                    self.touched.push(key.to_vec());
-                    return Ok(());
-                }
+    /// Write a sum's total over the key's `current` record. If a sum earlier in the group
+    /// wrote that record, the total replaces its value in place, keeping its versionstamp:
+    /// one version (and no history) per group for a counter many commits add to. Not while
+    /// a change feed is kept, which must see each commit's write.
+    async fn write_sum(&mut self, key: &[u8], current: Option<Record>, total: u64) -> Result<()> {
+        let summed_here = self.summed.get(key).filter(|_| !self.feed);
+        // `summed` may still name a sum whose commit failed later and was undone: the
+        // record is then an older one, of another version. (A write that is not a sum
+        // takes the key out of `summed`.)
+        if let (Some(&v), Some(old)) = (summed_here, current) {
+            if old.version() == v {
+                let rec = Record::new(Value::u64(total), old.versionstamp, None);
+                self.ov.put(layout::latest(key), rec.encode());
+                self.touched.push(key.to_vec());
+                return Ok(());
             }
         }
         let rec = Record::new(Value::u64(total), self.vs(), None);
@@ -271,21 +269,6 @@ impl Resolve<'_, '_> {
         Ok(())
     }
 
-    /// `f(stored, operand)` for the u64 under `key` as the commit lands (`operand` where
-    /// there is none); `name` names the operation in the error for a value of another kind.
-    async fn combine_u64(
-        &mut self,
-        key: &[u8],
-        name: &str,
-        f: fn(u64, u64) -> u64,
-        operand: u64,
-    ) -> Result<u64> {
-        Ok(match self.current(key).await? {
-            None => operand,
-            Some(r) => f(r.value.as_u64().ok_or_else(|| not_u64(name))?, operand),
-        })
-    }
-
     async fn atomic(&mut self, w: &AtomicWrite) -> Result<Resolved> {
         let failed = self.failed_checks(&w.checks).await?;
         if !failed.is_empty() {
@@ -313,7 +296,8 @@ impl Resolve<'_, '_> {
                             "Failed to perform '{name}' mutation on a non-U64 operand"
                         ))
                     })?;
-                    let result = self.combine_u64(&m.key, name, f, operand).await?;
+                    let current = self.current(&m.key).await?;
+                    let result = combine_u64(current.as_ref(), name, f, operand)?;
                     let rec = Record::new(Value::u64(result), vs, None);
                     self.write_key(&m.key, Some(rec)).await?;
                 }
@@ -457,6 +441,21 @@ impl Resolve<'_, '_> {
 }
 
 /// A `sum`, `min` or `max` (`name`) onto a stored value that is not a u64.
+/// `f(stored, operand)` for the u64 in the key's `current` record as the commit lands
+/// (`operand` where there is none); `name` names the operation in the error for a value of
+/// another kind.
+fn combine_u64(
+    current: Option<&Record>,
+    name: &str,
+    f: fn(u64, u64) -> u64,
+    operand: u64,
+) -> Result<u64> {
+    Ok(match current {
+        None => operand,
+        Some(r) => f(r.value.as_u64().ok_or_else(|| not_u64(name))?, operand),
+    })
+}
+
 pub(crate) fn not_u64(name: &str) -> EngineError {
     EngineError::InvalidMutation(format!(
         "Failed to perform '{name}' mutation on a non-U64 value in the database"

@@ -139,9 +139,6 @@ struct ReadState {
 
 type Snapshot = Arc<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>;
 
-/// A point read's answer from the maps: `Some(None)` is a delete there.
-type Found = Option<Option<Vec<u8>>>;
-
 impl ReadState {
     fn snapshot(&mut self, db: &redb::Database) -> Result<Snapshot, BackendError> {
         if let Some(table) = self.snapshot.as_ref() {
@@ -157,7 +154,8 @@ impl ReadState {
         Ok(table)
     }
 
-    fn find(&self, key: &[u8]) -> Found {
+    /// A point read's answer from the maps (`Some(None)`: deleted there), if they have it.
+    fn find(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
         if let Some(v) = self.memtable.get(key) {
             return Some(v.clone());
         }
@@ -177,6 +175,11 @@ impl ReadState {
             out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         }
         out
+    }
+
+    /// Whether the memtable holds at least `ops` writes or `bytes` bytes.
+    fn holds(&self, ops: usize, bytes: usize) -> bool {
+        self.memtable.len() >= ops || self.bytes >= bytes
     }
 
     fn take_in(&mut self, ops: Vec<BatchOp>) {
@@ -201,17 +204,16 @@ impl Reader {
         Ok(self.state.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// A point read from the maps, or the snapshot to read it from.
-    fn find(
-        &self,
-        db: &redb::Database,
-        key: &[u8],
-    ) -> Result<Result<Found, Snapshot>, BackendError> {
-        let mut state = self.lock()?;
-        match state.find(key) {
-            Some(found) => Ok(Ok(Some(found))),
-            None => Ok(Err(state.snapshot(db)?)),
-        }
+    /// A point read: from the maps, or else from the snapshot under them.
+    fn get(&self, db: &redb::Database, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+        let table = {
+            let mut state = self.lock()?;
+            if let Some(found) = state.find(key) {
+                return Ok(found);
+            }
+            state.snapshot(db)?
+        };
+        Ok(table.get(key).map_err(err)?.map(|v| v.value().to_vec()))
     }
 
     /// The maps' entries of a range, and the snapshot under them.
@@ -222,12 +224,7 @@ impl Reader {
         end: &[u8],
     ) -> Result<(Over, Snapshot), BackendError> {
         let mut state = self.lock()?;
-        let over = if state.memtable.is_empty() && state.flushing.is_none() {
-            Vec::new()
-        } else {
-            state.range(start, end)
-        };
-        Ok((over, state.snapshot(db)?))
+        Ok((state.range(start, end), state.snapshot(db)?))
     }
 }
 
@@ -460,10 +457,7 @@ impl Store for RedbStore {
     }
 
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        match self.reader.find(&self.db, key)? {
-            Ok(found) => Ok(found.flatten()),
-            Err(table) => Ok(table.get(key).map_err(err)?.map(|v| v.value().to_vec())),
-        }
+        self.reader.get(&self.db, key)
     }
 
     async fn scan(
@@ -501,23 +495,13 @@ impl Store for RedbStore {
         precondition: Option<Precondition>,
     ) -> Result<(), BackendError> {
         let mut journal = self.writer.lock().await?;
-        let over = {
-            let state = self.reader.lock()?;
-            state.bytes >= 4 * FLUSH_BYTES || state.memtable.len() >= 4 * self.flush_ops.max(1)
-        };
+        let over = (self.reader.lock()?).holds(4 * self.flush_ops.max(1), 4 * FLUSH_BYTES);
         if over {
             // Flushes failed for a while: nothing more goes into memory until one succeeds.
             flush(&self.db, &self.reader, redb::Durability::None)?;
         }
         if let Some(p) = &precondition {
-            let current = match self.reader.find(&self.db, &p.key)? {
-                Ok(found) => found.flatten(),
-                Err(table) => table
-                    .get(p.key.as_slice())
-                    .map_err(err)?
-                    .map(|v| v.value().to_vec()),
-            };
-            if current != p.expected {
+            if self.reader.get(&self.db, &p.key)? != p.expected {
                 return Err(BackendError::PreconditionFailed);
             }
         }
@@ -542,7 +526,7 @@ impl Store for RedbStore {
         let full = {
             let mut state = self.reader.lock()?;
             state.take_in(ops);
-            state.memtable.len() >= self.flush_ops || state.bytes >= FLUSH_BYTES
+            state.holds(self.flush_ops, FLUSH_BYTES)
         };
         // A failed flush leaves the batches in the memtable (and the journal); the next
         // write tries again.

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use strata_backend_redb::RedbBackend;
+use strata_backend_redb::{RedbBackend, RedbStore, FLUSH_OPS};
 use strata_engine::{Backend, BatchOp, Durability, Store, XorShift as Rng};
 
 fn key(i: u64) -> Vec<u8> {
@@ -147,5 +147,65 @@ async fn a_memtable_of_one_write_flushes_every_batch() {
             .await
             .unwrap();
         agree(&store, &model, &mut rng).await;
+    }
+}
+
+/// Whether redb's own table (not the memtable) holds `key`.
+fn in_file(store: &RedbStore, key: &[u8]) -> bool {
+    use redb::{ReadableDatabase, TableDefinition};
+    const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("strata");
+    let tx = store.raw().begin_read().unwrap();
+    let table = tx.open_table(TABLE).unwrap();
+    table.get(key).unwrap().is_some()
+}
+
+/// Apply one put and say whether it went to the file at once: it filled the memtable
+/// (`full`, which the caller counts), or a checkpoint (every few seconds, and it empties
+/// the journal) wrote it there. Checked against the file itself.
+async fn put_and_see(store: &RedbStore, key: &[u8], value: &[u8], full: bool) -> bool {
+    store
+        .apply(
+            vec![BatchOp::Put(key.to_vec(), value.to_vec())],
+            Durability::Async,
+            None,
+        )
+        .await
+        .unwrap();
+    let checkpointed = store.journaled_bytes().await.unwrap() == 0;
+    assert_eq!(in_file(store, key), full || checkpointed, "key {key:?}");
+    full || checkpointed
+}
+
+#[tokio::test]
+async fn batches_reach_the_file_once_the_memtable_holds_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RedbStore::open_path(&dir.path().join("t.redb")).unwrap();
+    // Writes are read from memory and reach the file only with the one that fills the
+    // memtable, all together (or at a checkpoint, which cannot be timed here).
+    let mut held = Vec::new();
+    let mut filled = 0;
+    for i in 0..2 * FLUSH_OPS as u64 + 10 {
+        let key = i.to_be_bytes().to_vec();
+        held.push(key.clone());
+        let full = held.len() == FLUSH_OPS;
+        if put_and_see(&store, &key, b"v", full).await {
+            assert!(held.iter().all(|k| in_file(&store, k)));
+            filled += usize::from(full);
+            held.clear();
+        }
+        assert_eq!(store.get(&key).await.unwrap(), Some(b"v".to_vec()));
+    }
+    assert!(filled >= 1, "no write filled the memtable");
+
+    // Few writes of large values fill it by their bytes: 3 MiB each, against 8 MiB.
+    store.sync().await.unwrap();
+    let big = vec![7u8; 3 << 20];
+    let mut held = 0;
+    for i in 0..6u64 {
+        held += 1;
+        let key = format!("big{i}").into_bytes();
+        if put_and_see(&store, &key, &big, held == 3).await {
+            held = 0;
+        }
     }
 }
