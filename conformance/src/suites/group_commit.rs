@@ -44,6 +44,15 @@ async fn gated_database(h: &Harness, gate: &Gate) -> Result<(Engine, Database), 
     Ok((engine, db))
 }
 
+/// Commit `write` on a task of its own (so that the test can hold it at the gate).
+fn spawn_write(
+    db: &Database,
+    write: AtomicWrite,
+) -> tokio::task::JoinHandle<strata_engine::Result<CommitOutcome>> {
+    let db = db.clone();
+    tokio::spawn(async move { db.atomic_write(write).await })
+}
+
 async fn concurrent_commits_share_writes(h: &Harness) -> CaseResult {
     let gate = Gate::new();
     gate.slow_applies(Duration::from_millis(5));
@@ -52,11 +61,8 @@ async fn concurrent_commits_share_writes(h: &Harness) -> CaseResult {
     let commits = 64u64;
     let mut handles = Vec::new();
     for i in 0..commits {
-        let db = db.clone();
-        handles.push(tokio::spawn(async move {
-            db.atomic_write(AtomicWrite::new().set(i.to_be_bytes().to_vec(), Value::u64(i)))
-                .await
-        }));
+        let write = AtomicWrite::new().set(i.to_be_bytes().to_vec(), Value::u64(i));
+        handles.push(spawn_write(&db, write));
     }
     let mut stamps = Vec::new();
     for h in handles {
@@ -93,29 +99,18 @@ async fn a_group_resolved_over_a_failed_batch_is_resolved_again(h: &Harness) -> 
     // The first group's batch stops before the store, and will fail.
     let mut writing = gate.hold(Point::ApplyBefore, |_| true);
     gate.fail_applies(1);
-    let first = {
-        let db = db.clone();
-        tokio::spawn(async move {
-            db.atomic_write(AtomicWrite::new().set(b"b".to_vec(), Value::u64(1)))
-                .await
-        })
-    };
+    let first = spawn_write(&db, AtomicWrite::new().set(b"b".to_vec(), Value::u64(1)));
     writing.reached().await;
 
     // The next commit is resolved while that batch is being written: over it, "b" exists
     // and the check fails. Its read of "c" shows it is being resolved.
     let mut resolving = gate.hold(Point::ReadAfter, |key| key.ends_with(b"c"));
-    let second = {
-        let db = db.clone();
-        tokio::spawn(async move {
-            db.atomic_write(
-                AtomicWrite::new()
-                    .check(b"b".to_vec(), None)
-                    .set(b"c".to_vec(), Value::u64(2)),
-            )
-            .await
-        })
-    };
+    let second = spawn_write(
+        &db,
+        AtomicWrite::new()
+            .check(b"b".to_vec(), None)
+            .set(b"c".to_vec(), Value::u64(2)),
+    );
     resolving.reached().await;
     resolving.release();
     writing.release();
@@ -147,13 +142,10 @@ async fn commit_in_one_group(
     txns: Vec<Transaction>,
 ) -> Result<Vec<strata_engine::Result<Option<Versionstamp>>>, String> {
     let mut writing = gate.hold(Point::ApplyBefore, |_| true);
-    let before = {
-        let db = db.clone();
-        tokio::spawn(async move {
-            db.atomic_write(AtomicWrite::new().set(b"before".to_vec(), Value::u64(1)))
-                .await
-        })
-    };
+    let before = spawn_write(
+        db,
+        AtomicWrite::new().set(b"before".to_vec(), Value::u64(1)),
+    );
     writing.reached().await;
     let mut commits = Vec::new();
     for (i, t) in txns.into_iter().enumerate() {
