@@ -21,6 +21,10 @@
 //! insert and (when the memtable fills) the flush; the journal's sync runs on a thread of
 //! its own, and checkpoints, which sync redb, on tokio's blocking pool. redb locks its file,
 //! so a second process gets [`BackendError::Locked`].
+//!
+//! After a failed write of its own (a full disk), redb refuses everything until it is
+//! reopened; the store reopens it before the next write and replays the journal into it
+//! (see `RedbStore::reopen`), so it serves again once the disk has room, losing nothing.
 
 mod journal;
 
@@ -44,14 +48,27 @@ const EXT: &str = "redb";
 pub struct RedbBackend {
     dir: PathBuf,
     flush_ops: usize,
+    storage: Option<Storage>,
 }
+
+/// Opens the storage under a database's redb file, given the file's path: for storage that
+/// is not a plain file, or that fails on demand in tests. The default opens the file.
+pub type Storage =
+    Arc<dyn Fn(&Path) -> std::io::Result<Box<dyn redb::StorageBackend>> + Send + Sync>;
 
 impl RedbBackend {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         RedbBackend {
             dir: dir.into(),
             flush_ops: FLUSH_OPS,
+            storage: None,
         }
+    }
+
+    /// Open each database's redb file through `storage` instead of as a plain file.
+    pub fn with_storage(mut self, storage: Storage) -> Self {
+        self.storage = Some(storage);
+        self
     }
 
     /// Write the memtable into redb once it holds `n` writes (default [`FLUSH_OPS`]; 0
@@ -68,8 +85,10 @@ impl RedbBackend {
 }
 
 pub struct RedbStore {
-    db: Arc<redb::Database>,
-    /// The memtable and the read snapshot reads share until the next flush.
+    path: PathBuf,
+    storage: Option<Storage>,
+    /// The redb database, the memtable and the read snapshot reads share until the next
+    /// flush.
     reader: Arc<Reader>,
     writer: Arc<Writer>,
     flush_ops: usize,
@@ -127,8 +146,12 @@ struct Reader {
     broken: Arc<AtomicBool>,
 }
 
-#[derive(Default)]
 struct ReadState {
+    /// `None` from a failed write into redb until it is reopened (see [`RedbStore::reopen`]).
+    db: Option<Arc<redb::Database>>,
+    /// Why redb must be reopened: a write into it failed, after which redb refuses every
+    /// read and write until it is reopened.
+    failed: Option<String>,
     memtable: Memtable,
     /// Bytes of keys and values put into the memtable since it was last emptied.
     bytes: usize,
@@ -140,12 +163,34 @@ struct ReadState {
 type Snapshot = Arc<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>;
 
 impl ReadState {
-    fn snapshot(&mut self, db: &redb::Database) -> Result<Snapshot, BackendError> {
+    fn new(db: redb::Database) -> Self {
+        ReadState {
+            db: Some(Arc::new(db)),
+            failed: None,
+            memtable: Memtable::new(),
+            bytes: 0,
+            flushing: None,
+            snapshot: None,
+        }
+    }
+
+    fn db(&self) -> Result<Arc<redb::Database>, BackendError> {
+        match (&self.db, &self.failed) {
+            (Some(db), _) => Ok(db.clone()),
+            (None, why) => Err(BackendError::Io(format!(
+                "the database file is closed after a failed write ({}); the next write reopens it",
+                why.as_deref().unwrap_or("unknown error")
+            ))),
+        }
+    }
+
+    fn snapshot(&mut self) -> Result<Snapshot, BackendError> {
         if let Some(table) = self.snapshot.as_ref() {
             return Ok(table.clone());
         }
         let table = Arc::new(
-            db.begin_read()
+            self.db()?
+                .begin_read()
                 .map_err(err)?
                 .open_table(TABLE)
                 .map_err(err)?,
@@ -201,30 +246,30 @@ impl ReadState {
 impl Reader {
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, ReadState>, BackendError> {
         check_broken(&self.broken)?;
-        Ok(self.state.lock().unwrap_or_else(|e| e.into_inner()))
+        Ok(self.state())
+    }
+
+    /// The state, whether or not the store is broken.
+    fn state(&self) -> std::sync::MutexGuard<'_, ReadState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// A point read: from the maps, or else from the snapshot under them.
-    fn get(&self, db: &redb::Database, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
         let table = {
             let mut state = self.lock()?;
             if let Some(found) = state.find(key) {
                 return Ok(found);
             }
-            state.snapshot(db)?
+            state.snapshot()?
         };
         Ok(table.get(key).map_err(err)?.map(|v| v.value().to_vec()))
     }
 
     /// The maps' entries of a range, and the snapshot under them.
-    fn view(
-        &self,
-        db: &redb::Database,
-        start: &[u8],
-        end: &[u8],
-    ) -> Result<(Over, Snapshot), BackendError> {
+    fn view(&self, start: &[u8], end: &[u8]) -> Result<(Over, Snapshot), BackendError> {
         let mut state = self.lock()?;
-        Ok((state.range(start, end), state.snapshot(db)?))
+        Ok((state.range(start, end), state.snapshot()?))
     }
 }
 
@@ -388,40 +433,25 @@ fn err(e: impl std::fmt::Display) -> BackendError {
 impl RedbStore {
     /// Open (or create) the redb file at `path`, with the default memtable size.
     pub fn open_path(path: &Path) -> Result<Self, BackendError> {
-        Self::open_with(path, FLUSH_OPS)
+        Self::open_with(path, FLUSH_OPS, None)
     }
 
-    fn open_with(path: &Path, flush_ops: usize) -> Result<Self, BackendError> {
+    fn open_with(
+        path: &Path,
+        flush_ops: usize,
+        storage: Option<Storage>,
+    ) -> Result<Self, BackendError> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent)?;
         }
         let lock = DatabaseLock::acquire(path)?;
-        let db = redb::Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => BackendError::Locked(format!(
-                "{} is already open in another process",
-                path.display()
-            )),
-            other => BackendError::Io(format!("{}: {other}", path.display())),
-        })?;
-        let (mut journal, batches) = Journal::open(path)?;
-        // Replay the journal: the batches since the last checkpoint, in order, made durable
-        // in redb by this commit.
-        let mut tx = db.begin_write().map_err(err)?;
-        tx.set_durability(redb::Durability::Immediate)
-            .map_err(err)?;
-        {
-            let mut table = tx.open_table(TABLE).map_err(err)?;
-            for ops in &batches {
-                write_ops(&mut table, ops)?;
-            }
-        }
-        tx.commit().map_err(err)?;
-        journal.clear()?;
+        let (db, journal) = open_replayed(path, storage.as_ref())?;
         let broken = Arc::new(AtomicBool::new(false));
         Ok(RedbStore {
-            db: Arc::new(db),
+            path: path.to_path_buf(),
+            storage,
             reader: Arc::new(Reader {
-                state: Default::default(),
+                state: std::sync::Mutex::new(ReadState::new(db)),
                 broken: broken.clone(),
             }),
             writer: Arc::new(Writer {
@@ -433,15 +463,156 @@ impl RedbStore {
         })
     }
 
+    /// Lock the journal for a write, a checkpoint or a frozen view, after reopening redb if
+    /// a write into it failed.
+    async fn write_lock(&self) -> Result<JournalGuard, BackendError> {
+        let mut journal = self.writer.lock().await?;
+        if self.reader.lock()?.failed.is_none() {
+            return Ok(journal);
+        }
+        let (path, storage, reader) =
+            (self.path.clone(), self.storage.clone(), self.reader.clone());
+        let reopened = tokio::task::spawn_blocking(move || {
+            let reopened = Self::reopen(&path, storage.as_ref(), &reader, &mut journal);
+            reopened.map(|()| journal)
+        })
+        .await
+        .map_err(|e| BackendError::Other(format!("reopening the database file failed: {e}")))?;
+        reopened
+    }
+
+    /// After a failed write redb refuses every later read and write (it latches the I/O
+    /// error; a full disk is the usual cause). Close it, open it again and replay the
+    /// journal into it, as opening the store does: the journal holds every batch since the
+    /// last checkpoint, so redb then holds everything the memtable held, and the memtable
+    /// is emptied. Until this succeeds reads fail, and so do writes, each of which tries it
+    /// again first; nothing acknowledged is lost, since the journal is untouched.
+    fn reopen(
+        path: &Path,
+        storage: Option<&Storage>,
+        reader: &Reader,
+        journal: &mut Journal,
+    ) -> Result<(), BackendError> {
+        let failed = {
+            let mut state = reader.state();
+            state.snapshot = None;
+            state.db.take()
+        };
+        // Closing it releases the file's lock, which the new one takes.
+        drop(failed);
+        let (db, replayed) = open_replayed(path, storage).inspect_err(|e| {
+            reader.state().failed = Some(reason(e));
+        })?;
+        *journal = replayed;
+        let mut state = reader.state();
+        state.db = Some(Arc::new(db));
+        state.failed = None;
+        state.memtable.clear();
+        state.bytes = 0;
+        Ok(())
+    }
+
     /// Bytes of batches the journal holds: written since the last checkpoint.
     pub async fn journaled_bytes(&self) -> Result<u64, BackendError> {
-        Ok(self.writer.lock().await?.len())
+        Ok(self.write_lock().await?.len())
     }
 
     /// The underlying redb database (for benchmarks that compare against raw redb). It
     /// holds what the memtable had when it was last flushed.
-    pub fn raw(&self) -> &redb::Database {
-        &self.db
+    pub fn raw(&self) -> Result<Arc<redb::Database>, BackendError> {
+        self.reader.lock()?.db()
+    }
+}
+
+/// Open the redb file at `path` and replay its journal into it: the batches since the last
+/// checkpoint, in order, made durable in redb by one commit; then empty the journal.
+fn open_replayed(
+    path: &Path,
+    storage: Option<&Storage>,
+) -> Result<(redb::Database, Journal), BackendError> {
+    let opened = match storage {
+        None => redb::Database::create(path),
+        Some(open) => {
+            let backend = open(path).map_err(|e| io_at(path, e))?;
+            redb::Builder::new().create_with_backend(Boxed(backend))
+        }
+    };
+    let db = opened.map_err(|e| match e {
+        redb::DatabaseError::DatabaseAlreadyOpen => BackendError::Locked(format!(
+            "{} is already open in another process",
+            path.display()
+        )),
+        other => io_at(path, other),
+    })?;
+    let (mut journal, batches) = Journal::open(path)?;
+    let mut tx = db.begin_write().map_err(err)?;
+    tx.set_durability(redb::Durability::Immediate)
+        .map_err(err)?;
+    {
+        let mut table = tx.open_table(TABLE).map_err(err)?;
+        for ops in &batches {
+            write_ops(&mut table, ops)?;
+        }
+    }
+    tx.commit().map_err(err)?;
+    journal.clear()?;
+    Ok((db, journal))
+}
+
+/// What went wrong, without the error kind's prefix.
+fn reason(e: &BackendError) -> String {
+    match e {
+        BackendError::Io(why) => why.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn io_at(path: &Path, e: impl std::fmt::Display) -> BackendError {
+    BackendError::Io(format!("{}: {e}", path.display()))
+}
+
+/// A [`Storage`]'s backend, as redb takes it.
+#[derive(Debug)]
+struct Boxed(Box<dyn redb::StorageBackend>);
+
+type Bound = std::ops::Bound<u64>;
+
+impl redb::StorageBackend for Boxed {
+    fn len(&self) -> std::io::Result<u64> {
+        self.0.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.0.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.0.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.0.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.write(offset, data)
+    }
+    fn close(&self) -> std::io::Result<()> {
+        self.0.close()
+    }
+    fn try_lock_range(&self, start: Bound, end: Bound) -> Result<bool, redb::BackendError> {
+        self.0.try_lock_range(start, end)
+    }
+    fn try_lock_shared_range(&self, start: Bound, end: Bound) -> Result<bool, redb::BackendError> {
+        self.0.try_lock_shared_range(start, end)
+    }
+    fn lock_range(&self, start: Bound, end: Bound) -> Result<(), redb::BackendError> {
+        self.0.lock_range(start, end)
+    }
+    fn lock_shared_range(&self, start: Bound, end: Bound) -> Result<(), redb::BackendError> {
+        self.0.lock_shared_range(start, end)
+    }
+    fn unlock_range(&self, start: Bound, end: Bound) -> Result<(), redb::BackendError> {
+        self.0.unlock_range(start, end)
+    }
+    fn query_lock_range(&self, start: Bound, end: Bound) -> Result<bool, redb::BackendError> {
+        self.0.query_lock_range(start, end)
     }
 }
 
@@ -450,14 +621,14 @@ impl Store for RedbStore {
     async fn read_view(&self) -> Result<Option<Arc<dyn ReadView>>, BackendError> {
         // A read transaction is a snapshot: it keeps the pages it sees until it is dropped.
         // The memtable goes into redb first, so that the snapshot holds everything.
-        let _journal = self.writer.lock().await?;
-        flush(&self.db, &self.reader, redb::Durability::None)?;
-        let snapshot = self.reader.lock()?.snapshot(&self.db)?;
+        let _journal = self.write_lock().await?;
+        flush(&self.reader, redb::Durability::None)?;
+        let snapshot = self.reader.lock()?.snapshot()?;
         Ok(Some(Arc::new(FrozenTable(snapshot))))
     }
 
     async fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, BackendError> {
-        self.reader.get(&self.db, key)
+        self.reader.get(key)
     }
 
     async fn scan(
@@ -470,7 +641,7 @@ impl Store for RedbStore {
         if limit == 0 || range_is_empty(start, end) {
             return Ok(vec![]);
         }
-        let (over, table) = self.reader.view(&self.db, start, end)?;
+        let (over, table) = self.reader.view(start, end)?;
         scan_table(&table, &over, start, end, reverse, limit)
     }
 
@@ -484,7 +655,7 @@ impl Store for RedbStore {
         if limit == 0 || range_is_empty(start, end) {
             return Ok(0);
         }
-        let (over, table) = self.reader.view(&self.db, start, end)?;
+        let (over, table) = self.reader.view(start, end)?;
         merge(&table, &over, start, end, false, limit, f)
     }
 
@@ -494,14 +665,9 @@ impl Store for RedbStore {
         durability: Durability,
         precondition: Option<Precondition>,
     ) -> Result<(), BackendError> {
-        let mut journal = self.writer.lock().await?;
-        let over = (self.reader.lock()?).holds(4 * self.flush_ops.max(1), 4 * FLUSH_BYTES);
-        if over {
-            // Flushes failed for a while: nothing more goes into memory until one succeeds.
-            flush(&self.db, &self.reader, redb::Durability::None)?;
-        }
+        let mut journal = self.write_lock().await?;
         if let Some(p) = &precondition {
-            if self.reader.get(&self.db, &p.key)? != p.expected {
+            if self.reader.get(&p.key)? != p.expected {
                 return Err(BackendError::PreconditionFailed);
             }
         }
@@ -528,10 +694,10 @@ impl Store for RedbStore {
             state.take_in(ops);
             state.holds(self.flush_ops, FLUSH_BYTES)
         };
-        // A failed flush leaves the batches in the memtable (and the journal); the next
-        // write tries again.
+        // A failed flush leaves the batches in the memtable (and the journal), and the next
+        // write reopens redb first (see `RedbStore::reopen`).
         let flushed = if full {
-            flush(&self.db, &self.reader, redb::Durability::None)
+            flush(&self.reader, redb::Durability::None)
         } else {
             Ok(())
         };
@@ -551,19 +717,16 @@ impl Store for RedbStore {
         {
             // The batch is durable in the journal already; a failed checkpoint is retried
             // after the next write.
-            let db = self.db.clone();
             let reader = self.reader.clone();
-            let _ =
-                tokio::task::spawn_blocking(move || checkpoint(&db, &reader, &mut journal)).await;
+            let _ = tokio::task::spawn_blocking(move || checkpoint(&reader, &mut journal)).await;
         }
         Ok(())
     }
 
     async fn sync(&self) -> Result<(), BackendError> {
-        let db = self.db.clone();
         let reader = self.reader.clone();
-        let mut journal = self.writer.lock().await?;
-        tokio::task::spawn_blocking(move || checkpoint(&db, &reader, &mut journal))
+        let mut journal = self.write_lock().await?;
+        tokio::task::spawn_blocking(move || checkpoint(&reader, &mut journal))
             .await
             .map_err(|e| BackendError::Other(format!("redb writer task failed: {e}")))?
     }
@@ -592,21 +755,19 @@ fn check_broken(broken: &AtomicBool) -> Result<(), BackendError> {
 /// Write the memtable into redb in one transaction (called with the journal locked, so no
 /// batch joins it meanwhile). Reads find its entries in `flushing` until redb has
 /// committed them; then both go at once, with the snapshot that lacked them. On failure
-/// the entries go back into the memtable.
-fn flush(
-    db: &redb::Database,
-    reader: &Reader,
-    durability: redb::Durability,
-) -> Result<(), BackendError> {
-    let entries = {
+/// the entries go back into the memtable, and redb is marked for a reopen (see
+/// [`RedbStore::reopen`]).
+fn flush(reader: &Reader, durability: redb::Durability) -> Result<(), BackendError> {
+    let (db, entries) = {
         let mut state = reader.lock()?;
         if state.memtable.is_empty() && matches!(durability, redb::Durability::None) {
             return Ok(());
         }
+        let db = state.db()?;
         let entries = Arc::new(std::mem::take(&mut state.memtable));
         state.bytes = 0;
         state.flushing = Some(entries.clone());
-        entries
+        (db, entries)
     };
     let written = (|| {
         let mut tx = db.begin_write().map_err(err)?;
@@ -622,11 +783,12 @@ fn flush(
         }
         tx.commit().map_err(err)
     })();
-    let mut state = reader.state.lock().unwrap_or_else(|e| e.into_inner());
+    let mut state = reader.state();
     state.flushing = None;
-    match written {
+    match &written {
         Ok(()) => state.snapshot = None,
-        Err(_) => {
+        Err(e) => {
+            state.failed = Some(reason(e));
             // Newer batches (none, while the journal is locked) would win over these.
             let newer = std::mem::take(&mut state.memtable);
             let mut back = Arc::unwrap_or_clone(entries);
@@ -643,12 +805,8 @@ fn flush(
 
 /// Commit redb durably, the memtable with it (everything applied so far becomes durable in
 /// the file), then empty the journal.
-fn checkpoint(
-    db: &redb::Database,
-    reader: &Reader,
-    journal: &mut Journal,
-) -> Result<(), BackendError> {
-    flush(db, reader, redb::Durability::Immediate)?;
+fn checkpoint(reader: &Reader, journal: &mut Journal) -> Result<(), BackendError> {
+    flush(reader, redb::Durability::Immediate)?;
     journal.clear()
 }
 
@@ -688,9 +846,11 @@ impl Backend for RedbBackend {
             return Err(BackendError::NotFound);
         }
         let flush_ops = self.flush_ops;
-        let store = tokio::task::spawn_blocking(move || RedbStore::open_with(&path, flush_ops))
-            .await
-            .map_err(|e| BackendError::Other(e.to_string()))??;
+        let storage = self.storage.clone();
+        let store =
+            tokio::task::spawn_blocking(move || RedbStore::open_with(&path, flush_ops, storage))
+                .await
+                .map_err(|e| BackendError::Other(e.to_string()))??;
         Ok(Arc::new(store))
     }
 

@@ -154,7 +154,7 @@ async fn a_memtable_of_one_write_flushes_every_batch() {
 fn in_file(store: &RedbStore, key: &[u8]) -> bool {
     use redb::{ReadableDatabase, TableDefinition};
     const TABLE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("strata");
-    let tx = store.raw().begin_read().unwrap();
+    let tx = store.raw().unwrap().begin_read().unwrap();
     let table = tx.open_table(TABLE).unwrap();
     table.get(key).unwrap().is_some()
 }
