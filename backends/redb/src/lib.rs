@@ -174,16 +174,27 @@ impl ReadState {
         }
     }
 
-    fn db(&self) -> Result<Arc<redb::Database>, BackendError> {
-        match (&self.db, &self.failed) {
-            (Some(db), _) => Ok(db.clone()),
-            (None, why) => Err(BackendError::Io(format!(
-                "the database file is closed after a failed write ({}); the next write reopens it",
+    /// Refuse to read redb after a write into it failed: it answers nothing until reopened.
+    fn usable(&self) -> Result<(), BackendError> {
+        match (&self.failed, &self.db) {
+            (None, Some(_)) => Ok(()),
+            (why, _) => Err(BackendError::Io(format!(
+                "the database file must be reopened after a failed write ({}); the next write reopens it",
                 why.as_deref().unwrap_or("unknown error")
             ))),
         }
     }
 
+    fn db(&self) -> Result<Arc<redb::Database>, BackendError> {
+        self.usable()?;
+        self.db
+            .clone()
+            .ok_or_else(|| BackendError::Io("the database file is closed".into()))
+    }
+
+    /// The shared read snapshot. One taken before a failed write still serves (redb's pages
+    /// it holds are what redb held then, and the memtable the rest); a new one waits for
+    /// the reopen.
     fn snapshot(&mut self) -> Result<Snapshot, BackendError> {
         if let Some(table) = self.snapshot.as_ref() {
             return Ok(table.clone());
