@@ -440,7 +440,6 @@ impl Resolve<'_, '_> {
     }
 }
 
-/// A `sum`, `min` or `max` (`name`) onto a stored value that is not a u64.
 /// `f(stored, operand)` for the u64 in the key's `current` record as the commit lands
 /// (`operand` where there is none); `name` names the operation in the error for a value of
 /// another kind.
@@ -456,6 +455,7 @@ fn combine_u64(
     })
 }
 
+/// A `sum`, `min` or `max` (`name`) onto a stored value that is not a u64.
 pub(crate) fn not_u64(name: &str) -> EngineError {
     EngineError::InvalidMutation(format!(
         "Failed to perform '{name}' mutation on a non-U64 value in the database"

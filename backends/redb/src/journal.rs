@@ -75,7 +75,8 @@ pub(crate) struct Journal {
     syncer: Syncer,
 }
 
-fn io(path: &Path, e: std::io::Error) -> BackendError {
+/// An error at `path`, naming it.
+pub(crate) fn io(path: &Path, e: impl std::fmt::Display) -> BackendError {
     BackendError::Io(format!("{}: {e}", path.display()))
 }
 

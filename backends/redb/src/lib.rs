@@ -174,22 +174,16 @@ impl ReadState {
         }
     }
 
-    /// Refuse to read redb after a write into it failed: it answers nothing until reopened.
-    fn usable(&self) -> Result<(), BackendError> {
+    /// The redb database, refused after a write into it failed: it answers nothing until
+    /// it is reopened.
+    fn db(&self) -> Result<Arc<redb::Database>, BackendError> {
         match (&self.failed, &self.db) {
-            (None, Some(_)) => Ok(()),
+            (None, Some(db)) => Ok(db.clone()),
             (why, _) => Err(BackendError::Io(format!(
                 "the database file must be reopened after a failed write ({}); the next write reopens it",
                 why.as_deref().unwrap_or("unknown error")
             ))),
         }
-    }
-
-    fn db(&self) -> Result<Arc<redb::Database>, BackendError> {
-        self.usable()?;
-        self.db
-            .clone()
-            .ok_or_else(|| BackendError::Io("the database file is closed".into()))
     }
 
     /// The shared read snapshot. One taken before a failed write still serves (redb's pages
@@ -544,7 +538,7 @@ fn open_replayed(
     let opened = match storage {
         None => redb::Database::create(path),
         Some(open) => {
-            let backend = open(path).map_err(|e| io_at(path, e))?;
+            let backend = open(path).map_err(|e| journal::io(path, e))?;
             redb::Builder::new().create_with_backend(Boxed(backend))
         }
     };
@@ -553,7 +547,7 @@ fn open_replayed(
             "{} is already open in another process",
             path.display()
         )),
-        other => io_at(path, other),
+        other => journal::io(path, other),
     })?;
     let (mut journal, batches) = Journal::open(path)?;
     let mut tx = db.begin_write().map_err(err)?;
@@ -576,10 +570,6 @@ fn reason(e: &BackendError) -> String {
         BackendError::Io(why) => why.clone(),
         other => other.to_string(),
     }
-}
-
-fn io_at(path: &Path, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Io(format!("{}: {e}", path.display()))
 }
 
 /// A [`Storage`]'s backend, as redb takes it.
