@@ -121,6 +121,8 @@ pub(crate) struct Shared {
     pub shutdown: watch::Sender<bool>,
     pub tasks: Mutex<Vec<JoinHandle<()>>>,
     pub stats: PipelineCounters,
+    /// State that layers keep per open database ([`Database::layer_state`]), by type.
+    pub layers: Mutex<HashMap<std::any::TypeId, Arc<dyn std::any::Any + Send + Sync>>>,
 }
 
 /// Running totals of the commit pipeline, read through [`Database::pipeline_stats`].
@@ -511,6 +513,7 @@ impl Database {
             // possibly affected.
             last_delete: AtomicU64::new(version),
             stats: PipelineCounters::default(),
+            layers: Mutex::new(HashMap::new()),
             horizon: AtomicU64::new(horizon),
             feed_from: AtomicU64::new(feed_from),
             reads: Mutex::new(ReadRegistry {
@@ -610,6 +613,21 @@ impl Database {
     /// A UUID fixed when the database was created.
     pub fn id(&self) -> &str {
         &self.shared.id
+    }
+
+    /// The state of type `T` that a layer keeps for this database while it is open (a
+    /// cache of what it derived from the database's contents, say): made with
+    /// `T::default()` on first use, shared by every handle of this database, dropped with
+    /// the database. One per type: a layer keeps its state under a type of its own.
+    pub fn layer_state<T: Default + Send + Sync + 'static>(&self) -> Arc<T> {
+        let mut layers = self.shared.layers.lock().unwrap_or_else(|p| p.into_inner());
+        let any = layers
+            .entry(std::any::TypeId::of::<T>())
+            .or_insert_with(|| Arc::new(T::default()))
+            .clone();
+        // The entry under `T`'s type id holds a `T`.
+        any.downcast::<T>()
+            .unwrap_or_else(|_| Arc::new(T::default()))
     }
 
     pub fn options(&self) -> &DatabaseOptions {

@@ -118,6 +118,26 @@ impl SnapshotReader {
             visitor.restart();
         }
     }
+
+    /// The value of `key` at the snapshot with the versionstamp of the commit that wrote
+    /// it, without the transaction's own writes and without recording the read: for what a
+    /// caller needs to know about the snapshot but does not answer from (which cached copy
+    /// of the snapshot's data it may use, say).
+    pub async fn get_versioned(&self, key: &[u8]) -> Result<Option<(Value, Versionstamp)>> {
+        check_key(&self.db.shared.options.limits, key, false)?;
+        let shared = self.db.shared.clone();
+        let (_, rec) =
+            self.db
+                .read_at(self.version, |v, precise| {
+                    let shared = shared.clone();
+                    async move {
+                        mvcc::get(&*shared.store, &shared.name, key, v, precise, now_ms()).await
+                    }
+                })
+                .await
+                .map_err(|e| too_old(e, self.version))?;
+        Ok(rec.map(|r| (r.value, r.versionstamp)))
+    }
 }
 
 impl Transaction {

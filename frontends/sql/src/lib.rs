@@ -21,6 +21,7 @@
 mod access;
 mod catalog;
 pub mod codec;
+mod column_copy;
 mod ddl;
 mod describe;
 mod dml;
@@ -41,6 +42,7 @@ mod tx;
 mod types;
 
 pub use catalog::{ColumnDef, IndexDef, TableDef};
+pub use column_copy::{column_copy_bytes, set_column_copy_budget};
 pub use describe::Description;
 pub use error::{Result, SqlError};
 pub use index::CheckReport;

@@ -1,10 +1,12 @@
 //! Row counts for the planner.
 //!
-//! A transaction that adds or removes rows adds its net change per table to the table's
-//! *counter* in the same commit as the rows, with the engine's [`Transaction::sum`]: the
-//! commit adds to whatever the counter holds when it lands, without reading it, so
-//! concurrent inserters never conflict over it. The counter at any version is the table's
-//! exact row count at that version. Readers read it outside their transaction (statistics
+//! A transaction that writes a table's rows adds its net change in rows to the table's
+//! *counter* in the same commit as the rows (0 when the count did not change), with the
+//! engine's [`Transaction::sum`]: the commit adds to whatever the counter holds when it
+//! lands, without reading it, so concurrent inserters never conflict over it. The counter
+//! at any version is the table's exact row count at that version, and its versionstamp
+//! changes with every commit that changes the table's rows (which column copies rely on:
+//! see `column_copy.rs`). Readers read it outside their transaction (statistics
 //! must not add conflicts).
 //!
 //! Databases written before the counter existed hold the same count spread over *shards*:

@@ -35,6 +35,7 @@ use tokio::sync::Mutex;
 use crate::access::{self, Path, Pred};
 use crate::catalog::TableDef;
 use crate::codec::{self, Key};
+use crate::column_copy::ColumnCopy;
 use crate::error::SqlError;
 use crate::tx::{Source, Tx, SCAN_CHUNK};
 use crate::types::{ColumnBuilder, Datum, DatumRef, SqlType};
@@ -315,6 +316,9 @@ pub struct ScanExec {
     metrics: ExecutionPlanMetricsSet,
     keyed: bool,
     rows: Option<u64>,
+    /// Whether this run of the scan reads a column copy, decided by the first partition to
+    /// start, for all of them (see [`crate::column_copy`]).
+    copy: Arc<tokio::sync::OnceCell<Option<Arc<ColumnCopy>>>>,
 }
 
 /// The share of rows a pushed-down predicate is assumed to keep, as DataFusion assumes for
@@ -374,7 +378,17 @@ impl ScanExec {
             metrics: ExecutionPlanMetricsSet::new(),
             keyed,
             rows,
+            copy: Arc::default(),
         }
+    }
+
+    /// Whether this scan may read a column copy: a full scan of the table (every column a
+    /// stored one) in a transaction, not stopped by a limit.
+    fn copyable(&self) -> bool {
+        matches!(self.source, Some(SourceDebug(Source::Txn(_))))
+            && matches!(self.path, Path::Rows { full: true, .. })
+            && !self.keyed
+            && self.limit.is_none()
     }
 
     /// The engine database this scan reads, if its table was named with one.
@@ -587,7 +601,17 @@ impl ExecutionPlan for ScanExec {
                 "a cached plan ran without being bound".into(),
             ));
         };
+        let copy = match self.copyable() {
+            true => CopyState::Undecided(CopyPlan {
+                cell: self.copy.clone(),
+                partition,
+                parts: self.parts.clone(),
+                metrics: self.metrics.clone(),
+            }),
+            false => CopyState::Off,
+        };
         let scan = Scan {
+            copy,
             decoder,
             def: self.def.clone(),
             source: source.0.clone(),
@@ -631,6 +655,8 @@ fn checks_by_column(preds: &[Pred], columns: usize) -> Vec<Vec<Pred>> {
 
 /// The state of one running scan.
 struct Scan {
+    /// Whether it reads a column copy instead of the store.
+    copy: CopyState,
     def: Arc<TableDef>,
     /// Decodes the columns the scan outputs or filters on.
     decoder: crate::catalog::RowDecoder,
@@ -659,9 +685,42 @@ const FIRST_BATCH_ROWS: usize = SCAN_CHUNK;
 /// The most rows in one batch (DataFusion's default batch size).
 const MAX_BATCH_ROWS: usize = 8192;
 
+/// A scan's use of a column copy.
+enum CopyState {
+    /// It reads the store.
+    Off,
+    /// It may read a copy, and has not asked yet.
+    Undecided(CopyPlan),
+    /// It reads rows `next..end` of a copy (its partition's share).
+    Reading {
+        copy: Arc<ColumnCopy>,
+        next: usize,
+        end: usize,
+        rows: datafusion::physical_plan::metrics::Count,
+    },
+}
+
+/// What a partition needs to ask for a column copy.
+struct CopyPlan {
+    cell: Arc<tokio::sync::OnceCell<Option<Arc<ColumnCopy>>>>,
+    partition: usize,
+    parts: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    metrics: ExecutionPlanMetricsSet,
+}
+
 impl Scan {
     /// The next non-empty batch, or `None` when the ranges are done or the limit reached.
     async fn next_batch(&mut self) -> Result<Option<RecordBatch>, SqlError> {
+        if matches!(self.copy, CopyState::Undecided(_)) {
+            self.decide_copy().await?;
+        }
+        if matches!(self.copy, CopyState::Reading { .. }) {
+            let batch = self.copy_batch()?;
+            if let Some(b) = &batch {
+                self.output.add(b.num_rows());
+            }
+            return Ok(batch);
+        }
         let lent = match (&self.source, &self.path) {
             (
                 _,
@@ -680,6 +739,106 @@ impl Scan {
             self.output.add(b.num_rows());
         }
         Ok(batch)
+    }
+
+    /// Ask (once for all partitions) whether the scan reads a column copy, and take this
+    /// partition's share of its rows if it does.
+    async fn decide_copy(&mut self) -> Result<(), SqlError> {
+        let CopyState::Undecided(plan) = std::mem::replace(&mut self.copy, CopyState::Off) else {
+            return Ok(());
+        };
+        let Source::Txn(tx) = &self.source else {
+            return Ok(());
+        };
+        let mut columns: Vec<usize> = self.projection.clone();
+        columns.extend(self.preds.iter().map(|p| p.column));
+        columns.sort_unstable();
+        columns.dedup();
+        let found = plan
+            .cell
+            .get_or_try_init(|| crate::column_copy::for_scan(tx, &self.def, &columns, &plan.parts))
+            .await?
+            .clone();
+        if let Some(copy) = found {
+            let (n, parts) = (copy.rows(), plan.parts.len().max(1));
+            self.copy = CopyState::Reading {
+                next: n * plan.partition / parts,
+                end: n * (plan.partition + 1) / parts,
+                copy,
+                rows: MetricBuilder::new(&plan.metrics).counter("column_copy_rows", plan.partition),
+            };
+        }
+        Ok(())
+    }
+
+    /// The next non-empty batch of this partition's rows of a column copy: the rows that
+    /// pass the predicates, the projected columns.
+    fn copy_batch(&mut self) -> Result<Option<RecordBatch>, SqlError> {
+        use datafusion::arrow::array::{Array, BooleanArray, BooleanBufferBuilder};
+        let CopyState::Reading {
+            copy,
+            next,
+            end,
+            rows,
+        } = &mut self.copy
+        else {
+            return Ok(None);
+        };
+        let views = self
+            .checks
+            .iter()
+            .enumerate()
+            .filter(|(_, preds)| !preds.is_empty())
+            .map(|(i, preds)| {
+                let view =
+                    crate::column_copy::ColumnView::new(copy.column(i)?, &self.def.columns[i].ty)?;
+                Ok((view, preds.as_slice()))
+            })
+            .collect::<Result<Vec<_>, SqlError>>()?;
+        while *next < *end && self.remaining > 0 {
+            let (from, len) = (*next, (*end - *next).min(MAX_BATCH_ROWS));
+            *next += len;
+            rows.add(len);
+            self.read.add(len);
+            let mut keep = BooleanBufferBuilder::new(len);
+            for i in from..from + len {
+                keep.append(views.iter().all(|(view, preds)| {
+                    let v = view.get(i);
+                    preds.iter().all(|p| p.holds_for(v))
+                }));
+            }
+            let mask = BooleanArray::new(keep.finish(), None);
+            let passed = mask.true_count();
+            if passed == 0 {
+                continue;
+            }
+            let take = passed.min(self.remaining);
+            let columns = self
+                .projection
+                .iter()
+                .map(|&i| {
+                    let slice = copy.column(i)?.slice(from, len);
+                    let kept = match passed == len {
+                        true => slice,
+                        false => datafusion::arrow::compute::filter(&slice, &mask)
+                            .map_err(|e| SqlError::Internal(e.to_string()))?,
+                    };
+                    Ok(match take < passed {
+                        true => kept.slice(0, take),
+                        false => kept,
+                    })
+                })
+                .collect::<Result<Vec<_>, SqlError>>()?;
+            self.remaining -= take;
+            let batch = RecordBatch::try_new_with_options(
+                self.schema.clone(),
+                columns,
+                &RecordBatchOptions::new().with_row_count(Some(take)),
+            )
+            .map_err(|e| SqlError::Internal(e.to_string()))?;
+            return Ok(Some(batch));
+        }
+        Ok(None)
     }
 
     /// A batch built from entries the transaction lends, decoded in place.
@@ -999,7 +1158,7 @@ impl Visitor for BatchSink<'_> {
 
 /// An empty vector of borrowed values that reuses `v`'s allocation for a new borrow (the
 /// collect runs in place: both element types have one layout).
-fn reuse<'b>(mut v: Vec<DatumRef<'_>>) -> Vec<DatumRef<'b>> {
+pub(crate) fn reuse<'b>(mut v: Vec<DatumRef<'_>>) -> Vec<DatumRef<'b>> {
     v.clear();
     v.into_iter().map(|_| DatumRef::Null).collect()
 }

@@ -182,6 +182,11 @@ impl Tx {
         self.txn.has_writes()
     }
 
+    /// The database this transaction reads and writes.
+    pub fn database(&self) -> &Database {
+        self.txn.database()
+    }
+
     pub async fn get(&mut self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         Ok(self.txn.get(key).await?.map(|v| v.data))
     }
@@ -299,10 +304,10 @@ impl Tx {
             }
         }
         if self.txn.has_writes() {
+            // Every table whose rows changed, even with its count unchanged (an UPDATE):
+            // the counter's versionstamp tells column copies that the rows changed.
             for (table, n) in std::mem::take(&mut self.row_delta) {
-                if n != 0 {
-                    crate::stats::add_rows(&mut self.txn, table, n)?;
-                }
+                crate::stats::add_rows(&mut self.txn, table, n)?;
             }
         }
         Ok(self.txn.commit().await?.map(|vs| vs.version()))
