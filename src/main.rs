@@ -288,6 +288,11 @@ struct ServeArgs {
     #[cfg(feature = "sql")]
     #[arg(long, value_enum, default_value = "scram")]
     pg_auth: PgAuthArg,
+    /// Memory that column copies of tables may take, in MiB over all databases (0: none):
+    /// a full scan repeated over a table nobody wrote since reads its copy, not the store.
+    #[cfg(feature = "sql")]
+    #[arg(long, value_name = "MIB", default_value_t = 512)]
+    sql_column_copies: usize,
     /// PEM certificate chain for TLS on the PostgreSQL port (with --tls-key).
     #[cfg(feature = "sql")]
     #[arg(long, requires = "tls_key")]
@@ -845,6 +850,8 @@ async fn serve(
     #[cfg(feature = "replication")] node: Option<std::sync::Arc<strata_replication::Node>>,
 ) -> CliResult {
     use strata_kv_connect::{Server, ServerConfig};
+    #[cfg(feature = "sql")]
+    strata_sql::set_column_copy_budget(args.sql_column_copies.saturating_mul(1 << 20));
     let token = args
         .access_token
         .or_else(|| std::env::var("DENO_KV_ACCESS_TOKEN").ok())
