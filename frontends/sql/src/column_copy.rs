@@ -207,7 +207,10 @@ pub(crate) async fn for_scan(
     let estimate =
         estimated_bytes(def, &missing, expected_rows) + have.as_ref().map_or(0, |c| c.bytes);
     if estimate > budget {
-        copies.lock().insert(def.id, Held::TooBig(state));
+        if have.is_none() {
+            copies.lock().insert(def.id, Held::TooBig(state));
+        }
+        // (A copy that lacks columns this scan needs still serves the scans it covers.)
         return Ok(None);
     }
     let built = build(&reader, def, &missing, parts).await?;
