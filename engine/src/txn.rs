@@ -13,6 +13,7 @@ use crate::atomic::{check_expiry, check_key, check_value, Check};
 use crate::clock::now_ms;
 use crate::database::{Database, ReadGuard};
 use crate::error::{EngineError, Result};
+use crate::layout::Record;
 use crate::mvcc::{self, key_after};
 use crate::pipeline::{CommitOp, CommitReply, TxnWrite};
 use crate::resolve::not_u64;
@@ -125,19 +126,22 @@ impl SnapshotReader {
     /// of the snapshot's data it may use, say).
     pub async fn get_versioned(&self, key: &[u8]) -> Result<Option<(Value, Versionstamp)>> {
         check_key(&self.db.shared.options.limits, key, false)?;
-        let shared = self.db.shared.clone();
-        let (_, rec) =
-            self.db
-                .read_at(self.version, |v, precise| {
-                    let shared = shared.clone();
-                    async move {
-                        mvcc::get(&*shared.store, &shared.name, key, v, precise, now_ms()).await
-                    }
-                })
-                .await
-                .map_err(|e| too_old(e, self.version))?;
+        let rec = record_at(&self.db, self.version, key).await?;
         Ok(rec.map(|r| (r.value, r.versionstamp)))
     }
+}
+
+/// The live record of `key` in `db` at version `v` (a transaction's snapshot).
+async fn record_at(db: &Database, v: u64, key: &[u8]) -> Result<Option<Record>> {
+    let shared = db.shared.clone();
+    let (_, rec) = db
+        .read_at(v, |v, precise| {
+            let shared = shared.clone();
+            async move { mvcc::get(&*shared.store, &shared.name, key, v, precise, now_ms()).await }
+        })
+        .await
+        .map_err(|e| too_old(e, v))?;
+    Ok(rec)
 }
 
 impl Transaction {
@@ -209,17 +213,7 @@ impl Transaction {
         &mut self,
         key: &[u8],
     ) -> Result<Option<(Value, Option<Versionstamp>)>> {
-        let shared = self.db.shared.clone();
-        let (_, rec) =
-            self.db
-                .read_at(self.read_version, |v, precise| {
-                    let shared = shared.clone();
-                    async move {
-                        mvcc::get(&*shared.store, &shared.name, key, v, precise, now_ms()).await
-                    }
-                })
-                .await
-                .map_err(|e| self.retryable(e))?;
+        let rec = record_at(&self.db, self.read_version, key).await?;
         self.still_readable().await?;
         self.reads.push((key.to_vec(), key_after(key)));
         Ok(rec.map(|r| (r.value, Some(r.versionstamp))))
