@@ -313,15 +313,6 @@ async fn sole(mut tx: Arc<tokio::sync::Mutex<Tx>>) -> Result<tokio::sync::Mutex<
     }
 }
 
-/// A running query plan, aborted if the statement waiting for it goes away.
-struct Running<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for Running<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
 /// Attempts per transaction of an online index build before it gives up on conflicts.
 const BUILD_RETRIES: usize = 64;
 
@@ -1240,18 +1231,30 @@ impl Session {
         Ok((schema, self.collect_plan(physical).await?))
     }
 
-    /// Run a physical plan to the end.
+    /// Run a physical plan to the end, on the statement's own task.
+    ///
+    /// Handing the plan to a task of its own costs a thread wake-up each way, more than a
+    /// short query takes (a 100-row range select, embedded: 136 µs that way, 36 µs here).
+    /// Dropping the statement's future (a cancelled query, a client gone) still stops the
+    /// plan at its next yield point, which DataFusion's scans reach cooperatively, and the
+    /// parts of a parallel plan run on tasks DataFusion aborts with it. A panic inside the
+    /// plan is the statement's error, not its caller's.
     pub(crate) async fn collect_plan(
         &self,
         physical: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
     ) -> Result<Vec<RecordBatch>> {
-        // The plan runs as a task of its own, so that the statement's future stays
-        // responsive: dropping it (a cancelled query, a client gone) aborts the task,
-        // which stops at the plan's next yield point.
-        let mut running = Running(tokio::spawn(collect(physical, self.state.task_ctx())));
-        match (&mut running.0).await {
+        use futures::FutureExt;
+        let run = std::panic::AssertUnwindSafe(collect(physical, self.state.task_ctx()));
+        match run.catch_unwind().await {
             Ok(result) => Ok(result?),
-            Err(e) => Err(SqlError::Internal(format!("query task failed: {e}"))),
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                Err(SqlError::Internal(format!("the query failed: {what}")))
+            }
         }
     }
 
