@@ -201,6 +201,9 @@ pub(crate) async fn for_scan(
             return Ok(Some(c));
         }
         Found::Copy(c, missing) => (Some(c), missing),
+        // A scan that needs no column (`count(*)`) still counts the rows it reads: the copy
+        // gets the first column, whose length is the row count.
+        Found::Seen if columns.is_empty() => (None, vec![0]),
         Found::Seen => (None, columns.to_vec()),
     };
     let expected_rows = count.as_u64().unwrap_or(0) as usize;
@@ -214,7 +217,7 @@ pub(crate) async fn for_scan(
         return Ok(None);
     }
     let built = build(&reader, def, &missing, parts).await?;
-    let rows = built.first().map_or(expected_rows, |a| a.len());
+    let rows = built.first().map_or(0, |a| a.len());
     let mut arrays: HashMap<usize, ArrayRef> = missing.iter().copied().zip(built).collect();
     if let Some(have) = &have {
         if have.rows != rows {

@@ -98,6 +98,11 @@ async fn scans_read_a_copy_only_while_the_table_is_unchanged() {
     assert_eq!(copy_rows(&mut s, QUERY).await, Some(300));
     assert!(strata_sql::column_copy_bytes() > 0);
 
+    // A scan that needs no column counts the copy's rows.
+    let count = "SELECT count(*) FROM t";
+    assert_eq!(copy_rows(&mut s, count).await, Some(300));
+    assert_eq!(rows(&mut s, count).await, vec![vec![Datum::Int(300)]]);
+
     // A column the copy lacks is added to it.
     assert_eq!(copy_rows(&mut s, "SELECT sum(id) FROM t").await, Some(300));
     assert_eq!(
@@ -216,4 +221,18 @@ async fn a_changed_definition_is_not_read_from_a_copy_of_the_old_one() {
         assert_eq!(rows(&mut s, sum_a).await, vec![vec![Datum::Int(600)]]);
     }
     assert_eq!(copy_rows(&mut s, sum_a).await, Some(300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_that_needs_no_column_counts_the_rows_it_read() {
+    let (_engine, mut s, _model) = setup().await;
+    let count = "SELECT count(*) FROM t";
+    assert_eq!(copy_rows(&mut s, count).await, None);
+    assert_eq!(copy_rows(&mut s, count).await, Some(300));
+    assert_eq!(rows(&mut s, count).await, vec![vec![Datum::Int(300)]]);
+    s.execute("DELETE FROM t WHERE id > 250").await.unwrap();
+    assert_eq!(copy_rows(&mut s, count).await, None);
+    assert_eq!(rows(&mut s, count).await, vec![vec![Datum::Int(250)]]);
+    assert_eq!(copy_rows(&mut s, count).await, Some(250));
+    assert_eq!(rows(&mut s, count).await, vec![vec![Datum::Int(250)]]);
 }
