@@ -714,13 +714,18 @@ impl Scan {
         if matches!(self.copy, CopyState::Undecided(_)) {
             self.decide_copy().await?;
         }
-        if matches!(self.copy, CopyState::Reading { .. }) {
-            let batch = self.copy_batch()?;
-            if let Some(b) = &batch {
-                self.output.add(b.num_rows());
-            }
-            return Ok(batch);
+        let batch = match self.copy {
+            CopyState::Reading { .. } => self.copy_batch()?,
+            _ => self.stored_batch().await?,
+        };
+        if let Some(b) = &batch {
+            self.output.add(b.num_rows());
         }
+        Ok(batch)
+    }
+
+    /// The next non-empty batch read from the store.
+    async fn stored_batch(&mut self) -> Result<Option<RecordBatch>, SqlError> {
         let lent = match (&self.source, &self.path) {
             (
                 _,
@@ -731,14 +736,10 @@ impl Scan {
             (Source::Txn(tx), _) => Some(tx.clone()),
             (Source::Version(..), _) => None,
         };
-        let batch = match lent {
-            Some(tx) => self.lent_batch(&tx).await?,
-            None => self.copied_batch().await?,
-        };
-        if let Some(b) = &batch {
-            self.output.add(b.num_rows());
+        match lent {
+            Some(tx) => self.lent_batch(&tx).await,
+            None => self.copied_batch().await,
         }
-        Ok(batch)
     }
 
     /// Ask (once for all partitions) whether the scan reads a column copy, and take this
