@@ -24,6 +24,7 @@ use strata_engine::{Backend, Engine, EngineConfig};
 pub mod fault_proxy;
 pub mod gate;
 pub mod linearizability;
+pub mod ordered;
 pub mod sql_logic;
 pub mod suites;
 

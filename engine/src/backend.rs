@@ -232,6 +232,16 @@ pub trait Store: Send + Sync + 'static {
         true
     }
 
+    /// Whether batches this process hands to [`Store::apply`] while earlier ones are still
+    /// being applied take effect in the order their calls began (each call's first poll). A
+    /// replica does: its proposals enter one Raft log in that order. On a store several
+    /// processes share, the engine then keeps several groups in flight, each conditioned on
+    /// the version record of the one before it; an append that overtakes another only fails
+    /// its condition and is resolved again. The default, `false`, sends one batch at a time.
+    fn orders_appends(&self) -> bool {
+        false
+    }
+
     /// Whether [`Store::forward_commit`] may take this process's commits now (a cheap
     /// check made before a commit is encoded for it).
     fn forwards_commits(&self) -> bool {

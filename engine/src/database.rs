@@ -262,14 +262,14 @@ impl Shared {
             return Ok(());
         }
         let head = match self.store.get(layout::META_VERSION).await? {
-            Some(b) => layout::be_u64(&b).ok_or_else(|| EngineError::Corrupt {
+            Some(b) => layout::record_version(&b).ok_or_else(|| EngineError::Corrupt {
                 database: self.name.clone(),
                 detail: "bad version record".into(),
             })?,
             None => 0,
         };
         if head > self.latest() {
-            self.commit(CommitOp::CatchUp).await?;
+            self.commit(CommitOp::CatchUp { seen: head }).await?;
         }
         Ok(())
     }
@@ -436,32 +436,39 @@ impl Database {
             }
             None => DatabaseOptions::default(),
         };
-        let mut version = read_u64(store.get(layout::META_VERSION).await?)?;
+        let read_record = |raw: Option<Vec<u8>>| -> Result<(u64, Option<Vec<u8>>)> {
+            match raw {
+                Some(b) => match layout::record_version(&b) {
+                    Some(v) => Ok((v, Some(b))),
+                    None => Err(corrupt("bad version record")),
+                },
+                None => Ok((0, None)),
+            }
+        };
+        let (mut version, mut record) = read_record(store.get(layout::META_VERSION).await?)?;
         while !created && options.durability == Durability::Async && version > 0 {
             // Commits acknowledged after the last sync may have been lost in a crash; their
             // versionstamps must never be handed out again, so skip past any that could
             // exist. Conditional: another process may be committing or reopening too.
-            let bumped = version.saturating_add(ASYNC_RESTART_GAP);
+            let bumped = layout::version_record(version.saturating_add(ASYNC_RESTART_GAP), None);
             let write = store
                 .apply(
-                    vec![BatchOp::Put(
-                        layout::META_VERSION.to_vec(),
-                        bumped.to_be_bytes().to_vec(),
-                    )],
+                    vec![BatchOp::Put(layout::META_VERSION.to_vec(), bumped.clone())],
                     Durability::Sync,
                     Some(Precondition {
                         key: layout::META_VERSION.to_vec(),
-                        expected: Some(version.to_be_bytes().to_vec()),
+                        expected: record.clone(),
                     }),
                 )
                 .await;
             match write {
                 Ok(()) => {
-                    version = bumped;
+                    version = version.saturating_add(ASYNC_RESTART_GAP);
+                    record = Some(bumped);
                     break;
                 }
                 Err(BackendError::PreconditionFailed) => {
-                    version = read_u64(store.get(layout::META_VERSION).await?)?;
+                    (version, record) = read_record(store.get(layout::META_VERSION).await?)?;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -525,7 +532,9 @@ impl Database {
             shutdown: watch::channel(false).0,
             tasks: Mutex::new(Vec::new()),
         });
-        let mut tasks = vec![tokio::spawn(Pipeline::new(shared.clone(), rx).run())];
+        let mut tasks = vec![tokio::spawn(
+            Pipeline::new(shared.clone(), rx, record).run(),
+        )];
         if shared.config.background_tasks {
             tasks.push(tokio::spawn(crate::expiry::sweeper(shared.clone())));
             tasks.push(tokio::spawn(crate::expiry::collector(shared.clone())));

@@ -36,6 +36,10 @@ pub const META: u8 = b'm';
 pub const WRITES: u8 = b'w';
 pub const DEAD: u8 = b'd';
 
+/// The version record: the database's version, 8 bytes big-endian. On a store several
+/// processes share, each group's batch also names itself in it (8 more bytes, the group's
+/// token), so that a batch conditioned on the record of the batch before it applies only
+/// right after that very batch (see [`version_record`]).
 pub const META_VERSION: &[u8] = b"mversion";
 pub const META_HORIZON: &[u8] = b"mhorizon";
 pub const META_ID: &[u8] = b"mid";
@@ -191,6 +195,24 @@ pub fn be_u64(b: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(b.try_into().ok()?))
 }
 
+/// The version record's value for `version`, naming the group with `token` if given.
+pub fn version_record(version: u64, token: Option<u64>) -> Vec<u8> {
+    let mut v = Vec::with_capacity(16);
+    v.extend_from_slice(&version.to_be_bytes());
+    if let Some(t) = token {
+        v.extend_from_slice(&t.to_be_bytes());
+    }
+    v
+}
+
+/// The version in a version record (with or without its group's token).
+pub fn record_version(b: &[u8]) -> Option<u64> {
+    match b.len() {
+        8 | 16 => be_u64(&b[..8]),
+        _ => None,
+    }
+}
+
 /// A stored version of a key: value, versionstamp, expiry, and — for restored records —
 /// the version from which it is visible.
 ///
@@ -342,6 +364,15 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_records_read_back_with_or_without_a_token() {
+        assert_eq!(record_version(&version_record(7, None)), Some(7));
+        assert_eq!(record_version(&version_record(7, Some(99))), Some(7));
+        assert_ne!(version_record(7, Some(1)), version_record(7, Some(2)));
+        assert_eq!(record_version(b"short"), None);
+        assert_eq!(record_version(&[0; 12]), None);
+    }
 
     #[test]
     fn history_keys_keep_each_keys_versions_together_and_in_order() {

@@ -124,6 +124,10 @@ pub struct EngineConfig {
     pub gc_interval_ms: u64,
     /// Most commits that share one backend write.
     pub max_group_commits: usize,
+    /// On a store that orders appends ([`crate::Store::orders_appends`], a cluster node):
+    /// how many groups may be in its log at once, each proposed while the ones before it
+    /// replicate.
+    pub max_groups_in_flight: usize,
     /// Whether to run the background sweeper and GC (off for tools that open a store briefly).
     pub background_tasks: bool,
     /// With a store several processes share: how often to look for the others' commits.
@@ -138,6 +142,7 @@ impl Default for EngineConfig {
             sweep_interval_ms: 1_000,
             gc_interval_ms: 10_000,
             max_group_commits: 256,
+            max_groups_in_flight: 4,
             background_tasks: true,
             follow_interval_ms: 100,
         }

@@ -25,7 +25,9 @@ pub struct LogEntry {
 #[async_trait::async_trait]
 pub trait CommitLog: Send + Sync + 'static {
     /// Make `entry` durable (as its durability says) and visible to readers of the store,
-    /// atomically. Entries arrive in version order, one at a time.
+    /// atomically. Entries arrive in version order: one at a time, unless the store orders
+    /// appends ([`crate::Store::orders_appends`]), when the next may arrive (conditioned on
+    /// this one's version record) while this one is still being applied.
     async fn append(&self, entry: LogEntry) -> Result<()>;
 }
 

@@ -3,8 +3,9 @@
 //! Each process runs its own pipeline. What keeps them one strictly serializable database:
 //!
 //! * **The version record orders every write.** Each group's batch is conditioned on the
-//!   version record still holding the version this process last saw, and moves it to the
-//!   group's last version. A process that lost the race learns the winners' commits
+//!   version record still holding what this process last saw (or, with several groups in
+//!   flight, what the group before it writes), and moves it to the group's last version,
+//!   naming the group by its token. A process that lost the race learns the winners' commits
 //!   ([`Pipeline::catch_up`]) and resolves its group again.
 //! * **Write sets.** Each batch also stores the keys it wrote under `w` version, with the
 //!   group's token, so that others can check conflicts, wake watchers and learn of deletes.
@@ -52,8 +53,9 @@ impl Pipeline {
     pub(crate) async fn catch_up(&mut self) -> Result<()> {
         let shared = self.shared.clone();
         let store = shared.store.clone();
-        let head = match store.get(layout::META_VERSION).await? {
-            Some(b) => layout::be_u64(&b).ok_or_else(|| EngineError::Corrupt {
+        let record = store.get(layout::META_VERSION).await?;
+        let head = match &record {
+            Some(b) => layout::record_version(b).ok_or_else(|| EngineError::Corrupt {
                 database: shared.name.clone(),
                 detail: "bad version record".into(),
             })?,
@@ -61,7 +63,9 @@ impl Pipeline {
         };
         let known = *shared.applied.borrow();
         if head <= known {
-            self.stored_version = (head > 0).then_some(head).or(self.stored_version);
+            if record.is_some() {
+                self.stored = record;
+            }
             return Ok(());
         }
         let (s, e) = layout::int_range(layout::WRITES, known + 1, head.saturating_add(1));
@@ -95,7 +99,7 @@ impl Pipeline {
             shared.last_delete.fetch_max(head, Ordering::SeqCst);
         }
         self.next_version = self.next_version.max(head.saturating_add(1));
-        self.stored_version = Some(head);
+        self.stored = record;
         shared.applied.send_replace(head);
         shared.publish(&touched, queue_changed);
         Ok(())
@@ -108,10 +112,24 @@ impl Pipeline {
         token: u64,
         last_version: u64,
     ) -> Settled {
-        let mut sent = 0;
+        let first = self.shared.log.append(entry.clone()).await;
+        self.settle_shared(entry, token, last_version, first).await
+    }
+
+    /// What became of a batch sent once with answer `first`, sending the same batch again
+    /// while nothing has applied at its version (see the module docs).
+    pub(crate) async fn settle_shared(
+        &self,
+        entry: LogEntry,
+        token: u64,
+        last_version: u64,
+        first: Result<()>,
+    ) -> Settled {
+        let expected = entry.precondition.as_ref().and_then(|p| p.expected.clone());
+        let mut sent = 1;
+        let mut outcome = first;
         loop {
-            sent += 1;
-            let err = match self.shared.log.append(entry.clone()).await {
+            let err = match outcome {
                 Ok(()) => return Settled::Applied,
                 Err(e) => e,
             };
@@ -124,7 +142,10 @@ impl Pipeline {
                     Settled::Failed(err)
                 };
             }
-            match self.own_batch_applied(token, last_version).await {
+            match self
+                .own_batch_applied(token, last_version, expected.as_deref())
+                .await
+            {
                 Ok(Some(true)) => return Settled::Applied,
                 Ok(Some(false)) => return Settled::NotApplied,
                 Ok(None) if sent < RESEND_ATTEMPTS => {
@@ -140,19 +161,22 @@ impl Pipeline {
                     )))
                 }
             }
+            sent += 1;
+            outcome = self.shared.log.append(entry.clone()).await;
         }
     }
 
     /// Whether this process's batch with `token` holds `last_version`: `Some(true)` it does,
     /// `Some(false)` another process's batch moved the version record, `None` the record
-    /// still holds the version this process expected (nothing applied yet).
-    async fn own_batch_applied(&self, token: u64, last_version: u64) -> Result<Option<bool>> {
+    /// still holds what the batch expected (nothing applied yet).
+    async fn own_batch_applied(
+        &self,
+        token: u64,
+        last_version: u64,
+        expected: Option<&[u8]>,
+    ) -> Result<Option<bool>> {
         let store = &self.shared.store;
-        let head = match store.get(layout::META_VERSION).await? {
-            Some(b) => layout::be_u64(&b),
-            None => None,
-        };
-        if head == self.stored_version {
+        if store.get(layout::META_VERSION).await?.as_deref() == expected {
             return Ok(None);
         }
         let own = match store.get(&layout::writes(last_version, 0)).await? {

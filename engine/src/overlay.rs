@@ -1,5 +1,6 @@
 //! The commit pipeline's view of the store while it resolves a group: the store as applied,
-//! plus the batch of the group before it if that is still being applied (the *base*), plus
+//! plus the batches of the groups before it that are still being applied (the *base*, one
+//! sorted batch: see [`stacked`]), plus
 //! the writes of commits earlier in the same group, with savepoints so that a commit that
 //! fails half-way leaves nothing behind.
 
@@ -14,12 +15,37 @@ type UndoRecord = (Vec<u8>, Option<Option<Vec<u8>>>);
 
 pub(crate) struct Overlay<'a> {
     store: &'a dyn Store,
-    /// The previous group's batch, sorted by key, if the store does not hold it yet.
+    /// The previous groups' batches, stacked and sorted by key, if the store may not hold
+    /// them yet.
     base: Option<Arc<Vec<BatchOp>>>,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     undo: Vec<UndoRecord>,
     /// Values read ahead from the store in one request (see [`Overlay::prefetch`]).
     fetched: std::collections::HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+/// Two sorted batches as one: every key of either, with the newer batch's op where both
+/// write a key. The base of a group resolved while several groups before it are in flight.
+pub(crate) fn stacked(older: &[BatchOp], newer: &[BatchOp]) -> Vec<BatchOp> {
+    let mut out = Vec::with_capacity(older.len() + newer.len());
+    let (mut o, mut n) = (older.iter().peekable(), newer.iter().peekable());
+    loop {
+        let next = match (o.peek(), n.peek()) {
+            (Some(a), Some(b)) => match a.key().cmp(b.key()) {
+                std::cmp::Ordering::Less => o.next(),
+                std::cmp::Ordering::Greater => n.next(),
+                std::cmp::Ordering::Equal => {
+                    o.next();
+                    n.next()
+                }
+            },
+            (Some(_), None) => o.next(),
+            (None, Some(_)) => n.next(),
+            (None, None) => break,
+        };
+        out.extend(next.cloned());
+    }
+    out
 }
 
 impl<'a> Overlay<'a> {
@@ -153,5 +179,37 @@ impl<'a> Overlay<'a> {
                 None => BatchOp::Delete(k),
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(k: &str, v: &str) -> BatchOp {
+        BatchOp::Put(k.as_bytes().to_vec(), v.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn a_stacked_base_keeps_every_key_once_with_the_newer_op() {
+        let older = vec![put("a", "1"), put("c", "1"), BatchOp::Delete(b"e".to_vec())];
+        let newer = vec![
+            put("b", "2"),
+            BatchOp::Delete(b"c".to_vec()),
+            put("e", "2"),
+            put("f", "2"),
+        ];
+        assert_eq!(
+            stacked(&older, &newer),
+            vec![
+                put("a", "1"),
+                put("b", "2"),
+                BatchOp::Delete(b"c".to_vec()),
+                put("e", "2"),
+                put("f", "2"),
+            ]
+        );
+        assert_eq!(stacked(&[], &newer), newer);
+        assert_eq!(stacked(&older, &[]), older);
     }
 }

@@ -28,16 +28,26 @@
 //! away join it), so the log is kept busy and each group's resolution costs no extra
 //! latency. Batches still reach the log one at a time, in version order, and no commit is
 //! answered before the group ahead of it. Should a batch fail to apply, the group resolved
-//! over it is resolved again from the store. On a store shared with other processes each
-//! group is applied and published before the next is resolved, since another process may
-//! commit in between.
+//! over it is resolved again from the store.
+//!
+//! On a store shared with other processes each group is applied and published before the
+//! next is resolved, since another process may commit in between — unless the store
+//! *orders appends* (a cluster node: its batches enter one Raft log in the order they were
+//! sent). There up to `max_groups_in_flight` groups are in the log at once, each resolved
+//! over the batches of those before it and conditioned on the version record the one
+//! before it writes. That record names its group (a random token beside the version), so
+//! a batch applies only directly after the very batch it was resolved over: if another
+//! process's commit lands first, the first group in flight fails its condition and every
+//! later one fails too, and [`Pipeline::recover`] resolves them again after learning the
+//! other commit. A read's catch-up waits for the groups in flight instead of reading
+//! their commits back as another process's.
 //!
 //! The rest lives beside it: what each kind of commit writes in [`crate::resolve`]; the
 //! expiry sweep and garbage collection in [`crate::maintenance`]; restores in
 //! [`crate::restore`]; and, when several processes share the store, catching up with their
 //! commits and settling a batch whose answer was lost in [`crate::multi_writer`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -94,8 +104,11 @@ pub(crate) enum CommitOp {
     },
     /// Start the change feed (see [`crate::feed`]).
     EnableFeed,
-    /// Learn commits other processes made (multi-process stores).
-    CatchUp,
+    /// Learn commits other processes made (multi-process stores): the store's version
+    /// record held `seen` when the reader looked.
+    CatchUp {
+        seen: u64,
+    },
     Restore {
         entries: Vec<Entry>,
         messages: Vec<RestoreMessage>,
@@ -171,8 +184,15 @@ pub(crate) struct Pipeline {
     rx: mpsc::Receiver<CommitRequest>,
     pub(crate) conflicts: ConflictTracker,
     pub(crate) next_version: u64,
-    /// The version record as this process last saw it in the store (`None`: absent).
-    pub(crate) stored_version: Option<u64>,
+    /// On a store shared with other processes: the version record as it will be once every
+    /// batch this process sent has applied (`None`: absent) — what the next batch is
+    /// conditioned on.
+    pub(crate) stored: Option<Vec<u8>>,
+    /// Catch-ups waiting for the groups in flight (see [`Pipeline::run_pipelined`]).
+    parked: Vec<CommitRequest>,
+    /// On a store that orders appends: tells the next batch's task that the previous one's
+    /// append has begun, so that they reach the store in version order.
+    started: Option<oneshot::Receiver<()>>,
 }
 
 /// What resolving one op did.
@@ -183,7 +203,12 @@ pub(crate) struct Resolved {
 }
 
 impl Pipeline {
-    pub(crate) fn new(shared: Arc<Shared>, rx: mpsc::Receiver<CommitRequest>) -> Self {
+    /// `stored`: the version record as the database was opened.
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        rx: mpsc::Receiver<CommitRequest>,
+        stored: Option<Vec<u8>>,
+    ) -> Self {
         let current = *shared.applied.borrow();
         let window = std::time::Duration::from_millis(shared.config.transaction_window_ms);
         Pipeline {
@@ -191,18 +216,23 @@ impl Pipeline {
             rx,
             conflicts: ConflictTracker::new(current, window),
             next_version: current + 1,
-            stored_version: (current > 0).then_some(current),
+            stored,
+            parked: Vec::new(),
+            started: None,
         }
     }
 
     pub(crate) async fn run(mut self) {
         let shutdown = self.shared.shutdown.subscribe();
-        if self.shared.multi_process {
+        if self.shared.multi_process && !self.shared.store.orders_appends() {
             self.run_serial(shutdown).await;
         } else {
             self.run_pipelined(shutdown).await;
         }
         self.rx.close();
+        for r in std::mem::take(&mut self.parked) {
+            let _ = r.reply.send(Err(EngineError::ShuttingDown));
+        }
         while let Ok(r) = self.rx.try_recv() {
             let _ = r.reply.send(Err(EngineError::ShuttingDown));
         }
@@ -245,23 +275,71 @@ impl Pipeline {
         }
     }
 
-    /// A store this process writes alone: the next group is resolved while the previous
-    /// one is being applied (its batch is the next group's [`Overlay`] base), and handed to
-    /// the log as soon as the previous one is published. Entries still reach the log one at
-    /// a time, in version order, and every group is answered after the one before it.
+    /// A store this process writes alone, or one that orders appends: the next group is
+    /// resolved while the groups before it are being applied (their batches are its
+    /// [`Overlay`] base), and handed to the log as soon as there is room — after the one
+    /// before it is published on a store of this process's own, while up to
+    /// `max_groups_in_flight` are in the log of one that orders appends. Every group is
+    /// answered after the ones before it.
+    ///
+    /// On a shared store that orders appends (a cluster node), each batch is conditioned on
+    /// the version record the batch before it writes, which names that batch's group: so a
+    /// batch applies only right after the batch it was resolved over, and if one does not
+    /// apply, none after it does ([`Pipeline::recover`] sorts out what did). A read's
+    /// catch-up waits for the groups in flight when it came (the record the reader saw is
+    /// then usually this process's own); one that saw another process's commit stops new
+    /// groups until those in flight are answered, then learns it.
     async fn run_pipelined(&mut self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let store = self.shared.store.clone();
         let max = self.shared.config.max_group_commits.max(1);
-        let mut applying: Option<Applying> = None;
+        let depth = if self.shared.multi_process {
+            self.shared.config.max_groups_in_flight.max(1)
+        } else {
+            1
+        };
+        let mut flights: VecDeque<Flight> = VecDeque::new();
         let mut next: Option<Waiting<'_>> = None;
         let mut closing = false;
         loop {
-            let Some(current) = applying.as_mut() else {
-                if let Some(mut waiting) = next.take() {
-                    self.gather(&mut waiting, max).await;
-                    applying = self.dispatch(waiting);
-                    continue;
+            // The newest version this process sent to the log.
+            let through = flights
+                .iter()
+                .rev()
+                .find_map(|f| f.sealed.version)
+                .unwrap_or_else(|| *self.shared.applied.borrow());
+            self.answer_published_catch_ups();
+            if flights.is_empty() && !self.parked.is_empty() {
+                // A reader saw another process's commit: learn it, and resolve the waiting
+                // group again over it, at the versions it would have taken.
+                let waiting = next.take();
+                if let Some(w) = &waiting {
+                    self.next_version = w.group.tally.start_version;
                 }
+                let caught_up = self.catch_up().await;
+                for r in std::mem::take(&mut self.parked) {
+                    let reply = match &caught_up {
+                        Ok(()) => Ok(CommitReply::Done),
+                        Err(e) => Err(group_failure(e)),
+                    };
+                    let _ = r.reply.send(reply);
+                }
+                if let Some(w) = waiting {
+                    next = Some(self.resolve_again(&*store, w).await);
+                }
+                continue;
+            }
+            let hold = self.parked.iter().any(|r| seen(r) > through);
+            if next.is_some() && flights.len() < depth && !hold {
+                let Some(mut waiting) = next.take() else {
+                    continue;
+                };
+                self.gather(&mut waiting, max).await;
+                if let Some(flight) = self.dispatch(waiting, flights.back(), depth > 1) {
+                    flights.push_back(flight);
+                }
+                continue;
+            }
+            if flights.is_empty() && next.is_none() {
                 if closing {
                     break;
                 }
@@ -273,31 +351,45 @@ impl Pipeline {
                 self.join(&mut waiting, requests).await;
                 next = Some(waiting);
                 continue;
-            };
+            }
             let room = max.saturating_sub(next.as_ref().map_or(0, |w| w.requests.len()));
+            let base = flights.back().map(|f| f.merged.clone());
+            let Some(head) = flights.front_mut() else {
+                // Nothing in flight, a group waiting that may not go yet: impossible, as a
+                // catch-up is answered once nothing is in flight.
+                continue;
+            };
             tokio::select! {
                 biased;
-                done = &mut current.task => {
-                    let outcome = done.unwrap_or_else(|e| {
-                        Err(EngineError::Backend(BackendError::Other(format!(
-                            "the commit log's task failed: {e}"
-                        ))))
-                    });
-                    let Some(done) = applying.take() else { continue };
-                    if !self.settle(done, outcome) {
-                        // The next group was resolved over a batch that did not apply.
-                        if let Some(waiting) = next.take() {
-                            next = Some(self.resolve_again(&*store, waiting).await);
-                        }
+                outcome = appended(&mut head.task) => {
+                    let Some(done) = flights.pop_front() else { continue };
+                    if done.task.is_none() {
+                        answer(done.requests, done.sealed.tally.results);
+                        continue;
+                    }
+                    if outcome.is_ok() {
+                        let results = self.publish(done.sealed, done.dispatched.elapsed());
+                        answer(done.requests, results);
+                        continue;
+                    }
+                    if self.shared.multi_process {
+                        self.recover(done, outcome, std::mem::take(&mut flights)).await;
+                    } else if let Err(e) = outcome {
+                        tracing::error!(database = %self.shared.name, error = %e, "commit group failed to apply");
+                        let failed = done.requests.iter().map(|_| Err(group_failure(&e))).collect();
+                        answer(done.requests, failed);
+                    }
+                    // The next group was resolved over a batch that did not apply.
+                    if let Some(waiting) = next.take() {
+                        next = Some(self.resolve_again(&*store, waiting).await);
                     }
                 }
                 r = self.rx.recv(), if room > 0 && !closing => match r {
                     Some(first) => {
                         let requests = self.take_waiting(first, room);
-                        let base = current.base.clone();
                         let version = self.next_version;
                         let waiting = next.get_or_insert_with(|| {
-                            Waiting::new(Group::new(&*store, Some(base), version))
+                            Waiting::new(Group::new(&*store, base, version))
                         });
                         self.join(waiting, requests).await;
                     }
@@ -307,6 +399,21 @@ impl Pipeline {
                 _ = async { shutdown.wait_for(|s| *s).await.is_ok() }, if !closing => closing = true,
             }
         }
+    }
+
+    /// Answer the parked catch-ups whose reader saw a version this process has published.
+    fn answer_published_catch_ups(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let applied = *self.shared.applied.borrow();
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.parked)
+            .into_iter()
+            .partition(|r| seen(r) <= applied);
+        for r in done {
+            let _ = r.reply.send(Ok(CommitReply::Done));
+        }
+        self.parked = waiting;
     }
 
     /// Before a group goes to the log: let every task that is ready to run have its turn
@@ -332,10 +439,14 @@ impl Pipeline {
     async fn join<'s>(&mut self, waiting: &mut Waiting<'s>, requests: Vec<CommitRequest>) {
         let (catch_ups, requests): (Vec<_>, Vec<_>) = requests
             .into_iter()
-            .partition(|r| matches!(r.op, CommitOp::CatchUp));
+            .partition(|r| matches!(r.op, CommitOp::CatchUp { .. }));
         for r in catch_ups {
-            // Alone on its store, this process has nothing to learn.
-            let _ = r.reply.send(Ok(CommitReply::Done));
+            if self.shared.multi_process {
+                self.parked.push(r);
+            } else {
+                // Alone on its store, this process has nothing to learn.
+                let _ = r.reply.send(Ok(CommitReply::Done));
+            }
         }
         let ops: Vec<&CommitOp> = requests.iter().map(|r| &r.op).collect();
         match self.resolve(&mut waiting.group, &ops).await {
@@ -359,49 +470,197 @@ impl Pipeline {
         again
     }
 
-    /// Seal a group and hand its batch to the log, on its own task. A group that writes
-    /// nothing is answered at once.
-    fn dispatch(&mut self, waiting: Waiting<'_>) -> Option<Applying> {
+    /// Seal a group and hand its batch to the log, on its own task (after the previous
+    /// group's append has begun, if `ordered`). A group that writes nothing is answered at
+    /// once if nothing is in flight; otherwise it follows the groups before it (its answers
+    /// — a failed check, say — were resolved over their batches, and stand only if those
+    /// apply).
+    fn dispatch(
+        &mut self,
+        waiting: Waiting<'_>,
+        previous: Option<&Flight>,
+        ordered: bool,
+    ) -> Option<Flight> {
         let Waiting { requests, group } = waiting;
-        let mut sealed = self.seal(group, None);
+        let token = self.shared.multi_process.then(group_token);
+        let mut sealed = self.seal(group, token);
         let Some(entry) = sealed.entry.take() else {
-            answer(requests, sealed.tally.results);
-            return None;
+            let Some(previous) = previous else {
+                answer(requests, sealed.tally.results);
+                return None;
+            };
+            return Some(Flight {
+                task: None,
+                requests,
+                sealed,
+                ops: Arc::new(Vec::new()),
+                merged: previous.merged.clone(),
+                template: previous.template.clone(),
+                dispatched: Instant::now(),
+            });
         };
         // The next group is checked against this one's writes before they apply.
         self.track(std::mem::take(&mut sealed.tally.pending));
-        let base = Arc::new(entry.ops.clone());
+        let ops = Arc::new(entry.ops.clone());
+        let merged = match previous {
+            Some(p) => Arc::new(crate::overlay::stacked(&p.merged, &ops)),
+            None => ops.clone(),
+        };
+        let template = LogEntry {
+            version: entry.version,
+            ops: Vec::new(),
+            durability: entry.durability,
+            precondition: entry.precondition.clone(),
+        };
         let log = self.shared.log.clone();
-        let task = tokio::spawn(async move { log.append(entry).await });
-        Some(Applying {
-            task,
+        let task = if ordered {
+            let after = self.started.take();
+            let (started, next) = oneshot::channel();
+            self.started = Some(next);
+            tokio::spawn(async move {
+                if let Some(after) = after {
+                    let _ = after.await;
+                }
+                let mut append = log.append(entry);
+                let first =
+                    std::future::poll_fn(|cx| std::task::Poll::Ready(append.as_mut().poll(cx)))
+                        .await;
+                let _ = started.send(());
+                match first {
+                    std::task::Poll::Ready(r) => r,
+                    std::task::Poll::Pending => append.await,
+                }
+            })
+        } else {
+            tokio::spawn(async move { log.append(entry).await })
+        };
+        Some(Flight {
+            task: Some(task),
             requests,
             sealed,
-            base,
+            ops,
+            merged,
+            template,
             dispatched: Instant::now(),
         })
     }
 
-    /// Answer a group whose batch the log finished with; whether it applied.
-    fn settle(&mut self, applying: Applying, outcome: Result<()>) -> bool {
-        let Applying {
-            requests,
-            sealed,
-            dispatched,
-            ..
-        } = applying;
-        let (results, applied) = match outcome {
-            Ok(()) => (self.publish(sealed, dispatched.elapsed()), true),
-            Err(e) => {
-                tracing::error!(database = %self.shared.name, error = %e, "commit group failed to apply");
-                (
-                    requests.iter().map(|_| Err(group_failure(&e))).collect(),
-                    false,
-                )
+    /// On a shared store, the group at the head of the log did not simply apply: settle it
+    /// and every group sent after it (each conditioned on the one before), then learn what
+    /// other processes wrote. What is known to have applied is published; a group whose
+    /// batch can no longer apply is resolved again (as the serial pipeline does); a group
+    /// that may yet apply is answered as in doubt, and so is every group after it.
+    async fn recover(&mut self, head: Flight, outcome: Result<()>, rest: VecDeque<Flight>) {
+        let mut settled = vec![(head, outcome)];
+        for mut f in rest {
+            let outcome = appended(&mut f.task).await;
+            settled.push((f, outcome));
+        }
+        self.started = None;
+        // A batch applies only right after the one before it: so every group up to the last
+        // one that applied did, whatever its own answer said.
+        let applied_through = settled
+            .iter()
+            .rposition(|(f, o)| f.task.is_some() && o.is_ok());
+        self.stored = settled[0].0.sealed.expected.clone();
+        let mut retry = Vec::new();
+        #[derive(PartialEq)]
+        enum Chain {
+            /// Every group so far applied.
+            Whole,
+            /// A group did not apply and never will: the rest cannot.
+            Broken,
+            /// A group may yet apply: so may the rest.
+            InDoubt,
+        }
+        let mut chain = Chain::Whole;
+        for (i, (f, outcome)) in settled.into_iter().enumerate() {
+            let Flight {
+                task,
+                requests,
+                sealed,
+                ops,
+                template,
+                dispatched,
+                ..
+            } = f;
+            if task.is_none() {
+                // Wrote nothing: its answers stand if every group before it applied, and
+                // otherwise it is simply resolved again.
+                let stands = chain == Chain::Whole || applied_through.is_some_and(|l| i <= l);
+                match stands {
+                    true => answer(requests, sealed.tally.results),
+                    false => retry.extend(requests),
+                }
+                continue;
             }
-        };
-        answer(requests, results);
-        applied
+            let known = applied_through.is_some_and(|last| i <= last);
+            let settled = match chain {
+                _ if known => Settled::Applied,
+                Chain::Whole => match sealed.token {
+                    Some(token) => {
+                        let entry = LogEntry {
+                            ops: ops.to_vec(),
+                            ..template
+                        };
+                        let version = entry.version;
+                        self.settle_shared(entry, token, version, outcome).await
+                    }
+                    None => match outcome {
+                        Ok(()) => Settled::Applied,
+                        Err(e) => Settled::Failed(e),
+                    },
+                },
+                Chain::Broken => Settled::NotApplied,
+                Chain::InDoubt => {
+                    Settled::Unknown(EngineError::Backend(BackendError::Unavailable(
+                        "a commit group before this one may or may not have applied".into(),
+                    )))
+                }
+            };
+            match settled {
+                Settled::Applied => {
+                    let record = sealed.record.clone();
+                    let results = self.publish(sealed, dispatched.elapsed());
+                    self.stored = record;
+                    answer(requests, results);
+                }
+                Settled::NotApplied => {
+                    chain = Chain::Broken;
+                    retry.extend(requests);
+                }
+                Settled::Failed(e) => {
+                    tracing::error!(database = %self.shared.name, error = %e, "commit group failed to apply");
+                    chain = Chain::Broken;
+                    let failed = requests.iter().map(|_| Err(group_failure(&e))).collect();
+                    answer(requests, failed);
+                }
+                Settled::Unknown(e) => {
+                    if chain == Chain::Whole {
+                        tracing::error!(database = %self.shared.name, error = %e, "commit group result unknown");
+                    }
+                    chain = Chain::InDoubt;
+                    let unknown = requests
+                        .iter()
+                        .map(|_| {
+                            Err(EngineError::CommitResultUnknown {
+                                database: self.shared.name.clone(),
+                                detail: e.to_string(),
+                            })
+                        })
+                        .collect();
+                    answer(requests, unknown);
+                }
+            }
+        }
+        // No gap in the versions: other processes would read one as collected history.
+        self.next_version = *self.shared.applied.borrow() + 1;
+        if let Err(e) = self.catch_up().await {
+            tracing::warn!(database = %self.shared.name, error = %e, "catching up after a failed group");
+        }
+        if !retry.is_empty() {
+            self.run_group(retry).await;
+        }
     }
 
     async fn run_group(&mut self, group: Vec<CommitRequest>) {
@@ -409,7 +668,7 @@ impl Pipeline {
         // for (or fails with) the batch of the writes it happened to be grouped with.
         let (catch_ups, group): (Vec<_>, Vec<_>) = group
             .into_iter()
-            .partition(|r| matches!(r.op, CommitOp::CatchUp));
+            .partition(|r| matches!(r.op, CommitOp::CatchUp { .. }));
         if !catch_ups.is_empty() {
             let caught_up = self.catch_up().await;
             for req in catch_ups {
@@ -486,24 +745,20 @@ impl Pipeline {
         match (token, sealed.version) {
             (Some(token), Some(last_version)) => {
                 let start_version = sealed.tally.start_version;
-                match self.append_shared(entry, token, last_version).await {
+                let settled = self.append_shared(entry, token, last_version).await;
+                if !matches!(settled, Settled::Applied) {
+                    // Nothing applied: leave no gap in the versions, which other processes
+                    // would read as collected history. (If it applied after all, the next
+                    // group's batch fails its condition and this process learns it like
+                    // any other writer's.)
+                    self.next_version = start_version;
+                    self.stored = sealed.expected.clone();
+                }
+                match settled {
                     Settled::Applied => {}
-                    Settled::NotApplied => {
-                        self.next_version = start_version;
-                        return Err(GroupError::Stale);
-                    }
-                    Settled::Failed(e) => {
-                        // Nothing applied: leave no gap in the versions, which other
-                        // processes would read as collected history.
-                        self.next_version = start_version;
-                        return Err(GroupError::Failed(e));
-                    }
-                    Settled::Unknown(e) => {
-                        // If it applied after all, the next group's batch fails its
-                        // condition and this process learns it like any other writer's.
-                        self.next_version = start_version;
-                        return Err(GroupError::Unknown(e));
-                    }
+                    Settled::NotApplied => return Err(GroupError::Stale),
+                    Settled::Failed(e) => return Err(GroupError::Failed(e)),
+                    Settled::Unknown(e) => return Err(GroupError::Unknown(e)),
                 }
             }
             _ => shared.log.append(entry).await.map_err(GroupError::Failed)?,
@@ -611,6 +866,9 @@ impl Pipeline {
         let mut sealed = Sealed {
             entry: None,
             version: None,
+            token,
+            expected: self.stored.clone(),
+            record: None,
             tally,
         };
         if ov.is_empty() && self.next_version == start_version {
@@ -633,10 +891,9 @@ impl Pipeline {
         let mut precondition = None;
         if versioned {
             sealed.version = Some(last_version);
-            ov.put(
-                layout::META_VERSION.to_vec(),
-                last_version.to_be_bytes().to_vec(),
-            );
+            let record = layout::version_record(last_version, token);
+            ov.put(layout::META_VERSION.to_vec(), record.clone());
+            sealed.record = Some(record);
             if commits {
                 ov.put(layout::times(last_version), now.to_be_bytes().to_vec());
             }
@@ -668,8 +925,10 @@ impl Pipeline {
             if token.is_some() {
                 precondition = Some(Precondition {
                     key: layout::META_VERSION.to_vec(),
-                    expected: self.stored_version.map(|v| v.to_be_bytes().to_vec()),
+                    expected: self.stored.clone(),
                 });
+                // The next batch is conditioned on this one's record (undone if it fails).
+                self.stored = sealed.record.clone();
             }
         }
         if deleted_at > 0 {
@@ -731,7 +990,6 @@ impl Pipeline {
             .fetch_add(nanos(applying), Ordering::Relaxed);
         self.track(sealed.tally.pending);
         if let Some(version) = sealed.version {
-            self.stored_version = Some(version);
             self.shared.applied.send_replace(version);
         }
         self.shared
@@ -791,6 +1049,12 @@ struct Sealed {
     entry: Option<LogEntry>,
     /// The database version once the batch applies (`None`: it takes no version).
     version: Option<u64>,
+    /// On a shared store: the token naming the group's batch.
+    token: Option<u64>,
+    /// On a shared store: the version record the batch is conditioned on.
+    expected: Option<Vec<u8>>,
+    /// The version record the batch writes.
+    record: Option<Vec<u8>>,
     tally: Tally,
 }
 
@@ -810,13 +1074,37 @@ impl<'s> Waiting<'s> {
 }
 
 /// A group whose batch the log is applying.
-struct Applying {
-    task: tokio::task::JoinHandle<Result<()>>,
+struct Flight {
+    /// The append (`None`: the group writes nothing).
+    task: Option<tokio::task::JoinHandle<Result<()>>>,
     requests: Vec<CommitRequest>,
     sealed: Sealed,
-    /// The batch: the next group's overlay base until it applies.
-    base: Arc<Vec<BatchOp>>,
+    /// The batch, to send again if its answer is lost.
+    ops: Arc<Vec<BatchOp>>,
+    /// The batch stacked on those of the groups in flight before it: the base of the group
+    /// resolved next.
+    merged: Arc<Vec<BatchOp>>,
+    /// The batch's entry without its ops.
+    template: LogEntry,
     dispatched: Instant,
+}
+
+/// How a flight's append ended.
+async fn appended(task: &mut Option<tokio::task::JoinHandle<Result<()>>>) -> Result<()> {
+    let Some(task) = task else { return Ok(()) };
+    task.await.unwrap_or_else(|e| {
+        Err(EngineError::Backend(BackendError::Other(format!(
+            "the commit log's task failed: {e}"
+        ))))
+    })
+}
+
+/// The version record a parked catch-up's reader saw.
+fn seen(r: &CommitRequest) -> u64 {
+    match r.op {
+        CommitOp::CatchUp { seen } => seen,
+        _ => 0,
+    }
 }
 
 fn answer(requests: Vec<CommitRequest>, results: Vec<Result<CommitReply>>) {

@@ -144,7 +144,7 @@ impl Resolve<'_, '_> {
                     sequenced: false,
                 })
             }
-            CommitOp::CatchUp => Ok(Resolved {
+            CommitOp::CatchUp { .. } => Ok(Resolved {
                 reply: CommitReply::Done,
                 sequenced: false,
             }),

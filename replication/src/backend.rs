@@ -185,6 +185,13 @@ impl Store for ReplicatedStore {
         self.dropped.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    fn orders_appends(&self) -> bool {
+        // Proposals enter the Raft log in the order `propose` is first polled (openraft
+        // queues a client write before it first waits); one forwarded from a follower may
+        // overtake another, which then fails its condition and is resolved again.
+        true
+    }
+
     fn forwards_commits(&self) -> bool {
         self.node.forwards_commits()
     }

@@ -7,11 +7,12 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use strata_engine::{
-    AtomicWrite, CommitOutcome, Engine, EngineConfig, EngineError, Enqueue, ReadAt, Value,
-    Versionstamp,
+    AtomicWrite, CommitOutcome, Engine, EngineConfig, EngineError, Enqueue, Mutation, ReadAt,
+    Value, Versionstamp,
 };
 
 use crate::gate::{Gate, Point};
+use crate::ordered::OrderedLog;
 use crate::{cases, ensure, ensure_eq, u64_at, CaseResult, Harness, Step, Suite};
 
 pub fn suite() -> Suite {
@@ -33,6 +34,9 @@ pub fn suite() -> Suite {
             collections_never_move_the_horizon_back,
             concurrent_creation_agrees_on_one_database,
             sweeps_never_undo_another_writers_expiry,
+            a_group_in_flight_never_applies_after_one_that_lost_the_race,
+            groups_in_flight_lose_nothing_under_concurrent_writers,
+            a_lost_answer_in_flight_is_settled_not_applied_twice,
         ],
     }
 }
@@ -571,5 +575,211 @@ async fn sweeps_never_undo_another_writers_expiry(h: &Harness) -> CaseResult {
         left.is_none(),
         "the expired key stayed in storage: its expiry entry was removed"
     );
+    Ok(())
+}
+
+/// An engine over `log`: a store that orders appends, so that several of its groups are in
+/// flight at once (as on a cluster's leader).
+fn pipelined_engine(h: &Harness, log: &OrderedLog) -> Engine {
+    Engine::new(
+        log.wrap(h.shared_backend()),
+        EngineConfig {
+            follow_interval_ms: 20,
+            max_groups_in_flight: 4,
+            ..Harness::config()
+        },
+    )
+}
+
+/// Long enough for anything here to happen on a loaded machine; reaching it is a hang.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+/// Writer A has two groups in its log, the second resolved over the first (a counter at 1,
+/// then 2). Writer B's commit lands first, taking the very version A's first group wanted.
+/// A's first group then fails its condition — and so must the second, although the version
+/// it expects is now the store's: it names A's first group, not B's. Both are resolved
+/// again, and the counter counts all three increments.
+async fn a_group_in_flight_never_applies_after_one_that_lost_the_race(h: &Harness) -> CaseResult {
+    let log = OrderedLog::new();
+    let a = pipelined_engine(h, &log);
+    let b = engine(h);
+    let da = a.open_or_create("race").await.step("open a")?;
+    da.atomic_write(AtomicWrite::new().set(b"n".to_vec(), Value::u64(0)))
+        .await
+        .step("a sets n")?;
+    let db = b.open_or_create("race").await.step("open b")?;
+    ensure_eq!(
+        db.get(b"n")
+            .await
+            .step("b reads n")?
+            .and_then(|e| e.value.as_u64()),
+        Some(0)
+    );
+    let incr = |tag: &str| {
+        AtomicWrite::new()
+            .mutate(Mutation::sum(b"n".to_vec(), 1))
+            .set(tag.as_bytes().to_vec(), Value::u64(1))
+    };
+    let before = log.queued();
+    log.pause();
+    let queued = {
+        let d = da.clone();
+        let first = tokio::spawn(async move { d.atomic_write(incr("a1")).await });
+        log.wait_queued(before + 1, PATIENCE)
+            .await
+            .map_err(|e| format!("a's first group: {e}"))?;
+        let d = da.clone();
+        let second = tokio::spawn(async move { d.atomic_write(incr("a2")).await });
+        log.wait_queued(before + 2, PATIENCE).await.map_err(|e| {
+            format!("a's second group never reached the log while the first was in it: {e}")
+        })?;
+        (first, second)
+    };
+    let vb = vs(db.atomic_write(incr("b1")).await.step("b increments")?)?;
+    log.resume();
+    let va1 = vs(queued.0.await.map_err(|e| e.to_string())?.step("a1")?)?;
+    let va2 = vs(queued.1.await.map_err(|e| e.to_string())?.step("a2")?)?;
+    ensure!(
+        vb < va1 && va1 < va2,
+        "versionstamps b {vb}, a1 {va1}, a2 {va2}"
+    );
+    for d in [&da, &db] {
+        let n = d
+            .get(b"n")
+            .await
+            .step("read n")?
+            .and_then(|e| e.value.as_u64());
+        ensure_eq!(n, Some(3));
+        for tag in ["a1", "a2", "b1"] {
+            ensure!(
+                d.get(tag.as_bytes()).await.step("read tag")?.is_some(),
+                "{tag} is missing"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Many clients of a writer whose log holds several groups at once, and another writer
+/// beside it: every increment counts once, and each client's commits keep their order.
+async fn groups_in_flight_lose_nothing_under_concurrent_writers(h: &Harness) -> CaseResult {
+    let log = OrderedLog::new();
+    let a = pipelined_engine(h, &log);
+    let b = engine(h);
+    let dbs = [
+        a.open_or_create("busy").await.step("open a")?,
+        b.open_or_create("busy").await.step("open b")?,
+    ];
+    // A's first commit is held in the log until the others have sent a group after it, so
+    // that the log holds two groups at once whatever the machine's speed.
+    let before = log.queued();
+    log.pause();
+    let (go, ready) = tokio::sync::watch::channel(false);
+    let mut tasks = Vec::new();
+    for (w, d) in dbs.iter().enumerate() {
+        let clients = if w == 0 { 16 } else { 2 };
+        for c in 0..clients {
+            let d = d.clone();
+            let mut ready = ready.clone();
+            let waits = w == 0 && c > 0;
+            tasks.push(tokio::spawn(async move {
+                if waits {
+                    let _ = ready.wait_for(|go| *go).await;
+                }
+                let mut last = Versionstamp::ZERO;
+                for i in 0..25u64 {
+                    let write = AtomicWrite::new()
+                        .mutate(Mutation::sum(format!("n/{}", i % 3).into_bytes(), 1))
+                        .set(format!("c/{w}/{c}").into_bytes(), Value::u64(i));
+                    let v = match d.atomic_write(write).await? {
+                        CommitOutcome::Committed(v) => v,
+                        other => return Err(EngineError::InvalidRequest(format!("{other:?}"))),
+                    };
+                    if v <= last {
+                        return Err(EngineError::InvalidRequest(format!(
+                            "versionstamp {v} after {last}"
+                        )));
+                    }
+                    last = v;
+                }
+                Ok::<(), EngineError>(())
+            }));
+        }
+    }
+    log.wait_queued(before + 1, PATIENCE)
+        .await
+        .map_err(|e| format!("a's first group: {e}"))?;
+    go.send_replace(true);
+    log.wait_queued(before + 2, PATIENCE).await.map_err(|e| {
+        format!("a's next group never reached the log while the first was in it: {e}")
+    })?;
+    log.resume();
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())?.step("client")?;
+    }
+    let keys: Vec<Vec<u8>> = (0..3).map(|i| format!("n/{i}").into_bytes()).collect();
+    for d in &dbs {
+        let got = d.get_many(&keys, ReadAt::Latest).await.step("read")?;
+        let total: u64 = got.iter().flatten().filter_map(|e| e.value.as_u64()).sum();
+        ensure_eq!(total, (16 + 2) * 25);
+    }
+    ensure!(
+        log.most_in_flight() >= 2,
+        "the log never held two groups at once (most: {})",
+        log.most_in_flight()
+    );
+    Ok(())
+}
+
+/// The answers to two groups' batches in flight are lost after they applied: each commit is
+/// settled as applied (from the version record and its write set), answered once as
+/// committed, and counted once.
+async fn a_lost_answer_in_flight_is_settled_not_applied_twice(h: &Harness) -> CaseResult {
+    let log = OrderedLog::new();
+    let a = pipelined_engine(h, &log);
+    let da = a.open_or_create("lost").await.step("open")?;
+    da.atomic_write(AtomicWrite::new().set(b"n".to_vec(), Value::u64(0)))
+        .await
+        .step("set n")?;
+    let before = log.queued();
+    let queued_before = {
+        log.pause();
+        let d = da.clone();
+        let first = tokio::spawn(async move {
+            d.atomic_write(AtomicWrite::new().mutate(Mutation::sum(b"n".to_vec(), 1)))
+                .await
+        });
+        log.wait_queued(before + 1, PATIENCE)
+            .await
+            .map_err(|e| format!("first: {e}"))?;
+        let d = da.clone();
+        let second = tokio::spawn(async move {
+            d.atomic_write(AtomicWrite::new().mutate(Mutation::sum(b"n".to_vec(), 10)))
+                .await
+        });
+        log.wait_queued(before + 2, PATIENCE)
+            .await
+            .map_err(|e| format!("second: {e}"))?;
+        (first, second)
+    };
+    log.lose_answers(2);
+    log.resume();
+    let v1 = vs(queued_before
+        .0
+        .await
+        .map_err(|e| e.to_string())?
+        .step("first")?)?;
+    let v2 = vs(queued_before
+        .1
+        .await
+        .map_err(|e| e.to_string())?
+        .step("second")?)?;
+    ensure!(v1 < v2, "versionstamps {v1} then {v2}");
+    let n = da
+        .get(b"n")
+        .await
+        .step("read n")?
+        .and_then(|e| e.value.as_u64());
+    ensure_eq!(n, Some(11));
     Ok(())
 }
