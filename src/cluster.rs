@@ -79,6 +79,10 @@ pub struct NodeArgs {
     /// [default: 10000].
     #[arg(long)]
     pub raft_snapshot_every: Option<u64>,
+    /// While this node leads: how many commit groups may be in the Raft log at once, each
+    /// proposed while those before it replicate (1: one at a time) [default: 2].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub raft_groups_in_flight: Option<u16>,
     /// Reach peer ID at ADDR instead of the address it advertises (a tunnel or NAT):
     /// ID=ADDR, repeatable.
     #[arg(long = "raft-peer-via", value_name = "ID=ADDR")]
@@ -105,6 +109,7 @@ impl NodeArgs {
                 self.peers = c.peers.clone();
             }
             self.raft_snapshot_every = self.raft_snapshot_every.or(c.snapshot_every);
+            self.raft_groups_in_flight = self.raft_groups_in_flight.or(c.groups_in_flight);
             if self.raft_peer_via.is_empty() {
                 self.raft_peer_via = c
                     .peer_via
@@ -129,6 +134,7 @@ impl NodeArgs {
             || self.raft_advertise.is_some()
             || !self.peers.is_empty()
             || self.raft_snapshot_every.is_some()
+            || self.raft_groups_in_flight.is_some()
             || !self.raft_peer_via.is_empty();
         if given && !self.cluster {
             return Err(
@@ -136,6 +142,12 @@ impl NodeArgs {
                  add --cluster (or a [cluster] section to db.toml)"
                     .into(),
             );
+        }
+        if let Some(n @ (0 | 65..)) = self.raft_groups_in_flight {
+            return Err(format!(
+                "groups in flight must be from 1 to 64 (got {n}): how many commit groups the \
+                 leader keeps in the Raft log at once"
+            ));
         }
         Ok(self)
     }

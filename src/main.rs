@@ -602,7 +602,15 @@ async fn run(cli: Cli) -> CliResult {
             Some(node) => node.backend(),
             None => backend,
         };
-        let engine = std::sync::Arc::new(Engine::new(backend, EngineConfig::default()));
+        let defaults = EngineConfig::default();
+        let config = EngineConfig {
+            #[cfg(feature = "replication")]
+            max_groups_in_flight: node_args
+                .raft_groups_in_flight
+                .map_or(defaults.max_groups_in_flight, usize::from),
+            ..defaults
+        };
+        let engine = std::sync::Arc::new(Engine::new(backend, config));
         // While this node leads, its engine resolves the commits the others forward.
         #[cfg(feature = "replication")]
         if let Some(node) = &node {

@@ -334,7 +334,7 @@ impl Pipeline {
                     continue;
                 };
                 self.gather(&mut waiting, max).await;
-                if let Some(flight) = self.dispatch(waiting, flights.back(), depth > 1) {
+                if let Some(flight) = self.dispatch(waiting, &flights, depth > 1) {
                     flights.push_back(flight);
                 }
                 continue;
@@ -478,14 +478,14 @@ impl Pipeline {
     fn dispatch(
         &mut self,
         waiting: Waiting<'_>,
-        previous: Option<&Flight>,
+        in_flight: &VecDeque<Flight>,
         ordered: bool,
     ) -> Option<Flight> {
         let Waiting { requests, group } = waiting;
         let token = self.shared.multi_process.then(group_token);
         let mut sealed = self.seal(group, token);
         let Some(entry) = sealed.entry.take() else {
-            let Some(previous) = previous else {
+            let Some(previous) = in_flight.back() else {
                 answer(requests, sealed.tally.results);
                 return None;
             };
@@ -502,9 +502,19 @@ impl Pipeline {
         // The next group is checked against this one's writes before they apply.
         self.track(std::mem::take(&mut sealed.tally.pending));
         let ops = Arc::new(entry.ops.clone());
-        let merged = match previous {
-            Some(p) => Arc::new(crate::overlay::stacked(&p.merged, &ops)),
-            None => ops.clone(),
+        // The batches still in flight, then this one (not their own stacks: those hold
+        // batches long applied).
+        let merged = match in_flight.is_empty() {
+            true => ops.clone(),
+            false => Arc::new(
+                in_flight
+                    .iter()
+                    .map(|f| f.ops.as_slice())
+                    .chain([ops.as_slice()])
+                    .fold(Vec::new(), |base, batch| {
+                        crate::overlay::stacked(&base, batch)
+                    }),
+            ),
         };
         let template = LogEntry {
             version: entry.version,
@@ -1081,8 +1091,8 @@ struct Flight {
     sealed: Sealed,
     /// The batch, to send again if its answer is lost.
     ops: Arc<Vec<BatchOp>>,
-    /// The batch stacked on those of the groups in flight before it: the base of the group
-    /// resolved next.
+    /// The batch stacked on those of the groups in flight when it was sent: the base of the
+    /// group resolved next.
     merged: Arc<Vec<BatchOp>>,
     /// The batch's entry without its ops.
     template: LogEntry,

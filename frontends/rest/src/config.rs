@@ -153,6 +153,9 @@ pub struct ClusterSection {
     pub peers: Vec<String>,
     /// Snapshot every this many log entries (`--raft-snapshot-every`).
     pub snapshot_every: Option<u64>,
+    /// Commit groups in the Raft log at once while this node leads
+    /// (`--raft-groups-in-flight`, 1 to 64).
+    pub groups_in_flight: Option<u16>,
     /// The cluster's name (`--cluster-id`).
     pub cluster_id: Option<String>,
     /// The shared secret itself (prefer `secret_env`: a file is easier to leak).
