@@ -181,6 +181,44 @@ struct Inner {
     state: tokio::sync::Mutex<State>,
 }
 
+/// Batches of one database, from consecutive entries of one [`RaftStateMachine::apply`] call,
+/// gathered into one write of the database's copy: every key's last write, and the last
+/// entry's index as the applied marker. Atomic as one entry's batch was, so a crash leaves
+/// all of them or none, and the replay after it skips exactly what the marker covers.
+struct Pending {
+    database: String,
+    store: Arc<dyn Store>,
+    /// What the gathered batches write (`None`: delete), which later preconditions read.
+    writes: std::collections::BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    /// The last entry gathered (`None`: none yet).
+    index: Option<u64>,
+}
+
+impl Pending {
+    async fn write(self) -> SmResult<()> {
+        let Some(index) = self.index else {
+            return Ok(());
+        };
+        let mut batch: Vec<BatchOp> = self
+            .writes
+            .into_iter()
+            .map(|(k, v)| match v {
+                Some(v) => BatchOp::Put(k, v),
+                None => BatchOp::Delete(k),
+            })
+            .collect();
+        batch.push(BatchOp::Put(
+            APPLIED_MARKER.to_vec(),
+            index.to_be_bytes().to_vec(),
+        ));
+        // The Raft log is synced; the copy here need not be (see the module docs).
+        self.store
+            .apply(batch, Durability::Async, None)
+            .await
+            .map_err(|e| io_error("applying a batch", true, e))
+    }
+}
+
 /// The state machine. Cheap to clone; a clone is also its snapshot builder.
 #[derive(Clone)]
 pub struct StateMachine {
@@ -251,9 +289,23 @@ impl StateMachine {
         &self.inner.replica
     }
 
-    async fn apply_command(&self, st: &mut State, index: u64, cmd: Command) -> SmResult<Applied> {
+    /// Apply one command. Batches for one database in a row are gathered in `pending` and
+    /// written together ([`Pending::write`]); anything else writes them first.
+    async fn apply_command(
+        &self,
+        st: &mut State,
+        index: u64,
+        cmd: Command,
+        pending: &mut Option<Pending>,
+    ) -> SmResult<Applied> {
         let replica = &self.inner.replica;
         let fail = |what, e: BackendError| io_error(what, true, e);
+        let same_database = matches!((&cmd, &*pending), (Command::Batch { database, .. }, Some(p)) if *database == p.database);
+        if !same_database {
+            if let Some(p) = pending.take() {
+                p.write().await?;
+            }
+        }
         match cmd {
             Command::CreateDatabase { name } => {
                 replica
@@ -276,13 +328,25 @@ impl StateMachine {
                 durability: _,
                 precondition,
             } => {
-                let Some(store) = replica
-                    .store(&database, false)
-                    .await
-                    .map_err(|e| fail("opening a database", e))?
-                else {
-                    return Ok(Applied::NoDatabase);
+                let gathering = match pending.as_mut() {
+                    Some(p) => p,
+                    None => {
+                        let Some(store) = replica
+                            .store(&database, false)
+                            .await
+                            .map_err(|e| fail("opening a database", e))?
+                        else {
+                            return Ok(Applied::NoDatabase);
+                        };
+                        pending.insert(Pending {
+                            database: database.clone(),
+                            store,
+                            writes: std::collections::BTreeMap::new(),
+                            index: None,
+                        })
+                    }
                 };
+                let store = gathering.store.clone();
                 let marker = match st.markers.get(&database) {
                     Some(m) => *m,
                     None => store
@@ -300,23 +364,25 @@ impl StateMachine {
                 let holds = match &precondition {
                     None => true,
                     Some(p) => {
-                        let now = store
-                            .get(&p.key)
-                            .await
-                            .map_err(|e| io_error("checking a precondition", false, e))?;
+                        let now = match gathering.writes.get(&p.key) {
+                            Some(written) => written.clone(),
+                            None => store
+                                .get(&p.key)
+                                .await
+                                .map_err(|e| io_error("checking a precondition", false, e))?,
+                        };
                         now == p.expected
                     }
                 };
-                let mut batch = if holds { ops } else { Vec::new() };
-                batch.push(BatchOp::Put(
-                    APPLIED_MARKER.to_vec(),
-                    index.to_be_bytes().to_vec(),
-                ));
-                // The Raft log is synced; the copy here need not be (see the module docs).
-                store
-                    .apply(batch, Durability::Async, None)
-                    .await
-                    .map_err(|e| fail("applying a batch", e))?;
+                if holds {
+                    for op in ops {
+                        match op {
+                            BatchOp::Put(k, v) => gathering.writes.insert(k, Some(v)),
+                            BatchOp::Delete(k) => gathering.writes.insert(k, None),
+                        };
+                    }
+                }
+                gathering.index = Some(index);
                 st.markers.insert(database, index);
                 Ok(if holds {
                     Applied::Done
@@ -657,6 +723,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut st = self.inner.state.lock().await;
         let mut out = Vec::new();
+        let mut pending = None;
         for entry in entries {
             st.last_applied = Some(entry.log_id);
             let applied = match entry.payload {
@@ -666,10 +733,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     Applied::Done
                 }
                 EntryPayload::Normal(cmd) => {
-                    self.apply_command(&mut st, entry.log_id.index, cmd).await?
+                    self.apply_command(&mut st, entry.log_id.index, cmd, &mut pending)
+                        .await?
                 }
             };
             out.push(applied);
+        }
+        if let Some(p) = pending {
+            p.write().await?;
         }
         if let Some(l) = st.last_applied {
             self.inner.replica.applied.send_replace(l.index);
