@@ -115,3 +115,76 @@ async fn a_truncated_snapshot_is_refused_and_changes_nothing() {
     assert!(store.get(b"from-the-snapshot").await.unwrap().is_some());
     assert!(store.get(b"already-here").await.unwrap().is_none());
 }
+
+/// Batches of one apply call are written together, but each is still judged in turn: a
+/// precondition sees the writes of the batches before it in the same call, a batch whose
+/// precondition fails writes nothing (and so neither does one conditioned on it), and
+/// replaying the same entries after they applied changes nothing.
+#[tokio::test]
+async fn batches_applied_together_are_each_checked_in_turn() {
+    use openraft::storage::RaftStateMachine;
+    use strata_engine::{BatchOp, Durability, Precondition};
+    use strata_replication::{Applied, Command};
+
+    let (_g, _log, mut sm) = Builder { redb: true }.build().await.unwrap();
+    let entry = |index: u64, cmd: Command| openraft::Entry::<TypeConfig> {
+        log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+        payload: openraft::EntryPayload::Normal(cmd),
+    };
+    // Writes `key` and moves "head" from `after` to `to`.
+    let batch = |key: &[u8], after: Option<&[u8]>, to: &[u8]| Command::Batch {
+        database: "d".into(),
+        ops: vec![
+            BatchOp::Put(b"head".to_vec(), to.to_vec()),
+            BatchOp::Put(key.to_vec(), b"v".to_vec()),
+        ],
+        durability: Durability::Sync,
+        precondition: Some(Precondition {
+            key: b"head".to_vec(),
+            expected: after.map(<[u8]>::to_vec),
+        }),
+    };
+    let entries = vec![
+        entry(1, Command::CreateDatabase { name: "d".into() }),
+        entry(2, batch(b"a", None, b"1")),
+        entry(3, batch(b"b", Some(b"1"), b"2")),
+        entry(4, batch(b"lost", Some(b"1"), b"x")),
+        entry(5, batch(b"after-lost", Some(b"x"), b"y")),
+        entry(6, batch(b"c", Some(b"2"), b"3")),
+    ];
+    let applied = sm.apply(entries.clone()).await.unwrap();
+    assert_eq!(
+        applied,
+        vec![
+            Applied::Done,
+            Applied::Done,
+            Applied::Done,
+            Applied::PreconditionFailed,
+            Applied::PreconditionFailed,
+            Applied::Done,
+        ]
+    );
+    let store = sm.replica().store("d", false).await.unwrap().unwrap();
+    assert_eq!(store.get(b"head").await.unwrap(), Some(b"3".to_vec()));
+    for (key, present) in [
+        (&b"a"[..], true),
+        (b"b", true),
+        (b"c", true),
+        (b"lost", false),
+        (b"after-lost", false),
+    ] {
+        assert_eq!(store.get(key).await.unwrap().is_some(), present, "{key:?}");
+    }
+    // A replay of entries already applied (a restart before the log's end was recorded).
+    store
+        .apply(vec![BatchOp::Delete(b"a".to_vec())], Durability::Sync, None)
+        .await
+        .unwrap();
+    sm.apply(entries[1..].to_vec()).await.unwrap();
+    assert_eq!(
+        store.get(b"a").await.unwrap(),
+        None,
+        "entry 2 was applied twice"
+    );
+    assert_eq!(store.get(b"head").await.unwrap(), Some(b"3".to_vec()));
+}
