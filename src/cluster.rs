@@ -80,7 +80,7 @@ pub struct NodeArgs {
     #[arg(long)]
     pub raft_snapshot_every: Option<u64>,
     /// While this node leads: how many commit groups may be in the Raft log at once, each
-    /// proposed while those before it replicate (1: one at a time) [default: 2].
+    /// proposed while those before it replicate (1: one at a time) [default: 1].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub raft_groups_in_flight: Option<u16>,
     /// Reach peer ID at ADDR instead of the address it advertises (a tunnel or NAT):

@@ -142,7 +142,7 @@ impl Default for EngineConfig {
             sweep_interval_ms: 1_000,
             gc_interval_ms: 10_000,
             max_group_commits: 256,
-            max_groups_in_flight: 2,
+            max_groups_in_flight: 1,
             background_tasks: true,
             follow_interval_ms: 100,
         }

@@ -492,7 +492,10 @@ impl Cluster {
             .args(["--kv-connect", &kv_addr, "--no-pgwire", "--no-rest"])
             .args(["--cluster", "--node-id", &id.to_string(), "--raft", raft])
             .args(["--cluster-id", CLUSTER])
-            .args(["--raft-snapshot-every", &self.snapshot_every.to_string()]);
+            .args(["--raft-snapshot-every", &self.snapshot_every.to_string()])
+            // Not the default (1): the faults also meet a leader with several commit
+            // groups in its log at once, and what follows when one of them fails.
+            .args(["--raft-groups-in-flight", "3"]);
         for ((from, to), link) in &self.links {
             if *from == id {
                 cmd.arg("--raft-peer-via")
