@@ -316,13 +316,7 @@ impl Pipeline {
                     self.next_version = w.group.tally.start_version;
                 }
                 let caught_up = self.catch_up().await;
-                for r in std::mem::take(&mut self.parked) {
-                    let reply = match &caught_up {
-                        Ok(()) => Ok(CommitReply::Done),
-                        Err(e) => Err(group_failure(e)),
-                    };
-                    let _ = r.reply.send(reply);
-                }
+                answer_catch_ups(std::mem::take(&mut self.parked), &caught_up);
                 if let Some(w) = waiting {
                     next = Some(self.resolve_again(&*store, w).await);
                 }
@@ -376,8 +370,7 @@ impl Pipeline {
                         self.recover(done, outcome, std::mem::take(&mut flights)).await;
                     } else if let Err(e) = outcome {
                         tracing::error!(database = %self.shared.name, error = %e, "commit group failed to apply");
-                        let failed = done.requests.iter().map(|_| Err(group_failure(&e))).collect();
-                        answer(done.requests, failed);
+                        answer_each(done.requests, || Err(group_failure(&e)));
                     }
                     // The next group was resolved over a batch that did not apply.
                     if let Some(waiting) = next.take() {
@@ -642,24 +635,14 @@ impl Pipeline {
                 Settled::Failed(e) => {
                     tracing::error!(database = %self.shared.name, error = %e, "commit group failed to apply");
                     chain = Chain::Broken;
-                    let failed = requests.iter().map(|_| Err(group_failure(&e))).collect();
-                    answer(requests, failed);
+                    answer_each(requests, || Err(group_failure(&e)));
                 }
                 Settled::Unknown(e) => {
                     if chain == Chain::Whole {
                         tracing::error!(database = %self.shared.name, error = %e, "commit group result unknown");
                     }
                     chain = Chain::InDoubt;
-                    let unknown = requests
-                        .iter()
-                        .map(|_| {
-                            Err(EngineError::CommitResultUnknown {
-                                database: self.shared.name.clone(),
-                                detail: e.to_string(),
-                            })
-                        })
-                        .collect();
-                    answer(requests, unknown);
+                    answer_each(requests, || Err(self.in_doubt(&e)));
                 }
             }
         }
@@ -673,6 +656,14 @@ impl Pipeline {
         }
     }
 
+    /// The error of a commit whose batch may or may not have applied.
+    fn in_doubt(&self, e: &EngineError) -> EngineError {
+        EngineError::CommitResultUnknown {
+            database: self.shared.name.clone(),
+            detail: e.to_string(),
+        }
+    }
+
     async fn run_group(&mut self, group: Vec<CommitRequest>) {
         // Catching up is a read's request: answer it on its own, so that a read never waits
         // for (or fails with) the batch of the writes it happened to be grouped with.
@@ -681,13 +672,7 @@ impl Pipeline {
             .partition(|r| matches!(r.op, CommitOp::CatchUp { .. }));
         if !catch_ups.is_empty() {
             let caught_up = self.catch_up().await;
-            for req in catch_ups {
-                let reply = match &caught_up {
-                    Ok(()) => Ok(CommitReply::Done),
-                    Err(e) => Err(group_failure(e)),
-                };
-                let _ = req.reply.send(reply);
-            }
+            answer_catch_ups(catch_ups, &caught_up);
         }
         if group.is_empty() {
             return;
@@ -718,15 +703,7 @@ impl Pipeline {
                 }
                 Err(GroupError::Unknown(e)) => {
                     tracing::error!(database = %self.shared.name, error = %e, "commit group result unknown");
-                    break group
-                        .iter()
-                        .map(|_| {
-                            Err(EngineError::CommitResultUnknown {
-                                database: self.shared.name.clone(),
-                                detail: e.to_string(),
-                            })
-                        })
-                        .collect();
+                    break group.iter().map(|_| Err(self.in_doubt(&e))).collect();
                 }
             }
         };
@@ -877,7 +854,7 @@ impl Pipeline {
             entry: None,
             version: None,
             token,
-            expected: self.stored.clone(),
+            expected: token.and_then(|_| self.stored.clone()),
             record: None,
             tally,
         };
@@ -1121,6 +1098,21 @@ fn answer(requests: Vec<CommitRequest>, results: Vec<Result<CommitReply>>) {
     for (req, res) in requests.into_iter().zip(results) {
         let _ = req.reply.send(res);
     }
+}
+
+/// Answer every request alike.
+fn answer_each(requests: Vec<CommitRequest>, reply: impl Fn() -> Result<CommitReply>) {
+    for req in requests {
+        let _ = req.reply.send(reply());
+    }
+}
+
+/// Answer catch-ups with how catching up went.
+fn answer_catch_ups(requests: Vec<CommitRequest>, caught_up: &Result<()>) {
+    answer_each(requests, || match caught_up {
+        Ok(()) => Ok(CommitReply::Done),
+        Err(e) => Err(group_failure(e)),
+    });
 }
 
 /// How many times a group is resolved again after other processes committed first.
