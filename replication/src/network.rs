@@ -1,5 +1,14 @@
 //! Calling other nodes: one gRPC client per peer, every call carrying the cluster id and the
 //! shared secret, with openraft's messages as postcard payloads.
+//!
+//! Log entries go to a follower over one long-lived `Replicate` stream per peer rather than a
+//! call each: openraft sends a peer one `AppendEntries` at a time and waits for its answer,
+//! so the stream carries request, answer, request, answer, in order, and each exchange costs
+//! one message each way instead of a whole gRPC call (headers, a new HTTP/2 stream,
+//! trailers, routing and the secret checked again). The stream is checked once, when it
+//! opens; any error or timeout closes it, and the next exchange opens a new one, so an
+//! answer is never paired with the wrong request. A peer that does not serve `Replicate` (an
+//! older version) gets unary `AppendEntries` calls.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -15,6 +24,8 @@ use openraft::raft::{
 };
 use openraft::AnyError;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tonic::metadata::MetadataValue;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::command::{Applied, Member};
@@ -121,7 +132,44 @@ pub struct PeerClient {
     pub node: NodeId,
     pub addr: String,
     client: Option<RaftClient<Channel>>,
-    credentials: Credentials,
+    /// The metadata every call carries (cluster id, `Bearer` secret), or why it cannot.
+    metadata: std::result::Result<CallMetadata, String>,
+}
+
+#[derive(Clone)]
+struct CallMetadata {
+    cluster: MetadataValue<tonic::metadata::Ascii>,
+    authorization: MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl CallMetadata {
+    fn new(credentials: &Credentials) -> std::result::Result<Self, String> {
+        let cluster = credentials
+            .cluster_id
+            .parse()
+            .map_err(|_| "the cluster id is not a valid header".to_string())?;
+        let authorization = format!("Bearer {}", credentials.secret)
+            .parse()
+            .map_err(|_| "the cluster secret is not a valid header".to_string())?;
+        Ok(CallMetadata {
+            cluster,
+            authorization,
+        })
+    }
+}
+
+/// An open `Replicate` stream to one peer: requests go out through `requests`, answers come
+/// back on `answers` in the same order.
+pub struct ReplicateStream {
+    requests: mpsc::Sender<Payload>,
+    answers: tonic::Streaming<Payload>,
+}
+
+/// The outcome of one exchange on a `Replicate` stream.
+enum Exchanged {
+    Answer(Vec<u8>),
+    /// The peer does not serve `Replicate`: nothing was sent.
+    Unsupported,
 }
 
 /// Which call of the Raft service to make.
@@ -150,7 +198,39 @@ impl PeerClient {
             node,
             addr: addr.to_string(),
             client,
-            credentials,
+            metadata: CallMetadata::new(&credentials),
+        }
+    }
+
+    /// A request carrying the cluster's metadata.
+    fn request<T>(&self, body: T) -> Result<tonic::Request<T>> {
+        let metadata = self
+            .metadata
+            .as_ref()
+            .map_err(|e| ReplicationError::Invalid(e.clone()))?;
+        let mut req = tonic::Request::new(body);
+        let md = req.metadata_mut();
+        md.insert(CLUSTER_HEADER, metadata.cluster.clone());
+        md.insert("authorization", metadata.authorization.clone());
+        Ok(req)
+    }
+
+    /// The error a failed call reports.
+    fn status_error(&self, status: tonic::Status) -> ReplicationError {
+        match status.code() {
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                ReplicationError::Refused {
+                    addr: self.addr.clone(),
+                    detail: status.message().to_string(),
+                }
+            }
+            tonic::Code::InvalidArgument => ReplicationError::Invalid(status.message().to_string()),
+            _ if never_connected(&status) => ReplicationError::NotSent {
+                node: self.node,
+                addr: self.addr.clone(),
+                detail: status.message().to_string(),
+            },
+            _ => self.unreachable(status.message()),
         }
     }
 
@@ -167,19 +247,8 @@ impl PeerClient {
         let Some(mut client) = self.client.clone() else {
             return Err(self.unreachable("not a valid address"));
         };
-        let mut req = tonic::Request::new(Payload { data: body });
+        let mut req = self.request(Payload { data: body })?;
         req.set_timeout(timeout);
-        let md = req.metadata_mut();
-        let cluster = self.credentials.cluster_id.parse().map_err(|_| {
-            ReplicationError::Invalid("the cluster id is not a valid header".into())
-        })?;
-        md.insert(CLUSTER_HEADER, cluster);
-        let auth = format!("Bearer {}", self.credentials.secret)
-            .parse()
-            .map_err(|_| {
-                ReplicationError::Invalid("the cluster secret is not a valid header".into())
-            })?;
-        md.insert("authorization", auth);
         let call = async {
             match method {
                 Method::AppendEntries => client.append_entries(req).await,
@@ -194,23 +263,62 @@ impl PeerClient {
         match tokio::time::timeout(timeout, call).await {
             Err(_) => Err(self.unreachable(format!("no answer within {timeout:?}"))),
             Ok(Ok(resp)) => Ok(resp.into_inner().data),
-            Ok(Err(status)) => Err(match status.code() {
-                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
-                    ReplicationError::Refused {
-                        addr: self.addr.clone(),
-                        detail: status.message().to_string(),
-                    }
-                }
-                tonic::Code::InvalidArgument => {
-                    ReplicationError::Invalid(status.message().to_string())
-                }
-                _ if never_connected(&status) => ReplicationError::NotSent {
-                    node: self.node,
-                    addr: self.addr.clone(),
-                    detail: status.message().to_string(),
+            Ok(Err(status)) => Err(self.status_error(status)),
+        }
+    }
+
+    /// One exchange on the `Replicate` stream in `stream` (opened first if there is none):
+    /// `body` out, its answer back. Any failure closes the stream, so that a late answer is
+    /// never taken for the next request's.
+    async fn exchange(
+        &self,
+        stream: &mut Option<ReplicateStream>,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Exchanged> {
+        let run = async {
+            let open = match stream.take() {
+                Some(open) => open,
+                None => match self.open_replicate().await? {
+                    Some(open) => open,
+                    None => return Ok(Exchanged::Unsupported),
                 },
-                _ => self.unreachable(status.message()),
-            }),
+            };
+            let open = stream.insert(open);
+            if open.requests.send(Payload { data: body }).await.is_err() {
+                return Err(self.unreachable("the replication stream closed"));
+            }
+            match open.answers.message().await {
+                Ok(Some(answer)) => Ok(Exchanged::Answer(answer.data)),
+                Ok(None) => Err(self.unreachable("the replication stream closed")),
+                Err(status) => Err(self.status_error(status)),
+            }
+        };
+        let out = match tokio::time::timeout(timeout, run).await {
+            Err(_) => Err(self.unreachable(format!("no answer within {timeout:?}"))),
+            Ok(out) => out,
+        };
+        if out.is_err() {
+            *stream = None;
+        }
+        out
+    }
+
+    /// Open a `Replicate` stream; `None` if the peer does not serve it.
+    async fn open_replicate(&self) -> Result<Option<ReplicateStream>> {
+        let Some(mut client) = self.client.clone() else {
+            return Err(self.unreachable("not a valid address"));
+        };
+        // One request in the channel at a time: openraft waits for each answer anyway.
+        let (requests, rx) = mpsc::channel(1);
+        let req = self.request(tokio_stream::wrappers::ReceiverStream::new(rx))?;
+        match client.replicate(req).await {
+            Ok(resp) => Ok(Some(ReplicateStream {
+                requests,
+                answers: resp.into_inner(),
+            })),
+            Err(status) if status.code() == tonic::Code::Unimplemented => Ok(None),
+            Err(status) => Err(self.status_error(status)),
         }
     }
 }
@@ -287,6 +395,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
         Peer {
             client: self.0.get(target, &node.raft_addr),
+            stream: None,
+            unary: false,
         }
     }
 }
@@ -294,9 +404,22 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// Raft's view of one peer.
 pub struct Peer {
     client: PeerClient,
+    /// The open `Replicate` stream, if any.
+    stream: Option<ReplicateStream>,
+    /// The peer does not serve `Replicate`: log entries go in unary calls.
+    unary: bool,
 }
 
 type RpcResult<T, E> = std::result::Result<T, RPCError<NodeId, Member, E>>;
+
+fn rpc_error<E: std::error::Error>(e: ReplicationError) -> RPCError<NodeId, Member, E> {
+    match e {
+        ReplicationError::Unreachable { .. } => {
+            RPCError::Unreachable(Unreachable::new(&AnyError::error(e.to_string())))
+        }
+        other => RPCError::Network(NetworkError::new(&AnyError::error(other.to_string()))),
+    }
+}
 
 impl Peer {
     async fn rpc<Req, Resp, E>(
@@ -315,14 +438,18 @@ impl Peer {
             .client
             .call(method, body, option.hard_ttl())
             .await
-            .map_err(|e| match e {
-                ReplicationError::Unreachable { .. } => {
-                    RPCError::Unreachable(Unreachable::new(&AnyError::error(e.to_string())))
-                }
-                other => RPCError::Network(NetworkError::new(&AnyError::error(other.to_string()))),
-            })?;
+            .map_err(rpc_error)?;
+        self.answer(&reply)
+    }
+
+    /// A peer's encoded answer, or the error it carries.
+    fn answer<Resp, E>(&self, reply: &[u8]) -> RpcResult<Resp, E>
+    where
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
         let decoded: std::result::Result<Resp, E> =
-            decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            decode(reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.client.node, e)))
     }
 }
@@ -333,7 +460,26 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        self.rpc(Method::AppendEntries, &rpc, &option).await
+        if self.unary {
+            return self.rpc(Method::AppendEntries, &rpc, &option).await;
+        }
+        let body = encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let exchanged = self
+            .client
+            .exchange(&mut self.stream, body, option.hard_ttl())
+            .await
+            .map_err(rpc_error)?;
+        match exchanged {
+            Exchanged::Answer(reply) => self.answer(&reply),
+            Exchanged::Unsupported => {
+                tracing::info!(
+                    node = self.client.node,
+                    "the peer does not serve Replicate; sending log entries in single calls"
+                );
+                self.unary = true;
+                self.rpc(Method::AppendEntries, &rpc, &option).await
+            }
+        }
     }
 
     async fn install_snapshot(
@@ -350,5 +496,212 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> RpcResult<VoteResponse<NodeId>, RaftError<NodeId>> {
         self.rpc(Method::Vote, &rpc, &option).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Log entries over the `Replicate` stream, against a peer that answers by hand: answers
+    //! keep the requests' order, a request left unanswered closes the stream (so its late
+    //! answer is never taken for the next request's), and a peer without the stream gets
+    //! unary calls.
+
+    use std::pin::Pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use openraft::{CommittedLeaderId, LogId, Vote};
+    use tonic::{Request, Response, Status, Streaming};
+
+    use super::*;
+    use crate::proto::raft_server::{Raft as RaftRpc, RaftServer};
+
+    type Answers =
+        Pin<Box<dyn futures_util::Stream<Item = std::result::Result<Payload, Status>> + Send>>;
+
+    /// The request for entries after index `after`.
+    fn request(after: u64) -> AppendEntriesRequest<TypeConfig> {
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: Some(LogId::new(CommittedLeaderId::new(1, 1), after)),
+            entries: Vec::new(),
+            leader_commit: None,
+        }
+    }
+
+    /// The answer the peer gives `req`: it names the request's index back.
+    fn echo(req: &[u8]) -> Payload {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(req).expect("a request");
+        let answer: std::result::Result<AppendEntriesResponse<NodeId>, RaftError<NodeId>> =
+            Ok(AppendEntriesResponse::PartialSuccess(rpc.prev_log_id));
+        Payload {
+            data: encode(&answer).expect("an answer"),
+        }
+    }
+
+    fn index_of(req: &[u8]) -> Option<u64> {
+        let rpc: AppendEntriesRequest<TypeConfig> = decode(req).ok()?;
+        rpc.prev_log_id.map(|l| l.index)
+    }
+
+    /// Index 99 is answered only once the stream's next request arrives, before that one.
+    const HELD: u64 = 99;
+
+    #[derive(Default)]
+    struct Fake {
+        unary_only: bool,
+        streams_opened: AtomicUsize,
+        unary_calls: AtomicUsize,
+    }
+
+    #[tonic::async_trait]
+    impl RaftRpc for Arc<Fake> {
+        async fn append_entries(
+            &self,
+            req: Request<Payload>,
+        ) -> std::result::Result<Response<Payload>, Status> {
+            self.unary_calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(echo(&req.into_inner().data)))
+        }
+
+        type ReplicateStream = Answers;
+
+        async fn replicate(
+            &self,
+            req: Request<Streaming<Payload>>,
+        ) -> std::result::Result<Response<Answers>, Status> {
+            if self.unary_only {
+                return Err(Status::unimplemented("an older node"));
+            }
+            self.streams_opened.fetch_add(1, Ordering::SeqCst);
+            let mut requests = req.into_inner();
+            let (tx, rx) = mpsc::channel(4);
+            tokio::spawn(async move {
+                let mut held = None;
+                while let Ok(Some(msg)) = requests.message().await {
+                    if let Some(late) = held.take() {
+                        let _ = tx.send(Ok(late)).await;
+                    }
+                    if index_of(&msg.data) == Some(HELD) {
+                        held = Some(echo(&msg.data));
+                    } else {
+                        let _ = tx.send(Ok(echo(&msg.data))).await;
+                    }
+                }
+            });
+            Ok(Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )))
+        }
+
+        async fn vote(
+            &self,
+            _: Request<Payload>,
+        ) -> std::result::Result<Response<Payload>, Status> {
+            Err(Status::unimplemented("not here"))
+        }
+        async fn install_snapshot(
+            &self,
+            _: Request<Payload>,
+        ) -> std::result::Result<Response<Payload>, Status> {
+            Err(Status::unimplemented("not here"))
+        }
+        async fn propose(
+            &self,
+            _: Request<Payload>,
+        ) -> std::result::Result<Response<Payload>, Status> {
+            Err(Status::unimplemented("not here"))
+        }
+        async fn commit(
+            &self,
+            _: Request<Payload>,
+        ) -> std::result::Result<Response<Payload>, Status> {
+            Err(Status::unimplemented("not here"))
+        }
+        async fn read_index(
+            &self,
+            _: Request<Payload>,
+        ) -> std::result::Result<Response<Payload>, Status> {
+            Err(Status::unimplemented("not here"))
+        }
+        async fn admin(
+            &self,
+            _: Request<Payload>,
+        ) -> std::result::Result<Response<Payload>, Status> {
+            Err(Status::unimplemented("not here"))
+        }
+    }
+
+    /// Serve `fake` on a loopback port; Raft's client for it.
+    async fn peer_of(fake: Arc<Fake>) -> Peer {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a port");
+        let addr = listener.local_addr().expect("an address").to_string();
+        let incoming = tonic::transport::server::TcpIncoming::from(listener);
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(RaftServer::new(fake))
+                .serve_with_incoming(incoming),
+        );
+        let credentials = Credentials {
+            cluster_id: "c".into(),
+            secret: "s".into(),
+        };
+        let member = Member {
+            raft_addr: addr,
+            endpoints: BTreeMap::new(),
+        };
+        Network(Peers::new(credentials, BTreeMap::new()))
+            .new_client(2, &member)
+            .await
+    }
+
+    async fn send(peer: &mut Peer, after: u64, ttl: Duration) -> Option<u64> {
+        let answer = peer
+            .append_entries(request(after), RPCOption::new(ttl))
+            .await;
+        match answer {
+            Ok(AppendEntriesResponse::PartialSuccess(Some(log))) => Some(log.index),
+            _ => None,
+        }
+    }
+
+    const TTL: Duration = Duration::from_secs(20);
+
+    #[tokio::test]
+    async fn answers_come_back_in_order_and_a_late_answer_never_pairs_with_the_next_request() {
+        let fake = Arc::new(Fake::default());
+        let mut peer = peer_of(fake.clone()).await;
+        for after in [1, 2, 3] {
+            assert_eq!(send(&mut peer, after, TTL).await, Some(after));
+        }
+        assert_eq!(
+            fake.streams_opened.load(Ordering::SeqCst),
+            1,
+            "one stream serves every exchange"
+        );
+
+        // No answer until the stream's next request: the exchange gives up…
+        assert_eq!(
+            send(&mut peer, HELD, Duration::from_millis(200)).await,
+            None
+        );
+        // …and the next request goes on a new stream, so it gets its own answer, not 99's.
+        assert_eq!(send(&mut peer, 5, TTL).await, Some(5));
+        assert_eq!(fake.streams_opened.load(Ordering::SeqCst), 2);
+        assert_eq!(fake.unary_calls.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_the_stream_gets_single_calls() {
+        let fake = Arc::new(Fake {
+            unary_only: true,
+            ..Fake::default()
+        });
+        let mut peer = peer_of(fake.clone()).await;
+        for after in [1, 2] {
+            assert_eq!(send(&mut peer, after, TTL).await, Some(after));
+        }
+        assert_eq!(fake.unary_calls.load(Ordering::SeqCst), 2);
     }
 }

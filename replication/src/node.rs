@@ -894,6 +894,11 @@ impl Node {
         self.raft.is_initialized().await.unwrap_or(false)
     }
 
+    /// Turns true when the node begins to shut down.
+    pub(crate) fn stopping(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
     /// Stop Raft and the listener. The backend's stores stay open for the engine to close.
     pub async fn shutdown(&self) {
         self.shutdown.send_replace(true);

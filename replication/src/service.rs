@@ -2,12 +2,14 @@
 //! calling, decode, hand the message to Raft or the node, encode the answer. A call from
 //! another cluster or with the wrong secret is refused before it is decoded.
 
+use std::pin::Pin;
 use std::sync::Arc;
 
 use openraft::error::{InstallSnapshotError, RaftError};
 use openraft::raft::{AppendEntriesRequest, InstallSnapshotRequest, VoteRequest};
 use tokio::sync::watch;
-use tonic::{Request, Response, Status};
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status, Streaming};
 
 use crate::command::Command;
 use crate::error::{decode, encode};
@@ -52,10 +54,9 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 impl RaftService {
-    fn admit(&self, req: &Request<Payload>) -> Result<(), Status> {
+    fn admit(&self, metadata: &MetadataMap) -> Result<(), Status> {
         let creds = self.node.credentials();
-        let cluster = req
-            .metadata()
+        let cluster = metadata
             .get(CLUSTER_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
@@ -65,8 +66,7 @@ impl RaftService {
                 creds.cluster_id
             )));
         }
-        let token = req
-            .metadata()
+        let token = metadata
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
@@ -78,22 +78,64 @@ impl RaftService {
     }
 
     fn open<T: serde::de::DeserializeOwned>(&self, req: Request<Payload>) -> Result<T, Status> {
-        self.admit(&req)?;
+        self.admit(req.metadata())?;
         decode(&req.into_inner().data).map_err(|e| Status::invalid_argument(e.to_string()))
     }
 }
 
 fn reply<T: serde::Serialize>(value: &T) -> Result<Response<Payload>, Status> {
+    payload(value).map(Response::new)
+}
+
+fn payload<T: serde::Serialize>(value: &T) -> Result<Payload, Status> {
     encode(value)
-        .map(|data| Response::new(Payload { data }))
+        .map(|data| Payload { data })
         .map_err(|e| Status::internal(e.to_string()))
 }
+
+/// The answers of a `Replicate` stream.
+type Answers = Pin<Box<dyn futures_util::Stream<Item = Result<Payload, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         let rpc: AppendEntriesRequest<TypeConfig> = self.open(req)?;
         reply(&self.node.raft().append_entries(rpc).await)
+    }
+
+    type ReplicateStream = Answers;
+
+    /// Each request on the stream is handed to Raft once the answer to the one before it has
+    /// been sent, so answers keep the requests' order. A message that does not decode ends
+    /// the stream with an error (the leader opens a new one); so does this node's shutdown,
+    /// which would otherwise wait for the leader to close the stream.
+    async fn replicate(
+        &self,
+        req: Request<Streaming<Payload>>,
+    ) -> Result<Response<Answers>, Status> {
+        self.admit(req.metadata())?;
+        let state = (self.node.clone(), req.into_inner(), self.node.stopping());
+        let answers = futures_util::stream::unfold(Some(state), |state| async move {
+            let (node, mut requests, mut stopping) = state?;
+            let next = tokio::select! {
+                next = requests.message() => next,
+                _ = stopping.wait_for(|s| *s) => {
+                    return Some((Err(Status::unavailable("the node is shutting down")), None));
+                }
+            };
+            let msg = match next {
+                Ok(Some(msg)) => msg,
+                Ok(None) => return None,
+                Err(status) => return Some((Err(status), None)),
+            };
+            let rpc: AppendEntriesRequest<TypeConfig> = match decode(&msg.data) {
+                Ok(rpc) => rpc,
+                Err(e) => return Some((Err(Status::invalid_argument(e.to_string())), None)),
+            };
+            let answer = payload(&node.raft().append_entries(rpc).await);
+            Some((answer, Some((node, requests, stopping))))
+        });
+        Ok(Response::new(Box::pin(answers)))
     }
 
     async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
@@ -119,7 +161,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn read_index(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        self.admit(&req)?;
+        self.admit(req.metadata())?;
         reply(&self.node.read_index_forwarded().await)
     }
 
