@@ -11,10 +11,17 @@
 //! Every write is synced before it is reported done: Raft's safety rests on a vote and an
 //! appended entry surviving a crash. The state machine keeps its own records in the same
 //! database (see [`crate::state_machine`]).
+//!
+//! The newest entries are also kept in memory ([`Tail`]): every entry is read back soon after
+//! it is appended — by the leader once per follower it sends it to, and by every node to
+//! apply it — and a copy from memory costs less than a range read and a decode. The tail is
+//! a run of consecutive entries ending at the last appended; truncating or purging the log
+//! cuts it in step, and reads outside it go to the store.
 
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
@@ -34,6 +41,10 @@ const PURGED: &[u8] = b"mpurged";
 
 /// How many entries one scan reads.
 const SCAN_CHUNK: usize = 512;
+
+/// The most entries, and encoded bytes, the in-memory tail holds.
+const TAIL_ENTRIES: usize = 4096;
+const TAIL_BYTES: usize = 32 << 20;
 
 fn entry_key(index: u64) -> Vec<u8> {
     let mut k = Vec::with_capacity(9);
@@ -71,15 +82,133 @@ pub(crate) fn decode_or<T: serde::de::DeserializeOwned>(
     postcard::from_bytes(raw).map_err(|e| io_error(what, false, format!("corrupt record: {e}")))
 }
 
-/// The log store. Cheap to clone: clones share the database (and serve as log readers).
+/// The newest entries, consecutive, each with its encoded size.
+#[derive(Default)]
+struct Tail {
+    entries: VecDeque<(Entry<TypeConfig>, usize)>,
+    bytes: usize,
+}
+
+impl Tail {
+    fn first_index(&self) -> Option<u64> {
+        self.entries.front().map(|(e, _)| e.log_id.index)
+    }
+
+    fn next_index(&self) -> Option<u64> {
+        self.entries.back().map(|(e, _)| e.log_id.index + 1)
+    }
+
+    /// Add entries just appended; a gap before them starts the tail afresh.
+    fn extend(&mut self, appended: Vec<(Entry<TypeConfig>, usize)>) {
+        let Some((first, _)) = appended.first() else {
+            return;
+        };
+        if self
+            .next_index()
+            .is_some_and(|next| next != first.log_id.index)
+        {
+            self.clear();
+        }
+        for (entry, size) in appended {
+            self.bytes += size;
+            self.entries.push_back((entry, size));
+        }
+        while self.entries.len() > TAIL_ENTRIES || self.bytes > TAIL_BYTES {
+            self.pop_front();
+        }
+    }
+
+    fn pop_front(&mut self) {
+        if let Some((_, size)) = self.entries.pop_front() {
+            self.bytes -= size;
+        }
+    }
+
+    /// Forget entries from `index` on (a truncated log).
+    fn cut_from(&mut self, index: u64) {
+        while self.next_index().is_some_and(|next| next > index) {
+            if let Some((_, size)) = self.entries.pop_back() {
+                self.bytes -= size;
+            }
+        }
+    }
+
+    /// Forget entries up to and including `index` (a purged log).
+    fn cut_to(&mut self, index: u64) {
+        while self.first_index().is_some_and(|first| first <= index) {
+            self.pop_front();
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Copies of the entries `start..end` (`None`: to the last), if the tail holds every one
+    /// of them the log has.
+    fn get(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry<TypeConfig>>> {
+        let first = self.first_index()?;
+        // The tail ends where the log does: nothing is stored past `next`.
+        let next = self.next_index()?;
+        let end = end.map_or(next, |e| e.min(next));
+        if start >= end {
+            return Some(Vec::new());
+        }
+        if start < first {
+            return None;
+        }
+        let from = usize::try_from(start - first).ok()?;
+        let to = usize::try_from(end - first).ok()?;
+        Some(
+            self.entries
+                .range(from..to)
+                .map(|(e, _)| e.clone())
+                .collect(),
+        )
+    }
+}
+
+/// The log store. Cheap to clone: clones share the database and the in-memory tail (and
+/// serve as log readers).
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<dyn Store>,
+    tail: Arc<Mutex<Tail>>,
 }
 
 impl LogStore {
     pub fn new(db: Arc<dyn Store>) -> Self {
-        LogStore { db }
+        LogStore {
+            db,
+            tail: Arc::default(),
+        }
+    }
+
+    fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
+        self.tail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Append `entries` to the log, synced, and to the in-memory tail.
+    async fn append_entries(
+        &self,
+        entries: impl IntoIterator<Item = Entry<TypeConfig>>,
+    ) -> Result<(), StorageError<NodeId>> {
+        let mut ops = Vec::new();
+        let mut appended = Vec::new();
+        for e in entries {
+            let raw = encode_or("log entry", &e)?;
+            let size = raw.len();
+            ops.push(BatchOp::Put(entry_key(e.log_id.index), raw));
+            appended.push((e, size));
+        }
+        let written = self.write(ops, "appending to the log").await;
+        match &written {
+            Ok(()) => self.tail().extend(appended),
+            // What reached the store is unknown: read it from there.
+            Err(_) => self.tail().clear(),
+        }
+        written
     }
 
     async fn read<T: serde::de::DeserializeOwned>(
@@ -192,6 +321,9 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if end.is_some_and(|e| e <= start) {
             return Ok(Vec::new());
         }
+        if let Some(entries) = self.tail().get(start, end) {
+            return Ok(entries);
+        }
         self.entries_in(start, end)
             .await?
             .iter()
@@ -255,14 +387,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
-        let mut ops = Vec::new();
-        for e in entries {
-            ops.push(BatchOp::Put(
-                entry_key(e.log_id.index),
-                encode_or("log entry", &e)?,
-            ));
-        }
-        let written = self.write(ops, "appending to the log").await;
+        let written = self.append_entries(entries).await;
         match &written {
             Ok(()) => callback.log_io_completed(Ok(())),
             Err(e) => callback.log_io_completed(Err(std::io::Error::other(e.to_string()))),
@@ -271,12 +396,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
+        // The tail first, so that no read after this call is served the removed entries.
+        self.tail().cut_from(log_id.index);
         self.delete_range(log_id.index, None, Vec::new(), "truncating the log")
             .await
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let raw = encode_or("purged log id", &log_id)?;
+        self.tail().cut_to(log_id.index);
         self.delete_range(
             0,
             log_id.index.checked_add(1),
@@ -284,5 +412,95 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             "purging the log",
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The in-memory tail answers every read exactly as the store does, through appends,
+    //! truncations and purges.
+
+    use openraft::testing::log_id;
+    use openraft::EntryPayload;
+    use strata_backend_memory::MemoryBackend;
+    use strata_engine::Backend;
+
+    use super::*;
+
+    fn entries(term: u64, indexes: std::ops::RangeInclusive<u64>) -> Vec<Entry<TypeConfig>> {
+        indexes
+            .map(|i| Entry {
+                log_id: log_id(term, 1, i),
+                payload: EntryPayload::Blank,
+            })
+            .collect()
+    }
+
+    /// The log ids a read of `start..end` gives, from `log` and from the store alone.
+    async fn both(log: &LogStore, start: u64, end: Option<u64>) -> (Vec<String>, Vec<String>) {
+        let ids = |es: Vec<Entry<TypeConfig>>| es.iter().map(|e| e.log_id.to_string()).collect();
+        let mut cached = log.clone();
+        let from_tail = match end {
+            Some(end) => cached.try_get_log_entries(start..end).await,
+            None => cached.try_get_log_entries(start..).await,
+        }
+        .expect("a read");
+        let mut bare = LogStore::new(log.db.clone());
+        let from_store = match end {
+            Some(end) => bare.try_get_log_entries(start..end).await,
+            None => bare.try_get_log_entries(start..).await,
+        }
+        .expect("a read");
+        (ids(from_tail), ids(from_store))
+    }
+
+    async fn check(log: &LogStore, reads: &[(u64, Option<u64>)]) {
+        for &(start, end) in reads {
+            let (tail, store) = both(log, start, end).await;
+            assert_eq!(tail, store, "reading {start}..{end:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_tail_reads_as_the_store_does() {
+        let backend = MemoryBackend::new();
+        let mut log = LogStore::new(backend.open(RAFT_DB, true).await.expect("a store"));
+        let reads = [
+            (1, None),
+            (1, Some(11)),
+            (4, Some(8)),
+            (5, Some(6)),
+            (9, None),
+            (0, Some(3)),
+        ];
+
+        log.append_entries(entries(1, 1..=10))
+            .await
+            .expect("appended");
+        check(&log, &reads).await;
+        assert_eq!(both(&log, 1, None).await.0.len(), 10);
+
+        // A new leader's entries replace those from 6 on.
+        log.truncate(log_id(1, 1, 6)).await.expect("truncated");
+        check(&log, &reads).await;
+        log.append_entries(entries(2, 6..=7))
+            .await
+            .expect("appended");
+        check(&log, &reads).await;
+        assert_eq!(
+            both(&log, 5, None).await.0,
+            ["T1-N1-5", "T2-N1-6", "T2-N1-7"]
+        );
+
+        log.purge(log_id(1, 1, 3)).await.expect("purged");
+        check(&log, &reads).await;
+        assert_eq!(both(&log, 1, None).await.0.len(), 4);
+
+        // More than the tail holds: the oldest are read from the store.
+        let last = TAIL_ENTRIES as u64 + 20;
+        log.append_entries(entries(2, 8..=last))
+            .await
+            .expect("appended");
+        check(&log, &[(4, None), (4, Some(30)), (last - 5, None)]).await;
     }
 }
