@@ -75,8 +75,8 @@ pub struct NodeArgs {
     /// once every peer answers), with no `strata cluster init`.
     #[arg(long = "peer", value_name = "ADDR")]
     pub peers: Vec<String>,
-    /// Build a snapshot (and compact the log behind it) every this many log entries
-    /// [default: 10000].
+    /// Build a snapshot (and compact the log behind it) after at least this many log
+    /// entries, once they also wrote a quarter of the last snapshot's size [default: 10000].
     #[arg(long)]
     pub raft_snapshot_every: Option<u64>,
     /// While this node leads: how many commit groups may be in the Raft log at once, each

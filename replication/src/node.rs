@@ -163,6 +163,8 @@ impl Node {
         let sm = StateMachine::open(replica.clone(), raft_db, &config.snapshot_dir)
             .await
             .map_err(|e| ReplicationError::Raft(e.to_string()))?;
+        sm.snapshot_every(config.snapshot_every);
+        let snapshot_due = sm.snapshot_due();
 
         let listener = tokio::net::TcpListener::bind(&config.listen)
             .await
@@ -188,7 +190,9 @@ impl Node {
             heartbeat_interval: config.heartbeat_ms,
             election_timeout_min: config.election_timeout_ms.0,
             election_timeout_max: config.election_timeout_ms.1,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(config.snapshot_every),
+            // Snapshots are asked for when the state machine finds one due: by entries and
+            // by size (see `state_machine`), where openraft's policy counts entries only.
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: config.keep_after_snapshot,
             snapshot_max_chunk_size: 1 << 20,
             install_snapshot_timeout: 5_000,
@@ -222,6 +226,7 @@ impl Node {
             forward_wake: tokio::sync::Notify::new(),
         });
         tokio::spawn(node.clone().barrier_rounds());
+        tokio::spawn(node.clone().snapshots_when_due(snapshot_due));
         for _ in 0..FORWARD_ROUNDS {
             tokio::spawn(node.clone().forward_rounds());
         }
@@ -892,6 +897,22 @@ impl Node {
     /// Whether this node is part of an initialized cluster.
     pub async fn is_initialized(&self) -> bool {
         self.raft.is_initialized().await.unwrap_or(false)
+    }
+
+    /// Ask Raft for a snapshot each time the state machine finds one due, until shutdown.
+    /// (Raft ignores the request while a snapshot is being built; the next applied entry
+    /// finds it due again.)
+    async fn snapshots_when_due(self: Arc<Self>, due: Arc<tokio::sync::Notify>) {
+        let mut shutdown = self.shutdown.subscribe();
+        loop {
+            tokio::select! {
+                _ = due.notified() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            if self.raft.trigger().snapshot().await.is_err() {
+                return;
+            }
+        }
     }
 
     /// Turns true when the node begins to shut down.

@@ -188,3 +188,82 @@ async fn batches_applied_together_are_each_checked_in_turn() {
     );
     assert_eq!(store.get(b"head").await.unwrap(), Some(b"3".to_vec()));
 }
+
+/// A snapshot is due after `every` entries while the data is small, but once the last
+/// snapshot is large, only when the entries since it wrote a quarter of its size: building a
+/// snapshot of a large database after every few small writes would cost more than the log it
+/// saves. Applied entries count toward the next snapshot from the moment one is taken.
+#[tokio::test]
+async fn a_snapshot_is_due_by_entries_and_by_bytes_written_since_the_last() {
+    use openraft::storage::{RaftSnapshotBuilder, RaftStateMachine};
+    use strata_engine::{BatchOp, Durability};
+    use strata_replication::Command;
+
+    let (_g, _log, mut sm) = Builder { redb: true }.build().await.unwrap();
+    let due = sm.snapshot_due();
+    assert!(
+        !sm.snapshot_schedule().is_due(),
+        "never due until scheduled"
+    );
+    sm.snapshot_every(3);
+    let mut index = 0;
+    let mut entry = |cmd: Command| {
+        index += 1;
+        openraft::Entry::<TypeConfig> {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
+            payload: openraft::EntryPayload::Normal(cmd),
+        }
+    };
+    // One put of `n` bytes of value under key `k`.
+    let put = |k: u32, n: usize| Command::Batch {
+        database: "d".into(),
+        ops: vec![BatchOp::Put(k.to_be_bytes().to_vec(), vec![7; n])],
+        durability: Durability::Sync,
+        precondition: None,
+    };
+
+    sm.apply(vec![entry(Command::CreateDatabase { name: "d".into() })])
+        .await
+        .unwrap();
+    sm.apply(vec![entry(put(0, 10))]).await.unwrap();
+    assert!(!sm.snapshot_schedule().is_due(), "two entries of three");
+    sm.apply(vec![entry(put(1, 10))]).await.unwrap();
+    assert!(
+        sm.snapshot_schedule().is_due(),
+        "no snapshot yet: entries alone decide"
+    );
+    tokio::time::timeout(std::time::Duration::from_secs(20), due.notified())
+        .await
+        .expect("the node is told a snapshot is due");
+
+    // 400 KB of data, then a snapshot of it.
+    let big: Vec<_> = (2..402).map(|k| entry(put(k, 1000))).collect();
+    sm.apply(big).await.unwrap();
+    let snapshot = sm
+        .get_snapshot_builder()
+        .await
+        .build_snapshot()
+        .await
+        .unwrap();
+    drop(snapshot);
+    let schedule = sm.snapshot_schedule();
+    assert_eq!((schedule.entries, schedule.bytes), (0, 0));
+    assert!(schedule.last_size > 400_000, "{schedule:?}");
+
+    // Many small entries are not worth a new copy of 400 KB…
+    let small: Vec<_> = (1000..1100).map(|k| entry(put(k, 10))).collect();
+    sm.apply(small).await.unwrap();
+    let schedule = sm.snapshot_schedule();
+    assert!(
+        schedule.entries >= 100 && !schedule.is_due(),
+        "{schedule:?}"
+    );
+    // …until they add up to a quarter of it.
+    let more: Vec<_> = (2000..2100).map(|k| entry(put(k, 1000))).collect();
+    sm.apply(more).await.unwrap();
+    assert!(
+        sm.snapshot_schedule().is_due(),
+        "{:?}",
+        sm.snapshot_schedule()
+    );
+}
