@@ -160,7 +160,7 @@ impl CallMetadata {
 
 /// An open `Replicate` stream to one peer: requests go out through `requests`, answers come
 /// back on `answers` in the same order.
-pub struct ReplicateStream {
+struct ReplicateStream {
     requests: mpsc::Sender<Payload>,
     answers: tonic::Streaming<Payload>,
 }
