@@ -1,14 +1,15 @@
 //! Calling other nodes: one gRPC client per peer, every call carrying the cluster id and the
 //! shared secret, with openraft's messages as postcard payloads.
 //!
-//! Log entries go to a follower over one long-lived `Replicate` stream per peer rather than a
-//! call each: openraft sends a peer one `AppendEntries` at a time and waits for its answer,
-//! so the stream carries request, answer, request, answer, in order, and each exchange costs
-//! one message each way instead of a whole gRPC call (headers, a new HTTP/2 stream,
-//! trailers, routing and the secret checked again). The stream is checked once, when it
-//! opens; any error or timeout closes it, and the next exchange opens a new one, so an
-//! answer is never paired with the wrong request. A peer that does not serve `Replicate` (an
-//! older version) gets unary `AppendEntries` calls.
+//! Calls made over and over to one peer go on long-lived streams rather than a call each:
+//! log entries to a follower (`Replicate`: openraft sends a peer one `AppendEntries` at a
+//! time and waits for its answer) and a follower's rounds of commits to the leader
+//! (`Forward`: each round task waits for its round's answer). A stream carries request,
+//! answer, request, answer, in order, and each exchange costs one message each way instead
+//! of a whole gRPC call (headers, a new HTTP/2 stream, trailers, routing and the secret
+//! checked again). The stream is checked once, when it opens; any error or timeout closes
+//! it, and the next exchange opens a new one, so an answer is never paired with the wrong
+//! request. A peer that does not serve the stream (an older version) gets unary calls.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
@@ -158,18 +159,91 @@ impl CallMetadata {
     }
 }
 
-/// An open `Replicate` stream to one peer: requests go out through `requests`, answers come
-/// back on `answers` in the same order.
-struct ReplicateStream {
+/// An open stream of exchanges with one peer: requests go out through `requests`, answers
+/// come back on `answers` in the same order.
+struct CallStream {
     requests: mpsc::Sender<Payload>,
     answers: tonic::Streaming<Payload>,
 }
 
-/// The outcome of one exchange on a `Replicate` stream.
+/// Which stream of exchanges to open.
+#[derive(Debug, Clone, Copy)]
+pub enum StreamMethod {
+    /// `AppendEntries`, one after another.
+    Replicate,
+    /// Rounds of forwarded commits, one after another.
+    Forward,
+}
+
+impl StreamMethod {
+    /// The unary call that does the same, for peers without the stream.
+    fn unary(self) -> Method {
+        match self {
+            StreamMethod::Replicate => Method::AppendEntries,
+            StreamMethod::Forward => Method::Commit,
+        }
+    }
+}
+
+/// The outcome of one exchange on a stream.
 enum Exchanged {
     Answer(Vec<u8>),
-    /// The peer does not serve `Replicate`: nothing was sent.
+    /// The peer does not serve the stream: nothing was sent.
     Unsupported,
+}
+
+/// One caller's way to one peer for calls made one after another: a stream, kept while the
+/// peer stays the same, or the unary call for a peer that does not serve the stream.
+pub struct StreamLink {
+    method: StreamMethod,
+    /// The node and address the stream goes to.
+    to: Option<(NodeId, String)>,
+    stream: Option<CallStream>,
+    unary: bool,
+}
+
+impl StreamLink {
+    pub fn new(method: StreamMethod) -> Self {
+        StreamLink {
+            method,
+            to: None,
+            stream: None,
+            unary: false,
+        }
+    }
+
+    /// One request to `peer`: its answer, or the error the unary call would have had.
+    pub async fn send(
+        &mut self,
+        peer: &PeerClient,
+        body: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<Vec<u8>> {
+        let to = (peer.node, peer.addr.clone());
+        if self.to.as_ref() != Some(&to) {
+            *self = StreamLink {
+                to: Some(to),
+                ..StreamLink::new(self.method)
+            };
+        }
+        if !self.unary {
+            match peer
+                .exchange(self.method, &mut self.stream, body.clone(), timeout)
+                .await?
+            {
+                Exchanged::Answer(answer) => return Ok(answer),
+                Exchanged::Unsupported => {
+                    tracing::info!(
+                        node = peer.node,
+                        "the peer does not serve {:?} streams; using single calls",
+                        self.method
+                    );
+                    self.unary = true;
+                }
+            }
+        }
+        peer.call(self.method.unary(), body, timeout).await
+    }
 }
 
 /// Which call of the Raft service to make.
@@ -267,30 +341,33 @@ impl PeerClient {
         }
     }
 
-    /// One exchange on the `Replicate` stream in `stream` (opened first if there is none):
-    /// `body` out, its answer back. Any failure closes the stream, so that a late answer is
-    /// never taken for the next request's.
+    /// One exchange on the stream in `stream` (a `method` stream, opened first if there is
+    /// none): `body` out, its answer back. Any failure closes the stream, so that a late
+    /// answer is never taken for the next request's. An error opening the stream is the
+    /// error a call would have had (`NotSent` if no connection could be made); once it is
+    /// open, a failure is `Unreachable`: the request may have arrived.
     async fn exchange(
         &self,
-        stream: &mut Option<ReplicateStream>,
+        method: StreamMethod,
+        stream: &mut Option<CallStream>,
         body: Vec<u8>,
         timeout: Duration,
     ) -> Result<Exchanged> {
         let run = async {
             let open = match stream.take() {
                 Some(open) => open,
-                None => match self.open_replicate().await? {
+                None => match self.open_stream(method).await? {
                     Some(open) => open,
                     None => return Ok(Exchanged::Unsupported),
                 },
             };
             let open = stream.insert(open);
             if open.requests.send(Payload { data: body }).await.is_err() {
-                return Err(self.unreachable("the replication stream closed"));
+                return Err(self.unreachable("the stream closed"));
             }
             match open.answers.message().await {
                 Ok(Some(answer)) => Ok(Exchanged::Answer(answer.data)),
-                Ok(None) => Err(self.unreachable("the replication stream closed")),
+                Ok(None) => Err(self.unreachable("the stream closed")),
                 Err(status) => Err(self.status_error(status)),
             }
         };
@@ -304,16 +381,20 @@ impl PeerClient {
         out
     }
 
-    /// Open a `Replicate` stream; `None` if the peer does not serve it.
-    async fn open_replicate(&self) -> Result<Option<ReplicateStream>> {
+    /// Open a `method` stream; `None` if the peer does not serve it.
+    async fn open_stream(&self, method: StreamMethod) -> Result<Option<CallStream>> {
         let Some(mut client) = self.client.clone() else {
             return Err(self.unreachable("not a valid address"));
         };
-        // One request in the channel at a time: openraft waits for each answer anyway.
+        // One request in the channel at a time: each waits for its answer anyway.
         let (requests, rx) = mpsc::channel(1);
         let req = self.request(tokio_stream::wrappers::ReceiverStream::new(rx))?;
-        match client.replicate(req).await {
-            Ok(resp) => Ok(Some(ReplicateStream {
+        let opened = match method {
+            StreamMethod::Replicate => client.replicate(req).await,
+            StreamMethod::Forward => client.forward(req).await,
+        };
+        match opened {
+            Ok(resp) => Ok(Some(CallStream {
                 requests,
                 answers: resp.into_inner(),
             })),
@@ -395,8 +476,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     async fn new_client(&mut self, target: NodeId, node: &Member) -> Peer {
         Peer {
             client: self.0.get(target, &node.raft_addr),
-            stream: None,
-            unary: false,
+            link: StreamLink::new(StreamMethod::Replicate),
         }
     }
 }
@@ -404,10 +484,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 /// Raft's view of one peer.
 pub struct Peer {
     client: PeerClient,
-    /// The open `Replicate` stream, if any.
-    stream: Option<ReplicateStream>,
-    /// The peer does not serve `Replicate`: log entries go in unary calls.
-    unary: bool,
+    /// Log entries go on a `Replicate` stream.
+    link: StreamLink,
 }
 
 type RpcResult<T, E> = std::result::Result<T, RPCError<NodeId, Member, E>>;
@@ -460,26 +538,13 @@ impl RaftNetwork<TypeConfig> for Peer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
-        if self.unary {
-            return self.rpc(Method::AppendEntries, &rpc, &option).await;
-        }
         let body = encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let exchanged = self
-            .client
-            .exchange(&mut self.stream, body, option.hard_ttl())
+        let reply = self
+            .link
+            .send(&self.client, body, option.hard_ttl())
             .await
             .map_err(rpc_error)?;
-        match exchanged {
-            Exchanged::Answer(reply) => self.answer(&reply),
-            Exchanged::Unsupported => {
-                tracing::info!(
-                    node = self.client.node,
-                    "the peer does not serve Replicate; sending log entries in single calls"
-                );
-                self.unary = true;
-                self.rpc(Method::AppendEntries, &rpc, &option).await
-            }
-        }
+        self.answer(&reply)
     }
 
     async fn install_snapshot(
@@ -593,6 +658,29 @@ mod tests {
             )))
         }
 
+        type ForwardStream = Answers;
+
+        /// Each round's answer is the round itself.
+        async fn forward(
+            &self,
+            req: Request<Streaming<Payload>>,
+        ) -> std::result::Result<Response<Answers>, Status> {
+            if self.unary_only {
+                return Err(Status::unimplemented("an older node"));
+            }
+            self.streams_opened.fetch_add(1, Ordering::SeqCst);
+            let mut requests = req.into_inner();
+            let (tx, rx) = mpsc::channel(4);
+            tokio::spawn(async move {
+                while let Ok(Some(msg)) = requests.message().await {
+                    let _ = tx.send(Ok(msg)).await;
+                }
+            });
+            Ok(Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )))
+        }
+
         async fn vote(
             &self,
             _: Request<Payload>,
@@ -613,9 +701,10 @@ mod tests {
         }
         async fn commit(
             &self,
-            _: Request<Payload>,
+            req: Request<Payload>,
         ) -> std::result::Result<Response<Payload>, Status> {
-            Err(Status::unimplemented("not here"))
+            self.unary_calls.fetch_add(1, Ordering::SeqCst);
+            Ok(Response::new(req.into_inner()))
         }
         async fn read_index(
             &self,
@@ -631,6 +720,19 @@ mod tests {
         }
     }
 
+    /// Serve `fake` on a loopback port; a client for it, as node `id`.
+    async fn client_of(fake: Arc<Fake>, id: NodeId) -> PeerClient {
+        let peer = peer_of(fake).await;
+        PeerClient::new(id, &peer.client.addr, credentials())
+    }
+
+    fn credentials() -> Credentials {
+        Credentials {
+            cluster_id: "c".into(),
+            secret: "s".into(),
+        }
+    }
+
     /// Serve `fake` on a loopback port; Raft's client for it.
     async fn peer_of(fake: Arc<Fake>) -> Peer {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -643,10 +745,7 @@ mod tests {
                 .add_service(RaftServer::new(fake))
                 .serve_with_incoming(incoming),
         );
-        let credentials = Credentials {
-            cluster_id: "c".into(),
-            secret: "s".into(),
-        };
+        let credentials = credentials();
         let member = Member {
             raft_addr: addr,
             endpoints: BTreeMap::new(),
@@ -701,6 +800,50 @@ mod tests {
         let mut peer = peer_of(fake.clone()).await;
         for after in [1, 2] {
             assert_eq!(send(&mut peer, after, TTL).await, Some(after));
+        }
+        assert_eq!(fake.unary_calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn rounds_of_commits_share_a_stream_while_the_leader_stays_the_same() {
+        let (a, b) = (Arc::new(Fake::default()), Arc::new(Fake::default()));
+        let (leader_a, leader_b) = (client_of(a.clone(), 1).await, client_of(b.clone(), 2).await);
+        let mut link = StreamLink::new(StreamMethod::Forward);
+        for round in [&b"one"[..], b"two", b"three"] {
+            let answer = link
+                .send(&leader_a, round.to_vec(), TTL)
+                .await
+                .expect("answered");
+            assert_eq!(answer, round);
+        }
+        assert_eq!(a.streams_opened.load(Ordering::SeqCst), 1);
+        // A new leader: a stream to it.
+        let answer = link
+            .send(&leader_b, b"four".to_vec(), TTL)
+            .await
+            .expect("answered");
+        assert_eq!(answer, b"four");
+        assert_eq!(b.streams_opened.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            a.unary_calls.load(Ordering::SeqCst) + b.unary_calls.load(Ordering::SeqCst),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn a_leader_without_the_stream_gets_single_commit_calls() {
+        let fake = Arc::new(Fake {
+            unary_only: true,
+            ..Fake::default()
+        });
+        let leader = client_of(fake.clone(), 1).await;
+        let mut link = StreamLink::new(StreamMethod::Forward);
+        for round in [&b"one"[..], b"two"] {
+            let answer = link
+                .send(&leader, round.to_vec(), TTL)
+                .await
+                .expect("answered");
+            assert_eq!(answer, round);
         }
         assert_eq!(fake.unary_calls.load(Ordering::SeqCst), 2);
     }

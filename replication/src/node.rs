@@ -20,7 +20,7 @@ use crate::command::{Command, Member};
 use crate::error::{decode, encode, ReplicationError, Result};
 use crate::network::{
     AdminReply, AdminRequest, CommitAnswer, CommitRequest, Credentials, Forwarded, Method, Network,
-    PeerClient, Peers, Proposed,
+    PeerClient, Peers, Proposed, StreamLink, StreamMethod,
 };
 use crate::state_machine::{Replica, StateMachine};
 use crate::store::{LogStore, RAFT_DB};
@@ -432,6 +432,7 @@ impl Node {
     /// [`FORWARD_ROUNDS`] such loops).
     async fn forward_rounds(self: Arc<Self>) {
         let mut shutdown = self.shutdown.subscribe();
+        let mut link = StreamLink::new(StreamMethod::Forward);
         loop {
             tokio::select! {
                 _ = self.forward_wake.notified() => {}
@@ -462,7 +463,7 @@ impl Node {
                 }
                 let (commits, replies): (Vec<_>, Vec<_>) =
                     round.into_iter().map(|p| (p.commit, p.reply)).unzip();
-                match self.forward_round(commits).await {
+                match self.forward_round(&mut link, commits).await {
                     Ok(Some(answers)) => {
                         for (reply, answer) in replies.into_iter().zip(answers) {
                             let _ = reply.send(Ok(Some(answer)));
@@ -487,6 +488,7 @@ impl Node {
     /// applied them, or `None` to resolve them here.
     async fn forward_round(
         &self,
+        link: &mut StreamLink,
         commits: Vec<CommitRequest>,
     ) -> std::result::Result<Option<Vec<Vec<u8>>>, BackendError> {
         let deadline = Instant::now() + REQUEST_TIMEOUT;
@@ -502,7 +504,7 @@ impl Node {
             };
             let peer = self.peer(id, &leader.raft_addr);
             let left = deadline.saturating_duration_since(Instant::now());
-            let answer = match peer.call(Method::Commit, body.clone(), left).await {
+            let answer = match link.send(&peer, body.clone(), left).await {
                 Ok(r) => r,
                 // Nothing reached the leader: wait for one that answers.
                 Err(ReplicationError::NotSent { .. }) => {

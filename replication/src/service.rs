@@ -93,8 +93,40 @@ fn payload<T: serde::Serialize>(value: &T) -> Result<Payload, Status> {
         .map_err(|e| Status::internal(e.to_string()))
 }
 
-/// The answers of a `Replicate` stream.
+/// The answers of a stream of exchanges.
 type Answers = Pin<Box<dyn futures_util::Stream<Item = Result<Payload, Status>> + Send>>;
+
+/// The answers to a stream of requests: each request is handled once the answer to the one
+/// before it has been sent, so answers keep the requests' order. A request that fails (one
+/// that does not decode) ends the stream with its error (the caller opens a new one); so
+/// does this node's shutdown, which would otherwise wait for the caller to close the stream.
+fn exchanges<F, Fut>(node: Arc<Node>, requests: Streaming<Payload>, handle: F) -> Answers
+where
+    F: Fn(Arc<Node>, Vec<u8>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<Payload, Status>> + Send,
+{
+    let stopping = node.stopping();
+    let handle = Arc::new(handle);
+    let state = Some((node, requests, stopping, handle));
+    Box::pin(futures_util::stream::unfold(state, |state| async move {
+        let (node, mut requests, mut stopping, handle) = state?;
+        let next = tokio::select! {
+            next = requests.message() => next,
+            _ = stopping.wait_for(|s| *s) => {
+                return Some((Err(Status::unavailable("the node is shutting down")), None));
+            }
+        };
+        let msg = match next {
+            Ok(Some(msg)) => msg,
+            Ok(None) => return None,
+            Err(status) => return Some((Err(status), None)),
+        };
+        match handle(node.clone(), msg.data).await {
+            Ok(answer) => Some((Ok(answer), Some((node, requests, stopping, handle)))),
+            Err(status) => Some((Err(status), None)),
+        }
+    }))
+}
 
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
@@ -105,37 +137,37 @@ impl RaftRpc for RaftService {
 
     type ReplicateStream = Answers;
 
-    /// Each request on the stream is handed to Raft once the answer to the one before it has
-    /// been sent, so answers keep the requests' order. A message that does not decode ends
-    /// the stream with an error (the leader opens a new one); so does this node's shutdown,
-    /// which would otherwise wait for the leader to close the stream.
+    /// Log entries, one `AppendEntries` after another (see [`exchanges`]).
     async fn replicate(
         &self,
         req: Request<Streaming<Payload>>,
     ) -> Result<Response<Answers>, Status> {
         self.admit(req.metadata())?;
-        let state = (self.node.clone(), req.into_inner(), self.node.stopping());
-        let answers = futures_util::stream::unfold(Some(state), |state| async move {
-            let (node, mut requests, mut stopping) = state?;
-            let next = tokio::select! {
-                next = requests.message() => next,
-                _ = stopping.wait_for(|s| *s) => {
-                    return Some((Err(Status::unavailable("the node is shutting down")), None));
-                }
-            };
-            let msg = match next {
-                Ok(Some(msg)) => msg,
-                Ok(None) => return None,
-                Err(status) => return Some((Err(status), None)),
-            };
-            let rpc: AppendEntriesRequest<TypeConfig> = match decode(&msg.data) {
-                Ok(rpc) => rpc,
-                Err(e) => return Some((Err(Status::invalid_argument(e.to_string())), None)),
-            };
-            let answer = payload(&node.raft().append_entries(rpc).await);
-            Some((answer, Some((node, requests, stopping))))
-        });
-        Ok(Response::new(Box::pin(answers)))
+        Ok(Response::new(exchanges(
+            self.node.clone(),
+            req.into_inner(),
+            |node, raw| async move {
+                let rpc: AppendEntriesRequest<TypeConfig> =
+                    decode(&raw).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                payload(&node.raft().append_entries(rpc).await)
+            },
+        )))
+    }
+
+    type ForwardStream = Answers;
+
+    /// Rounds of forwarded commits, one after another (see [`exchanges`]).
+    async fn forward(&self, req: Request<Streaming<Payload>>) -> Result<Response<Answers>, Status> {
+        self.admit(req.metadata())?;
+        Ok(Response::new(exchanges(
+            self.node.clone(),
+            req.into_inner(),
+            |node, raw| async move {
+                let commits: Vec<CommitRequest> =
+                    decode(&raw).map_err(|e| Status::invalid_argument(e.to_string()))?;
+                payload(&node.commit_forwarded(commits).await)
+            },
+        )))
     }
 
     async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
