@@ -354,17 +354,20 @@ impl PeerClient {
         timeout: Duration,
     ) -> Result<Exchanged> {
         let run = async {
+            let request = Payload { data: body };
             let open = match stream.take() {
-                Some(open) => open,
-                None => match self.open_stream(method).await? {
+                Some(open) => {
+                    if open.requests.send(request).await.is_err() {
+                        return Err(self.unreachable("the stream closed"));
+                    }
+                    open
+                }
+                None => match self.open_stream(method, request).await? {
                     Some(open) => open,
                     None => return Ok(Exchanged::Unsupported),
                 },
             };
             let open = stream.insert(open);
-            if open.requests.send(Payload { data: body }).await.is_err() {
-                return Err(self.unreachable("the stream closed"));
-            }
             match open.answers.message().await {
                 Ok(Some(answer)) => Ok(Exchanged::Answer(answer.data)),
                 Ok(None) => Err(self.unreachable("the stream closed")),
@@ -381,13 +384,22 @@ impl PeerClient {
         out
     }
 
-    /// Open a `method` stream; `None` if the peer does not serve it.
-    async fn open_stream(&self, method: StreamMethod) -> Result<Option<CallStream>> {
+    /// Open a `method` stream with `first` as its first request, sent with the call's
+    /// headers rather than a round trip after them; `None` if the peer does not serve the
+    /// stream (then nothing was handled).
+    async fn open_stream(
+        &self,
+        method: StreamMethod,
+        first: Payload,
+    ) -> Result<Option<CallStream>> {
         let Some(mut client) = self.client.clone() else {
             return Err(self.unreachable("not a valid address"));
         };
         // One request in the channel at a time: each waits for its answer anyway.
         let (requests, rx) = mpsc::channel(1);
+        if requests.try_send(first).is_err() {
+            return Err(self.unreachable("the stream closed"));
+        }
         let req = self.request(tokio_stream::wrappers::ReceiverStream::new(rx))?;
         let opened = match method {
             StreamMethod::Replicate => client.replicate(req).await,
