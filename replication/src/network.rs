@@ -630,6 +630,32 @@ mod tests {
         unary_calls: AtomicUsize,
     }
 
+    impl Fake {
+        /// A stream whose answers `respond` gives: for each request, what to send now.
+        fn stream_of(
+            &self,
+            req: Request<Streaming<Payload>>,
+            mut respond: impl FnMut(Payload) -> Vec<Payload> + Send + 'static,
+        ) -> std::result::Result<Response<Answers>, Status> {
+            if self.unary_only {
+                return Err(Status::unimplemented("an older node"));
+            }
+            self.streams_opened.fetch_add(1, Ordering::SeqCst);
+            let mut requests = req.into_inner();
+            let (tx, rx) = mpsc::channel(4);
+            tokio::spawn(async move {
+                while let Ok(Some(msg)) = requests.message().await {
+                    for answer in respond(msg) {
+                        let _ = tx.send(Ok(answer)).await;
+                    }
+                }
+            });
+            Ok(Response::new(Box::pin(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+            )))
+        }
+    }
+
     #[tonic::async_trait]
     impl RaftRpc for Arc<Fake> {
         async fn append_entries(
@@ -646,28 +672,16 @@ mod tests {
             &self,
             req: Request<Streaming<Payload>>,
         ) -> std::result::Result<Response<Answers>, Status> {
-            if self.unary_only {
-                return Err(Status::unimplemented("an older node"));
-            }
-            self.streams_opened.fetch_add(1, Ordering::SeqCst);
-            let mut requests = req.into_inner();
-            let (tx, rx) = mpsc::channel(4);
-            tokio::spawn(async move {
-                let mut held = None;
-                while let Ok(Some(msg)) = requests.message().await {
-                    if let Some(late) = held.take() {
-                        let _ = tx.send(Ok(late)).await;
-                    }
-                    if index_of(&msg.data) == Some(HELD) {
-                        held = Some(echo(&msg.data));
-                    } else {
-                        let _ = tx.send(Ok(echo(&msg.data))).await;
-                    }
+            let mut held = None;
+            self.stream_of(req, move |msg| {
+                let mut out: Vec<Payload> = held.take().into_iter().collect();
+                if index_of(&msg.data) == Some(HELD) {
+                    held = Some(echo(&msg.data));
+                } else {
+                    out.push(echo(&msg.data));
                 }
-            });
-            Ok(Response::new(Box::pin(
-                tokio_stream::wrappers::ReceiverStream::new(rx),
-            )))
+                out
+            })
         }
 
         type ForwardStream = Answers;
@@ -677,20 +691,7 @@ mod tests {
             &self,
             req: Request<Streaming<Payload>>,
         ) -> std::result::Result<Response<Answers>, Status> {
-            if self.unary_only {
-                return Err(Status::unimplemented("an older node"));
-            }
-            self.streams_opened.fetch_add(1, Ordering::SeqCst);
-            let mut requests = req.into_inner();
-            let (tx, rx) = mpsc::channel(4);
-            tokio::spawn(async move {
-                while let Ok(Some(msg)) = requests.message().await {
-                    let _ = tx.send(Ok(msg)).await;
-                }
-            });
-            Ok(Response::new(Box::pin(
-                tokio_stream::wrappers::ReceiverStream::new(rx),
-            )))
+            self.stream_of(req, |msg| vec![msg])
         }
 
         async fn vote(
