@@ -79,8 +79,32 @@ impl RaftService {
 
     fn open<T: serde::de::DeserializeOwned>(&self, req: Request<Payload>) -> Result<T, Status> {
         self.admit(req.metadata())?;
-        decode(&req.into_inner().data).map_err(|e| Status::invalid_argument(e.to_string()))
+        decoded(&req.into_inner().data)
     }
+
+    /// A stream of exchanges whose requests (each a `T`) `handle` answers, once the caller is
+    /// admitted (see [`exchanges`]).
+    fn stream<T, F, Fut>(
+        &self,
+        req: Request<Streaming<Payload>>,
+        handle: F,
+    ) -> Result<Response<Answers>, Status>
+    where
+        T: serde::de::DeserializeOwned + Send,
+        F: Fn(Arc<Node>, T) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<Payload, Status>> + Send,
+    {
+        self.admit(req.metadata())?;
+        Ok(Response::new(exchanges(
+            self.node.clone(),
+            req.into_inner(),
+            handle,
+        )))
+    }
+}
+
+fn decoded<T: serde::de::DeserializeOwned>(raw: &[u8]) -> Result<T, Status> {
+    decode(raw).map_err(|e| Status::invalid_argument(e.to_string()))
 }
 
 fn reply<T: serde::Serialize>(value: &T) -> Result<Response<Payload>, Status> {
@@ -96,13 +120,15 @@ fn payload<T: serde::Serialize>(value: &T) -> Result<Payload, Status> {
 /// The answers of a stream of exchanges.
 type Answers = Pin<Box<dyn futures_util::Stream<Item = Result<Payload, Status>> + Send>>;
 
-/// The answers to a stream of requests: each request is handled once the answer to the one
-/// before it has been sent, so answers keep the requests' order. A request that fails (one
-/// that does not decode) ends the stream with its error (the caller opens a new one); so
-/// does this node's shutdown, which would otherwise wait for the caller to close the stream.
-fn exchanges<F, Fut>(node: Arc<Node>, requests: Streaming<Payload>, handle: F) -> Answers
+/// The answers to a stream of requests: each request is decoded and handled once the answer
+/// to the one before it has been sent, so answers keep the requests' order. A request that
+/// fails (one that does not decode) ends the stream with its error (the caller opens a new
+/// one); so does this node's shutdown, which would otherwise wait for the caller to close
+/// the stream.
+fn exchanges<T, F, Fut>(node: Arc<Node>, requests: Streaming<Payload>, handle: F) -> Answers
 where
-    F: Fn(Arc<Node>, Vec<u8>) -> Fut + Send + Sync + 'static,
+    T: serde::de::DeserializeOwned + Send,
+    F: Fn(Arc<Node>, T) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = Result<Payload, Status>> + Send,
 {
     let stopping = node.stopping();
@@ -121,7 +147,11 @@ where
             Ok(None) => return None,
             Err(status) => return Some((Err(status), None)),
         };
-        match handle(node.clone(), msg.data).await {
+        let answer = match decoded(&msg.data) {
+            Ok(req) => handle(node.clone(), req).await,
+            Err(status) => Err(status),
+        };
+        match answer {
             Ok(answer) => Some((Ok(answer), Some((node, requests, stopping, handle)))),
             Err(status) => Some((Err(status), None)),
         }
@@ -142,32 +172,21 @@ impl RaftRpc for RaftService {
         &self,
         req: Request<Streaming<Payload>>,
     ) -> Result<Response<Answers>, Status> {
-        self.admit(req.metadata())?;
-        Ok(Response::new(exchanges(
-            self.node.clone(),
-            req.into_inner(),
-            |node, raw| async move {
-                let rpc: AppendEntriesRequest<TypeConfig> =
-                    decode(&raw).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        self.stream(
+            req,
+            |node, rpc: AppendEntriesRequest<TypeConfig>| async move {
                 payload(&node.raft().append_entries(rpc).await)
             },
-        )))
+        )
     }
 
     type ForwardStream = Answers;
 
     /// Rounds of forwarded commits, one after another (see [`exchanges`]).
     async fn forward(&self, req: Request<Streaming<Payload>>) -> Result<Response<Answers>, Status> {
-        self.admit(req.metadata())?;
-        Ok(Response::new(exchanges(
-            self.node.clone(),
-            req.into_inner(),
-            |node, raw| async move {
-                let commits: Vec<CommitRequest> =
-                    decode(&raw).map_err(|e| Status::invalid_argument(e.to_string()))?;
-                payload(&node.commit_forwarded(commits).await)
-            },
-        )))
+        self.stream(req, |node, commits: Vec<CommitRequest>| async move {
+            payload(&node.commit_forwarded(commits).await)
+        })
     }
 
     async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {

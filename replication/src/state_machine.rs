@@ -234,6 +234,14 @@ impl SnapshotSchedule {
     }
 }
 
+/// A snapshot file's size, 0 if it cannot be read (the schedule then counts entries only).
+async fn file_size(path: &Path) -> u64 {
+    tokio::fs::metadata(path)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0)
+}
+
 /// The key and value bytes a command writes.
 fn written_bytes(cmd: &Command) -> u64 {
     match cmd {
@@ -332,10 +340,7 @@ impl StateMachine {
         let index = last_applied.map(|l: LogId<NodeId>| l.index).unwrap_or(0);
         replica.applied.send_replace(index);
         let last_size = match current {
-            Some(_) => tokio::fs::metadata(dir.join(CURRENT_FILE))
-                .await
-                .map(|m| m.len())
-                .unwrap_or(0),
+            Some(_) => file_size(&dir.join(CURRENT_FILE)).await,
             None => 0,
         };
         let sm = StateMachine {
@@ -652,10 +657,7 @@ impl StateMachine {
             .map_err(|e| io_error("keeping the snapshot", true, e))?;
         self.persist(st, Some(meta)).await?;
         st.current = Some(meta.clone());
-        let size = tokio::fs::metadata(self.path(CURRENT_FILE))
-            .await
-            .map(|m| m.len())
-            .unwrap_or(0);
+        let size = file_size(&self.path(CURRENT_FILE)).await;
         let mut schedule = self.schedule();
         schedule.taken();
         schedule.last_size = size;

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_engine::{AtomicWrite, Database, Engine, EngineConfig, Mutation, Value};
-use strata_replication::network::{Credentials, Method, PeerClient};
+use strata_replication::network::{
+    CommitAnswer, CommitRequest, Credentials, Forwarded, Method, PeerClient, StreamLink,
+    StreamMethod,
+};
 use strata_replication::{ClusterConfig, Node, ReplicationError};
 
 struct Member {
@@ -433,6 +436,30 @@ async fn a_node_of_another_cluster_or_with_the_wrong_secret_is_refused() {
         .await
         .expect_err("garbage is refused");
     assert!(matches!(err, ReplicationError::Invalid(_)), "{err}");
+    // The same on the streams: a wrong secret is refused when one opens, garbage on one is
+    // refused (and ends it), and the next exchange, on a new stream, is answered.
+    let mut link = StreamLink::new(StreamMethod::Replicate);
+    let err = link
+        .send(&wrong_secret, vec![0], Duration::from_secs(5))
+        .await
+        .expect_err("a wrong secret is refused on a stream");
+    assert!(
+        matches!(&err, ReplicationError::Refused { detail, .. } if detail.contains("secret")),
+        "{err}"
+    );
+    let mut link = StreamLink::new(StreamMethod::Forward);
+    let err = link
+        .send(&member, vec![0xff, 0xff, 0xff], Duration::from_secs(5))
+        .await
+        .expect_err("garbage is refused on a stream");
+    assert!(matches!(err, ReplicationError::Invalid(_)), "{err}");
+    let no_commits = postcard::to_allocvec(&Vec::<CommitRequest>::new()).unwrap();
+    let reply = link
+        .send(&member, no_commits, Duration::from_secs(5))
+        .await
+        .expect("the next round is answered");
+    let reply: Forwarded<CommitAnswer> = postcard::from_bytes(&reply).unwrap();
+    assert!(matches!(reply, Forwarded::Ok(_)), "{reply:?}");
     // A vote request from a stale term is answered, and refused: the term only moves on.
     let term = members[0].node.status().term;
     let stale = openraft::raft::VoteRequest::new(openraft::Vote::new(0, 9), None);
