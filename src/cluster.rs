@@ -153,8 +153,9 @@ impl NodeArgs {
     }
 }
 
-/// Start this process's node over its local store. Its data directory keeps the Raft log
-/// (as the database `.raft`) and the snapshots (`raft-snapshots/`).
+/// Start this process's node over its local store. Its data directory keeps the Raft log's
+/// entries (`raft-log/`), its vote and marks (the database `.raft`) and the snapshots
+/// (`raft-snapshots/`).
 pub async fn start_node(
     backend: Arc<dyn Backend>,
     args: &NodeArgs,
@@ -166,11 +167,14 @@ pub async fn start_node(
     if node_id == 0 {
         return Err("--node-id must be at least 1".into());
     }
-    let snapshots = match store {
-        StoreUrl::Redb(dir) | StoreUrl::Sqlite(dir) => dir.join("raft-snapshots"),
-        StoreUrl::Memory => {
-            std::env::temp_dir().join(format!("strata-raft-{}-{node_id}", std::process::id()))
+    let (snapshots, log) = match store {
+        StoreUrl::Redb(dir) | StoreUrl::Sqlite(dir) => {
+            (dir.join("raft-snapshots"), Some(dir.join("raft-log")))
         }
+        StoreUrl::Memory => (
+            std::env::temp_dir().join(format!("strata-raft-{}-{node_id}", std::process::id())),
+            None,
+        ),
         StoreUrl::Dynamodb(_) => {
             return Err(
                 "a cluster node keeps its copy in a local store (redb: or sqlite:); \
@@ -185,6 +189,7 @@ pub async fn start_node(
         args.access.credentials()?,
         snapshots,
     );
+    config.log_dir = log;
     config.advertise = args.raft_advertise.clone();
     if let Some(every) = args.raft_snapshot_every {
         config.snapshot_every = every.max(1);

@@ -30,7 +30,8 @@
 //! any node. An *eventual* read ([`Database::eventual`](strata_engine::Database::eventual))
 //! reads this node's copy as it is.
 //!
-//! Where to look next: [`store`] (the Raft log and vote), [`state_machine`] and
+//! Where to look next: [`store`] (the Raft log and vote) and [`log_file`] (the log's entries on
+//! disk), [`state_machine`] and
 //! [`snapshot`] (applying, and copying a whole node), [`network`] and [`service`] (gRPC
 //! between nodes, with the cluster secret), [`node`] (starting a node, membership, status),
 //! [`backend`] (what the engine sees).
@@ -42,6 +43,7 @@
 pub mod backend;
 pub mod command;
 pub mod error;
+pub mod log_file;
 pub mod network;
 pub mod node;
 pub mod service;

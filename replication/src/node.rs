@@ -40,6 +40,9 @@ pub struct ClusterConfig {
     pub credentials: Credentials,
     /// Where snapshot files are kept.
     pub snapshot_dir: PathBuf,
+    /// Where the Raft log's entries are kept (see [`crate::log_file`]); `None` keeps them in
+    /// the backend, beside the vote (a node whose backend is memory).
+    pub log_dir: Option<PathBuf>,
     /// This node's client-facing endpoints (`kv-connect` → `http://…`).
     pub endpoints: BTreeMap<String, String>,
     pub heartbeat_ms: u64,
@@ -67,6 +70,7 @@ impl ClusterConfig {
             advertise: None,
             credentials,
             snapshot_dir,
+            log_dir: None,
             endpoints: BTreeMap::new(),
             heartbeat_ms: 100,
             election_timeout_ms: (400, 800),
@@ -159,7 +163,12 @@ impl Node {
     pub async fn start(backend: Arc<dyn Backend>, config: ClusterConfig) -> Result<Arc<Node>> {
         let raft_db = backend.open(RAFT_DB, true).await?;
         let replica = Replica::new(backend);
-        let log = LogStore::new(raft_db.clone());
+        let log = match &config.log_dir {
+            Some(dir) => LogStore::with_files(raft_db.clone(), dir)
+                .await
+                .map_err(|e| ReplicationError::Raft(e.to_string()))?,
+            None => LogStore::new(raft_db.clone()),
+        };
         let sm = StateMachine::open(replica.clone(), raft_db, &config.snapshot_dir)
             .await
             .map_err(|e| ReplicationError::Raft(e.to_string()))?;

@@ -1,12 +1,20 @@
-//! The Raft log and vote, kept in the node's own backend (a database named [`RAFT_DB`] that
-//! the engine cannot name, since engine names never start with a dot).
+//! The Raft log and vote.
+//!
+//! The vote, and how far the log is committed and purged, live in the node's own backend (a
+//! database named [`RAFT_DB`] that the engine cannot name, since engine names never start
+//! with a dot):
 //!
 //! | key | value |
 //! | --- | --- |
-//! | `e` index (u64 big-endian) | one log entry |
 //! | `mvote` | the vote |
 //! | `mcommitted` | the last committed log id this node knows |
 //! | `mpurged` | the last purged log id |
+//!
+//! The entries live in files of their own on a node with a data directory
+//! ([`crate::log_file`]: appended once, dropped a segment at a time), and in the same
+//! database (`e` index (u64 big-endian) → one log entry) on a node that keeps everything
+//! in memory. A node whose log is in that database and that now has a log directory moves
+//! the entries into files when it opens.
 //!
 //! Every write is synced before it is reported done: Raft's safety rests on a vote and an
 //! appended entry surviving a crash. The state machine keeps its own records in the same
@@ -14,13 +22,14 @@
 //!
 //! The newest entries are also kept in memory ([`Tail`]): every entry is read back soon after
 //! it is appended — by the leader once per follower it sends it to, and by every node to
-//! apply it — and a copy from memory costs less than a range read and a decode. The tail is
+//! apply it — and a copy from memory costs less than a read and a decode. The tail is
 //! a run of consecutive entries ending at the last appended; truncating or purging the log
-//! cuts it in step, and reads outside it go to the store.
+//! cuts it in step, and reads outside it go to the files or the store.
 
 use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::ops::{Bound, RangeBounds};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
@@ -29,6 +38,7 @@ use openraft::{
 };
 use strata_engine::{BatchOp, Durability, Store};
 
+use crate::log_file::LogFile;
 use crate::{NodeId, TypeConfig};
 
 /// The backend database holding a node's Raft state.
@@ -169,24 +179,82 @@ impl Tail {
     }
 }
 
-/// The log store. Cheap to clone: clones share the database and the in-memory tail (and
-/// serve as log readers).
+/// The log store. Cheap to clone: clones share the database, the log files and the
+/// in-memory tail (and serve as log readers).
 #[derive(Clone)]
 pub struct LogStore {
     db: Arc<dyn Store>,
+    /// Where the entries are, when not in `db`.
+    files: Option<Arc<Mutex<LogFile>>>,
     tail: Arc<Mutex<Tail>>,
 }
 
 impl LogStore {
+    /// The whole log in `db`.
     pub fn new(db: Arc<dyn Store>) -> Self {
         LogStore {
             db,
+            files: None,
             tail: Arc::default(),
         }
     }
 
+    /// The vote and the log's marks in `db`, the entries in files in `dir`. Entries an
+    /// earlier version kept in `db` are moved into the files first.
+    pub async fn with_files(db: Arc<dyn Store>, dir: &Path) -> Result<Self, StorageError<NodeId>> {
+        let bare = LogStore::new(db.clone());
+        let purged: Option<LogId<NodeId>> = bare.read(PURGED, "purged log id").await?;
+        let dir = dir.to_path_buf();
+        let files = blocking(move || LogFile::open(&dir, purged.map(|p| p.index))).await?;
+        let store = LogStore {
+            db,
+            files: Some(Arc::new(Mutex::new(files))),
+            tail: Arc::default(),
+        };
+        let kept = bare.entries_in(0, None).await?;
+        if !kept.is_empty() {
+            let mut entries = Vec::with_capacity(kept.len());
+            for (k, raw) in &kept {
+                let index = k
+                    .get(1..9)
+                    .and_then(|b| b.try_into().ok())
+                    .map(u64::from_be_bytes)
+                    .ok_or_else(|| io_error("moving the log", false, "a malformed entry key"))?;
+                entries.push((index, raw.clone()));
+            }
+            let count = entries.len();
+            // The files are written whole before the store forgets the entries, so a crash
+            // in between moves them again.
+            store
+                .with_log_file(move |log| {
+                    log.clear()?;
+                    log.append(&entries)
+                })
+                .await?;
+            let ops = kept.into_iter().map(|(k, _)| BatchOp::Delete(k)).collect();
+            store.write(ops, "moving the log").await?;
+            tracing::info!(
+                entries = count,
+                "moved the Raft log's entries into log files"
+            );
+        }
+        Ok(store)
+    }
+
     fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
         self.tail.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Run `f` on the log files, on a blocking thread (it writes and syncs).
+    async fn with_log_file<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut LogFile) -> Result<T, crate::log_file::LogFileError> + Send + 'static,
+    ) -> Result<T, StorageError<NodeId>> {
+        let files = self
+            .files
+            .clone()
+            .ok_or_else(|| io_error("the log", true, "this log keeps no files"))?;
+        blocking(move || f(&mut files.lock().unwrap_or_else(|e| e.into_inner()))).await
     }
 
     /// Append `entries` to the log, synced, and to the in-memory tail.
@@ -194,15 +262,24 @@ impl LogStore {
         &self,
         entries: impl IntoIterator<Item = Entry<TypeConfig>>,
     ) -> Result<(), StorageError<NodeId>> {
-        let mut ops = Vec::new();
+        let mut records = Vec::new();
         let mut appended = Vec::new();
         for e in entries {
             let raw = encode_or("log entry", &e)?;
             let size = raw.len();
-            ops.push(BatchOp::Put(entry_key(e.log_id.index), raw));
+            records.push((e.log_id.index, raw));
             appended.push((e, size));
         }
-        let written = self.write(ops, "appending to the log").await;
+        let written = match self.files.is_some() {
+            true => self.with_log_file(move |log| log.append(&records)).await,
+            false => {
+                let ops = records
+                    .into_iter()
+                    .map(|(i, raw)| BatchOp::Put(entry_key(i), raw))
+                    .collect();
+                self.write(ops, "appending to the log").await
+            }
+        };
         match &written {
             Ok(()) => self.tail().extend(appended),
             // What reached the store is unknown: read it from there.
@@ -268,7 +345,41 @@ impl LogStore {
         }
     }
 
+    /// The encoded entries `start..end`, from the files or the store.
+    async fn encoded(
+        &self,
+        start: u64,
+        end: Option<u64>,
+    ) -> Result<Vec<Vec<u8>>, StorageError<NodeId>> {
+        match &self.files {
+            Some(files) => Ok(files
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .read(start, end)
+                .map_err(|e| io_error("reading the log", false, e))?
+                .into_iter()
+                .map(|(_, raw)| raw)
+                .collect()),
+            None => Ok(self
+                .entries_in(start, end)
+                .await?
+                .into_iter()
+                .map(|(_, raw)| raw)
+                .collect()),
+        }
+    }
+
     async fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, StorageError<NodeId>> {
+        if let Some(files) = &self.files {
+            let last = files.lock().unwrap_or_else(|e| e.into_inner()).last_index();
+            let Some(last) = last else {
+                return Ok(None);
+            };
+            return match self.encoded(last, None).await?.first() {
+                Some(raw) => Ok(Some(decode_or("log entry", raw)?)),
+                None => Ok(None),
+            };
+        }
         let last = self
             .db
             .scan(&[ENTRY], &[ENTRY + 1], true, 1)
@@ -298,6 +409,16 @@ impl LogStore {
     }
 }
 
+/// Run blocking file work off the runtime's threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, crate::log_file::LogFileError> + Send + 'static,
+) -> Result<T, StorageError<NodeId>> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| io_error("the log", true, e))?
+        .map_err(|e| io_error("the log files", true, e))
+}
+
 fn bounds(range: &impl RangeBounds<u64>) -> (u64, Option<u64>) {
     let start = match range.start_bound() {
         Bound::Included(s) => *s,
@@ -324,10 +445,10 @@ impl RaftLogReader<TypeConfig> for LogStore {
         if let Some(entries) = self.tail().get(start, end) {
             return Ok(entries);
         }
-        self.entries_in(start, end)
+        self.encoded(start, end)
             .await?
             .iter()
-            .map(|(_, v)| decode_or("log entry", v))
+            .map(|v| decode_or("log entry", v))
             .collect()
     }
 }
@@ -398,6 +519,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         // The tail first, so that no read after this call is served the removed entries.
         self.tail().cut_from(log_id.index);
+        if self.files.is_some() {
+            let index = log_id.index;
+            return self.with_log_file(move |log| log.truncate(index)).await;
+        }
         self.delete_range(log_id.index, None, Vec::new(), "truncating the log")
             .await
     }
@@ -405,6 +530,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let raw = encode_or("purged log id", &log_id)?;
         self.tail().cut_to(log_id.index);
+        if self.files.is_some() {
+            // How far the log is purged is durable before any segment goes, so a restart
+            // never finds a log that begins later than the store says.
+            self.write(vec![BatchOp::Put(PURGED.to_vec(), raw)], "purging the log")
+                .await?;
+            let index = log_id.index;
+            return self.with_log_file(move |log| log.purge(index)).await;
+        }
         self.delete_range(
             0,
             log_id.index.checked_add(1),
@@ -445,7 +578,11 @@ mod tests {
             None => cached.try_get_log_entries(start..).await,
         }
         .expect("a read");
-        let mut bare = LogStore::new(log.db.clone());
+        let mut bare = LogStore {
+            db: log.db.clone(),
+            files: log.files.clone(),
+            tail: Arc::default(),
+        };
         let from_store = match end {
             Some(end) => bare.try_get_log_entries(start..end).await,
             None => bare.try_get_log_entries(start..).await,
@@ -464,7 +601,46 @@ mod tests {
     #[tokio::test]
     async fn the_tail_reads_as_the_store_does() {
         let backend = MemoryBackend::new();
-        let mut log = LogStore::new(backend.open(RAFT_DB, true).await.expect("a store"));
+        let log = LogStore::new(backend.open(RAFT_DB, true).await.expect("a store"));
+        reads_through_appends_truncations_and_purges(log).await;
+    }
+
+    #[tokio::test]
+    async fn the_tail_reads_as_the_log_files_do() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = MemoryBackend::new();
+        let db = backend.open(RAFT_DB, true).await.expect("a store");
+        let log = LogStore::with_files(db, dir.path()).await.expect("the log");
+        reads_through_appends_truncations_and_purges(log).await;
+    }
+
+    /// A log kept in the store by an earlier version is moved into files, whole, once.
+    #[tokio::test]
+    async fn a_log_kept_in_the_store_moves_into_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = MemoryBackend::new();
+        let db = backend.open(RAFT_DB, true).await.expect("a store");
+        let mut old = LogStore::new(db.clone());
+        old.append_entries(entries(1, 1..=20)).await.unwrap();
+        old.purge(log_id(1, 1, 4)).await.unwrap();
+        old.save_vote(&Vote::new(3, 2)).await.unwrap();
+
+        for _ in 0..2 {
+            let mut log = LogStore::with_files(db.clone(), dir.path()).await.unwrap();
+            let state = log.get_log_state().await.unwrap();
+            assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 4)));
+            assert_eq!(state.last_log_id, Some(log_id(1, 1, 20)));
+            assert_eq!(log.read_vote().await.unwrap(), Some(Vote::new(3, 2)));
+            let read = log.try_get_log_entries(0..).await.unwrap();
+            assert_eq!(read.first().map(|e| e.log_id.index), Some(5));
+            assert_eq!(read.len(), 16);
+        }
+        // The store holds no entry any more.
+        let bare = LogStore::new(db);
+        assert!(bare.entries_in(0, None).await.unwrap().is_empty());
+    }
+
+    async fn reads_through_appends_truncations_and_purges(mut log: LogStore) {
         let reads = [
             (1, None),
             (1, Some(11)),

@@ -36,6 +36,7 @@ async fn start(id: u64, secret: &str, snapshot_every: u64) -> Member {
     );
     config.snapshot_every = snapshot_every;
     config.keep_after_snapshot = 0;
+    config.log_dir = Some(dir.path().join("raft-log"));
     let backend = Arc::new(strata_backend_redb::RedbBackend::new(
         dir.path().join("data"),
     ));

@@ -12,6 +12,8 @@ use strata_replication::{NodeId, TypeConfig};
 
 struct Builder {
     redb: bool,
+    /// The log's entries in log files rather than in the store.
+    files: bool,
 }
 
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
@@ -27,7 +29,10 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
             Arc::new(strata_backend_memory::MemoryBackend::new())
         };
         let raft_db = backend.open(RAFT_DB, true).await.expect("the raft store");
-        let log = LogStore::new(raft_db.clone());
+        let log = match self.files {
+            true => LogStore::with_files(raft_db.clone(), &dir.path().join("raft-log")).await?,
+            false => LogStore::new(raft_db.clone()),
+        };
         let sm = StateMachine::open(
             Replica::new(backend),
             raft_db,
@@ -40,12 +45,29 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Bui
 
 #[test]
 fn openraft_storage_suite_on_the_memory_backend() {
-    Suite::test_all(Builder { redb: false }).expect("the storage suite passes");
+    Suite::test_all(Builder {
+        redb: false,
+        files: false,
+    })
+    .expect("the storage suite passes");
 }
 
 #[test]
 fn openraft_storage_suite_on_redb() {
-    Suite::test_all(Builder { redb: true }).expect("the storage suite passes");
+    Suite::test_all(Builder {
+        redb: true,
+        files: false,
+    })
+    .expect("the storage suite passes");
+}
+
+#[test]
+fn openraft_storage_suite_on_redb_with_log_files() {
+    Suite::test_all(Builder {
+        redb: true,
+        files: true,
+    })
+    .expect("the storage suite passes");
 }
 
 /// A received snapshot that ends early is refused whole: nothing of it is installed, and the
@@ -57,7 +79,10 @@ async fn a_truncated_snapshot_is_refused_and_changes_nothing() {
     use strata_replication::Command;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let builder = Builder { redb: true };
+    let builder = Builder {
+        redb: true,
+        files: true,
+    };
     let (_g1, _log1, mut source) = builder.build().await.unwrap();
     let (_g2, _log2, mut target) = builder.build().await.unwrap();
     let entry = |index: u64, cmd: Command| openraft::Entry::<TypeConfig> {
@@ -126,7 +151,13 @@ async fn batches_applied_together_are_each_checked_in_turn() {
     use strata_engine::{BatchOp, Durability, Precondition};
     use strata_replication::{Applied, Command};
 
-    let (_g, _log, mut sm) = Builder { redb: true }.build().await.unwrap();
+    let (_g, _log, mut sm) = Builder {
+        redb: true,
+        files: true,
+    }
+    .build()
+    .await
+    .unwrap();
     let entry = |index: u64, cmd: Command| openraft::Entry::<TypeConfig> {
         log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
         payload: openraft::EntryPayload::Normal(cmd),
@@ -199,7 +230,13 @@ async fn a_snapshot_is_due_by_entries_and_by_bytes_written_since_the_last() {
     use strata_engine::{BatchOp, Durability};
     use strata_replication::Command;
 
-    let (_g, _log, mut sm) = Builder { redb: true }.build().await.unwrap();
+    let (_g, _log, mut sm) = Builder {
+        redb: true,
+        files: true,
+    }
+    .build()
+    .await
+    .unwrap();
     let due = sm.snapshot_due();
     assert!(
         !sm.snapshot_schedule().is_due(),
