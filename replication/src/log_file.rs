@@ -204,8 +204,12 @@ impl LogFile {
             let mut bytes = Vec::new();
             file.read_to_end(&mut bytes).map_err(|e| err(&path, e))?;
             if bytes.len() < HEADER as usize || &bytes[..HEADER as usize] != MAGIC {
-                if last_segment && bytes.iter().all(|b| *b == 0) {
-                    // Created, but the crash came before its header was synced.
+                let fresh = bytes
+                    .get(HEADER as usize..)
+                    .is_none_or(|rest| rest.iter().all(|b| *b == 0));
+                if last_segment && fresh {
+                    // Created, but the crash came before its header was synced: no record
+                    // was ever written to it.
                     std::fs::remove_file(&path).map_err(|e| err(&path, e))?;
                     continue;
                 }
@@ -636,6 +640,12 @@ mod tests {
         let log = LogFile::open(dir.path(), None).unwrap();
         assert_eq!(log.last_index(), Some(4));
         assert_eq!(log.read(4, None).unwrap(), vec![(4, new)]);
+
+        // A new segment whose header a crash cut short never held a record: it goes.
+        std::fs::write(dir.path().join(segment_name(5)), &MAGIC[..5]).unwrap();
+        let log = LogFile::open(dir.path(), None).unwrap();
+        assert_eq!(log.last_index(), Some(4));
+        assert_eq!(segment_files(dir.path()), [segment_name(1)]);
     }
 
     #[test]

@@ -16,6 +16,19 @@ struct Builder {
     files: bool,
 }
 
+impl Builder {
+    /// As a node on redb builds them: the log's entries in files.
+    async fn on_redb() -> (tempfile::TempDir, LogStore, StateMachine) {
+        Builder {
+            redb: true,
+            files: true,
+        }
+        .build()
+        .await
+        .expect("a log store and a state machine")
+    }
+}
+
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, tempfile::TempDir> for Builder {
     async fn build(
         &self,
@@ -79,12 +92,8 @@ async fn a_truncated_snapshot_is_refused_and_changes_nothing() {
     use strata_replication::Command;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    let builder = Builder {
-        redb: true,
-        files: true,
-    };
-    let (_g1, _log1, mut source) = builder.build().await.unwrap();
-    let (_g2, _log2, mut target) = builder.build().await.unwrap();
+    let (_g1, _log1, mut source) = Builder::on_redb().await;
+    let (_g2, _log2, mut target) = Builder::on_redb().await;
     let entry = |index: u64, cmd: Command| openraft::Entry::<TypeConfig> {
         log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
         payload: openraft::EntryPayload::Normal(cmd),
@@ -151,13 +160,7 @@ async fn batches_applied_together_are_each_checked_in_turn() {
     use strata_engine::{BatchOp, Durability, Precondition};
     use strata_replication::{Applied, Command};
 
-    let (_g, _log, mut sm) = Builder {
-        redb: true,
-        files: true,
-    }
-    .build()
-    .await
-    .unwrap();
+    let (_g, _log, mut sm) = Builder::on_redb().await;
     let entry = |index: u64, cmd: Command| openraft::Entry::<TypeConfig> {
         log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(1, 1), index),
         payload: openraft::EntryPayload::Normal(cmd),
@@ -230,13 +233,7 @@ async fn a_snapshot_is_due_by_entries_and_by_bytes_written_since_the_last() {
     use strata_engine::{BatchOp, Durability};
     use strata_replication::Command;
 
-    let (_g, _log, mut sm) = Builder {
-        redb: true,
-        files: true,
-    }
-    .build()
-    .await
-    .unwrap();
+    let (_g, _log, mut sm) = Builder::on_redb().await;
     let due = sm.snapshot_due();
     assert!(
         !sm.snapshot_schedule().is_due(),
