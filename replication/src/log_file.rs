@@ -117,31 +117,41 @@ struct Scan {
 fn scan(bytes: &[u8], first: u64) -> Scan {
     let mut offsets = Vec::new();
     let mut at = HEADER as usize;
-    let torn = loop {
-        let Some(head) = bytes.get(at..at + RECORD_HEADER) else {
-            break bytes.len() > at && bytes[at..].iter().any(|b| *b != 0);
-        };
-        let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
-        let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
-        let index = u64::from_le_bytes(head[8..16].try_into().expect("8 bytes"));
-        let expected = first + offsets.len() as u64;
-        let Some(payload) = bytes.get(at + RECORD_HEADER..at + RECORD_HEADER + len) else {
-            break true;
-        };
-        if len == 0 && crc == 0 && index == 0 {
-            break bytes[at..].iter().any(|b| *b != 0);
-        }
-        if index != expected || checksum(index, payload) != crc {
-            break true;
-        }
+    while let Some(payload) = record_at(bytes, at, first + offsets.len() as u64) {
         offsets.push(at as u64);
-        at += RECORD_HEADER + len;
-    };
+        at += RECORD_HEADER + payload.len();
+    }
     Scan {
         offsets,
         end: at as u64,
-        torn,
+        // Zeros (a zeroed header never checks out) end the log cleanly; anything else is
+        // a record cut short or damaged.
+        torn: bytes
+            .get(at..)
+            .is_some_and(|rest| rest.iter().any(|b| *b != 0)),
     }
+}
+
+/// The payload of the record at `at`, if it is whole, carries `index` and passes its
+/// checksum.
+fn record_at(bytes: &[u8], at: usize, index: u64) -> Option<&[u8]> {
+    let head = bytes.get(at..at.checked_add(RECORD_HEADER)?)?;
+    let len = u32::from_le_bytes(head[0..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(head[4..8].try_into().ok()?);
+    let stored = u64::from_le_bytes(head[8..16].try_into().ok()?);
+    let payload = bytes.get(at + RECORD_HEADER..(at + RECORD_HEADER).checked_add(len)?)?;
+    (stored == index && checksum(index, payload) == crc).then_some(payload)
+}
+
+/// Add the record of entry `index` to `buf`.
+fn encode_record(buf: &mut Vec<u8>, index: u64, payload: &[u8]) -> Result<()> {
+    let len = u32::try_from(payload.len())
+        .map_err(|_| LogFileError(format!("log entry {index} is over 4 GiB")))?;
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&checksum(index, payload).to_le_bytes());
+    buf.extend_from_slice(&index.to_le_bytes());
+    buf.extend_from_slice(payload);
+    Ok(())
 }
 
 fn checksum(index: u64, payload: &[u8]) -> u32 {
@@ -273,17 +283,6 @@ impl LogFile {
         Ok(log)
     }
 
-    /// The index of the first entry held, if any.
-    pub fn first_index(&self) -> Option<u64> {
-        self.last_index()?;
-        let first = self
-            .segments
-            .values()
-            .find(|s| !s.offsets.is_empty())?
-            .first;
-        Some(first.max(self.first))
-    }
-
     /// The index of the last entry held, if any.
     pub fn last_index(&self) -> Option<u64> {
         self.segments
@@ -317,27 +316,20 @@ impl LogFile {
                     "entries to append are not consecutive at {index}"
                 )));
             }
-            let len = u32::try_from(payload.len())
-                .map_err(|_| LogFileError(format!("log entry {index} is over 4 GiB")))?;
             offsets.push(buf.len() as u64);
-            buf.extend_from_slice(&len.to_le_bytes());
-            buf.extend_from_slice(&checksum(*index, payload).to_le_bytes());
-            buf.extend_from_slice(&index.to_le_bytes());
-            buf.extend_from_slice(payload);
+            encode_record(&mut buf, *index, payload)?;
         }
-        let start_new = match self.segments.values().next_back() {
-            None => true,
-            Some(s) => s.offsets.is_empty() && s.first != *first || s.end >= self.segment_bytes,
-        };
-        if start_new {
-            if let Some(s) = self.segments.values().next_back() {
-                if s.offsets.is_empty() {
-                    let path = s.path.clone();
-                    self.segments.retain(|_, s| !s.offsets.is_empty());
-                    std::fs::remove_file(&path).map_err(|e| err(&path, e))?;
-                }
-            }
-            self.new_segment(*first)?;
+        // An empty segment (left by a failed append, or found so at start) serves only if it
+        // is named after this entry.
+        let first = *first;
+        self.remove_segments(|s| s.offsets.is_empty() && s.first != first)?;
+        if self
+            .segments
+            .values()
+            .next_back()
+            .is_none_or(|s| s.end >= self.segment_bytes)
+        {
+            self.new_segment(first)?;
         }
         let segment = self
             .segments
@@ -426,20 +418,14 @@ impl LogFile {
                 .map_err(|e| err(&segment.path, e))?;
             let mut at = 0usize;
             for index in from..to {
-                let head = &bytes[at..at + RECORD_HEADER];
-                let len = u32::from_le_bytes(head[0..4].try_into().expect("4 bytes")) as usize;
-                let crc = u32::from_le_bytes(head[4..8].try_into().expect("4 bytes"));
-                let payload = bytes
-                    .get(at + RECORD_HEADER..at + RECORD_HEADER + len)
-                    .ok_or_else(|| err(&segment.path, format!("entry {index} is cut short")))?;
-                if checksum(index, payload) != crc {
-                    return Err(err(
+                let payload = record_at(&bytes, at, index).ok_or_else(|| {
+                    err(
                         &segment.path,
-                        format!("entry {index} fails its checksum"),
-                    ));
-                }
+                        format!("entry {index} is cut short or fails its checksum"),
+                    )
+                })?;
                 out.push((index, payload.to_vec()));
-                at += RECORD_HEADER + len;
+                at += RECORD_HEADER + payload.len();
             }
         }
         Ok(out)
@@ -514,6 +500,16 @@ mod tests {
             .collect()
     }
 
+    /// Append entries `1..=last`, `step` at a time (small appends fill small segments).
+    fn filled(dir: &Path, last: u64, step: u64) -> LogFile {
+        let mut log = LogFile::open_with(dir, None, 512).unwrap();
+        for start in (1..=last).step_by(step as usize) {
+            log.append(&entries(start..=(start + step - 1).min(last)))
+                .unwrap();
+        }
+        log
+    }
+
     fn indexes(log: &LogFile, start: u64, end: Option<u64>) -> Vec<u64> {
         let read = log.read(start, end).expect("a read");
         for (i, payload) in &read {
@@ -538,11 +534,8 @@ mod tests {
     #[test]
     fn entries_read_back_across_segments_and_after_reopening() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = LogFile::open_with(dir.path(), None, 512).unwrap();
-        assert_eq!(log.last_index(), None);
-        for start in (1..=40).step_by(3) {
-            log.append(&entries(start..=(start + 2).min(40))).unwrap();
-        }
+        assert_eq!(LogFile::open(dir.path(), None).unwrap().last_index(), None);
+        let log = filled(dir.path(), 40, 3);
         assert!(
             segment_files(dir.path()).len() > 2,
             "small segments roll over"
@@ -552,7 +545,7 @@ mod tests {
         assert_eq!(indexes(&log, 35, Some(99)), (35..=40).collect::<Vec<_>>());
 
         let log = LogFile::open_with(dir.path(), None, 512).unwrap();
-        assert_eq!((log.first_index(), log.last_index()), (Some(1), Some(40)));
+        assert_eq!(log.last_index(), Some(40));
         assert_eq!(indexes(&log, 0, None), (1..=40).collect::<Vec<_>>());
     }
 
@@ -563,16 +556,19 @@ mod tests {
         log.append(&entries(1..=3)).unwrap();
         let e = log.append(&entries(5..=6)).unwrap_err();
         assert!(e.to_string().contains("hole"), "{e}");
+        let mut gapped = entries(4..=4);
+        gapped.extend(entries(6..=6));
+        let e = log.append(&gapped).unwrap_err();
+        assert!(e.to_string().contains("not consecutive"), "{e}");
+        assert_eq!(log.last_index(), Some(3));
+        let log = LogFile::open(dir.path(), None).unwrap();
         assert_eq!(log.last_index(), Some(3));
     }
 
     #[test]
     fn truncated_entries_stay_gone_after_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = LogFile::open_with(dir.path(), None, 512).unwrap();
-        for start in (1..=40).step_by(4) {
-            log.append(&entries(start..=start + 3)).unwrap();
-        }
+        let mut log = filled(dir.path(), 40, 4);
         log.truncate(12).unwrap();
         assert_eq!(log.last_index(), Some(11));
         // Reopened at once (a crash right after the truncation): no removed entry is back.
@@ -586,14 +582,10 @@ mod tests {
     #[test]
     fn purged_entries_are_hidden_and_their_segments_deleted() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = LogFile::open_with(dir.path(), None, 512).unwrap();
-        for start in (1..=60).step_by(5) {
-            log.append(&entries(start..=start + 4)).unwrap();
-        }
+        let mut log = filled(dir.path(), 60, 5);
         let before = segment_files(dir.path()).len();
         log.purge(45).unwrap();
         assert!(segment_files(dir.path()).len() < before);
-        assert_eq!(log.first_index(), Some(46));
         assert_eq!(indexes(&log, 1, None), (46..=60).collect::<Vec<_>>());
         let log = LogFile::open_with(dir.path(), Some(45), 512).unwrap();
         assert_eq!(indexes(&log, 1, None), (46..=60).collect::<Vec<_>>());
@@ -615,14 +607,10 @@ mod tests {
         let end = log.segments.values().next_back().unwrap().end;
         let path = dir.path().join(segment_name(1));
         // A crash in the middle of writing entries 4 and 5: 4 cut short, 5 whole after it.
-        let mut torn = Vec::new();
+        let mut damaged = Vec::new();
         for (index, payload) in entries(4..=5) {
-            torn.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            torn.extend_from_slice(&checksum(index, &payload).to_le_bytes());
-            torn.extend_from_slice(&index.to_le_bytes());
-            torn.extend_from_slice(&payload);
+            encode_record(&mut damaged, index, &payload).unwrap();
         }
-        let mut damaged = torn.clone();
         damaged[RECORD_HEADER + 2] ^= 0xff;
         std::fs::OpenOptions::new()
             .write(true)
@@ -651,9 +639,7 @@ mod tests {
     #[test]
     fn damage_before_the_last_segment_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let mut log = LogFile::open_with(dir.path(), None, 512).unwrap();
-        log.append(&entries(1..=20)).unwrap();
-        log.append(&entries(21..=40)).unwrap();
+        filled(dir.path(), 40, 20);
         let files = segment_files(dir.path());
         assert!(files.len() >= 2);
         let first = dir.path().join(&files[0]);
@@ -667,5 +653,32 @@ mod tests {
             .err()
             .expect("refused");
         assert!(e.to_string().contains("damaged"), "{e}");
+    }
+
+    #[test]
+    fn a_missing_segment_or_a_bad_header_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        filled(dir.path(), 60, 5);
+        let files = segment_files(dir.path());
+        assert!(files.len() >= 3);
+        std::fs::remove_file(dir.path().join(&files[1])).unwrap();
+        let e = LogFile::open_with(dir.path(), None, 512)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("missing"), "{e}");
+
+        let dir = tempfile::tempdir().unwrap();
+        filled(dir.path(), 60, 5);
+        let first = dir.path().join(&segment_files(dir.path())[0]);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&first)
+            .unwrap()
+            .write_all_at(b"not a log", 0)
+            .unwrap();
+        let e = LogFile::open_with(dir.path(), None, 512)
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("bad header"), "{e}");
     }
 }

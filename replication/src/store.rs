@@ -206,9 +206,10 @@ impl LogStore {
         let purged: Option<LogId<NodeId>> = bare.read(PURGED, "purged log id").await?;
         let dir = dir.to_path_buf();
         let files = blocking(move || LogFile::open(&dir, purged.map(|p| p.index))).await?;
+        let files = Arc::new(Mutex::new(files));
         let store = LogStore {
             db,
-            files: Some(Arc::new(Mutex::new(files))),
+            files: Some(files.clone()),
             tail: Arc::default(),
         };
         let kept = bare.entries_in(0, None).await?;
@@ -225,12 +226,11 @@ impl LogStore {
             let count = entries.len();
             // The files are written whole before the store forgets the entries, so a crash
             // in between moves them again.
-            store
-                .with_log_file(move |log| {
-                    log.clear()?;
-                    log.append(&entries)
-                })
-                .await?;
+            on_files(&files, move |log| {
+                log.clear()?;
+                log.append(&entries)
+            })
+            .await?;
             let ops = kept.into_iter().map(|(k, _)| BatchOp::Delete(k)).collect();
             store.write(ops, "moving the log").await?;
             tracing::info!(
@@ -243,18 +243,6 @@ impl LogStore {
 
     fn tail(&self) -> std::sync::MutexGuard<'_, Tail> {
         self.tail.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Run `f` on the log files, on a blocking thread (it writes and syncs).
-    async fn with_log_file<T: Send + 'static>(
-        &self,
-        f: impl FnOnce(&mut LogFile) -> Result<T, crate::log_file::LogFileError> + Send + 'static,
-    ) -> Result<T, StorageError<NodeId>> {
-        let files = self
-            .files
-            .clone()
-            .ok_or_else(|| io_error("the log", true, "this log keeps no files"))?;
-        blocking(move || f(&mut files.lock().unwrap_or_else(|e| e.into_inner()))).await
     }
 
     /// Append `entries` to the log, synced, and to the in-memory tail.
@@ -270,9 +258,9 @@ impl LogStore {
             records.push((e.log_id.index, raw));
             appended.push((e, size));
         }
-        let written = match self.files.is_some() {
-            true => self.with_log_file(move |log| log.append(&records)).await,
-            false => {
+        let written = match &self.files {
+            Some(files) => on_files(files, move |log| log.append(&records)).await,
+            None => {
                 let ops = records
                     .into_iter()
                     .map(|(i, raw)| BatchOp::Put(entry_key(i), raw))
@@ -352,9 +340,7 @@ impl LogStore {
         end: Option<u64>,
     ) -> Result<Vec<Vec<u8>>, StorageError<NodeId>> {
         match &self.files {
-            Some(files) => Ok(files
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
+            Some(files) => Ok(locked(files)
                 .read(start, end)
                 .map_err(|e| io_error("reading the log", false, e))?
                 .into_iter()
@@ -371,7 +357,7 @@ impl LogStore {
 
     async fn last_entry(&self) -> Result<Option<Entry<TypeConfig>>, StorageError<NodeId>> {
         if let Some(files) = &self.files {
-            let last = files.lock().unwrap_or_else(|e| e.into_inner()).last_index();
+            let last = locked(files).last_index();
             let Some(last) = last else {
                 return Ok(None);
             };
@@ -407,6 +393,19 @@ impl LogStore {
         }
         self.write(ops, what).await
     }
+}
+
+fn locked(files: &Mutex<LogFile>) -> std::sync::MutexGuard<'_, LogFile> {
+    files.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Run `f` on the log files on a blocking thread (it writes and syncs).
+async fn on_files<T: Send + 'static>(
+    files: &Arc<Mutex<LogFile>>,
+    f: impl FnOnce(&mut LogFile) -> Result<T, crate::log_file::LogFileError> + Send + 'static,
+) -> Result<T, StorageError<NodeId>> {
+    let files = files.clone();
+    blocking(move || f(&mut locked(&files))).await
 }
 
 /// Run blocking file work off the runtime's threads.
@@ -519,9 +518,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         // The tail first, so that no read after this call is served the removed entries.
         self.tail().cut_from(log_id.index);
-        if self.files.is_some() {
+        if let Some(files) = &self.files {
             let index = log_id.index;
-            return self.with_log_file(move |log| log.truncate(index)).await;
+            return on_files(files, move |log| log.truncate(index)).await;
         }
         self.delete_range(log_id.index, None, Vec::new(), "truncating the log")
             .await
@@ -530,13 +529,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         let raw = encode_or("purged log id", &log_id)?;
         self.tail().cut_to(log_id.index);
-        if self.files.is_some() {
+        if let Some(files) = &self.files {
             // How far the log is purged is durable before any segment goes, so a restart
             // never finds a log that begins later than the store says.
             self.write(vec![BatchOp::Put(PURGED.to_vec(), raw)], "purging the log")
                 .await?;
             let index = log_id.index;
-            return self.with_log_file(move |log| log.purge(index)).await;
+            return on_files(files, move |log| log.purge(index)).await;
         }
         self.delete_range(
             0,
@@ -625,7 +624,12 @@ mod tests {
         old.purge(log_id(1, 1, 4)).await.unwrap();
         old.save_vote(&Vote::new(3, 2)).await.unwrap();
 
-        for _ in 0..2 {
+        for round in 0..2 {
+            if round == 1 {
+                // A crash after the files were written, before the store forgot the entries:
+                // both hold them, and the next start moves them again.
+                old.append_entries(entries(1, 5..=20)).await.unwrap();
+            }
             let mut log = LogStore::with_files(db.clone(), dir.path()).await.unwrap();
             let state = log.get_log_state().await.unwrap();
             assert_eq!(state.last_purged_log_id, Some(log_id(1, 1, 4)));
