@@ -39,6 +39,13 @@ pub enum ReplicationError {
     Storage(#[from] BackendError),
     #[error("the node is shutting down")]
     ShuttingDown,
+    /// This node's Raft stopped on a failure of its own (its storage failed: a full disk,
+    /// say). It serves nothing that needs the cluster until it is restarted.
+    #[error(
+        "this node has stopped taking part in the cluster (restart it once the cause is \
+         fixed; the other nodes serve meanwhile): {0}"
+    )]
+    Halted(String),
 }
 
 impl From<ReplicationError> for BackendError {
@@ -50,6 +57,8 @@ impl From<ReplicationError> for BackendError {
             | ReplicationError::Unreachable { .. }
             | ReplicationError::NotSent { .. }
             | ReplicationError::ShuttingDown => BackendError::Unavailable(e.to_string()),
+            // Not cured by asking again: the node's storage failed.
+            ReplicationError::Halted(_) => BackendError::Io(e.to_string()),
             other => BackendError::Other(other.to_string()),
         }
     }

@@ -334,6 +334,7 @@ impl Node {
     /// the engine's batches are conditioned on the version record, so the engine settles
     /// that from the store and never applies one twice.
     pub async fn propose(&self, cmd: Command) -> Result<Proposed> {
+        self.in_service()?;
         let deadline = Instant::now() + REQUEST_TIMEOUT;
         loop {
             let hint = match self.raft.client_write(cmd.clone()).await {
@@ -397,6 +398,24 @@ impl Node {
     /// that it does not serve them, and other nodes resolve their commits themselves.
     pub fn serve_commits(&self, engine: &Arc<Engine>) {
         let _ = self.committer.set(Arc::downgrade(engine));
+    }
+
+    /// Why this node's Raft has stopped, if it has: a storage failure (a full disk, say)
+    /// stops it for good, and the node then takes no part in the cluster until it is
+    /// restarted.
+    pub fn halted(&self) -> Option<String> {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.running_state.as_ref().err().map(|f| f.to_string())
+    }
+
+    /// [`ReplicationError::Halted`] if this node's Raft has stopped: asked of Raft, every
+    /// call would fail the same way (and be logged by it as a fatal error, each time).
+    fn in_service(&self) -> Result<()> {
+        match self.halted() {
+            Some(why) => Err(ReplicationError::Halted(why)),
+            None => Ok(()),
+        }
     }
 
     /// Whether this node's engine should forward its commits: it does not lead, but some
@@ -618,6 +637,7 @@ impl Node {
         if *self.shutdown.borrow() {
             return Err(ReplicationError::ShuttingDown);
         }
+        self.in_service()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.barrier_waiters
             .lock()
@@ -952,6 +972,6 @@ pub(crate) enum AdminError {
 fn fatal(f: openraft::error::Fatal<NodeId>) -> ReplicationError {
     match f {
         openraft::error::Fatal::Stopped => ReplicationError::ShuttingDown,
-        other => ReplicationError::Raft(format!("raft stopped: {other}")),
+        other => ReplicationError::Halted(other.to_string()),
     }
 }

@@ -82,6 +82,16 @@ impl RaftService {
         decoded(&req.into_inner().data)
     }
 
+    /// [`RaftService::open`] for a call that takes part in the cluster's work: refused while
+    /// this node's Raft has stopped (see [`in_service`]).
+    fn open_raft<T: serde::de::DeserializeOwned>(
+        &self,
+        req: Request<Payload>,
+    ) -> Result<T, Status> {
+        in_service(&self.node)?;
+        self.open(req)
+    }
+
     /// A stream of exchanges whose requests (each a `T`) `handle` answers, once the caller is
     /// admitted (see [`exchanges`]).
     fn stream<T, F, Fut>(
@@ -95,11 +105,26 @@ impl RaftService {
         Fut: std::future::Future<Output = Result<Payload, Status>> + Send,
     {
         self.admit(req.metadata())?;
+        in_service(&self.node)?;
         Ok(Response::new(exchanges(
             self.node.clone(),
             req.into_inner(),
             handle,
         )))
+    }
+}
+
+/// A node whose Raft stopped on a storage failure answers the others' Raft traffic with why,
+/// rather than hand it to a Raft that fails (and logs) every message: they then back off
+/// from it as from a node that is down. (Its admin calls are still served, so `strata
+/// cluster status` shows it.)
+fn in_service(node: &Node) -> Result<(), Status> {
+    match node.halted() {
+        None => Ok(()),
+        Some(why) => Err(Status::unavailable(format!(
+            "node {} has stopped taking part in the cluster: {why}",
+            node.id()
+        ))),
     }
 }
 
@@ -147,7 +172,7 @@ where
             Ok(None) => return None,
             Err(status) => return Some((Err(status), None)),
         };
-        let answer = match decoded(&msg.data) {
+        let answer = match in_service(&node).and_then(|()| decoded(&msg.data)) {
             Ok(req) => handle(node.clone(), req).await,
             Err(status) => Err(status),
         };
@@ -161,7 +186,7 @@ where
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn append_entries(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc: AppendEntriesRequest<TypeConfig> = self.open(req)?;
+        let rpc: AppendEntriesRequest<TypeConfig> = self.open_raft(req)?;
         reply(&self.node.raft().append_entries(rpc).await)
     }
 
@@ -190,29 +215,30 @@ impl RaftRpc for RaftService {
     }
 
     async fn vote(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc: VoteRequest<NodeId> = self.open(req)?;
+        let rpc: VoteRequest<NodeId> = self.open_raft(req)?;
         reply(&self.node.raft().vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let rpc: InstallSnapshotRequest<TypeConfig> = self.open(req)?;
+        let rpc: InstallSnapshotRequest<TypeConfig> = self.open_raft(req)?;
         let res: Result<_, RaftError<NodeId, InstallSnapshotError>> =
             self.node.raft().install_snapshot(rpc).await;
         reply(&res)
     }
 
     async fn propose(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let cmd: Command = self.open(req)?;
+        let cmd: Command = self.open_raft(req)?;
         reply(&self.node.propose_forwarded(cmd).await)
     }
 
     async fn commit(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
-        let commits: Vec<CommitRequest> = self.open(req)?;
+        let commits: Vec<CommitRequest> = self.open_raft(req)?;
         reply(&self.node.commit_forwarded(commits).await)
     }
 
     async fn read_index(&self, req: Request<Payload>) -> Result<Response<Payload>, Status> {
         self.admit(req.metadata())?;
+        in_service(&self.node)?;
         reply(&self.node.read_index_forwarded().await)
     }
 

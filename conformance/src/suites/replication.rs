@@ -18,7 +18,11 @@
 //! * a rolling restart of every node;
 //! * with every node in a network namespace of its own (where the machine allows them: root
 //!   and `ip netns`), the leader cut off from the others at the IP layer, then a follower's
-//!   cable pulled (its link to the bridge down, so packets vanish without a word).
+//!   cable pulled (its link to the bridge down, so packets vanish without a word);
+//! * with every node's data on a small file system of its own (a `tmpfs`, where the machine
+//!   allows mounting one), a follower's disk filled to the last byte: the node must say so
+//!   and stop taking part rather than run on a log it cannot write, the others carry on, and
+//!   once there is room again it restarts on the same data and catches up.
 //!
 //! Pass means: no acknowledged write lost and no anomaly (the history is linearizable, the
 //! bank's total never changes), and once the fault is healed every node serves a strong
@@ -68,6 +72,7 @@ pub fn suite() -> Suite {
             node_joins_through_a_snapshot,
             rolling_restart,
             partitions_in_network_namespaces,
+            follower_disk_fills,
             deno_client_on_a_cluster,
         ],
     }
@@ -362,6 +367,73 @@ impl Netns {
 }
 
 // ---------------------------------------------------------------------------------------
+// Small disks: a node's data on a file system that can fill up.
+
+/// A `tmpfs` of [`SmallDisk::BYTES`] mounted for one node's data, unmounted when dropped.
+struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    /// Room for the cluster's data in these cases many times over, and little enough that
+    /// filling it is quick.
+    const BYTES: u64 = 64 << 20;
+
+    /// Mount one at `path` (created if missing). Failing means the machine does not allow
+    /// it here (not root, or no mounts in this container).
+    async fn mount(path: PathBuf) -> Result<SmallDisk, String> {
+        std::fs::create_dir_all(&path).map_err(|e| e.to_string())?;
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o"])
+            .arg(format!("size={},mode=0700", Self::BYTES))
+            .arg("strata-small-disk")
+            .arg(&path)
+            .output()
+            .await
+            .map_err(|e| format!("mount: {e}"))?;
+        ensure!(
+            out.status.success(),
+            "mount -t tmpfs {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(SmallDisk { path })
+    }
+
+    /// Fill the disk to the last byte with a file of its own, and return that file.
+    fn fill(&self) -> Result<PathBuf, String> {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).map_err(|e| e.to_string())?;
+        let chunk = vec![0xa5u8; 64 << 10];
+        loop {
+            match f.write(&chunk) {
+                Ok(0) => {
+                    return Err("the disk took no more bytes, yet did not say it is full".into())
+                }
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => return Err(format!("filling {}: {e}", filler.display())),
+            }
+        }
+        // The last pages, a byte at a time: nothing is left for the node.
+        while f.write(&[0xa5]).is_ok_and(|n| n == 1) {}
+        Ok(filler)
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        // Lazily: a node still holding a file on it does not keep the mount alive.
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // Nodes: `strata serve --cluster` processes.
 
 struct NodeProc {
@@ -380,6 +452,8 @@ struct Cluster {
     links: BTreeMap<(u64, u64), Link>,
     /// Instead of proxies: every node in a network namespace of its own.
     net: Option<Arc<Netns>>,
+    /// Nodes whose data is on a small disk of its own.
+    disks: BTreeMap<u64, SmallDisk>,
     snapshot_every: u64,
 }
 
@@ -390,6 +464,7 @@ impl Cluster {
         n: u64,
         snapshot_every: u64,
         net: Option<Arc<Netns>>,
+        disks: BTreeMap<u64, SmallDisk>,
     ) -> Result<Cluster, String> {
         let mut cluster = Cluster {
             bin: strata_bin()?,
@@ -397,6 +472,7 @@ impl Cluster {
             nodes: Vec::new(),
             links: BTreeMap::new(),
             net,
+            disks,
             snapshot_every,
         };
         if cluster.net.is_none() {
@@ -469,9 +545,11 @@ impl Cluster {
     ) -> Result<NodeProc, String> {
         let dir = self.root.join(format!("node{id}"));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        // The node's log file stays beside its disk, so that it can say the disk is full.
+        let data = self.disks.get(&id).map_or(dir.clone(), |d| d.path.clone());
         let store = match kind {
-            BackendKind::Sqlite => format!("sqlite:{}", dir.join("data").display()),
-            _ => format!("redb:{}", dir.join("data").display()),
+            BackendKind::Sqlite => format!("sqlite:{}", data.join("data").display()),
+            _ => format!("redb:{}", data.join("data").display()),
         };
         // In a namespace: `ip netns exec` enters it and then runs the node in its own place
         // (same process), so signals reach the node itself.
@@ -980,7 +1058,26 @@ async fn run_case(h: &Harness, fault: Fault) -> CaseResult {
         },
         _ => None,
     };
-    let mut cluster = Cluster::start(h, nodes, snapshot_every, net).await?;
+    let mut disks = BTreeMap::new();
+    if let Fault::DiskFull = fault {
+        for id in 1..=nodes {
+            let path = h
+                .dir()
+                .join("cluster")
+                .join(format!("node{id}"))
+                .join("disk");
+            match SmallDisk::mount(path).await {
+                Ok(disk) => disks.insert(id, disk),
+                Err(e) if disks.is_empty() => {
+                    return Err(format!(
+                        "SKIP: this machine does not allow mounting a small file system here ({e})"
+                    ))
+                }
+                Err(e) => return Err(e),
+            };
+        }
+    }
+    let mut cluster = Cluster::start(h, nodes, snapshot_every, net, disks).await?;
     // Open the accounts, through the leader's node.
     let leader = cluster.leader().await?;
     let first = HttpKv::connect(&cluster.node(leader).kv).await?;
@@ -1069,6 +1166,7 @@ enum Fault {
     JoinThroughSnapshot,
     RollingRestart,
     Namespaces,
+    DiskFull,
 }
 
 impl Fault {
@@ -1082,6 +1180,7 @@ impl Fault {
             Fault::JoinThroughSnapshot => "a node joining through a snapshot",
             Fault::RollingRestart => "rolling restart of every node",
             Fault::Namespaces => "in network namespaces: the leader cut off, a cable pulled",
+            Fault::DiskFull => "a follower's disk full, then room again",
         }
     }
 
@@ -1170,6 +1269,50 @@ impl Fault {
                 p.advance(150, a_while).await;
                 c.unplug(follower, false).await
             }
+            Fault::DiskFull => {
+                p.advance(150, some).await;
+                let follower = c.leader().await? % 3 + 1;
+                let filler = c.disks.get(&follower).ok_or("no small disk")?.fill()?;
+                // Its next write fails: the node must say why, and keep running (a node that
+                // crashed would be restarted by its supervisor into the same full disk).
+                c.until_logged(follower, "No space left on device").await?;
+                // Its clients are told why, rather than left waiting.
+                let kv = HttpKv::connect(&c.node(follower).kv).await?;
+                let refused = match kv.write(b"probe", Some(vec![1]), None).await {
+                    Ok(_) => return Err(format!("node {follower} took a write on a full disk")),
+                    Err(WriteError::NotApplied(e) | WriteError::Unknown(e)) => e,
+                };
+                ensure!(
+                    refused.contains("No space left on device"),
+                    "a write on the node whose disk is full fails without saying why: {refused}"
+                );
+                // The others carry on without it.
+                let leader = c.leader().await?;
+                let at = c.status(leader).await?.last_log_index;
+                c.until(
+                    "the others commit without the node whose disk is full",
+                    |s| s.last_log_index >= at + 20,
+                    None,
+                )
+                .await?;
+                let running = c.node_mut(follower).child.as_mut().map(|ch| ch.try_wait());
+                ensure!(
+                    matches!(running, Some(Ok(None))),
+                    "node {follower} exited on a full disk instead of stopping its part in the cluster: {running:?}"
+                );
+                // Room again: the node restarts on the data it kept, and catches up.
+                std::fs::remove_file(&filler).map_err(|e| e.to_string())?;
+                c.stop(follower).await?;
+                c.restart(kind, follower).await?;
+                let leader = c.leader().await?;
+                let last = c.status(leader).await?.last_log_index;
+                c.until(
+                    "the node that ran out of room caught up",
+                    |s| s.applied_index >= last,
+                    Some(follower),
+                )
+                .await
+            }
             Fault::RollingRestart => {
                 for id in 1..=3 {
                     p.advance(80, some).await;
@@ -1186,6 +1329,22 @@ impl Fault {
 }
 
 impl Cluster {
+    /// Wait until node `id`'s log holds `text`.
+    async fn until_logged(&self, id: u64, text: &str) -> CaseResult {
+        let deadline = Instant::now() + RECOVERY;
+        let path = self.node(id).dir.join("node.log");
+        loop {
+            if std::fs::read_to_string(&path).is_ok_and(|log| log.contains(text)) {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "node {id} did not log {text:?} within {RECOVERY:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Wait until `node`'s status (the leader's, if `None`) passes `test`.
     async fn until(
         &self,
@@ -1282,6 +1441,10 @@ async fn partitions_in_network_namespaces(h: &Harness) -> CaseResult {
     run_case(h, Fault::Namespaces).await
 }
 
+async fn follower_disk_fills(h: &Harness) -> CaseResult {
+    run_case(h, Fault::DiskFull).await
+}
+
 /// Deno's own client (`Deno.openKv`) on every node of a 3-node cluster, no fault: writes
 /// through every node, strong reads that see them at once on every node, eventual reads
 /// that catch up, and metadata that lists every node as an `eventual` endpoint
@@ -1294,7 +1457,7 @@ async fn deno_client_on_a_cluster(h: &Harness) -> CaseResult {
         Ok(deno) => deno,
         Err(skip) => return skip,
     };
-    let cluster = Cluster::start(h, 3, 10_000, None).await?;
+    let cluster = Cluster::start(h, 3, 10_000, None, BTreeMap::new()).await?;
     let urls: Vec<&str> = cluster.nodes.iter().map(|n| n.kv.as_str()).collect();
     let args = ["test", "-A", "--unstable-kv", "deno/cluster_test.mjs"].map(String::from);
     let result = run_tests(

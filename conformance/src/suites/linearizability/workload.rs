@@ -21,6 +21,7 @@ pub(crate) struct Read {
 }
 
 /// How a write failed.
+#[derive(Debug)]
 pub(crate) enum WriteError {
     /// Provably not applied (a conflict, a rejected request).
     NotApplied(String),
