@@ -1498,38 +1498,6 @@ async fn command(engine: &std::sync::Arc<Engine>, command: Command) -> CliResult
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    {
-        use tracing_subscriber::layer::SubscriberExt as _;
-        use tracing_subscriber::util::SubscriberInitExt as _;
-        // INFO by default, and Raft (which narrates every election and snapshot at INFO) at
-        // WARN; STRATA_LOG adds to that, as `debug` or `strata_rest=debug,info`.
-        let mut filter = tracing_subscriber::filter::Targets::new()
-            .with_default(tracing::Level::INFO)
-            .with_target("openraft", tracing::Level::WARN);
-        let mut bad_filter = None;
-        if let Ok(spec) = std::env::var("STRATA_LOG") {
-            match spec.parse::<tracing_subscriber::filter::Targets>() {
-                Ok(extra) => {
-                    if let Some(level) = extra.default_level() {
-                        filter = filter.with_default(level);
-                    }
-                    filter = filter.with_targets(extra);
-                }
-                Err(err) => bad_filter = Some(format!("STRATA_LOG={spec:?} is ignored: {err}")),
-            }
-        }
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_max_level(tracing::Level::TRACE)
-            .with_target(false)
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .finish()
-            .with(filter)
-            .init();
-        if let Some(msg) = bad_filter {
-            tracing::warn!("{msg}");
-        }
-    }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -1540,12 +1508,66 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Inside the runtime: the log's throttle reports what it held back from a task of its own.
+    let _runtime = rt.enter();
+    init_logging();
     match rt.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(msg) => {
             eprintln!("error: {msg}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Log to stderr: INFO by default, and Raft (which narrates every election and snapshot at
+/// INFO) at WARN; STRATA_LOG adds to that, as `debug` or `strata_rest=debug,info`. A line
+/// repeated word for word (a peer that is down, named again in every round that needs it,
+/// hundreds of times a second) is held back after a burst of 20, then let through once
+/// every 5 s, and every 30 s a line says how many were held back.
+fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
+    let mut filter = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::INFO)
+        .with_target("openraft", tracing::Level::WARN);
+    let mut bad_filter = None;
+    if let Ok(spec) = std::env::var("STRATA_LOG") {
+        match spec.parse::<tracing_subscriber::filter::Targets>() {
+            Ok(extra) => {
+                if let Some(level) = extra.default_level() {
+                    filter = filter.with_default(level);
+                }
+                filter = filter.with_targets(extra);
+            }
+            Err(err) => bad_filter = Some(format!("STRATA_LOG={spec:?} is ignored: {err}")),
+        }
+    }
+    let lines = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let throttle = tracing_throttle::Policy::token_bucket(20.0, 0.2)
+        .map_err(|e| e.to_string())
+        .and_then(|policy| {
+            tracing_throttle::TracingRateLimitLayer::builder()
+                .with_policy(policy)
+                .with_active_emission(true)
+                .with_summary_interval(std::time::Duration::from_secs(30))
+                .build()
+                .map_err(|e| e.to_string())
+        });
+    let registry = tracing_subscriber::registry().with(filter);
+    match throttle {
+        Ok(throttle) => registry.with(lines.with_filter(throttle)).init(),
+        Err(e) => {
+            registry.with(lines).init();
+            tracing::warn!("repeated log lines are not held back: {e}");
+        }
+    }
+    if let Some(msg) = bad_filter {
+        tracing::warn!("{msg}");
     }
 }
 
