@@ -655,6 +655,45 @@ mod tests {
         assert!(e.to_string().contains("damaged"), "{e}");
     }
 
+    /// A disk that is full when a new segment is due (the segment's name leads to
+    /// `/dev/full`, where every write fails with ENOSPC): the append fails naming the file,
+    /// and every entry appended before it is still there, in this process and after a
+    /// restart, with the next append landing right after them once there is room.
+    #[test]
+    fn a_full_disk_fails_the_append_and_keeps_what_came_before() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = filled(dir.path(), 10, 2);
+        let full = |i: u64| dir.path().join(segment_name(i));
+        let mut failed = None;
+        for i in 11..=200 {
+            std::os::unix::fs::symlink("/dev/full", full(i)).unwrap();
+            let appended = log.append(&entries(i..=i));
+            std::fs::remove_file(full(i)).unwrap();
+            if let Err(e) = appended {
+                failed = Some((i, e));
+                break;
+            }
+        }
+        let (i, e) = failed.expect("some append needs a new segment");
+        assert!(e.to_string().contains("No space left on device"), "{e}");
+        assert!(
+            e.to_string().contains(&segment_name(i)),
+            "names the file: {e}"
+        );
+        assert_eq!(log.last_index(), Some(i - 1));
+        assert_eq!(indexes(&log, 1, None), (1..i).collect::<Vec<_>>());
+
+        // A restart reads every entry appended before the failure.
+        let reopened = LogFile::open_with(dir.path(), None, 512).unwrap();
+        assert_eq!(indexes(&reopened, 1, None), (1..i).collect::<Vec<_>>());
+        drop(reopened);
+        // Room again: the same log appends the entry it could not, and the next.
+        log.append(&entries(i..=i + 1)).unwrap();
+        assert_eq!(indexes(&log, 1, None), (1..=i + 1).collect::<Vec<_>>());
+        let reopened = LogFile::open_with(dir.path(), None, 512).unwrap();
+        assert_eq!(indexes(&reopened, 1, None), (1..=i + 1).collect::<Vec<_>>());
+    }
+
     #[test]
     fn a_missing_segment_or_a_bad_header_is_refused() {
         let dir = tempfile::tempdir().unwrap();
