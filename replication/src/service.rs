@@ -83,13 +83,14 @@ impl RaftService {
     }
 
     /// [`RaftService::open`] for a call that takes part in the cluster's work: refused while
-    /// this node's Raft has stopped (see [`in_service`]).
+    /// this node's Raft has stopped (see [`in_service`]), once the caller is admitted.
     fn open_raft<T: serde::de::DeserializeOwned>(
         &self,
         req: Request<Payload>,
     ) -> Result<T, Status> {
+        self.admit(req.metadata())?;
         in_service(&self.node)?;
-        self.open(req)
+        decoded(&req.into_inner().data)
     }
 
     /// A stream of exchanges whose requests (each a `T`) `handle` answers, once the caller is

@@ -923,6 +923,29 @@ async fn a_node_whose_disk_fills_stops_cleanly_and_recovers_once_there_is_room()
         err.to_string().contains("No space left"),
         "the error says why: {err}"
     );
+    // The others' Raft traffic is answered with why (they back off from it as from a node
+    // that is down) — but only once the caller is admitted.
+    let peer = PeerClient::new(4, &addr, credentials("s3cret"));
+    match peer
+        .call(Method::ReadIndex, Vec::new(), Duration::from_secs(10))
+        .await
+    {
+        Err(ReplicationError::Unreachable { detail, .. }) => assert!(
+            detail.contains("stopped taking part") && detail.contains("No space left"),
+            "{detail}"
+        ),
+        other => panic!("a stopped node answers Raft traffic with why: {other:?}"),
+    }
+    let stranger = PeerClient::new(4, &addr, credentials("guess"));
+    match stranger
+        .call(Method::ReadIndex, Vec::new(), Duration::from_secs(10))
+        .await
+    {
+        Err(ReplicationError::Refused { detail, .. }) => {
+            assert!(!detail.contains("No space left"), "{detail}")
+        }
+        other => panic!("a wrong secret is refused first: {other:?}"),
+    }
     engine4.close().await;
     node.shutdown().await;
     drop(node);
