@@ -89,7 +89,8 @@ pub struct ClusterStatus {
     pub node: NodeId,
     pub leader: Option<NodeId>,
     pub term: u64,
-    /// The answering node's state: leader, follower, candidate or learner.
+    /// The answering node's state: leader, follower, candidate or learner; or `stopped (…)`
+    /// with why, once its Raft has stopped on a failure of its own (see [`Node::halted`]).
     pub state: String,
     pub last_log_index: u64,
     pub applied_index: u64,
@@ -887,19 +888,21 @@ impl Node {
                 }
             })
             .collect();
-        let state = match m.state {
-            ServerState::Leader => "leader",
-            ServerState::Follower => "follower",
-            ServerState::Candidate => "candidate",
-            ServerState::Learner => "learner",
-            ServerState::Shutdown => "shutdown",
+        let state = match (&m.running_state, m.state) {
+            // Raft's last role no longer holds once it has stopped.
+            (Err(why), _) => format!("stopped ({why})"),
+            (Ok(()), ServerState::Leader) => "leader".into(),
+            (Ok(()), ServerState::Follower) => "follower".into(),
+            (Ok(()), ServerState::Candidate) => "candidate".into(),
+            (Ok(()), ServerState::Learner) => "learner".into(),
+            (Ok(()), ServerState::Shutdown) => "shutdown".into(),
         };
         ClusterStatus {
             cluster_id: self.credentials.cluster_id.clone(),
             node: self.id,
             leader: m.current_leader,
             term: m.current_term,
-            state: state.to_string(),
+            state,
             last_log_index: last,
             applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
             snapshot_index: m.snapshot.map(|l| l.index),

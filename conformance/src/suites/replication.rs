@@ -1286,6 +1286,13 @@ impl Fault {
                     refused.contains("No space left on device"),
                     "a write on the node whose disk is full fails without saying why: {refused}"
                 );
+                // Its status says so.
+                let status = c.status(follower).await?;
+                ensure!(
+                    status.state.starts_with("stopped") && status.state.contains("No space left"),
+                    "node {follower}'s status does not say it stopped, and why: {:?}",
+                    status.state
+                );
                 // The others carry on without it.
                 let leader = c.leader().await?;
                 let at = c.status(leader).await?.last_log_index;
