@@ -269,11 +269,9 @@ impl LogFile {
                 let end = segment.end;
                 segment.zero(end, segment.allocated)?;
             }
-            if segment.last().is_some_and(|l| l < first) {
-                std::fs::remove_file(&segment.path).map_err(|e| err(&segment.path, e))?;
-                continue;
-            }
-            if segment.offsets.is_empty() && !last_segment {
+            // Every entry purged, or none at all before the last segment: nothing to keep.
+            let purged = segment.last().is_some_and(|l| l < first);
+            if purged || (segment.offsets.is_empty() && !last_segment) {
                 std::fs::remove_file(&segment.path).map_err(|e| err(&segment.path, e))?;
                 continue;
             }

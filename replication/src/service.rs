@@ -88,9 +88,9 @@ impl RaftService {
         &self,
         req: Request<Payload>,
     ) -> Result<T, Status> {
-        self.admit(req.metadata())?;
+        let message = self.open(req)?;
         in_service(&self.node)?;
-        decoded(&req.into_inner().data)
+        Ok(message)
     }
 
     /// A stream of exchanges whose requests (each a `T`) `handle` answers, once the caller is

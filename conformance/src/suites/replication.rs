@@ -400,7 +400,8 @@ impl SmallDisk {
         Ok(SmallDisk { path })
     }
 
-    /// Fill the disk to the last byte with a file of its own, and return that file.
+    /// Fill the disk with a file of its own, and return that file. (The write that meets the
+    /// end is cut short at the last free page, so no byte is left.)
     fn fill(&self) -> Result<PathBuf, String> {
         use std::io::Write;
         let filler = self.path.join("filler");
@@ -416,8 +417,6 @@ impl SmallDisk {
                 Err(e) => return Err(format!("filling {}: {e}", filler.display())),
             }
         }
-        // The last pages, a byte at a time: nothing is left for the node.
-        while f.write(&[0xa5]).is_ok_and(|n| n == 1) {}
         Ok(filler)
     }
 }
