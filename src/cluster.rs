@@ -83,6 +83,11 @@ pub struct NodeArgs {
     /// proposed while those before it replicate (1: one at a time) [default: 1].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
     pub raft_groups_in_flight: Option<u16>,
+    /// While this node leads: how long, in milliseconds, the next commit group may wait
+    /// for as many commits as the group before it answered (clients just answered usually
+    /// commit again at once; one Raft round then carries them all) [default: 2; 0: never].
+    #[arg(long, value_name = "MS", value_parser = clap::value_parser!(u16).range(0..=1000))]
+    pub raft_group_linger: Option<u16>,
     /// Reach peer ID at ADDR instead of the address it advertises (a tunnel or NAT):
     /// ID=ADDR, repeatable.
     #[arg(long = "raft-peer-via", value_name = "ID=ADDR")]
@@ -110,6 +115,7 @@ impl NodeArgs {
             }
             self.raft_snapshot_every = self.raft_snapshot_every.or(c.snapshot_every);
             self.raft_groups_in_flight = self.raft_groups_in_flight.or(c.groups_in_flight);
+            self.raft_group_linger = self.raft_group_linger.or(c.group_linger_ms);
             if self.raft_peer_via.is_empty() {
                 self.raft_peer_via = c
                     .peer_via
@@ -135,6 +141,7 @@ impl NodeArgs {
             || !self.peers.is_empty()
             || self.raft_snapshot_every.is_some()
             || self.raft_groups_in_flight.is_some()
+            || self.raft_group_linger.is_some()
             || !self.raft_peer_via.is_empty();
         if given && !self.cluster {
             return Err(
@@ -142,6 +149,12 @@ impl NodeArgs {
                  add --cluster (or a [cluster] section to db.toml)"
                     .into(),
             );
+        }
+        if let Some(ms @ 1001..) = self.raft_group_linger {
+            return Err(format!(
+                "the group linger must be from 0 to 1000 ms (got {ms}): how long the leader's \
+                 next commit group may wait for the clients it just answered"
+            ));
         }
         if let Some(n @ (0 | 65..)) = self.raft_groups_in_flight {
             return Err(format!(

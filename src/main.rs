@@ -608,6 +608,12 @@ async fn run(cli: Cli) -> CliResult {
             max_groups_in_flight: node_args
                 .raft_groups_in_flight
                 .map_or(defaults.max_groups_in_flight, usize::from),
+            #[cfg(feature = "replication")]
+            group_linger: node_args
+                .raft_group_linger
+                .map_or(defaults.group_linger, |ms| {
+                    std::time::Duration::from_millis(u64::from(ms))
+                }),
             ..defaults
         };
         let engine = std::sync::Arc::new(Engine::new(backend, config));

@@ -282,6 +282,18 @@ fn cluster_settings_that_cannot_work_are_refused_before_serving() {
     ]);
     assert!(!o.status.success(), "groups_in_flight = 0 was accepted");
     assert!(String::from_utf8_lossy(&o.stderr).contains("from 1 to 64"));
+    assert!(serve(&["--node-id", "1", "--raft-group-linger", "1001"]).contains("0..=1000"));
+    std::fs::write(&config, "[cluster]\nnode_id = 1\ngroup_linger_ms = 5000\n").unwrap();
+    let o = strata(&[
+        "--store",
+        &store,
+        "serve",
+        "--no-auth",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success(), "group_linger_ms = 5000 was accepted");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("from 0 to 1000 ms"));
     let o = Command::new(env!("CARGO_BIN_EXE_strata"))
         .env_remove("STRATA_CLUSTER_SECRET")
         .args(["cluster", "status", "--via", "127.0.0.1:1"])

@@ -133,6 +133,8 @@ pub(crate) struct PipelineCounters {
     pub conflicts: AtomicU64,
     pub resolve_ns: AtomicU64,
     pub append_ns: AtomicU64,
+    pub linger_ns: AtomicU64,
+    pub waiting: AtomicU64,
 }
 
 /// A queued or dead-lettered message, for inspection.
@@ -165,6 +167,11 @@ pub struct PipelineStats {
     pub resolve: std::time::Duration,
     /// Time spent appending groups to the log: the backend write and its sync.
     pub append: std::time::Duration,
+    /// Time groups were held back, lingering for the commits just answered to come back
+    /// (a cluster node's leader, see [`EngineConfig::group_linger`](crate::EngineConfig)).
+    pub linger: std::time::Duration,
+    /// Commits resolved into the next group and waiting for it to go to the log, now.
+    pub waiting: u64,
 }
 
 impl Shared {
@@ -579,6 +586,8 @@ impl Database {
             conflicts: c.conflicts.load(Ordering::Relaxed),
             resolve: std::time::Duration::from_nanos(c.resolve_ns.load(Ordering::Relaxed)),
             append: std::time::Duration::from_nanos(c.append_ns.load(Ordering::Relaxed)),
+            linger: std::time::Duration::from_nanos(c.linger_ns.load(Ordering::Relaxed)),
+            waiting: c.waiting.load(Ordering::Relaxed),
         }
     }
 

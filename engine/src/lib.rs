@@ -30,6 +30,7 @@ pub mod files;
 pub mod forward;
 pub mod layout;
 mod limits;
+mod linger;
 mod listener;
 mod log;
 mod maintenance;

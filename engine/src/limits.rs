@@ -128,6 +128,10 @@ pub struct EngineConfig {
     /// how many groups may be in its log at once, each proposed while the ones before it
     /// replicate.
     pub max_groups_in_flight: usize,
+    /// On a store that orders appends: how long, at most, the next group waits for the
+    /// commits that the group just answered will send again, before it goes to the log (see
+    /// `engine/src/linger.rs`). Zero: never wait.
+    pub group_linger: std::time::Duration,
     /// Whether to run the background sweeper and GC (off for tools that open a store briefly).
     pub background_tasks: bool,
     /// With a store several processes share: how often to look for the others' commits.
@@ -143,6 +147,7 @@ impl Default for EngineConfig {
             gc_interval_ms: 10_000,
             max_group_commits: 256,
             max_groups_in_flight: 1,
+            group_linger: std::time::Duration::from_millis(2),
             background_tasks: true,
             follow_interval_ms: 100,
         }

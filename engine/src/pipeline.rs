@@ -40,7 +40,8 @@
 //! process's commit lands first, the first group in flight fails its condition and every
 //! later one fails too, and [`Pipeline::recover`] resolves them again after learning the
 //! other commit. A read's catch-up waits for the groups in flight instead of reading
-//! their commits back as another process's.
+//! their commits back as another process's. There a group may also *linger* before it goes,
+//! for the commits that the answers just sent will bring back ([`crate::linger`]).
 //!
 //! The rest lives beside it: what each kind of commit writes in [`crate::resolve`]; the
 //! expiry sweep and garbage collection in [`crate::maintenance`]; restores in
@@ -62,6 +63,7 @@ use crate::database::Shared;
 use crate::error::{EngineError, Result};
 use crate::feed::{ChangeKind, WriteRecord, Written, FEED_OFF};
 use crate::layout;
+use crate::linger::Linger;
 use crate::log::LogEntry;
 use crate::multi_writer::{group_token, Settled};
 use crate::overlay::Overlay;
@@ -300,6 +302,11 @@ impl Pipeline {
         let mut flights: VecDeque<Flight> = VecDeque::new();
         let mut next: Option<Waiting<'_>> = None;
         let mut closing = false;
+        let mut linger = Linger::new(match self.shared.multi_process {
+            true => self.shared.config.group_linger,
+            false => Duration::ZERO,
+        });
+        let mut lingering_since: Option<Instant> = None;
         loop {
             // The newest version this process sent to the log.
             let through = flights
@@ -323,11 +330,26 @@ impl Pipeline {
                 continue;
             }
             let hold = self.parked.iter().any(|r| seen(r) > through);
-            if next.is_some() && flights.len() < depth && !hold {
+            let waiting = next.as_ref().map_or(0, |w| w.requests.len());
+            let stats = &self.shared.stats;
+            stats.waiting.store(waiting as u64, Ordering::Relaxed);
+            let lingers = waiting > 0
+                && !closing
+                && flights.len() < depth
+                && linger.holds(waiting, tokio::time::Instant::now());
+            if lingers && lingering_since.is_none() {
+                lingering_since = Some(Instant::now());
+            }
+            if next.is_some() && flights.len() < depth && !hold && !lingers {
                 let Some(mut waiting) = next.take() else {
                     continue;
                 };
+                if let Some(since) = lingering_since.take() {
+                    let held = since.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
+                    stats.linger_ns.fetch_add(held, Ordering::Relaxed);
+                }
                 self.gather(&mut waiting, max).await;
+                linger.sent(waiting.requests.len());
                 if let Some(flight) = self.dispatch(waiting, &flights, depth > 1) {
                     flights.push_back(flight);
                 }
@@ -348,14 +370,18 @@ impl Pipeline {
             }
             let room = max.saturating_sub(next.as_ref().map_or(0, |w| w.requests.len()));
             let base = flights.back().map(|f| f.merged.clone());
-            let Some(head) = flights.front_mut() else {
-                // Nothing in flight, a group waiting that may not go yet: impossible, as a
-                // catch-up is answered once nothing is in flight.
-                continue;
-            };
+            // With nothing in flight, a group is waiting that may not go yet: it lingers (a
+            // catch-up is answered once nothing is in flight).
+            let head = flights.front_mut();
+            let until = linger.deadline().filter(|_| lingers);
             tokio::select! {
                 biased;
-                outcome = appended(&mut head.task) => {
+                outcome = async {
+                    match head {
+                        Some(head) => appended(&mut head.task).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
                     let Some(done) = flights.pop_front() else { continue };
                     if done.task.is_none() {
                         answer(done.requests, done.sealed.tally.results);
@@ -363,6 +389,13 @@ impl Pipeline {
                     }
                     if outcome.is_ok() {
                         let results = self.publish(done.sealed, done.dispatched.elapsed());
+                        let waiting = next.as_ref().map_or(0, |w| w.requests.len());
+                        linger.answered(
+                            done.requests.len(),
+                            waiting,
+                            max,
+                            tokio::time::Instant::now(),
+                        );
                         answer(done.requests, results);
                         continue;
                     }
@@ -388,6 +421,12 @@ impl Pipeline {
                     }
                     None => closing = true,
                 },
+                () = async {
+                    match until {
+                        Some(until) => tokio::time::sleep_until(until).await,
+                        None => std::future::pending().await,
+                    }
+                }, if until.is_some() => {}
                 // (The watch guard it returns must not live on into the other arms' awaits.)
                 _ = async { shutdown.wait_for(|s| *s).await.is_ok() }, if !closing => closing = true,
             }

@@ -156,6 +156,9 @@ pub struct ClusterSection {
     /// Commit groups in the Raft log at once while this node leads
     /// (`--raft-groups-in-flight`, 1 to 64).
     pub groups_in_flight: Option<u16>,
+    /// How long, in milliseconds, the leader's next commit group may wait for the clients
+    /// it just answered (`--raft-group-linger`, 0 to 1000; 0: never).
+    pub group_linger_ms: Option<u16>,
     /// The cluster's name (`--cluster-id`).
     pub cluster_id: Option<String>,
     /// The shared secret itself (prefer `secret_env`: a file is easier to leak).

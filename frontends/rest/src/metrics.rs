@@ -68,6 +68,8 @@ struct DatabaseFigures {
     groups: u64,
     resolve_seconds: f64,
     append_seconds: f64,
+    linger_seconds: f64,
+    waiting: u64,
     queue_depth: u64,
     dead_letters: u64,
     version: u64,
@@ -137,6 +139,8 @@ impl Metrics {
                 groups: stats.groups,
                 resolve_seconds: stats.resolve.as_secs_f64(),
                 append_seconds: stats.append.as_secs_f64(),
+                linger_seconds: stats.linger.as_secs_f64(),
+                waiting: stats.waiting,
                 queue_depth,
                 dead_letters,
                 version: db.version(),
@@ -200,7 +204,7 @@ impl Collector for Shared {
             })?;
         }
         type Seconds = fn(&DatabaseFigures) -> f64;
-        let times: [(&str, &str, Seconds); 2] = [
+        let times: [(&str, &str, Seconds); 3] = [
             (
                 "commit_resolve_seconds",
                 "Time the pipeline spent resolving commits (conflict checks, key writes)",
@@ -210,6 +214,11 @@ impl Collector for Shared {
                 "commit_append_seconds",
                 "Time from handing each group's batch to the log to its being durable, summed",
                 |f| f.append_seconds,
+            ),
+            (
+                "commit_linger_seconds",
+                "Time commit groups were held back for the commits just answered to come back",
+                |f| f.linger_seconds,
             ),
         ];
         for (name, help, get) in times {
@@ -223,7 +232,12 @@ impl Collector for Shared {
                 },
             )?;
         }
-        let gauges: [(&str, &str, Get); 3] = [
+        let gauges: [(&str, &str, Get); 4] = [
+            (
+                "commits_waiting",
+                "Commits resolved into the next group, waiting for it to go to the log",
+                |f| f.waiting,
+            ),
             ("queue_depth", "Queue messages waiting or leased", |f| {
                 f.queue_depth
             }),
