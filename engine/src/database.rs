@@ -333,17 +333,21 @@ impl Shared {
                 }
             }
         }
-        self.commit_here(op).await
+        self.commit_here(op, false).await
     }
 
-    /// Commit `op` through this database's own pipeline.
-    pub(crate) async fn commit_here(&self, op: CommitOp) -> Result<CommitReply> {
+    /// Commit `op` through this database's own pipeline; `forwarded`: for another process.
+    pub(crate) async fn commit_here(&self, op: CommitOp, forwarded: bool) -> Result<CommitReply> {
         if *self.shutdown.borrow() {
             return Err(EngineError::ShuttingDown);
         }
         let (tx, rx) = oneshot::channel();
         self.commits
-            .send(CommitRequest { op, reply: tx })
+            .send(CommitRequest {
+                op,
+                reply: tx,
+                forwarded,
+            })
             .await
             .map_err(|_| EngineError::ShuttingDown)?;
         rx.await.map_err(|_| EngineError::ShuttingDown)?
@@ -603,9 +607,10 @@ impl Database {
         }
     }
 
-    /// Commit `op` here, never forwarded (for [`crate::Engine::commit_forwarded`]).
-    pub(crate) async fn commit_here(&self, op: CommitOp) -> Result<CommitOutcome> {
-        self.shared.commit_here(op).await?.into_outcome()
+    /// Commit `op`, which another process forwarded here, through this process's own
+    /// pipeline (for [`crate::Engine::commit_forwarded`]).
+    pub(crate) async fn commit_forwarded(&self, op: CommitOp) -> Result<CommitOutcome> {
+        self.shared.commit_here(op, true).await?.into_outcome()
     }
 
     /// Whether reads through this handle are eventual (see [`Database::eventual`]).

@@ -186,7 +186,7 @@ impl Engine {
                 sums,
             },
         };
-        db.commit_here(op).await
+        db.commit_forwarded(op).await
     }
 }
 

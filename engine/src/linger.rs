@@ -19,6 +19,11 @@
 //! next groups, twice as many after each miss in a row (up to [`MAX_SKIP`]), and the first
 //! group that fills up turns it fully back on.
 //!
+//! Commits another node forwarded are not counted as answered: that node groups its own
+//! callers' commits into rounds, and its callers see their answers only after the round
+//! comes back and the node has applied it, too late for a linger to catch their next
+//! commits (measured: writes through a follower fell by a fifth when they were counted).
+//!
 //! [`EngineConfig::group_linger`]: crate::EngineConfig::group_linger
 
 use std::time::Duration;

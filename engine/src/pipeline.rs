@@ -179,6 +179,9 @@ impl CommitReply {
 pub(crate) struct CommitRequest {
     pub op: CommitOp,
     pub reply: oneshot::Sender<Result<CommitReply>>,
+    /// Forwarded by another process (which groups its own callers' commits): its answer
+    /// does not bring a commit straight back, so no group lingers for it.
+    pub forwarded: bool,
 }
 
 pub(crate) struct Pipeline {
@@ -391,7 +394,7 @@ impl Pipeline {
                         let results = self.publish(done.sealed, done.dispatched.elapsed());
                         let waiting = next.as_ref().map_or(0, |w| w.requests.len());
                         linger.answered(
-                            done.requests.len(),
+                            done.requests.iter().filter(|r| !r.forwarded).count(),
                             waiting,
                             max,
                             tokio::time::Instant::now(),
