@@ -269,31 +269,24 @@ fn cluster_settings_that_cannot_work_are_refused_before_serving() {
     assert!(serve(&["--node-id", "1", "--raft-peer-via", "two=127.0.0.1:1"]).contains("ID=ADDR"));
     assert!(serve(&["--node-id", "1", "--raft-groups-in-flight", "0"]).contains("1..=64"));
     assert!(serve(&["--node-id", "1", "--raft-groups-in-flight", "65"]).contains("1..=64"));
-    // The same limit for db.toml, which clap does not check.
-    let config = dir.path().join("db.toml");
-    std::fs::write(&config, "[cluster]\nnode_id = 1\ngroups_in_flight = 0\n").unwrap();
-    let o = strata(&[
-        "--store",
-        &store,
-        "serve",
-        "--no-auth",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    assert!(!o.status.success(), "groups_in_flight = 0 was accepted");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("from 1 to 64"));
     assert!(serve(&["--node-id", "1", "--raft-group-linger", "1001"]).contains("0..=1000"));
-    std::fs::write(&config, "[cluster]\nnode_id = 1\ngroup_linger_ms = 5000\n").unwrap();
-    let o = strata(&[
-        "--store",
-        &store,
-        "serve",
-        "--no-auth",
-        "--config",
-        config.to_str().unwrap(),
-    ]);
-    assert!(!o.status.success(), "group_linger_ms = 5000 was accepted");
-    assert!(String::from_utf8_lossy(&o.stderr).contains("from 0 to 1000 ms"));
+    // The same limits for db.toml, which clap does not check.
+    let config = dir.path().join("db.toml");
+    let serve_file = |cluster: &str| {
+        std::fs::write(&config, format!("[cluster]\nnode_id = 1\n{cluster}\n")).unwrap();
+        let o = strata(&[
+            "--store",
+            &store,
+            "serve",
+            "--no-auth",
+            "--config",
+            config.to_str().unwrap(),
+        ]);
+        assert!(!o.status.success(), "{cluster} was accepted");
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(serve_file("groups_in_flight = 0").contains("from 1 to 64"));
+    assert!(serve_file("group_linger_ms = 5000").contains("from 0 to 1000 ms"));
     let o = Command::new(env!("CARGO_BIN_EXE_strata"))
         .env_remove("STRATA_CLUSTER_SECRET")
         .args(["cluster", "status", "--via", "127.0.0.1:1"])

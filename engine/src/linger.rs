@@ -143,45 +143,41 @@ mod tests {
         assert!(!l.holds(0, t));
     }
 
+    /// How many answered groups go by without a hold, until one is held.
+    fn skipped(l: &mut Linger, t: Instant) -> usize {
+        let mut n = 0;
+        loop {
+            l.answered(4, 0, 256, t);
+            if l.deadline().is_some() {
+                return n;
+            }
+            n += 1;
+        }
+    }
+
     #[test]
     fn misses_in_a_row_turn_lingering_off_for_longer_and_a_full_group_turns_it_back_on() {
         let mut t = Instant::now();
         let mut l = Linger::new(LIMIT);
-        // Each miss: the group went at the limit with fewer than it waited for. Then count
-        // how many answered groups go by without a hold.
-        let mut skipped = Vec::new();
+        // Each miss: the group went at the limit with fewer than it waited for.
+        let mut after_each_miss = Vec::new();
         for _ in 0..8 {
             l.answered(4, 0, 256, t);
             assert!(l.holds(1, t));
             t += LIMIT;
             assert!(!l.holds(1, t));
             l.sent(1);
-            let mut n = 0;
-            loop {
-                l.answered(4, 0, 256, t);
-                if l.deadline().is_some() {
-                    break;
-                }
-                n += 1;
-            }
-            skipped.push(n);
+            after_each_miss.push(skipped(&mut l, t));
         }
-        assert_eq!(skipped, [2, 4, 8, 16, 32, 64, 64, 64]);
+        assert_eq!(after_each_miss, [2, 4, 8, 16, 32, 64, 64, 64]);
         // The hold after the last skip fills up: misses are forgotten.
         l.sent(4);
         l.answered(4, 0, 256, t);
         t += LIMIT;
         l.sent(1);
-        let mut n = 0;
-        loop {
-            l.answered(4, 0, 256, t);
-            if l.deadline().is_some() {
-                break;
-            }
-            n += 1;
-        }
         assert_eq!(
-            n, 2,
+            skipped(&mut l, t),
+            2,
             "one miss after a full group skips two, as the first did"
         );
     }
