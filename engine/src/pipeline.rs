@@ -340,17 +340,19 @@ impl Pipeline {
                 && !closing
                 && flights.len() < depth
                 && linger.holds(waiting, tokio::time::Instant::now());
-            if lingers && lingering_since.is_none() {
-                lingering_since = Some(Instant::now());
+            match (lingers, lingering_since) {
+                (true, None) => lingering_since = Some(Instant::now()),
+                (false, Some(since)) => {
+                    let held = since.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
+                    stats.linger_ns.fetch_add(held, Ordering::Relaxed);
+                    lingering_since = None;
+                }
+                _ => {}
             }
             if next.is_some() && flights.len() < depth && !hold && !lingers {
                 let Some(mut waiting) = next.take() else {
                     continue;
                 };
-                if let Some(since) = lingering_since.take() {
-                    let held = since.elapsed().as_nanos().try_into().unwrap_or(u64::MAX);
-                    stats.linger_ns.fetch_add(held, Ordering::Relaxed);
-                }
                 self.gather(&mut waiting, max).await;
                 linger.sent(waiting.requests.len());
                 if let Some(flight) = self.dispatch(waiting, &flights, depth > 1) {
