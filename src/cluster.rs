@@ -546,6 +546,14 @@ fn print_status(s: &ClusterStatus) {
             opt(n.lag),
             endpoints.join(" ")
         );
+        if let Some(ms) = n.unanswered_ms {
+            println!(
+                "{:>4}  not answering for {:.1} s: {}",
+                "",
+                ms as f64 / 1000.0,
+                n.unanswered_error.as_deref().unwrap_or("no reason given")
+            );
+        }
     }
 }
 

@@ -451,6 +451,8 @@ pub struct Peers {
     credentials: Credentials,
     dial_via: BTreeMap<NodeId, String>,
     clients: Mutex<BTreeMap<NodeId, PeerClient>>,
+    /// Peers whose last Raft call did not get an answer: since when, and why.
+    unanswered: Mutex<BTreeMap<NodeId, (std::time::Instant, String)>>,
 }
 
 impl Peers {
@@ -461,7 +463,34 @@ impl Peers {
             credentials,
             dial_via,
             clients: Mutex::new(BTreeMap::new()),
+            unanswered: Mutex::new(BTreeMap::new()),
         })
+    }
+
+    /// How long node `id` has not answered Raft's calls, and the last failure; `None` if
+    /// its last call was answered (or none was made).
+    pub fn unanswered(&self, id: NodeId) -> Option<(Duration, String)> {
+        let unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+        unanswered
+            .get(&id)
+            .map(|(since, why)| (since.elapsed(), why.clone()))
+    }
+
+    /// Record how a Raft call to node `id` went: answered, or not (with why).
+    fn record(&self, id: NodeId, failure: Option<&ReplicationError>) {
+        let mut unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+        match failure {
+            None => {
+                unanswered.remove(&id);
+            }
+            Some(e) => {
+                let why = e.to_string();
+                unanswered
+                    .entry(id)
+                    .and_modify(|(_, last)| *last = why.clone())
+                    .or_insert_with(|| (std::time::Instant::now(), why));
+            }
+        }
     }
 
     /// The client for node `id`, which advertises `addr`; a new one if the address changed.
@@ -489,6 +518,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             client: self.0.get(target, &node.raft_addr),
             link: StreamLink::new(StreamMethod::Replicate),
+            peers: self.0.clone(),
         }
     }
 }
@@ -498,6 +528,8 @@ pub struct Peer {
     client: PeerClient,
     /// Log entries go on a `Replicate` stream.
     link: StreamLink,
+    /// Where whether it answers is recorded (for `strata cluster status`).
+    peers: Arc<Peers>,
 }
 
 type RpcResult<T, E> = std::result::Result<T, RPCError<NodeId, Member, E>>;
@@ -524,22 +556,20 @@ impl Peer {
         E: std::error::Error + serde::de::DeserializeOwned,
     {
         let body = encode(req).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let reply = self
-            .client
-            .call(method, body, option.hard_ttl())
-            .await
-            .map_err(rpc_error)?;
-        self.answer(&reply)
+        let reply = self.client.call(method, body, option.hard_ttl()).await;
+        self.answer(reply)
     }
 
-    /// A peer's encoded answer, or the error it carries.
-    fn answer<Resp, E>(&self, reply: &[u8]) -> RpcResult<Resp, E>
+    /// A peer's encoded answer, or the error it carries; whether it answered is recorded.
+    fn answer<Resp, E>(&self, reply: crate::Result<Vec<u8>>) -> RpcResult<Resp, E>
     where
         Resp: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
     {
+        self.peers.record(self.client.node, reply.as_ref().err());
+        let reply = reply.map_err(rpc_error)?;
         let decoded: std::result::Result<Resp, E> =
-            decode(reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+            decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         decoded.map_err(|e| RPCError::RemoteError(RemoteError::new(self.client.node, e)))
     }
 }
@@ -551,12 +581,8 @@ impl RaftNetwork<TypeConfig> for Peer {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>, RaftError<NodeId>> {
         let body = encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        let reply = self
-            .link
-            .send(&self.client, body, option.hard_ttl())
-            .await
-            .map_err(rpc_error)?;
-        self.answer(&reply)
+        let reply = self.link.send(&self.client, body, option.hard_ttl()).await;
+        self.answer(reply)
     }
 
     async fn install_snapshot(

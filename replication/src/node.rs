@@ -110,6 +110,12 @@ pub struct NodeStatus {
     pub matched_index: Option<u64>,
     /// How many entries it is behind the leader's log.
     pub lag: Option<u64>,
+    /// While the answering node leads: how long, in milliseconds, this node has not
+    /// answered its Raft calls (down, cut off, or stopped), and the last failure.
+    #[serde(default)]
+    pub unanswered_ms: Option<u64>,
+    #[serde(default)]
+    pub unanswered_error: Option<String>,
 }
 
 /// A running node.
@@ -870,6 +876,7 @@ impl Node {
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
         let last = m.last_log_index.unwrap_or(0);
+        let leads = m.state == ServerState::Leader;
         let nodes = membership
             .nodes()
             .map(|(id, node)| {
@@ -878,6 +885,11 @@ impl Node {
                     .as_ref()
                     .and_then(|r| r.get(id).cloned())
                     .map(|l| l.map(|l| l.index).unwrap_or(0));
+                // Only the leader calls every other node all the time.
+                let unanswered = match leads && *id != self.id {
+                    true => self.peers.unanswered(*id),
+                    false => None,
+                };
                 NodeStatus {
                     id: *id,
                     raft_addr: node.raft_addr.clone(),
@@ -885,6 +897,10 @@ impl Node {
                     voter: voters.contains(id),
                     matched_index: matched,
                     lag: matched.map(|i| last.saturating_sub(i)),
+                    unanswered_ms: unanswered
+                        .as_ref()
+                        .map(|(d, _)| d.as_millis().try_into().unwrap_or(u64::MAX)),
+                    unanswered_error: unanswered.map(|(_, why)| why),
                 }
             })
             .collect();

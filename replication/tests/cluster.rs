@@ -310,6 +310,41 @@ async fn the_cluster_keeps_serving_when_its_leader_stops() {
         let db = m.engine.database("d").await.unwrap();
         assert_eq!(counter(&db, "k").await, 3);
     }
+    // The new leader reports the stopped node as not answering, and the other as fine.
+    let stopped = members[leader].node.id();
+    let new_leader = rest
+        .iter()
+        .find(|m| m.node.is_leader())
+        .expect("a new leader");
+    let unanswered = |id| {
+        let status = new_leader.node.status();
+        let n = status
+            .nodes
+            .into_iter()
+            .find(|n| n.id == id)
+            .expect("a member");
+        n.unanswered_ms
+            .map(|_| n.unanswered_error.unwrap_or_default())
+    };
+    let mut why = None;
+    for _ in 0..200 {
+        why = unanswered(stopped);
+        if why.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let why = why.expect("the stopped node is reported as not answering");
+    assert!(!why.is_empty());
+    let other = rest
+        .iter()
+        .find(|m| !m.node.is_leader())
+        .expect("a follower");
+    assert_eq!(
+        unanswered(other.node.id()),
+        None,
+        "the live follower answers"
+    );
     for m in &rest {
         m.node.shutdown().await;
     }
