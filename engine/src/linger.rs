@@ -57,8 +57,15 @@ impl Linger {
     }
 
     /// A group's answers went out to `answered` commits while `waiting` commits were in the
-    /// next group: hold that group for the answered ones (at most `max` in all).
-    pub(crate) fn answered(&mut self, answered: usize, waiting: usize, max: usize, now: Instant) {
+    /// next group: hold that group for the answered ones (at most `max` in all). The clock
+    /// (`now`) is read only if it is held, so the commit pipeline pays nothing when off.
+    pub(crate) fn answered(
+        &mut self,
+        answered: usize,
+        waiting: usize,
+        max: usize,
+        now: impl FnOnce() -> Instant,
+    ) {
         if self.limit.is_zero() || answered == 0 {
             return;
         }
@@ -67,12 +74,13 @@ impl Linger {
             return;
         }
         let target = waiting.saturating_add(answered).min(max);
-        self.hold = Some((target, now + self.limit));
+        self.hold = Some((target, now() + self.limit));
     }
 
-    /// Whether a group of `waiting` commits must still wait.
-    pub(crate) fn holds(&self, waiting: usize, now: Instant) -> bool {
-        matches!(self.hold, Some((target, until)) if waiting < target && now < until)
+    /// Whether a group of `waiting` commits must still wait (the clock is read only while a
+    /// group is held short of its target).
+    pub(crate) fn holds(&self, waiting: usize, now: impl FnOnce() -> Instant) -> bool {
+        matches!(self.hold, Some((target, until)) if waiting < target && now() < until)
     }
 
     /// When the held group goes even if it has not filled up.
@@ -109,14 +117,14 @@ mod tests {
         let t = Instant::now();
         let mut l = Linger::new(LIMIT);
         // 16 answered while 16 others waited: hold for 32.
-        l.answered(16, 16, 256, t);
-        assert!(l.holds(16, t));
-        assert!(l.holds(31, t + Duration::from_micros(500)));
-        assert!(!l.holds(32, t + Duration::from_micros(600)));
+        l.answered(16, 16, 256, || t);
+        assert!(l.holds(16, || t));
+        assert!(l.holds(31, || t + Duration::from_micros(500)));
+        assert!(!l.holds(32, || t + Duration::from_micros(600)));
         l.sent(32);
         // Filled up: the next group lingers too.
-        l.answered(32, 0, 256, t + LIMIT);
-        assert!(l.holds(0, t + LIMIT));
+        l.answered(32, 0, 256, || t + LIMIT);
+        assert!(l.holds(0, || t + LIMIT));
         assert_eq!(l.deadline(), Some(t + LIMIT + LIMIT));
     }
 
@@ -124,30 +132,33 @@ mod tests {
     fn a_group_never_waits_past_the_limit_or_beyond_the_largest_group() {
         let t = Instant::now();
         let mut l = Linger::new(LIMIT);
-        l.answered(200, 100, 256, t);
-        assert!(l.holds(255, t));
-        assert!(!l.holds(256, t), "a group at its largest goes");
-        assert!(l.holds(1, t + LIMIT - Duration::from_micros(1)));
-        assert!(!l.holds(1, t + LIMIT), "the limit has passed");
+        l.answered(200, 100, 256, || t);
+        assert!(l.holds(255, || t));
+        assert!(!l.holds(256, || t), "a group at its largest goes");
+        assert!(l.holds(1, || t + LIMIT - Duration::from_micros(1)));
+        assert!(!l.holds(1, || t + LIMIT), "the limit has passed");
     }
 
     #[test]
     fn nothing_lingers_when_off_or_when_nobody_was_answered() {
         let t = Instant::now();
         let mut off = Linger::new(Duration::ZERO);
-        off.answered(16, 16, 256, t);
-        assert!(!off.holds(0, t));
+        off.answered(16, 16, 256, || t);
+        assert!(!off.holds(0, || t));
         assert_eq!(off.deadline(), None);
+        // Off, the commit pipeline does not even read the clock.
+        off.answered(16, 16, 256, || panic!("the clock was read"));
+        assert!(!off.holds(0, || panic!("the clock was read")));
         let mut l = Linger::new(LIMIT);
-        l.answered(0, 5, 256, t);
-        assert!(!l.holds(0, t));
+        l.answered(0, 5, 256, || t);
+        assert!(!l.holds(0, || t));
     }
 
     /// How many answered groups go by without a hold, until one is held.
     fn skipped(l: &mut Linger, t: Instant) -> usize {
         let mut n = 0;
         loop {
-            l.answered(4, 0, 256, t);
+            l.answered(4, 0, 256, || t);
             if l.deadline().is_some() {
                 return n;
             }
@@ -162,17 +173,17 @@ mod tests {
         // Each miss: the group went at the limit with fewer than it waited for.
         let mut after_each_miss = Vec::new();
         for _ in 0..8 {
-            l.answered(4, 0, 256, t);
-            assert!(l.holds(1, t));
+            l.answered(4, 0, 256, || t);
+            assert!(l.holds(1, || t));
             t += LIMIT;
-            assert!(!l.holds(1, t));
+            assert!(!l.holds(1, || t));
             l.sent(1);
             after_each_miss.push(skipped(&mut l, t));
         }
         assert_eq!(after_each_miss, [2, 4, 8, 16, 32, 64, 64, 64]);
         // The hold after the last skip fills up: misses are forgotten.
         l.sent(4);
-        l.answered(4, 0, 256, t);
+        l.answered(4, 0, 256, || t);
         t += LIMIT;
         l.sent(1);
         assert_eq!(

@@ -339,7 +339,7 @@ impl Pipeline {
             let lingers = waiting > 0
                 && !closing
                 && flights.len() < depth
-                && linger.holds(waiting, tokio::time::Instant::now());
+                && linger.holds(waiting, tokio::time::Instant::now);
             match (lingers, lingering_since) {
                 (true, None) => lingering_since = Some(Instant::now()),
                 (false, Some(since)) => {
@@ -399,7 +399,7 @@ impl Pipeline {
                             done.requests.iter().filter(|r| !r.forwarded).count(),
                             waiting,
                             max,
-                            tokio::time::Instant::now(),
+                            tokio::time::Instant::now,
                         );
                         answer(done.requests, results);
                         continue;

@@ -451,8 +451,35 @@ pub struct Peers {
     credentials: Credentials,
     dial_via: BTreeMap<NodeId, String>,
     clients: Mutex<BTreeMap<NodeId, PeerClient>>,
-    /// Peers whose last Raft call did not get an answer: since when, and why.
-    unanswered: Mutex<BTreeMap<NodeId, (std::time::Instant, String)>>,
+    /// Whether each peer answers Raft's calls (for `strata cluster status`).
+    answers: Mutex<BTreeMap<NodeId, Arc<Answers>>>,
+}
+
+/// Whether a peer answers Raft's calls. Answered calls — one per log entry sent — only read
+/// a flag; the lock is taken when a call fails, and on the first answer after.
+#[derive(Default)]
+struct Answers {
+    failing: std::sync::atomic::AtomicBool,
+    /// Since when the calls have failed, and the last failure.
+    unanswered: Mutex<Option<(std::time::Instant, String)>>,
+}
+
+impl Answers {
+    fn record(&self, failure: Option<&ReplicationError>) {
+        use std::sync::atomic::Ordering;
+        if failure.is_none() && !self.failing.load(Ordering::Acquire) {
+            return;
+        }
+        let mut unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+        match failure {
+            None => *unanswered = None,
+            Some(e) => {
+                let since = unanswered.take().map(|(since, _)| since);
+                *unanswered = Some((since.unwrap_or_else(std::time::Instant::now), e.to_string()));
+            }
+        }
+        self.failing.store(unanswered.is_some(), Ordering::Release);
+    }
 }
 
 impl Peers {
@@ -463,34 +490,29 @@ impl Peers {
             credentials,
             dial_via,
             clients: Mutex::new(BTreeMap::new()),
-            unanswered: Mutex::new(BTreeMap::new()),
+            answers: Mutex::new(BTreeMap::new()),
         })
     }
 
     /// How long node `id` has not answered Raft's calls, and the last failure; `None` if
     /// its last call was answered (or none was made).
     pub fn unanswered(&self, id: NodeId) -> Option<(Duration, String)> {
-        let unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
+        let answers = self
+            .answers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)?
+            .clone();
+        let unanswered = answers.unanswered.lock().unwrap_or_else(|e| e.into_inner());
         unanswered
-            .get(&id)
+            .as_ref()
             .map(|(since, why)| (since.elapsed(), why.clone()))
     }
 
-    /// Record how a Raft call to node `id` went: answered, or not (with why).
-    fn record(&self, id: NodeId, failure: Option<&ReplicationError>) {
-        let mut unanswered = self.unanswered.lock().unwrap_or_else(|e| e.into_inner());
-        match failure {
-            None => {
-                unanswered.remove(&id);
-            }
-            Some(e) => {
-                let why = e.to_string();
-                unanswered
-                    .entry(id)
-                    .and_modify(|(_, last)| *last = why.clone())
-                    .or_insert_with(|| (std::time::Instant::now(), why));
-            }
-        }
+    /// Where Raft's calls to node `id` record whether they were answered.
+    fn answers(&self, id: NodeId) -> Arc<Answers> {
+        let mut answers = self.answers.lock().unwrap_or_else(|e| e.into_inner());
+        answers.entry(id).or_default().clone()
     }
 
     /// The client for node `id`, which advertises `addr`; a new one if the address changed.
@@ -518,7 +540,7 @@ impl RaftNetworkFactory<TypeConfig> for Network {
         Peer {
             client: self.0.get(target, &node.raft_addr),
             link: StreamLink::new(StreamMethod::Replicate),
-            peers: self.0.clone(),
+            answers: self.0.answers(target),
         }
     }
 }
@@ -528,8 +550,8 @@ pub struct Peer {
     client: PeerClient,
     /// Log entries go on a `Replicate` stream.
     link: StreamLink,
-    /// Where whether it answers is recorded (for `strata cluster status`).
-    peers: Arc<Peers>,
+    /// Whether it answers (for `strata cluster status`).
+    answers: Arc<Answers>,
 }
 
 type RpcResult<T, E> = std::result::Result<T, RPCError<NodeId, Member, E>>;
@@ -566,7 +588,7 @@ impl Peer {
         Resp: serde::de::DeserializeOwned,
         E: std::error::Error + serde::de::DeserializeOwned,
     {
-        self.peers.record(self.client.node, reply.as_ref().err());
+        self.answers.record(reply.as_ref().err());
         let reply = reply.map_err(rpc_error)?;
         let decoded: std::result::Result<Resp, E> =
             decode(&reply).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -760,6 +782,30 @@ mod tests {
     }
 
     /// Serve `fake` on a loopback port; a client for it, as node `id`.
+    #[test]
+    fn a_peer_is_not_answering_from_its_first_failure_until_it_answers_again() {
+        let peers = Peers::new(credentials(), BTreeMap::new());
+        let answers = peers.answers(2);
+        let failure = |detail: &str| ReplicationError::Unreachable {
+            node: 2,
+            addr: "127.0.0.1:1".into(),
+            detail: detail.into(),
+        };
+        answers.record(None);
+        assert!(peers.unanswered(2).is_none(), "answered from the start");
+        let since = || answers.unanswered.lock().unwrap().as_ref().map(|(s, _)| *s);
+        answers.record(Some(&failure("refused")));
+        let first = since().expect("not answering");
+        answers.record(Some(&failure("timed out")));
+        assert_eq!(since(), Some(first), "counted from the first failure");
+        let (_, why) = peers.unanswered(2).expect("still not answering");
+        assert!(why.contains("timed out"), "the last failure: {why}");
+        // Another client for the same node (Raft makes one after errors) shares the record.
+        peers.answers(2).record(None);
+        assert!(peers.unanswered(2).is_none(), "answering again");
+        assert!(peers.unanswered(3).is_none(), "a node never called");
+    }
+
     async fn client_of(fake: Arc<Fake>, id: NodeId) -> PeerClient {
         let peer = peer_of(fake).await;
         PeerClient::new(id, &peer.client.addr, credentials())
