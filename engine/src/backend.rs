@@ -107,6 +107,10 @@ pub enum BackendError {
     Unavailable(String),
     #[error("storage I/O error: {0}")]
     Io(String),
+    /// The disk (or the file system's quota) has no room for the write. Nothing of it was
+    /// applied; it may succeed once room is freed.
+    #[error("storage is full: {0}")]
+    Full(String),
     #[error("store is corrupt: {0}")]
     Corrupt(String),
     #[error("storage error: {0}")]
@@ -127,9 +131,28 @@ impl BackendError {
     }
 }
 
+impl BackendError {
+    /// An I/O error, `context` (what was being done, or the file) first: [`BackendError::Full`]
+    /// when the disk or a quota has no room, [`BackendError::Io`] otherwise.
+    pub fn io(context: impl std::fmt::Display, e: &std::io::Error) -> Self {
+        let what = format!("{context}: {e}");
+        match e.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                BackendError::Full(what)
+            }
+            _ => BackendError::Io(what),
+        }
+    }
+}
+
 impl From<std::io::Error> for BackendError {
     fn from(e: std::io::Error) -> Self {
-        BackendError::Io(e.to_string())
+        match e.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
+                BackendError::Full(e.to_string())
+            }
+            _ => BackendError::Io(e.to_string()),
+        }
     }
 }
 

@@ -105,6 +105,9 @@ pub enum ErrorClass {
     Locked,
     /// The store cannot answer now (shutting down, unreachable): retry later.
     Unavailable,
+    /// The store's disk has no room for the write, which was not applied: retry once room
+    /// is freed.
+    Full,
     /// The store failed or holds corrupt data.
     Internal,
 }
@@ -131,6 +134,7 @@ impl EngineError {
             EngineError::Forwarded { class, .. } => *class,
             EngineError::Backend(BackendError::InDoubt(_)) => ErrorClass::InDoubt,
             EngineError::Backend(BackendError::Locked(_)) => ErrorClass::Locked,
+            EngineError::Backend(BackendError::Full(_)) => ErrorClass::Full,
             EngineError::Backend(b) if b.is_transient() => ErrorClass::Unavailable,
             EngineError::Backend(_) | EngineError::Corrupt { .. } => ErrorClass::Internal,
         }

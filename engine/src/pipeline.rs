@@ -1207,6 +1207,7 @@ fn group_failure(e: &EngineError) -> EngineError {
             EngineError::Backend(BackendError::Unavailable(b.to_string()))
         }
         EngineError::ShuttingDown => EngineError::ShuttingDown,
+        EngineError::Backend(full @ BackendError::Full(_)) => EngineError::Backend(full.clone()),
         other => EngineError::Backend(BackendError::Other(other.to_string())),
     }
 }

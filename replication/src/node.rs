@@ -29,6 +29,11 @@ use crate::{NodeId, Raft};
 /// How long a proposal or a read barrier keeps trying (through elections) before it fails.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long adding a learner waits for it to copy what the cluster holds before answering
+/// that it is still copying (within the timeout of an admin call forwarded to the leader,
+/// `REQUEST_TIMEOUT * 6`).
+const LEARNER_CATCH_UP: Duration = Duration::from_secs(50);
+
 /// How a node is set up: `strata serve --cluster …` or `[cluster]` in `db.toml`.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
@@ -812,10 +817,12 @@ impl Node {
                 }
             }
             AdminRequest::AddLearner { id, member } => {
-                self.raft
-                    .add_learner(id, member, true)
+                let added = self
+                    .raft
+                    .add_learner(id, member, false)
                     .await
                     .map_err(write_err)?;
+                self.learner_caught_up(id, added.log_id.index).await?;
                 Ok(AdminReply::Done)
             }
             AdminRequest::ChangeVoters { voters } => {
@@ -867,6 +874,58 @@ impl Node {
                 id: self.id,
                 member: self.member(),
             }),
+        }
+    }
+
+    /// Wait until learner `id` holds the log up to `upto` (the entry that added it), so that
+    /// it has copied everything from before it joined (from the log or as a snapshot).
+    /// openraft's own wait for a new learner ends once the learner is within
+    /// `replication_lag_threshold` entries (thousands) of the leader, which a learner that
+    /// holds nothing yet is, in a young cluster: a promotion right after would make a voter
+    /// that still has everything to copy.
+    async fn learner_caught_up(&self, id: NodeId, upto: u64) -> Result<(), AdminError> {
+        let holds = |m: &openraft::RaftMetrics<NodeId, Member>| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(&id).cloned())
+                .flatten()
+                .map(|l| l.index)
+        };
+        let waited = self
+            .raft
+            .wait(Some(LEARNER_CATCH_UP))
+            .metrics(
+                |m| {
+                    m.state != ServerState::Leader
+                        || m.membership_config.membership().get_node(&id).is_none()
+                        || holds(m).is_some_and(|i| i >= upto)
+                },
+                "the new learner caught up",
+            )
+            .await;
+        let fail = |why: String| Err(AdminError::Failed(ReplicationError::Raft(why)));
+        match waited {
+            Ok(m) if holds(&m).is_some_and(|i| i >= upto) => Ok(()),
+            Ok(m) if m.state != ServerState::Leader => fail(format!(
+                "node {id} is a learner, but this node stopped leading while it caught up: \
+                 `strata cluster status` shows its progress"
+            )),
+            Ok(_) => fail(format!(
+                "node {id} was removed from the cluster while it caught up"
+            )),
+            Err(openraft::metrics::WaitError::ShuttingDown) => {
+                Err(AdminError::Failed(ReplicationError::ShuttingDown))
+            }
+            Err(openraft::metrics::WaitError::Timeout(..)) => {
+                let at = holds(&self.raft.metrics().borrow());
+                fail(format!(
+                    "node {id} is a learner, but has not caught up within {}s (it holds the \
+                     log up to {}, and joined at {upto}); it goes on copying: `strata cluster \
+                     status` shows its progress, promote it once its lag is small",
+                    LEARNER_CATCH_UP.as_secs(),
+                    at.map_or("nothing".into(), |i| format!("entry {i}")),
+                ))
+            }
         }
     }
 

@@ -378,6 +378,18 @@ async fn a_new_node_catches_up_through_a_snapshot() {
         })
         .await;
     assert!(status.is_ok(), "adding a learner: {status:?}");
+    // Adding it answers once it holds what the cluster held (here, past the snapshot: it
+    // was sent one), as the leader has seen.
+    let status = members[leader].node.status();
+    let matched = status
+        .nodes
+        .iter()
+        .find(|n| n.id == 4)
+        .and_then(|n| n.matched_index);
+    assert!(
+        matched > status.purged_index,
+        "the learner is not past the compacted log: {status:?}"
+    );
     let voters = [1u64, 2, 3, 4].into_iter().collect();
     members[leader]
         .node

@@ -75,9 +75,12 @@ pub(crate) struct Journal {
     syncer: Syncer,
 }
 
-/// An error at `path`, naming it.
-pub(crate) fn io(path: &Path, e: impl std::fmt::Display) -> BackendError {
-    BackendError::Io(format!("{}: {e}", path.display()))
+/// An error at `path`, naming it: [`BackendError::Full`] when the disk has no room.
+pub(crate) fn io(path: &Path, e: impl Into<redb::Error>) -> BackendError {
+    match e.into() {
+        redb::Error::Io(e) => BackendError::io(path.display(), &e),
+        other => BackendError::Io(format!("{}: {other}", path.display())),
+    }
 }
 
 impl Journal {

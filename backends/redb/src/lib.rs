@@ -151,7 +151,7 @@ struct ReadState {
     db: Option<Arc<redb::Database>>,
     /// Why redb must be reopened: a write into it failed, after which redb refuses every
     /// read and write until it is reopened.
-    failed: Option<String>,
+    failed: Option<BackendError>,
     memtable: Memtable,
     /// Bytes of keys and values put into the memtable since it was last emptied.
     bytes: usize,
@@ -177,13 +177,18 @@ impl ReadState {
     /// The redb database, refused after a write into it failed: it answers nothing until
     /// it is reopened.
     fn db(&self) -> Result<Arc<redb::Database>, BackendError> {
-        match (&self.failed, &self.db) {
-            (None, Some(db)) => Ok(db.clone()),
-            (why, _) => Err(BackendError::Io(format!(
+        let why = match (&self.failed, &self.db) {
+            (None, Some(db)) => return Ok(db.clone()),
+            (why, _) => format!(
                 "the database file must be reopened after a failed write ({}); the next write reopens it",
-                why.as_deref().unwrap_or("unknown error")
-            ))),
-        }
+                why.as_ref().map_or("unknown error".into(), reason)
+            ),
+        };
+        // A full disk stays the reason until the reopen succeeds.
+        Err(match self.failed {
+            Some(BackendError::Full(_)) => BackendError::Full(why),
+            _ => BackendError::Io(why),
+        })
     }
 
     /// The shared read snapshot. One taken before a failed write still serves (redb's pages
@@ -359,7 +364,10 @@ fn show_table<'a>(
         // them, a measurable part of a scan's time per entry.
         let (k, v) = match &r {
             Ok(pair) => pair,
-            Err(e) => return Err(err(e)),
+            Err(redb::StorageError::Io(e)) => {
+                return Err(BackendError::io("reading the database file", e))
+            }
+            Err(e) => return Err(BackendError::Io(e.to_string())),
         };
         shown += 1;
         prefetch_ahead(k.value());
@@ -431,8 +439,12 @@ fn range_of<'a>(
     .map_err(err)
 }
 
-fn err(e: impl std::fmt::Display) -> BackendError {
-    BackendError::Io(e.to_string())
+/// A redb error: [`BackendError::Full`] when the disk has no room.
+fn err(e: impl Into<redb::Error>) -> BackendError {
+    match e.into() {
+        redb::Error::Io(e) => BackendError::from(e),
+        other => BackendError::Io(other.to_string()),
+    }
 }
 
 impl RedbStore {
@@ -506,7 +518,7 @@ impl RedbStore {
         // Closing it releases the file's lock, which the new one takes.
         drop(failed);
         let (db, replayed) = open_replayed(path, storage).inspect_err(|e| {
-            reader.state().failed = Some(reason(e));
+            reader.state().failed = Some(e.clone());
         })?;
         *journal = replayed;
         let mut state = reader.state();
@@ -567,7 +579,7 @@ fn open_replayed(
 /// What went wrong, without the error kind's prefix.
 fn reason(e: &BackendError) -> String {
     match e {
-        BackendError::Io(why) => why.clone(),
+        BackendError::Io(why) | BackendError::Full(why) => why.clone(),
         other => other.to_string(),
     }
 }
@@ -789,7 +801,7 @@ fn flush(reader: &Reader, durability: redb::Durability) -> Result<(), BackendErr
     match &written {
         Ok(()) => state.snapshot = None,
         Err(e) => {
-            state.failed = Some(reason(e));
+            state.failed = Some(e.clone());
             // Newer batches (none, while the journal is locked) would win over these.
             let newer = std::mem::take(&mut state.memtable);
             let mut back = Arc::unwrap_or_clone(entries);

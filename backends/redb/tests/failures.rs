@@ -127,7 +127,12 @@ impl Writes {
     }
 }
 
-fn no_space(e: impl ToString) {
+/// The disk's error, as a full disk (which every frontend answers as such, e.g. HTTP 507).
+fn no_space(e: strata_engine::BackendError) {
+    assert!(
+        matches!(e, strata_engine::BackendError::Full(_)),
+        "not a full disk: {e:?}"
+    );
     let e = e.to_string();
     assert!(e.contains("No space left on device"), "{e}");
 }

@@ -46,12 +46,14 @@ pub struct SqliteStore {
     _lock: DatabaseLock,
 }
 
-fn err(e: impl std::fmt::Display) -> BackendError {
+fn err(e: rusqlite::Error) -> BackendError {
     let msg = e.to_string();
-    if msg.contains("database is locked") || msg.contains("busy") {
-        BackendError::Unavailable(msg)
-    } else {
-        BackendError::Io(msg)
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+            BackendError::Unavailable(msg)
+        }
+        Some(rusqlite::ErrorCode::DiskFull) => BackendError::Full(msg),
+        _ => BackendError::Io(msg),
     }
 }
 
@@ -283,5 +285,39 @@ impl ReadView for HeldRead {
     async fn scan(&self, start: &[u8], end: &[u8], limit: usize) -> Result<Pairs, BackendError> {
         let c = self.0.lock().unwrap_or_else(|e| e.into_inner());
         scan_on(&c, start, end, false, limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// SQLite out of room (here its page limit, which it reports as a full disk) is a full
+    /// disk to the engine, and a locked file is a retryable unavailability.
+    #[test]
+    fn sqlite_errors_keep_their_kind() {
+        let c = Connection::open_in_memory().unwrap();
+        c.execute_batch("CREATE TABLE t (v BLOB); PRAGMA max_page_count = 8;")
+            .unwrap();
+        let full = (0..1000)
+            .find_map(|_| c.execute("INSERT INTO t VALUES (zeroblob(4096))", []).err())
+            .expect("the page limit is never reached");
+        assert!(matches!(err(full), BackendError::Full(_)));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let (a, b) = (
+            Connection::open(&path).unwrap(),
+            Connection::open(&path).unwrap(),
+        );
+        a.execute_batch("CREATE TABLE t (v); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1);")
+            .unwrap();
+        b.busy_timeout(std::time::Duration::ZERO).unwrap();
+        let busy = b.execute("INSERT INTO t VALUES (2)", []).unwrap_err();
+        assert!(matches!(err(busy), BackendError::Unavailable(_)));
+        assert!(matches!(
+            err(rusqlite::Error::QueryReturnedNoRows),
+            BackendError::Io(_)
+        ));
     }
 }

@@ -43,6 +43,8 @@ impl ApiError {
                 | ErrorClass::InDoubt
                 | ErrorClass::Locked => StatusCode::CONFLICT,
                 ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                // Not applied, and retrying may succeed once room is freed.
+                ErrorClass::Full => StatusCode::INSUFFICIENT_STORAGE,
                 ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
             },
         }

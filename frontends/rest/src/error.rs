@@ -114,6 +114,7 @@ fn class_status(class: ErrorClass) -> StatusCode {
             StatusCode::CONFLICT
         }
         ErrorClass::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorClass::Full => StatusCode::INSUFFICIENT_STORAGE,
         ErrorClass::Internal => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }
@@ -152,6 +153,7 @@ pub type Result<T, E = RestError> = std::result::Result<T, E>;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use strata_engine::BackendError;
 
     #[test]
     fn each_kind_of_error_has_its_status() {
@@ -173,5 +175,10 @@ mod tests {
         assert_eq!(down.status(), StatusCode::SERVICE_UNAVAILABLE);
         let big = RestError::Sql(SqlError::LimitExceeded("key".into()));
         assert_eq!(big.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let enospc = std::io::Error::from_raw_os_error(28);
+        let full = RestError::Engine(EngineError::Backend(BackendError::io("db.redb", &enospc)));
+        assert_eq!(full.status(), StatusCode::INSUFFICIENT_STORAGE);
+        let through_sql = RestError::Sql(SqlError::Engine(EngineError::Backend(enospc.into())));
+        assert_eq!(through_sql.status(), StatusCode::INSUFFICIENT_STORAGE);
     }
 }

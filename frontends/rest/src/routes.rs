@@ -252,7 +252,8 @@ pub async fn health() -> Json<Health> {
 
 #[utoipa::path(get, path = "/db", tag = "databases",
     responses((status = 200, description = "Every database, by name", body = Vec<String>),
-        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn list_databases(State(app): State<Arc<App>>) -> Result<Json<Vec<String>>> {
     Ok(Json(app.engine().list_databases().await?))
 }
@@ -261,7 +262,8 @@ pub async fn list_databases(State(app): State<Arc<App>>) -> Result<Json<Vec<Stri
     responses((status = 201, description = "Created", body = DbName),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 409, description = "It exists", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn create_database(State(app): State<Arc<App>>, body: Body) -> Result<Response> {
     let req: DbName = json_body(body).await?;
     db_name(&req.name)?;
@@ -273,7 +275,8 @@ pub async fn create_database(State(app): State<Arc<App>>, body: Body) -> Result<
     params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128)),
     responses((status = 200, description = "Dropped", body = Dropped),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn drop_database(app: &App, name: &str) -> Result<Response> {
     db_name(name)?;
     app.engine().drop_database(name).await?;
@@ -291,7 +294,8 @@ pub async fn drop_database(app: &App, name: &str) -> Result<Response> {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "A conflict; `retryable` says whether to retry", body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn execute_sql(app: &App, name: &str, body: Body) -> Result<Response> {
     db_name(name)?;
     let req: SqlRequest = json_body(body).await?;
@@ -310,7 +314,8 @@ pub async fn execute_sql(app: &App, name: &str, body: Body) -> Result<Response> 
     responses((status = 200, description = "The rows", body = ResultSet),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn query_oltp(
     app: &App,
     name: &str,
@@ -329,7 +334,8 @@ pub async fn query_oltp(
     responses((status = 200, description = "The rows; tables are named db.public.table", body = ResultSet),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 413, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn query(
     State(app): State<Arc<App>>,
     headers: HeaderMap,
@@ -355,7 +361,8 @@ fn rows(out: &Output) -> Result<Response> {
     params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128)),
     responses((status = 200, description = "The tables, by name", body = Vec<String>),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn tables(app: &App, name: &str) -> Result<Response> {
     db_name(name)?;
     let mut session = app.sessions.session(name).await?;
@@ -367,7 +374,8 @@ pub async fn tables(app: &App, name: &str) -> Result<Response> {
         ("table" = String, Path, description = "The table", pattern = r"^[A-Za-z0-9_]{1,128}$")),
     responses((status = 200, description = "A row (name, type) per column", body = ResultSet),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn schema(app: &App, name: &str, table: &str) -> Result<Response> {
     db_name(name)?;
     table_name(table)?;
@@ -397,7 +405,8 @@ pub async fn schema(app: &App, name: &str, table: &str) -> Result<Response> {
     params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128)),
     responses((status = 201, description = "Opened", body = TxOpened),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn begin(app: &App, name: &str) -> Result<Response> {
     db_name(name)?;
     let tx = app.sessions.begin(name).await?;
@@ -414,7 +423,8 @@ pub async fn begin(app: &App, name: &str) -> Result<Response> {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "Not open (ended, or rolled back when idle)", body = ErrorBody),
         (status = 409, description = "A conflict: retry the transaction", body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
+        (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn commit(State(app): State<Arc<App>>, Path(id): Path<String>) -> Result<Json<TxEnded>> {
     end(&app, id, "COMMIT").await
 }
@@ -458,7 +468,8 @@ async fn end(app: &App, id: String, how: &str) -> Result<Json<TxEnded>> {
         ("strata-read-consistency" = Option<String>, Header, description = "`strong` (the default) or `eventual`: this node's own copy, no round to a cluster's leader")),
     responses((status = 200, description = "The entry", body = KvEntry),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn kv_get(app: &App, name: &str, key: &str, headers: &HeaderMap) -> Result<Response> {
     db_name(name)?;
     let db = reader(app, name, headers).await?;
@@ -478,7 +489,8 @@ async fn reader(app: &App, name: &str, headers: &HeaderMap) -> Result<strata_eng
     responses((status = 200, description = "Written", body = KvWritten),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
-        (status = 503, body = ErrorBody)))]
+        (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn kv_set(app: &App, name: &str, key: &str, body: Body) -> Result<Response> {
     db_name(name)?;
     let req: KvSet = json_body(body).await?;
@@ -491,7 +503,8 @@ pub async fn kv_set(app: &App, name: &str, key: &str, body: Body) -> Result<Resp
         ("key" = String, Path, description = "The key (percent-encode `/`)", min_length = 1)),
     responses((status = 200, description = "Deleted (or was not set)", body = KvWritten),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn kv_delete(app: &App, name: &str, key: &str) -> Result<Response> {
     db_name(name)?;
     let db = app.engine().database(name).await?;
@@ -503,7 +516,8 @@ pub async fn kv_delete(app: &App, name: &str, key: &str) -> Result<Response> {
         ("strata-read-consistency" = Option<String>, Header, description = "`strong` (the default) or `eventual`: this node's own copy, no round to a cluster's leader")),
     responses((status = 200, description = "A page of entries", body = KvPage),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn kv_list(app: &App, name: &str, q: KvList, headers: &HeaderMap) -> Result<Response> {
     db_name(name)?;
     let db = reader(app, name, headers).await?;
@@ -514,7 +528,8 @@ pub async fn kv_list(app: &App, name: &str, q: KvList, headers: &HeaderMap) -> R
     params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128), QueueQuery),
     responses((status = 200, description = "The queue's depth, first messages and newest dead letters", body = QueueView),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn queue_view(app: &App, name: &str, q: QueueQuery) -> Result<Response> {
     db_name(name)?;
     let db = app.engine().database(name).await?;
@@ -525,7 +540,8 @@ pub async fn queue_view(app: &App, name: &str, q: QueueQuery) -> Result<Response
     params(("name" = String, Path, description = "The database", pattern = r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length = 128), PurgeQuery),
     responses((status = 200, description = "How many dead letters were forgotten; their payloads stay at their dead-letter keys", body = DeadLettersPurged),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 507, body = ErrorBody)))]
 pub async fn purge_dead_letters(app: &App, name: &str, q: PurgeQuery) -> Result<Response> {
     db_name(name)?;
     let db = app.engine().database(name).await?;

@@ -3,7 +3,7 @@
 //! Every error names the object it concerns where there is one. Nothing that reaches this
 //! type has changed the database: statements apply their writes only when they succeed.
 
-use strata_engine::EngineError;
+use strata_engine::{EngineError, ErrorClass};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SqlError {
@@ -100,6 +100,7 @@ impl SqlError {
             SqlError::Engine(e) if e.is_retryable() => "40001",
             SqlError::Engine(EngineError::DatabaseNotFound(_)) => "3D000",
             SqlError::Engine(EngineError::LimitExceeded { .. }) => "54000",
+            SqlError::Engine(e) if e.class() == ErrorClass::Full => "53100",
             SqlError::Engine(_) => "58000",
             SqlError::Query(_) => "42000",
             SqlError::Internal(_) => "XX000",
@@ -141,3 +142,20 @@ impl From<datafusion::sql::sqlparser::parser::ParserError> for SqlError {
 }
 
 pub type Result<T, E = SqlError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_engine::BackendError;
+
+    #[test]
+    fn a_full_disk_is_disk_full_and_other_storage_failures_are_system_errors() {
+        let enospc = std::io::Error::from_raw_os_error(28);
+        let full = SqlError::Engine(EngineError::Backend(BackendError::io("t.redb", &enospc)));
+        assert_eq!(full.sqlstate(), "53100");
+        assert!(!full.is_retryable());
+        let eio = std::io::Error::from_raw_os_error(5);
+        let failed = SqlError::Engine(EngineError::Backend(BackendError::io("t.redb", &eio)));
+        assert_eq!(failed.sqlstate(), "58000");
+    }
+}
