@@ -79,6 +79,10 @@ pub struct NodeArgs {
     /// entries, once they also wrote a quarter of the last snapshot's size [default: 10000].
     #[arg(long)]
     pub raft_snapshot_every: Option<u64>,
+    /// How many log entries to keep behind a snapshot, for followers that lag a little to
+    /// catch up from the log instead of a snapshot [default: 1000].
+    #[arg(long, value_name = "N")]
+    pub raft_keep_after_snapshot: Option<u64>,
     /// While this node leads: how many commit groups may be in the Raft log at once, each
     /// proposed while those before it replicate (1: one at a time) [default: 1].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -114,6 +118,7 @@ impl NodeArgs {
                 self.peers = c.peers.clone();
             }
             self.raft_snapshot_every = self.raft_snapshot_every.or(c.snapshot_every);
+            self.raft_keep_after_snapshot = self.raft_keep_after_snapshot.or(c.keep_after_snapshot);
             self.raft_groups_in_flight = self.raft_groups_in_flight.or(c.groups_in_flight);
             self.raft_group_linger = self.raft_group_linger.or(c.group_linger_ms);
             if self.raft_peer_via.is_empty() {
@@ -140,6 +145,7 @@ impl NodeArgs {
             || self.raft_advertise.is_some()
             || !self.peers.is_empty()
             || self.raft_snapshot_every.is_some()
+            || self.raft_keep_after_snapshot.is_some()
             || self.raft_groups_in_flight.is_some()
             || self.raft_group_linger.is_some()
             || !self.raft_peer_via.is_empty();
@@ -206,6 +212,9 @@ pub async fn start_node(
     config.advertise = args.raft_advertise.clone();
     if let Some(every) = args.raft_snapshot_every {
         config.snapshot_every = every.max(1);
+    }
+    if let Some(keep) = args.raft_keep_after_snapshot {
+        config.keep_after_snapshot = keep;
     }
     for via in &args.raft_peer_via {
         let (id, addr) = via

@@ -570,6 +570,13 @@ impl Cluster {
             .args(["--cluster", "--node-id", &id.to_string(), "--raft", raft])
             .args(["--cluster-id", CLUSTER])
             .args(["--raft-snapshot-every", &self.snapshot_every.to_string()])
+            // A fifth of the entries between snapshots stay behind each one, so that the
+            // first snapshot compacts the log (with the default 1,000 kept, that took more
+            // entries than a workload writes when the groups are large).
+            .args([
+                "--raft-keep-after-snapshot",
+                &(self.snapshot_every / 5).to_string(),
+            ])
             // Not the default (1): the faults also meet a leader with several commit
             // groups in its log at once, and what follows when one of them fails.
             .args(["--raft-groups-in-flight", "3"]);

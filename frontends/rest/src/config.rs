@@ -153,6 +153,8 @@ pub struct ClusterSection {
     pub peers: Vec<String>,
     /// Snapshot every this many log entries (`--raft-snapshot-every`).
     pub snapshot_every: Option<u64>,
+    /// Log entries kept behind a snapshot (`--raft-keep-after-snapshot`).
+    pub keep_after_snapshot: Option<u64>,
     /// Commit groups in the Raft log at once while this node leads
     /// (`--raft-groups-in-flight`, 1 to 64).
     pub groups_in_flight: Option<u16>,
