@@ -129,13 +129,15 @@ impl BackendError {
             BackendError::Unavailable(_) | BackendError::PreconditionFailed
         )
     }
-}
 
-impl BackendError {
     /// An I/O error, `context` (what was being done, or the file) first: [`BackendError::Full`]
     /// when the disk or a quota has no room, [`BackendError::Io`] otherwise.
     pub fn io(context: impl std::fmt::Display, e: &std::io::Error) -> Self {
-        let what = format!("{context}: {e}");
+        Self::of_io(e, format!("{context}: {e}"))
+    }
+
+    /// `what` went wrong, as the kind of `e` says.
+    fn of_io(e: &std::io::Error, what: String) -> Self {
         match e.kind() {
             std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
                 BackendError::Full(what)
@@ -147,12 +149,7 @@ impl BackendError {
 
 impl From<std::io::Error> for BackendError {
     fn from(e: std::io::Error) -> Self {
-        match e.kind() {
-            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
-                BackendError::Full(e.to_string())
-            }
-            _ => BackendError::Io(e.to_string()),
-        }
+        Self::of_io(&e, e.to_string())
     }
 }
 
